@@ -1,0 +1,55 @@
+//! Request context for RLS: role switch and `request.*` settings, set through
+//! the GUC API (no SQL parsing), transaction-local like `SET LOCAL`.
+use pgrx::pg_sys;
+use serde_json::Value;
+use std::ffi::CString;
+
+use crate::gucs;
+
+/// What the proxy knows about the HTTP request, exposed to policies and
+/// functions as PostgREST exposes it.
+pub struct RequestInfo<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub headers: &'a Value,
+}
+
+pub fn authenticate(claims: &Value, request: Option<&RequestInfo<'_>>) {
+    let role = claims
+        .get("role")
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .unwrap_or_else(|| gucs::string(&gucs::ANON_ROLE, "anon"));
+    set_local("request.jwt.claims", &claims.to_string());
+    if let Some(req) = request {
+        set_local("request.method", req.method);
+        set_local("request.path", req.path);
+        set_local("request.headers", &req.headers.to_string());
+    }
+    // Last, so that a refused role (42501 from Postgres' own membership check)
+    // is the error the caller sees.
+    set_local("role", &role);
+}
+
+fn set_local(name: &str, value: &str) {
+    let name = CString::new(name).expect("GUC names have no NUL");
+    // A NUL inside a claim would truncate the value; refuse it instead.
+    let value = match CString::new(value) {
+        Ok(v) => v,
+        Err(_) => pgrx::error!("request context values must not contain NUL bytes"),
+    };
+    // SAFETY: both pointers are valid C strings for the duration of the call;
+    // ERROR-level failures longjmp and are caught by pgrx's guard.
+    unsafe {
+        pg_sys::set_config_option(
+            name.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            true,
+            pg_sys::PGERROR as i32,
+            false,
+        );
+    }
+}

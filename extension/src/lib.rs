@@ -1,0 +1,100 @@
+//! Fluxbase extension: module list, SQL file order and the SQL entry points.
+#![deny(rust_2018_idioms)]
+
+use pgrx::prelude::*;
+
+mod claims;
+mod error;
+mod filter;
+mod gucs;
+mod rest;
+mod schema;
+
+pgrx::pg_module_magic!();
+
+extension_sql_file!("../../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+extension_sql_file!(
+    "../../sql/auth_claims.sql",
+    name = "auth_claims",
+    requires = ["bootstrap"]
+);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    gucs::init();
+}
+
+/// The extension's version; the proxy refuses to report ready when it differs
+/// from its own.
+#[pg_extern(immutable, parallel_safe)]
+fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
+
+/// Switches to the role named by the JWT claims and exposes the claims as
+/// `request.jwt.claims`, both transaction-local. `auth.uid()` and friends read
+/// them. The role must be one the session user may switch to.
+#[pg_extern(volatile)]
+fn authenticate(claims: pgrx::JsonB) {
+    claims::authenticate(&claims.0, None);
+}
+
+/// The REST engine: one HTTP request in, status, headers and body out.
+#[pg_extern(volatile)]
+fn rest(
+    request: pgrx::JsonB,
+    claims: pgrx::JsonB,
+) -> TableIterator<
+    'static,
+    (
+        name!(status, i32),
+        name!(headers, pgrx::JsonB),
+        name!(body, String),
+    ),
+> {
+    let response = rest::handle(request.0, &claims.0);
+    TableIterator::once((
+        response.status as i32,
+        pgrx::JsonB(response.headers),
+        response.body,
+    ))
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn version_matches_the_crate() {
+        let v = Spi::get_one::<String>("SELECT fluxbase.version()").unwrap();
+        assert_eq!(v.as_deref(), Some(env!("CARGO_PKG_VERSION")));
+    }
+
+    #[pg_test]
+    fn authenticate_sets_role_and_claims() {
+        Spi::run(r#"SELECT fluxbase.authenticate('{"role":"authenticated","sub":"7f1e7a40-6a1c-4b8e-9a57-2f0c5b1f2c11"}')"#).unwrap();
+        let uid = Spi::get_one::<String>("SELECT auth.uid()::text").unwrap();
+        assert_eq!(uid.as_deref(), Some("7f1e7a40-6a1c-4b8e-9a57-2f0c5b1f2c11"));
+        let role = Spi::get_one::<String>("SELECT current_user::text").unwrap();
+        assert_eq!(role.as_deref(), Some("authenticated"));
+    }
+
+    #[pg_test]
+    fn ddl_bumps_the_schema_version() {
+        let before = Spi::get_one::<i64>("SELECT fluxbase.schema_version()").unwrap();
+        Spi::run("CREATE TABLE public.fb_version_probe (id int)").unwrap();
+        let after = Spi::get_one::<i64>("SELECT fluxbase.schema_version()").unwrap();
+        assert!(after > before, "{after:?} > {before:?}");
+    }
+}
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}

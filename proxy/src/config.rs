@@ -1,0 +1,378 @@
+//! Configuration: one TOML file plus `FLUXBASE_<SECTION>_<KEY>` environment
+//! variables (env wins), validated at start-up. Errors name the key.
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config: {0}")]
+    Parse(String),
+    #[error("invalid config: `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Local development: generated secrets are acceptable.
+    #[default]
+    Dev,
+    Production,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub mode: Mode,
+    #[serde(default)]
+    pub server: Server,
+    pub database: Database,
+    pub jwt: Jwt,
+    #[serde(default)]
+    pub api_keys: ApiKeys,
+    #[serde(default)]
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    pub listen: SocketAddr,
+    /// Public URL printed by `fluxbase keys` and used in links.
+    pub public_url: Option<String>,
+    pub body_limit_bytes: usize,
+    /// Upper bound on the request line plus headers (HTTP/1); at least 8192.
+    pub header_limit_bytes: usize,
+    pub request_timeout_ms: u64,
+    pub shutdown_grace_ms: u64,
+    /// Send `Strict-Transport-Security` (set when a TLS terminator is in front).
+    pub behind_tls: bool,
+    /// Origins allowed by CORS; `["*"]` allows any.
+    pub cors_allowed_origins: Vec<String>,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            listen: "127.0.0.1:54321".parse().expect("valid default address"),
+            public_url: None,
+            body_limit_bytes: 1024 * 1024,
+            header_limit_bytes: 16 * 1024,
+            request_timeout_ms: 30_000,
+            shutdown_grace_ms: 10_000,
+            behind_tls: false,
+            cors_allowed_origins: vec!["*".into()],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Database {
+    /// libpq-style URL; the user should be `authenticator`.
+    pub url: String,
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    #[serde(default = "default_pool_timeout_ms")]
+    pub pool_timeout_ms: u64,
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+}
+
+fn default_pool_size() -> usize {
+    32
+}
+fn default_pool_timeout_ms() -> u64 {
+    10_000
+}
+fn default_connect_timeout_ms() -> u64 {
+    5_000
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Jwt {
+    /// HS256 secret, at least 32 bytes (256 bits).
+    pub secret: Option<String>,
+    /// A JWK set (JSON) with RS256/ES256 public keys that may sign tokens.
+    pub jwks_file: Option<PathBuf>,
+    /// Required `aud` claim, if set.
+    pub audience: Option<String>,
+    /// Role for requests without a token.
+    #[serde(default = "default_anon_role")]
+    pub anon_role: String,
+    /// Verified tokens kept in memory.
+    #[serde(default = "default_cache_entries")]
+    pub cache_entries: usize,
+    /// Accepted clock skew for `exp`/`nbf`/`iat`, seconds.
+    #[serde(default = "default_leeway")]
+    pub leeway_seconds: u64,
+}
+
+fn default_anon_role() -> String {
+    "anon".into()
+}
+fn default_cache_entries() -> usize {
+    10_000
+}
+fn default_leeway() -> u64 {
+    30
+}
+
+/// Supabase's API keys. Legacy keys are JWTs; new keys are opaque strings.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiKeys {
+    pub anon: Option<String>,
+    pub service_role: Option<String>,
+    /// `sb_publishable_…` keys: role `anon`.
+    pub publishable: Vec<String>,
+    /// `sb_secret_…` keys: role `service_role`.
+    pub secret: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// `tracing` filter, e.g. `info` or `fluxbase=debug`.
+    pub level: String,
+    /// `json` or `pretty`.
+    pub format: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "info".into(),
+            format: "json".into(),
+        }
+    }
+}
+
+const SECTIONS: [&str; 5] = ["server", "database", "jwt", "api_keys", "log"];
+
+impl Config {
+    /// Reads the file (if any), applies `FLUXBASE_*` variables, validates.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut doc: toml::Table = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.into(),
+                    source,
+                })?;
+                text.parse().map_err(|e: toml::de::Error| {
+                    ConfigError::Parse(format!("{}: {e}", p.display()))
+                })?
+            }
+            None => toml::Table::new(),
+        };
+        apply_env(&mut doc, env)?;
+        let config: Config = toml::Value::Table(doc)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.server.header_limit_bytes < 8192 {
+            return Err(invalid(
+                "server.header_limit_bytes",
+                "must be at least 8192",
+            ));
+        }
+        if self.server.body_limit_bytes == 0 {
+            return Err(invalid("server.body_limit_bytes", "must be greater than 0"));
+        }
+        if self.server.request_timeout_ms == 0 {
+            return Err(invalid(
+                "server.request_timeout_ms",
+                "must be greater than 0",
+            ));
+        }
+        if self.server.cors_allowed_origins.is_empty() {
+            return Err(invalid(
+                "server.cors_allowed_origins",
+                "list at least one origin, or \"*\"",
+            ));
+        }
+        if !(self.database.url.starts_with("postgres://")
+            || self.database.url.starts_with("postgresql://"))
+        {
+            return Err(invalid("database.url", "must be a postgres:// URL"));
+        }
+        if self.database.url.parse::<tokio_postgres::Config>().is_err() {
+            return Err(invalid("database.url", "is not a valid connection URL"));
+        }
+        if self.database.pool_size == 0 {
+            return Err(invalid("database.pool_size", "must be greater than 0"));
+        }
+        match &self.jwt.secret {
+            Some(s) if s.len() < 32 => {
+                return Err(invalid(
+                    "jwt.secret",
+                    "must be at least 32 bytes (256 bits)",
+                ))
+            }
+            None if self.jwt.jwks_file.is_none() => {
+                return Err(invalid(
+                    "jwt.secret",
+                    "set jwt.secret or jwt.jwks_file: tokens cannot be verified otherwise",
+                ))
+            }
+            _ => {}
+        }
+        if self.jwt.anon_role.is_empty() {
+            return Err(invalid("jwt.anon_role", "must not be empty"));
+        }
+        for key in &self.api_keys.publishable {
+            if !key.starts_with("sb_publishable_") {
+                return Err(invalid(
+                    "api_keys.publishable",
+                    "keys start with sb_publishable_",
+                ));
+            }
+        }
+        for key in &self.api_keys.secret {
+            if !key.starts_with("sb_secret_") || key.len() < 32 {
+                return Err(invalid(
+                    "api_keys.secret",
+                    "keys start with sb_secret_ and are at least 32 characters",
+                ));
+            }
+        }
+        if !["json", "pretty"].contains(&self.log.format.as_str()) {
+            return Err(invalid("log.format", "must be \"json\" or \"pretty\""));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid("log.level", "is not a valid filter (try \"info\")"));
+        }
+        Ok(())
+    }
+
+    pub fn public_url(&self) -> String {
+        self.server
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.server.listen))
+    }
+}
+
+/// `FLUXBASE_MODE`, `FLUXBASE_<SECTION>_<KEY>`: the value is read as a TOML
+/// value when it parses as one (numbers, booleans, arrays), else as a string.
+fn apply_env(
+    doc: &mut toml::Table,
+    env: impl Iterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix("FLUXBASE_") else {
+            continue;
+        };
+        let rest = rest.to_ascii_lowercase();
+        if rest == "mode" {
+            doc.insert("mode".into(), toml::Value::String(value));
+            continue;
+        }
+        if rest == "config" {
+            continue;
+        }
+        // Other FLUXBASE_* variables belong to scripts and tools; a key
+        // inside a known section is checked strictly (deny_unknown_fields).
+        let Some(section) = SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_"))) else {
+            continue;
+        };
+        let key = &rest[section.len() + 1..];
+        let parsed = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(value));
+        let table = doc
+            .entry(section.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| ConfigError::Parse(format!("`{section}` must be a table")))?;
+        table.insert(key.to_string(), parsed);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>()
+            .into_iter()
+    }
+
+    const BASE: &[(&str, &str)] = &[
+        (
+            "FLUXBASE_DATABASE_URL",
+            "postgres://authenticator@127.0.0.1/postgres",
+        ),
+        ("FLUXBASE_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+    ];
+
+    #[test]
+    fn env_alone_is_enough_and_types_are_parsed() {
+        let mut pairs = BASE.to_vec();
+        pairs.push(("FLUXBASE_SERVER_LISTEN", "127.0.0.1:9999"));
+        pairs.push(("FLUXBASE_DATABASE_POOL_SIZE", "4"));
+        pairs.push((
+            "FLUXBASE_SERVER_CORS_ALLOWED_ORIGINS",
+            r#"["https://a.example"]"#,
+        ));
+        let c = Config::load(None, env(&pairs)).unwrap();
+        assert_eq!(c.server.listen.port(), 9999);
+        assert_eq!(c.database.pool_size, 4);
+        assert_eq!(
+            c.server.cors_allowed_origins,
+            vec!["https://a.example".to_string()]
+        );
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let mut pairs = BASE.to_vec();
+        pairs.push(("FLUXBASE_JWT_SECRET", "short"));
+        let err = Config::load(None, env(&pairs)).unwrap_err().to_string();
+        assert!(err.contains("jwt.secret"), "{err}");
+
+        let mut pairs = BASE.to_vec();
+        pairs.push(("FLUXBASE_SERVER_LISTEN", "not an address"));
+        let err = Config::load(None, env(&pairs)).unwrap_err().to_string();
+        assert!(err.contains("listen"), "{err}");
+
+        let mut pairs = BASE.to_vec();
+        pairs.push(("FLUXBASE_SERVER_LISTN", "1"));
+        let err = Config::load(None, env(&pairs)).unwrap_err().to_string();
+        assert!(err.contains("listn"), "{err}");
+
+        let mut pairs = BASE.to_vec();
+        pairs.push(("FLUXBASE_DATABASE_POOLSIZE", "3"));
+        let err = Config::load(None, env(&pairs)).unwrap_err().to_string();
+        assert!(err.contains("poolsize"), "{err}");
+    }
+}

@@ -1,0 +1,81 @@
+//! The Postgres pool (connecting as `authenticator`) and the mapping of
+//! database failures to API errors. Broken connections are dropped by the
+//! pool's recycle check, so the proxy recovers from a Postgres restart alone.
+use deadpool_postgres::{
+    Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, Timeouts,
+};
+use std::time::Duration;
+use tokio_postgres::NoTls;
+
+use crate::config::Database;
+use crate::error::{sqlstate_status, ApiError};
+
+pub fn pool(config: &Database) -> Result<Pool, String> {
+    let mut pg: tokio_postgres::Config = config
+        .url
+        .parse()
+        .map_err(|e| format!("database.url: {e}"))?;
+    pg.connect_timeout(Duration::from_millis(config.connect_timeout_ms));
+    pg.application_name("fluxbase");
+    let manager = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    let wait = Some(Duration::from_millis(config.pool_timeout_ms));
+    Pool::builder(manager)
+        .max_size(config.pool_size)
+        .timeouts(Timeouts {
+            wait,
+            create: Some(Duration::from_millis(config.connect_timeout_ms)),
+            recycle: None,
+        })
+        .runtime(Runtime::Tokio1)
+        .build()
+        .map_err(|e| format!("database pool: {e}"))
+}
+
+pub fn pool_error(err: PoolError) -> ApiError {
+    match err {
+        PoolError::Timeout(_) => ApiError::Database {
+            status: http::StatusCode::GATEWAY_TIMEOUT,
+            code: "PGRST003".into(),
+            message: "Timed out acquiring connection from connection pool.".into(),
+            details: None,
+            hint: None,
+        },
+        other => ApiError::DatabaseUnavailable(other.to_string()),
+    }
+}
+
+/// A statement failure: Postgres errors keep their SQLSTATE, message, detail
+/// and hint (PostgREST forwards them); a lost connection is a 503.
+pub fn query_error(err: tokio_postgres::Error, authenticated: bool) -> ApiError {
+    match err.as_db_error() {
+        Some(db) => {
+            let code = db.code().code().to_string();
+            ApiError::Database {
+                status: sqlstate_status(&code, authenticated),
+                code,
+                message: db.message().to_string(),
+                details: db.detail().map(str::to_string),
+                hint: db.hint().map(str::to_string),
+            }
+        }
+        None => ApiError::DatabaseUnavailable(err.to_string()),
+    }
+}
+
+/// True when the failure was the connection, not the statement: worth one
+/// retry on a fresh connection.
+pub fn is_connection_failure(err: &tokio_postgres::Error) -> bool {
+    if err.is_closed() {
+        return true;
+    }
+    err.as_db_error().is_some_and(|db| {
+        let code = db.code().code();
+        code.starts_with("08") || code == "57P01" || code == "57P02" || code == "57P03"
+    })
+}

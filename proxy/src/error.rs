@@ -1,0 +1,223 @@
+//! The proxy's one error type. Each variant has one HTTP status and one code
+//! from docs/errors.md; the rendering follows the surface the request came in
+//! on, so Supabase clients find the fields they read. Internals are logged,
+//! never sent.
+use http::{HeaderValue, StatusCode};
+use serde_json::{json, Value};
+use thiserror::Error;
+
+/// Which service's error shape to render.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// PostgREST: `{code, message, details, hint}`.
+    Rest,
+    /// Supabase Auth: `{code: <status>, error_code, msg}`.
+    Auth,
+    /// Fluxbase's own: `{code, message}`.
+    Fluxbase,
+}
+
+#[derive(Debug, Error)]
+pub enum ApiError {
+    #[error("route not found")]
+    NotFound,
+    #[error("service not available in this release: {0}")]
+    NotImplemented(&'static str),
+    #[error("request body exceeds {limit} bytes")]
+    BodyTooLarge { limit: usize },
+    #[error("request timed out after {ms} ms")]
+    Timeout { ms: u64 },
+    #[error("invalid API key")]
+    InvalidApiKey,
+    #[error("{message}")]
+    Jwt { code: &'static str, message: String },
+    #[error("database unavailable: {0}")]
+    DatabaseUnavailable(String),
+    #[error("{message}")]
+    Database {
+        status: StatusCode,
+        code: String,
+        message: String,
+        details: Option<String>,
+        hint: Option<String>,
+    },
+    /// A response fully formed by the extension (status, PostgREST body).
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ApiError::InvalidApiKey | ApiError::Jwt { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Database { status, .. } => *status,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &str {
+        match self {
+            ApiError::NotFound => "FB001",
+            ApiError::NotImplemented(_) => "FB002",
+            ApiError::BodyTooLarge { .. } => "FB003",
+            ApiError::Timeout { .. } => "FB005",
+            ApiError::InvalidApiKey => "FB010",
+            ApiError::Jwt { code, .. } => code,
+            ApiError::DatabaseUnavailable(_) => "PGRST001",
+            ApiError::Database { code, .. } => code,
+            ApiError::Internal(_) => "FB000",
+        }
+    }
+
+    /// Supabase Auth's `error_code` vocabulary for the same condition.
+    fn auth_error_code(&self) -> &'static str {
+        match self {
+            ApiError::NotFound => "not_found",
+            ApiError::NotImplemented(_) => "not_implemented",
+            ApiError::BodyTooLarge { .. } => "request_too_large",
+            ApiError::Timeout { .. } => "request_timeout",
+            ApiError::InvalidApiKey => "no_authorization",
+            ApiError::Jwt { .. } => "bad_jwt",
+            ApiError::DatabaseUnavailable(_)
+            | ApiError::Database { .. }
+            | ApiError::Internal(_) => "unexpected_failure",
+        }
+    }
+
+    /// The message a client may see; internal details stay in the logs.
+    fn public_message(&self) -> String {
+        match self {
+            ApiError::Internal(_) => "Internal server error".into(),
+            ApiError::DatabaseUnavailable(_) => {
+                "Database client error. Retrying the connection.".into()
+            }
+            ApiError::InvalidApiKey => "Invalid API key".into(),
+            other => other.to_string(),
+        }
+    }
+
+    pub fn body(&self, surface: Surface, request_id: &str) -> Value {
+        let (details, hint) = match self {
+            ApiError::Database { details, hint, .. } => (details.clone(), hint.clone()),
+            ApiError::InvalidApiKey => (
+                None,
+                Some(
+                    "Double check the apikey header: it must be one of the configured keys."
+                        .to_string(),
+                ),
+            ),
+            _ => (None, None),
+        };
+        match surface {
+            Surface::Rest => json!({
+                "code": self.code(),
+                "message": self.public_message(),
+                "details": details,
+                "hint": hint,
+                "request_id": request_id,
+            }),
+            Surface::Auth => json!({
+                "code": self.status().as_u16(),
+                "error_code": self.auth_error_code(),
+                "msg": self.public_message(),
+                "request_id": request_id,
+            }),
+            Surface::Fluxbase => json!({
+                "code": self.code(),
+                "message": self.public_message(),
+                "status": self.status().as_u16(),
+                "hint": hint,
+                "request_id": request_id,
+            }),
+        }
+    }
+
+    /// Extra headers an error carries (RFC 6750 for token errors).
+    pub fn www_authenticate(&self) -> Option<HeaderValue> {
+        match self {
+            ApiError::Jwt { message, .. } => HeaderValue::from_str(&format!(
+                "Bearer error=\"invalid_token\", error_description=\"{}\"",
+                message.replace('"', "'")
+            ))
+            .ok(),
+            _ => None,
+        }
+    }
+}
+
+/// PostgREST's SQLSTATE → HTTP status table. `authenticated` decides 42501:
+/// 401 for an anonymous request, 403 for a request that carried a token.
+pub fn sqlstate_status(code: &str, authenticated: bool) -> StatusCode {
+    let s = |n: u16| StatusCode::from_u16(n).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Some(custom) = code.strip_prefix("PT") {
+        if let Ok(n) = custom.parse::<u16>() {
+            return s(n);
+        }
+    }
+    match code {
+        "23503" | "23505" => s(409),
+        "25006" => s(405),
+        "53400" => s(500),
+        "P0001" => s(400),
+        "42883" => s(404),
+        "42P01" => s(404),
+        "42P17" => s(500),
+        "42501" => s(if authenticated { 403 } else { 401 }),
+        _ => match &code[..2.min(code.len())] {
+            "08" => s(503),
+            "09" => s(500),
+            "0L" | "0P" => s(403),
+            "23" | "22" => s(400),
+            "25" => s(500),
+            "28" => s(403),
+            "2D" | "38" | "39" | "3B" | "40" => s(500),
+            "53" => s(503),
+            "54" | "55" | "57" | "58" | "F0" | "HV" | "XX" => s(500),
+            "42" => s(400),
+            "P0" => s(500),
+            _ => s(400),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgrest_status_mapping() {
+        assert_eq!(sqlstate_status("23505", true), StatusCode::CONFLICT);
+        assert_eq!(sqlstate_status("42501", false), StatusCode::UNAUTHORIZED);
+        assert_eq!(sqlstate_status("42501", true), StatusCode::FORBIDDEN);
+        assert_eq!(sqlstate_status("PT402", true), StatusCode::PAYMENT_REQUIRED);
+        assert_eq!(sqlstate_status("P0001", true), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            sqlstate_status("08006", true),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(sqlstate_status("22P02", true), StatusCode::BAD_REQUEST);
+        assert_eq!(sqlstate_status("42P01", true), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn bodies_keep_the_fields_clients_read() {
+        let e = ApiError::Jwt {
+            code: "PGRST303",
+            message: "JWT expired".into(),
+        };
+        let rest = e.body(Surface::Rest, "r1");
+        assert_eq!(rest["code"], "PGRST303");
+        assert_eq!(rest["message"], "JWT expired");
+        assert_eq!(rest["request_id"], "r1");
+        let auth = e.body(Surface::Auth, "r1");
+        assert_eq!(auth["code"], 401);
+        assert_eq!(auth["error_code"], "bad_jwt");
+        let internal = ApiError::Internal("secret detail".into()).body(Surface::Fluxbase, "r2");
+        assert!(!internal.to_string().contains("secret detail"));
+    }
+}

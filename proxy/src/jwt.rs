@@ -1,0 +1,379 @@
+//! JWT verification (HS256 secret; RS256/ES256 keys from a JWK set) and the
+//! API-key rules of Supabase: which credential of a request decides its role.
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{decode, decode_header, errors::ErrorKind, Algorithm, DecodingKey, Validation};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::{ApiKeys, Jwt as JwtConfig};
+use crate::error::ApiError;
+
+/// Who a request acts as: the claims handed to Postgres.
+#[derive(Debug, Clone)]
+pub struct Auth {
+    pub claims: Arc<Value>,
+    /// False when no token was presented (the anon role applies).
+    pub has_token: bool,
+}
+
+impl Auth {
+    pub fn role(&self) -> &str {
+        self.claims
+            .get("role")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+}
+
+struct AsymmetricKey {
+    kid: Option<String>,
+    algorithm: Algorithm,
+    key: DecodingKey,
+}
+
+pub struct Verifier {
+    hs256: Option<DecodingKey>,
+    asymmetric: Vec<AsymmetricKey>,
+    audience: Option<String>,
+    leeway: u64,
+    anon: Arc<Value>,
+    publishable: Vec<String>,
+    secret: Vec<String>,
+    cache: Mutex<HashMap<String, (Arc<Value>, Option<u64>)>>,
+    cache_entries: usize,
+}
+
+fn jwt_error(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::Jwt {
+        code,
+        message: message.into(),
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Opaque Supabase keys are never JWTs and never bearer tokens.
+fn is_opaque(key: &str) -> bool {
+    key.starts_with("sb_publishable_") || key.starts_with("sb_secret_")
+}
+
+impl Verifier {
+    pub fn new(config: &JwtConfig, keys: &ApiKeys) -> Result<Verifier, String> {
+        let mut asymmetric = Vec::new();
+        if let Some(path) = &config.jwks_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("jwt.jwks_file {}: {e}", path.display()))?;
+            let set: JwkSet = serde_json::from_str(&text)
+                .map_err(|e| format!("jwt.jwks_file: not a JWK set: {e}"))?;
+            for jwk in &set.keys {
+                let algorithm = match jwk.common.key_algorithm.map(|a| a.to_string()).as_deref() {
+                    Some("RS256") => Algorithm::RS256,
+                    Some("ES256") => Algorithm::ES256,
+                    other => {
+                        return Err(format!(
+                            "jwt.jwks_file: key alg {other:?} is not RS256 or ES256"
+                        ))
+                    }
+                };
+                let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("jwt.jwks_file: {e}"))?;
+                asymmetric.push(AsymmetricKey {
+                    kid: jwk.common.key_id.clone(),
+                    algorithm,
+                    key,
+                });
+            }
+        }
+        Ok(Verifier {
+            hs256: config
+                .secret
+                .as_ref()
+                .map(|s| DecodingKey::from_secret(s.as_bytes())),
+            asymmetric,
+            audience: config.audience.clone(),
+            leeway: config.leeway_seconds,
+            anon: Arc::new(json!({ "role": config.anon_role })),
+            publishable: keys.publishable.clone(),
+            secret: keys.secret.clone(),
+            cache: Mutex::new(HashMap::new()),
+            cache_entries: config.cache_entries,
+        })
+    }
+
+    /// Supabase's rules: a JWT in `Authorization: Bearer` wins; an opaque key
+    /// is never a bearer token, so then the `apikey` header decides; no
+    /// credential at all means the anon role.
+    pub fn authenticate(
+        &self,
+        authorization: Option<&str>,
+        apikey: Option<&str>,
+    ) -> Result<Auth, ApiError> {
+        let bearer = match authorization {
+            Some(h) => {
+                let (scheme, token) = h.trim().split_once(' ').unwrap_or((h, ""));
+                if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+                    return Err(jwt_error(
+                        "PGRST301",
+                        "Authorization header must be `Bearer <token>`",
+                    ));
+                }
+                Some(token.trim())
+            }
+            None => None,
+        };
+        if let Some(key) = apikey.filter(|k| is_opaque(k)) {
+            if !self.opaque_key_is_known(key) {
+                return Err(ApiError::InvalidApiKey);
+            }
+        }
+        match bearer {
+            Some(token) if !is_opaque(token) => self.verify(token).map(|claims| Auth {
+                claims,
+                has_token: true,
+            }),
+            _ => match apikey {
+                Some(key) if is_opaque(key) => {
+                    let role = if key.starts_with("sb_secret_") {
+                        "service_role"
+                    } else {
+                        "anon"
+                    };
+                    let has_token = role != "anon";
+                    Ok(Auth {
+                        claims: Arc::new(json!({ "role": role })),
+                        has_token,
+                    })
+                }
+                Some(key) => self.verify(key).map(|claims| Auth {
+                    claims,
+                    has_token: true,
+                }),
+                None if bearer.is_some() => Err(ApiError::InvalidApiKey),
+                None => Ok(Auth {
+                    claims: self.anon.clone(),
+                    has_token: false,
+                }),
+            },
+        }
+    }
+
+    fn opaque_key_is_known(&self, key: &str) -> bool {
+        // Every configured key is compared, in constant time, so timing does
+        // not tell which prefix matched.
+        let mut found = false;
+        for k in self.publishable.iter().chain(self.secret.iter()) {
+            found |= constant_time_eq(k.as_bytes(), key.as_bytes());
+        }
+        found
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Arc<Value>, ApiError> {
+        if let Some((claims, exp)) = self.cache.lock().ok().and_then(|c| c.get(token).cloned()) {
+            if exp.is_none_or(|exp| now() < exp + self.leeway) {
+                return Ok(claims);
+            }
+        }
+        let claims = Arc::new(self.verify_uncached(token)?);
+        let exp = claims.get("exp").and_then(Value::as_u64);
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= self.cache_entries {
+                cache.clear();
+            }
+            cache.insert(token.to_string(), (claims.clone(), exp));
+        }
+        Ok(claims)
+    }
+
+    fn verify_uncached(&self, token: &str) -> Result<Value, ApiError> {
+        let parts = token.split('.').count();
+        if parts != 3 {
+            return Err(jwt_error(
+                "PGRST301",
+                format!("Expected 3 parts in JWT; got {parts}"),
+            ));
+        }
+        let header = decode_header(token)
+            .map_err(|_| jwt_error("PGRST301", "Wrong or unsupported encoding algorithm"))?;
+        let key = match header.alg {
+            Algorithm::HS256 => self.hs256.as_ref(),
+            Algorithm::RS256 | Algorithm::ES256 => self
+                .asymmetric
+                .iter()
+                .filter(|k| k.algorithm == header.alg)
+                .find(|k| header.kid.is_none() || k.kid == header.kid)
+                .map(|k| &k.key),
+            _ => None,
+        }
+        .ok_or_else(|| jwt_error("PGRST301", "No suitable key or wrong key type"))?;
+
+        let mut validation = Validation::new(header.alg);
+        validation.required_spec_claims.clear();
+        validation.leeway = self.leeway;
+        validation.validate_nbf = true;
+        match &self.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        let data = decode::<Value>(token, key, &validation).map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => jwt_error("PGRST303", "JWT expired"),
+            ErrorKind::ImmatureSignature => jwt_error("PGRST303", "JWT not yet valid"),
+            ErrorKind::InvalidAudience => jwt_error("PGRST303", "JWT not in audience"),
+            ErrorKind::InvalidSignature => {
+                jwt_error("PGRST301", "JWT cryptographic operation failed")
+            }
+            _ => jwt_error("PGRST301", "JWT could not be decoded"),
+        })?;
+        let claims = data.claims;
+        if let Some(iat) = claims.get("iat").and_then(Value::as_u64) {
+            if iat > now() + self.leeway {
+                return Err(jwt_error("PGRST303", "JWT issued at future"));
+            }
+        }
+        if !claims.is_object() {
+            return Err(jwt_error("PGRST303", "JWT claims must be a JSON object"));
+        }
+        if claims.get("role").is_some_and(|r| !r.is_string()) {
+            return Err(jwt_error(
+                "PGRST303",
+                "The JWT 'role' claim must be a string",
+            ));
+        }
+        Ok(claims)
+    }
+}
+
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Signs an HS256 token; used for the dev keys and `fluxbase sign`.
+pub fn sign_hs256(secret: &str, claims: &Value) -> Result<String, jsonwebtoken::errors::Error> {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn verifier() -> Verifier {
+        let config = JwtConfig {
+            secret: Some(SECRET.into()),
+            jwks_file: None,
+            audience: None,
+            anon_role: "anon".into(),
+            cache_entries: 10,
+            leeway_seconds: 0,
+        };
+        let keys = ApiKeys {
+            publishable: vec!["sb_publishable_abc".into()],
+            secret: vec!["sb_secret_0123456789abcdef0123456789".into()],
+            ..Default::default()
+        };
+        Verifier::new(&config, &keys).unwrap()
+    }
+
+    fn code(r: Result<Auth, ApiError>) -> String {
+        r.unwrap_err().code().to_string()
+    }
+
+    #[test]
+    fn no_credentials_means_anon() {
+        let a = verifier().authenticate(None, None).unwrap();
+        assert_eq!(a.role(), "anon");
+        assert!(!a.has_token);
+    }
+
+    #[test]
+    fn bearer_jwt_wins_over_apikey() {
+        let user = sign_hs256(
+            SECRET,
+            &json!({"role": "authenticated", "sub": "u1", "exp": now() + 60}),
+        )
+        .unwrap();
+        let a = verifier()
+            .authenticate(Some(&format!("Bearer {user}")), Some("sb_publishable_abc"))
+            .unwrap();
+        assert_eq!(a.role(), "authenticated");
+    }
+
+    #[test]
+    fn opaque_keys_decide_only_through_apikey() {
+        let v = verifier();
+        let a = v
+            .authenticate(
+                Some("Bearer sb_secret_0123456789abcdef0123456789"),
+                Some("sb_secret_0123456789abcdef0123456789"),
+            )
+            .unwrap();
+        assert_eq!(a.role(), "service_role");
+        assert_eq!(
+            v.authenticate(None, Some("sb_publishable_abc"))
+                .unwrap()
+                .role(),
+            "anon"
+        );
+        assert_eq!(
+            code(v.authenticate(None, Some("sb_publishable_nope"))),
+            "FB010"
+        );
+        // An opaque bearer without an apikey is not a credential.
+        assert_eq!(
+            code(v.authenticate(Some("Bearer sb_secret_0123456789abcdef0123456789"), None)),
+            "FB010"
+        );
+    }
+
+    #[test]
+    fn bad_tokens_are_rejected_with_postgrest_codes() {
+        let v = verifier();
+        let expired =
+            sign_hs256(SECRET, &json!({"role": "authenticated", "exp": now() - 10})).unwrap();
+        assert_eq!(
+            code(v.authenticate(Some(&format!("Bearer {expired}")), None)),
+            "PGRST303"
+        );
+        let forged = sign_hs256(
+            "another-secret-another-secret-xx",
+            &json!({"role": "service_role"}),
+        )
+        .unwrap();
+        assert_eq!(
+            code(v.authenticate(Some(&format!("Bearer {forged}")), None)),
+            "PGRST301"
+        );
+        // alg: none
+        let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.";
+        assert_eq!(
+            code(v.authenticate(Some(&format!("Bearer {none}")), None)),
+            "PGRST301"
+        );
+        assert_eq!(code(v.authenticate(Some("Bearer a.b"), None)), "PGRST301");
+        assert_eq!(code(v.authenticate(Some("Basic xyz"), None)), "PGRST301");
+        let future = sign_hs256(SECRET, &json!({"role": "anon", "nbf": now() + 3600})).unwrap();
+        assert_eq!(
+            code(v.authenticate(Some(&format!("Bearer {future}")), None)),
+            "PGRST303"
+        );
+        // RS256 token against a verifier with no RSA keys: algorithm not configured.
+        let rs = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.c2ln";
+        assert_eq!(
+            code(v.authenticate(Some(&format!("Bearer {rs}")), None)),
+            "PGRST301"
+        );
+    }
+}

@@ -1,0 +1,146 @@
+//! `fluxbase`: load and validate config, set up logging, run.
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+mod cli;
+mod config;
+mod db;
+mod error;
+mod jwt;
+mod metrics;
+mod rest;
+mod server;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+use cli::Command;
+use config::Config;
+
+/// sysexits' EX_USAGE / EX_CONFIG-style exit code for bad invocations and config.
+const EXIT_CONFIG: u8 = 64;
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let args = match cli::parse(&argv, std::env::var("FLUXBASE_CONFIG").ok()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("fluxbase: {e}\n{}", cli::USAGE);
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match args.command {
+        Command::Help => {
+            println!("{}", cli::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Command::GenConfig { path, database_url } => {
+            return match cli::gen_config(&path, &database_url) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("fluxbase: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
+    let config = match Config::load(args.config.as_deref(), std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fluxbase: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match args.command {
+        Command::CheckConfig => {
+            println!("configuration is valid");
+            ExitCode::SUCCESS
+        }
+        Command::Keys => {
+            print!("{}", cli::keys(&config));
+            ExitCode::SUCCESS
+        }
+        Command::Sign { claims, expires_in } => match cli::sign(&config, &claims, expires_in) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("fluxbase: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        _ => serve(config),
+    }
+}
+
+fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::new(&config.log.level);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if config.log.format == "json" {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    } else {
+        builder.init();
+    }
+}
+
+fn serve(config: Config) -> ExitCode {
+    init_tracing(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fluxbase: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listen = config.server.listen;
+        let state = match server::AppState::new(config) {
+            Ok(s) => Arc::new(s),
+            Err(e) => {
+                eprintln!("fluxbase: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
+        let listener = match tokio::net::TcpListener::bind(listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("fluxbase: cannot listen on {listen}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let shutdown = CancellationToken::new();
+        tokio::spawn(wait_for_signal(shutdown.clone()));
+        tracing::info!(address = %listen, version = env!("CARGO_PKG_VERSION"), "fluxbase listening");
+        server::serve(state, listener, shutdown).await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+    shutdown.cancel();
+}

@@ -1,0 +1,379 @@
+//! The HTTP server: accept loop, graceful shutdown, and the per-request
+//! envelope (request id, limits, CORS, security headers, metrics, logs).
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde_json::json;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn, Instrument};
+
+use crate::config::Config;
+use crate::error::{ApiError, Surface};
+use crate::jwt::Verifier;
+use crate::metrics::{Metrics, PoolState};
+use crate::{db, rest};
+
+pub type Response = http::Response<Full<Bytes>>;
+
+pub struct AppState {
+    pub config: Config,
+    pub pool: deadpool_postgres::Pool,
+    pub verifier: Verifier,
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    pub fn new(config: Config) -> Result<AppState, String> {
+        let pool = db::pool(&config.database)?;
+        let verifier = Verifier::new(&config.jwt, &config.api_keys)?;
+        Ok(AppState {
+            config,
+            pool,
+            verifier,
+            metrics: Metrics::default(),
+        })
+    }
+}
+
+/// What one request carries through the handlers.
+pub struct Ctx {
+    pub request_id: String,
+    pub surface: Surface,
+}
+
+/// The service prefixes of ARCHITECTURE.md, with the route label used in
+/// metrics and whether this release serves them.
+const ROUTES: &[(&str, &str, Surface)] = &[
+    ("/rest/v1", "rest", Surface::Rest),
+    ("/auth/v1", "auth", Surface::Auth),
+    ("/storage/v1", "storage", Surface::Fluxbase),
+    ("/realtime/v1", "realtime", Surface::Fluxbase),
+    ("/functions/v1", "functions", Surface::Fluxbase),
+    ("/graphql/v1", "graphql", Surface::Fluxbase),
+    ("/jobs/v1", "jobs", Surface::Fluxbase),
+    ("/ai/v1", "ai", Surface::Fluxbase),
+    ("/branches/v1", "branches", Surface::Fluxbase),
+    ("/admin/v1", "admin", Surface::Fluxbase),
+    ("/mcp", "mcp", Surface::Fluxbase),
+];
+
+fn route_of(path: &str) -> (&'static str, Surface) {
+    match path {
+        "/health" => return ("health", Surface::Fluxbase),
+        "/ready" => return ("ready", Surface::Fluxbase),
+        "/metrics" => return ("metrics", Surface::Fluxbase),
+        _ => {}
+    }
+    for (prefix, name, surface) in ROUTES {
+        if path == *prefix
+            || path
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('/'))
+        {
+            return (name, *surface);
+        }
+    }
+    ("not_found", Surface::Fluxbase)
+}
+
+pub async fn serve(state: Arc<AppState>, listener: TcpListener, shutdown: CancellationToken) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .max_buf_size(state.config.server.header_limit_bytes)
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                let service = service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(handle(state, req, peer).await) }
+                });
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection closed with error");
+                    }
+                });
+            }
+            _ = shutdown.cancelled() => break,
+        }
+    }
+    drop(listener);
+    let grace = Duration::from_millis(state.config.server.shutdown_grace_ms);
+    info!(
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: draining in-flight requests"
+    );
+    tokio::select! {
+        _ = graceful.shutdown() => info!("all connections drained"),
+        _ = tokio::time::sleep(grace) => warn!("grace period over; closing remaining connections"),
+    }
+}
+
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+async fn handle(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAddr) -> Response {
+    let started = Instant::now();
+    let (route, surface) = route_of(req.uri().path());
+    let ctx = Ctx {
+        request_id: request_id(req.headers()),
+        surface,
+    };
+    let span = tracing::info_span!("request", request_id = %ctx.request_id, method = %req.method(), path = %req.uri().path(), peer = %peer);
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let is_preflight = req.method() == Method::OPTIONS && origin.is_some();
+
+    let mut response = async {
+        if is_preflight {
+            return preflight(&state);
+        }
+        let timeout = Duration::from_millis(state.config.server.request_timeout_ms);
+        match tokio::time::timeout(timeout, dispatch(&state, route, req, &ctx)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(err)) => error_response(&err, &ctx),
+            Err(_) => error_response(
+                &ApiError::Timeout {
+                    ms: state.config.server.request_timeout_ms,
+                },
+                &ctx,
+            ),
+        }
+    }
+    .instrument(span.clone())
+    .await;
+
+    finish_headers(
+        &state.config,
+        response.headers_mut(),
+        &ctx.request_id,
+        origin.as_ref(),
+    );
+    let status = response.status();
+    let elapsed = started.elapsed();
+    state.metrics.observe(route, status.as_u16(), elapsed);
+    span.in_scope(|| {
+        info!(
+            status = status.as_u16(),
+            route,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            "request finished"
+        )
+    });
+    response
+}
+
+async fn dispatch(
+    state: &AppState,
+    route: &'static str,
+    req: Request<Incoming>,
+    ctx: &Ctx,
+) -> Result<Response, ApiError> {
+    match route {
+        "health" => Ok(json_response(StatusCode::OK, &json!({ "status": "ok" }))),
+        "ready" => ready(state).await,
+        "metrics" => {
+            let s = state.pool.status();
+            let pool = PoolState {
+                size: s.size,
+                available: s.available,
+                waiting: s.waiting,
+                max_size: s.max_size,
+            };
+            Ok(http::Response::builder()
+                .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+                .body(Full::new(Bytes::from(state.metrics.render(&pool))))
+                .expect("static response parts"))
+        }
+        "rest" => {
+            let (parts, body) = req.into_parts();
+            let body = read_body(state, &parts.headers, body).await?;
+            rest::handle(state, parts, body, ctx).await
+        }
+        "not_found" => Err(ApiError::NotFound),
+        other => Err(ApiError::NotImplemented(other)),
+    }
+}
+
+/// Reads the whole body within `server.body_limit_bytes`; a declared length
+/// over the limit is refused before a byte is read.
+async fn read_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<Bytes, ApiError> {
+    let limit = state.config.server.body_limit_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::BodyTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(ApiError::BodyTooLarge { limit })
+        }
+        Err(e) => Err(ApiError::Internal(format!("reading request body: {e}"))),
+    }
+}
+
+async fn ready(state: &AppState) -> Result<Response, ApiError> {
+    let client = state.pool.get().await.map_err(db::pool_error)?;
+    let row = client
+        .query_one("SELECT fluxbase.version()", &[])
+        .await
+        .map_err(|e| ApiError::DatabaseUnavailable(format!("extension check: {e}")))?;
+    let version: String = row.get(0);
+    let ours = env!("CARGO_PKG_VERSION");
+    if version != ours {
+        return Ok(json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({ "status": "version_mismatch", "proxy": ours, "extension": version }),
+        ));
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "status": "ready", "version": ours }),
+    ))
+}
+
+const CORS_ALLOW_HEADERS: &str =
+    "authorization, x-client-info, apikey, content-type, accept, accept-profile, content-profile, prefer, range, \
+     range-unit, x-upsert, x-request-id, if-match, if-none-match, idempotency-key, cache-control, x-supabase-api-version";
+
+fn preflight(state: &AppState) -> Response {
+    let _ = state;
+    http::Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .header(
+            "access-control-allow-methods",
+            "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+        )
+        .header("access-control-allow-headers", CORS_ALLOW_HEADERS)
+        .header("access-control-max-age", "86400")
+        .body(Full::new(Bytes::new()))
+        .expect("static response parts")
+}
+
+fn finish_headers(
+    config: &Config,
+    headers: &mut HeaderMap,
+    request_id: &str,
+    origin: Option<&HeaderValue>,
+) {
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert(HeaderName::from_static("x-request-id"), v);
+    }
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    if config.server.behind_tls {
+        headers.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=63072000; includeSubDomains"),
+        );
+    }
+    let allowed = &config.server.cors_allowed_origins;
+    if allowed.iter().any(|o| o == "*") {
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+    } else if let Some(origin) =
+        origin.filter(|o| allowed.iter().any(|a| a.as_bytes() == o.as_bytes()))
+    {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(
+            "content-range, content-location, location, x-request-id, preference-applied, etag",
+        ),
+    );
+}
+
+pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+    http::Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("static response parts")
+}
+
+pub fn error_response(err: &ApiError, ctx: &Ctx) -> Response {
+    let status = err.status();
+    if status.is_server_error() {
+        tracing::error!(error = %err, code = err.code(), "request failed");
+    } else {
+        tracing::info!(error = %err, code = err.code(), "request refused");
+    }
+    let mut response = json_response(status, &err.body(ctx.surface, &ctx.request_id));
+    if let Some(v) = err.www_authenticate() {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_whole_segments() {
+        assert_eq!(route_of("/rest/v1/todos").0, "rest");
+        assert_eq!(route_of("/rest/v1").0, "rest");
+        assert_eq!(route_of("/rest/v10").0, "not_found");
+        assert_eq!(route_of("/auth/v1/token").0, "auth");
+        assert_eq!(route_of("/nope").0, "not_found");
+        assert_eq!(route_of("/health").0, "health");
+    }
+
+    #[test]
+    fn request_ids_are_taken_only_when_sane() {
+        let mut h = HeaderMap::new();
+        h.insert("x-request-id", HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&h), "abc-123");
+        h.insert("x-request-id", HeaderValue::from_static("has space"));
+        assert_ne!(request_id(&h), "has space");
+    }
+}

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Runs Fluxbase locally: a PostgreSQL 15 cluster with the extension, and the
+# proxy on http://127.0.0.1:54321. Prints the URL and keys. Data and config
+# persist between runs; Ctrl-C stops both.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+source "$FLUXBASE_ROOT/scripts/pg.sh"
+
+MAJOR="${FLUXBASE_PG_MAJOR:-15}"
+PORT="${FLUXBASE_DEV_PG_PORT:-54322}"
+STATE="$FLUXBASE_ROOT/.fluxbase"
+DATA="$FLUXBASE_VAR/dev-$(echo "$FLUXBASE_ROOT" | sha1sum | cut -c1-8)-pg$MAJOR"
+CONFIG="$STATE/fluxbase.toml"
+
+"$FLUXBASE_ROOT/scripts/setup.sh"
+extension_install "$MAJOR"
+log "building the proxy"
+(cd "$FLUXBASE_ROOT" && cargo build --release -p fluxbase-proxy --quiet)
+FLUXBASE_BIN="$FLUXBASE_ROOT/target/release/fluxbase"
+
+mkdir -p "$STATE"
+if [ ! -f "$STATE/db-password" ]; then
+  (umask 077; head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$STATE/db-password")
+fi
+PASSWORD="$(cat "$STATE/db-password")"
+[ -f "$CONFIG" ] || "$FLUXBASE_BIN" gen-config "$CONFIG" \
+  --database-url "postgres://authenticator:$PASSWORD@127.0.0.1:$PORT/postgres"
+
+log "starting PostgreSQL $MAJOR (data in $DATA, port $PORT)"
+cluster_start "$MAJOR" "$DATA" "$PORT"
+stop() { log "stopping"; kill "${PROXY_PID:-0}" 2>/dev/null || true; wait "${PROXY_PID:-0}" 2>/dev/null || true; cluster_stop "$MAJOR" "$DATA"; }
+trap stop EXIT
+trap 'exit 0' INT TERM
+database_prepare "$MAJOR" "$DATA" "$PORT" postgres "$PASSWORD"
+
+"$FLUXBASE_BIN" serve --config "$CONFIG" &
+PROXY_PID=$!
+for _ in $(seq 1 50); do
+  curl -fsS "http://127.0.0.1:54321/ready" >/dev/null 2>&1 && break
+  sleep 0.2
+done
+echo
+"$FLUXBASE_BIN" keys --config "$CONFIG"
+echo "database:         psql -h $DATA -p $PORT -U postgres postgres   (as the postgres user)"
+echo "config:           $CONFIG"
+echo
+echo "Fluxbase is running. Press Ctrl-C to stop."
+wait "$PROXY_PID"

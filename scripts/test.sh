@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Runs every Fluxbase test tier on each PostgreSQL major (default: 15 and 18):
+#   unit (cargo test), in-database (#[pg_test], pg_regress golden files) and
+#   end-to-end (real Postgres + real proxy + supabase-js).
+# Installs what it needs first. FLUXBASE_TEST_MAJORS="15" narrows the majors.
+set -uo pipefail
+source "$(dirname "$0")/env.sh"
+source "$FLUXBASE_ROOT/scripts/pg.sh"
+
+MAJORS="${FLUXBASE_TEST_MAJORS:-15 18}"
+"$FLUXBASE_ROOT/scripts/setup.sh" || exit 1
+
+passed=0
+failed=0
+failures=()
+step() { # step NAME COMMAND...: run one suite, record the outcome, go on.
+  local name="$1"
+  shift
+  log "$name"
+  if "$@"; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+    failures+=("$name")
+  fi
+}
+
+cd "$FLUXBASE_ROOT"
+step "unit: proxy" cargo test --release -p fluxbase-proxy
+step "build: proxy" cargo build --release -p fluxbase-proxy --quiet
+FLUXBASE_BIN="$FLUXBASE_ROOT/target/release/fluxbase"
+
+run_regress() { # run_regress MAJOR DIR PORT
+  local major="$1" dir="$2" port="$3" regress out
+  regress="$("$(pg_bin "$major")/pg_config" --pkglibdir)/pgxs/src/test/regress/pg_regress"
+  out="$FLUXBASE_VAR/regress-$major-$$"
+  as_root mkdir -p "$out" && as_root chown postgres "$out"
+  local tests
+  tests=$(cd pg_regress/sql && ls -- *.sql | sed 's/\.sql$//' | sort)
+  # shellcheck disable=SC2086
+  if as_pg "$regress" --use-existing --host="$dir" --port="$port" --user=postgres \
+      --dbname=fluxbase_regress --inputdir="$FLUXBASE_ROOT/pg_regress" --outputdir="$out" \
+      --bindir="$(pg_bin "$major")" $tests; then
+    as_root rm -rf "$out"
+  else
+    cat "$out/regression.diffs" 2>/dev/null
+    return 1
+  fi
+}
+
+run_e2e() { # run_e2e MAJOR DIR PORT PASSWORD
+  local major="$1" dir="$2" port="$3" password="$4" http_port secret
+  http_port="$(free_port)"
+  secret="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  cluster_psql "$major" "$dir" "$port" -d fluxbase_e2e -f "$FLUXBASE_ROOT/tests/e2e/fixtures.sql" || return 1
+  export FLUXBASE_DATABASE_URL="postgres://authenticator:$password@127.0.0.1:$port/fluxbase_e2e"
+  export FLUXBASE_JWT_SECRET="$secret"
+  export FLUXBASE_SERVER_LISTEN="127.0.0.1:$http_port"
+  export FLUXBASE_LOG_FORMAT=json
+  export FLUXBASE_LOG_LEVEL="${FLUXBASE_TEST_LOG_LEVEL:-warn}"
+  export FLUXBASE_API_KEYS_PUBLISHABLE='["sb_publishable_e2e0000000000000"]'
+  export FLUXBASE_API_KEYS_SECRET='["sb_secret_e2e000000000000000000000000000"]'
+  FLUXBASE_API_KEYS_ANON="$("$FLUXBASE_BIN" sign '{"role":"anon"}')" || return 1
+  FLUXBASE_API_KEYS_SERVICE_ROLE="$("$FLUXBASE_BIN" sign '{"role":"service_role"}')" || return 1
+  export FLUXBASE_API_KEYS_ANON FLUXBASE_API_KEYS_SERVICE_ROLE
+  "$FLUXBASE_BIN" check-config >/dev/null || return 1
+  "$FLUXBASE_BIN" serve &
+  local proxy=$!
+  for _ in $(seq 1 100); do
+    curl -fsS "http://127.0.0.1:$http_port/ready" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  local status=0
+  FLUXBASE_URL="http://127.0.0.1:$http_port" \
+  FLUXBASE_ANON_KEY="$FLUXBASE_API_KEYS_ANON" FLUXBASE_SERVICE_KEY="$FLUXBASE_API_KEYS_SERVICE_ROLE" \
+  FLUXBASE_PUBLISHABLE_KEY=sb_publishable_e2e0000000000000 \
+  FLUXBASE_SECRET_KEY=sb_secret_e2e000000000000000000000000000 \
+  FLUXBASE_PG_RESTART="bash -c 'source $FLUXBASE_ROOT/scripts/env.sh; as_pg $(pg_bin "$major")/pg_ctl -D $dir -m fast -w restart -o \"-p $port\" >/dev/null'" \
+    "$NODE22" --test --test-reporter=spec "$FLUXBASE_ROOT"/tests/e2e/*.test.mjs || status=1
+  # Graceful shutdown must finish well inside the grace period.
+  kill -TERM "$proxy"
+  local waited=0
+  while kill -0 "$proxy" 2>/dev/null && [ $waited -lt 150 ]; do sleep 0.1; waited=$((waited + 1)); done
+  if kill -0 "$proxy" 2>/dev/null; then
+    echo "proxy did not stop within 15 s of SIGTERM" >&2
+    kill -9 "$proxy"
+    status=1
+  fi
+  wait "$proxy" 2>/dev/null
+  unset FLUXBASE_DATABASE_URL FLUXBASE_JWT_SECRET FLUXBASE_SERVER_LISTEN FLUXBASE_API_KEYS_ANON \
+    FLUXBASE_API_KEYS_SERVICE_ROLE FLUXBASE_API_KEYS_PUBLISHABLE FLUXBASE_API_KEYS_SECRET
+  return $status
+}
+
+for major in $MAJORS; do
+  # #[pg_test] first: it installs a test build, which extension_install replaces.
+  as_root rm -rf "$FLUXBASE_VAR/pgrx-test-$major"
+  step "pg$major: #[test] and #[pg_test]" bash -c "cd extension && cargo pgrx test pg$major --release \
+    --no-default-features --runas postgres --pgdata '$FLUXBASE_VAR/pgrx-test-$major'"
+  if ! extension_install "$major"; then
+    failed=$((failed + 1)); failures+=("pg$major: extension build"); continue
+  fi
+  dir="$FLUXBASE_VAR/test-$major-$$"
+  port="$(free_port)"
+  password="$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+  if cluster_start "$major" "$dir" "$port"; then
+    database_prepare "$major" "$dir" "$port" fluxbase_regress "$password" >/dev/null
+    step "pg$major: pg_regress" run_regress "$major" "$dir" "$port"
+    database_prepare "$major" "$dir" "$port" fluxbase_e2e "$password" >/dev/null
+    step "pg$major: end-to-end (supabase-js)" run_e2e "$major" "$dir" "$port" "$password"
+    cluster_stop "$major" "$dir"
+    as_root rm -rf "$dir"
+  else
+    failed=$((failed + 1)); failures+=("pg$major: cluster start")
+  fi
+done
+
+echo
+for f in "${failures[@]}"; do echo "FAILED: $f"; done
+echo "suites: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

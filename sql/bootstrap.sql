@@ -1,0 +1,65 @@
+-- Fluxbase bootstrap: roles, schemas and the schema-version counter.
+-- Roles are cluster-wide, so they are created only when absent and are never
+-- owned by the extension (DROP EXTENSION leaves them alone, as it should).
+DO $roles$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon') THEN
+    CREATE ROLE anon NOLOGIN NOINHERIT;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN
+    CREATE ROLE authenticated NOLOGIN NOINHERIT;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'service_role') THEN
+    CREATE ROLE service_role NOLOGIN NOINHERIT BYPASSRLS;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticator') THEN
+    CREATE ROLE authenticator LOGIN NOINHERIT;
+  END IF;
+END
+$roles$;
+
+GRANT anon, authenticated, service_role TO authenticator;
+
+-- `auth` may already exist in a database that moved over from Supabase; in
+-- that case keep it (and its tables) and only add what is missing.
+DO $schemas$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'auth') THEN
+    CREATE SCHEMA auth;
+  END IF;
+END
+$schemas$;
+
+GRANT USAGE ON SCHEMA auth TO anon, authenticated, service_role, authenticator;
+GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
+GRANT USAGE ON SCHEMA fluxbase TO authenticator, anon, authenticated, service_role;
+
+-- Bumped by the event triggers below on every DDL command. Per-backend caches
+-- (the REST schema cache) compare it to the value they were built at. A
+-- sequence is not transactional, so a rolled-back DDL costs one needless
+-- reload and nothing else.
+CREATE SEQUENCE fluxbase.schema_version;
+GRANT SELECT ON SEQUENCE fluxbase.schema_version TO authenticator;
+
+CREATE FUNCTION fluxbase.schema_version() RETURNS bigint
+LANGUAGE sql STABLE
+SET search_path = pg_catalog
+AS $$ SELECT last_value FROM fluxbase.schema_version $$;
+
+-- SECURITY DEFINER: any role that may run DDL must be able to bump the
+-- counter without holding privileges on it.
+CREATE FUNCTION fluxbase.bump_schema_version() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+BEGIN
+  PERFORM nextval('fluxbase.schema_version');
+  PERFORM pg_notify('fluxbase_schema', 'ddl');
+END
+$$;
+REVOKE ALL ON FUNCTION fluxbase.bump_schema_version() FROM PUBLIC;
+
+CREATE EVENT TRIGGER fluxbase_ddl_command_end ON ddl_command_end
+  EXECUTE FUNCTION fluxbase.bump_schema_version();
+CREATE EVENT TRIGGER fluxbase_sql_drop ON sql_drop
+  EXECUTE FUNCTION fluxbase.bump_schema_version();

@@ -1,0 +1,32 @@
+// Shared helpers for the end-to-end tests: environment, token signing.
+import { createHmac } from 'node:crypto';
+
+export const env = {
+  url: need('FLUXBASE_URL'),
+  anonKey: need('FLUXBASE_ANON_KEY'),
+  serviceKey: need('FLUXBASE_SERVICE_KEY'),
+  publishableKey: need('FLUXBASE_PUBLISHABLE_KEY'),
+  secretKey: need('FLUXBASE_SECRET_KEY'),
+  jwtSecret: need('FLUXBASE_JWT_SECRET'),
+  pgRestart: process.env.FLUXBASE_PG_RESTART,
+};
+
+function need(name) {
+  const v = process.env[name];
+  if (!v) throw new Error(`${name} must be set (tests/run-e2e.sh sets it)`);
+  return v;
+}
+
+const b64url = (buf) => Buffer.from(buf).toString('base64url');
+
+/** An HS256 JWT, as Supabase Auth would issue it. */
+export function sign(claims, secret = env.jwtSecret, header = { alg: 'HS256', typ: 'JWT' }) {
+  const now = Math.floor(Date.now() / 1000);
+  const body = { iat: now, exp: now + 3600, ...claims };
+  const unsigned = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(body))}`;
+  const sig = createHmac('sha256', secret).update(unsigned).digest();
+  return `${unsigned}.${b64url(sig)}`;
+}
+
+export const ADA = '5a0e4f3c-1b6f-4c57-9f0e-6b1d7f2f1a01';
+export const GRACE = '9c4b7d2e-8a31-4f0d-b6a5-3e2c1d0f9b02';
