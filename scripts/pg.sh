@@ -9,9 +9,7 @@ extension_install() {
   local sudo_flag=()
   [ "$(id -u)" = 0 ] || sudo_flag=(--sudo)
   log "building and installing the extension for PostgreSQL $major"
-  # The pg18 wheel's headers include <xlocale.h>; the shim provides it.
   (cd "$FLUXBASE_ROOT/extension" && \
-    CFLAGS="-I$PG18_HOME/shim" BINDGEN_EXTRA_CLANG_ARGS="-I$PG18_HOME/shim" \
     cargo pgrx install --release --pg-config "$bin/pg_config" \
       --no-default-features --features "pg$major" "${sudo_flag[@]}")
 }

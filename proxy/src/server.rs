@@ -342,7 +342,7 @@ pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
 
 pub fn error_response(err: &ApiError, ctx: &Ctx) -> Response {
     let status = err.status();
-    if status.is_server_error() {
+    if status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED {
         tracing::error!(error = %err, code = err.code(), "request failed");
     } else {
         tracing::info!(error = %err, code = err.code(), "request refused");
