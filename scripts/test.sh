@@ -36,12 +36,15 @@ run_regress() { # run_regress MAJOR DIR PORT
   # in the pg18 wheel is damaged by the wheel's relinking and crashes).
   regress="$("$PG15_BIN/pg_config" --pkglibdir)/pgxs/src/test/regress/pg_regress"
   out="$FLUXBASE_VAR/regress-$major-$$"
-  as_root mkdir -p "$out" && as_root chown postgres "$out"
+  as_root mkdir -p "$out"
+  # Inputs are copied: the checkout may not be readable by `postgres`.
+  as_root cp -r "$FLUXBASE_ROOT/pg_regress/sql" "$FLUXBASE_ROOT/pg_regress/expected" "$out/"
+  as_root chown -R postgres "$out"
   local tests
   tests=$(cd pg_regress/sql && ls -- *.sql | sed 's/\.sql$//' | sort)
   # shellcheck disable=SC2086
   if as_pg "$regress" --use-existing --host="$dir" --port="$port" --user=postgres \
-      --dbname=fluxbase_regress --inputdir="$FLUXBASE_ROOT/pg_regress" --outputdir="$out" \
+      --dbname=fluxbase_regress --inputdir="$out" --outputdir="$out" \
       --bindir="$(pg_bin "$major")" $tests; then
     as_root rm -rf "$out"
   else
@@ -54,7 +57,7 @@ run_e2e() { # run_e2e MAJOR DIR PORT PASSWORD
   local major="$1" dir="$2" port="$3" password="$4" http_port secret
   http_port="$(free_port)"
   secret="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-  cluster_psql "$major" "$dir" "$port" -d fluxbase_e2e -f "$FLUXBASE_ROOT/tests/e2e/fixtures.sql" || return 1
+  cluster_psql "$major" "$dir" "$port" -d fluxbase_e2e < "$FLUXBASE_ROOT/tests/e2e/fixtures.sql" || return 1
   export FLUXBASE_DATABASE_URL="postgres://authenticator:$password@127.0.0.1:$port/fluxbase_e2e"
   export FLUXBASE_JWT_SECRET="$secret"
   export FLUXBASE_SERVER_LISTEN="127.0.0.1:$http_port"

@@ -40,10 +40,12 @@ fn authenticate(claims: pgrx::JsonB) {
 }
 
 /// The REST engine: one HTTP request in, status, headers and body out.
+/// `json`, not `jsonb`: the text is parsed once, by serde, and never built
+/// into a jsonb value only to be printed again.
 #[pg_extern(volatile)]
 fn rest(
-    request: pgrx::JsonB,
-    claims: pgrx::JsonB,
+    request: pgrx::Json,
+    claims: pgrx::Json,
 ) -> TableIterator<
     'static,
     (

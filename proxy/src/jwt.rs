@@ -27,6 +27,9 @@ impl Auth {
     }
 }
 
+/// Verified claims and their `exp`, keyed by the token.
+type CachedClaims = (Arc<Value>, Option<u64>);
+
 struct AsymmetricKey {
     kid: Option<String>,
     algorithm: Algorithm,
@@ -41,7 +44,7 @@ pub struct Verifier {
     anon: Arc<Value>,
     publishable: Vec<String>,
     secret: Vec<String>,
-    cache: Mutex<HashMap<String, (Arc<Value>, Option<u64>)>>,
+    cache: Mutex<HashMap<String, CachedClaims>>,
     cache_entries: usize,
 }
 

@@ -11,8 +11,7 @@ use crate::db;
 use crate::error::ApiError;
 use crate::server::{AppState, Ctx, Response};
 
-const REST_SQL: &str =
-    "SELECT status, headers::text, body FROM fluxbase.rest($1::jsonb, $2::jsonb)";
+const REST_SQL: &str = "SELECT status, headers::text, body FROM fluxbase.rest($1::json, $2::json)";
 
 /// Headers never copied into `request.headers`: credentials stay out of
 /// settings that policies, functions and logs can read.

@@ -52,7 +52,7 @@ CLAIMS="{\"role\":\"authenticated\",\"sub\":\"$UID_ONE\"}"
 work="$(mktemp -d)"
 chmod 755 "$work"
 cat > "$work/engine.sql" <<SQL
-SELECT status, headers::text, body FROM fluxbase.rest('{"method":"GET","path":"items","query":"select=*&id=eq.42","headers":{}}'::jsonb, '$CLAIMS'::jsonb);
+SELECT status, headers::text, body FROM fluxbase.rest('{"method":"GET","path":"items","query":"select=*&id=eq.42","headers":{}}'::json, '$CLAIMS'::json);
 SQL
 cat > "$work/postgrest.sql" <<SQL
 BEGIN;

@@ -1,6 +1,7 @@
 //! The schema cache: the catalog model built from one catalog query, kept per
 //! backend and rebuilt only when the schema version or exposed schemas change.
 use pgrx::prelude::*;
+use pgrx::spi::OwnedPreparedStatement;
 use serde::Deserialize;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -60,15 +61,33 @@ const MISS_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 thread_local! {
     static CACHE: RefCell<Option<Cached>> = const { RefCell::new(None) };
+    /// Read on every request, so planned once per backend.
+    static VERSION_PLAN: RefCell<Option<OwnedPreparedStatement>> = const { RefCell::new(None) };
+}
+
+fn schema_version() -> i64 {
+    VERSION_PLAN.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        Spi::connect(|client| {
+            if cell.is_none() {
+                *cell = Some(
+                    client
+                        .prepare("SELECT last_value FROM fluxbase.schema_version", &[])?
+                        .keep(),
+                );
+            }
+            let plan = cell.as_ref().expect("prepared above");
+            client.select(plan, Some(1), &[])?.first().get::<i64>(1)
+        })
+        .unwrap_or_else(|e| pgrx::error!("reading fluxbase.schema_version failed: {e}"))
+        .unwrap_or(0)
+    })
 }
 
 /// The catalog for `schemas`, rebuilt when DDL has bumped the schema version.
 /// Must run before the role switch: it reads `fluxbase.schema_version`.
 pub fn catalog(schemas: &[String]) -> Rc<Catalog> {
-    let version = Spi::get_one::<i64>("SELECT last_value FROM fluxbase.schema_version")
-        .ok()
-        .flatten()
-        .unwrap_or(0);
+    let version = schema_version();
     let hit = CACHE.with(|c| {
         c.borrow()
             .as_ref()
