@@ -28,7 +28,7 @@ PASSWORD="$(cat "$STATE/db-password")"
 
 log "starting PostgreSQL $MAJOR (data in $DATA, port $PORT)"
 cluster_start "$MAJOR" "$DATA" "$PORT"
-stop() { log "stopping"; kill "${PROXY_PID:-0}" 2>/dev/null || true; wait "${PROXY_PID:-0}" 2>/dev/null || true; cluster_stop "$MAJOR" "$DATA"; }
+stop() { trap "" INT TERM; log "stopping"; kill "${PROXY_PID:-0}" 2>/dev/null || true; wait "${PROXY_PID:-0}" 2>/dev/null || true; cluster_stop "$MAJOR" "$DATA"; }
 trap stop EXIT
 trap 'exit 0' INT TERM
 database_prepare "$MAJOR" "$DATA" "$PORT" postgres "$PASSWORD"

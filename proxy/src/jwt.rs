@@ -294,6 +294,68 @@ mod tests {
         r.unwrap_err().code().to_string()
     }
 
+    fn asymmetric_verifier() -> Verifier {
+        let config = JwtConfig {
+            secret: None,
+            jwks_file: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/jwks.json").into()),
+            audience: Some("authenticated".into()),
+            anon_role: "anon".into(),
+            cache_entries: 10,
+            leeway_seconds: 0,
+        };
+        Verifier::new(&config, &ApiKeys::default()).unwrap()
+    }
+
+    fn sign_with(alg: Algorithm, kid: &str, pem: &str, claims: &Value) -> String {
+        let mut header = jsonwebtoken::Header::new(alg);
+        header.kid = Some(kid.into());
+        let key = match alg {
+            Algorithm::RS256 => jsonwebtoken::EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+            _ => jsonwebtoken::EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
+        };
+        jsonwebtoken::encode(&header, claims, &key).unwrap()
+    }
+
+    #[test]
+    fn rs256_and_es256_tokens_verify_against_the_jwk_set() {
+        let v = asymmetric_verifier();
+        let claims = json!({"role": "authenticated", "sub": "u1", "aud": "authenticated", "exp": now() + 60});
+        let rsa = include_str!("../testdata/rs256.pem");
+        let ec = include_str!("../testdata/es256.pem");
+        for token in [
+            sign_with(Algorithm::RS256, "rsa-test-1", rsa, &claims),
+            sign_with(Algorithm::ES256, "ec-test-1", ec, &claims),
+        ] {
+            assert_eq!(
+                v.authenticate(Some(&format!("Bearer {token}")), None)
+                    .unwrap()
+                    .role(),
+                "authenticated"
+            );
+        }
+        // Wrong audience, unknown kid, and an HS256 token when no secret is configured.
+        let other_aud = sign_with(
+            Algorithm::RS256,
+            "rsa-test-1",
+            rsa,
+            &json!({"role": "authenticated", "aud": "x"}),
+        );
+        assert_eq!(
+            code(v.authenticate(Some(&format!("Bearer {other_aud}")), None)),
+            "PGRST303"
+        );
+        let unknown_kid = sign_with(Algorithm::RS256, "rsa-rotated-away", rsa, &claims);
+        assert_eq!(
+            code(v.authenticate(Some(&format!("Bearer {unknown_kid}")), None)),
+            "PGRST301"
+        );
+        let hs = sign_hs256(SECRET, &claims).unwrap();
+        assert_eq!(
+            code(v.authenticate(Some(&format!("Bearer {hs}")), None)),
+            "PGRST301"
+        );
+    }
+
     #[test]
     fn no_credentials_means_anon() {
         let a = verifier().authenticate(None, None).unwrap();
