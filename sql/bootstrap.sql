@@ -39,7 +39,7 @@ GRANT USAGE ON SCHEMA fluxbase TO authenticator, anon, authenticated, service_ro
 -- sequence is not transactional, so a rolled-back DDL costs one needless
 -- reload and nothing else.
 CREATE SEQUENCE fluxbase.schema_version;
-GRANT SELECT ON SEQUENCE fluxbase.schema_version TO authenticator;
+GRANT SELECT ON SEQUENCE fluxbase.schema_version TO authenticator, anon, authenticated, service_role;
 
 CREATE FUNCTION fluxbase.schema_version() RETURNS bigint
 LANGUAGE sql STABLE
@@ -58,6 +58,14 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION fluxbase.bump_schema_version() FROM PUBLIC;
+
+-- What `NOTIFY pgrst, 'reload schema'` does for PostgREST: every backend's
+-- schema cache reloads on its next request (DDL does this by itself).
+CREATE FUNCTION fluxbase.reload_schema() RETURNS bigint
+LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$ SELECT nextval('fluxbase.schema_version') $$;
+REVOKE ALL ON FUNCTION fluxbase.reload_schema() FROM PUBLIC;
 
 CREATE EVENT TRIGGER fluxbase_ddl_command_end ON ddl_command_end
   EXECUTE FUNCTION fluxbase.bump_schema_version();

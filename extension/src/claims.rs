@@ -31,7 +31,7 @@ pub fn authenticate(claims: &Value, request: Option<&RequestInfo<'_>>) {
     set_local("role", &role);
 }
 
-fn set_local(name: &str, value: &str) {
+pub fn set_local(name: &str, value: &str) {
     let name = CString::new(name).expect("GUC names have no NUL");
     // A NUL inside a claim would truncate the value; refuse it instead.
     let value = match CString::new(value) {

@@ -3,11 +3,9 @@ use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 use std::ffi::CString;
 
 /// Schemas the REST API exposes, comma-separated; the first is the default.
-pub static DB_SCHEMAS: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"public"));
+pub static DB_SCHEMAS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"public"));
 /// Role used when the claims carry no `role`.
-pub static ANON_ROLE: GucSetting<Option<CString>> =
-    GucSetting::<Option<CString>>::new(Some(c"anon"));
+pub static ANON_ROLE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"anon"));
 /// Upper bound on rows a read returns; 0 means no bound.
 pub static MAX_ROWS: GucSetting<i32> = GucSetting::<i32>::new(0);
 
@@ -49,9 +47,5 @@ pub fn string(setting: &GucSetting<Option<CString>>, default: &str) -> String {
 }
 
 pub fn db_schemas() -> Vec<String> {
-    string(&DB_SCHEMAS, "public")
-        .split(',')
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .collect()
+    string(&DB_SCHEMAS, "public").split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
 }

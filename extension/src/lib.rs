@@ -13,11 +13,7 @@ mod schema;
 pgrx::pg_module_magic!();
 
 extension_sql_file!("../../sql/bootstrap.sql", name = "bootstrap", bootstrap);
-extension_sql_file!(
-    "../../sql/auth_claims.sql",
-    name = "auth_claims",
-    requires = ["bootstrap"]
-);
+extension_sql_file!("../../sql/auth_claims.sql", name = "auth_claims", requires = ["bootstrap"]);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
@@ -46,20 +42,9 @@ fn authenticate(claims: pgrx::JsonB) {
 fn rest(
     request: pgrx::Json,
     claims: pgrx::Json,
-) -> TableIterator<
-    'static,
-    (
-        name!(status, i32),
-        name!(headers, pgrx::JsonB),
-        name!(body, String),
-    ),
-> {
+) -> TableIterator<'static, (name!(status, i32), name!(headers, pgrx::JsonB), name!(body, String))> {
     let response = rest::handle(request.0, &claims.0);
-    TableIterator::once((
-        response.status as i32,
-        pgrx::JsonB(response.headers),
-        response.body,
-    ))
+    TableIterator::once((response.status as i32, pgrx::JsonB(response.headers), response.body))
 }
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -75,7 +60,10 @@ mod tests {
 
     #[pg_test]
     fn authenticate_sets_role_and_claims() {
-        Spi::run(r#"SELECT fluxbase.authenticate('{"role":"authenticated","sub":"7f1e7a40-6a1c-4b8e-9a57-2f0c5b1f2c11"}')"#).unwrap();
+        Spi::run(
+            r#"SELECT fluxbase.authenticate('{"role":"authenticated","sub":"7f1e7a40-6a1c-4b8e-9a57-2f0c5b1f2c11"}')"#,
+        )
+        .unwrap();
         let uid = Spi::get_one::<String>("SELECT auth.uid()::text").unwrap();
         assert_eq!(uid.as_deref(), Some("7f1e7a40-6a1c-4b8e-9a57-2f0c5b1f2c11"));
         let role = Spi::get_one::<String>("SELECT current_user::text").unwrap();

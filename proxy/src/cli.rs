@@ -41,26 +41,15 @@ pub fn parse(args: &[String], env_config: Option<String>) -> Result<Args, String
     let mut expires_in = 3600u64;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
-        let mut value = |flag: &str| {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{flag} needs a value"))
-        };
+        let mut value = |flag: &str| it.next().cloned().ok_or_else(|| format!("{flag} needs a value"));
         match arg.as_str() {
             "--config" | "-c" => config = Some(PathBuf::from(value(arg)?)),
             "--database-url" => database_url = Some(value(arg)?),
             "--expires-in" => {
-                expires_in = value(arg)?
-                    .parse()
-                    .map_err(|_| "--expires-in takes whole seconds".to_string())?
+                expires_in = value(arg)?.parse().map_err(|_| "--expires-in takes whole seconds".to_string())?
             }
             "--check-config" => positional.insert(0, "check-config".to_string()),
-            "-h" | "--help" => {
-                return Ok(Args {
-                    command: Command::Help,
-                    config,
-                })
-            }
+            "-h" | "--help" => return Ok(Args { command: Command::Help, config }),
             s if s.starts_with('-') => return Err(format!("unknown option {s}")),
             s => positional.push(s.to_string()),
         }
@@ -71,16 +60,12 @@ pub fn parse(args: &[String], env_config: Option<String>) -> Result<Args, String
         Some("keys") => Command::Keys,
         Some("help") => Command::Help,
         Some("gen-config") => Command::GenConfig {
-            path: positional
-                .get(1)
-                .map(PathBuf::from)
-                .ok_or("gen-config needs a FILE")?,
+            path: positional.get(1).map(PathBuf::from).ok_or("gen-config needs a FILE")?,
             database_url: database_url.ok_or("gen-config needs --database-url")?,
         },
-        Some("sign") => Command::Sign {
-            claims: positional.get(1).cloned().ok_or("sign needs CLAIMS_JSON")?,
-            expires_in,
-        },
+        Some("sign") => {
+            Command::Sign { claims: positional.get(1).cloned().ok_or("sign needs CLAIMS_JSON")?, expires_in }
+        }
         Some(other) => return Err(format!("unknown command {other}")),
     };
     Ok(Args { command, config })
@@ -93,10 +78,7 @@ fn random_hex(bytes: usize) -> String {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// A development config: a 256-bit secret, the legacy anon/service_role JWT
@@ -152,16 +134,9 @@ pub fn keys(config: &Config) -> String {
 }
 
 pub fn sign(config: &Config, claims: &str, expires_in: u64) -> Result<String, String> {
-    let secret = config
-        .jwt
-        .secret
-        .as_deref()
-        .ok_or("jwt.secret is not set")?;
-    let mut claims: Value =
-        serde_json::from_str(claims).map_err(|e| format!("CLAIMS_JSON: {e}"))?;
-    let obj = claims
-        .as_object_mut()
-        .ok_or("CLAIMS_JSON must be an object")?;
+    let secret = config.jwt.secret.as_deref().ok_or("jwt.secret is not set")?;
+    let mut claims: Value = serde_json::from_str(claims).map_err(|e| format!("CLAIMS_JSON: {e}"))?;
+    let obj = claims.as_object_mut().ok_or("CLAIMS_JSON must be an object")?;
     let now = unix_now();
     obj.entry("iat").or_insert(json!(now));
     obj.entry("exp").or_insert(json!(now + expires_in));
@@ -180,13 +155,7 @@ mod tests {
     fn parses_commands() {
         assert_eq!(parse(&args(&[]), None).unwrap().command, Command::Serve);
         let a = parse(&args(&["--check-config", "--config", "f.toml"]), None).unwrap();
-        assert_eq!(
-            a,
-            Args {
-                command: Command::CheckConfig,
-                config: Some("f.toml".into())
-            }
-        );
+        assert_eq!(a, Args { command: Command::CheckConfig, config: Some("f.toml".into()) });
         assert!(parse(&args(&["gen-config", "x.toml"]), None).is_err());
         assert!(parse(&args(&["--bogus"]), None).is_err());
         assert!(parse(&args(&["frobnicate"]), None).is_err());
@@ -200,10 +169,7 @@ mod tests {
         let config = Config::load(Some(&path), std::iter::empty()).unwrap();
         assert!(config.api_keys.anon.is_some());
         assert!(keys(&config).contains("service_role key"));
-        assert!(
-            gen_config(&path, "postgres://x@y/z").is_err(),
-            "never overwrites"
-        );
+        assert!(gen_config(&path, "postgres://x@y/z").is_err(), "never overwrites");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

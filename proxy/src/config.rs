@@ -8,10 +8,7 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("invalid config: {0}")]
     Parse(String),
     #[error("invalid config: `{key}`: {reason}")]
@@ -19,10 +16,7 @@ pub enum ConfigError {
 }
 
 fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        reason: reason.into(),
-    }
+    ConfigError::Invalid { key, reason: reason.into() }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -157,10 +151,7 @@ pub struct Log {
 
 impl Default for Log {
     fn default() -> Self {
-        Log {
-            level: "info".into(),
-            format: "json".into(),
-        }
+        Log { level: "info".into(), format: "json".into() }
     }
 }
 
@@ -168,55 +159,35 @@ const SECTIONS: [&str; 5] = ["server", "database", "jwt", "api_keys", "log"];
 
 impl Config {
     /// Reads the file (if any), applies `FLUXBASE_*` variables, validates.
-    pub fn load(
-        path: Option<&Path>,
-        env: impl Iterator<Item = (String, String)>,
-    ) -> Result<Config, ConfigError> {
+    pub fn load(path: Option<&Path>, env: impl Iterator<Item = (String, String)>) -> Result<Config, ConfigError> {
         let mut doc: toml::Table = match path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
-                    path: p.into(),
-                    source,
-                })?;
-                text.parse().map_err(|e: toml::de::Error| {
-                    ConfigError::Parse(format!("{}: {e}", p.display()))
-                })?
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read { path: p.into(), source })?;
+                text.parse().map_err(|e: toml::de::Error| ConfigError::Parse(format!("{}: {e}", p.display())))?
             }
             None => toml::Table::new(),
         };
         apply_env(&mut doc, env)?;
-        let config: Config = toml::Value::Table(doc)
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        let config: Config =
+            toml::Value::Table(doc).try_into().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
         config.validate()?;
         Ok(config)
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.server.header_limit_bytes < 8192 {
-            return Err(invalid(
-                "server.header_limit_bytes",
-                "must be at least 8192",
-            ));
+            return Err(invalid("server.header_limit_bytes", "must be at least 8192"));
         }
         if self.server.body_limit_bytes == 0 {
             return Err(invalid("server.body_limit_bytes", "must be greater than 0"));
         }
         if self.server.request_timeout_ms == 0 {
-            return Err(invalid(
-                "server.request_timeout_ms",
-                "must be greater than 0",
-            ));
+            return Err(invalid("server.request_timeout_ms", "must be greater than 0"));
         }
         if self.server.cors_allowed_origins.is_empty() {
-            return Err(invalid(
-                "server.cors_allowed_origins",
-                "list at least one origin, or \"*\"",
-            ));
+            return Err(invalid("server.cors_allowed_origins", "list at least one origin, or \"*\""));
         }
-        if !(self.database.url.starts_with("postgres://")
-            || self.database.url.starts_with("postgresql://"))
-        {
+        if !(self.database.url.starts_with("postgres://") || self.database.url.starts_with("postgresql://")) {
             return Err(invalid("database.url", "must be a postgres:// URL"));
         }
         if self.database.url.parse::<tokio_postgres::Config>().is_err() {
@@ -226,12 +197,7 @@ impl Config {
             return Err(invalid("database.pool_size", "must be greater than 0"));
         }
         match &self.jwt.secret {
-            Some(s) if s.len() < 32 => {
-                return Err(invalid(
-                    "jwt.secret",
-                    "must be at least 32 bytes (256 bits)",
-                ))
-            }
+            Some(s) if s.len() < 32 => return Err(invalid("jwt.secret", "must be at least 32 bytes (256 bits)")),
             None if self.jwt.jwks_file.is_none() => {
                 return Err(invalid(
                     "jwt.secret",
@@ -245,18 +211,12 @@ impl Config {
         }
         for key in &self.api_keys.publishable {
             if !key.starts_with("sb_publishable_") {
-                return Err(invalid(
-                    "api_keys.publishable",
-                    "keys start with sb_publishable_",
-                ));
+                return Err(invalid("api_keys.publishable", "keys start with sb_publishable_"));
             }
         }
         for key in &self.api_keys.secret {
             if !key.starts_with("sb_secret_") || key.len() < 32 {
-                return Err(invalid(
-                    "api_keys.secret",
-                    "keys start with sb_secret_ and are at least 32 characters",
-                ));
+                return Err(invalid("api_keys.secret", "keys start with sb_secret_ and are at least 32 characters"));
             }
         }
         if !["json", "pretty"].contains(&self.log.format.as_str()) {
@@ -269,19 +229,13 @@ impl Config {
     }
 
     pub fn public_url(&self) -> String {
-        self.server
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", self.server.listen))
+        self.server.public_url.clone().unwrap_or_else(|| format!("http://{}", self.server.listen))
     }
 }
 
 /// `FLUXBASE_MODE`, `FLUXBASE_<SECTION>_<KEY>`: the value is read as a TOML
 /// value when it parses as one (numbers, booleans, arrays), else as a string.
-fn apply_env(
-    doc: &mut toml::Table,
-    env: impl Iterator<Item = (String, String)>,
-) -> Result<(), ConfigError> {
+fn apply_env(doc: &mut toml::Table, env: impl Iterator<Item = (String, String)>) -> Result<(), ConfigError> {
     for (name, value) in env {
         let Some(rest) = name.strip_prefix("FLUXBASE_") else {
             continue;
@@ -320,18 +274,11 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect::<Vec<_>>()
-            .into_iter()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>().into_iter()
     }
 
     const BASE: &[(&str, &str)] = &[
-        (
-            "FLUXBASE_DATABASE_URL",
-            "postgres://authenticator@127.0.0.1/postgres",
-        ),
+        ("FLUXBASE_DATABASE_URL", "postgres://authenticator@127.0.0.1/postgres"),
         ("FLUXBASE_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
     ];
 
@@ -340,17 +287,11 @@ mod tests {
         let mut pairs = BASE.to_vec();
         pairs.push(("FLUXBASE_SERVER_LISTEN", "127.0.0.1:9999"));
         pairs.push(("FLUXBASE_DATABASE_POOL_SIZE", "4"));
-        pairs.push((
-            "FLUXBASE_SERVER_CORS_ALLOWED_ORIGINS",
-            r#"["https://a.example"]"#,
-        ));
+        pairs.push(("FLUXBASE_SERVER_CORS_ALLOWED_ORIGINS", r#"["https://a.example"]"#));
         let c = Config::load(None, env(&pairs)).unwrap();
         assert_eq!(c.server.listen.port(), 9999);
         assert_eq!(c.database.pool_size, 4);
-        assert_eq!(
-            c.server.cors_allowed_origins,
-            vec!["https://a.example".to_string()]
-        );
+        assert_eq!(c.server.cors_allowed_origins, vec!["https://a.example".to_string()]);
     }
 
     #[test]

@@ -1,9 +1,7 @@
 //! The Postgres pool (connecting as `authenticator`) and the mapping of
 //! database failures to API errors. Broken connections are dropped by the
 //! pool's recycle check, so the proxy recovers from a Postgres restart alone.
-use deadpool_postgres::{
-    Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, Timeouts,
-};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, Timeouts};
 use std::time::Duration;
 use tokio_postgres::NoTls;
 
@@ -11,27 +9,14 @@ use crate::config::Database;
 use crate::error::{sqlstate_status, ApiError};
 
 pub fn pool(config: &Database) -> Result<Pool, String> {
-    let mut pg: tokio_postgres::Config = config
-        .url
-        .parse()
-        .map_err(|e| format!("database.url: {e}"))?;
+    let mut pg: tokio_postgres::Config = config.url.parse().map_err(|e| format!("database.url: {e}"))?;
     pg.connect_timeout(Duration::from_millis(config.connect_timeout_ms));
     pg.application_name("fluxbase");
-    let manager = Manager::from_config(
-        pg,
-        NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     let wait = Some(Duration::from_millis(config.pool_timeout_ms));
     Pool::builder(manager)
         .max_size(config.pool_size)
-        .timeouts(Timeouts {
-            wait,
-            create: Some(Duration::from_millis(config.connect_timeout_ms)),
-            recycle: None,
-        })
+        .timeouts(Timeouts { wait, create: Some(Duration::from_millis(config.connect_timeout_ms)), recycle: None })
         .runtime(Runtime::Tokio1)
         .build()
         .map_err(|e| format!("database pool: {e}"))

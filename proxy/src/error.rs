@@ -34,13 +34,7 @@ pub enum ApiError {
     #[error("database unavailable: {0}")]
     DatabaseUnavailable(String),
     #[error("{message}")]
-    Database {
-        status: StatusCode,
-        code: String,
-        message: String,
-        details: Option<String>,
-        hint: Option<String>,
-    },
+    Database { status: StatusCode, code: String, message: String, details: Option<String>, hint: Option<String> },
     /// A response fully formed by the extension (status, PostgREST body).
     #[error("internal error: {0}")]
     Internal(String),
@@ -83,9 +77,9 @@ impl ApiError {
             ApiError::Timeout { .. } => "request_timeout",
             ApiError::InvalidApiKey => "no_authorization",
             ApiError::Jwt { .. } => "bad_jwt",
-            ApiError::DatabaseUnavailable(_)
-            | ApiError::Database { .. }
-            | ApiError::Internal(_) => "unexpected_failure",
+            ApiError::DatabaseUnavailable(_) | ApiError::Database { .. } | ApiError::Internal(_) => {
+                "unexpected_failure"
+            }
         }
     }
 
@@ -93,9 +87,7 @@ impl ApiError {
     fn public_message(&self) -> String {
         match self {
             ApiError::Internal(_) => "Internal server error".into(),
-            ApiError::DatabaseUnavailable(_) => {
-                "Database client error. Retrying the connection.".into()
-            }
+            ApiError::DatabaseUnavailable(_) => "Database client error. Retrying the connection.".into(),
             ApiError::InvalidApiKey => "Invalid API key".into(),
             other => other.to_string(),
         }
@@ -104,13 +96,9 @@ impl ApiError {
     pub fn body(&self, surface: Surface, request_id: &str) -> Value {
         let (details, hint) = match self {
             ApiError::Database { details, hint, .. } => (details.clone(), hint.clone()),
-            ApiError::InvalidApiKey => (
-                None,
-                Some(
-                    "Double check the apikey header: it must be one of the configured keys."
-                        .to_string(),
-                ),
-            ),
+            ApiError::InvalidApiKey => {
+                (None, Some("Double check the apikey header: it must be one of the configured keys.".to_string()))
+            }
             _ => (None, None),
         };
         match surface {
@@ -196,20 +184,14 @@ mod tests {
         assert_eq!(sqlstate_status("42501", true), StatusCode::FORBIDDEN);
         assert_eq!(sqlstate_status("PT402", true), StatusCode::PAYMENT_REQUIRED);
         assert_eq!(sqlstate_status("P0001", true), StatusCode::BAD_REQUEST);
-        assert_eq!(
-            sqlstate_status("08006", true),
-            StatusCode::SERVICE_UNAVAILABLE
-        );
+        assert_eq!(sqlstate_status("08006", true), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(sqlstate_status("22P02", true), StatusCode::BAD_REQUEST);
         assert_eq!(sqlstate_status("42P01", true), StatusCode::NOT_FOUND);
     }
 
     #[test]
     fn bodies_keep_the_fields_clients_read() {
-        let e = ApiError::Jwt {
-            code: "PGRST303",
-            message: "JWT expired".into(),
-        };
+        let e = ApiError::Jwt { code: "PGRST303", message: "JWT expired".into() };
         let rest = e.body(Surface::Rest, "r1");
         assert_eq!(rest["code"], "PGRST303");
         assert_eq!(rest["message"], "JWT expired");

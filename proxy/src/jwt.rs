@@ -14,16 +14,14 @@ use crate::error::ApiError;
 #[derive(Debug, Clone)]
 pub struct Auth {
     pub claims: Arc<Value>,
-    /// False when no token was presented (the anon role applies).
-    pub has_token: bool,
+    /// Acting as the anonymous role, with or without a token (the anon key
+    /// is a token): PostgREST answers permission errors 401 then, not 403.
+    pub anonymous: bool,
 }
 
 impl Auth {
     pub fn role(&self) -> &str {
-        self.claims
-            .get("role")
-            .and_then(Value::as_str)
-            .unwrap_or("")
+        self.claims.get("role").and_then(Value::as_str).unwrap_or("")
     }
 }
 
@@ -42,6 +40,7 @@ pub struct Verifier {
     audience: Option<String>,
     leeway: u64,
     anon: Arc<Value>,
+    anon_role: String,
     publishable: Vec<String>,
     secret: Vec<String>,
     cache: Mutex<HashMap<String, CachedClaims>>,
@@ -49,17 +48,11 @@ pub struct Verifier {
 }
 
 fn jwt_error(code: &'static str, message: impl Into<String>) -> ApiError {
-    ApiError::Jwt {
-        code,
-        message: message.into(),
-    }
+    ApiError::Jwt { code, message: message.into() }
 }
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Opaque Supabase keys are never JWTs and never bearer tokens.
@@ -71,37 +64,25 @@ impl Verifier {
     pub fn new(config: &JwtConfig, keys: &ApiKeys) -> Result<Verifier, String> {
         let mut asymmetric = Vec::new();
         if let Some(path) = &config.jwks_file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("jwt.jwks_file {}: {e}", path.display()))?;
-            let set: JwkSet = serde_json::from_str(&text)
-                .map_err(|e| format!("jwt.jwks_file: not a JWK set: {e}"))?;
+            let text = std::fs::read_to_string(path).map_err(|e| format!("jwt.jwks_file {}: {e}", path.display()))?;
+            let set: JwkSet = serde_json::from_str(&text).map_err(|e| format!("jwt.jwks_file: not a JWK set: {e}"))?;
             for jwk in &set.keys {
                 let algorithm = match jwk.common.key_algorithm.map(|a| a.to_string()).as_deref() {
                     Some("RS256") => Algorithm::RS256,
                     Some("ES256") => Algorithm::ES256,
-                    other => {
-                        return Err(format!(
-                            "jwt.jwks_file: key alg {other:?} is not RS256 or ES256"
-                        ))
-                    }
+                    other => return Err(format!("jwt.jwks_file: key alg {other:?} is not RS256 or ES256")),
                 };
                 let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("jwt.jwks_file: {e}"))?;
-                asymmetric.push(AsymmetricKey {
-                    kid: jwk.common.key_id.clone(),
-                    algorithm,
-                    key,
-                });
+                asymmetric.push(AsymmetricKey { kid: jwk.common.key_id.clone(), algorithm, key });
             }
         }
         Ok(Verifier {
-            hs256: config
-                .secret
-                .as_ref()
-                .map(|s| DecodingKey::from_secret(s.as_bytes())),
+            hs256: config.secret.as_ref().map(|s| DecodingKey::from_secret(s.as_bytes())),
             asymmetric,
             audience: config.audience.clone(),
             leeway: config.leeway_seconds,
             anon: Arc::new(json!({ "role": config.anon_role })),
+            anon_role: config.anon_role.clone(),
             publishable: keys.publishable.clone(),
             secret: keys.secret.clone(),
             cache: Mutex::new(HashMap::new()),
@@ -112,19 +93,12 @@ impl Verifier {
     /// Supabase's rules: a JWT in `Authorization: Bearer` wins; an opaque key
     /// is never a bearer token, so then the `apikey` header decides; no
     /// credential at all means the anon role.
-    pub fn authenticate(
-        &self,
-        authorization: Option<&str>,
-        apikey: Option<&str>,
-    ) -> Result<Auth, ApiError> {
+    pub fn authenticate(&self, authorization: Option<&str>, apikey: Option<&str>) -> Result<Auth, ApiError> {
         let bearer = match authorization {
             Some(h) => {
                 let (scheme, token) = h.trim().split_once(' ').unwrap_or((h, ""));
                 if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-                    return Err(jwt_error(
-                        "PGRST301",
-                        "Authorization header must be `Bearer <token>`",
-                    ));
+                    return Err(jwt_error("PGRST301", "Authorization header must be `Bearer <token>`"));
                 }
                 Some(token.trim())
             }
@@ -135,35 +109,18 @@ impl Verifier {
                 return Err(ApiError::InvalidApiKey);
             }
         }
-        match bearer {
-            Some(token) if !is_opaque(token) => self.verify(token).map(|claims| Auth {
-                claims,
-                has_token: true,
-            }),
+        let claims = match bearer {
+            Some(token) if !is_opaque(token) => self.verify(token)?,
             _ => match apikey {
-                Some(key) if is_opaque(key) => {
-                    let role = if key.starts_with("sb_secret_") {
-                        "service_role"
-                    } else {
-                        "anon"
-                    };
-                    let has_token = role != "anon";
-                    Ok(Auth {
-                        claims: Arc::new(json!({ "role": role })),
-                        has_token,
-                    })
-                }
-                Some(key) => self.verify(key).map(|claims| Auth {
-                    claims,
-                    has_token: true,
-                }),
-                None if bearer.is_some() => Err(ApiError::InvalidApiKey),
-                None => Ok(Auth {
-                    claims: self.anon.clone(),
-                    has_token: false,
-                }),
+                Some(key) if key.starts_with("sb_secret_") => Arc::new(json!({ "role": "service_role" })),
+                Some(key) if is_opaque(key) => self.anon.clone(),
+                Some(key) => self.verify(key)?,
+                None if bearer.is_some() => return Err(ApiError::InvalidApiKey),
+                None => self.anon.clone(),
             },
-        }
+        };
+        let anonymous = claims.get("role").and_then(Value::as_str).is_none_or(|r| r == self.anon_role);
+        Ok(Auth { claims, anonymous })
     }
 
     fn opaque_key_is_known(&self, key: &str) -> bool {
@@ -196,13 +153,10 @@ impl Verifier {
     fn verify_uncached(&self, token: &str) -> Result<Value, ApiError> {
         let parts = token.split('.').count();
         if parts != 3 {
-            return Err(jwt_error(
-                "PGRST301",
-                format!("Expected 3 parts in JWT; got {parts}"),
-            ));
+            return Err(jwt_error("PGRST301", format!("Expected 3 parts in JWT; got {parts}")));
         }
-        let header = decode_header(token)
-            .map_err(|_| jwt_error("PGRST301", "Wrong or unsupported encoding algorithm"))?;
+        let header =
+            decode_header(token).map_err(|_| jwt_error("PGRST301", "Wrong or unsupported encoding algorithm"))?;
         let key = match header.alg {
             Algorithm::HS256 => self.hs256.as_ref(),
             Algorithm::RS256 | Algorithm::ES256 => self
@@ -227,9 +181,7 @@ impl Verifier {
             ErrorKind::ExpiredSignature => jwt_error("PGRST303", "JWT expired"),
             ErrorKind::ImmatureSignature => jwt_error("PGRST303", "JWT not yet valid"),
             ErrorKind::InvalidAudience => jwt_error("PGRST303", "JWT not in audience"),
-            ErrorKind::InvalidSignature => {
-                jwt_error("PGRST301", "JWT cryptographic operation failed")
-            }
+            ErrorKind::InvalidSignature => jwt_error("PGRST301", "JWT cryptographic operation failed"),
             _ => jwt_error("PGRST301", "JWT could not be decoded"),
         })?;
         let claims = data.claims;
@@ -242,10 +194,7 @@ impl Verifier {
             return Err(jwt_error("PGRST303", "JWT claims must be a JSON object"));
         }
         if claims.get("role").is_some_and(|r| !r.is_string()) {
-            return Err(jwt_error(
-                "PGRST303",
-                "The JWT 'role' claim must be a string",
-            ));
+            return Err(jwt_error("PGRST303", "The JWT 'role' claim must be a string"));
         }
         Ok(claims)
     }
@@ -326,53 +275,28 @@ mod tests {
             sign_with(Algorithm::RS256, "rsa-test-1", rsa, &claims),
             sign_with(Algorithm::ES256, "ec-test-1", ec, &claims),
         ] {
-            assert_eq!(
-                v.authenticate(Some(&format!("Bearer {token}")), None)
-                    .unwrap()
-                    .role(),
-                "authenticated"
-            );
+            assert_eq!(v.authenticate(Some(&format!("Bearer {token}")), None).unwrap().role(), "authenticated");
         }
         // Wrong audience, unknown kid, and an HS256 token when no secret is configured.
-        let other_aud = sign_with(
-            Algorithm::RS256,
-            "rsa-test-1",
-            rsa,
-            &json!({"role": "authenticated", "aud": "x"}),
-        );
-        assert_eq!(
-            code(v.authenticate(Some(&format!("Bearer {other_aud}")), None)),
-            "PGRST303"
-        );
+        let other_aud = sign_with(Algorithm::RS256, "rsa-test-1", rsa, &json!({"role": "authenticated", "aud": "x"}));
+        assert_eq!(code(v.authenticate(Some(&format!("Bearer {other_aud}")), None)), "PGRST303");
         let unknown_kid = sign_with(Algorithm::RS256, "rsa-rotated-away", rsa, &claims);
-        assert_eq!(
-            code(v.authenticate(Some(&format!("Bearer {unknown_kid}")), None)),
-            "PGRST301"
-        );
+        assert_eq!(code(v.authenticate(Some(&format!("Bearer {unknown_kid}")), None)), "PGRST301");
         let hs = sign_hs256(SECRET, &claims).unwrap();
-        assert_eq!(
-            code(v.authenticate(Some(&format!("Bearer {hs}")), None)),
-            "PGRST301"
-        );
+        assert_eq!(code(v.authenticate(Some(&format!("Bearer {hs}")), None)), "PGRST301");
     }
 
     #[test]
     fn no_credentials_means_anon() {
         let a = verifier().authenticate(None, None).unwrap();
         assert_eq!(a.role(), "anon");
-        assert!(!a.has_token);
+        assert!(a.anonymous);
     }
 
     #[test]
     fn bearer_jwt_wins_over_apikey() {
-        let user = sign_hs256(
-            SECRET,
-            &json!({"role": "authenticated", "sub": "u1", "exp": now() + 60}),
-        )
-        .unwrap();
-        let a = verifier()
-            .authenticate(Some(&format!("Bearer {user}")), Some("sb_publishable_abc"))
-            .unwrap();
+        let user = sign_hs256(SECRET, &json!({"role": "authenticated", "sub": "u1", "exp": now() + 60})).unwrap();
+        let a = verifier().authenticate(Some(&format!("Bearer {user}")), Some("sb_publishable_abc")).unwrap();
         assert_eq!(a.role(), "authenticated");
     }
 
@@ -386,59 +310,28 @@ mod tests {
             )
             .unwrap();
         assert_eq!(a.role(), "service_role");
-        assert_eq!(
-            v.authenticate(None, Some("sb_publishable_abc"))
-                .unwrap()
-                .role(),
-            "anon"
-        );
-        assert_eq!(
-            code(v.authenticate(None, Some("sb_publishable_nope"))),
-            "FB010"
-        );
+        assert_eq!(v.authenticate(None, Some("sb_publishable_abc")).unwrap().role(), "anon");
+        assert_eq!(code(v.authenticate(None, Some("sb_publishable_nope"))), "FB010");
         // An opaque bearer without an apikey is not a credential.
-        assert_eq!(
-            code(v.authenticate(Some("Bearer sb_secret_0123456789abcdef0123456789"), None)),
-            "FB010"
-        );
+        assert_eq!(code(v.authenticate(Some("Bearer sb_secret_0123456789abcdef0123456789"), None)), "FB010");
     }
 
     #[test]
     fn bad_tokens_are_rejected_with_postgrest_codes() {
         let v = verifier();
-        let expired =
-            sign_hs256(SECRET, &json!({"role": "authenticated", "exp": now() - 10})).unwrap();
-        assert_eq!(
-            code(v.authenticate(Some(&format!("Bearer {expired}")), None)),
-            "PGRST303"
-        );
-        let forged = sign_hs256(
-            "another-secret-another-secret-xx",
-            &json!({"role": "service_role"}),
-        )
-        .unwrap();
-        assert_eq!(
-            code(v.authenticate(Some(&format!("Bearer {forged}")), None)),
-            "PGRST301"
-        );
+        let expired = sign_hs256(SECRET, &json!({"role": "authenticated", "exp": now() - 10})).unwrap();
+        assert_eq!(code(v.authenticate(Some(&format!("Bearer {expired}")), None)), "PGRST303");
+        let forged = sign_hs256("another-secret-another-secret-xx", &json!({"role": "service_role"})).unwrap();
+        assert_eq!(code(v.authenticate(Some(&format!("Bearer {forged}")), None)), "PGRST301");
         // alg: none
         let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.";
-        assert_eq!(
-            code(v.authenticate(Some(&format!("Bearer {none}")), None)),
-            "PGRST301"
-        );
+        assert_eq!(code(v.authenticate(Some(&format!("Bearer {none}")), None)), "PGRST301");
         assert_eq!(code(v.authenticate(Some("Bearer a.b"), None)), "PGRST301");
         assert_eq!(code(v.authenticate(Some("Basic xyz"), None)), "PGRST301");
         let future = sign_hs256(SECRET, &json!({"role": "anon", "nbf": now() + 3600})).unwrap();
-        assert_eq!(
-            code(v.authenticate(Some(&format!("Bearer {future}")), None)),
-            "PGRST303"
-        );
+        assert_eq!(code(v.authenticate(Some(&format!("Bearer {future}")), None)), "PGRST303");
         // RS256 token against a verifier with no RSA keys: algorithm not configured.
         let rs = "eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJyb2xlIjoic2VydmljZV9yb2xlIn0.c2ln";
-        assert_eq!(
-            code(v.authenticate(Some(&format!("Bearer {rs}")), None)),
-            "PGRST301"
-        );
+        assert_eq!(code(v.authenticate(Some(&format!("Bearer {rs}")), None)), "PGRST301");
     }
 }

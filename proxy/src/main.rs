@@ -78,16 +78,9 @@ fn main() -> ExitCode {
 
 fn init_tracing(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::new(&config.log.level);
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if config.log.format == "json" {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .init();
+        builder.json().flatten_event(true).with_current_span(true).with_span_list(false).init();
     } else {
         builder.init();
     }
@@ -95,10 +88,7 @@ fn init_tracing(config: &Config) {
 
 fn serve(config: Config) -> ExitCode {
     init_tracing(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("fluxbase: cannot start the async runtime: {e}");

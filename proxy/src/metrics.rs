@@ -4,9 +4,7 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
 
-const BUCKETS: [f64; 12] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-];
+const BUCKETS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
 
 #[derive(Default)]
 struct Histogram {
@@ -53,10 +51,7 @@ impl Metrics {
         out.push_str("# TYPE fluxbase_http_requests_total counter\n");
         if let Ok(r) = self.requests.lock() {
             for ((route, status), n) in r.iter() {
-                let _ = writeln!(
-                    out,
-                    "fluxbase_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}"
-                );
+                let _ = writeln!(out, "fluxbase_http_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}");
             }
         }
         out.push_str("# HELP fluxbase_http_request_duration_seconds Request latency by route.\n");
@@ -70,45 +65,22 @@ impl Metrics {
                         h.counts[i]
                     );
                 }
-                let _ = writeln!(out, "fluxbase_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}", h.count);
                 let _ = writeln!(
                     out,
-                    "fluxbase_http_request_duration_seconds_sum{{route=\"{route}\"}} {}",
-                    h.sum
-                );
-                let _ = writeln!(
-                    out,
-                    "fluxbase_http_request_duration_seconds_count{{route=\"{route}\"}} {}",
+                    "fluxbase_http_request_duration_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {}",
                     h.count
                 );
+                let _ = writeln!(out, "fluxbase_http_request_duration_seconds_sum{{route=\"{route}\"}} {}", h.sum);
+                let _ = writeln!(out, "fluxbase_http_request_duration_seconds_count{{route=\"{route}\"}} {}", h.count);
             }
         }
         for (name, help, value) in [
-            (
-                "fluxbase_db_pool_size",
-                "Open database connections.",
-                pool.size,
-            ),
-            (
-                "fluxbase_db_pool_available",
-                "Idle database connections.",
-                pool.available,
-            ),
-            (
-                "fluxbase_db_pool_waiting",
-                "Requests waiting for a connection.",
-                pool.waiting,
-            ),
-            (
-                "fluxbase_db_pool_max_size",
-                "Configured maximum connections.",
-                pool.max_size,
-            ),
+            ("fluxbase_db_pool_size", "Open database connections.", pool.size),
+            ("fluxbase_db_pool_available", "Idle database connections.", pool.available),
+            ("fluxbase_db_pool_waiting", "Requests waiting for a connection.", pool.waiting),
+            ("fluxbase_db_pool_max_size", "Configured maximum connections.", pool.max_size),
         ] {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
         }
         out
     }
@@ -123,16 +95,9 @@ mod tests {
         let m = Metrics::default();
         m.observe("rest", 200, Duration::from_millis(3));
         m.observe("rest", 200, Duration::from_millis(30));
-        let text = m.render(&PoolState {
-            size: 1,
-            available: 1,
-            waiting: 0,
-            max_size: 4,
-        });
+        let text = m.render(&PoolState { size: 1, available: 1, waiting: 0, max_size: 4 });
         assert!(text.contains("fluxbase_http_requests_total{route=\"rest\",status=\"200\"} 2"));
-        assert!(text.contains(
-            "fluxbase_http_request_duration_seconds_bucket{route=\"rest\",le=\"0.005\"} 1"
-        ));
+        assert!(text.contains("fluxbase_http_request_duration_seconds_bucket{route=\"rest\",le=\"0.005\"} 1"));
         assert!(text.contains("fluxbase_http_request_duration_seconds_count{route=\"rest\"} 2"));
         assert!(text.contains("fluxbase_db_pool_max_size 4"));
     }

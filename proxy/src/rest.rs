@@ -24,20 +24,10 @@ pub async fn handle(
     ctx: &Ctx,
 ) -> Result<Response, ApiError> {
     let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-    let auth = state
-        .verifier
-        .authenticate(header(AUTHORIZATION.as_str()), header("apikey"))?;
+    let auth = state.verifier.authenticate(header(AUTHORIZATION.as_str()), header("apikey"))?;
     tracing::debug!(role = auth.role(), "authenticated");
 
-    let relation = parts
-        .uri
-        .path()
-        .strip_prefix("/rest/v1")
-        .unwrap_or("")
-        .trim_start_matches('/');
-    if relation.is_empty() {
-        return Err(ApiError::NotImplemented("rest: OpenAPI description"));
-    }
+    let relation = parts.uri.path().strip_prefix("/rest/v1").unwrap_or("").trim_start_matches('/');
     let mut headers = Map::new();
     for (name, value) in &parts.headers {
         if PRIVATE_HEADERS.contains(&name.as_str()) {
@@ -75,25 +65,25 @@ pub async fn handle(
     let claims = auth.claims.to_string();
 
     // One retry, on a fresh connection, when the connection itself failed
-    // (for example after a Postgres restart); never when the statement did.
+    // (for example after a Postgres restart); never when the statement did,
+    // and only for reads: a write may have committed before the loss.
+    let retryable = matches!(parts.method, http::Method::GET | http::Method::HEAD);
     let mut attempt = 0;
     let row = loop {
         attempt += 1;
         let client = state.pool.get().await.map_err(db::pool_error)?;
-        let stmt = client
-            .prepare_typed_cached(REST_SQL, &[Type::TEXT, Type::TEXT])
-            .await;
+        let stmt = client.prepare_typed_cached(REST_SQL, &[Type::TEXT, Type::TEXT]).await;
         let result = match stmt {
             Ok(stmt) => client.query_one(&stmt, &[&request, &claims]).await,
             Err(e) => Err(e),
         };
         match result {
             Ok(row) => break row,
-            Err(e) if attempt == 1 && db::is_connection_failure(&e) => {
+            Err(e) if retryable && attempt == 1 && db::is_connection_failure(&e) => {
                 tracing::warn!(error = %e, "database connection lost; retrying once");
                 drop(deadpool_postgres::Object::take(client));
             }
-            Err(e) => return Err(db::query_error(e, auth.has_token)),
+            Err(e) => return Err(db::query_error(e, !auth.anonymous)),
         }
     };
 
@@ -101,18 +91,14 @@ pub async fn handle(
     let headers: String = row.get(1);
     let body: String = row.get(2);
     let mut response = http::Response::builder()
-        .status(
-            StatusCode::from_u16(status as u16)
-                .map_err(|_| ApiError::Internal(format!("bad status {status}")))?,
-        )
+        .status(StatusCode::from_u16(status as u16).map_err(|_| ApiError::Internal(format!("bad status {status}")))?)
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(&headers) {
         for (name, value) in map {
-            if let (Ok(n), Some(Ok(v))) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                value.as_str().map(HeaderValue::from_str),
-            ) {
+            if let (Ok(n), Some(Ok(v))) =
+                (HeaderName::from_bytes(name.as_bytes()), value.as_str().map(HeaderValue::from_str))
+            {
                 response.headers_mut().insert(n, v);
             }
         }

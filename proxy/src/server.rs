@@ -37,12 +37,7 @@ impl AppState {
     pub fn new(config: Config) -> Result<AppState, String> {
         let pool = db::pool(&config.database)?;
         let verifier = Verifier::new(&config.jwt, &config.api_keys)?;
-        Ok(AppState {
-            config,
-            pool,
-            verifier,
-            metrics: Metrics::default(),
-        })
+        Ok(AppState { config, pool, verifier, metrics: Metrics::default() })
     }
 }
 
@@ -76,11 +71,7 @@ fn route_of(path: &str) -> (&'static str, Surface) {
         _ => {}
     }
     for (prefix, name, surface) in ROUTES {
-        if path == *prefix
-            || path
-                .strip_prefix(prefix)
-                .is_some_and(|rest| rest.starts_with('/'))
-        {
+        if path == *prefix || path.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('/')) {
             return (name, *surface);
         }
     }
@@ -126,10 +117,7 @@ pub async fn serve(state: Arc<AppState>, listener: TcpListener, shutdown: Cancel
     }
     drop(listener);
     let grace = Duration::from_millis(state.config.server.shutdown_grace_ms);
-    info!(
-        grace_ms = grace.as_millis() as u64,
-        "shutting down: draining in-flight requests"
-    );
+    info!(grace_ms = grace.as_millis() as u64, "shutting down: draining in-flight requests");
     tokio::select! {
         _ = graceful.shutdown() => info!("all connections drained"),
         _ = tokio::time::sleep(grace) => warn!("grace period over; closing remaining connections"),
@@ -148,10 +136,7 @@ fn request_id(headers: &HeaderMap) -> String {
 async fn handle(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAddr) -> Response {
     let started = Instant::now();
     let (route, surface) = route_of(req.uri().path());
-    let ctx = Ctx {
-        request_id: request_id(req.headers()),
-        surface,
-    };
+    let ctx = Ctx { request_id: request_id(req.headers()), surface };
     let span = tracing::info_span!("request", request_id = %ctx.request_id, method = %req.method(), path = %req.uri().path(), peer = %peer);
     let origin = req.headers().get(header::ORIGIN).cloned();
     let is_preflight = req.method() == Method::OPTIONS && origin.is_some();
@@ -164,33 +149,18 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAddr) 
         match tokio::time::timeout(timeout, dispatch(&state, route, req, &ctx)).await {
             Ok(Ok(response)) => response,
             Ok(Err(err)) => error_response(&err, &ctx),
-            Err(_) => error_response(
-                &ApiError::Timeout {
-                    ms: state.config.server.request_timeout_ms,
-                },
-                &ctx,
-            ),
+            Err(_) => error_response(&ApiError::Timeout { ms: state.config.server.request_timeout_ms }, &ctx),
         }
     }
     .instrument(span.clone())
     .await;
 
-    finish_headers(
-        &state.config,
-        response.headers_mut(),
-        &ctx.request_id,
-        origin.as_ref(),
-    );
+    finish_headers(&state.config, response.headers_mut(), &ctx.request_id, origin.as_ref());
     let status = response.status();
     let elapsed = started.elapsed();
     state.metrics.observe(route, status.as_u16(), elapsed);
     span.in_scope(|| {
-        info!(
-            status = status.as_u16(),
-            route,
-            latency_ms = elapsed.as_secs_f64() * 1000.0,
-            "request finished"
-        )
+        info!(status = status.as_u16(), route, latency_ms = elapsed.as_secs_f64() * 1000.0, "request finished")
     });
     response
 }
@@ -206,12 +176,7 @@ async fn dispatch(
         "ready" => ready(state).await,
         "metrics" => {
             let s = state.pool.status();
-            let pool = PoolState {
-                size: s.size,
-                available: s.available,
-                waiting: s.waiting,
-                max_size: s.max_size,
-            };
+            let pool = PoolState { size: s.size, available: s.available, waiting: s.waiting, max_size: s.max_size };
             Ok(http::Response::builder()
                 .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
                 .body(Full::new(Bytes::from(state.metrics.render(&pool))))
@@ -229,25 +194,16 @@ async fn dispatch(
 
 /// Reads the whole body within `server.body_limit_bytes`; a declared length
 /// over the limit is refused before a byte is read.
-async fn read_body(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: Incoming,
-) -> Result<Bytes, ApiError> {
+async fn read_body(state: &AppState, headers: &HeaderMap, body: Incoming) -> Result<Bytes, ApiError> {
     let limit = state.config.server.body_limit_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::BodyTooLarge { limit });
     }
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
             Err(ApiError::BodyTooLarge { limit })
         }
         Err(e) => Err(ApiError::Internal(format!("reading request body: {e}"))),
@@ -268,10 +224,7 @@ async fn ready(state: &AppState) -> Result<Response, ApiError> {
             &json!({ "status": "version_mismatch", "proxy": ours, "extension": version }),
         ));
     }
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "status": "ready", "version": ours }),
-    ))
+    Ok(json_response(StatusCode::OK, &json!({ "status": "ready", "version": ours })))
 }
 
 const CORS_ALLOW_HEADERS: &str =
@@ -282,53 +235,33 @@ fn preflight(state: &AppState) -> Response {
     let _ = state;
     http::Response::builder()
         .status(StatusCode::NO_CONTENT)
-        .header(
-            "access-control-allow-methods",
-            "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
-        )
+        .header("access-control-allow-methods", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
         .header("access-control-allow-headers", CORS_ALLOW_HEADERS)
         .header("access-control-max-age", "86400")
         .body(Full::new(Bytes::new()))
         .expect("static response parts")
 }
 
-fn finish_headers(
-    config: &Config,
-    headers: &mut HeaderMap,
-    request_id: &str,
-    origin: Option<&HeaderValue>,
-) {
+fn finish_headers(config: &Config, headers: &mut HeaderMap, request_id: &str, origin: Option<&HeaderValue>) {
     if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert(HeaderName::from_static("x-request-id"), v);
     }
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     if config.server.behind_tls {
-        headers.insert(
-            header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static("max-age=63072000; includeSubDomains"),
-        );
+        headers
+            .insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=63072000; includeSubDomains"));
     }
     let allowed = &config.server.cors_allowed_origins;
     if allowed.iter().any(|o| o == "*") {
-        headers.insert(
-            header::ACCESS_CONTROL_ALLOW_ORIGIN,
-            HeaderValue::from_static("*"),
-        );
-    } else if let Some(origin) =
-        origin.filter(|o| allowed.iter().any(|a| a.as_bytes() == o.as_bytes()))
-    {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    } else if let Some(origin) = origin.filter(|o| allowed.iter().any(|a| a.as_bytes() == o.as_bytes())) {
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
         headers.insert(header::VARY, HeaderValue::from_static("Origin"));
     }
     headers.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static(
-            "content-range, content-location, location, x-request-id, preference-applied, etag",
-        ),
+        HeaderValue::from_static("content-range, content-location, location, x-request-id, preference-applied, etag"),
     );
 }
 

@@ -1,8 +1,9 @@
 //! Execute stage, the only one that touches SPI. Plans are prepared once per
 //! backend per SQL text and kept; Postgres re-plans a kept plan by itself when
 //! the role (and so RLS) changes under it.
+use pgrx::pg_sys;
 use pgrx::prelude::*;
-use pgrx::spi::OwnedPreparedStatement;
+use pgrx::spi::{OwnedPreparedStatement, SpiError};
 use std::cell::RefCell;
 use std::collections::HashMap;
 
@@ -12,37 +13,82 @@ use crate::rest::sql::Query;
 const MAX_PLANS: usize = 1024;
 
 thread_local! {
-    static PLANS: RefCell<HashMap<String, OwnedPreparedStatement>> = RefCell::new(HashMap::new());
+    static PLANS: RefCell<HashMap<(String, bool), OwnedPreparedStatement>> = RefCell::new(HashMap::new());
 }
 
-pub struct ReadResult {
-    pub body: String,
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub body: Option<String>,
+    /// Rows in the body (reads) or rows written (writes).
     pub rows: i64,
+    /// `count=exact` total, when asked for.
+    pub total: Option<i64>,
 }
 
-pub fn read(query: &Query) -> ReadResult {
+/// Runs `query` through a kept plan. `mutating` statements run read-write.
+pub fn run(query: &Query, mutating: bool) -> Outcome {
     PLANS.with(|plans| {
         let mut plans = plans.borrow_mut();
-        if !plans.contains_key(&query.sql) {
+        let key = (query.sql.clone(), mutating);
+        if !plans.contains_key(&key) {
             if plans.len() >= MAX_PLANS {
                 plans.clear();
             }
             let types = vec![PgOid::BuiltIn(PgBuiltInOids::TEXTOID); query.params.len()];
-            let plan =
-                Spi::connect(|client| client.prepare(query.sql.as_str(), &types).map(|p| p.keep()))
-                    .unwrap_or_else(|e| pgrx::error!("could not prepare REST query: {e}"));
-            plans.insert(query.sql.clone(), plan);
+            let prepared = Spi::connect(|client| {
+                let p = if mutating {
+                    client.prepare_mut(query.sql.as_str(), &types)?
+                } else {
+                    client.prepare(query.sql.as_str(), &types)?
+                };
+                Ok::<_, SpiError>(p.keep())
+            })
+            .unwrap_or_else(|e| pgrx::error!("could not prepare REST query: {e}"));
+            plans.insert(key.clone(), prepared);
         }
-        let plan = &plans[&query.sql];
-        let args: Vec<pgrx::datum::DatumWithOid<'_>> =
-            query.params.iter().map(|p| p.as_str().into()).collect();
-        Spi::connect(|client| {
-            let table = client.select(plan, Some(1), &args)?;
-            let row = table.first();
-            let body = row.get::<String>(1)?.unwrap_or_else(|| "[]".into());
-            let rows = row.get::<i64>(2)?.unwrap_or(0);
-            Ok::<_, pgrx::spi::SpiError>(ReadResult { body, rows })
-        })
-        .unwrap_or_else(|e| pgrx::error!("REST query failed: {e}"))
+        let plan = &plans[&key];
+        let args: Vec<pgrx::datum::DatumWithOid<'_>> = query.params.iter().map(|p| p.as_str().into()).collect();
+        let result = if mutating {
+            Spi::connect_mut(|client| collect(client.update(plan, None, &args)?, query.aggregated))
+        } else {
+            Spi::connect(|client| collect(client.select(plan, None, &args)?, query.aggregated))
+        };
+        result.unwrap_or_else(|e| pgrx::error!("REST query failed: {e}"))
     })
+}
+
+fn collect(table: pgrx::spi::SpiTupleTable<'_>, aggregated: bool) -> Result<Outcome, SpiError> {
+    if !aggregated {
+        return Ok(Outcome { body: None, rows: table.len() as i64, total: None });
+    }
+    let row = table.first();
+    Ok(Outcome {
+        body: row.get::<String>(1)?,
+        rows: row.get::<i64>(2)?.unwrap_or(0),
+        total: if row.columns()? >= 3 { row.get::<i64>(3)? } else { None },
+    })
+}
+
+/// Runs `work` in a subtransaction that is kept only when `keep` approves its
+/// result: a write whose outcome the request refuses (a singular response
+/// that is not one row, `max-affected` exceeded) leaves nothing behind.
+/// Errors inside abort the whole statement, subtransaction included.
+pub fn in_subtransaction<T>(work: impl FnOnce() -> T, keep: impl FnOnce(&T) -> bool) -> T {
+    // SAFETY: the same sequence PL/pgSQL uses around an exception block; the
+    // memory context and resource owner are restored on both paths.
+    unsafe {
+        let context = pg_sys::CurrentMemoryContext;
+        let owner = pg_sys::CurrentResourceOwner;
+        pg_sys::BeginInternalSubTransaction(std::ptr::null());
+        pg_sys::MemoryContextSwitchTo(context);
+        let value = work();
+        if keep(&value) {
+            pg_sys::ReleaseCurrentSubTransaction();
+        } else {
+            pg_sys::RollbackAndReleaseCurrentSubTransaction();
+        }
+        pg_sys::MemoryContextSwitchTo(context);
+        pg_sys::CurrentResourceOwner = owner;
+        value
+    }
 }

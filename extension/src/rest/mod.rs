@@ -1,14 +1,22 @@
 //! The REST engine: request.rs (parse) → plan.rs (resolve against the schema
-//! cache) → sql.rs (SQL + parameters) → execute.rs (the only stage with SPI).
+//! cache) → sql.rs (SQL + parameters) → execute.rs (the only stage with SPI),
+//! then the HTTP response PostgREST would give.
 pub mod execute;
+pub mod openapi;
 pub mod plan;
+pub mod prefer;
 pub mod request;
 pub mod sql;
 
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use crate::claims::{self, RequestInfo};
 use crate::error::RestError;
+use crate::rest::execute::Outcome;
+use crate::rest::plan::{Plan, WriteKind};
+use crate::rest::prefer::{Count, Return};
+use crate::rest::request::{ApiRequest, MediaType, Method, Target};
+use crate::rest::sql::Body;
 use crate::{gucs, schema};
 
 pub struct Response {
@@ -34,50 +42,232 @@ pub fn handle(request: Value, claims: &Value) -> Response {
     }
 }
 
+fn is_cache_miss(err: &RestError) -> bool {
+    matches!(
+        err,
+        RestError::Table { .. }
+            | RestError::Column { .. }
+            | RestError::Function { .. }
+            | RestError::NoRelationship { .. }
+    )
+}
+
 fn run(request: &Value, claims: &Value) -> Result<Response, RestError> {
     let api = request::parse(request)?;
     let exposed = gucs::db_schemas();
     let schema = plan::resolve_schema(api.schema.as_deref(), &exposed)?;
     // The catalog is read as the session user, before the role switch.
     let catalog = schema::catalog(&exposed);
-    let max_rows = gucs::MAX_ROWS.get();
-    let plan = match plan::read(&api, &schema, &catalog, max_rows) {
-        Err(err @ (RestError::Table { .. } | RestError::Column { .. })) => {
-            match schema::reload_after_miss(&exposed) {
-                Some(fresh) => plan::read(&api, &schema, &fresh, max_rows)?,
-                None => return Err(err),
-            }
+    if api.target == Target::Root {
+        if !api.method.is_read() {
+            return Err(RestError::Method { method: api.method.as_str().into() });
         }
+        let body = openapi::describe(&catalog, &schema, request);
+        return Ok(Response {
+            status: 200,
+            headers: json!({ "Content-Type": "application/openapi+json; charset=utf-8" }),
+            body: if api.method == Method::Head { String::new() } else { body.to_string() },
+        });
+    }
+    let max_rows = gucs::MAX_ROWS.get();
+    let plan = match plan::plan(&api, &schema, &catalog, max_rows) {
+        Err(err) if is_cache_miss(&err) => match schema::reload_after_miss(&exposed) {
+            Some(fresh) => plan::plan(&api, &schema, &fresh, max_rows)?,
+            None => return Err(err),
+        },
         other => other?,
     };
-    let query = sql::read(&plan);
 
     let empty = json!({});
-    let info = RequestInfo {
-        method: api.method.as_str(),
-        path: request.get("path").and_then(Value::as_str).unwrap_or(""),
-        headers: request.get("headers").unwrap_or(&empty),
-    };
+    let path = format!("/{}", request.get("path").and_then(Value::as_str).unwrap_or("").trim_start_matches('/'));
+    let info =
+        RequestInfo { method: api.method.as_str(), path: &path, headers: request.get("headers").unwrap_or(&empty) };
     claims::authenticate(claims, Some(&info));
-    let result = execute::read(&query);
+    if api.method.is_read() {
+        // As PostgREST: GET and HEAD run read-only, whatever they call.
+        claims::set_local("transaction_read_only", "on");
+    }
+    let exact = api.prefer.count.is_some();
+    let singular = api.accept == MediaType::Object;
+    let array_or_object = if singular { Body::Object } else { Body::Array };
+    match &plan {
+        Plan::Read(read) => {
+            let query = sql::read(read, array_or_object, api.nulls_stripped, exact);
+            let outcome = execute::run(&query, false);
+            read_response(&api, outcome, read.paging.offset.unwrap_or(0), singular, None)
+        }
+        Plan::Call(call) => {
+            let f = &call.function;
+            let mutating = api.method == Method::Post && f.volatility == "v";
+            let body = if call.read.is_some() || !singular { array_or_object } else { Body::Array };
+            let query = sql::call(call, body, api.nulls_stripped, exact && f.returns_set);
+            let guard = singular && mutating;
+            let outcome = if guard {
+                execute::in_subtransaction(|| execute::run(&query, true), |o| o.rows == 1)
+            } else {
+                execute::run(&query, mutating)
+            };
+            if f.returns_void {
+                return Ok(Response { status: 204, headers: json!({}), body: String::new() });
+            }
+            if !f.returns_set {
+                let body = outcome.body.unwrap_or_else(|| "null".into());
+                return Ok(Response { status: 200, headers: content_type(false), body: head_aware(&api, body) });
+            }
+            let offset = call.read.as_ref().and_then(|r| r.paging.offset).unwrap_or(0);
+            read_response(&api, outcome, offset, singular, None)
+        }
+        Plan::Write(write) => {
+            let body = match write.returning {
+                Return::Representation => array_or_object,
+                Return::HeadersOnly => Body::Array,
+                Return::Minimal => Body::None,
+            };
+            if write.payload.as_ref().is_some_and(|p| p.columns.is_empty()) && matches!(write.kind, WriteKind::Update) {
+                // PATCH with `{}`: nothing to change.
+                return Ok(Response { status: 204, headers: json!({ "Content-Range": "*/0" }), body: String::new() });
+            }
+            let query = sql::write(write, body, api.nulls_stripped);
+            let max = api.prefer.max_affected.filter(|_| api.prefer.strict);
+            let outcome = if singular || max.is_some() {
+                execute::in_subtransaction(
+                    || execute::run(&query, true),
+                    |o| (!singular || o.rows == 1) && max.is_none_or(|m| o.rows <= m),
+                )
+            } else {
+                execute::run(&query, true)
+            };
+            if singular && outcome.rows != 1 {
+                return Err(RestError::Singular { rows: outcome.rows });
+            }
+            if let Some(m) = max {
+                if outcome.rows > m {
+                    return Err(RestError::MaxAffected { affected: outcome.rows, max: m });
+                }
+            }
+            write_response(&api, write, outcome, singular)
+        }
+    }
+}
 
-    let range = if result.rows == 0 {
-        "*/*".to_string()
+fn content_type(singular: bool) -> Value {
+    if singular {
+        json!({ "Content-Type": "application/vnd.pgrst.object+json; charset=utf-8" })
     } else {
-        let first = plan.offset.unwrap_or(0);
-        format!("{}-{}/*", first, first + result.rows - 1)
-    };
-    let body = if api.method == request::Method::Head {
+        json!({ "Content-Type": "application/json; charset=utf-8" })
+    }
+}
+
+fn head_aware(api: &ApiRequest, body: String) -> String {
+    if api.method == Method::Head {
         String::new()
     } else {
-        result.body
+        body
+    }
+}
+
+fn applied(api: &ApiRequest, headers: &mut Map<String, Value>) {
+    let mut applied = api.prefer.applied.clone();
+    if matches!(api.prefer.count, Some(Count::Planned | Count::Estimated)) {
+        // Counted exactly: say so instead of claiming an estimate.
+        applied.retain(|p| !p.starts_with("count="));
+        applied.push("count=exact".into());
+    }
+    if !applied.is_empty() {
+        headers.insert("Preference-Applied".into(), Value::String(applied.join(", ")));
+    }
+}
+
+fn read_response(
+    api: &ApiRequest,
+    outcome: Outcome,
+    offset: i64,
+    singular: bool,
+    _location: Option<String>,
+) -> Result<Response, RestError> {
+    if singular && outcome.rows != 1 {
+        return Err(RestError::Singular { rows: outcome.rows });
+    }
+    let total = outcome.total.map(|t| t.to_string()).unwrap_or_else(|| "*".into());
+    let range = if outcome.rows == 0 {
+        format!("*/{total}")
+    } else {
+        format!("{}-{}/{}", offset, offset + outcome.rows - 1, total)
     };
+    if let Some(t) = outcome.total {
+        if offset > 0 && offset >= t && t > 0 {
+            return Err(RestError::Range(format!("offset {offset} is past the {t} rows")));
+        }
+    }
+    let partial = outcome.total.is_some_and(|t| outcome.rows < t);
+    let mut headers = content_type(singular).as_object().cloned().unwrap_or_default();
+    headers.insert("Content-Range".into(), Value::String(range));
+    applied(api, &mut headers);
+    let body = outcome.body.unwrap_or_else(|| "[]".into());
     Ok(Response {
-        status: 200,
-        headers: json!({
-            "Content-Type": "application/json; charset=utf-8",
-            "Content-Range": range,
-        }),
-        body,
+        status: if partial { 206 } else { 200 },
+        headers: Value::Object(headers),
+        body: head_aware(api, body),
     })
+}
+
+fn write_response(
+    api: &ApiRequest,
+    write: &plan::WritePlan,
+    outcome: Outcome,
+    singular: bool,
+) -> Result<Response, RestError> {
+    let n = outcome.rows;
+    let mut headers = Map::new();
+    let representation = write.returning == Return::Representation;
+    headers.insert(
+        "Content-Range".into(),
+        Value::String(if representation && n > 0 { format!("0-{}/{}", n - 1, n) } else { format!("*/{n}") }),
+    );
+    applied(api, &mut headers);
+    if write.returning == Return::HeadersOnly && api.method == Method::Post {
+        if let Some(location) = location(write, outcome.body.as_deref()) {
+            headers.insert("Location".into(), Value::String(location));
+        }
+    }
+    let status = match (api.method, representation) {
+        (Method::Post, _) => 201,
+        (_, true) => 200,
+        (_, false) => 204,
+    };
+    if !representation {
+        return Ok(Response { status, headers: Value::Object(headers), body: String::new() });
+    }
+    if let Some(Value::Object(ct)) = Some(content_type(singular)) {
+        headers.extend(ct);
+    }
+    Ok(Response { status, headers: Value::Object(headers), body: outcome.body.unwrap_or_else(|| "[]".into()) })
+}
+
+/// `/table?pk=eq.value` of the first written row.
+fn location(write: &plan::WritePlan, body: Option<&str>) -> Option<String> {
+    let rows: Value = serde_json::from_str(body?).ok()?;
+    let row = rows.get(0)?.as_object()?;
+    let parts: Vec<String> = write
+        .primary_key
+        .iter()
+        .map(|k| {
+            let v = match row.get(k) {
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+                None => String::new(),
+            };
+            format!("{}=eq.{}", encode(k), encode(&v))
+        })
+        .collect();
+    (!parts.is_empty()).then(|| format!("/{}?{}", write.table, parts.join("&")))
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

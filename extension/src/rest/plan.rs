@@ -1,112 +1,572 @@
-//! Plan stage: resolve names against the schema cache into a typed plan. Pure.
-use crate::error::RestError;
-use crate::filter::Condition;
-use crate::rest::request::{ApiRequest, OrderTerm, SelectItem};
-use crate::schema::Catalog;
+//! Plan stage: resolve names against the schema cache into typed plans:
+//! reads (with embedded resources), writes and function calls. Pure.
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
 
-#[derive(Debug, PartialEq)]
+use crate::error::RestError;
+use crate::filter::{Condition, Field, Filter, LogicOp};
+use crate::rest::prefer::{Resolution, Return};
+use crate::rest::request::{ApiRequest, EmbedPath, MediaType, Method, OrderTerm, Paging, SelectItem, Target};
+use crate::schema::{Catalog, Function, Relationship, Table};
+
+#[derive(Debug, Clone)]
 pub enum Projection {
     Star,
-    Column {
+    Column { field: Field, key: String, cast: Option<String> },
+    Embed(Box<EmbedPlan>),
+}
+
+#[derive(Debug, Clone)]
+pub struct EmbedPlan {
+    pub key: String,
+    pub relationship: Relationship,
+    pub inner: bool,
+    pub spread: bool,
+    pub plan: ReadPlan,
+}
+
+impl EmbedPlan {
+    pub fn to_one(&self) -> bool {
+        self.relationship.cardinality.is_to_one()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum PlannedFilter {
+    Condition { field: Field, type_name: String, condition: Condition },
+    Logic { op: LogicOp, negated: bool, children: Vec<PlannedFilter> },
+}
+
+#[derive(Debug, Clone)]
+pub struct PlannedOrder {
+    pub field: Field,
+    pub descending: bool,
+    pub nulls_first: Option<bool>,
+}
+
+/// What a read level selects from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Table {
+        schema: String,
         name: String,
-        alias: Option<String>,
-        cast: Option<String>,
     },
+    /// The rows a write returned (`pgrst_source`).
+    Written,
+    /// The rows of a function call (`FROM fn(...)`).
+    Call,
 }
 
-#[derive(Debug)]
-pub struct PlannedFilter {
-    pub column: String,
-    /// The column's type, which the parameter is cast to.
-    pub type_name: String,
-    pub condition: Condition,
-}
-
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ReadPlan {
-    pub schema: String,
-    pub table: String,
+    pub source: Source,
+    /// Table name, for messages and the root alias.
+    pub name: String,
+    pub columns: Vec<String>,
     pub projection: Vec<Projection>,
     pub filters: Vec<PlannedFilter>,
-    pub order: Vec<OrderTerm>,
-    pub limit: Option<i64>,
-    pub offset: Option<i64>,
+    pub order: Vec<PlannedOrder>,
+    pub paging: Paging,
+}
+
+#[derive(Debug, Clone)]
+pub struct Payload {
+    /// JSON array of objects, as text: the only parameter of the write.
+    pub json: String,
+    pub columns: Vec<String>,
+    pub rows: usize,
+}
+
+#[derive(Debug, Clone)]
+pub enum WriteKind {
+    Insert { on_conflict: Option<(Vec<String>, Resolution)> },
+    Update,
+    Delete,
+}
+
+#[derive(Debug, Clone)]
+pub struct WritePlan {
+    pub schema: String,
+    pub table: String,
+    pub kind: WriteKind,
+    pub payload: Option<Payload>,
+    pub filters: Vec<PlannedFilter>,
+    pub primary_key: Vec<String>,
+    pub returning: Return,
+    /// Projection of the returned rows (representation / headers-only).
+    pub read: ReadPlan,
+}
+
+#[derive(Debug, Clone)]
+pub struct CallPlan {
+    pub function: Function,
+    /// (name, type) of the arguments passed, read from `args_json` by `json_to_record`.
+    pub args: Vec<(String, String)>,
+    pub args_json: String,
+    /// The function takes one unnamed json/jsonb argument: the whole body.
+    pub whole_body: bool,
+    pub read: Option<ReadPlan>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Plan {
+    Read(ReadPlan),
+    Write(WritePlan),
+    Call(CallPlan),
 }
 
 pub fn resolve_schema(requested: Option<&str>, exposed: &[String]) -> Result<String, RestError> {
     match requested {
         None => Ok(exposed.first().cloned().unwrap_or_else(|| "public".into())),
         Some(s) if exposed.iter().any(|e| e == s) => Ok(s.to_string()),
-        Some(s) => Err(RestError::Schema {
-            schema: s.to_string(),
-            exposed: exposed.to_vec(),
-        }),
+        Some(s) => Err(RestError::Schema { schema: s.to_string(), exposed: exposed.to_vec() }),
     }
 }
 
-pub fn read(
-    api: &ApiRequest,
-    schema: &str,
-    catalog: &Catalog,
-    max_rows: i32,
-) -> Result<ReadPlan, RestError> {
-    let table = catalog
-        .table(schema, &api.relation)
-        .ok_or_else(|| RestError::Table {
-            schema: schema.into(),
-            table: api.relation.clone(),
-        })?;
-    let known = |name: &str| {
-        table.column(name).ok_or_else(|| RestError::Column {
-            table: table.name.clone(),
-            column: name.to_string(),
-        })
-    };
+pub fn plan(api: &ApiRequest, schema: &str, catalog: &Catalog, max_rows: i32) -> Result<Plan, RestError> {
+    if api.accept == MediaType::Csv {
+        return Err(RestError::Accept("text/csv (CSV is not supported by this version of Fluxbase yet)".into()));
+    }
+    match &api.target {
+        Target::Root => Err(RestError::InvalidRequest("the OpenAPI description is served by the proxy".into())),
+        Target::Table(name) => {
+            let table = catalog
+                .table(schema, name)
+                .ok_or_else(|| RestError::Table { schema: schema.into(), table: name.clone() })?;
+            if api.method.is_read() {
+                let mut read =
+                    read_plan(api, catalog, table, Source::Table { schema: schema.into(), name: name.clone() })?;
+                cap(&mut read.paging, max_rows);
+                Ok(Plan::Read(read))
+            } else {
+                write_plan(api, catalog, table).map(Plan::Write)
+            }
+        }
+        Target::Rpc(name) => call_plan(api, schema, catalog, name, max_rows).map(Plan::Call),
+    }
+}
 
-    let mut projection = Vec::with_capacity(api.select.len());
-    for item in &api.select {
+fn cap(paging: &mut Paging, max_rows: i32) {
+    if max_rows > 0 {
+        paging.limit = Some(paging.limit.map_or(max_rows as i64, |l| l.min(max_rows as i64)));
+    }
+}
+
+fn column<'a>(table: &'a Table, name: &str) -> Result<&'a crate::schema::Column, RestError> {
+    table.column(name).ok_or_else(|| RestError::Column { table: table.name.clone(), column: name.to_string() })
+}
+
+/// A read over `table`: the root level plus its embedded resources.
+fn read_plan(api: &ApiRequest, catalog: &Catalog, table: &Table, source: Source) -> Result<ReadPlan, RestError> {
+    let mut used_paths = BTreeSet::new();
+    let plan = level(api, catalog, table, source, &api.select, &[], &mut used_paths)?;
+    // Parameters addressed to embeds that are not in `select` are errors, not ignored.
+    let addressed =
+        api.filters.iter().map(|(p, _)| p).chain(api.order.keys()).chain(api.paging.keys()).filter(|p| !p.is_empty());
+    for path in addressed {
+        if !used_paths.contains(path) {
+            return Err(RestError::EmbedFilter(path.join(".")));
+        }
+    }
+    Ok(plan)
+}
+
+fn level(
+    api: &ApiRequest,
+    catalog: &Catalog,
+    table: &Table,
+    source: Source,
+    select: &[SelectItem],
+    path: &[String],
+    used_paths: &mut BTreeSet<EmbedPath>,
+) -> Result<ReadPlan, RestError> {
+    let mut projection = Vec::with_capacity(select.len());
+    for item in select {
         projection.push(match item {
             SelectItem::Star => Projection::Star,
-            SelectItem::Column { name, alias, cast } => {
-                known(name)?;
-                Projection::Column {
-                    name: name.clone(),
-                    alias: alias.clone(),
-                    cast: cast.clone(),
+            SelectItem::Field { field, alias, cast } => {
+                column(table, &field.name)?;
+                let key = alias.clone().unwrap_or_else(|| field.output_name().to_string());
+                Projection::Column { field: field.clone(), key, cast: cast.clone() }
+            }
+            SelectItem::Embed(embed) => {
+                let relationship = catalog
+                    .relationship(&table.schema, &table.name, &embed.name, embed.hint.as_deref())
+                    .map_err(|candidates| {
+                        if candidates.is_empty() {
+                            RestError::NoRelationship {
+                                table: table.name.clone(),
+                                target: embed.name.clone(),
+                                hint: embed.hint.clone(),
+                            }
+                        } else {
+                            RestError::AmbiguousRelationship {
+                                table: table.name.clone(),
+                                target: embed.name.clone(),
+                                candidates: candidates.iter().map(Relationship::describe).collect(),
+                            }
+                        }
+                    })?;
+                let target =
+                    catalog.table(&relationship.target_schema, &relationship.target_table).ok_or_else(|| {
+                        RestError::Table {
+                            schema: relationship.target_schema.clone(),
+                            table: relationship.target_table.clone(),
+                        }
+                    })?;
+                if embed.spread && !relationship.cardinality.is_to_one() {
+                    return Err(RestError::InvalidRequest(format!(
+                        "A spread operation on '{}' is only possible on a to-one relationship",
+                        embed.name
+                    )));
                 }
+                let mut child_path = path.to_vec();
+                child_path.push(embed.key().to_string());
+                used_paths.insert(child_path.clone());
+                let select = if embed.select.is_empty() && !embed.spread { vec![] } else { embed.select.clone() };
+                let source = Source::Table { schema: target.schema.clone(), name: target.name.clone() };
+                let plan = level(api, catalog, target, source, &select, &child_path, used_paths)?;
+                Projection::Embed(Box::new(EmbedPlan {
+                    key: embed.key().to_string(),
+                    relationship,
+                    inner: embed.inner,
+                    spread: embed.spread,
+                    plan,
+                }))
             }
         });
     }
-    let mut filters = Vec::with_capacity(api.filters.len());
-    for f in &api.filters {
-        let column = known(&f.column)?;
-        filters.push(PlannedFilter {
-            column: column.name.clone(),
-            type_name: column.type_name.clone(),
-            condition: f.condition.clone(),
-        });
-    }
-    let mut order = Vec::with_capacity(api.order.len());
-    for term in &api.order {
-        known(&term.column)?;
-        order.push(OrderTerm {
-            column: term.column.clone(),
-            descending: term.descending,
-            nulls_first: term.nulls_first,
-        });
-    }
-    let limit = match (api.limit, max_rows) {
-        (l, 0) => l,
-        (Some(l), m) => Some(l.min(m as i64)),
-        (None, m) => Some(m as i64),
-    };
+    let filters = api
+        .filters
+        .iter()
+        .filter(|(p, _)| p == path)
+        .map(|(_, f)| plan_filter(table, f))
+        .collect::<Result<Vec<_>, _>>()?;
+    let order = api
+        .order
+        .get(path)
+        .map(|terms| terms.iter().map(|t| plan_order(table, t)).collect::<Result<Vec<_>, _>>())
+        .transpose()?
+        .unwrap_or_default();
     Ok(ReadPlan {
-        schema: schema.into(),
-        table: table.name.clone(),
+        source,
+        name: table.name.clone(),
+        columns: table.columns.iter().map(|c| c.name.clone()).collect(),
         projection,
         filters,
         order,
-        limit,
-        offset: api.offset,
+        paging: api.paging.get(path).cloned().unwrap_or_default(),
     })
+}
+
+fn plan_filter(table: &Table, filter: &Filter) -> Result<PlannedFilter, RestError> {
+    Ok(match filter {
+        Filter::Condition { field, condition } => {
+            let col = column(table, &field.name)?;
+            let type_name = match field.json_path.last() {
+                None => col.type_name.clone(),
+                Some(step) if step.as_text => "text".into(),
+                Some(_) => "jsonb".into(),
+            };
+            PlannedFilter::Condition { field: field.clone(), type_name, condition: condition.clone() }
+        }
+        Filter::Logic { op, negated, children } => PlannedFilter::Logic {
+            op: *op,
+            negated: *negated,
+            children: children.iter().map(|c| plan_filter(table, c)).collect::<Result<_, _>>()?,
+        },
+    })
+}
+
+fn plan_order(table: &Table, term: &OrderTerm) -> Result<PlannedOrder, RestError> {
+    column(table, &term.field.name)?;
+    Ok(PlannedOrder { field: term.field.clone(), descending: term.descending, nulls_first: term.nulls_first })
+}
+
+fn write_plan(api: &ApiRequest, catalog: &Catalog, table: &Table) -> Result<WritePlan, RestError> {
+    if table.is_view() && table.primary_key.is_empty() && api.method == Method::Put {
+        return Err(RestError::Put("PUT needs a table with a primary key".into()));
+    }
+    if api.paging.get(&vec![]).is_some_and(|p| p.limit.is_some() || p.offset.is_some()) {
+        return Err(RestError::InvalidRequest(format!(
+            "limit/offset on {} is not supported by this version of Fluxbase yet",
+            api.method.as_str()
+        )));
+    }
+    let filters = api
+        .filters
+        .iter()
+        .filter(|(p, _)| p.is_empty())
+        .map(|(_, f)| plan_filter(table, f))
+        .collect::<Result<Vec<_>, _>>()?;
+    let (kind, payload) = match api.method {
+        Method::Post => {
+            let on_conflict = api.prefer.resolution.map(|r| {
+                let cols = api.on_conflict.clone().unwrap_or_else(|| table.primary_key.clone());
+                (cols, r)
+            });
+            if let Some((cols, _)) = &on_conflict {
+                if cols.is_empty() {
+                    return Err(RestError::InvalidRequest("upsert needs on_conflict columns or a primary key".into()));
+                }
+                for c in cols {
+                    column(table, c)?;
+                }
+            }
+            (WriteKind::Insert { on_conflict }, Some(payload(api, table, true)?))
+        }
+        Method::Put => {
+            let payload = payload(api, table, false)?;
+            check_put(table, &api.filters, &payload)?;
+            let on_conflict = Some((table.primary_key.clone(), Resolution::MergeDuplicates));
+            (WriteKind::Insert { on_conflict }, Some(payload))
+        }
+        Method::Patch => (WriteKind::Update, Some(payload(api, table, false)?)),
+        Method::Delete => (WriteKind::Delete, None),
+        Method::Get | Method::Head => unreachable!("reads are planned by read_plan"),
+    };
+    let returning = api.prefer.return_.unwrap_or(Return::Minimal);
+    let read = match returning {
+        Return::HeadersOnly => {
+            let projection = table
+                .primary_key
+                .iter()
+                .map(|k| Projection::Column {
+                    field: Field { name: k.clone(), json_path: vec![] },
+                    key: k.clone(),
+                    cast: None,
+                })
+                .collect();
+            ReadPlan {
+                source: Source::Written,
+                name: table.name.clone(),
+                columns: table.columns.iter().map(|c| c.name.clone()).collect(),
+                projection,
+                filters: vec![],
+                order: vec![],
+                paging: Paging::default(),
+            }
+        }
+        _ => {
+            let mut read = read_plan(api, catalog, table, Source::Written)?;
+            // Filters and paging of the request select what to write, not what to return.
+            read.filters.clear();
+            read.paging = Paging::default();
+            read
+        }
+    };
+    Ok(WritePlan {
+        schema: table.schema.clone(),
+        table: table.name.clone(),
+        kind,
+        payload,
+        filters,
+        primary_key: table.primary_key.clone(),
+        returning,
+        read,
+    })
+}
+
+/// The write's rows as a JSON array text, and the columns it sets.
+fn payload(api: &ApiRequest, table: &Table, allow_array: bool) -> Result<Payload, RestError> {
+    let body = api.body.as_ref().ok_or_else(|| RestError::InvalidBody("Empty or invalid json".into()))?;
+    let rows: Vec<&serde_json::Map<String, Value>> = match body {
+        Value::Object(o) => vec![o],
+        Value::Array(items) if allow_array => items
+            .iter()
+            .map(|i| i.as_object().ok_or_else(|| RestError::InvalidBody("All array elements must be objects".into())))
+            .collect::<Result<_, _>>()?,
+        _ => return Err(RestError::InvalidBody("Expected a JSON object".into())),
+    };
+    let columns: Vec<String> = match &api.columns {
+        Some(cols) => cols.clone(),
+        None => {
+            let first: Vec<String> = rows.first().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+            for row in rows.iter().skip(1) {
+                if row.len() != first.len() || !first.iter().all(|k| row.contains_key(k)) {
+                    return Err(RestError::InvalidBody("All object keys must match".into()));
+                }
+            }
+            first
+        }
+    };
+    for c in &columns {
+        table.column(c).ok_or_else(|| RestError::PayloadColumn { table: table.name.clone(), column: c.clone() })?;
+    }
+    let json = match body {
+        Value::Array(_) => body.to_string(),
+        other => Value::Array(vec![other.clone()]).to_string(),
+    };
+    Ok(Payload { json, columns, rows: rows.len() })
+}
+
+/// PUT is a single-row upsert addressed by its full primary key: the filters
+/// are exactly `pk=eq.value` and the payload carries the same values.
+fn check_put(table: &Table, filters: &[(EmbedPath, Filter)], payload: &Payload) -> Result<(), RestError> {
+    let mut by_column = BTreeMap::new();
+    for (path, f) in filters {
+        match f {
+            Filter::Condition { field, condition }
+                if path.is_empty()
+                    && field.json_path.is_empty()
+                    && !condition.negated
+                    && condition.operator == crate::filter::Operator::Eq =>
+            {
+                if let crate::filter::Operand::Scalar(v) = &condition.operand {
+                    by_column.insert(field.name.clone(), v.clone());
+                }
+            }
+            _ => {
+                return Err(RestError::Put(
+                    "Filters must include all and only primary key columns with 'eq' operators".into(),
+                ))
+            }
+        }
+    }
+    let pk: BTreeSet<&String> = table.primary_key.iter().collect();
+    if pk.is_empty() || by_column.keys().collect::<BTreeSet<_>>() != pk {
+        return Err(RestError::Put("Filters must include all and only primary key columns with 'eq' operators".into()));
+    }
+    if payload.rows != 1 {
+        return Err(RestError::InvalidBody("PUT takes a single object".into()));
+    }
+    let body: Value = serde_json::from_str(&payload.json).unwrap_or(Value::Null);
+    let row = body.get(0).and_then(Value::as_object);
+    for (col, value) in &by_column {
+        let given = row.and_then(|r| r.get(col)).map(|v| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        });
+        if given.as_deref() != Some(value.as_str()) {
+            return Err(RestError::PutMismatch);
+        }
+    }
+    Ok(())
+}
+
+fn call_plan(
+    api: &ApiRequest,
+    schema: &str,
+    catalog: &Catalog,
+    name: &str,
+    max_rows: i32,
+) -> Result<CallPlan, RestError> {
+    let candidates = catalog.functions(schema, name);
+    // Named arguments given: POST body keys, or GET parameters.
+    let (given, body_object): (Vec<String>, Option<serde_json::Map<String, Value>>) = if api.method == Method::Post {
+        match &api.body {
+            Some(Value::Object(o)) => (o.keys().cloned().collect(), Some(o.clone())),
+            None => (vec![], Some(serde_json::Map::new())),
+            Some(_) => (vec![], None),
+        }
+    } else {
+        (api.rpc_params.iter().map(|(k, _)| k.clone()).collect(), None)
+    };
+    let whole_body_fn = candidates.iter().find(|f| {
+        f.args.len() == 1 && f.args[0].name.is_empty() && matches!(f.args[0].type_name.as_str(), "json" | "jsonb")
+    });
+    let not_found = || RestError::Function { schema: schema.into(), name: name.into(), args: given.clone() };
+    if api.method == Method::Post {
+        if let Some(f) = whole_body_fn {
+            if candidates.len() > 1 {
+                return Err(RestError::AmbiguousFunction { schema: schema.into(), name: name.into() });
+            }
+            return Ok(CallPlan {
+                function: f.clone(),
+                args: vec![],
+                args_json: api.body.as_ref().map(Value::to_string).unwrap_or_else(|| "{}".into()),
+                whole_body: true,
+                read: result_plan(api, catalog, f, max_rows)?,
+            });
+        }
+        if body_object.is_none() {
+            return Err(RestError::InvalidBody("Expected a JSON object of named arguments".into()));
+        }
+    }
+    let matching: Vec<&Function> = candidates
+        .iter()
+        .filter(|f| {
+            let names: BTreeSet<&str> = f.args.iter().map(|a| a.name.as_str()).collect();
+            let required_ok = f.required_args().iter().all(|a| given.contains(&a.name));
+            let all_known = api.method != Method::Post || given.iter().all(|g| names.contains(g.as_str()));
+            required_ok && all_known && f.args.iter().all(|a| !a.name.is_empty())
+        })
+        .collect();
+    let function = match matching.as_slice() {
+        [] => return Err(not_found()),
+        [one] => (*one).clone(),
+        many => {
+            // Prefer the overload that uses the most of the given names.
+            let best = many
+                .iter()
+                .max_by_key(|f| f.args.iter().filter(|a| given.contains(&a.name)).count())
+                .expect("non-empty");
+            let best_n = best.args.iter().filter(|a| given.contains(&a.name)).count();
+            if many.iter().filter(|f| f.args.iter().filter(|a| given.contains(&a.name)).count() == best_n).count() > 1 {
+                return Err(RestError::AmbiguousFunction { schema: schema.into(), name: name.into() });
+            }
+            (*best).clone()
+        }
+    };
+    let mut args_obj = serde_json::Map::new();
+    let mut args = Vec::new();
+    for a in &function.args {
+        let value = match &body_object {
+            Some(o) => o.get(&a.name).cloned(),
+            None => api.rpc_params.iter().find(|(k, _)| *k == a.name).map(|(_, v)| Value::String(v.clone())),
+        };
+        if let Some(v) = value {
+            args_obj.insert(a.name.clone(), v);
+            args.push((a.name.clone(), a.type_name.clone()));
+        }
+    }
+    Ok(CallPlan {
+        read: result_plan(api, catalog, &function, max_rows)?,
+        function,
+        args,
+        args_json: Value::Object(args_obj).to_string(),
+        whole_body: false,
+    })
+}
+
+/// Rows of a set- or composite-returning function can be selected, filtered,
+/// ordered and paged like a table's; parameters that are not arguments are
+/// filters on the result.
+fn result_plan(
+    api: &ApiRequest,
+    catalog: &Catalog,
+    function: &Function,
+    max_rows: i32,
+) -> Result<Option<ReadPlan>, RestError> {
+    if !function.returns_composite {
+        return Ok(None);
+    }
+    let table = function.result_table();
+    let arg_names: BTreeSet<&str> = function.args.iter().map(|a| a.name.as_str()).collect();
+    let mut extra = Vec::new();
+    for (k, v) in &api.rpc_params {
+        if arg_names.contains(k.as_str()) {
+            continue;
+        }
+        let field = Field::parse(k).map_err(|_| RestError::InvalidRequest(format!("invalid filter \"{k}\"")))?;
+        let condition = crate::filter::parse_condition(v).map_err(|e| match e {
+            crate::filter::FilterError::UnknownOperator(operator) => {
+                RestError::UnknownOperator { column: k.clone(), operator }
+            }
+            crate::filter::FilterError::Malformed(details) => {
+                RestError::Parse { param: "filter".into(), value: v.clone(), details }
+            }
+        })?;
+        extra.push((vec![], Filter::Condition { field, condition }));
+    }
+    if api.select.iter().any(|i| matches!(i, SelectItem::Embed(_))) {
+        return Err(RestError::InvalidRequest(
+            "embedding on a function result is not supported by this version of Fluxbase yet".into(),
+        ));
+    }
+    let mut with_extra = api.clone();
+    with_extra.filters.extend(extra);
+    let mut read = read_plan(&with_extra, catalog, &table, Source::Call)?;
+    cap(&mut read.paging, max_rows);
+    Ok(Some(read))
 }

@@ -1,13 +1,19 @@
 //! Parse stage: the proxy's request JSON into a typed `ApiRequest`. Pure.
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 use crate::error::RestError;
-use crate::filter::{self, Condition, FilterError};
+use crate::filter::{self, Field, Filter, FilterError, LogicOp};
+use crate::rest::prefer::Preferences;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Method {
     Get,
     Head,
+    Post,
+    Patch,
+    Put,
+    Delete,
 }
 
 impl Method {
@@ -15,210 +21,398 @@ impl Method {
         match self {
             Method::Get => "GET",
             Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Patch => "PATCH",
+            Method::Put => "PUT",
+            Method::Delete => "DELETE",
         }
+    }
+
+    pub fn is_read(&self) -> bool {
+        matches!(self, Method::Get | Method::Head)
     }
 }
 
-#[derive(Debug, PartialEq)]
-pub enum SelectItem {
-    Star,
-    Column {
-        name: String,
-        alias: Option<String>,
-        cast: Option<String>,
-    },
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// `GET /rest/v1/`: the OpenAPI description.
+    Root,
+    Table(String),
+    Rpc(String),
 }
 
-#[derive(Debug, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MediaType {
+    Json,
+    /// `application/vnd.pgrst.object+json`: exactly one row, as an object.
+    Object,
+    Csv,
+    OpenApi,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SelectItem {
+    Star,
+    Field { field: Field, alias: Option<String>, cast: Option<String> },
+    Embed(Embed),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embed {
+    /// Table (or hinted relationship) name as written.
+    pub name: String,
+    pub alias: Option<String>,
+    pub hint: Option<String>,
+    pub inner: bool,
+    pub spread: bool,
+    pub select: Vec<SelectItem>,
+}
+
+impl Embed {
+    /// The name the embed is addressed by in `alias.col=…` parameters and in the output.
+    pub fn key(&self) -> &str {
+        self.alias.as_deref().unwrap_or(&self.name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
 pub struct OrderTerm {
-    pub column: String,
+    pub field: Field,
     pub descending: bool,
     pub nulls_first: Option<bool>,
 }
 
-#[derive(Debug, PartialEq)]
-pub struct Filter {
-    pub column: String,
-    pub condition: Condition,
-}
+/// Embed path of a parameter: `[]` for the root, `["posts", "tags"]` for `posts.tags.x=…`.
+pub type EmbedPath = Vec<String>;
 
-#[derive(Debug, PartialEq)]
-pub struct ApiRequest {
-    pub method: Method,
-    pub schema: Option<String>,
-    pub relation: String,
-    pub select: Vec<SelectItem>,
-    pub filters: Vec<Filter>,
-    pub order: Vec<OrderTerm>,
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Paging {
     pub limit: Option<i64>,
     pub offset: Option<i64>,
 }
 
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiRequest {
+    pub method: Method,
+    pub target: Target,
+    pub schema: Option<String>,
+    pub select: Vec<SelectItem>,
+    pub filters: Vec<(EmbedPath, Filter)>,
+    pub order: BTreeMap<EmbedPath, Vec<OrderTerm>>,
+    pub paging: BTreeMap<EmbedPath, Paging>,
+    pub columns: Option<Vec<String>>,
+    pub on_conflict: Option<Vec<String>>,
+    pub prefer: Preferences,
+    pub accept: MediaType,
+    pub nulls_stripped: bool,
+    pub body: Option<Value>,
+    /// GET/HEAD on a function: parameters that may be its arguments (the
+    /// planner knows the argument names; the rest are filters on the result).
+    pub rpc_params: Vec<(String, String)>,
+}
+
+const MAX_SELECT_DEPTH: usize = 16;
+
 pub fn parse(request: &Value) -> Result<ApiRequest, RestError> {
-    let method = match request
-        .get("method")
-        .and_then(Value::as_str)
-        .unwrap_or("GET")
-    {
+    let method = match request.get("method").and_then(Value::as_str).unwrap_or("GET") {
         "GET" => Method::Get,
         "HEAD" => Method::Head,
-        other => {
-            return Err(RestError::Method {
-                method: other.to_string(),
-            })
-        }
+        "POST" => Method::Post,
+        "PATCH" => Method::Patch,
+        "PUT" => Method::Put,
+        "DELETE" => Method::Delete,
+        other => return Err(RestError::Method { method: other.to_string() }),
     };
-    let relation = request
-        .get("path")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .trim_matches('/')
-        .to_string();
-    if relation.is_empty() || relation.contains('/') {
-        return Err(RestError::InvalidRequest(format!(
-            "invalid path \"{relation}\""
-        )));
+    let path = request.get("path").and_then(Value::as_str).unwrap_or("").trim_matches('/');
+    let target = match path.split('/').collect::<Vec<_>>().as_slice() {
+        [""] => Target::Root,
+        ["rpc", name] if !name.is_empty() => Target::Rpc(name.to_string()),
+        [name] => Target::Table(name.to_string()),
+        _ => return Err(RestError::InvalidRequest(format!("invalid path \"/{path}\""))),
+    };
+    if matches!(target, Target::Rpc(_)) && !matches!(method, Method::Get | Method::Head | Method::Post) {
+        return Err(RestError::Method { method: method.as_str().into() });
     }
     let headers = request.get("headers");
-    let header = |name: &str| {
-        headers
-            .and_then(|h| h.get(name))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
-    let schema = header("accept-profile");
+    let header = |name: &str| headers.and_then(|h| h.get(name)).and_then(Value::as_str);
+    let schema =
+        if method.is_read() { header("accept-profile") } else { header("content-profile") }.map(str::to_string);
+    let (accept, nulls_stripped) = parse_accept(header("accept"), &target)?;
 
     let mut api = ApiRequest {
         method,
+        target: target.clone(),
         schema,
-        relation,
         select: vec![SelectItem::Star],
         filters: vec![],
-        order: vec![],
-        limit: None,
-        offset: None,
+        order: BTreeMap::new(),
+        paging: BTreeMap::new(),
+        columns: None,
+        on_conflict: None,
+        prefer: Preferences::parse(header("prefer"))?,
+        accept,
+        nulls_stripped,
+        body: None,
+        rpc_params: vec![],
     };
+    if let Some(range) = header("range") {
+        if method == Method::Get || method == Method::Head {
+            api.paging.insert(vec![], parse_range(range)?);
+        }
+    }
     let query = request.get("query").and_then(Value::as_str).unwrap_or("");
+    let mut conditions = 0;
     for (key, value) in query_pairs(query)? {
         match key.as_str() {
             "select" => api.select = parse_select(&value)?,
-            "order" => api.order = parse_order(&value)?,
-            "limit" => api.limit = Some(parse_count("limit", &value)?),
-            "offset" => api.offset = Some(parse_count("offset", &value)?),
-            "or" | "and" | "columns" | "on_conflict" => {
-                return Err(RestError::Parse {
-                    param: key.clone(),
-                    value,
-                    details: format!("\"{key}\" is not supported by this version of Fluxbase yet"),
-                })
-            }
+            "columns" => api.columns = Some(split_names("columns", &value)?),
+            "on_conflict" => api.on_conflict = Some(split_names("on_conflict", &value)?),
             _ => {
-                let condition = filter::parse_condition(&value).map_err(|e| match e {
-                    FilterError::UnknownOperator(operator) => RestError::UnknownOperator {
-                        column: key.clone(),
-                        operator,
-                    },
-                    FilterError::Malformed(details) => RestError::Parse {
-                        param: "filter".into(),
-                        value: value.clone(),
-                        details,
-                    },
-                })?;
-                api.filters.push(Filter {
-                    column: key,
-                    condition,
-                });
+                let (path, last) = split_key(&key);
+                let negated_logic = path.last().map(String::as_str) == Some("not") && (last == "or" || last == "and");
+                let path = if negated_logic { path[..path.len() - 1].to_vec() } else { path };
+                match last {
+                    "order" => {
+                        api.order.insert(path, parse_order(&value)?);
+                    }
+                    "limit" => api.paging.entry(path).or_default().limit = Some(parse_count("limit", &value)?),
+                    "offset" => api.paging.entry(path).or_default().offset = Some(parse_count("offset", &value)?),
+                    "or" | "and" => {
+                        let op = if last == "or" { LogicOp::Or } else { LogicOp::And };
+                        let tree = filter::parse_logic(op, negated_logic, &value)
+                            .map_err(|e| filter_error(&key, &value, e))?;
+                        api.filters.push((path, tree));
+                    }
+                    column => {
+                        if path.is_empty() && matches!(target, Target::Rpc(_)) && method.is_read() {
+                            api.rpc_params.push((key.clone(), value));
+                            continue;
+                        }
+                        conditions += 1;
+                        if conditions > filter::MAX_CONDITIONS {
+                            return Err(RestError::InvalidRequest(format!(
+                                "at most {} filters per request",
+                                filter::MAX_CONDITIONS
+                            )));
+                        }
+                        let field = Field::parse(column).map_err(|e| filter_error(&key, &value, e))?;
+                        let condition = filter::parse_condition(&value).map_err(|e| filter_error(column, &value, e))?;
+                        api.filters.push((path, Filter::Condition { field, condition }));
+                    }
+                }
             }
+        }
+    }
+
+    if let Some(body) = request.get("body").and_then(Value::as_str) {
+        let content_type = header("content-type").unwrap_or("application/json");
+        let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        if !matches!(media.as_str(), "application/json" | "" | "application/vnd.pgrst.object+json") {
+            return Err(RestError::ContentType(content_type.to_string()));
+        }
+        if !body.trim().is_empty() {
+            // serde_json's recursion limit (128) bounds nesting depth.
+            let parsed: Value = serde_json::from_str(body)
+                .map_err(|e| RestError::InvalidBody(format!("Empty or invalid json: {e}")))?;
+            api.body = Some(parsed);
         }
     }
     Ok(api)
 }
 
+fn filter_error(column: &str, value: &str, e: FilterError) -> RestError {
+    match e {
+        FilterError::UnknownOperator(operator) => RestError::UnknownOperator { column: column.to_string(), operator },
+        FilterError::Malformed(details) => {
+            RestError::Parse { param: "filter".into(), value: value.to_string(), details }
+        }
+    }
+}
+
+/// `posts.tags.order` → (`["posts", "tags"]`, `"order"`); JSON arrows stay in the last part.
+fn split_key(key: &str) -> (EmbedPath, &str) {
+    let arrow = key.find("->").unwrap_or(key.len());
+    match key[..arrow].rfind('.') {
+        Some(dot) => (key[..dot].split('.').map(str::to_string).collect(), &key[dot + 1..]),
+        None => (vec![], key),
+    }
+}
+
+fn parse_accept(accept: Option<&str>, target: &Target) -> Result<(MediaType, bool), RestError> {
+    let Some(accept) = accept else {
+        return Ok((if *target == Target::Root { MediaType::OpenApi } else { MediaType::Json }, false));
+    };
+    for candidate in accept.split(',') {
+        let mut parts = candidate.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("").to_ascii_lowercase();
+        let nulls_stripped = parts.any(|p| p.eq_ignore_ascii_case("nulls=stripped"));
+        let found = match media.as_str() {
+            "application/json" | "application/*" | "*/*" | "" => {
+                Some(if *target == Target::Root { MediaType::OpenApi } else { MediaType::Json })
+            }
+            "application/vnd.pgrst.object+json" | "application/vnd.pgrst.object" => Some(MediaType::Object),
+            "application/vnd.pgrst.array+json" => Some(MediaType::Json),
+            "application/openapi+json" if *target == Target::Root => Some(MediaType::OpenApi),
+            "text/csv" => Some(MediaType::Csv),
+            _ => None,
+        };
+        if let Some(m) = found {
+            return Ok((m, nulls_stripped));
+        }
+    }
+    Err(RestError::Accept(accept.to_string()))
+}
+
+/// `Range: 0-9` (items, inclusive) → offset 0, limit 10; `10-` → offset 10.
+fn parse_range(range: &str) -> Result<Paging, RestError> {
+    let spec = range.trim().strip_prefix("items=").unwrap_or(range.trim());
+    let bad = || RestError::Range(format!("invalid Range header \"{range}\""));
+    let (from, to) = spec.split_once('-').ok_or_else(bad)?;
+    let from: i64 = from.trim().parse().map_err(|_| bad())?;
+    let to = to.trim();
+    if to.is_empty() {
+        return Ok(Paging { limit: None, offset: Some(from) });
+    }
+    let to: i64 = to.parse().map_err(|_| bad())?;
+    if from < 0 || to < from {
+        return Err(bad());
+    }
+    Ok(Paging { limit: Some(to - from + 1), offset: Some(from) })
+}
+
+fn split_names(param: &str, value: &str) -> Result<Vec<String>, RestError> {
+    let names: Vec<String> = value.split(',').map(|s| s.trim().trim_matches('"').to_string()).collect();
+    if names.iter().any(String::is_empty) {
+        return Err(RestError::Parse { param: param.into(), value: value.into(), details: "empty column name".into() });
+    }
+    Ok(names)
+}
+
 fn parse_count(param: &str, value: &str) -> Result<i64, RestError> {
-    value
-        .parse::<i64>()
-        .ok()
-        .filter(|n| *n >= 0)
-        .ok_or_else(|| RestError::Parse {
-            param: param.into(),
-            value: value.into(),
-            details: "expected a non-negative integer".into(),
-        })
+    value.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| RestError::Parse {
+        param: param.into(),
+        value: value.into(),
+        details: "expected a non-negative integer".into(),
+    })
 }
 
 fn parse_select(value: &str) -> Result<Vec<SelectItem>, RestError> {
-    let bad = |details: &str| RestError::Parse {
-        param: "select".into(),
-        value: value.into(),
-        details: details.into(),
-    };
-    let mut items = Vec::new();
-    for raw in value.split(',') {
-        let raw = raw.trim();
-        if raw == "*" {
-            items.push(SelectItem::Star);
-            continue;
-        }
-        if raw.is_empty() {
-            return Err(bad("empty select item"));
-        }
-        if raw.contains('(') || raw.contains("->") {
-            return Err(bad(
-                "embedding and JSON paths are not supported by this version of Fluxbase yet",
-            ));
-        }
-        let (alias, rest) = match raw.split_once(':') {
-            Some((a, r)) if !r.starts_with(':') => (Some(a.to_string()), r),
-            _ => (None, raw),
-        };
-        let (name, cast) = match rest.split_once("::") {
-            Some((n, c)) => (n.to_string(), Some(c.to_string())),
-            None => (rest.to_string(), None),
-        };
-        if name.is_empty() || cast.as_deref() == Some("") || alias.as_deref() == Some("") {
-            return Err(bad("malformed select item"));
-        }
-        items.push(SelectItem::Column { name, alias, cast });
+    let mut parser = SelectParser { s: value.as_bytes(), pos: 0, whole: value };
+    let items = parser.items(0)?;
+    if parser.pos != parser.s.len() {
+        return Err(parser.error("unexpected \")\""));
     }
     Ok(items)
 }
 
-fn parse_order(value: &str) -> Result<Vec<OrderTerm>, RestError> {
-    value
-        .split(',')
-        .map(|term| {
-            let mut parts = term.split('.');
-            let column = parts.next().unwrap_or("").to_string();
-            let mut order = OrderTerm {
-                column,
-                descending: false,
-                nulls_first: None,
+struct SelectParser<'a> {
+    s: &'a [u8],
+    pos: usize,
+    whole: &'a str,
+}
+
+impl SelectParser<'_> {
+    fn error(&self, details: &str) -> RestError {
+        RestError::Parse {
+            param: "select".into(),
+            value: self.whole.into(),
+            details: format!("{details} at position {}", self.pos),
+        }
+    }
+
+    fn items(&mut self, depth: usize) -> Result<Vec<SelectItem>, RestError> {
+        if depth > MAX_SELECT_DEPTH {
+            return Err(self.error(&format!("embedding nests at most {MAX_SELECT_DEPTH} levels")));
+        }
+        let mut items = Vec::new();
+        loop {
+            items.push(self.item(depth)?);
+            match self.s.get(self.pos) {
+                Some(b',') => self.pos += 1,
+                _ => break,
+            }
+        }
+        Ok(items)
+    }
+
+    /// A token up to one of `,()` (outside double quotes).
+    fn token(&mut self) -> String {
+        let start = self.pos;
+        let mut quoted = false;
+        while let Some(&c) = self.s.get(self.pos) {
+            match c {
+                b'"' => quoted = !quoted,
+                b',' | b'(' | b')' if !quoted => break,
+                _ => {}
+            }
+            self.pos += 1;
+        }
+        String::from_utf8_lossy(&self.s[start..self.pos]).trim().to_string()
+    }
+
+    fn item(&mut self, depth: usize) -> Result<SelectItem, RestError> {
+        let raw = self.token();
+        if self.s.get(self.pos) == Some(&b'(') {
+            self.pos += 1;
+            let select = if self.s.get(self.pos) == Some(&b')') { vec![] } else { self.items(depth + 1)? };
+            if self.s.get(self.pos) != Some(&b')') {
+                return Err(self.error("expected \")\""));
+            }
+            self.pos += 1;
+            let (spread, raw) = match raw.strip_prefix("...") {
+                Some(r) => (true, r.to_string()),
+                None => (false, raw),
             };
+            let (alias, rest) = split_alias(&raw);
+            let mut parts = rest.split('!');
+            let name = parts.next().unwrap_or("").trim().to_string();
+            if name.is_empty() {
+                return Err(self.error("empty embedded resource name"));
+            }
+            if name == "count" || name.ends_with(".count") {
+                return Err(self.error("aggregates are not supported by this version of Fluxbase yet"));
+            }
+            let mut embed = Embed { name, alias, hint: None, inner: false, spread, select };
             for modifier in parts {
                 match modifier {
-                    "asc" => order.descending = false,
-                    "desc" => order.descending = true,
-                    "nullsfirst" => order.nulls_first = Some(true),
-                    "nullslast" => order.nulls_first = Some(false),
-                    other => {
-                        return Err(RestError::Parse {
-                            param: "order".into(),
-                            value: value.into(),
-                            details: format!("unknown order modifier \"{other}\""),
-                        })
-                    }
+                    "inner" => embed.inner = true,
+                    "left" => embed.inner = false,
+                    hint if !hint.is_empty() => embed.hint = Some(hint.to_string()),
+                    _ => return Err(self.error("empty embedding hint")),
                 }
             }
-            if order.column.is_empty() {
-                return Err(RestError::Parse {
-                    param: "order".into(),
-                    value: value.into(),
-                    details: "empty column".into(),
-                });
+            if embed.select.is_empty() {
+                embed.select = vec![];
             }
-            Ok(order)
-        })
-        .collect()
+            return Ok(SelectItem::Embed(embed));
+        }
+        if raw == "*" {
+            return Ok(SelectItem::Star);
+        }
+        if raw.is_empty() {
+            return Err(self.error("empty select item"));
+        }
+        let (alias, rest) = split_alias(&raw);
+        let (field, cast) = match rest.split_once("::") {
+            Some((f, c)) if !c.is_empty() => (f, Some(c.trim().to_string())),
+            Some(_) => return Err(self.error("empty cast")),
+            None => (rest, None),
+        };
+        if field.contains('.') && !field.contains("->") {
+            return Err(self.error("aggregates are not supported by this version of Fluxbase yet"));
+        }
+        let field = Field::parse(field.trim().trim_matches('"')).map_err(|_| self.error("malformed column"))?;
+        Ok(SelectItem::Field { field, alias, cast })
+    }
+}
+
+/// `alias:name` → (Some(alias), name); a `::` cast is not an alias.
+fn split_alias(raw: &str) -> (Option<String>, &str) {
+    match raw.find(':') {
+        Some(i) if raw[i..].starts_with("::") => (None, raw),
+        Some(i) => (Some(raw[..i].trim().to_string()), raw[i + 1..].trim()),
+        None => (None, raw),
+    }
 }
 
 /// `a=1&b=x%20y` → pairs, percent- and `+`-decoded as HTML forms encode them.
@@ -241,17 +435,10 @@ fn decode(s: &str) -> Result<String, RestError> {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok());
-                let byte = hex
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| {
-                        RestError::InvalidRequest(format!(
-                            "invalid percent-encoding in query string near \"{}\"",
-                            &s[i..]
-                        ))
-                    })?;
+                let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+                let byte = hex.and_then(|h| u8::from_str_radix(h, 16).ok()).ok_or_else(|| {
+                    RestError::InvalidRequest(format!("invalid percent-encoding in query string near \"{}\"", &s[i..]))
+                })?;
                 out.push(byte);
                 i += 2;
             }
@@ -259,8 +446,30 @@ fn decode(s: &str) -> Result<String, RestError> {
         }
         i += 1;
     }
-    String::from_utf8(out)
-        .map_err(|_| RestError::InvalidRequest("query string is not valid UTF-8".into()))
+    String::from_utf8(out).map_err(|_| RestError::InvalidRequest("query string is not valid UTF-8".into()))
+}
+
+fn parse_order(value: &str) -> Result<Vec<OrderTerm>, RestError> {
+    value
+        .split(',')
+        .map(|term| {
+            let bad = |details: String| RestError::Parse { param: "order".into(), value: value.into(), details };
+            let arrow = term.rfind("->").map(|i| i + 2).unwrap_or(0);
+            let first_dot = term[arrow..].find('.').map(|i| i + arrow).unwrap_or(term.len());
+            let field = Field::parse(&term[..first_dot]).map_err(|_| bad("empty column".into()))?;
+            let mut order = OrderTerm { field, descending: false, nulls_first: None };
+            for modifier in term[first_dot..].split('.').filter(|m| !m.is_empty()) {
+                match modifier {
+                    "asc" => order.descending = false,
+                    "desc" => order.descending = true,
+                    "nullsfirst" => order.nulls_first = Some(true),
+                    "nullslast" => order.nulls_first = Some(false),
+                    other => return Err(bad(format!("unknown order modifier \"{other}\""))),
+                }
+            }
+            Ok(order)
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -272,26 +481,31 @@ mod tests {
     fn parses_a_typical_supabase_js_read() {
         let req = json!({"method": "GET", "path": "todos", "query": "select=id%2Ctitle%3Aname&done=is.false&order=id.desc&limit=10"});
         let api = parse(&req).unwrap();
-        assert_eq!(api.relation, "todos");
+        assert_eq!(api.target, Target::Table("todos".into()));
         assert_eq!(api.select.len(), 2);
-        assert_eq!(
-            api.select[1],
-            SelectItem::Column {
-                name: "name".into(),
-                alias: Some("title".into()),
-                cast: None
-            }
-        );
+        let SelectItem::Field { field, alias, .. } = &api.select[1] else { panic!() };
+        assert_eq!((field.name.as_str(), alias.as_deref()), ("name", Some("title")));
         assert_eq!(api.filters.len(), 1);
+        assert!(api.order[&vec![]][0].descending);
+        assert_eq!(api.paging[&vec![]].limit, Some(10));
+    }
+
+    #[test]
+    fn parses_embeds_with_hints_and_embedded_params() {
+        let req = json!({"path": "posts", "query": "select=id,author:users!posts_author_fkey!inner(name),...tags(tag:name),comments()&comments.order=id.desc&comments.limit=2&author.name=eq.ada&not.or=(id.eq.1,id.eq.2)"});
+        let api = parse(&req).unwrap();
+        let SelectItem::Embed(e) = &api.select[1] else { panic!() };
         assert_eq!(
-            api.order[0],
-            OrderTerm {
-                column: "id".into(),
-                descending: true,
-                nulls_first: None
-            }
+            (e.name.as_str(), e.key(), e.hint.as_deref(), e.inner),
+            ("users", "author", Some("posts_author_fkey"), true)
         );
-        assert_eq!(api.limit, Some(10));
+        let SelectItem::Embed(t) = &api.select[2] else { panic!() };
+        assert!(t.spread);
+        let SelectItem::Embed(c) = &api.select[3] else { panic!() };
+        assert!(c.select.is_empty());
+        assert_eq!(api.paging[&vec!["comments".to_string()]].limit, Some(2));
+        assert_eq!(api.filters[0].0, vec!["author".to_string()]);
+        assert!(matches!(api.filters[1].1, Filter::Logic { negated: true, op: LogicOp::Or, .. }));
     }
 
     #[test]
@@ -302,26 +516,47 @@ mod tests {
         assert!(matches!(bad("order=id.sideways"), RestError::Parse { .. }));
         assert!(matches!(bad("a=%zz"), RestError::InvalidRequest(_)));
         assert!(matches!(bad("a=%ff"), RestError::InvalidRequest(_)));
+        assert!(matches!(bad("select=a,b(c"), RestError::Parse { .. }));
+        assert!(matches!(bad("select=a)"), RestError::Parse { .. }));
+        let deep = format!("select={}x{}", "a(".repeat(40), ")".repeat(40));
+        assert!(matches!(bad(&deep), RestError::Parse { .. }));
+        assert!(matches!(parse(&json!({"method": "TRACE", "path": "t"})).unwrap_err(), RestError::Method { .. }));
         assert!(matches!(
-            parse(&json!({"method": "TRACE", "path": "t"})).unwrap_err(),
-            RestError::Method { .. }
+            parse(&json!({"method": "POST", "path": "t", "body": "{\"a\":"})).unwrap_err(),
+            RestError::InvalidBody(_)
+        ));
+        let deep_json = format!("{}1{}", "[".repeat(500), "]".repeat(500));
+        assert!(matches!(
+            parse(&json!({"method": "POST", "path": "t", "body": deep_json})).unwrap_err(),
+            RestError::InvalidBody(_)
+        ));
+        assert!(matches!(
+            parse(&json!({"method": "POST", "path": "t", "body": "{}", "headers": {"content-type": "text/xml"}}))
+                .unwrap_err(),
+            RestError::ContentType(_)
+        ));
+        assert!(matches!(parse(&json!({"path": "t", "headers": {"range": "5-1"}})).unwrap_err(), RestError::Range(_)));
+        assert!(matches!(
+            parse(&json!({"path": "t", "headers": {"accept": "text/html"}})).unwrap_err(),
+            RestError::Accept(_)
         ));
     }
 
     #[test]
-    fn casts_and_plus_decoding() {
-        let api = parse(&json!({"path": "t", "query": "select=id::text&name=eq.a+b"})).unwrap();
-        assert_eq!(
-            api.select[0],
-            SelectItem::Column {
-                name: "id".into(),
-                alias: None,
-                cast: Some("text".into())
-            }
-        );
-        assert_eq!(
-            api.filters[0].condition.operand,
-            crate::filter::Operand::Scalar("a b".into())
-        );
+    fn casts_json_paths_ranges_and_rpc() {
+        let api = parse(&json!({"path": "t", "query": "select=id::text,v:data->a->>b&name=eq.a+b&data->>k=eq.1", "headers": {"range": "5-9"}})).unwrap();
+        let SelectItem::Field { cast, .. } = &api.select[0] else { panic!() };
+        assert_eq!(cast.as_deref(), Some("text"));
+        let SelectItem::Field { field, alias, .. } = &api.select[1] else { panic!() };
+        assert_eq!((field.json_path.len(), alias.as_deref()), (2, Some("v")));
+        let Filter::Condition { field, .. } = &api.filters[1].1 else { panic!() };
+        assert_eq!(field.json_path[0].key, "k");
+        assert_eq!(api.paging[&vec![]], Paging { limit: Some(5), offset: Some(5) });
+        let rpc = parse(&json!({"method": "GET", "path": "rpc/add", "query": "a=1&b=2"})).unwrap();
+        assert_eq!(rpc.rpc_params.len(), 2);
+        assert!(matches!(
+            parse(&json!({"method": "DELETE", "path": "rpc/add"})).unwrap_err(),
+            RestError::Method { .. }
+        ));
     }
 }

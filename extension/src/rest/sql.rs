@@ -1,12 +1,26 @@
 //! SQL stage: a plan into one SQL text plus text parameters. Identifiers are
-//! always quoted; user values only ever travel as `$n` parameters. Pure.
-use crate::filter::{IsValue, Operand, Operator};
-use crate::rest::plan::{Projection, ReadPlan};
+//! always quoted; user values (filter values, JSON keys, payloads) only ever
+//! travel as `$n` parameters. Pure.
+use crate::filter::{Field, IsValue, LogicOp, Operand, Quantifier};
+use crate::rest::plan::{CallPlan, EmbedPlan, PlannedFilter, Projection, ReadPlan, Source, WriteKind, WritePlan};
+use crate::rest::prefer::{Resolution, Return};
 
 #[derive(Debug, PartialEq)]
 pub struct Query {
     pub sql: String,
     pub params: Vec<String>,
+    /// The statement yields one row `(body text, rows int8[, total int8])`;
+    /// otherwise it is a bare write whose row count SPI reports.
+    pub aggregated: bool,
+}
+
+/// How the rows of the result become the body.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Body {
+    Array,
+    /// The first (only) row as an object: singular responses, non-set functions.
+    Object,
+    None,
 }
 
 pub fn ident(name: &str) -> String {
@@ -15,158 +29,464 @@ pub fn ident(name: &str) -> String {
 
 /// A Postgres array literal of text elements, each quoted and escaped.
 fn array_literal(items: &[String]) -> String {
-    let quoted: Vec<String> = items
-        .iter()
-        .map(|i| format!("\"{}\"", i.replace('\\', "\\\\").replace('"', "\\\"")))
-        .collect();
+    let quoted: Vec<String> =
+        items.iter().map(|i| format!("\"{}\"", i.replace('\\', "\\\\").replace('"', "\\\""))).collect();
     format!("{{{}}}", quoted.join(","))
 }
 
-pub fn read(plan: &ReadPlan) -> Query {
-    let mut params = Vec::new();
-    let mut bind = |value: String| {
-        params.push(value);
-        format!("${}", params.len())
-    };
-    let table = format!("{}.{}", ident(&plan.schema), ident(&plan.table));
+#[derive(Default)]
+struct Builder {
+    params: Vec<String>,
+    aliases: usize,
+    /// FROM clause of `Source::Call` levels.
+    call_from: Option<String>,
+}
 
-    let columns: Vec<String> = plan
-        .projection
-        .iter()
-        .map(|p| match p {
-            Projection::Star => format!("{table}.*"),
-            Projection::Column { name, alias, cast } => {
-                let mut expr = ident(name);
-                if let Some(cast) = cast {
-                    expr = format!("{expr}::{}", ident(cast));
+impl Builder {
+    fn bind(&mut self, value: impl Into<String>) -> String {
+        self.params.push(value.into());
+        format!("${}", self.params.len())
+    }
+
+    fn alias(&mut self) -> String {
+        self.aliases += 1;
+        format!("fb_{}", self.aliases)
+    }
+
+    fn field(&mut self, alias: &str, field: &Field) -> String {
+        let mut expr = format!("{}.{}", ident(alias), ident(&field.name));
+        for step in &field.json_path {
+            let op = if step.as_text { "->>" } else { "->" };
+            let key = match step.key.parse::<i32>() {
+                Ok(_) => format!("{}::int4", self.bind(step.key.clone())),
+                Err(_) => format!("{}::text", self.bind(step.key.clone())),
+            };
+            expr = format!("({expr}{op}{key})");
+        }
+        if field.json_path.last().is_some_and(|s| !s.as_text) {
+            // `->` on json and jsonb: compare and order as jsonb.
+            expr = format!("{expr}::jsonb");
+        }
+        expr
+    }
+
+    fn filters(&mut self, alias: &str, filters: &[PlannedFilter]) -> Vec<String> {
+        filters.iter().map(|f| self.filter(alias, f)).collect()
+    }
+
+    fn filter(&mut self, alias: &str, filter: &PlannedFilter) -> String {
+        match filter {
+            PlannedFilter::Logic { op, negated, children } => {
+                let joiner = if *op == LogicOp::And { " AND " } else { " OR " };
+                let parts = self.filters(alias, children);
+                let expr = format!("({})", parts.join(joiner));
+                if *negated {
+                    format!("NOT {expr}")
+                } else {
+                    expr
                 }
-                format!("{expr} AS {}", ident(alias.as_deref().unwrap_or(name)))
             }
-        })
-        .collect();
-
-    let mut conditions = Vec::new();
-    for f in &plan.filters {
-        let col = ident(&f.column);
-        let c = &f.condition;
-        let expr = match (&c.operator, &c.operand) {
-            (Operator::Is, Operand::Is(v)) => {
-                let rhs = match v {
-                    IsValue::Null => "NULL",
-                    IsValue::NotNull => "NOT NULL",
-                    IsValue::True => "TRUE",
-                    IsValue::False => "FALSE",
-                    IsValue::Unknown => "UNKNOWN",
+            PlannedFilter::Condition { field, type_name, condition: c } => {
+                let lhs = self.field(alias, field);
+                let ty = type_name;
+                let expr = match (&c.operator, &c.operand) {
+                    (_, Operand::Is(v)) => {
+                        let rhs = match v {
+                            IsValue::Null => "NULL",
+                            IsValue::NotNull => "NOT NULL",
+                            IsValue::True => "TRUE",
+                            IsValue::False => "FALSE",
+                            IsValue::Unknown => "UNKNOWN",
+                        };
+                        format!("{lhs} IS {rhs}")
+                    }
+                    (_, Operand::List(items)) => {
+                        let p = self.bind(array_literal(items));
+                        format!("{lhs} = ANY({p}::{ty}[])")
+                    }
+                    (op, Operand::Quantified(q, items)) => {
+                        let quantifier = if *q == Quantifier::Any { "ANY" } else { "ALL" };
+                        let p = self.bind(array_literal(items));
+                        if op.is_text_match() {
+                            format!("{lhs}::text {} {quantifier}({p}::text[])", op.sql())
+                        } else {
+                            format!("{lhs} {} {quantifier}({p}::{ty}[])", op.sql())
+                        }
+                    }
+                    (op, Operand::Text { language, query }) => {
+                        let func = op.tsquery_fn().expect("text operands come with full-text operators");
+                        let q = self.bind(query.clone());
+                        match language {
+                            Some(lang) => {
+                                let l = self.bind(lang.clone());
+                                format!("{lhs} @@ {func}({l}::regconfig, {q})")
+                            }
+                            None => format!("{lhs} @@ {func}({q})"),
+                        }
+                    }
+                    (op, Operand::Scalar(v)) if op.is_text_match() => {
+                        let p = self.bind(v.clone());
+                        format!("{lhs}::text {} {p}", op.sql())
+                    }
+                    (op, Operand::Scalar(v)) => {
+                        let p = self.bind(v.clone());
+                        format!("{lhs} {} {p}::{ty}", op.sql())
+                    }
                 };
-                format!("{col} IS {rhs}")
+                if c.negated {
+                    format!("NOT ({expr})")
+                } else {
+                    expr
+                }
             }
-            (Operator::In, Operand::List(items)) => {
-                let p = bind(array_literal(items));
-                format!("{col} = ANY({p}::{}[])", f.type_name)
-            }
-            (Operator::Like | Operator::Ilike, Operand::Scalar(v)) => {
-                let p = bind(v.clone());
-                format!("{col}::text {} {p}", c.operator.sql())
-            }
-            (op, Operand::Scalar(v)) => {
-                let p = bind(v.clone());
-                format!("{col} {} {p}::{}", op.sql(), f.type_name)
-            }
-            // The parser pairs operators with their operand kinds.
-            (_, _) => unreachable!("operand kind does not match operator"),
-        };
-        conditions.push(if c.negated {
-            format!("NOT ({expr})")
-        } else {
-            expr
-        });
+        }
     }
 
-    let mut sql = format!("SELECT {} FROM {table}", columns.join(", "));
-    if !conditions.is_empty() {
-        sql.push_str(" WHERE ");
-        sql.push_str(&conditions.join(" AND "));
+    fn from(&self, plan: &ReadPlan, alias: &str) -> String {
+        match &plan.source {
+            Source::Table { schema, name } => format!("{}.{} AS {}", ident(schema), ident(name), ident(alias)),
+            Source::Written => format!("pgrst_source AS {}", ident(alias)),
+            Source::Call => self.call_from.clone().expect("call plans set the FROM clause"),
+        }
     }
-    if !plan.order.is_empty() {
-        let terms: Vec<String> = plan
-            .order
-            .iter()
-            .map(|o| {
-                let mut t = ident(&o.column);
-                t.push_str(if o.descending { " DESC" } else { " ASC" });
-                match o.nulls_first {
-                    Some(true) => t.push_str(" NULLS FIRST"),
-                    Some(false) => t.push_str(" NULLS LAST"),
-                    None => {}
+
+    /// `SELECT … FROM … [joins] WHERE … ORDER BY … LIMIT … OFFSET …` of one level.
+    /// `link` is the join condition to the parent level, for embeds.
+    fn select(&mut self, plan: &ReadPlan, alias: &str, link: Option<String>, paged: bool) -> String {
+        let mut columns = Vec::new();
+        let mut joins = Vec::new();
+        for p in &plan.projection {
+            match p {
+                Projection::Star => columns.push(format!("{}.*", ident(alias))),
+                Projection::Column { field, key, cast } => {
+                    let mut expr = self.field(alias, field);
+                    if let Some(cast) = cast {
+                        expr = format!("({expr})::{}", ident(cast));
+                    }
+                    columns.push(format!("{expr} AS {}", ident(key)));
                 }
-                t
-            })
-            .collect();
-        sql.push_str(" ORDER BY ");
-        sql.push_str(&terms.join(", "));
+                Projection::Embed(embed) => {
+                    let (column, join) = self.embed(alias, embed);
+                    columns.extend(column);
+                    joins.push(join);
+                }
+            }
+        }
+        // No columns (`rel()`) is a valid zero-column SELECT: an empty object.
+        let mut sql = format!("SELECT {} FROM {}", columns.join(", "), self.from(plan, alias));
+        for j in joins {
+            sql.push(' ');
+            sql.push_str(&j);
+        }
+        let mut conditions: Vec<String> = link.into_iter().collect();
+        conditions.extend(self.filters(alias, &plan.filters));
+        if !conditions.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conditions.join(" AND "));
+        }
+        if paged {
+            if !plan.order.is_empty() {
+                let terms: Vec<String> = plan
+                    .order
+                    .iter()
+                    .map(|o| {
+                        let mut t = self.field(alias, &o.field);
+                        t.push_str(if o.descending { " DESC" } else { " ASC" });
+                        match o.nulls_first {
+                            Some(true) => t.push_str(" NULLS FIRST"),
+                            Some(false) => t.push_str(" NULLS LAST"),
+                            None => {}
+                        }
+                        t
+                    })
+                    .collect();
+                sql.push_str(" ORDER BY ");
+                sql.push_str(&terms.join(", "));
+            }
+            if let Some(limit) = plan.paging.limit {
+                let p = self.bind(limit.to_string());
+                sql.push_str(&format!(" LIMIT {p}::int8"));
+            }
+            if let Some(offset) = plan.paging.offset {
+                let p = self.bind(offset.to_string());
+                sql.push_str(&format!(" OFFSET {p}::int8"));
+            }
+        }
+        sql
     }
-    if let Some(limit) = plan.limit {
-        let p = bind(limit.to_string());
-        sql.push_str(&format!(" LIMIT {p}::int8"));
+
+    /// The parent's output column(s) for an embed, and the lateral join that computes it.
+    fn embed(&mut self, parent: &str, embed: &EmbedPlan) -> (Vec<String>, String) {
+        let alias = self.alias();
+        let rel = &embed.relationship;
+        let (link, junction_join) = match &rel.junction {
+            None => (equalities(&alias, parent, rel.columns.iter().map(|(s, t)| (t, s))), None),
+            Some(j) => {
+                let jalias = format!("{alias}_j");
+                let on = equalities(&jalias, &alias, j.target_columns.iter().map(|(jc, tc)| (jc, tc)));
+                let link = equalities(&jalias, parent, j.source_columns.iter().map(|(jc, sc)| (jc, sc)));
+                let join =
+                    format!("INNER JOIN {}.{} AS {} ON {}", ident(&j.schema), ident(&j.table), ident(&jalias), on);
+                (link, Some(join))
+            }
+        };
+        let mut inner = self.select(&embed.plan, &alias, Some(link), true);
+        if let Some(join) = junction_join {
+            // The junction join goes right after the FROM item of the child level.
+            let from = self.from(&embed.plan, &alias);
+            inner = inner.replacen(&from, &format!("{from} {join}"), 1);
+        }
+        let kind = if embed.inner { "INNER" } else { "LEFT" };
+        if embed.to_one() {
+            let join = format!("{kind} JOIN LATERAL ({inner}) AS {} ON TRUE", ident(&alias));
+            let columns = if embed.spread {
+                spread_keys(&embed.plan)
+                    .into_iter()
+                    .map(|k| format!("{}.{} AS {}", ident(&alias), ident(&k), ident(&k)))
+                    .collect()
+            } else {
+                vec![format!("row_to_json({}.*) AS {}", ident(&alias), ident(&embed.key))]
+            };
+            (columns, join)
+        } else {
+            let rows = format!("{alias}_r");
+            let on = if embed.inner { format!("{}.agg IS NOT NULL", ident(&alias)) } else { "TRUE".into() };
+            let join = format!(
+                "{kind} JOIN LATERAL (SELECT json_agg({r}) AS agg FROM ({inner}) AS {r}) AS {a} ON {on}",
+                r = ident(&rows),
+                a = ident(&alias)
+            );
+            (vec![format!("coalesce({}.agg, '[]'::json) AS {}", ident(&alias), ident(&embed.key))], join)
+        }
     }
-    if let Some(offset) = plan.offset {
-        let p = bind(offset.to_string());
-        sql.push_str(&format!(" OFFSET {p}::int8"));
+}
+
+/// `"l"."a" = "r"."b" AND …` for (a, b) pairs of columns.
+fn equalities<'a>(left: &str, right: &str, pairs: impl Iterator<Item = (&'a String, &'a String)>) -> String {
+    pairs
+        .map(|(l, r)| format!("{}.{} = {}.{}", ident(left), ident(l), ident(right), ident(r)))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// Output keys of a spread embed (its `*` expands to the table's columns).
+fn spread_keys(plan: &ReadPlan) -> Vec<String> {
+    let mut keys = Vec::new();
+    for p in &plan.projection {
+        match p {
+            Projection::Star => keys.extend(plan.columns.iter().cloned()),
+            Projection::Column { key, .. } => keys.push(key.clone()),
+            Projection::Embed(e) if e.spread => keys.extend(spread_keys(&e.plan)),
+            Projection::Embed(e) => keys.push(e.key.clone()),
+        }
     }
-    let sql = format!("SELECT coalesce(json_agg(_fb_t), '[]')::text, count(*) FROM ({sql}) _fb_t");
-    Query { sql, params }
+    keys
+}
+
+fn body_expr(body: Body, nulls_stripped: bool) -> String {
+    let array = if nulls_stripped {
+        "json_strip_nulls(coalesce(json_agg(_fb_t), '[]'))"
+    } else {
+        "coalesce(json_agg(_fb_t), '[]')"
+    };
+    match body {
+        Body::Array => format!("{array}::text"),
+        Body::Object => format!("CASE WHEN count(*) = 1 THEN ({array} -> 0)::text END"),
+        Body::None => "NULL::text".into(),
+    }
+}
+
+/// A read: `(body, rows[, total])`.
+pub fn read(plan: &ReadPlan, body: Body, nulls_stripped: bool, exact_count: bool) -> Query {
+    let mut b = Builder::default();
+    read_with(&mut b, plan, body, nulls_stripped, exact_count, "")
+}
+
+fn read_with(
+    b: &mut Builder,
+    plan: &ReadPlan,
+    body: Body,
+    nulls_stripped: bool,
+    exact_count: bool,
+    prefix: &str,
+) -> Query {
+    let select = b.select(plan, &plan.name, None, true);
+    let total = if exact_count {
+        let unpaged = b.select(plan, &plan.name, None, false);
+        format!(", (SELECT count(*) FROM ({unpaged}) AS _fb_c)")
+    } else {
+        String::new()
+    };
+    let sql = format!("{prefix}SELECT {}, count(*){total} FROM ({select}) AS _fb_t", body_expr(body, nulls_stripped));
+    Query { sql, params: std::mem::take(&mut b.params), aggregated: true }
+}
+
+pub fn write(plan: &WritePlan, body: Body, nulls_stripped: bool) -> Query {
+    let mut b = Builder::default();
+    let table = format!("{}.{}", ident(&plan.schema), ident(&plan.table));
+    let alias = ident(&plan.table);
+    let columns: Vec<String> =
+        plan.payload.as_ref().map(|p| p.columns.iter().map(|c| ident(c)).collect()).unwrap_or_default();
+    let payload = plan.payload.as_ref().map(|p| b.bind(p.json.clone()));
+    let mut sql = match &plan.kind {
+        WriteKind::Insert { on_conflict } => {
+            let source = format!(
+                "SELECT {} FROM json_populate_recordset(NULL::{table}, {}::json) AS _fb_p",
+                columns.join(", "),
+                payload.as_deref().unwrap_or("'[]'")
+            );
+            let mut s = if columns.is_empty() {
+                format!("INSERT INTO {table} AS {alias} {source}")
+            } else {
+                format!("INSERT INTO {table} AS {alias} ({}) {source}", columns.join(", "))
+            };
+            if let Some((conflict, resolution)) = on_conflict {
+                let target: Vec<String> = conflict.iter().map(|c| ident(c)).collect();
+                let sets: Vec<String> = columns.iter().map(|c| format!("{c} = EXCLUDED.{c}")).collect();
+                if *resolution == Resolution::IgnoreDuplicates || sets.is_empty() {
+                    s.push_str(&format!(" ON CONFLICT ({}) DO NOTHING", target.join(", ")));
+                } else {
+                    s.push_str(&format!(" ON CONFLICT ({}) DO UPDATE SET {}", target.join(", "), sets.join(", ")));
+                }
+            }
+            s
+        }
+        WriteKind::Update => {
+            let sets: Vec<String> = columns.iter().map(|c| format!("{c} = _fb_p.{c}")).collect();
+            let mut s = format!(
+                "UPDATE {table} AS {alias} SET {} FROM (SELECT * FROM json_populate_recordset(NULL::{table}, {}::json) LIMIT 1) AS _fb_p",
+                sets.join(", "),
+                payload.as_deref().unwrap_or("'[]'")
+            );
+            let conds = b.filters(&plan.table, &plan.filters);
+            if !conds.is_empty() {
+                s.push_str(" WHERE ");
+                s.push_str(&conds.join(" AND "));
+            }
+            s
+        }
+        WriteKind::Delete => {
+            let mut s = format!("DELETE FROM {table} AS {alias}");
+            let conds = b.filters(&plan.table, &plan.filters);
+            if !conds.is_empty() {
+                s.push_str(" WHERE ");
+                s.push_str(&conds.join(" AND "));
+            }
+            s
+        }
+    };
+    if plan.returning == Return::Minimal {
+        return Query { sql, params: b.params, aggregated: false };
+    }
+    sql.push_str(&format!(" RETURNING {alias}.*"));
+    let body = if plan.returning == Return::HeadersOnly { Body::Array } else { body };
+    read_with(&mut b, &plan.read, body, nulls_stripped, false, &format!("WITH pgrst_source AS ({sql}) "))
+}
+
+pub fn call(plan: &CallPlan, body: Body, nulls_stripped: bool, exact_count: bool) -> Query {
+    let mut b = Builder::default();
+    let f = &plan.function;
+    let name = format!("{}.{}", ident(&f.schema), ident(&f.name));
+    let args = b.bind(plan.args_json.clone());
+    let (call, args_from) = if plan.whole_body {
+        (format!("{name}({args}::{})", f.args[0].type_name), None)
+    } else if plan.args.is_empty() {
+        (format!("{name}()"), None)
+    } else {
+        let defs: Vec<String> = plan.args.iter().map(|(n, t)| format!("{} {t}", ident(n))).collect();
+        let passed: Vec<String> =
+            plan.args.iter().map(|(n, _)| format!("{} := _fb_a.{}", ident(n), ident(n))).collect();
+        (
+            format!("{name}({})", passed.join(", ")),
+            Some(format!("json_to_record({args}::json) AS _fb_a({})", defs.join(", "))),
+        )
+    };
+    if plan.args.is_empty() && !plan.whole_body {
+        // The arguments parameter is unused; keep numbering simple by dropping it.
+        b.params.clear();
+    }
+    let prefix_from = args_from.map(|f| format!("{f}, LATERAL ")).unwrap_or_default();
+    match &plan.read {
+        Some(read) => {
+            b.call_from = Some(format!("{prefix_from}{call} AS {}", ident(&read.name)));
+            let body = if f.returns_set { body } else { Body::Object };
+            read_with(&mut b, read, body, nulls_stripped, exact_count, "")
+        }
+        None if f.returns_void => {
+            let from = if prefix_from.is_empty() {
+                String::new()
+            } else {
+                format!(" FROM {}", prefix_from.trim_end_matches(", LATERAL "))
+            };
+            Query {
+                sql: format!("SELECT NULL::text, count(*) FROM (SELECT {call}{from}) AS _fb_t"),
+                params: b.params,
+                aggregated: true,
+            }
+        }
+        None if f.returns_set => Query {
+            sql: format!("SELECT coalesce(json_agg(_fb_v), '[]')::text, count(*) FROM {prefix_from}{call} AS _fb_v"),
+            params: b.params,
+            aggregated: true,
+        },
+        None => {
+            let from = if prefix_from.is_empty() {
+                String::new()
+            } else {
+                format!(" FROM {}", prefix_from.trim_end_matches(", LATERAL "))
+            };
+            Query { sql: format!("SELECT to_json({call})::text, 1::int8{from}"), params: b.params, aggregated: true }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::filter::parse_condition;
-    use crate::rest::plan::PlannedFilter;
-    use crate::rest::request::OrderTerm;
+    use crate::rest::plan::PlannedOrder;
+    use crate::rest::request::Paging;
+
+    fn field(name: &str) -> Field {
+        Field { name: name.into(), json_path: vec![] }
+    }
 
     #[test]
     fn builds_parameterised_sql() {
         let plan = ReadPlan {
-            schema: "public".into(),
-            table: "to\"dos".into(),
-            projection: vec![Projection::Column {
-                name: "id".into(),
-                alias: Some("key".into()),
-                cast: None,
-            }],
+            source: Source::Table { schema: "public".into(), name: "to\"dos".into() },
+            name: "to\"dos".into(),
+            columns: vec![],
+            projection: vec![Projection::Column { field: field("id"), key: "key".into(), cast: None }],
             filters: vec![
-                PlannedFilter {
-                    column: "id".into(),
+                PlannedFilter::Condition {
+                    field: field("id"),
                     type_name: "integer".into(),
                     condition: parse_condition("gt.1").unwrap(),
                 },
-                PlannedFilter {
-                    column: "title".into(),
+                PlannedFilter::Condition {
+                    field: field("title"),
                     type_name: "text".into(),
                     condition: parse_condition("in.(a,\"b\\\"c\")").unwrap(),
                 },
             ],
-            order: vec![OrderTerm {
-                column: "id".into(),
-                descending: true,
-                nulls_first: Some(false),
-            }],
-            limit: Some(5),
-            offset: None,
+            order: vec![PlannedOrder { field: field("id"), descending: true, nulls_first: Some(false) }],
+            paging: Paging { limit: Some(5), offset: None },
         };
-        let q = read(&plan);
+        let q = read(&plan, Body::Array, false, false);
         assert_eq!(
             q.sql,
-            "SELECT coalesce(json_agg(_fb_t), '[]')::text, count(*) FROM (SELECT \"id\" AS \"key\" FROM \"public\".\"to\"\"dos\" \
-             WHERE \"id\" > $1::integer AND \"title\" = ANY($2::text[]) ORDER BY \"id\" DESC NULLS LAST LIMIT $3::int8) _fb_t"
+            "SELECT coalesce(json_agg(_fb_t), '[]')::text, count(*) FROM (SELECT \"to\"\"dos\".\"id\" AS \"key\" FROM \"public\".\"to\"\"dos\" AS \"to\"\"dos\" \
+             WHERE \"to\"\"dos\".\"id\" > $1::integer AND \"to\"\"dos\".\"title\" = ANY($2::text[]) ORDER BY \"to\"\"dos\".\"id\" DESC NULLS LAST LIMIT $3::int8) AS _fb_t"
         );
-        assert_eq!(
-            q.params,
-            vec![
-                "1".to_string(),
-                "{\"a\",\"b\\\"c\"}".to_string(),
-                "5".to_string()
-            ]
-        );
+        assert_eq!(q.params, vec!["1".to_string(), "{\"a\",\"b\\\"c\"}".to_string(), "5".to_string()]);
+    }
+
+    #[test]
+    fn json_path_keys_are_parameters() {
+        let mut b = Builder::default();
+        let f = Field::parse("data->a'b->>0").unwrap();
+        assert_eq!(b.field("t", &f), "((\"t\".\"data\"->$1::text)->>$2::int4)");
+        assert_eq!(b.params, vec!["a'b".to_string(), "0".to_string()]);
     }
 }

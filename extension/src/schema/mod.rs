@@ -8,43 +8,160 @@ use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Deserialize)]
+mod relationships;
+pub use relationships::Relationship;
+
+#[derive(Debug, Deserialize, Clone)]
 pub struct Column {
     pub name: String,
     #[serde(rename = "type")]
     pub type_name: String,
+    pub nullable: bool,
+    pub has_default: bool,
+    pub generated: bool,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct Table {
     pub schema: String,
     pub name: String,
+    pub kind: String,
+    pub comment: Option<String>,
     pub columns: Vec<Column>,
+    pub primary_key: Vec<String>,
+    /// Column sets (sorted) of primary key and unique constraints.
+    pub unique_keys: Vec<Vec<String>>,
 }
 
 impl Table {
     pub fn column(&self, name: &str) -> Option<&Column> {
         self.columns.iter().find(|c| c.name == name)
     }
+
+    pub fn is_view(&self) -> bool {
+        self.kind == "v" || self.kind == "m"
+    }
+
+    /// Whether `columns` (in any order) are covered by a unique key.
+    pub fn is_unique(&self, columns: &[String]) -> bool {
+        let mut sorted = columns.to_vec();
+        sorted.sort();
+        self.unique_keys.contains(&sorted)
+    }
+}
+
+#[derive(Debug, Deserialize, Clone)]
+pub struct ForeignKey {
+    pub name: String,
+    pub schema: String,
+    pub table: String,
+    pub columns: Vec<String>,
+    pub foreign_schema: String,
+    pub foreign_table: String,
+    pub foreign_columns: Vec<String>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+pub struct FunctionArg {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+pub struct Function {
+    pub schema: String,
+    pub name: String,
+    pub args: Vec<FunctionArg>,
+    /// How many trailing arguments have defaults.
+    pub defaults: i16,
+    pub returns_set: bool,
+    pub returns_composite: bool,
+    pub returns_void: bool,
+    /// Columns of the rows a composite-returning function yields.
+    pub result_columns: Option<Vec<ResultColumn>>,
+    /// `i`mmutable, `s`table or `v`olatile.
+    pub volatility: String,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+pub struct ResultColumn {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+}
+
+impl Function {
+    /// The rows this function returns, seen as a table (for select/filters).
+    pub fn result_table(&self) -> Table {
+        Table {
+            schema: self.schema.clone(),
+            name: self.name.clone(),
+            kind: "f".into(),
+            comment: None,
+            columns: self
+                .result_columns
+                .iter()
+                .flatten()
+                .map(|c| Column {
+                    name: c.name.clone(),
+                    type_name: c.type_name.clone(),
+                    nullable: true,
+                    has_default: false,
+                    generated: false,
+                })
+                .collect(),
+            primary_key: vec![],
+            unique_keys: vec![],
+        }
+    }
+
+    pub fn required_args(&self) -> &[FunctionArg] {
+        &self.args[..self.args.len().saturating_sub(self.defaults.max(0) as usize)]
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct CatalogJson {
+    tables: Vec<Table>,
+    foreign_keys: Vec<ForeignKey>,
+    functions: Vec<Function>,
 }
 
 #[derive(Debug, Default)]
 pub struct Catalog {
     tables: HashMap<(String, String), Table>,
+    pub foreign_keys: Vec<ForeignKey>,
+    functions: HashMap<(String, String), Vec<Function>>,
 }
 
 impl Catalog {
-    pub fn from_tables(tables: Vec<Table>) -> Self {
+    fn from_json(json: CatalogJson) -> Self {
+        let mut functions: HashMap<(String, String), Vec<Function>> = HashMap::new();
+        for f in json.functions {
+            functions.entry((f.schema.clone(), f.name.clone())).or_default().push(f);
+        }
         Catalog {
-            tables: tables
-                .into_iter()
-                .map(|t| ((t.schema.clone(), t.name.clone()), t))
-                .collect(),
+            tables: json.tables.into_iter().map(|t| ((t.schema.clone(), t.name.clone()), t)).collect(),
+            foreign_keys: json.foreign_keys,
+            functions,
         }
     }
 
     pub fn table(&self, schema: &str, name: &str) -> Option<&Table> {
         self.tables.get(&(schema.to_string(), name.to_string()))
+    }
+
+    pub fn tables_in<'a>(&'a self, schema: &'a str) -> impl Iterator<Item = &'a Table> + 'a {
+        self.tables.values().filter(move |t| t.schema == schema)
+    }
+
+    pub fn functions(&self, schema: &str, name: &str) -> &[Function] {
+        self.functions.get(&(schema.to_string(), name.to_string())).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    pub fn functions_in<'a>(&'a self, schema: &'a str) -> impl Iterator<Item = &'a Function> + 'a {
+        self.functions.values().flatten().filter(move |f| f.schema == schema)
     }
 }
 
@@ -70,11 +187,7 @@ fn schema_version() -> i64 {
         let mut cell = cell.borrow_mut();
         Spi::connect(|client| {
             if cell.is_none() {
-                *cell = Some(
-                    client
-                        .prepare("SELECT last_value FROM fluxbase.schema_version", &[])?
-                        .keep(),
-                );
+                *cell = Some(client.prepare("SELECT last_value FROM fluxbase.schema_version", &[])?.keep());
             }
             let plan = cell.as_ref().expect("prepared above");
             client.select(plan, Some(1), &[])?.first().get::<i64>(1)
@@ -106,12 +219,7 @@ pub fn reload_after_miss(schemas: &[String]) -> Option<Rc<Catalog>> {
     let (version, fresh) = CACHE.with(|c| {
         c.borrow()
             .as_ref()
-            .map(|cached| {
-                (
-                    cached.version,
-                    cached.built.elapsed() < MISS_RELOAD_INTERVAL,
-                )
-            })
+            .map(|cached| (cached.version, cached.built.elapsed() < MISS_RELOAD_INTERVAL))
             .unwrap_or((0, false))
     });
     if fresh {
@@ -123,25 +231,24 @@ pub fn reload_after_miss(schemas: &[String]) -> Option<Rc<Catalog>> {
 fn store(version: i64, schemas: &[String]) -> Rc<Catalog> {
     let catalog = Rc::new(load(schemas));
     CACHE.with(|c| {
-        *c.borrow_mut() = Some(Cached {
-            version,
-            schemas: schemas.to_vec(),
-            catalog: catalog.clone(),
-            built: Instant::now(),
-        })
+        *c.borrow_mut() =
+            Some(Cached { version, schemas: schemas.to_vec(), catalog: catalog.clone(), built: Instant::now() })
     });
     catalog
 }
 
 fn load(schemas: &[String]) -> Catalog {
-    let json = Spi::get_one_with_args::<pgrx::JsonB>(
-        include_str!("../../../sql/catalog.sql"),
-        &[schemas.to_vec().into()],
-    )
-    .unwrap_or_else(|e| pgrx::error!("schema cache query failed: {e}"))
-    .map(|j| j.0)
-    .unwrap_or(serde_json::Value::Array(vec![]));
-    let tables: Vec<Table> = serde_json::from_value(json)
-        .unwrap_or_else(|e| pgrx::error!("schema cache did not deserialise: {e}"));
-    Catalog::from_tables(tables)
+    let json =
+        Spi::get_one_with_args::<pgrx::JsonB>(include_str!("../../../sql/catalog.sql"), &[schemas.to_vec().into()])
+            .unwrap_or_else(|e| pgrx::error!("schema cache query failed: {e}"))
+            .map(|j| j.0)
+            .unwrap_or(serde_json::Value::Null);
+    let parsed: CatalogJson =
+        serde_json::from_value(json).unwrap_or_else(|e| pgrx::error!("schema cache did not deserialise: {e}"));
+    Catalog::from_json(parsed)
+}
+
+#[cfg(test)]
+pub(crate) fn test_catalog(json: serde_json::Value) -> Catalog {
+    Catalog::from_json(serde_json::from_value(json).expect("test catalog"))
 }

@@ -1,0 +1,158 @@
+// The Data API through supabase-js: filters, embedding, writes, upserts,
+// RPC, counts, singular responses, CSV refusal and errors, under RLS.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createClient } from '@supabase/supabase-js';
+import { env, sign, ADA, GRACE } from './helpers.mjs';
+
+const anon = createClient(env.url, env.anonKey, { auth: { persistSession: false } });
+const as = (sub) =>
+  createClient(env.url, env.anonKey, {
+    auth: { persistSession: false },
+    global: { headers: { Authorization: `Bearer ${sign({ role: 'authenticated', sub })}` } },
+  });
+
+test('embedding: many-to-one, one-to-many with inner filters and order', async () => {
+  const { data, error } = await anon
+    .from('cities')
+    .select('name, country:countries(name)')
+    .order('population', { ascending: false })
+    .limit(2);
+  assert.equal(error, null);
+  assert.deepEqual(data, [
+    { name: 'Tokyo', country: { name: 'Japan' } },
+    { name: 'Osaka', country: { name: 'Japan' } },
+  ]);
+  const countries = await anon
+    .from('countries')
+    .select('name, cities!inner(name)')
+    .eq('cities.name', 'Lyon');
+  assert.equal(countries.error, null);
+  assert.deepEqual(countries.data, [{ name: 'France', cities: [{ name: 'Lyon' }] }]);
+  const all = await anon.from('countries').select('name, cities(name)').order('id').order('name', { referencedTable: 'cities' });
+  assert.deepEqual(all.data.map((c) => [c.name, c.cities.map((x) => x.name)]), [
+    ['France', ['Lyon', 'Paris']],
+    ['Japan', ['Osaka', 'Tokyo']],
+    ['Chile', []],
+  ]);
+});
+
+test('filters: in, or, not, gte, is, textSearch-free operators', async () => {
+  const q = await anon.from('cities').select('name').in('name', ['Paris', 'Osaka']).order('name');
+  assert.deepEqual(q.data, [{ name: 'Osaka' }, { name: 'Paris' }]);
+  const or = await anon.from('cities').select('name').or('name.eq.Lyon,population.gt.10000000').order('name');
+  assert.deepEqual(or.data, [{ name: 'Lyon' }, { name: 'Tokyo' }]);
+  const not = await anon.from('cities').select('name').not('country_id', 'eq', 2).order('name');
+  assert.deepEqual(not.data, [{ name: 'Lyon' }, { name: 'Paris' }]);
+  const range = await anon.from('cities').select('name').gte('population', 2700000).lte('population', 3000000);
+  assert.deepEqual(range.data, [{ name: 'Osaka' }]);
+});
+
+test('count, head and range', async () => {
+  const { count, data, error } = await anon.from('cities').select('*', { count: 'exact', head: true });
+  assert.equal(error, null);
+  assert.equal(count, 4);
+  assert.equal(data, null);
+  const page = await anon.from('cities').select('name', { count: 'exact' }).order('id').range(1, 2);
+  assert.equal(page.status, 206);
+  assert.equal(page.count, 4);
+  assert.deepEqual(page.data, [{ name: 'Lyon' }, { name: 'Tokyo' }]);
+});
+
+test('single() and maybeSingle()', async () => {
+  const one = await anon.from('countries').select('name').eq('id', 2).single();
+  assert.deepEqual(one.data, { name: 'Japan' });
+  const none = await anon.from('countries').select('name').eq('id', 99).single();
+  assert.equal(none.error.code, 'PGRST116');
+  assert.equal(none.status, 406);
+  const maybe = await anon.from('countries').select('name').eq('id', 99).maybeSingle();
+  assert.equal(maybe.error, null);
+  assert.equal(maybe.data, null);
+});
+
+test('writes under RLS: insert, select back, update, upsert, delete', async () => {
+  const ada = as(ADA);
+  const ins = await ada.from('notes').insert([{ body: 'one' }, { body: 'two' }]).select('id, body, owner');
+  assert.equal(ins.error, null);
+  assert.equal(ins.status, 201);
+  assert.equal(ins.data.length, 2);
+  assert.ok(ins.data.every((n) => n.owner === ADA));
+  const [first, second] = ins.data;
+
+  const upd = await ada.from('notes').update({ pinned: true }).eq('id', first.id).select().single();
+  assert.equal(upd.error, null);
+  assert.equal(upd.data.pinned, true);
+
+  const ups = await ada.from('notes').upsert({ id: second.id, body: 'two, edited', owner: ADA }).select('body');
+  assert.equal(ups.error, null);
+  assert.deepEqual(ups.data, [{ body: 'two, edited' }]);
+
+  // Grace sees none of Ada's notes and cannot change them.
+  const grace = as(GRACE);
+  const seen = await grace.from('notes').select('id');
+  assert.deepEqual(seen.data, []);
+  const steal = await grace.from('notes').update({ body: 'mine' }).eq('id', first.id).select();
+  assert.deepEqual(steal.data, []);
+  const forge = await grace.from('notes').insert({ body: 'as ada', owner: ADA });
+  assert.equal(forge.status, 403);
+  assert.equal(forge.error.code, '42501');
+
+  const del = await ada.from('notes').delete({ count: 'exact' }).in('id', [first.id, second.id]);
+  assert.equal(del.error, null);
+  assert.equal(del.count, 2);
+  const left = await ada.from('notes').select('id');
+  assert.deepEqual(left.data, []);
+});
+
+test('anon cannot write: 401 with the SQLSTATE', async () => {
+  const { error, status } = await anon.from('notes').insert({ body: 'x' });
+  assert.equal(status, 401);
+  assert.equal(error.code, '42501');
+});
+
+test('rpc: scalar, set-returning with filters, claims visible to SQL', async () => {
+  const sum = await anon.rpc('add_numbers', { a: 2, b: 40 });
+  assert.equal(sum.error, null);
+  assert.equal(sum.data, 42);
+  const big = await anon.rpc('big_cities', { min_population: 2000000 }).select('name').lt('population', 5000000).order('name');
+  assert.deepEqual(big.data, [{ name: 'Osaka' }, { name: 'Paris' }]);
+  const get = await anon.rpc('add_numbers', { a: 1, b: 1 }, { get: true });
+  assert.equal(get.data, 2);
+  const me = await as(ADA).rpc('whoami');
+  assert.equal(me.data.sub, ADA);
+  const missing = await anon.rpc('no_such_function', {});
+  assert.equal(missing.status, 404);
+  assert.equal(missing.error.code, 'PGRST202');
+});
+
+test('bad input: wrong types, unknown columns, bad JSON, CSV not yet', async () => {
+  const ada = as(ADA);
+  const wrong = await ada.from('notes').insert({ body: 'x', pinned: 'maybe' });
+  assert.equal(wrong.status, 400);
+  assert.equal(wrong.error.code, '22P02');
+  const unknown = await ada.from('notes').insert({ nope: 1 });
+  assert.equal(unknown.error.code, 'PGRST204');
+  const res = await fetch(`${env.url}/rest/v1/notes`, {
+    method: 'POST',
+    headers: { apikey: env.anonKey, Authorization: `Bearer ${sign({ role: 'authenticated', sub: ADA })}`, 'content-type': 'application/json' },
+    body: '{"body": ',
+  });
+  assert.equal(res.status, 400);
+  assert.equal((await res.json()).code, 'PGRST102');
+  const csv = await anon.from('cities').select('name').csv();
+  assert.equal(csv.status, 406);
+  const bad = await anon.from('cities').select('name, nope');
+  assert.equal(bad.error.code, '42703');
+  const left = await ada.from('notes').select('id');
+  assert.deepEqual(left.data, [], 'nothing was written by the failed requests');
+});
+
+test('OpenAPI description at /rest/v1/', async () => {
+  const res = await fetch(`${env.url}/rest/v1/`, { headers: { apikey: env.anonKey } });
+  assert.equal(res.status, 200);
+  const doc = await res.json();
+  assert.equal(doc.swagger, '2.0');
+  assert.ok(doc.paths['/cities']);
+  assert.ok(doc.paths['/rpc/add_numbers']);
+  assert.equal(doc.definitions.cities.properties.population.type, 'integer');
+});
