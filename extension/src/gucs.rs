@@ -3,10 +3,11 @@ use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 use std::ffi::CString;
 
 /// Schemas the REST API exposes, comma-separated; the first is the default.
-pub static DB_SCHEMAS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"public"));
+/// Unset: PostgREST's `pgrst.db_schemas`, else `public`.
+pub static DB_SCHEMAS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 /// Role used when the claims carry no `role`.
 pub static ANON_ROLE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"anon"));
-/// Upper bound on rows a read returns; 0 means no bound.
+/// Upper bound on rows a read returns; 0: PostgREST's `pgrst.db_max_rows`, else none.
 pub static MAX_ROWS: GucSetting<i32> = GucSetting::<i32>::new(0);
 
 pub fn init() {
@@ -38,6 +39,13 @@ pub fn init() {
     );
 }
 
+pub fn max_rows() -> i32 {
+    match MAX_ROWS.get() {
+        0 => placeholder(c"pgrst.db_max_rows").and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(0),
+        n => n,
+    }
+}
+
 pub fn string(setting: &GucSetting<Option<CString>>, default: &str) -> String {
     setting
         .get()
@@ -46,6 +54,27 @@ pub fn string(setting: &GucSetting<Option<CString>>, default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
+/// A setting Postgres only knows as a placeholder (`pgrst.*`, set with
+/// `ALTER ROLE authenticator SET pgrst.db_schemas = '…'` in a database that
+/// moved over from PostgREST).
+fn placeholder(name: &std::ffi::CStr) -> Option<String> {
+    // SAFETY: a valid C string in; the result is NULL or a C string owned by
+    // the GUC machinery, copied before anything else runs.
+    unsafe {
+        let value = pgrx::pg_sys::GetConfigOption(name.as_ptr(), true, false);
+        if value.is_null() {
+            return None;
+        }
+        std::ffi::CStr::from_ptr(value).to_str().ok().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
+    }
+}
+
 pub fn db_schemas() -> Vec<String> {
-    string(&DB_SCHEMAS, "public").split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+    let configured = DB_SCHEMAS
+        .get()
+        .and_then(|s| s.into_string().ok())
+        .filter(|s| !s.trim().is_empty())
+        .or_else(|| placeholder(c"pgrst.db_schemas"))
+        .unwrap_or_else(|| "public".into());
+    configured.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
 }

@@ -23,6 +23,8 @@ select * from w('POST', 'items', '{"name": "apple", "qty": 3}');
 select * from w('POST', 'items?select=id,name', '[{"name": "pear", "qty": 1}, {"name": "plum", "qty": 2}]', '{"prefer": "return=representation"}');
 select * from w('POST', 'items?columns=name', '[{"name": "fig", "qty": 99, "ignored": true}]', '{"prefer": "return=representation"}');
 select * from w('POST', 'items', '{"name": "kiwi"}', '{"prefer": "return=headers-only"}');
+-- CSV in and out
+select * from w('POST', 'items?select=name,qty', E'name,qty\ncsv one,4\n"csv, two",5', '{"content-type": "text/csv", "prefer": "return=representation", "accept": "text/csv"}');
 -- upsert: merge and ignore duplicates
 select * from w('POST', 'items?select=id,name,qty', '{"id": 1, "name": "apple", "qty": 10}', '{"prefer": "return=representation,resolution=merge-duplicates"}');
 select * from w('POST', 'items?select=id,qty', '{"id": 1, "name": "apple", "qty": 20}', '{"prefer": "return=representation,resolution=ignore-duplicates"}');

@@ -46,6 +46,15 @@ select status, body from r('GET', 'nums?n=lt.3', null, '{"accept": "application/
 select status, body from r('GET', 'nums?select=n,label&n=eq.1', null, '{"accept": "application/json;nulls=stripped"}');
 select status, headers ->> 'Content-Range' as range, body = '' as empty from r('HEAD', 'nums?select=n&n=lte.2');
 select status, body from r('GET', 'nums', null, '{"accept": "text/html"}');
+-- CSV out; ETag and If-None-Match
+select status, headers ->> 'Content-Type' as ct, body from r('GET', 'nums?select=n,label&n=lte.2&order=n', null, '{"accept": "text/csv"}');
+select status, headers ->> 'ETag' like 'W/"%"' as weak_etag from r('GET', 'nums?select=n&n=eq.5');
+select status, body = '' as empty from r('GET', 'nums?select=n&n=eq.5', null,
+  json_build_object('if-none-match', (select headers ->> 'ETag' from r('GET', 'nums?select=n&n=eq.5')))::text);
+select status from r('GET', 'nums?select=n&n=eq.5', null, '{"if-none-match": "W/\"0000000000000000deadbeef\""}');
+-- PostgREST's in-database settings are honoured when Fluxbase's are unset
+set local pgrst.db_max_rows = '3';
+select status, headers ->> 'Content-Range' as range from r('GET', 'nums?select=n');
 -- OpenAPI
 select status, (body::jsonb) ->> 'swagger' as swagger,
        jsonb_path_query_array(body::jsonb, '$.paths.keyvalue().key') as paths,

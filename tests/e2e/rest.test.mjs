@@ -125,7 +125,7 @@ test('rpc: scalar, set-returning with filters, claims visible to SQL', async () 
   assert.equal(missing.error.code, 'PGRST202');
 });
 
-test('bad input: wrong types, unknown columns, bad JSON, CSV not yet', async () => {
+test('bad input: wrong types, unknown columns, bad JSON', async () => {
   const ada = as(ADA);
   const wrong = await ada.from('notes').insert({ body: 'x', pinned: 'maybe' });
   assert.equal(wrong.status, 400);
@@ -139,12 +139,37 @@ test('bad input: wrong types, unknown columns, bad JSON, CSV not yet', async () 
   });
   assert.equal(res.status, 400);
   assert.equal((await res.json()).code, 'PGRST102');
-  const csv = await anon.from('cities').select('name').csv();
-  assert.equal(csv.status, 406);
   const bad = await anon.from('cities').select('name, nope');
   assert.equal(bad.error.code, '42703');
   const left = await ada.from('notes').select('id');
   assert.deepEqual(left.data, [], 'nothing was written by the failed requests');
+});
+
+test('CSV out and in', async () => {
+  const csv = await anon.from('cities').select('name,population').order('id').limit(2).csv();
+  assert.equal(csv.error, null);
+  assert.equal(csv.data, 'name,population\nParis,2100000\nLyon,516000');
+  const token = sign({ role: 'authenticated', sub: ADA });
+  const res = await fetch(`${env.url}/rest/v1/notes?select=body`, {
+    method: 'POST',
+    headers: { apikey: env.anonKey, Authorization: `Bearer ${token}`, 'content-type': 'text/csv', prefer: 'return=representation' },
+    body: 'body\n"from, csv"\nplain',
+  });
+  assert.equal(res.status, 201);
+  assert.deepEqual(await res.json(), [{ body: 'from, csv' }, { body: 'plain' }]);
+  const del = await as(ADA).from('notes').delete({ count: 'exact' }).in('body', ['from, csv', 'plain']);
+  assert.equal(del.count, 2);
+});
+
+test('ETag and If-None-Match answer 304', async () => {
+  const url = `${env.url}/rest/v1/countries?select=name&id=eq.1`;
+  const first = await fetch(url, { headers: { apikey: env.anonKey } });
+  const tag = first.headers.get('etag');
+  assert.match(tag, /^W\/"[0-9a-f]+"$/);
+  const again = await fetch(url, { headers: { apikey: env.anonKey, 'if-none-match': tag } });
+  assert.equal(again.status, 304);
+  const other = await fetch(`${env.url}/rest/v1/countries?select=name&id=eq.2`, { headers: { apikey: env.anonKey, 'if-none-match': tag } });
+  assert.equal(other.status, 200);
 });
 
 test('OpenAPI description at /rest/v1/', async () => {

@@ -1,6 +1,7 @@
 //! The REST engine: request.rs (parse) → plan.rs (resolve against the schema
 //! cache) → sql.rs (SQL + parameters) → execute.rs (the only stage with SPI),
 //! then the HTTP response PostgREST would give.
+pub mod csv;
 pub mod execute;
 pub mod openapi;
 pub mod plan;
@@ -69,7 +70,7 @@ fn run(request: &Value, claims: &Value) -> Result<Response, RestError> {
             body: if api.method == Method::Head { String::new() } else { body.to_string() },
         });
     }
-    let max_rows = gucs::MAX_ROWS.get();
+    let max_rows = gucs::max_rows();
     let plan = match plan::plan(&api, &schema, &catalog, max_rows) {
         Err(err) if is_cache_miss(&err) => match schema::reload_after_miss(&exposed) {
             Some(fresh) => plan::plan(&api, &schema, &fresh, max_rows)?,
@@ -94,7 +95,7 @@ fn run(request: &Value, claims: &Value) -> Result<Response, RestError> {
         Plan::Read(read) => {
             let query = sql::read(read, array_or_object, api.nulls_stripped, exact);
             let outcome = execute::run(&query, false);
-            read_response(&api, outcome, read.paging.offset.unwrap_or(0), singular, None)
+            read_response(&api, outcome, read.paging.offset.unwrap_or(0), singular)
         }
         Plan::Call(call) => {
             let f = &call.function;
@@ -112,10 +113,14 @@ fn run(request: &Value, claims: &Value) -> Result<Response, RestError> {
             }
             if !f.returns_set {
                 let body = outcome.body.unwrap_or_else(|| "null".into());
-                return Ok(Response { status: 200, headers: content_type(false), body: head_aware(&api, body) });
+                return Ok(Response {
+                    status: 200,
+                    headers: content_type(MediaType::Json),
+                    body: head_aware(&api, body),
+                });
             }
             let offset = call.read.as_ref().and_then(|r| r.paging.offset).unwrap_or(0);
-            read_response(&api, outcome, offset, singular, None)
+            read_response(&api, outcome, offset, singular)
         }
         Plan::Write(write) => {
             let body = match write.returning {
@@ -145,17 +150,41 @@ fn run(request: &Value, claims: &Value) -> Result<Response, RestError> {
                     return Err(RestError::MaxAffected { affected: outcome.rows, max: m });
                 }
             }
-            write_response(&api, write, outcome, singular)
+            write_response(&api, write, outcome)
         }
     }
 }
 
-fn content_type(singular: bool) -> Value {
-    if singular {
-        json!({ "Content-Type": "application/vnd.pgrst.object+json; charset=utf-8" })
-    } else {
-        json!({ "Content-Type": "application/json; charset=utf-8" })
+fn content_type(media: MediaType) -> Value {
+    match media {
+        MediaType::Object => json!({ "Content-Type": "application/vnd.pgrst.object+json; charset=utf-8" }),
+        MediaType::Csv => json!({ "Content-Type": "text/csv; charset=utf-8" }),
+        _ => json!({ "Content-Type": "application/json; charset=utf-8" }),
     }
+}
+
+/// The body in the negotiated media type (CSV is converted from the rows).
+fn render(media: MediaType, body: String) -> String {
+    if media == MediaType::Csv {
+        csv::from_rows(&body)
+    } else {
+        body
+    }
+}
+
+/// A weak validator of a read's body: equal bodies, equal ETags (FNV-1a, a
+/// hash that never changes between releases, over the body and its length).
+fn etag(body: &str) -> String {
+    let hash = body.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+    format!("W/\"{hash:016x}{:08x}\"", body.len())
+}
+
+fn etag_matches(if_none_match: Option<&str>, tag: &str) -> bool {
+    if_none_match.is_some_and(|h| {
+        h.split(',')
+            .map(str::trim)
+            .any(|t| t == "*" || t == tag || t.trim_start_matches("W/") == tag.trim_start_matches("W/"))
+    })
 }
 
 fn head_aware(api: &ApiRequest, body: String) -> String {
@@ -178,13 +207,7 @@ fn applied(api: &ApiRequest, headers: &mut Map<String, Value>) {
     }
 }
 
-fn read_response(
-    api: &ApiRequest,
-    outcome: Outcome,
-    offset: i64,
-    singular: bool,
-    _location: Option<String>,
-) -> Result<Response, RestError> {
+fn read_response(api: &ApiRequest, outcome: Outcome, offset: i64, singular: bool) -> Result<Response, RestError> {
     if singular && outcome.rows != 1 {
         return Err(RestError::Singular { rows: outcome.rows });
     }
@@ -200,10 +223,16 @@ fn read_response(
         }
     }
     let partial = outcome.total.is_some_and(|t| outcome.rows < t);
-    let mut headers = content_type(singular).as_object().cloned().unwrap_or_default();
+    let mut headers = content_type(api.accept).as_object().cloned().unwrap_or_default();
     headers.insert("Content-Range".into(), Value::String(range));
     applied(api, &mut headers);
-    let body = outcome.body.unwrap_or_else(|| "[]".into());
+    let body = render(api.accept, outcome.body.unwrap_or_else(|| "[]".into()));
+    let tag = etag(&body);
+    let not_modified = etag_matches(api.if_none_match.as_deref(), &tag);
+    headers.insert("ETag".into(), Value::String(tag));
+    if not_modified {
+        return Ok(Response { status: 304, headers: Value::Object(headers), body: String::new() });
+    }
     Ok(Response {
         status: if partial { 206 } else { 200 },
         headers: Value::Object(headers),
@@ -211,12 +240,7 @@ fn read_response(
     })
 }
 
-fn write_response(
-    api: &ApiRequest,
-    write: &plan::WritePlan,
-    outcome: Outcome,
-    singular: bool,
-) -> Result<Response, RestError> {
+fn write_response(api: &ApiRequest, write: &plan::WritePlan, outcome: Outcome) -> Result<Response, RestError> {
     let n = outcome.rows;
     let mut headers = Map::new();
     let representation = write.returning == Return::Representation;
@@ -238,10 +262,11 @@ fn write_response(
     if !representation {
         return Ok(Response { status, headers: Value::Object(headers), body: String::new() });
     }
-    if let Some(Value::Object(ct)) = Some(content_type(singular)) {
+    if let Value::Object(ct) = content_type(api.accept) {
         headers.extend(ct);
     }
-    Ok(Response { status, headers: Value::Object(headers), body: outcome.body.unwrap_or_else(|| "[]".into()) })
+    let body = render(api.accept, outcome.body.unwrap_or_else(|| "[]".into()));
+    Ok(Response { status, headers: Value::Object(headers), body })
 }
 
 /// `/table?pk=eq.value` of the first written row.

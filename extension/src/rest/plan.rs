@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::error::RestError;
 use crate::filter::{Condition, Field, Filter, LogicOp};
 use crate::rest::prefer::{Resolution, Return};
-use crate::rest::request::{ApiRequest, EmbedPath, MediaType, Method, OrderTerm, Paging, SelectItem, Target};
+use crate::rest::request::{ApiRequest, EmbedPath, Method, OrderTerm, Paging, SelectItem, Target};
 use crate::schema::{Catalog, Function, Relationship, Table};
 
 #[derive(Debug, Clone)]
@@ -124,9 +124,6 @@ pub fn resolve_schema(requested: Option<&str>, exposed: &[String]) -> Result<Str
 }
 
 pub fn plan(api: &ApiRequest, schema: &str, catalog: &Catalog, max_rows: i32) -> Result<Plan, RestError> {
-    if api.accept == MediaType::Csv {
-        return Err(RestError::Accept("text/csv (CSV is not supported by this version of Fluxbase yet)".into()));
-    }
     match &api.target {
         Target::Root => Err(RestError::InvalidRequest("the OpenAPI description is served by the proxy".into())),
         Target::Table(name) => {

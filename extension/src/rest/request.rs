@@ -105,6 +105,8 @@ pub struct ApiRequest {
     pub prefer: Preferences,
     pub accept: MediaType,
     pub nulls_stripped: bool,
+    /// `If-None-Match` of a read: a matching ETag answers 304.
+    pub if_none_match: Option<String>,
     pub body: Option<Value>,
     /// GET/HEAD on a function: parameters that may be its arguments (the
     /// planner knows the argument names; the rest are filters on the result).
@@ -152,6 +154,7 @@ pub fn parse(request: &Value) -> Result<ApiRequest, RestError> {
         prefer: Preferences::parse(header("prefer"))?,
         accept,
         nulls_stripped,
+        if_none_match: header("if-none-match").map(str::to_string),
         body: None,
         rpc_params: vec![],
     };
@@ -207,6 +210,10 @@ pub fn parse(request: &Value) -> Result<ApiRequest, RestError> {
     if let Some(body) = request.get("body").and_then(Value::as_str) {
         let content_type = header("content-type").unwrap_or("application/json");
         let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        if media == "text/csv" {
+            api.body = Some(crate::rest::csv::to_rows(body)?);
+            return Ok(api);
+        }
         if !matches!(media.as_str(), "application/json" | "" | "application/vnd.pgrst.object+json") {
             return Err(RestError::ContentType(content_type.to_string()));
         }

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Benchmark rest-read / rest-read-vs-postgrest / rest-engine (docs/benchmarks.md).
-# GET one row by primary key with a user JWT under an RLS policy that calls
-# auth.uid(). Ratios are measured in one run, interleaved A/B/C, REPS times:
-#   http      wrk against the proxy (req/s)
-#   engine    pgbench running the exact statement the proxy sends
-#   postgrest pgbench running PostgREST's 4-statement transaction
+# Benchmarks rest-read, rest-read-vs-postgrest, rest-engine, rest-write and
+# rest-embed (docs/benchmarks.md), all under RLS with a user JWT. Ratios are
+# measured in one run, interleaved, REPS times:
+#   read   GET one row by primary key: wrk vs pgbench of the statement the
+#          proxy sends vs pgbench of PostgREST's 4-statement transaction
+#   write  POST one row, return=representation: wrk vs pgbench of the statement
+#   embed  GET 100 rows with one embedded relation: wrk vs pgbench of the statement
 # Prints one line per measurement, RATIO lines last, and writes a CSV.
 set -euo pipefail
 source "$(dirname "$0")/../../scripts/env.sh"
@@ -29,13 +30,20 @@ trap 'kill $proxy 2>/dev/null || true; cluster_stop "$MAJOR" "$dir"; as_root rm 
 database_prepare "$MAJOR" "$dir" "$port" bench "$password" >/dev/null 2>&1
 UID_ONE=5a0e4f3c-1b6f-4c57-9f0e-6b1d7f2f1a01
 cluster_psql "$MAJOR" "$dir" "$port" -d bench <<SQL
-create table public.items (id int primary key, owner uuid not null, name text not null, price numeric not null);
-insert into public.items select i, case when i % 2 = 0 then '$UID_ONE'::uuid else gen_random_uuid() end, 'item ' || i, i * 1.5
+create table public.categories (id int primary key, name text not null);
+insert into public.categories select i, 'category ' || i from generate_series(1, 50) i;
+create table public.items (id int primary key, owner uuid not null, name text not null, price numeric not null,
+  category_id int references public.categories(id));
+insert into public.items select i, case when i % 2 = 0 then '$UID_ONE'::uuid else gen_random_uuid() end, 'item ' || i, i * 1.5, 1 + i % 50
   from generate_series(1, 10000) i;
 alter table public.items enable row level security;
 create policy own on public.items for select using (owner = auth.uid());
-grant select on public.items to authenticated;
-analyze public.items;
+grant select on public.items, public.categories to authenticated;
+create table public.events (id bigint generated always as identity primary key, owner uuid not null default auth.uid(), kind text not null, n int);
+alter table public.events enable row level security;
+create policy own_events on public.events using (owner = auth.uid()) with check (owner = auth.uid());
+grant select, insert on public.events to authenticated;
+analyze;
 SQL
 
 export FLUXBASE_DATABASE_URL="postgres://authenticator:$password@127.0.0.1:$port/bench"
@@ -60,38 +68,56 @@ SELECT set_config('role', 'authenticated', true), set_config('request.jwt.claims
 WITH pgrst_source AS (SELECT "public"."items".* FROM "public"."items" WHERE "public"."items"."id" = 42) SELECT null::bigint AS total_result_set, pg_catalog.count(_postgrest_t) AS page_total, coalesce(json_agg(_postgrest_t), '[]')::text AS body FROM (SELECT * FROM pgrst_source) _postgrest_t;
 COMMIT;
 SQL
+cat > "$work/write.sql" <<SQL
+SELECT status, headers::text, body FROM fluxbase.rest('{"method":"POST","path":"events","query":"select=id,kind,n","headers":{"prefer":"return=representation","content-type":"application/json"},"body":"{\\"kind\\":\\"click\\",\\"n\\":1}"}'::json, '$CLAIMS'::json);
+SQL
+cat > "$work/embed.sql" <<SQL
+SELECT status, headers::text, body FROM fluxbase.rest('{"method":"GET","path":"items","query":"select=id,name,price,category:categories(name)&order=id&limit=100","headers":{}}'::json, '$CLAIMS'::json);
+SQL
 cat > "$work/get.lua" <<LUA
 wrk.headers["Authorization"] = "Bearer $TOKEN"
+LUA
+cat > "$work/post.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '{"kind":"click","n":1}'
+wrk.headers["Authorization"] = "Bearer $TOKEN"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Prefer"] = "return=representation"
 LUA
 pgbench_run() { # pgbench_run FILE -> tps
   PGPASSWORD="$password" "$(pg_bin "$MAJOR")/pgbench" -n -M prepared -h 127.0.0.1 -p "$port" -U authenticator \
     -c "$CLIENTS" -j 2 -T "$SECONDS_PER_RUN" -f "$1" bench 2>/dev/null | awk '/^tps/ {print $3; exit}'
 }
-wrk_run() {
-  wrk -t 2 -c "$CLIENTS" -d "${SECONDS_PER_RUN}s" -s "$work/get.lua" \
-    "http://127.0.0.1:$http_port/rest/v1/items?select=*&id=eq.42" | awk '/Requests\/sec/ {print $2}'
+wrk_run() { # wrk_run LUA PATH -> req/s
+  wrk -t 2 -c "$CLIENTS" -d "${SECONDS_PER_RUN}s" -s "$work/$1" "http://127.0.0.1:$http_port/rest/v1/$2" \
+    | awk '/Requests\/sec/ {print $2}'
 }
 peak_rss() { awk '/VmHWM/ {print $2}' "/proc/$proxy/status"; }
 
 mkdir -p tests/bench/results
-csv="tests/bench/results/rest-read-$(date -u +%Y%m%dT%H%M%SZ).csv"
-echo "rep,http_rps,engine_tps,postgrest_tps" > "$csv"
-http=() engine=() pgrst=()
+csv="tests/bench/results/rest-$(date -u +%Y%m%dT%H%M%SZ).csv"
+echo "rep,read_http,read_engine,read_postgrest,write_http,write_engine,embed_http,embed_engine" > "$csv"
+rows=()
 for rep in $(seq 1 "$REPS"); do
-  e=$(pgbench_run "$work/engine.sql"); h=$(wrk_run); p=$(pgbench_run "$work/postgrest.sql")
-  echo "rep $rep: http ${h} req/s, engine ${e} tps, postgrest-4-stmt ${p} tps"
-  echo "$rep,$h,$e,$p" >> "$csv"
-  http+=("$h") engine+=("$e") pgrst+=("$p")
+  re=$(pgbench_run "$work/engine.sql"); rh=$(wrk_run get.lua "items?select=*&id=eq.42"); rp=$(pgbench_run "$work/postgrest.sql")
+  wh=$(wrk_run post.lua "events?select=id,kind,n"); we=$(pgbench_run "$work/write.sql")
+  eh=$(wrk_run get.lua "items?select=id,name,price,category:categories(name)&order=id&limit=100"); ee=$(pgbench_run "$work/embed.sql")
+  echo "rep $rep: read http $rh req/s, engine $re tps, postgrest-4-stmt $rp tps; write http $wh, engine $we; embed http $eh, engine $ee"
+  echo "$rep,$rh,$re,$rp,$wh,$we,$eh,$ee" >> "$csv"
+  rows+=("$rh,$re,$rp,$wh,$we,$eh,$ee")
 done
 echo "proxy peak RSS: $(peak_rss) kB"
-python3 - "${http[*]}" "${engine[*]}" "${pgrst[*]}" <<'PY'
+python3 - "${rows[@]}" <<'PY'
 import statistics, sys
-h, e, p = ([float(x) for x in s.split()] for s in sys.argv[1:4])
+cols = list(zip(*[[float(x) for x in r.split(",")] for r in sys.argv[1:]]))
+rh, re, rp, wh, we, eh, ee = cols
 def ratio(name, a, b):
     r = [x / y for x, y in zip(a, b)]
     print(f"RATIO {name} {statistics.median(r):.2f} (min {min(r):.2f}, max {max(r):.2f}, n={len(r)})")
-ratio("rest-engine", e, p)
-ratio("rest-read-vs-postgrest", h, p)
-ratio("rest-read", h, e)
+ratio("rest-engine", re, rp)
+ratio("rest-read-vs-postgrest", rh, rp)
+ratio("rest-read", rh, re)
+ratio("rest-write", wh, we)
+ratio("rest-embed", eh, ee)
 PY
 echo "csv: $csv"
