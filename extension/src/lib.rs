@@ -42,9 +42,9 @@ fn authenticate(claims: pgrx::JsonB) {
 fn rest(
     request: pgrx::Json,
     claims: pgrx::Json,
-) -> TableIterator<'static, (name!(status, i32), name!(headers, pgrx::JsonB), name!(body, String))> {
+) -> TableIterator<'static, (name!(status, i32), name!(headers, pgrx::Json), name!(body, String))> {
     let response = rest::handle(request.0, &claims.0);
-    TableIterator::once((response.status as i32, pgrx::JsonB(response.headers), response.body))
+    TableIterator::once((response.status as i32, pgrx::Json(response.headers), response.body))
 }
 
 #[cfg(any(test, feature = "pg_test"))]

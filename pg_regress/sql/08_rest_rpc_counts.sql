@@ -17,7 +17,7 @@ grant insert on public.nums to anon;
 
 create function r(method text, path text, body text default null, headers text default '{}') returns table(status int, headers jsonb, body text)
 language sql as $$
-  select status, headers, body from fluxbase.rest(json_build_object('method', method, 'path', split_part(path, '?', 1),
+  select status, headers::jsonb, body from fluxbase.rest(json_build_object('method', method, 'path', split_part(path, '?', 1),
     'query', split_part(path, '?', 2), 'headers', headers::json, 'body', body), '{"role": "anon"}')
 $$;
 

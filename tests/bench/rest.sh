@@ -54,7 +54,7 @@ TOKEN="$("$BIN" sign "{\"role\":\"authenticated\",\"sub\":\"$UID_ONE\"}" --expir
 "$BIN" serve & proxy=$!
 for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$http_port/ready" >/dev/null 2>&1 && break; sleep 0.1; done
 test "$(curl -fsS "http://127.0.0.1:$http_port/rest/v1/items?select=*&id=eq.42" -H "Authorization: Bearer $TOKEN")" \
-  = '[{"id":42,"owner":"5a0e4f3c-1b6f-4c57-9f0e-6b1d7f2f1a01","name":"item 42","price":63.0}]'
+  = '[{"id":42,"owner":"5a0e4f3c-1b6f-4c57-9f0e-6b1d7f2f1a01","name":"item 42","price":63.0,"category_id":43}]'
 
 CLAIMS="{\"role\":\"authenticated\",\"sub\":\"$UID_ONE\"}"
 work="$(mktemp -d)"
@@ -72,7 +72,7 @@ cat > "$work/write.sql" <<SQL
 SELECT status, headers::text, body FROM fluxbase.rest('{"method":"POST","path":"events","query":"select=id,kind,n","headers":{"prefer":"return=representation","content-type":"application/json"},"body":"{\\"kind\\":\\"click\\",\\"n\\":1}"}'::json, '$CLAIMS'::json);
 SQL
 cat > "$work/embed.sql" <<SQL
-SELECT status, headers::text, body FROM fluxbase.rest('{"method":"GET","path":"items","query":"select=id,name,price,category:categories(name)&order=id&limit=100","headers":{}}'::json, '$CLAIMS'::json);
+SELECT status, headers::text, body FROM fluxbase.rest('{"method":"GET","path":"items","query":"select=id,name,price,category%3Acategories(name)&order=id&limit=100","headers":{}}'::json, '$CLAIMS'::json);
 SQL
 cat > "$work/get.lua" <<LUA
 wrk.headers["Authorization"] = "Bearer $TOKEN"
@@ -101,7 +101,7 @@ rows=()
 for rep in $(seq 1 "$REPS"); do
   re=$(pgbench_run "$work/engine.sql"); rh=$(wrk_run get.lua "items?select=*&id=eq.42"); rp=$(pgbench_run "$work/postgrest.sql")
   wh=$(wrk_run post.lua "events?select=id,kind,n"); we=$(pgbench_run "$work/write.sql")
-  eh=$(wrk_run get.lua "items?select=id,name,price,category:categories(name)&order=id&limit=100"); ee=$(pgbench_run "$work/embed.sql")
+  eh=$(wrk_run get.lua "items?select=id,name,price,category%3Acategories(name)&order=id&limit=100"); ee=$(pgbench_run "$work/embed.sql")
   echo "rep $rep: read http $rh req/s, engine $re tps, postgrest-4-stmt $rp tps; write http $wh, engine $we; embed http $eh, engine $ee"
   echo "$rep,$rh,$re,$rp,$wh,$we,$eh,$ee" >> "$csv"
   rows+=("$rh,$re,$rp,$wh,$we,$eh,$ee")

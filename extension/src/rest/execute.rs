@@ -13,7 +13,8 @@ use crate::rest::sql::Query;
 const MAX_PLANS: usize = 1024;
 
 thread_local! {
-    static PLANS: RefCell<HashMap<(String, bool), OwnedPreparedStatement>> = RefCell::new(HashMap::new());
+    /// Read-only and read-write plans, keyed by SQL text.
+    static PLANS: RefCell<[HashMap<String, OwnedPreparedStatement>; 2]> = RefCell::new([HashMap::new(), HashMap::new()]);
 }
 
 #[derive(Debug, Default)]
@@ -29,8 +30,8 @@ pub struct Outcome {
 pub fn run(query: &Query, mutating: bool) -> Outcome {
     PLANS.with(|plans| {
         let mut plans = plans.borrow_mut();
-        let key = (query.sql.clone(), mutating);
-        if !plans.contains_key(&key) {
+        let plans = &mut plans[mutating as usize];
+        if !plans.contains_key(&query.sql) {
             if plans.len() >= MAX_PLANS {
                 plans.clear();
             }
@@ -44,9 +45,9 @@ pub fn run(query: &Query, mutating: bool) -> Outcome {
                 Ok::<_, SpiError>(p.keep())
             })
             .unwrap_or_else(|e| pgrx::error!("could not prepare REST query: {e}"));
-            plans.insert(key.clone(), prepared);
+            plans.insert(query.sql.clone(), prepared);
         }
-        let plan = &plans[&key];
+        let plan = &plans[&query.sql];
         let args: Vec<pgrx::datum::DatumWithOid<'_>> = query.params.iter().map(|p| p.as_str().into()).collect();
         let result = if mutating {
             Spi::connect_mut(|client| collect(client.update(plan, None, &args)?, query.aggregated))
