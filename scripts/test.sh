@@ -30,6 +30,19 @@ step "unit: proxy" cargo test --release -p fluxbase-proxy
 step "build: proxy" cargo build --release -p fluxbase-proxy --quiet
 FLUXBASE_BIN="$FLUXBASE_ROOT/target/release/fluxbase"
 
+# Bad configuration exits 64 naming the key; good configuration passes.
+check_config_exit_codes() {
+  local out status
+  out="$(env -i PATH="$PATH" FLUXBASE_DATABASE_URL=postgres://authenticator@127.0.0.1/x FLUXBASE_JWT_SECRET=short \
+    "$FLUXBASE_BIN" check-config 2>&1)"
+  status=$?
+  [ "$status" -eq 64 ] || { echo "expected exit 64, got $status: $out"; return 1; }
+  echo "$out" | grep -q 'jwt.secret' || { echo "message does not name jwt.secret: $out"; return 1; }
+  env -i PATH="$PATH" FLUXBASE_DATABASE_URL=postgres://authenticator@127.0.0.1/x \
+    FLUXBASE_JWT_SECRET=0123456789abcdef0123456789abcdef "$FLUXBASE_BIN" --check-config >/dev/null
+}
+step "config: validation and exit codes" check_config_exit_codes
+
 run_regress() { # run_regress MAJOR DIR PORT
   local major="$1" dir="$2" port="$3" regress out
   # pg_regress is a client: the Debian one drives either major (the binary

@@ -71,3 +71,19 @@ CREATE EVENT TRIGGER fluxbase_ddl_command_end ON ddl_command_end
   EXECUTE FUNCTION fluxbase.bump_schema_version();
 CREATE EVENT TRIGGER fluxbase_sql_drop ON sql_drop
   EXECUTE FUNCTION fluxbase.bump_schema_version();
+
+-- Idempotency keys of REST writes (`Idempotency-Key` header): the first
+-- response is kept and replayed for a retry of the same request, per role
+-- and user. Only the engine touches it, as the session user.
+CREATE TABLE fluxbase.idempotency_keys (
+  scope text NOT NULL,
+  key text NOT NULL,
+  request_hash text NOT NULL,
+  status int NOT NULL,
+  headers json NOT NULL,
+  body text NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (scope, key)
+);
+CREATE INDEX idempotency_keys_created_at ON fluxbase.idempotency_keys (created_at);
+GRANT SELECT, INSERT, UPDATE, DELETE ON fluxbase.idempotency_keys TO authenticator;

@@ -48,6 +48,10 @@ pub enum RestError {
     Table { schema: String, table: String },
     #[error("column not found")]
     Column { table: String, column: String },
+    #[error("precondition failed")]
+    PreconditionFailed,
+    #[error("idempotency key reused")]
+    IdempotencyMismatch,
     #[error("invalid request")]
     InvalidRequest(String),
 }
@@ -65,6 +69,8 @@ impl RestError {
             ContentType(_) => 415,
             AmbiguousRelationship { .. } | AmbiguousFunction { .. } => 300,
             Table { .. } | Function { .. } => 404,
+            IdempotencyMismatch => 422,
+            PreconditionFailed => 412,
         }
     }
 
@@ -158,6 +164,18 @@ impl RestError {
                 none(),
             ),
             Column { table, column } => ("42703", format!("column {table}.{column} does not exist"), none(), none()),
+            PreconditionFailed => (
+                "FB020",
+                "The rows changed since the ETag given in If-Match was issued".into(),
+                none(),
+                Some("Read the rows again (GET with the same filters) and retry with the new ETag.".into()),
+            ),
+            IdempotencyMismatch => (
+                "FB021",
+                "Idempotency-Key was already used with a different request".into(),
+                none(),
+                Some("Use a new key for a new request; a retry must repeat the request exactly.".into()),
+            ),
             InvalidRequest(msg) => ("PGRST100", msg.clone(), none(), none()),
         };
         json!({ "code": code, "message": message, "details": details, "hint": hint })

@@ -7,10 +7,22 @@ use std::ffi::CString;
 pub static DB_SCHEMAS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 /// Role used when the claims carry no `role`.
 pub static ANON_ROLE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"anon"));
+/// How long an `Idempotency-Key` is remembered, in seconds.
+pub static IDEMPOTENCY_TTL: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 /// Upper bound on rows a read returns; 0: PostgREST's `pgrst.db_max_rows`, else none.
 pub static MAX_ROWS: GucSetting<i32> = GucSetting::<i32>::new(0);
 
 pub fn init() {
+    GucRegistry::define_int_guc(
+        c"fluxbase.idempotency_ttl",
+        c"Seconds an Idempotency-Key and its response are kept.",
+        c"",
+        &IDEMPOTENCY_TTL,
+        1,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     GucRegistry::define_string_guc(
         c"fluxbase.db_schemas",
         c"Schemas exposed by the REST API, comma-separated.",

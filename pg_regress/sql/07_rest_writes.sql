@@ -55,3 +55,21 @@ select * from w('POST', 'items', '{"name": "stolen", "owner": "33333333-3333-333
 rollback to s;
 select name, qty from public.items order by id;
 rollback;
+-- If-Match: a write of rows whose ETag changed is refused (412) and changes nothing
+begin;
+create table public.docs (id int primary key, body text not null);
+grant select, update, delete on public.docs to anon;
+insert into public.docs values (1, 'first draft');
+create function d(method text, path text, body text, headers text) returns table(status int, headers jsonb, body text)
+language sql as $$
+  select status, headers::jsonb, body from fluxbase.rest(json_build_object('method', method, 'path', split_part(path, '?', 1),
+    'query', split_part(path, '?', 2), 'headers', headers::json, 'body', body), '{"role": "anon"}')
+$$;
+-- (the GET runs read-only: take its ETag inside a savepoint)
+savepoint g;
+select headers ->> 'ETag' as etag from d('GET', 'docs?id=eq.1', null, '{}') \gset
+rollback to g;
+select status from d('PATCH', 'docs?id=eq.1', '{"body": "second draft"}', json_build_object('if-match', :'etag')::text);
+select status, body from d('PATCH', 'docs?id=eq.1', '{"body": "third draft"}', json_build_object('if-match', :'etag')::text);
+select body from public.docs;
+rollback;

@@ -107,6 +107,9 @@ for rep in $(seq 1 "$REPS"); do
   rows+=("$rh,$re,$rp,$wh,$we,$eh,$ee")
 done
 echo "proxy peak RSS: $(peak_rss) kB"
+c200=$(wrk -t 2 -c 200 -d "${SECONDS_PER_RUN}s" -s "$work/get.lua" "http://127.0.0.1:$http_port/rest/v1/items?select=*&id=eq.42" \
+  | awk '/Requests\/sec/ {print $2}')
+echo "200 concurrent clients: read http $c200 req/s; proxy peak RSS $(peak_rss) kB"
 python3 - "${rows[@]}" <<'PY'
 import statistics, sys
 cols = list(zip(*[[float(x) for x in r.split(",")] for r in sys.argv[1:]]))

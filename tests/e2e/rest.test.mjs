@@ -181,3 +181,53 @@ test('OpenAPI description at /rest/v1/', async () => {
   assert.ok(doc.paths['/rpc/add_numbers']);
   assert.equal(doc.definitions.cities.properties.population.type, 'integer');
 });
+
+test('Idempotency-Key: concurrent retries of a write write once and get the same answer', async () => {
+  const token = sign({ role: 'authenticated', sub: ADA });
+  const key = `e2e-${process.pid}-${Date.now()}`;
+  const send = () =>
+    fetch(`${env.url}/rest/v1/notes?select=id,body`, {
+      method: 'POST',
+      headers: {
+        apikey: env.anonKey,
+        Authorization: `Bearer ${token}`,
+        'content-type': 'application/json',
+        prefer: 'return=representation',
+        'idempotency-key': key,
+      },
+      body: JSON.stringify({ body: key }),
+    });
+  const responses = await Promise.all([send(), send(), send(), send(), send()]);
+  const bodies = await Promise.all(responses.map((r) => r.text()));
+  assert.deepEqual(responses.map((r) => r.status), [201, 201, 201, 201, 201]);
+  assert.equal(new Set(bodies).size, 1, 'every retry sees the first response');
+  assert.equal(responses.filter((r) => r.headers.get('idempotent-replayed') === 'true').length, 4);
+  const ada = as(ADA);
+  const { data } = await ada.from('notes').select('id').eq('body', key);
+  assert.equal(data.length, 1);
+  const other = await fetch(`${env.url}/rest/v1/notes`, {
+    method: 'POST',
+    headers: { apikey: env.anonKey, Authorization: `Bearer ${token}`, 'content-type': 'application/json', 'idempotency-key': key },
+    body: JSON.stringify({ body: 'something else' }),
+  });
+  assert.equal(other.status, 422);
+  assert.equal((await other.json()).code, 'FB021');
+  await ada.from('notes').delete().eq('body', key);
+});
+
+test('If-Match: a write of rows that changed since their ETag is refused with 412', async () => {
+  const token = sign({ role: 'authenticated', sub: ADA });
+  const headers = { apikey: env.anonKey, Authorization: `Bearer ${token}`, 'content-type': 'application/json' };
+  const ada = as(ADA);
+  const { data } = await ada.from('notes').insert({ body: 'v1' }).select('id').single();
+  const url = `${env.url}/rest/v1/notes?id=eq.${data.id}`;
+  const tag = (await fetch(url, { headers })).headers.get('etag');
+  const first = await fetch(url, { method: 'PATCH', headers: { ...headers, 'if-match': tag }, body: '{"body":"v2"}' });
+  assert.equal(first.status, 204);
+  const stale = await fetch(url, { method: 'PATCH', headers: { ...headers, 'if-match': tag }, body: '{"body":"v3"}' });
+  assert.equal(stale.status, 412);
+  assert.equal((await stale.json()).code, 'FB020');
+  const now = await ada.from('notes').select('body').eq('id', data.id).single();
+  assert.equal(now.data.body, 'v2');
+  await ada.from('notes').delete().eq('id', data.id);
+});

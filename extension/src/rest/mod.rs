@@ -3,6 +3,7 @@
 //! then the HTTP response PostgREST would give.
 pub mod csv;
 pub mod execute;
+pub mod idempotency;
 pub mod openapi;
 pub mod plan;
 pub mod prefer;
@@ -83,7 +84,27 @@ fn run(request: &Value, claims: &Value) -> Result<Response, RestError> {
     let path = format!("/{}", request.get("path").and_then(Value::as_str).unwrap_or("").trim_start_matches('/'));
     let info =
         RequestInfo { method: api.method.as_str(), path: &path, headers: request.get("headers").unwrap_or(&empty) };
+    // Claimed as the session user, before the role switch.
+    let idempotent = idempotency::claim(&api, request, claims)?;
+    let claim = match idempotent {
+        Some(idempotency::Outcome::Replay(response)) => return Ok(response),
+        Some(idempotency::Outcome::Fresh(claim)) => Some(claim),
+        None => None,
+    };
     claims::authenticate(claims, Some(&info));
+    let result = respond(&api, &plan);
+    match claim {
+        Some(claim) => {
+            let response = result.unwrap_or_else(|e| Response::error(&e));
+            idempotency::store(&claim, &response);
+            Ok(response)
+        }
+        None => result,
+    }
+}
+
+/// Runs the plan under the request's role and shapes the response.
+fn respond(api: &ApiRequest, plan: &Plan) -> Result<Response, RestError> {
     if api.method.is_read() {
         // As PostgREST: GET and HEAD run read-only, whatever they call.
         claims::set_local("transaction_read_only", "on");
@@ -91,11 +112,11 @@ fn run(request: &Value, claims: &Value) -> Result<Response, RestError> {
     let exact = api.prefer.count.is_some();
     let singular = api.accept == MediaType::Object;
     let array_or_object = if singular { Body::Object } else { Body::Array };
-    match &plan {
+    match plan {
         Plan::Read(read) => {
             let query = sql::read(read, array_or_object, api.nulls_stripped, exact);
             let outcome = execute::run(&query, false);
-            read_response(&api, outcome, read.paging.offset.unwrap_or(0), singular)
+            read_response(api, outcome, read.paging.offset.unwrap_or(0), singular)
         }
         Plan::Call(call) => {
             let f = &call.function;
@@ -116,11 +137,11 @@ fn run(request: &Value, claims: &Value) -> Result<Response, RestError> {
                 return Ok(Response {
                     status: 200,
                     headers: content_type(MediaType::Json),
-                    body: head_aware(&api, body),
+                    body: head_aware(api, body),
                 });
             }
             let offset = call.read.as_ref().and_then(|r| r.paging.offset).unwrap_or(0);
-            read_response(&api, outcome, offset, singular)
+            read_response(api, outcome, offset, singular)
         }
         Plan::Write(write) => {
             let body = match write.returning {
@@ -131,6 +152,20 @@ fn run(request: &Value, claims: &Value) -> Result<Response, RestError> {
             if write.payload.as_ref().is_some_and(|p| p.columns.is_empty()) && matches!(write.kind, WriteKind::Update) {
                 // PATCH with `{}`: nothing to change.
                 return Ok(Response { status: 204, headers: json!({ "Content-Range": "*/0" }), body: String::new() });
+            }
+            if let (Some(pre), Some(expected)) = (&write.precondition, api.if_match.as_deref()) {
+                let current = execute::run(&sql::locked_read(pre), true);
+                let array = current.body.unwrap_or_else(|| "[]".into());
+                let mut tags = vec![etag(&array)];
+                if current.rows == 1 {
+                    // The singular form of the same read: the one element, as Postgres printed it.
+                    if let Some(object) = array.strip_prefix('[').and_then(|a| a.strip_suffix(']')) {
+                        tags.push(etag(object));
+                    }
+                }
+                if !tags.iter().any(|t| etag_matches(Some(expected), t)) {
+                    return Err(RestError::PreconditionFailed);
+                }
             }
             let query = sql::write(write, body, api.nulls_stripped);
             let max = api.prefer.max_affected.filter(|_| api.prefer.strict);
@@ -150,7 +185,7 @@ fn run(request: &Value, claims: &Value) -> Result<Response, RestError> {
                     return Err(RestError::MaxAffected { affected: outcome.rows, max: m });
                 }
             }
-            write_response(&api, write, outcome)
+            write_response(api, write, outcome)
         }
     }
 }

@@ -95,6 +95,9 @@ pub struct WritePlan {
     pub returning: Return,
     /// Projection of the returned rows (representation / headers-only).
     pub read: ReadPlan,
+    /// With `If-Match`: the read whose ETag must still match (the GET of
+    /// the same filters and `select`), run with the rows locked.
+    pub precondition: Option<ReadPlan>,
 }
 
 #[derive(Debug, Clone)]
@@ -111,7 +114,7 @@ pub struct CallPlan {
 #[derive(Debug, Clone)]
 pub enum Plan {
     Read(ReadPlan),
-    Write(WritePlan),
+    Write(Box<WritePlan>),
     Call(CallPlan),
 }
 
@@ -136,7 +139,7 @@ pub fn plan(api: &ApiRequest, schema: &str, catalog: &Catalog, max_rows: i32) ->
                 cap(&mut read.paging, max_rows);
                 Ok(Plan::Read(read))
             } else {
-                write_plan(api, catalog, table).map(Plan::Write)
+                write_plan(api, catalog, table).map(|w| Plan::Write(Box::new(w)))
             }
         }
         Target::Rpc(name) => call_plan(api, schema, catalog, name, max_rows).map(Plan::Call),
@@ -352,7 +355,21 @@ fn write_plan(api: &ApiRequest, catalog: &Catalog, table: &Table) -> Result<Writ
             read
         }
     };
+    let precondition = match (&api.if_match, api.method) {
+        (Some(_), Method::Patch | Method::Delete | Method::Put) => {
+            let mut read = read_plan(
+                api,
+                catalog,
+                table,
+                Source::Table { schema: table.schema.clone(), name: table.name.clone() },
+            )?;
+            read.paging = Paging::default();
+            Some(read)
+        }
+        _ => None,
+    };
     Ok(WritePlan {
+        precondition,
         schema: table.schema.clone(),
         table: table.name.clone(),
         kind,

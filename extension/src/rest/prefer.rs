@@ -61,7 +61,8 @@ impl Preferences {
                     }
                 },
             }
-            if recognised && !raw.starts_with("handling=") {
+            // missing=default is read but not implemented yet: never claim it applied.
+            if recognised && !raw.starts_with("handling=") && !raw.starts_with("missing=") {
                 p.applied.push(raw.to_string());
             }
         }

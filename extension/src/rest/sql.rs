@@ -40,6 +40,8 @@ struct Builder {
     aliases: usize,
     /// FROM clause of `Source::Call` levels.
     call_from: Option<String>,
+    /// Lock the root level's rows (`FOR UPDATE OF`), for preconditions.
+    lock_root: bool,
 }
 
 impl Builder {
@@ -296,6 +298,13 @@ fn body_expr(body: Body, nulls_stripped: bool) -> String {
     }
 }
 
+/// The current rows a precondition (`If-Match`) is checked against, locked
+/// until the write that follows commits.
+pub fn locked_read(plan: &ReadPlan) -> Query {
+    let mut b = Builder { lock_root: true, ..Builder::default() };
+    read_with(&mut b, plan, Body::Array, false, false, "")
+}
+
 /// A read: `(body, rows[, total])`.
 pub fn read(plan: &ReadPlan, body: Body, nulls_stripped: bool, exact_count: bool) -> Query {
     let mut b = Builder::default();
@@ -310,7 +319,10 @@ fn read_with(
     exact_count: bool,
     prefix: &str,
 ) -> Query {
-    let select = b.select(plan, &plan.name, None, true);
+    let mut select = b.select(plan, &plan.name, None, true);
+    if b.lock_root {
+        select.push_str(&format!(" FOR UPDATE OF {}", ident(&plan.name)));
+    }
     let total = if exact_count {
         let unpaged = b.select(plan, &plan.name, None, false);
         format!(", (SELECT count(*) FROM ({unpaged}) AS _fb_c)")
