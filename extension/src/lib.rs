@@ -47,6 +47,22 @@ fn rest(
     TableIterator::once((response.status as i32, pgrx::Json(response.headers), response.body))
 }
 
+/// The REST engine as the proxy calls it: one `text` value,
+/// `status \n headers-json \n body`, which skips the row-returning machinery
+/// (`rest()` is the same engine for people reading results in SQL).
+#[pg_extern(volatile)]
+fn rest_raw(request: pgrx::Json, claims: pgrx::Json) -> String {
+    let response = rest::handle(request.0, &claims.0);
+    let headers = response.headers.to_string();
+    let mut out = String::with_capacity(8 + headers.len() + response.body.len());
+    out.push_str(&response.status.to_string());
+    out.push('\n');
+    out.push_str(&headers);
+    out.push('\n');
+    out.push_str(&response.body);
+    out
+}
+
 #[cfg(any(test, feature = "pg_test"))]
 #[pg_schema]
 mod tests {

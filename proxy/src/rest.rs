@@ -11,7 +11,8 @@ use crate::db;
 use crate::error::ApiError;
 use crate::server::{AppState, Ctx, Response};
 
-const REST_SQL: &str = "SELECT status, headers::text, body FROM fluxbase.rest($1::json, $2::json)";
+/// `status \n headers \n body` in one text value: the cheapest shape to return.
+const REST_SQL: &str = "SELECT fluxbase.rest_raw($1::json, $2::json)";
 
 /// Headers never copied into `request.headers`: credentials stay out of
 /// settings that policies, functions and logs can read.
@@ -87,14 +88,20 @@ pub async fn handle(
         }
     };
 
-    let status: i32 = row.get(0);
-    let headers: String = row.get(1);
-    let body: String = row.get(2);
+    let raw: String = row.get(0);
+    let malformed = || ApiError::Internal("malformed response from fluxbase.rest_raw()".into());
+    let (status, rest) = raw.split_once('\n').ok_or_else(malformed)?;
+    let (headers, body) = rest.split_once('\n').ok_or_else(malformed)?;
+    let status = status.parse::<u16>().ok().and_then(|s| StatusCode::from_u16(s).ok()).ok_or_else(malformed)?;
+    let headers: Result<Value, _> = serde_json::from_str(headers);
+    let body_start = raw.len() - body.len();
+    // The body is handed to hyper without a copy.
+    let body = Bytes::from(raw).slice(body_start..);
     let mut response = http::Response::builder()
-        .status(StatusCode::from_u16(status as u16).map_err(|_| ApiError::Internal(format!("bad status {status}")))?)
-        .body(Full::new(Bytes::from(body)))
+        .status(status)
+        .body(Full::new(body))
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(&headers) {
+    if let Ok(Value::Object(map)) = headers {
         for (name, value) in map {
             if let (Ok(n), Some(Ok(v))) =
                 (HeaderName::from_bytes(name.as_bytes()), value.as_str().map(HeaderValue::from_str))

@@ -60,7 +60,7 @@ CLAIMS="{\"role\":\"authenticated\",\"sub\":\"$UID_ONE\"}"
 work="$(mktemp -d)"
 chmod 755 "$work"
 cat > "$work/engine.sql" <<SQL
-SELECT status, headers::text, body FROM fluxbase.rest('{"method":"GET","path":"items","query":"select=*&id=eq.42","headers":{}}'::json, '$CLAIMS'::json);
+SELECT fluxbase.rest_raw('{"method":"GET","path":"items","query":"select=*&id=eq.42","headers":{}}'::json, '$CLAIMS'::json);
 SQL
 cat > "$work/postgrest.sql" <<SQL
 BEGIN;
@@ -69,10 +69,10 @@ WITH pgrst_source AS (SELECT "public"."items".* FROM "public"."items" WHERE "pub
 COMMIT;
 SQL
 cat > "$work/write.sql" <<SQL
-SELECT status, headers::text, body FROM fluxbase.rest('{"method":"POST","path":"events","query":"select=id,kind,n","headers":{"prefer":"return=representation","content-type":"application/json"},"body":"{\\"kind\\":\\"click\\",\\"n\\":1}"}'::json, '$CLAIMS'::json);
+SELECT fluxbase.rest_raw('{"method":"POST","path":"events","query":"select=id,kind,n","headers":{"prefer":"return=representation","content-type":"application/json"},"body":"{\\"kind\\":\\"click\\",\\"n\\":1}"}'::json, '$CLAIMS'::json);
 SQL
 cat > "$work/embed.sql" <<SQL
-SELECT status, headers::text, body FROM fluxbase.rest('{"method":"GET","path":"items","query":"select=id,name,price,category%3Acategories(name)&order=id&limit=100","headers":{}}'::json, '$CLAIMS'::json);
+SELECT fluxbase.rest_raw('{"method":"GET","path":"items","query":"select=id,name,price,category%3Acategories(name)&order=id&limit=100","headers":{}}'::json, '$CLAIMS'::json);
 SQL
 cat > "$work/get.lua" <<LUA
 wrk.headers["Authorization"] = "Bearer $TOKEN"
