@@ -54,7 +54,8 @@ select status, body = '' as empty from r('GET', 'nums?select=n&n=eq.5', null,
 select status from r('GET', 'nums?select=n&n=eq.5', null, '{"if-none-match": "W/\"0000000000000000deadbeef\""}');
 -- PostgREST's in-database settings are honoured when Fluxbase's are unset
 set local pgrst.db_max_rows = '3';
-select status, headers ->> 'Content-Range' as range from r('GET', 'nums?select=n');
+select status, headers ->> 'Content-Range' as range, headers ->> 'Warning' as warning from r('GET', 'nums?select=n');
+select status, headers ->> 'Warning' is null as no_warning from r('GET', 'nums?select=n&limit=2');
 -- OpenAPI
 select status, (body::jsonb) ->> 'swagger' as swagger,
        jsonb_path_query_array(body::jsonb, '$.paths.keyvalue().key') as paths,

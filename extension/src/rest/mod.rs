@@ -116,7 +116,7 @@ fn respond(api: &ApiRequest, plan: &Plan) -> Result<Response, RestError> {
         Plan::Read(read) => {
             let query = sql::read(read, array_or_object, api.nulls_stripped, exact);
             let outcome = execute::run(&query, false);
-            read_response(api, outcome, read.paging.offset.unwrap_or(0), singular)
+            read_response(api, outcome, read.paging.offset.unwrap_or(0), singular, read.capped)
         }
         Plan::Call(call) => {
             let f = &call.function;
@@ -141,7 +141,7 @@ fn respond(api: &ApiRequest, plan: &Plan) -> Result<Response, RestError> {
                 });
             }
             let offset = call.read.as_ref().and_then(|r| r.paging.offset).unwrap_or(0);
-            read_response(api, outcome, offset, singular)
+            read_response(api, outcome, offset, singular, call.read.as_ref().and_then(|r| r.capped))
         }
         Plan::Write(write) => {
             let body = match write.returning {
@@ -242,7 +242,13 @@ fn applied(api: &ApiRequest, headers: &mut Map<String, Value>) {
     }
 }
 
-fn read_response(api: &ApiRequest, outcome: Outcome, offset: i64, singular: bool) -> Result<Response, RestError> {
+fn read_response(
+    api: &ApiRequest,
+    outcome: Outcome,
+    offset: i64,
+    singular: bool,
+    capped: Option<i64>,
+) -> Result<Response, RestError> {
     if singular && outcome.rows != 1 {
         return Err(RestError::Singular { rows: outcome.rows });
     }
@@ -261,6 +267,13 @@ fn read_response(api: &ApiRequest, outcome: Outcome, offset: i64, singular: bool
     let mut headers = content_type(api.accept).as_object().cloned().unwrap_or_default();
     headers.insert("Content-Range".into(), Value::String(range));
     applied(api, &mut headers);
+    if let Some(max) = capped.filter(|m| outcome.rows >= *m) {
+        // Never truncate silently: say that the server's row limit cut the page.
+        headers.insert(
+            "Warning".into(),
+            Value::String(format!("299 fluxbase \"result limited to fluxbase.max_rows = {max} rows\"")),
+        );
+    }
     let body = render(api.accept, outcome.body.unwrap_or_else(|| "[]".into()));
     let tag = etag(&body);
     let not_modified = etag_matches(api.if_none_match.as_deref(), &tag);

@@ -67,6 +67,8 @@ pub struct ReadPlan {
     pub filters: Vec<PlannedFilter>,
     pub order: Vec<PlannedOrder>,
     pub paging: Paging,
+    /// `fluxbase.max_rows` lowered (or set) the limit: a full page may be truncated.
+    pub capped: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -136,7 +138,7 @@ pub fn plan(api: &ApiRequest, schema: &str, catalog: &Catalog, max_rows: i32) ->
             if api.method.is_read() {
                 let mut read =
                     read_plan(api, catalog, table, Source::Table { schema: schema.into(), name: name.clone() })?;
-                cap(&mut read.paging, max_rows);
+                cap(&mut read, max_rows);
                 Ok(Plan::Read(read))
             } else {
                 write_plan(api, catalog, table).map(|w| Plan::Write(Box::new(w)))
@@ -146,9 +148,11 @@ pub fn plan(api: &ApiRequest, schema: &str, catalog: &Catalog, max_rows: i32) ->
     }
 }
 
-fn cap(paging: &mut Paging, max_rows: i32) {
-    if max_rows > 0 {
-        paging.limit = Some(paging.limit.map_or(max_rows as i64, |l| l.min(max_rows as i64)));
+fn cap(read: &mut ReadPlan, max_rows: i32) {
+    let max = max_rows as i64;
+    if max > 0 && read.paging.limit.is_none_or(|l| l > max) {
+        read.paging.limit = Some(max);
+        read.capped = Some(max);
     }
 }
 
@@ -256,6 +260,7 @@ fn level(
         filters,
         order,
         paging: api.paging.get(path).cloned().unwrap_or_default(),
+        capped: None,
     })
 }
 
@@ -345,6 +350,7 @@ fn write_plan(api: &ApiRequest, catalog: &Catalog, table: &Table) -> Result<Writ
                 filters: vec![],
                 order: vec![],
                 paging: Paging::default(),
+                capped: None,
             }
         }
         _ => {
@@ -581,6 +587,6 @@ fn result_plan(
     let mut with_extra = api.clone();
     with_extra.filters.extend(extra);
     let mut read = read_plan(&with_extra, catalog, &table, Source::Call)?;
-    cap(&mut read.paging, max_rows);
+    cap(&mut read, max_rows);
     Ok(Some(read))
 }

@@ -484,6 +484,7 @@ mod tests {
             ],
             order: vec![PlannedOrder { field: field("id"), descending: true, nulls_first: Some(false) }],
             paging: Paging { limit: Some(5), offset: None },
+            capped: None,
         };
         let q = read(&plan, Body::Array, false, false);
         assert_eq!(
