@@ -261,7 +261,7 @@ fn finish_headers(config: &Config, headers: &mut HeaderMap, request_id: &str, or
     }
     headers.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("content-range, content-location, location, x-request-id, preference-applied, etag, warning, idempotent-replayed"),
+        HeaderValue::from_static("content-range, content-location, location, x-request-id, preference-applied, etag, warning, idempotent-replayed, link, fluxbase-next-cursor"),
     );
 }
 

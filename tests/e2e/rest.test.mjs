@@ -231,3 +231,19 @@ test('If-Match: a write of rows that changed since their ETag is refused with 41
   assert.equal(now.data.body, 'v2');
   await ada.from('notes').delete().eq('id', data.id);
 });
+
+test('keyset pagination: the next page follows the cursor, not an offset', async () => {
+  const headers = { apikey: env.anonKey, prefer: 'pagination=keyset' };
+  const first = await fetch(`${env.url}/rest/v1/cities?select=id,name&order=name&limit=2`, { headers });
+  assert.deepEqual(await first.json(), [
+    { id: 2, name: 'Lyon' },
+    { id: 4, name: 'Osaka' },
+  ]);
+  const next = first.headers.get('link').match(/<([^>]+)>; rel="next"/)[1];
+  assert.ok(first.headers.get('fluxbase-next-cursor'));
+  const second = await fetch(`${env.url}${next}`, { headers });
+  assert.deepEqual(await second.json(), [
+    { id: 1, name: 'Paris' },
+    { id: 3, name: 'Tokyo' },
+  ]);
+});

@@ -4,6 +4,7 @@
 pub mod csv;
 pub mod execute;
 pub mod idempotency;
+pub mod keyset;
 pub mod openapi;
 pub mod plan;
 pub mod prefer;
@@ -92,7 +93,7 @@ fn run(request: &Value, claims: &Value) -> Result<Response, RestError> {
         None => None,
     };
     claims::authenticate(claims, Some(&info));
-    let result = respond(&api, &plan);
+    let result = respond(&api, &plan, request);
     match claim {
         Some(claim) => {
             let response = result.unwrap_or_else(|e| Response::error(&e));
@@ -104,7 +105,7 @@ fn run(request: &Value, claims: &Value) -> Result<Response, RestError> {
 }
 
 /// Runs the plan under the request's role and shapes the response.
-fn respond(api: &ApiRequest, plan: &Plan) -> Result<Response, RestError> {
+fn respond(api: &ApiRequest, plan: &Plan, request: &Value) -> Result<Response, RestError> {
     if api.method.is_read() {
         // As PostgREST: GET and HEAD run read-only, whatever they call.
         claims::set_local("transaction_read_only", "on");
@@ -116,7 +117,22 @@ fn respond(api: &ApiRequest, plan: &Plan) -> Result<Response, RestError> {
         Plan::Read(read) => {
             let query = sql::read(read, array_or_object, api.nulls_stripped, exact);
             let outcome = execute::run(&query, false);
-            read_response(api, outcome, read.paging.offset.unwrap_or(0), singular, read.capped)
+            let next = match (&read.keyset, read.paging.limit, outcome.body.as_deref()) {
+                (Some(ks), Some(limit), Some(body)) if outcome.rows == limit && !singular => {
+                    keyset::next_cursor(&ks.columns, body)
+                }
+                _ => None,
+            };
+            let mut response = read_response(api, outcome, read.paging.offset.unwrap_or(0), singular, read.capped)?;
+            if let (Some(cursor), Some(headers)) = (next, response.headers.as_object_mut()) {
+                let query = request.get("query").and_then(Value::as_str).unwrap_or("");
+                let kept: Vec<&str> = query.split('&').filter(|p| !p.is_empty() && !p.starts_with("cursor=")).collect();
+                let path = request.get("path").and_then(Value::as_str).unwrap_or("");
+                let link = format!("</rest/v1/{path}?{}&cursor={cursor}>; rel=\"next\"", kept.join("&"));
+                headers.insert("Link".into(), Value::String(link));
+                headers.insert("Fluxbase-Next-Cursor".into(), Value::String(cursor));
+            }
+            Ok(response)
         }
         Plan::Call(call) => {
             let f = &call.function;

@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::RestError;
 use crate::filter::{Condition, Field, Filter, LogicOp};
+use crate::rest::keyset::{self, KeyColumn, Keyset};
 use crate::rest::prefer::{Resolution, Return};
 use crate::rest::request::{ApiRequest, EmbedPath, Method, OrderTerm, Paging, SelectItem, Target};
 use crate::schema::{Catalog, Function, Relationship, Table};
@@ -69,6 +70,8 @@ pub struct ReadPlan {
     pub paging: Paging,
     /// `fluxbase.max_rows` lowered (or set) the limit: a full page may be truncated.
     pub capped: Option<i64>,
+    /// Keyset pagination of the root level.
+    pub keyset: Option<Keyset>,
 }
 
 #[derive(Debug, Clone)]
@@ -139,6 +142,9 @@ pub fn plan(api: &ApiRequest, schema: &str, catalog: &Catalog, max_rows: i32) ->
                 let mut read =
                     read_plan(api, catalog, table, Source::Table { schema: schema.into(), name: name.clone() })?;
                 cap(&mut read, max_rows);
+                if api.prefer.keyset || api.cursor.is_some() {
+                    plan_keyset(api, table, &mut read)?;
+                }
                 Ok(Plan::Read(read))
             } else {
                 write_plan(api, catalog, table).map(|w| Plan::Write(Box::new(w)))
@@ -146,6 +152,58 @@ pub fn plan(api: &ApiRequest, schema: &str, catalog: &Catalog, max_rows: i32) ->
         }
         Target::Rpc(name) => call_plan(api, schema, catalog, name, max_rows).map(Plan::Call),
     }
+}
+
+/// Orders by the requested columns plus the primary key, and resumes after
+/// the cursor's row when one is given.
+fn plan_keyset(api: &ApiRequest, table: &Table, read: &mut ReadPlan) -> Result<(), RestError> {
+    let refuse = |details: String| RestError::Parse { param: "cursor".into(), value: String::new(), details };
+    if read.paging.offset.is_some() {
+        return Err(refuse("keyset pagination and offset do not mix".into()));
+    }
+    let mut columns = Vec::new();
+    for o in &read.order {
+        let col = column(table, &o.field.name)?;
+        if !o.field.json_path.is_empty() || col.nullable {
+            return Err(refuse(format!("keyset pagination orders by NOT NULL columns; '{}' is not one", o.field.name)));
+        }
+        columns.push(KeyColumn { name: col.name.clone(), type_name: col.type_name.clone(), descending: o.descending });
+    }
+    if table.primary_key.is_empty() {
+        return Err(refuse(format!("keyset pagination needs a primary key on '{}'", table.name)));
+    }
+    for pk in &table.primary_key {
+        if !columns.iter().any(|c| c.name == *pk) {
+            let col = column(table, pk)?;
+            columns.push(KeyColumn { name: pk.clone(), type_name: col.type_name.clone(), descending: false });
+        }
+    }
+    let selected = |name: &str| {
+        read.projection.iter().any(|p| match p {
+            Projection::Star => true,
+            Projection::Column { field, key, cast: None } => {
+                field.json_path.is_empty() && field.name == name && key == name
+            }
+            _ => false,
+        })
+    };
+    if let Some(missing) = columns.iter().find(|c| !selected(&c.name)) {
+        return Err(refuse(format!(
+            "keyset pagination needs the order and key columns in select: add '{}'",
+            missing.name
+        )));
+    }
+    read.order = columns
+        .iter()
+        .map(|c| PlannedOrder {
+            field: Field { name: c.name.clone(), json_path: vec![] },
+            descending: c.descending,
+            nulls_first: None,
+        })
+        .collect();
+    let after = api.cursor.as_deref().filter(|c| !c.is_empty()).map(|c| keyset::decode(&columns, c)).transpose()?;
+    read.keyset = Some(Keyset { columns, after });
+    Ok(())
 }
 
 fn cap(read: &mut ReadPlan, max_rows: i32) {
@@ -261,6 +319,7 @@ fn level(
         order,
         paging: api.paging.get(path).cloned().unwrap_or_default(),
         capped: None,
+        keyset: None,
     })
 }
 
@@ -351,6 +410,7 @@ fn write_plan(api: &ApiRequest, catalog: &Catalog, table: &Table) -> Result<Writ
                 order: vec![],
                 paging: Paging::default(),
                 capped: None,
+                keyset: None,
             }
         }
         _ => {

@@ -30,6 +30,8 @@ pub struct Preferences {
     pub missing_default: bool,
     pub strict: bool,
     pub max_affected: Option<i64>,
+    /// `pagination=keyset`: answer with a cursor for the next page.
+    pub keyset: bool,
     /// The preferences honoured, echoed in `Preference-Applied`.
     pub applied: Vec<String>,
 }
@@ -53,6 +55,7 @@ impl Preferences {
                 "missing=null" => p.missing_default = false,
                 "handling=strict" => p.strict = true,
                 "handling=lenient" => p.strict = false,
+                "pagination=keyset" => p.keyset = true,
                 other => match other.strip_prefix("max-affected=").map(str::parse::<i64>) {
                     Some(Ok(n)) if n >= 0 => p.max_affected = Some(n),
                     _ => {

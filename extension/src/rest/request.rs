@@ -113,6 +113,8 @@ pub struct ApiRequest {
     /// GET/HEAD on a function: parameters that may be its arguments (the
     /// planner knows the argument names; the rest are filters on the result).
     pub rpc_params: Vec<(String, String)>,
+    /// `cursor=`: the opaque position of a keyset page (implies keyset pagination).
+    pub cursor: Option<String>,
 }
 
 const MAX_SELECT_DEPTH: usize = 16;
@@ -160,6 +162,7 @@ pub fn parse(request: &Value) -> Result<ApiRequest, RestError> {
         if_match: header("if-match").map(str::to_string),
         body: None,
         rpc_params: vec![],
+        cursor: None,
     };
     if let Some(range) = header("range") {
         if method == Method::Get || method == Method::Head {
@@ -171,6 +174,7 @@ pub fn parse(request: &Value) -> Result<ApiRequest, RestError> {
     for (key, value) in query_pairs(query)? {
         match key.as_str() {
             "select" => api.select = parse_select(&value)?,
+            "cursor" => api.cursor = Some(value),
             "columns" => api.columns = Some(split_names("columns", &value)?),
             "on_conflict" => api.on_conflict = Some(split_names("on_conflict", &value)?),
             _ => {

@@ -2,6 +2,7 @@
 //! always quoted; user values (filter values, JSON keys, payloads) only ever
 //! travel as `$n` parameters. Pure.
 use crate::filter::{Field, IsValue, LogicOp, Operand, Quantifier};
+use crate::rest::keyset::{KeyColumn, Keyset};
 use crate::rest::plan::{CallPlan, EmbedPlan, PlannedFilter, Projection, ReadPlan, Source, WriteKind, WritePlan};
 use crate::rest::prefer::{Resolution, Return};
 
@@ -180,8 +181,12 @@ impl Builder {
             sql.push(' ');
             sql.push_str(&j);
         }
+        let root = link.is_none();
         let mut conditions: Vec<String> = link.into_iter().collect();
         conditions.extend(self.filters(alias, &plan.filters));
+        if let (true, Some(Keyset { columns, after: Some(values) })) = (root, &plan.keyset) {
+            conditions.push(self.after(alias, columns, values));
+        }
         if !conditions.is_empty() {
             sql.push_str(" WHERE ");
             sql.push_str(&conditions.join(" AND "));
@@ -215,6 +220,29 @@ impl Builder {
             }
         }
         sql
+    }
+
+    /// Rows after a keyset position: `(a > $1) OR (a = $1 AND b < $2) OR …`.
+    fn after(&mut self, alias: &str, columns: &[KeyColumn], values: &[String]) -> String {
+        let params: Vec<String> = values.iter().map(|v| self.bind(v.clone())).collect();
+        let mut alternatives = Vec::new();
+        for i in 0..columns.len() {
+            let mut terms: Vec<String> = (0..i)
+                .map(|j| {
+                    format!("{}.{} = {}::{}", ident(alias), ident(&columns[j].name), params[j], columns[j].type_name)
+                })
+                .collect();
+            let op = if columns[i].descending { "<" } else { ">" };
+            terms.push(format!(
+                "{}.{} {op} {}::{}",
+                ident(alias),
+                ident(&columns[i].name),
+                params[i],
+                columns[i].type_name
+            ));
+            alternatives.push(format!("({})", terms.join(" AND ")));
+        }
+        format!("({})", alternatives.join(" OR "))
     }
 
     /// The parent's output column(s) for an embed, and the lateral join that computes it.
@@ -485,6 +513,7 @@ mod tests {
             order: vec![PlannedOrder { field: field("id"), descending: true, nulls_first: Some(false) }],
             paging: Paging { limit: Some(5), offset: None },
             capped: None,
+            keyset: None,
         };
         let q = read(&plan, Body::Array, false, false);
         assert_eq!(
