@@ -629,14 +629,7 @@ fn result_plan(
             continue;
         }
         let field = Field::parse(k).map_err(|_| RestError::InvalidRequest(format!("invalid filter \"{k}\"")))?;
-        let condition = crate::filter::parse_condition(v).map_err(|e| match e {
-            crate::filter::FilterError::UnknownOperator(operator) => {
-                RestError::UnknownOperator { column: k.clone(), operator }
-            }
-            crate::filter::FilterError::Malformed(details) => {
-                RestError::Parse { param: "filter".into(), value: v.clone(), details }
-            }
-        })?;
+        let condition = crate::filter::parse_condition(v).map_err(|e| crate::rest::request::filter_error(k, v, e))?;
         extra.push((vec![], Filter::Condition { field, condition }));
     }
     if api.select.iter().any(|i| matches!(i, SelectItem::Embed(_))) {

@@ -234,7 +234,7 @@ pub fn parse(request: &Value) -> Result<ApiRequest, RestError> {
     Ok(api)
 }
 
-fn filter_error(column: &str, value: &str, e: FilterError) -> RestError {
+pub(crate) fn filter_error(column: &str, value: &str, e: FilterError) -> RestError {
     match e {
         FilterError::UnknownOperator(operator) => RestError::UnknownOperator { column: column.to_string(), operator },
         FilterError::Malformed(details) => {
