@@ -5,6 +5,7 @@ begin;
 create table public.nums (n int primary key, label text);
 insert into public.nums select i, 'n' || i from generate_series(1, 25) i;
 update public.nums set label = null where n = 1;
+analyze public.nums;
 grant select on public.nums to anon;
 create function public.add(a int, b int default 10) returns int language sql immutable as $$ select a + b $$;
 create function public.evens(lim int) returns setof public.nums language sql stable as $$ select * from public.nums where n % 2 = 0 and n <= lim $$;
@@ -37,9 +38,14 @@ select status, body from r('GET', 'rpc/bump');
 rollback to s;
 \set VERBOSITY default
 -- counts, Range, 206, singular
-select status, headers, body from r('GET', 'nums?select=n&n=lte.3', null, '{"prefer": "count=exact"}');
+select status, headers, body from r('GET', 'nums?select=n&n=lte.3&order=n', null, '{"prefer": "count=exact"}');
 select status, headers ->> 'Content-Range' as range from r('GET', 'nums?select=n&limit=5&offset=10', null, '{"prefer": "count=exact"}');
 select status, headers ->> 'Content-Range' as range from r('GET', 'nums?select=n', null, '{"range": "0-4"}');
+-- planned: the planner's estimate (exact here, after ANALYZE); estimated: exact below max_rows
+select status, headers ->> 'Content-Range' as range, headers ->> 'Preference-Applied' as applied
+from r('GET', 'nums?select=n&limit=5', null, '{"prefer": "count=planned"}');
+select status, headers ->> 'Content-Range' as range, headers ->> 'Preference-Applied' as applied
+from r('GET', 'nums?select=n&limit=5', null, '{"prefer": "count=estimated"}');
 select status, body from r('GET', 'nums?select=n&offset=100', null, '{"prefer": "count=exact"}');
 select status, headers ->> 'Content-Type' as ct, body from r('GET', 'nums?n=eq.7', null, '{"accept": "application/vnd.pgrst.object+json"}');
 select status, body from r('GET', 'nums?n=lt.3', null, '{"accept": "application/vnd.pgrst.object+json"}');

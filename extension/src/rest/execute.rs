@@ -58,6 +58,20 @@ pub fn run(query: &Query, mutating: bool) -> Outcome {
     })
 }
 
+/// The top plan node's row estimate of an `EXPLAIN (FORMAT JSON)` query.
+pub fn planned_rows(query: &Query) -> i64 {
+    let args: Vec<pgrx::datum::DatumWithOid<'_>> = query.params.iter().map(|p| p.as_str().into()).collect();
+    // Not a read-only SPI call: SPI refuses EXPLAIN there (the transaction
+    // itself stays read-only for GET).
+    let plan = Spi::connect_mut(|client| {
+        let types = vec![PgOid::BuiltIn(PgBuiltInOids::TEXTOID); query.params.len()];
+        let prepared = client.prepare_mut(query.sql.as_str(), &types)?;
+        client.update(&prepared, Some(1), &args)?.first().get::<pgrx::Json>(1)
+    })
+    .unwrap_or_else(|e| pgrx::error!("EXPLAIN for count=planned failed: {e}"));
+    plan.and_then(|j| j.0.get(0)?.get("Plan")?.get("Plan Rows")?.as_f64()).map(|r| r.round() as i64).unwrap_or(0)
+}
+
 fn collect(table: pgrx::spi::SpiTupleTable<'_>, aggregated: bool) -> Result<Outcome, SpiError> {
     if !aggregated {
         return Ok(Outcome { body: None, rows: table.len() as i64, total: None });

@@ -115,8 +115,22 @@ fn respond(api: &ApiRequest, plan: &Plan, request: &Value) -> Result<Response, R
     let array_or_object = if singular { Body::Object } else { Body::Array };
     match plan {
         Plan::Read(read) => {
-            let query = sql::read(read, array_or_object, api.nulls_stripped, exact);
-            let outcome = execute::run(&query, false);
+            // count=planned: the planner's estimate; estimated: exact up to
+            // max_rows, the estimate beyond (as PostgREST).
+            let planned = match api.prefer.count {
+                Some(Count::Planned) => Some(execute::planned_rows(&sql::planned_count(read))),
+                Some(Count::Estimated) => {
+                    let max = gucs::max_rows() as i64;
+                    let estimate = execute::planned_rows(&sql::planned_count(read));
+                    (max > 0 && estimate > max).then_some(estimate)
+                }
+                _ => None,
+            };
+            let query = sql::read(read, array_or_object, api.nulls_stripped, exact && planned.is_none());
+            let mut outcome = execute::run(&query, false);
+            if planned.is_some() {
+                outcome.total = planned;
+            }
             let next = match (&read.keyset, read.paging.limit, outcome.body.as_deref()) {
                 (Some(ks), Some(limit), Some(body)) if outcome.rows == limit && !singular => {
                     keyset::next_cursor(&ks.columns, body)
@@ -247,12 +261,7 @@ fn head_aware(api: &ApiRequest, body: String) -> String {
 }
 
 fn applied(api: &ApiRequest, headers: &mut Map<String, Value>) {
-    let mut applied = api.prefer.applied.clone();
-    if matches!(api.prefer.count, Some(Count::Planned | Count::Estimated)) {
-        // Counted exactly: say so instead of claiming an estimate.
-        applied.retain(|p| !p.starts_with("count="));
-        applied.push("count=exact".into());
-    }
+    let applied = &api.prefer.applied;
     if !applied.is_empty() {
         headers.insert("Preference-Applied".into(), Value::String(applied.join(", ")));
     }

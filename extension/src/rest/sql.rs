@@ -333,6 +333,14 @@ pub fn locked_read(plan: &ReadPlan) -> Query {
     read_with(&mut b, plan, Body::Array, false, false, "")
 }
 
+/// The planner's row estimate of a read (for `count=planned`): `EXPLAIN` of
+/// the unpaged query, with the same parameters.
+pub fn planned_count(plan: &ReadPlan) -> Query {
+    let mut b = Builder::default();
+    let unpaged = b.select(plan, &plan.name, None, false);
+    Query { sql: format!("EXPLAIN (FORMAT JSON) {unpaged}"), params: b.params, aggregated: false }
+}
+
 /// A read: `(body, rows[, total])`.
 pub fn read(plan: &ReadPlan, body: Body, nulls_stripped: bool, exact_count: bool) -> Query {
     let mut b = Builder::default();
