@@ -143,7 +143,7 @@ async fn handle(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAddr) 
 
     let mut response = async {
         if is_preflight {
-            return preflight(&state);
+            return preflight();
         }
         let timeout = Duration::from_millis(state.config.server.request_timeout_ms);
         match tokio::time::timeout(timeout, dispatch(&state, route, req, &ctx)).await {
@@ -231,8 +231,7 @@ const CORS_ALLOW_HEADERS: &str =
     "authorization, x-client-info, apikey, content-type, accept, accept-profile, content-profile, prefer, range, \
      range-unit, x-upsert, x-request-id, if-match, if-none-match, idempotency-key, cache-control, x-supabase-api-version";
 
-fn preflight(state: &AppState) -> Response {
-    let _ = state;
+fn preflight() -> Response {
     http::Response::builder()
         .status(StatusCode::NO_CONTENT)
         .header("access-control-allow-methods", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")

@@ -13,7 +13,7 @@ use crate::claims;
 use crate::error::RestError;
 use crate::gucs;
 use crate::rest::request::ApiRequest;
-use crate::rest::Response;
+use crate::rest::{fnv1a, Response, FNV_OFFSET};
 
 pub const MAX_KEY_LENGTH: usize = 255;
 
@@ -29,13 +29,8 @@ pub enum Outcome {
 }
 
 fn fnv(parts: &[&str]) -> String {
-    let mut h = 0xcbf2_9ce4_8422_2325u64;
-    for part in parts {
-        for b in part.bytes().chain(std::iter::once(0)) {
-            h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-    format!("{h:016x}")
+    let hash = parts.iter().fold(FNV_OFFSET, |h, part| fnv1a(fnv1a(h, part.as_bytes()), &[0]));
+    format!("{hash:016x}")
 }
 
 /// Claims the key of a write, or finds the response to replay.

@@ -24,7 +24,7 @@ pub struct Keyset {
 fn shape(columns: &[KeyColumn]) -> String {
     let spec: String =
         columns.iter().map(|c| format!("{}:{},", c.name, if c.descending { "d" } else { "a" })).collect();
-    let hash = spec.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+    let hash = crate::rest::fnv1a(crate::rest::FNV_OFFSET, spec.as_bytes());
     format!("{:08x}", hash as u32)
 }
 

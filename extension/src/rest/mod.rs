@@ -240,8 +240,16 @@ fn render(media: MediaType, body: String) -> String {
 /// A weak validator of a read's body: equal bodies, equal ETags (FNV-1a, a
 /// hash that never changes between releases, over the body and its length).
 fn etag(body: &str) -> String {
-    let hash = body.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+    let hash = fnv1a(FNV_OFFSET, body.as_bytes());
     format!("W/\"{hash:016x}{:08x}\"", body.len())
+}
+
+/// FNV-1a, the one hash behind ETags, cursors and idempotency fingerprints:
+/// small, and its output never changes between releases or Rust versions.
+pub(crate) const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+pub(crate) fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |h, b| (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3))
 }
 
 fn etag_matches(if_none_match: Option<&str>, tag: &str) -> bool {

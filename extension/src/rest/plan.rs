@@ -285,9 +285,8 @@ fn level(
                 let mut child_path = path.to_vec();
                 child_path.push(embed.key().to_string());
                 used_paths.insert(child_path.clone());
-                let select = if embed.select.is_empty() && !embed.spread { vec![] } else { embed.select.clone() };
                 let source = Source::Table { schema: target.schema.clone(), name: target.name.clone() };
-                let plan = level(api, catalog, target, source, &select, &child_path, used_paths)?;
+                let plan = level(api, catalog, target, source, &embed.select, &child_path, used_paths)?;
                 Projection::Embed(Box::new(EmbedPlan {
                     key: embed.key().to_string(),
                     relationship,

@@ -395,9 +395,6 @@ impl SelectParser<'_> {
                     _ => return Err(self.error("empty embedding hint")),
                 }
             }
-            if embed.select.is_empty() {
-                embed.select = vec![];
-            }
             return Ok(SelectItem::Embed(embed));
         }
         if raw == "*" {

@@ -187,10 +187,7 @@ impl Builder {
         if let (true, Some(Keyset { columns, after: Some(values) })) = (root, &plan.keyset) {
             conditions.push(self.after(alias, columns, values));
         }
-        if !conditions.is_empty() {
-            sql.push_str(" WHERE ");
-            sql.push_str(&conditions.join(" AND "));
-        }
+        sql.push_str(&where_clause(&conditions));
         if paged {
             if !plan.order.is_empty() {
                 let terms: Vec<String> = plan
@@ -288,6 +285,15 @@ impl Builder {
             );
             (vec![format!("coalesce({}.agg, '[]'::json) AS {}", ident(&alias), ident(&embed.key))], join)
         }
+    }
+}
+
+/// ` WHERE a AND b`, or nothing without conditions.
+fn where_clause(conditions: &[String]) -> String {
+    if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
     }
 }
 
@@ -406,20 +412,12 @@ pub fn write(plan: &WritePlan, body: Body, nulls_stripped: bool) -> Query {
                 sets.join(", "),
                 payload.as_deref().unwrap_or("'[]'")
             );
-            let conds = b.filters(&plan.table, &plan.filters);
-            if !conds.is_empty() {
-                s.push_str(" WHERE ");
-                s.push_str(&conds.join(" AND "));
-            }
+            s.push_str(&where_clause(&b.filters(&plan.table, &plan.filters)));
             s
         }
         WriteKind::Delete => {
             let mut s = format!("DELETE FROM {table} AS {alias}");
-            let conds = b.filters(&plan.table, &plan.filters);
-            if !conds.is_empty() {
-                s.push_str(" WHERE ");
-                s.push_str(&conds.join(" AND "));
-            }
+            s.push_str(&where_clause(&b.filters(&plan.table, &plan.filters)));
             s
         }
     };
@@ -435,12 +433,14 @@ pub fn call(plan: &CallPlan, body: Body, nulls_stripped: bool, exact_count: bool
     let mut b = Builder::default();
     let f = &plan.function;
     let name = format!("{}.{}", ident(&f.schema), ident(&f.name));
-    let args = b.bind(plan.args_json.clone());
+    // `args_from` is the json_to_record source of named arguments, if any.
     let (call, args_from) = if plan.whole_body {
+        let args = b.bind(plan.args_json.clone());
         (format!("{name}({args}::{})", f.args[0].type_name), None)
     } else if plan.args.is_empty() {
         (format!("{name}()"), None)
     } else {
+        let args = b.bind(plan.args_json.clone());
         let defs: Vec<String> = plan.args.iter().map(|(n, t)| format!("{} {t}", ident(n))).collect();
         let passed: Vec<String> =
             plan.args.iter().map(|(n, _)| format!("{} := _fb_a.{}", ident(n), ident(n))).collect();
@@ -449,42 +449,23 @@ pub fn call(plan: &CallPlan, body: Body, nulls_stripped: bool, exact_count: bool
             Some(format!("json_to_record({args}::json) AS _fb_a({})", defs.join(", "))),
         )
     };
-    if plan.args.is_empty() && !plan.whole_body {
-        // The arguments parameter is unused; keep numbering simple by dropping it.
-        b.params.clear();
-    }
-    let prefix_from = args_from.map(|f| format!("{f}, LATERAL ")).unwrap_or_default();
+    let lateral = args_from.as_ref().map(|a| format!("{a}, LATERAL ")).unwrap_or_default();
+    let from = args_from.as_ref().map(|a| format!(" FROM {a}")).unwrap_or_default();
+    let aggregated = |sql: String, params: Vec<String>| Query { sql, params, aggregated: true };
     match &plan.read {
         Some(read) => {
-            b.call_from = Some(format!("{prefix_from}{call} AS {}", ident(&read.name)));
+            b.call_from = Some(format!("{lateral}{call} AS {}", ident(&read.name)));
             let body = if f.returns_set { body } else { Body::Object };
             read_with(&mut b, read, body, nulls_stripped, exact_count, "")
         }
         None if f.returns_void => {
-            let from = if prefix_from.is_empty() {
-                String::new()
-            } else {
-                format!(" FROM {}", prefix_from.trim_end_matches(", LATERAL "))
-            };
-            Query {
-                sql: format!("SELECT NULL::text, count(*) FROM (SELECT {call}{from}) AS _fb_t"),
-                params: b.params,
-                aggregated: true,
-            }
+            aggregated(format!("SELECT NULL::text, count(*) FROM (SELECT {call}{from}) AS _fb_t"), b.params)
         }
-        None if f.returns_set => Query {
-            sql: format!("SELECT coalesce(json_agg(_fb_v), '[]')::text, count(*) FROM {prefix_from}{call} AS _fb_v"),
-            params: b.params,
-            aggregated: true,
-        },
-        None => {
-            let from = if prefix_from.is_empty() {
-                String::new()
-            } else {
-                format!(" FROM {}", prefix_from.trim_end_matches(", LATERAL "))
-            };
-            Query { sql: format!("SELECT to_json({call})::text, 1::int8{from}"), params: b.params, aggregated: true }
-        }
+        None if f.returns_set => aggregated(
+            format!("SELECT coalesce(json_agg(_fb_v), '[]')::text, count(*) FROM {lateral}{call} AS _fb_v"),
+            b.params,
+        ),
+        None => aggregated(format!("SELECT to_json({call})::text, 1::int8{from}"), b.params),
     }
 }
 
