@@ -2,6 +2,7 @@
 -- tables and views with columns and unique keys, foreign keys, functions.
 -- Deserialised by extension/src/schema/mod.rs. No per-table query loops.
 SELECT jsonb_build_object(
+  'postgis', EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'postgis'),
   'tables', (
     SELECT coalesce(jsonb_agg(jsonb_build_object(
       'schema', n.nspname,
@@ -14,9 +15,17 @@ SELECT jsonb_build_object(
           'type', format_type(a.atttypid, NULL),
           'nullable', NOT a.attnotnull,
           'has_default', a.atthasdef OR a.attidentity <> '',
-          'generated', a.attgenerated <> ''
+          'generated', a.attgenerated <> '',
+          -- What `Prefer: missing=default` puts in a missing key.
+          'default', CASE
+            WHEN a.attgenerated <> '' OR a.attidentity = 'a' THEN NULL
+            WHEN a.attidentity = 'd' THEN format('nextval(%L::regclass)',
+              pg_get_serial_sequence(format('%I.%I', n.nspname, c.relname), a.attname))
+            ELSE pg_get_expr(ad.adbin, ad.adrelid)
+          END
         ) ORDER BY a.attnum), '[]'::jsonb)
         FROM pg_attribute a
+        LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum
         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
       ),
       'primary_key', (
@@ -38,7 +47,14 @@ SELECT jsonb_build_object(
     ) ORDER BY n.nspname, c.relname), '[]'::jsonb)
     FROM pg_class c
     JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname = ANY($1)
+    -- Exposed schemas, and the tables their views show (for inferred keys).
+    WHERE (n.nspname = ANY($1) OR c.oid IN (
+        SELECT d.refobjid
+        FROM pg_depend d
+        JOIN pg_rewrite r ON r.oid = d.objid AND d.classid = 'pg_rewrite'::regclass
+        JOIN pg_class vc ON vc.oid = r.ev_class
+        JOIN pg_namespace vn ON vn.oid = vc.relnamespace
+        WHERE vn.nspname = ANY($1) AND d.refobjid <> r.ev_class))
       AND c.relkind IN ('r', 'v', 'm', 'f', 'p')
   ),
   'foreign_keys', (
@@ -64,7 +80,30 @@ SELECT jsonb_build_object(
     JOIN pg_namespace ns ON ns.oid = cl.relnamespace
     JOIN pg_class fcl ON fcl.oid = con.confrelid
     JOIN pg_namespace fns ON fns.oid = fcl.relnamespace
-    WHERE con.contype = 'f' AND (ns.nspname = ANY($1) OR fns.nspname = ANY($1))
+    -- Every schema: a view in an exposed schema may show tables of others.
+    WHERE con.contype = 'f' AND ns.nspname NOT IN ('pg_catalog', 'information_schema')
+  ),
+  -- Where each view column comes from: the parser records the origin table
+  -- and column of every target entry (resorigtbl/resorigcol) in the view's
+  -- stored query. An origin may itself be a view; the extension follows the
+  -- chain. Entries of subqueries can match too: the name must match the view
+  -- column's, and a column with two different origins is dropped.
+  'view_columns', (
+    SELECT coalesce(jsonb_agg(DISTINCT jsonb_build_object(
+      'schema', vn.nspname, 'view', v.relname, 'column', va.attname,
+      'origin_schema', bn.nspname, 'origin_table', b.relname, 'origin_column', ba.attname
+    )), '[]'::jsonb)
+    FROM pg_class v
+    JOIN pg_namespace vn ON vn.oid = v.relnamespace
+    JOIN pg_rewrite r ON r.ev_class = v.oid AND r.rulename = '_RETURN'
+    CROSS JOIN LATERAL regexp_matches(r.ev_action::text,
+      ':resno (\d+) :resname ((?:[^\s\\]|\\.)+) :ressortgroupref \d+ :resorigtbl (\d+) :resorigcol (\d+)', 'g') AS m
+    JOIN pg_attribute va ON va.attrelid = v.oid AND va.attnum = m[1]::int
+      AND va.attname = regexp_replace(m[2], '\\(.)', '\1', 'g')
+    JOIN pg_class b ON b.oid = m[3]::oid
+    JOIN pg_namespace bn ON bn.oid = b.relnamespace
+    JOIN pg_attribute ba ON ba.attrelid = b.oid AND ba.attnum = m[4]::int
+    WHERE v.relkind IN ('v', 'm') AND vn.nspname NOT IN ('pg_catalog', 'information_schema')
   ),
   'functions', (
     SELECT coalesce(jsonb_agg(jsonb_build_object(
@@ -96,6 +135,11 @@ SELECT jsonb_build_object(
           FROM pg_attribute att
           WHERE att.attrelid = t.typrelid AND att.attnum > 0 AND NOT att.attisdropped)
       END,
+      -- The row type of a table or view: the result embeds like that table.
+      'returns_table', (
+        SELECT jsonb_build_object('schema', rn.nspname, 'name', rc.relname)
+        FROM pg_class rc JOIN pg_namespace rn ON rn.oid = rc.relnamespace
+        WHERE rc.oid = t.typrelid AND rc.relkind IN ('r', 'v', 'm', 'f', 'p')),
       'volatility', p.provolatile::text
     ) ORDER BY n.nspname, p.proname, p.oid), '[]'::jsonb)
     FROM pg_proc p

@@ -52,6 +52,10 @@ pub enum RestError {
     PreconditionFailed,
     #[error("idempotency key reused")]
     IdempotencyMismatch,
+    #[error("limit without order")]
+    LimitWithoutOrder,
+    #[error("aggregates disabled")]
+    AggregatesDisabled,
     #[error("invalid request")]
     InvalidRequest(String),
 }
@@ -61,6 +65,7 @@ impl RestError {
         use RestError::*;
         match self {
             Parse { .. } | UnknownOperator { .. } | InvalidRequest(_) | EmbedFilter(_) => 400,
+            LimitWithoutOrder | AggregatesDisabled => 400,
             InvalidBody(_) | InvalidPreferences(_) | MaxAffected { .. } | PutMismatch => 400,
             NoRelationship { .. } | PayloadColumn { .. } | Column { .. } => 400,
             Range(_) => 416,
@@ -176,6 +181,13 @@ impl RestError {
                 none(),
                 Some("Use a new key for a new request; a retry must repeat the request exactly.".into()),
             ),
+            LimitWithoutOrder => (
+                "PGRST109",
+                "A 'limit' was applied without an explicit 'order'".into(),
+                none(),
+                Some("Apply an 'order' using unique column(s)".into()),
+            ),
+            AggregatesDisabled => ("PGRST123", "Use of aggregate functions is not allowed".into(), none(), none()),
             InvalidRequest(msg) => ("PGRST100", msg.clone(), none(), none()),
         };
         json!({ "code": code, "message": message, "details": details, "hint": hint })

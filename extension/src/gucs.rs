@@ -11,8 +11,51 @@ pub static ANON_ROLE: GucSetting<Option<CString>> = GucSetting::<Option<CString>
 pub static IDEMPOTENCY_TTL: GucSetting<i32> = GucSetting::<i32>::new(86_400);
 /// Upper bound on rows a read returns; 0: PostgREST's `pgrst.db_max_rows`, else none.
 pub static MAX_ROWS: GucSetting<i32> = GucSetting::<i32>::new(0);
+/// Aggregates in `select` (`count()`, `col.sum()`…); also on when PostgREST's
+/// `pgrst.db_aggregates_enabled` is.
+pub static AGGREGATES_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// `Accept: application/vnd.pgrst.plan`; also on when `pgrst.db_plan_enabled` is.
+pub static PLAN_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// How a request's transaction ends: commit, commit-allow-override, rollback,
+/// rollback-allow-override. Unset: `pgrst.db_tx_end`, else commit.
+pub static TX_END: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// Schemas appended to the request schema in `search_path`. Unset:
+/// `pgrst.db_extra_search_path`, else `public`.
+pub static EXTRA_SEARCH_PATH: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 pub fn init() {
+    GucRegistry::define_bool_guc(
+        c"fluxbase.aggregates_enabled",
+        c"Allow aggregate functions (count(), sum(), avg(), min(), max()) in select.",
+        c"Off by default, as in PostgREST: an aggregate over a large table is an expensive request.",
+        &AGGREGATES_ENABLED,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"fluxbase.plan_enabled",
+        c"Answer Accept: application/vnd.pgrst.plan with the query's EXPLAIN output.",
+        c"",
+        &PLAN_ENABLED,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"fluxbase.tx_end",
+        c"How a request's transaction ends: commit, commit-allow-override, rollback, rollback-allow-override.",
+        c"",
+        &TX_END,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"fluxbase.extra_search_path",
+        c"Schemas added after the request's schema in search_path, comma-separated.",
+        c"",
+        &EXTRA_SEARCH_PATH,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     GucRegistry::define_int_guc(
         c"fluxbase.idempotency_ttl",
         c"Seconds an Idempotency-Key and its response are kept.",
@@ -81,12 +124,54 @@ fn placeholder(name: &std::ffi::CStr) -> Option<String> {
     }
 }
 
-pub fn db_schemas() -> Vec<String> {
-    let configured = DB_SCHEMAS
+/// A Fluxbase string setting, else its PostgREST counterpart, else `default`.
+fn with_fallback(setting: &GucSetting<Option<CString>>, pgrst: &std::ffi::CStr, default: &str) -> String {
+    setting
         .get()
         .and_then(|s| s.into_string().ok())
-        .filter(|s| !s.trim().is_empty())
-        .or_else(|| placeholder(c"pgrst.db_schemas"))
-        .unwrap_or_else(|| "public".into());
-    configured.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| placeholder(pgrst))
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn list(value: &str) -> Vec<String> {
+    value.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+}
+
+/// A boolean as Postgres reads one (`on`, `true`, `yes`, `1`).
+fn is_true(value: Option<String>) -> bool {
+    value.is_some_and(|v| matches!(v.to_ascii_lowercase().as_str(), "on" | "true" | "yes" | "1" | "t" | "y"))
+}
+
+pub fn db_schemas() -> Vec<String> {
+    list(&with_fallback(&DB_SCHEMAS, c"pgrst.db_schemas", "public"))
+}
+
+pub fn extra_search_path() -> Vec<String> {
+    list(&with_fallback(&EXTRA_SEARCH_PATH, c"pgrst.db_extra_search_path", "public"))
+}
+
+pub fn aggregates_enabled() -> bool {
+    AGGREGATES_ENABLED.get() || is_true(placeholder(c"pgrst.db_aggregates_enabled"))
+}
+
+pub fn plan_enabled() -> bool {
+    PLAN_ENABLED.get() || is_true(placeholder(c"pgrst.db_plan_enabled"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TxEnd {
+    pub rollback: bool,
+    /// `Prefer: tx=commit|rollback` may change the default.
+    pub overridable: bool,
+}
+
+pub fn tx_end() -> TxEnd {
+    match with_fallback(&TX_END, c"pgrst.db_tx_end", "commit").as_str() {
+        "commit-allow-override" => TxEnd { rollback: false, overridable: true },
+        "rollback" => TxEnd { rollback: true, overridable: false },
+        "rollback-allow-override" => TxEnd { rollback: true, overridable: true },
+        _ => TxEnd { rollback: false, overridable: false },
+    }
 }

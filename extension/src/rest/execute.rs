@@ -72,6 +72,27 @@ pub fn planned_rows(query: &Query) -> i64 {
     plan.and_then(|j| j.0.get(0)?.get("Plan")?.get("Plan Rows")?.as_f64()).map(|r| r.round() as i64).unwrap_or(0)
 }
 
+/// The lines of an `EXPLAIN` (one JSON document with FORMAT JSON).
+pub fn explain(sql: &str, params: &[String], json: bool) -> Vec<String> {
+    let args: Vec<pgrx::datum::DatumWithOid<'_>> = params.iter().map(|p| p.as_str().into()).collect();
+    let types = vec![PgOid::BuiltIn(PgBuiltInOids::TEXTOID); params.len()];
+    // SPI refuses EXPLAIN in a read-only call, whatever it explains; the
+    // transaction of a GET stays read-only all the same.
+    Spi::connect_mut(|client| {
+        let prepared = client.prepare_mut(sql, &types)?;
+        let rows = client.update(&prepared, None, &args)?;
+        rows.map(|row| {
+            Ok(if json {
+                row.get::<pgrx::Json>(1)?.map(|j| j.0.to_string()).unwrap_or_default()
+            } else {
+                row.get::<String>(1)?.unwrap_or_default()
+            })
+        })
+        .collect::<Result<Vec<_>, SpiError>>()
+    })
+    .unwrap_or_else(|e: SpiError| pgrx::error!("EXPLAIN failed: {e}"))
+}
+
 fn collect(table: pgrx::spi::SpiTupleTable<'_>, aggregated: bool) -> Result<Outcome, SpiError> {
     if !aggregated {
         return Ok(Outcome { body: None, rows: table.len() as i64, total: None });

@@ -18,7 +18,7 @@ use crate::error::RestError;
 use crate::rest::execute::Outcome;
 use crate::rest::plan::{Plan, WriteKind};
 use crate::rest::prefer::{Count, Return};
-use crate::rest::request::{ApiRequest, MediaType, Method, Target};
+use crate::rest::request::{ApiRequest, Explain, MediaType, Method, Target};
 use crate::rest::sql::Body;
 use crate::{gucs, schema};
 
@@ -72,6 +72,12 @@ fn run(request: &Value, claims: &Value) -> Result<Response, RestError> {
             body: if api.method == Method::Head { String::new() } else { body.to_string() },
         });
     }
+    if request::has_aggregates(&api.select) && !gucs::aggregates_enabled() {
+        return Err(RestError::AggregatesDisabled);
+    }
+    if api.accept == MediaType::GeoJson && !catalog.postgis {
+        return Err(RestError::Accept("application/geo+json (PostGIS is not installed in this database)".into()));
+    }
     let max_rows = gucs::max_rows();
     let plan = match plan::plan(&api, &schema, &catalog, max_rows) {
         Err(err) if is_cache_miss(&err) => match schema::reload_after_miss(&exposed) {
@@ -85,23 +91,68 @@ fn run(request: &Value, claims: &Value) -> Result<Response, RestError> {
     let path = format!("/{}", request.get("path").and_then(Value::as_str).unwrap_or("").trim_start_matches('/'));
     let info =
         RequestInfo { method: api.method.as_str(), path: &path, headers: request.get("headers").unwrap_or(&empty) };
-    // Claimed as the session user, before the role switch.
-    let idempotent = idempotency::claim(&api, request, claims)?;
+    let rollback = transaction_end(&api);
+    // Claimed as the session user, before the role switch. A request that
+    // ends in a rollback wrote nothing, so there is nothing to replay.
+    let idempotent = if rollback { None } else { idempotency::claim(&api, request, claims)? };
     let claim = match idempotent {
         Some(idempotency::Outcome::Replay(response)) => return Ok(response),
         Some(idempotency::Outcome::Fresh(claim)) => Some(claim),
         None => None,
     };
+    claims::set_local("search_path", &search_path(&schema));
     claims::authenticate(claims, Some(&info));
-    let result = respond(&api, &plan, request);
-    match claim {
+    let result = if rollback {
+        execute::in_subtransaction(|| respond(&api, &plan, request), |_| false)
+    } else {
+        respond(&api, &plan, request)
+    };
+    let mut result = match claim {
         Some(claim) => {
             let response = result.unwrap_or_else(|e| Response::error(&e));
             idempotency::store(&claim, &response);
             Ok(response)
         }
         None => result,
+    };
+    if let (Ok(response), Some(asked)) = (&mut result, api.prefer.tx_rollback) {
+        if gucs::tx_end().overridable {
+            let echo = if asked { "tx=rollback" } else { "tx=commit" };
+            if let Some(headers) = response.headers.as_object_mut() {
+                let applied = match headers.get("Preference-Applied").and_then(Value::as_str) {
+                    Some(others) => format!("{others}, {echo}"),
+                    None => echo.to_string(),
+                };
+                headers.insert("Preference-Applied".into(), Value::String(applied));
+            }
+        }
     }
+    result
+}
+
+/// Whether the request's changes are rolled back: `fluxbase.tx_end`
+/// (`pgrst.db_tx_end`), overridden by `Prefer: tx=` where that is allowed.
+/// Reads run read-only, so only writes and calls need to ask.
+fn transaction_end(api: &ApiRequest) -> bool {
+    if api.method.is_read() && api.prefer.tx_rollback.is_none() {
+        return false;
+    }
+    let end = gucs::tx_end();
+    match api.prefer.tx_rollback {
+        Some(asked) if end.overridable => asked,
+        _ => end.rollback,
+    }
+}
+
+/// `search_path` for the request, as PostgREST sets it: the request's
+/// schema, then `fluxbase.extra_search_path` (`pgrst.db_extra_search_path`).
+fn search_path(schema: &str) -> String {
+    let mut path = sql::ident(schema);
+    for extra in gucs::extra_search_path() {
+        path.push_str(", ");
+        path.push_str(&sql::ident(&extra));
+    }
+    path
 }
 
 /// Runs the plan under the request's role and shapes the response.
@@ -112,7 +163,14 @@ fn respond(api: &ApiRequest, plan: &Plan, request: &Value) -> Result<Response, R
     }
     let exact = api.prefer.count.is_some();
     let singular = api.accept == MediaType::Object;
-    let array_or_object = if singular { Body::Object } else { Body::Array };
+    let array_or_object = match api.accept {
+        MediaType::Object => Body::Object,
+        MediaType::GeoJson => Body::GeoJson,
+        _ => Body::Array,
+    };
+    if let Some(explain) = &api.explain {
+        return explained(api, plan, explain, array_or_object);
+    }
     match plan {
         Plan::Read(read) => {
             // count=planned: the planner's estimate; estimated: exact up to
@@ -220,10 +278,34 @@ fn respond(api: &ApiRequest, plan: &Plan, request: &Value) -> Result<Response, R
     }
 }
 
+/// `Accept: application/vnd.pgrst.plan`: the `EXPLAIN` of the statement the
+/// request runs (with `analyze`, it runs; a write is then committed unless
+/// `tx=rollback` or `fluxbase.tx_end` says otherwise, as in PostgREST).
+fn explained(api: &ApiRequest, plan: &Plan, explain: &Explain, body: Body) -> Result<Response, RestError> {
+    if !gucs::plan_enabled() {
+        return Err(RestError::Accept(explain.content_type()));
+    }
+    let query = match plan {
+        Plan::Read(read) => sql::read(read, body, api.nulls_stripped, false),
+        Plan::Write(write) => sql::write(write, body, api.nulls_stripped),
+        Plan::Call(call) => sql::call(call, body, api.nulls_stripped, false),
+    };
+    let mut options = vec![if explain.json { "FORMAT JSON" } else { "FORMAT TEXT" }.to_string()];
+    options.extend(explain.options.iter().map(|o| o.to_ascii_uppercase()));
+    let sql = format!("EXPLAIN ({}) {}", options.join(", "), query.sql);
+    let lines = execute::explain(&sql, &query.params, explain.json);
+    Ok(Response {
+        status: 200,
+        headers: json!({ "Content-Type": explain.content_type() }),
+        body: head_aware(api, lines.join("\n")),
+    })
+}
+
 fn content_type(media: MediaType) -> Value {
     match media {
         MediaType::Object => json!({ "Content-Type": "application/vnd.pgrst.object+json; charset=utf-8" }),
         MediaType::Csv => json!({ "Content-Type": "text/csv; charset=utf-8" }),
+        MediaType::GeoJson => json!({ "Content-Type": "application/geo+json; charset=utf-8" }),
         _ => json!({ "Content-Type": "application/json; charset=utf-8" }),
     }
 }

@@ -7,14 +7,25 @@ use crate::error::RestError;
 use crate::filter::{Condition, Field, Filter, LogicOp};
 use crate::rest::keyset::{self, KeyColumn, Keyset};
 use crate::rest::prefer::{Resolution, Return};
-use crate::rest::request::{ApiRequest, EmbedPath, Method, OrderTerm, Paging, SelectItem, Target};
+use crate::rest::request::{
+    Aggregate, AggregateFn, ApiRequest, EmbedPath, Method, OrderTerm, Paging, SelectItem, Target,
+};
 use crate::schema::{Catalog, Function, Relationship, Table};
 
 #[derive(Debug, Clone)]
 pub enum Projection {
     Star,
-    Column { field: Field, key: String, cast: Option<String> },
+    Column {
+        field: Field,
+        key: String,
+        cast: Option<String>,
+    },
     Embed(Box<EmbedPlan>),
+    /// An aggregate; the level's other columns become its GROUP BY.
+    Aggregate {
+        aggregate: Aggregate,
+        key: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -80,6 +91,8 @@ pub struct Payload {
     pub json: String,
     pub columns: Vec<String>,
     pub rows: usize,
+    /// `missing=default`: (column, default expression) for keys a row may lack.
+    pub defaults: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +116,14 @@ pub struct WritePlan {
     /// With `If-Match`: the read whose ETag must still match (the GET of
     /// the same filters and `select`), run with the rows locked.
     pub precondition: Option<ReadPlan>,
+    /// PATCH/DELETE of the first rows in an order (`limit`, `offset`).
+    pub limited: Option<Limited>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limited {
+    pub order: Vec<PlannedOrder>,
+    pub paging: Paging,
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +137,8 @@ pub struct CallPlan {
     pub read: Option<ReadPlan>,
 }
 
+/// One per request, never in a collection: variant sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Plan {
     Read(ReadPlan),
@@ -246,6 +269,30 @@ fn level(
     for item in select {
         projection.push(match item {
             SelectItem::Star => Projection::Star,
+            // `rel(count)`: Supabase's documented row count of an embed (a
+            // column named `count`, where there is one, is that column).
+            SelectItem::Field { field, alias, cast: None }
+                if field.name == "count" && field.json_path.is_empty() && table.column("count").is_none() =>
+            {
+                Projection::Aggregate {
+                    aggregate: Aggregate {
+                        function: AggregateFn::Count,
+                        field: None,
+                        alias: alias.clone(),
+                        input_cast: None,
+                        output_cast: None,
+                        legacy: true,
+                    },
+                    key: alias.clone().unwrap_or_else(|| "count".into()),
+                }
+            }
+            SelectItem::Aggregate(aggregate) => {
+                if let Some(field) = &aggregate.field {
+                    column(table, &field.name)?;
+                }
+                let key = aggregate.alias.clone().unwrap_or_else(|| aggregate.function.name().to_string());
+                Projection::Aggregate { aggregate: aggregate.clone(), key }
+            }
             SelectItem::Field { field, alias, cast } => {
                 column(table, &field.name)?;
                 let key = alias.clone().unwrap_or_else(|| field.output_name().to_string());
@@ -296,6 +343,14 @@ fn level(
                 }))
             }
         });
+    }
+    let aggregated = projection.iter().any(|p| matches!(p, Projection::Aggregate { .. }));
+    if aggregated && projection.iter().any(|p| matches!(p, Projection::Embed(_))) {
+        return Err(RestError::InvalidRequest(format!(
+            "aggregates and embedded resources in the same select of '{}' are not supported; \
+             aggregate inside the embedded resource instead",
+            table.name
+        )));
     }
     let filters = api
         .filters
@@ -350,12 +405,25 @@ fn write_plan(api: &ApiRequest, catalog: &Catalog, table: &Table) -> Result<Writ
     if table.is_view() && table.primary_key.is_empty() && api.method == Method::Put {
         return Err(RestError::Put("PUT needs a table with a primary key".into()));
     }
-    if api.paging.get(&vec![]).is_some_and(|p| p.limit.is_some() || p.offset.is_some()) {
-        return Err(RestError::InvalidRequest(format!(
-            "limit/offset on {} is not supported by this version of Fluxbase yet",
-            api.method.as_str()
-        )));
-    }
+    // Limited PATCH/DELETE (as PostgREST 10–12 had it): only with an order,
+    // so that which rows change is never left to chance.
+    let limited = match api.paging.get(&vec![]) {
+        Some(paging) if paging.limit.is_some() || paging.offset.is_some() => {
+            if !matches!(api.method, Method::Patch | Method::Delete) {
+                return Err(RestError::InvalidRequest(format!("limit/offset do not apply to {}", api.method.as_str())));
+            }
+            let order = api.order.get(&vec![]).filter(|o| !o.is_empty()).ok_or(RestError::LimitWithoutOrder)?;
+            if table.is_view() && table.primary_key.is_empty() {
+                return Err(RestError::InvalidRequest(format!(
+                    "a limited {} on a view needs the view to show a primary key",
+                    api.method.as_str()
+                )));
+            }
+            let order = order.iter().map(|t| plan_order(table, t)).collect::<Result<Vec<_>, _>>()?;
+            Some(Limited { order, paging: paging.clone() })
+        }
+        _ => None,
+    };
     let filters = api
         .filters
         .iter()
@@ -434,6 +502,7 @@ fn write_plan(api: &ApiRequest, catalog: &Catalog, table: &Table) -> Result<Writ
         _ => None,
     };
     Ok(WritePlan {
+        limited,
         precondition,
         schema: table.schema.clone(),
         table: table.name.clone(),
@@ -476,7 +545,12 @@ fn payload(api: &ApiRequest, table: &Table, allow_array: bool) -> Result<Payload
         Value::Array(_) => body.to_string(),
         other => Value::Array(vec![other.clone()]).to_string(),
     };
-    Ok(Payload { json, columns, rows: rows.len() })
+    let defaults = if api.prefer.missing_default {
+        columns.iter().filter_map(|c| table.column(c)?.default.clone().map(|d| (c.clone(), d))).collect()
+    } else {
+        vec![]
+    };
+    Ok(Payload { json, columns, rows: rows.len(), defaults })
 }
 
 /// PUT is a single-row upsert addressed by its full primary key: the filters
@@ -620,7 +694,16 @@ fn result_plan(
     if !function.returns_composite {
         return Ok(None);
     }
-    let table = function.result_table();
+    // Rows of a table type embed through that table's relationships.
+    let table_type = function.returns_table.as_ref().and_then(|r| catalog.table(&r.schema, &r.name));
+    let result_table;
+    let table = match table_type {
+        Some(t) => t,
+        None => {
+            result_table = function.result_table();
+            &result_table
+        }
+    };
     let arg_names: BTreeSet<&str> = function.args.iter().map(|a| a.name.as_str()).collect();
     let mut extra = Vec::new();
     for (k, v) in &api.rpc_params {
@@ -631,14 +714,9 @@ fn result_plan(
         let condition = crate::filter::parse_condition(v).map_err(|e| crate::rest::request::filter_error(k, v, e))?;
         extra.push((vec![], Filter::Condition { field, condition }));
     }
-    if api.select.iter().any(|i| matches!(i, SelectItem::Embed(_))) {
-        return Err(RestError::InvalidRequest(
-            "embedding on a function result is not supported by this version of Fluxbase yet".into(),
-        ));
-    }
     let mut with_extra = api.clone();
     with_extra.filters.extend(extra);
-    let mut read = read_plan(&with_extra, catalog, &table, Source::Call)?;
+    let mut read = read_plan(&with_extra, catalog, table, Source::Call)?;
     cap(&mut read, max_rows);
     Ok(Some(read))
 }

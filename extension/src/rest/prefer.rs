@@ -32,6 +32,9 @@ pub struct Preferences {
     pub max_affected: Option<i64>,
     /// `pagination=keyset`: answer with a cursor for the next page.
     pub keyset: bool,
+    /// `tx=rollback` (true) or `tx=commit` (false); honoured only where
+    /// `fluxbase.tx_end` allows an override.
+    pub tx_rollback: Option<bool>,
     /// The preferences honoured, echoed in `Preference-Applied`.
     pub applied: Vec<String>,
 }
@@ -56,6 +59,8 @@ impl Preferences {
                 "handling=strict" => p.strict = true,
                 "handling=lenient" => p.strict = false,
                 "pagination=keyset" => p.keyset = true,
+                "tx=commit" => p.tx_rollback = Some(false),
+                "tx=rollback" => p.tx_rollback = Some(true),
                 other => match other.strip_prefix("max-affected=").map(str::parse::<i64>) {
                     Some(Ok(n)) if n >= 0 => p.max_affected = Some(n),
                     _ => {
@@ -64,8 +69,8 @@ impl Preferences {
                     }
                 },
             }
-            // missing=default is read but not implemented yet: never claim it applied.
-            if recognised && !raw.starts_with("handling=") && !raw.starts_with("missing=") {
+            // tx= is echoed only when the server allows it (see rest::run).
+            if recognised && !raw.starts_with("handling=") && !raw.starts_with("tx=") {
                 p.applied.push(raw.to_string());
             }
         }

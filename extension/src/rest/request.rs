@@ -48,6 +48,8 @@ pub enum MediaType {
     Object,
     Csv,
     OpenApi,
+    /// `application/geo+json`: a FeatureCollection (PostGIS' ST_AsGeoJSON).
+    GeoJson,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +57,64 @@ pub enum SelectItem {
     Star,
     Field { field: Field, alias: Option<String>, cast: Option<String> },
     Embed(Embed),
+    Aggregate(Aggregate),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AggregateFn {
+    Count,
+    Sum,
+    Avg,
+    Min,
+    Max,
+}
+
+impl AggregateFn {
+    fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "count" => AggregateFn::Count,
+            "sum" => AggregateFn::Sum,
+            "avg" => AggregateFn::Avg,
+            "min" => AggregateFn::Min,
+            "max" => AggregateFn::Max,
+            _ => return None,
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            AggregateFn::Count => "count",
+            AggregateFn::Sum => "sum",
+            AggregateFn::Avg => "avg",
+            AggregateFn::Min => "min",
+            AggregateFn::Max => "max",
+        }
+    }
+}
+
+/// `count()`, `col.sum()`, `alias:col::incast.avg()::outcast`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Aggregate {
+    pub function: AggregateFn,
+    /// `None` for `count()`: count the rows.
+    pub field: Option<Field>,
+    pub alias: Option<String>,
+    /// Cast of the column before aggregating.
+    pub input_cast: Option<String>,
+    /// Cast of the aggregate's result.
+    pub output_cast: Option<String>,
+    /// `rel(count)`, the form Supabase documents: allowed even where
+    /// aggregates are not (as PostgREST allows it).
+    pub legacy: bool,
+}
+
+/// Whether a select list uses aggregates (the legacy `rel(count)` aside).
+pub fn has_aggregates(select: &[SelectItem]) -> bool {
+    select.iter().any(|item| match item {
+        SelectItem::Aggregate(a) => !a.legacy,
+        SelectItem::Embed(e) => has_aggregates(&e.select),
+        _ => false,
+    })
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -115,6 +175,58 @@ pub struct ApiRequest {
     pub rpc_params: Vec<(String, String)>,
     /// `cursor=`: the opaque position of a keyset page (implies keyset pagination).
     pub cursor: Option<String>,
+    /// `Accept: application/vnd.pgrst.plan…`: answer with the query plan.
+    pub explain: Option<Explain>,
+}
+
+/// `application/vnd.pgrst.plan[+text|+json]; for="…"; options=analyze|verbose|…`
+#[derive(Debug, Clone, PartialEq)]
+pub struct Explain {
+    pub json: bool,
+    /// The media type whose query is explained, as given in `for`.
+    pub for_media: String,
+    /// EXPLAIN options, in PostgREST's order: analyze, verbose, settings, buffers, wal.
+    pub options: Vec<&'static str>,
+}
+
+impl Explain {
+    pub fn content_type(&self) -> String {
+        let format = if self.json { "json" } else { "text" };
+        let mut ct = format!("application/vnd.pgrst.plan+{format}; for=\"{}\"", self.for_media);
+        if !self.options.is_empty() {
+            ct.push_str(&format!("; options={}", self.options.join("|")));
+        }
+        ct.push_str("; charset=utf-8");
+        ct
+    }
+}
+
+fn parse_explain(media: &str, params: &[&str]) -> Option<Result<Explain, String>> {
+    let json = match media {
+        "application/vnd.pgrst.plan" | "application/vnd.pgrst.plan+text" => false,
+        "application/vnd.pgrst.plan+json" => true,
+        _ => return None,
+    };
+    let mut explain = Explain { json, for_media: "application/json".into(), options: vec![] };
+    for param in params {
+        let (key, value) = param.split_once('=').unwrap_or((param, ""));
+        match key.trim().to_ascii_lowercase().as_str() {
+            "for" => explain.for_media = value.trim().trim_matches('"').to_ascii_lowercase(),
+            "options" => {
+                for option in value.split('|').map(str::trim) {
+                    if !["analyze", "verbose", "settings", "buffers", "wal"].contains(&option) {
+                        return Some(Err(format!("unknown plan option \"{option}\"")));
+                    }
+                }
+                explain.options = ["analyze", "verbose", "settings", "buffers", "wal"]
+                    .into_iter()
+                    .filter(|o| value.split('|').any(|v| v.trim() == *o))
+                    .collect();
+            }
+            _ => {}
+        }
+    }
+    Some(Ok(explain))
 }
 
 const MAX_SELECT_DEPTH: usize = 16;
@@ -143,7 +255,7 @@ pub fn parse(request: &Value) -> Result<ApiRequest, RestError> {
     let header = |name: &str| headers.and_then(|h| h.get(name)).and_then(Value::as_str);
     let schema =
         if method.is_read() { header("accept-profile") } else { header("content-profile") }.map(str::to_string);
-    let (accept, nulls_stripped) = parse_accept(header("accept"), &target)?;
+    let (accept, nulls_stripped, explain) = parse_accept(header("accept"), &target)?;
 
     let mut api = ApiRequest {
         method,
@@ -163,6 +275,7 @@ pub fn parse(request: &Value) -> Result<ApiRequest, RestError> {
         body: None,
         rpc_params: vec![],
         cursor: None,
+        explain,
     };
     if let Some(range) = header("range") {
         if method == Method::Get || method == Method::Head {
@@ -252,14 +365,22 @@ fn split_key(key: &str) -> (EmbedPath, &str) {
     }
 }
 
-fn parse_accept(accept: Option<&str>, target: &Target) -> Result<(MediaType, bool), RestError> {
+type Accepted = (MediaType, bool, Option<Explain>);
+
+fn parse_accept(accept: Option<&str>, target: &Target) -> Result<Accepted, RestError> {
     let Some(accept) = accept else {
-        return Ok((if *target == Target::Root { MediaType::OpenApi } else { MediaType::Json }, false));
+        return Ok((if *target == Target::Root { MediaType::OpenApi } else { MediaType::Json }, false, None));
     };
     for candidate in accept.split(',') {
         let mut parts = candidate.split(';').map(str::trim);
         let media = parts.next().unwrap_or("").to_ascii_lowercase();
-        let nulls_stripped = parts.any(|p| p.eq_ignore_ascii_case("nulls=stripped"));
+        let params: Vec<&str> = parts.collect();
+        if let Some(explain) = parse_explain(&media, &params) {
+            let explain = explain.map_err(|e| RestError::Accept(format!("{accept} ({e})")))?;
+            let (inner, nulls_stripped, _) = parse_accept(Some(&explain.for_media), target)?;
+            return Ok((inner, nulls_stripped, Some(explain)));
+        }
+        let nulls_stripped = params.iter().any(|p| p.eq_ignore_ascii_case("nulls=stripped"));
         let found = match media.as_str() {
             "application/json" | "application/*" | "*/*" | "" => {
                 Some(if *target == Target::Root { MediaType::OpenApi } else { MediaType::Json })
@@ -268,10 +389,11 @@ fn parse_accept(accept: Option<&str>, target: &Target) -> Result<(MediaType, boo
             "application/vnd.pgrst.array+json" => Some(MediaType::Json),
             "application/openapi+json" if *target == Target::Root => Some(MediaType::OpenApi),
             "text/csv" => Some(MediaType::Csv),
+            "application/geo+json" if *target != Target::Root => Some(MediaType::GeoJson),
             _ => None,
         };
         if let Some(m) = found {
-            return Ok((m, nulls_stripped));
+            return Ok((m, nulls_stripped, None));
         }
     }
     Err(RestError::Accept(accept.to_string()))
@@ -373,6 +495,11 @@ impl SelectParser<'_> {
                 return Err(self.error("expected \")\""));
             }
             self.pos += 1;
+            if select.is_empty() {
+                if let Some(aggregate) = self.aggregate(&raw)? {
+                    return Ok(SelectItem::Aggregate(aggregate));
+                }
+            }
             let (spread, raw) = match raw.strip_prefix("...") {
                 Some(r) => (true, r.to_string()),
                 None => (false, raw),
@@ -382,9 +509,6 @@ impl SelectParser<'_> {
             let name = parts.next().unwrap_or("").trim().to_string();
             if name.is_empty() {
                 return Err(self.error("empty embedded resource name"));
-            }
-            if name == "count" || name.ends_with(".count") {
-                return Err(self.error("aggregates are not supported by this version of Fluxbase yet"));
             }
             let mut embed = Embed { name, alias, hint: None, inner: false, spread, select };
             for modifier in parts {
@@ -405,15 +529,78 @@ impl SelectParser<'_> {
         }
         let (alias, rest) = split_alias(&raw);
         let (field, cast) = match rest.split_once("::") {
-            Some((f, c)) if !c.is_empty() => (f, Some(c.trim().to_string())),
-            Some(_) => return Err(self.error("empty cast")),
+            Some((f, c)) => (f, Some(self.cast(c)?)),
             None => (rest, None),
         };
         if field.contains('.') && !field.contains("->") {
-            return Err(self.error("aggregates are not supported by this version of Fluxbase yet"));
+            return Err(self.error("a column name cannot contain '.' (aggregates are written col.sum())"));
         }
         let field = Field::parse(field.trim().trim_matches('"')).map_err(|_| self.error("malformed column"))?;
         Ok(SelectItem::Field { field, alias, cast })
+    }
+}
+
+impl SelectParser<'_> {
+    /// A type name to cast to, as written (`int`, `double precision`,
+    /// `text[]`): letters, digits, `_` and `[]` (and the standard's
+    /// multi-word names), so it can go into SQL unquoted, where Postgres'
+    /// type-name grammar applies.
+    fn cast(&self, raw: &str) -> Result<String, RestError> {
+        let cast = raw.trim();
+        if cast.is_empty() {
+            return Err(self.error("empty cast"));
+        }
+        // Spaces only inside the SQL standard's multi-word type names.
+        const MULTI_WORD: &[&str] = &[
+            "double precision",
+            "character varying",
+            "bit varying",
+            "timestamp with time zone",
+            "timestamp without time zone",
+            "time with time zone",
+            "time without time zone",
+        ];
+        let base = cast.trim_end_matches("[]").to_ascii_lowercase();
+        let valid = cast.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ' ' | '[' | ']'))
+            && (!base.contains(' ') || MULTI_WORD.contains(&base.as_str()));
+        if !valid {
+            return Err(self.error(&format!("invalid cast type \"{cast}\"")));
+        }
+        Ok(cast.to_string())
+    }
+
+    /// `[alias:]count()` or `[alias:]col[::cast].fn()`, whose `()` has been
+    /// read; then an optional `::cast` of the result. `None`: not an
+    /// aggregate (an embed with no columns, `rel()`).
+    fn aggregate(&mut self, raw: &str) -> Result<Option<Aggregate>, RestError> {
+        let (alias, rest) = split_alias(raw);
+        let (field, function) = match rest.rsplit_once('.') {
+            Some((field, name)) if !field.is_empty() && !name.contains("->") => match AggregateFn::parse(name) {
+                Some(f) => (Some(field), f),
+                None => return Ok(None),
+            },
+            None if rest == "count" => (None, AggregateFn::Count),
+            _ => return Ok(None),
+        };
+        let output_cast = if self.s[self.pos..].starts_with(b"::") {
+            self.pos += 2;
+            let cast = self.token();
+            Some(self.cast(&cast)?)
+        } else {
+            None
+        };
+        let (field, input_cast) = match field {
+            None => (None, None),
+            Some(f) => {
+                let (name, cast) = match f.split_once("::") {
+                    Some((n, c)) => (n, Some(self.cast(c)?)),
+                    None => (f, None),
+                };
+                let field = Field::parse(name.trim().trim_matches('"')).map_err(|_| self.error("malformed column"))?;
+                (Some(field), cast)
+            }
+        };
+        Ok(Some(Aggregate { function, field, alias, input_cast, output_cast, legacy: false }))
     }
 }
 
@@ -549,6 +736,36 @@ mod tests {
         assert!(matches!(parse(&json!({"path": "t", "headers": {"range": "5-1"}})).unwrap_err(), RestError::Range(_)));
         assert!(matches!(
             parse(&json!({"path": "t", "headers": {"accept": "text/html"}})).unwrap_err(),
+            RestError::Accept(_)
+        ));
+    }
+
+    #[test]
+    fn parses_aggregates_casts_and_plan_media_types() {
+        let api = parse(&json!({"path": "t", "query": "select=total:amount::int.sum()::text,count(),region,posts()"}))
+            .unwrap();
+        let SelectItem::Aggregate(a) = &api.select[0] else { panic!("{:?}", api.select[0]) };
+        assert_eq!(
+            (a.function, a.alias.as_deref(), a.input_cast.as_deref(), a.output_cast.as_deref()),
+            (AggregateFn::Sum, Some("total"), Some("int"), Some("text"))
+        );
+        assert!(matches!(
+            &api.select[1],
+            SelectItem::Aggregate(Aggregate { function: AggregateFn::Count, field: None, .. })
+        ));
+        assert!(matches!(&api.select[3], SelectItem::Embed(e) if e.select.is_empty()));
+        assert!(has_aggregates(&api.select));
+        let bad = |q: &str| parse(&json!({"path": "t", "query": q})).unwrap_err();
+        assert!(matches!(bad("select=a::int);drop"), RestError::Parse { .. }));
+        assert!(matches!(bad("select=a::int or true"), RestError::Parse { .. }));
+        assert!(parse(&json!({"path": "t", "query": "select=a::double precision"})).is_ok());
+        let plan = parse(&json!({"path": "t", "headers": {"accept": "application/vnd.pgrst.plan+json; for=\"text/csv\"; options=wal|analyze"}})).unwrap();
+        assert_eq!(plan.accept, MediaType::Csv);
+        let explain = plan.explain.unwrap();
+        assert_eq!((explain.json, explain.options), (true, vec!["analyze", "wal"]));
+        assert!(matches!(
+            parse(&json!({"path": "t", "headers": {"accept": "application/vnd.pgrst.plan; options=drop"}}))
+                .unwrap_err(),
             RestError::Accept(_)
         ));
     }

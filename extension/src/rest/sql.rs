@@ -3,8 +3,11 @@
 //! travel as `$n` parameters. Pure.
 use crate::filter::{Field, IsValue, LogicOp, Operand, Quantifier};
 use crate::rest::keyset::{KeyColumn, Keyset};
-use crate::rest::plan::{CallPlan, EmbedPlan, PlannedFilter, Projection, ReadPlan, Source, WriteKind, WritePlan};
+use crate::rest::plan::{
+    CallPlan, EmbedPlan, Payload, PlannedFilter, PlannedOrder, Projection, ReadPlan, Source, WriteKind, WritePlan,
+};
 use crate::rest::prefer::{Resolution, Return};
+use crate::rest::request::Paging;
 
 #[derive(Debug, PartialEq)]
 pub struct Query {
@@ -21,6 +24,8 @@ pub enum Body {
     Array,
     /// The first (only) row as an object: singular responses, non-set functions.
     Object,
+    /// The rows as GeoJSON features of a FeatureCollection (needs PostGIS).
+    GeoJson,
     None,
 }
 
@@ -158,15 +163,41 @@ impl Builder {
     fn select(&mut self, plan: &ReadPlan, alias: &str, link: Option<String>, paged: bool) -> String {
         let mut columns = Vec::new();
         let mut joins = Vec::new();
+        let aggregated = plan.projection.iter().any(|p| matches!(p, Projection::Aggregate { .. }));
+        // With aggregates, every other output column is grouped by (by position).
+        let mut group_by = Vec::new();
         for p in &plan.projection {
             match p {
+                Projection::Star if aggregated => {
+                    for c in &plan.columns {
+                        columns.push(format!("{}.{} AS {}", ident(alias), ident(c), ident(c)));
+                        group_by.push(columns.len().to_string());
+                    }
+                }
                 Projection::Star => columns.push(format!("{}.*", ident(alias))),
+                Projection::Aggregate { aggregate: a, key } => {
+                    let mut arg = match &a.field {
+                        Some(field) => self.field(alias, field),
+                        None => format!("{}.*", ident(alias)),
+                    };
+                    if let Some(cast) = &a.input_cast {
+                        arg = format!("({arg})::{cast}");
+                    }
+                    let mut expr = format!("{}({arg})", a.function.name());
+                    if let Some(cast) = &a.output_cast {
+                        expr = format!("({expr})::{cast}");
+                    }
+                    columns.push(format!("{expr} AS {}", ident(key)));
+                }
                 Projection::Column { field, key, cast } => {
                     let mut expr = self.field(alias, field);
                     if let Some(cast) = cast {
-                        expr = format!("({expr})::{}", ident(cast));
+                        expr = format!("({expr})::{cast}");
                     }
                     columns.push(format!("{expr} AS {}", ident(key)));
+                    if aggregated {
+                        group_by.push(columns.len().to_string());
+                    }
                 }
                 Projection::Embed(embed) => {
                     let (column, join) = self.embed(alias, embed);
@@ -188,35 +219,62 @@ impl Builder {
             conditions.push(self.after(alias, columns, values));
         }
         sql.push_str(&where_clause(&conditions));
+        if !group_by.is_empty() {
+            sql.push_str(" GROUP BY ");
+            sql.push_str(&group_by.join(", "));
+        }
         if paged {
-            if !plan.order.is_empty() {
-                let terms: Vec<String> = plan
-                    .order
-                    .iter()
-                    .map(|o| {
-                        let mut t = self.field(alias, &o.field);
-                        t.push_str(if o.descending { " DESC" } else { " ASC" });
-                        match o.nulls_first {
-                            Some(true) => t.push_str(" NULLS FIRST"),
-                            Some(false) => t.push_str(" NULLS LAST"),
-                            None => {}
-                        }
-                        t
-                    })
-                    .collect();
-                sql.push_str(" ORDER BY ");
-                sql.push_str(&terms.join(", "));
-            }
-            if let Some(limit) = plan.paging.limit {
-                let p = self.bind(limit.to_string());
-                sql.push_str(&format!(" LIMIT {p}::int8"));
-            }
-            if let Some(offset) = plan.paging.offset {
-                let p = self.bind(offset.to_string());
-                sql.push_str(&format!(" OFFSET {p}::int8"));
-            }
+            self.order_and_page(&mut sql, alias, &plan.order, &plan.paging);
         }
         sql
+    }
+
+    /// ` ORDER BY … LIMIT … OFFSET …`
+    fn order_and_page(&mut self, sql: &mut String, alias: &str, order: &[PlannedOrder], paging: &Paging) {
+        if !order.is_empty() {
+            let terms: Vec<String> = order
+                .iter()
+                .map(|o| {
+                    let mut t = self.field(alias, &o.field);
+                    t.push_str(if o.descending { " DESC" } else { " ASC" });
+                    match o.nulls_first {
+                        Some(true) => t.push_str(" NULLS FIRST"),
+                        Some(false) => t.push_str(" NULLS LAST"),
+                        None => {}
+                    }
+                    t
+                })
+                .collect();
+            sql.push_str(" ORDER BY ");
+            sql.push_str(&terms.join(", "));
+        }
+        if let Some(limit) = paging.limit {
+            let p = self.bind(limit.to_string());
+            sql.push_str(&format!(" LIMIT {p}::int8"));
+        }
+        if let Some(offset) = paging.offset {
+            let p = self.bind(offset.to_string());
+            sql.push_str(&format!(" OFFSET {p}::int8"));
+        }
+    }
+
+    /// The WHERE clause of an UPDATE/DELETE: its filters, or with `limit`,
+    /// the rows (by primary key, else `ctid`) the ordered, paged filters pick.
+    fn write_where(&mut self, plan: &WritePlan, table: &str) -> String {
+        let Some(limited) = &plan.limited else {
+            return where_clause(&self.filters(&plan.table, &plan.filters));
+        };
+        let key: Vec<String> = if plan.primary_key.is_empty() {
+            vec!["ctid".into()]
+        } else {
+            plan.primary_key.iter().map(|k| ident(k)).collect()
+        };
+        let outer: Vec<String> = key.iter().map(|k| format!("{}.{k}", ident(&plan.table))).collect();
+        let inner: Vec<String> = key.iter().map(|k| format!("_fb_l.{k}")).collect();
+        let mut pick = format!("SELECT {} FROM {table} AS _fb_l", inner.join(", "));
+        pick.push_str(&where_clause(&self.filters("_fb_l", &plan.filters)));
+        self.order_and_page(&mut pick, "_fb_l", &limited.order, &limited.paging);
+        format!(" WHERE ({}) IN ({pick})", outer.join(", "))
     }
 
     /// Rows after a keyset position: `(a > $1) OR (a = $1 AND b < $2) OR …`.
@@ -311,7 +369,7 @@ fn spread_keys(plan: &ReadPlan) -> Vec<String> {
     for p in &plan.projection {
         match p {
             Projection::Star => keys.extend(plan.columns.iter().cloned()),
-            Projection::Column { key, .. } => keys.push(key.clone()),
+            Projection::Column { key, .. } | Projection::Aggregate { key, .. } => keys.push(key.clone()),
             Projection::Embed(e) if e.spread => keys.extend(spread_keys(&e.plan)),
             Projection::Embed(e) => keys.push(e.key.clone()),
         }
@@ -327,6 +385,9 @@ fn body_expr(body: Body, nulls_stripped: bool) -> String {
     };
     match body {
         Body::Array => format!("{array}::text"),
+        Body::GeoJson => "json_build_object('type', 'FeatureCollection', 'features', \
+             coalesce(json_agg(ST_AsGeoJSON(_fb_t)::json), '[]'))::text"
+            .into(),
         Body::Object => format!("CASE WHEN count(*) = 1 THEN ({array} -> 0)::text END"),
         Body::None => "NULL::text".into(),
     }
@@ -375,6 +436,41 @@ fn read_with(
     Query { sql, params: std::mem::take(&mut b.params), aggregated: true }
 }
 
+/// An SQL string literal.
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The payload's rows as records of `table`. With `missing=default`, each
+/// row's missing keys are first filled from the columns' defaults
+/// (evaluated per row, so sequences and `now()` behave as in an INSERT).
+fn payload_records(table: &str, payload: Option<&Payload>, param: Option<&str>) -> String {
+    let param = param.unwrap_or("'[]'");
+    match payload {
+        Some(p) if !p.defaults.is_empty() => {
+            // A default runs only for rows that lack the key (no sequence
+            // value is spent on a row that brings its own).
+            let defaults: Vec<String> = p
+                .defaults
+                .iter()
+                .map(|(c, expr)| {
+                    let key = literal(c);
+                    format!("{key}, CASE WHEN _fb_e.v ? {key} THEN _fb_e.v -> {key} ELSE to_jsonb(({expr})) END")
+                })
+                .collect();
+            // jsonb_build_object takes at most 100 arguments: 40 pairs per call.
+            let objects: Vec<String> =
+                defaults.chunks(40).map(|pairs| format!("jsonb_build_object({})", pairs.join(", "))).collect();
+            format!(
+                "jsonb_populate_recordset(NULL::{table}, (SELECT jsonb_agg(_fb_e.v || {} ORDER BY _fb_e.n) \
+                 FROM jsonb_array_elements({param}::jsonb) WITH ORDINALITY AS _fb_e(v, n)))",
+                objects.join(" || ")
+            )
+        }
+        _ => format!("json_populate_recordset(NULL::{table}, {param}::json)"),
+    }
+}
+
 pub fn write(plan: &WritePlan, body: Body, nulls_stripped: bool) -> Query {
     let mut b = Builder::default();
     let table = format!("{}.{}", ident(&plan.schema), ident(&plan.table));
@@ -382,13 +478,10 @@ pub fn write(plan: &WritePlan, body: Body, nulls_stripped: bool) -> Query {
     let columns: Vec<String> =
         plan.payload.as_ref().map(|p| p.columns.iter().map(|c| ident(c)).collect()).unwrap_or_default();
     let payload = plan.payload.as_ref().map(|p| b.bind(p.json.clone()));
+    let records = payload_records(&table, plan.payload.as_ref(), payload.as_deref());
     let mut sql = match &plan.kind {
         WriteKind::Insert { on_conflict } => {
-            let source = format!(
-                "SELECT {} FROM json_populate_recordset(NULL::{table}, {}::json) AS _fb_p",
-                columns.join(", "),
-                payload.as_deref().unwrap_or("'[]'")
-            );
+            let source = format!("SELECT {} FROM {records} AS _fb_p", columns.join(", "));
             let mut s = if columns.is_empty() {
                 format!("INSERT INTO {table} AS {alias} {source}")
             } else {
@@ -408,16 +501,15 @@ pub fn write(plan: &WritePlan, body: Body, nulls_stripped: bool) -> Query {
         WriteKind::Update => {
             let sets: Vec<String> = columns.iter().map(|c| format!("{c} = _fb_p.{c}")).collect();
             let mut s = format!(
-                "UPDATE {table} AS {alias} SET {} FROM (SELECT * FROM json_populate_recordset(NULL::{table}, {}::json) LIMIT 1) AS _fb_p",
-                sets.join(", "),
-                payload.as_deref().unwrap_or("'[]'")
+                "UPDATE {table} AS {alias} SET {} FROM (SELECT * FROM {records} LIMIT 1) AS _fb_p",
+                sets.join(", ")
             );
-            s.push_str(&where_clause(&b.filters(&plan.table, &plan.filters)));
+            s.push_str(&b.write_where(plan, &table));
             s
         }
         WriteKind::Delete => {
             let mut s = format!("DELETE FROM {table} AS {alias}");
-            s.push_str(&where_clause(&b.filters(&plan.table, &plan.filters)));
+            s.push_str(&b.write_where(plan, &table));
             s
         }
     };
@@ -473,8 +565,6 @@ pub fn call(plan: &CallPlan, body: Body, nulls_stripped: bool, exact_count: bool
 mod tests {
     use super::*;
     use crate::filter::parse_condition;
-    use crate::rest::plan::PlannedOrder;
-    use crate::rest::request::Paging;
 
     fn field(name: &str) -> Field {
         Field { name: name.into(), json_path: vec![] }

@@ -19,6 +19,9 @@ pub struct Column {
     pub nullable: bool,
     pub has_default: bool,
     pub generated: bool,
+    /// The default as an SQL expression (identity: its `nextval`).
+    #[serde(default)]
+    pub default: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,6 +85,15 @@ pub struct Function {
     pub result_columns: Option<Vec<ResultColumn>>,
     /// `i`mmutable, `s`table or `v`olatile.
     pub volatility: String,
+    /// Returns rows of this table or view (`SETOF t`, `t`).
+    #[serde(default)]
+    pub returns_table: Option<RelationName>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+pub struct RelationName {
+    pub schema: String,
+    pub name: String,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -109,6 +121,7 @@ impl Function {
                     nullable: true,
                     has_default: false,
                     generated: false,
+                    default: None,
                 })
                 .collect(),
             primary_key: vec![],
@@ -121,37 +134,60 @@ impl Function {
     }
 }
 
+/// A view column and the table (or view) column it shows unchanged.
+#[derive(Debug, Deserialize, Clone)]
+pub struct ViewColumn {
+    pub schema: String,
+    pub view: String,
+    pub column: String,
+    pub origin_schema: String,
+    pub origin_table: String,
+    pub origin_column: String,
+}
+
 #[derive(Debug, Deserialize, Default)]
 struct CatalogJson {
     tables: Vec<Table>,
     foreign_keys: Vec<ForeignKey>,
+    #[serde(default)]
+    view_columns: Vec<ViewColumn>,
     functions: Vec<Function>,
+    #[serde(default)]
+    postgis: bool,
 }
 
 #[derive(Debug, Default)]
 pub struct Catalog {
+    /// PostGIS is installed (`application/geo+json` can be served).
+    pub postgis: bool,
     tables: HashMap<(String, String), Table>,
     pub foreign_keys: Vec<ForeignKey>,
     functions: HashMap<(String, String), Vec<Function>>,
 }
 
 impl Catalog {
-    fn from_json(json: CatalogJson) -> Self {
+    /// `exposed`: the schemas the API serves; the JSON may describe more
+    /// (tables behind views of exposed schemas).
+    fn from_json(json: CatalogJson, exposed: &[String]) -> Self {
         let mut functions: HashMap<(String, String), Vec<Function>> = HashMap::new();
         for f in json.functions {
             functions.entry((f.schema.clone(), f.name.clone())).or_default().push(f);
         }
-        Catalog {
-            tables: json.tables.into_iter().map(|t| ((t.schema.clone(), t.name.clone()), t)).collect(),
-            foreign_keys: json.foreign_keys,
-            functions,
-        }
+        let mut tables: HashMap<(String, String), Table> =
+            json.tables.into_iter().map(|t| ((t.schema.clone(), t.name.clone()), t)).collect();
+        let origins = relationships::ViewOrigins::new(&json.view_columns);
+        origins.infer_view_keys(&mut tables);
+        let mut foreign_keys = origins.through_views(&json.foreign_keys);
+        // Keep what touches an exposed schema: the rest cannot be embedded.
+        foreign_keys.retain(|fk| exposed.contains(&fk.schema) || exposed.contains(&fk.foreign_schema));
+        Catalog { tables, foreign_keys, functions, postgis: json.postgis }
     }
 
     pub fn table(&self, schema: &str, name: &str) -> Option<&Table> {
         self.tables.get(&(schema.to_string(), name.to_string()))
     }
 
+    /// Tables and views of one (exposed) schema.
     pub fn tables_in<'a>(&'a self, schema: &'a str) -> impl Iterator<Item = &'a Table> + 'a {
         self.tables.values().filter(move |t| t.schema == schema)
     }
@@ -245,10 +281,10 @@ fn load(schemas: &[String]) -> Catalog {
             .unwrap_or(serde_json::Value::Null);
     let parsed: CatalogJson =
         serde_json::from_value(json).unwrap_or_else(|e| pgrx::error!("schema cache did not deserialise: {e}"));
-    Catalog::from_json(parsed)
+    Catalog::from_json(parsed, schemas)
 }
 
 #[cfg(test)]
 pub(crate) fn test_catalog(json: serde_json::Value) -> Catalog {
-    Catalog::from_json(serde_json::from_value(json).expect("test catalog"))
+    Catalog::from_json(serde_json::from_value(json).expect("test catalog"), &["public".to_string()])
 }
