@@ -93,6 +93,7 @@ run_e2e() { # run_e2e MAJOR DIR PORT PASSWORD
   FLUXBASE_ANON_KEY="$FLUXBASE_API_KEYS_ANON" FLUXBASE_SERVICE_KEY="$FLUXBASE_API_KEYS_SERVICE_ROLE" \
   FLUXBASE_PUBLISHABLE_KEY=sb_publishable_e2e0000000000000 \
   FLUXBASE_SECRET_KEY=sb_secret_e2e000000000000000000000000000 \
+  FLUXBASE_PSQL="bash -c 'source $FLUXBASE_ROOT/scripts/env.sh; as_pg $(pg_bin "$major")/psql -X -q -tA -v ON_ERROR_STOP=1 -h $dir -p $port -U postgres -d fluxbase_e2e'" \
   FLUXBASE_PG_RESTART="bash -c 'source $FLUXBASE_ROOT/scripts/env.sh; as_pg $(pg_bin "$major")/pg_ctl -D $dir -m fast -w restart -o \"-p $port\" >/dev/null'" \
     "$NODE22" --test --test-reporter=spec "$FLUXBASE_ROOT"/tests/e2e/*.test.mjs || status=1
   # Graceful shutdown must finish well inside the grace period.

@@ -66,6 +66,8 @@ LANGUAGE sql SECURITY DEFINER
 SET search_path = pg_catalog
 AS $$ SELECT nextval('fluxbase.schema_version') $$;
 REVOKE ALL ON FUNCTION fluxbase.reload_schema() FROM PUBLIC;
+-- The proxy calls it when it hears `NOTIFY pgrst, 'reload schema'`.
+GRANT EXECUTE ON FUNCTION fluxbase.reload_schema() TO authenticator;
 
 CREATE EVENT TRIGGER fluxbase_ddl_command_end ON ddl_command_end
   EXECUTE FUNCTION fluxbase.bump_schema_version();

@@ -8,10 +8,15 @@ use tokio_postgres::NoTls;
 use crate::config::Database;
 use crate::error::{sqlstate_status, ApiError};
 
-pub fn pool(config: &Database) -> Result<Pool, String> {
+pub fn pg_config(config: &Database) -> Result<tokio_postgres::Config, String> {
     let mut pg: tokio_postgres::Config = config.url.parse().map_err(|e| format!("database.url: {e}"))?;
     pg.connect_timeout(Duration::from_millis(config.connect_timeout_ms));
     pg.application_name("fluxbase");
+    Ok(pg)
+}
+
+pub fn pool(config: &Database) -> Result<Pool, String> {
+    let pg = pg_config(config)?;
     let manager = Manager::from_config(pg, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     let wait = Some(Duration::from_millis(config.pool_timeout_ms));
     Pool::builder(manager)

@@ -7,6 +7,7 @@ mod config;
 mod db;
 mod error;
 mod jwt;
+mod listener;
 mod metrics;
 mod rest;
 mod server;
@@ -113,6 +114,12 @@ fn serve(config: Config) -> ExitCode {
         };
         let shutdown = CancellationToken::new();
         tokio::spawn(wait_for_signal(shutdown.clone()));
+        match db::pg_config(&state.config.database) {
+            Ok(pg) => {
+                tokio::spawn(listener::run(state.clone(), pg, shutdown.clone()));
+            }
+            Err(e) => tracing::error!(error = %e, "NOTIFY listener not started"),
+        }
         tracing::info!(address = %listen, version = env!("CARGO_PKG_VERSION"), "fluxbase listening");
         server::serve(state, listener, shutdown).await;
         ExitCode::SUCCESS

@@ -72,7 +72,7 @@ pub async fn handle(
     let mut attempt = 0;
     let row = loop {
         attempt += 1;
-        let client = state.pool.get().await.map_err(db::pool_error)?;
+        let client = state.client().await?;
         let stmt = client.prepare_typed_cached(REST_SQL, &[Type::TEXT, Type::TEXT]).await;
         let result = match stmt {
             Ok(stmt) => client.query_one(&stmt, &[&request, &claims]).await,

@@ -31,13 +31,37 @@ pub struct AppState {
     pub pool: deadpool_postgres::Pool,
     pub verifier: Verifier,
     pub metrics: Metrics,
+    /// Connections opened before this instant predate a `reload config`.
+    config_epoch: std::sync::RwLock<Option<std::time::Instant>>,
 }
 
 impl AppState {
     pub fn new(config: Config) -> Result<AppState, String> {
         let pool = db::pool(&config.database)?;
         let verifier = Verifier::new(&config.jwt, &config.api_keys)?;
-        Ok(AppState { config, pool, verifier, metrics: Metrics::default() })
+        Ok(AppState { config, pool, verifier, metrics: Metrics::default(), config_epoch: Default::default() })
+    }
+
+    /// A pooled connection opened since the last `reload config`: older
+    /// ones still run with the settings their session started with.
+    pub async fn client(&self) -> Result<deadpool_postgres::Object, ApiError> {
+        let epoch = *self.config_epoch.read().unwrap_or_else(|e| e.into_inner());
+        loop {
+            let client = self.pool.get().await.map_err(db::pool_error)?;
+            match epoch {
+                Some(at) if deadpool_postgres::Object::metrics(&client).created < at => {
+                    drop(deadpool_postgres::Object::take(client));
+                }
+                _ => return Ok(client),
+            }
+        }
+    }
+
+    /// Retire every connection: idle ones now, busy ones when next taken.
+    pub fn reload_config(&self) {
+        let now = std::time::Instant::now();
+        *self.config_epoch.write().unwrap_or_else(|e| e.into_inner()) = Some(now);
+        self.pool.retain(|_, metrics| metrics.created >= now);
     }
 }
 
@@ -211,7 +235,7 @@ async fn read_body(state: &AppState, headers: &HeaderMap, body: Incoming) -> Res
 }
 
 async fn ready(state: &AppState) -> Result<Response, ApiError> {
-    let client = state.pool.get().await.map_err(db::pool_error)?;
+    let client = state.client().await?;
     let row = client
         .query_one("SELECT fluxbase.version()", &[])
         .await

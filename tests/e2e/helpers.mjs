@@ -1,5 +1,6 @@
 // Shared helpers for the end-to-end tests: environment, token signing.
 import { createHmac } from 'node:crypto';
+import { execSync } from 'node:child_process';
 
 export const env = {
   url: need('FLUXBASE_URL'),
@@ -9,7 +10,24 @@ export const env = {
   secretKey: need('FLUXBASE_SECRET_KEY'),
   jwtSecret: need('FLUXBASE_JWT_SECRET'),
   pgRestart: process.env.FLUXBASE_PG_RESTART,
+  psql: process.env.FLUXBASE_PSQL,
 };
+
+/** Runs SQL as the superuser on the test database; returns psql's unaligned output. */
+export function sql(text) {
+  if (!env.psql) throw new Error('FLUXBASE_PSQL must be set (scripts/test.sh sets it)');
+  return execSync(env.psql, { input: text, encoding: 'utf8' }).trim();
+}
+
+/** Polls `check` until it returns true, for at most `ms`. */
+export async function eventually(check, ms = 5000) {
+  const until = Date.now() + ms;
+  for (;;) {
+    if (await check()) return true;
+    if (Date.now() > until) return false;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
 
 function need(name) {
   const v = process.env[name];
