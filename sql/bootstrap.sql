@@ -34,10 +34,10 @@ GRANT USAGE ON SCHEMA auth TO anon, authenticated, service_role, authenticator;
 GRANT USAGE ON SCHEMA public TO anon, authenticated, service_role;
 GRANT USAGE ON SCHEMA fluxbase TO authenticator, anon, authenticated, service_role;
 
--- Bumped by the event triggers below on every DDL command. Per-backend caches
--- (the REST schema cache) compare it to the value they were built at. A
--- sequence is not transactional, so a rolled-back DDL costs one needless
--- reload and nothing else.
+-- Bumped on every DDL command (sql/schema_triggers.sql): a counter for
+-- people and tests. The REST schema cache itself is invalidated through
+-- Postgres' own cache invalidation (see extension/src/schema/mod.rs), which
+-- costs nothing per request.
 CREATE SEQUENCE fluxbase.schema_version;
 GRANT SELECT ON SEQUENCE fluxbase.schema_version TO authenticator, anon, authenticated, service_role;
 
@@ -45,34 +45,6 @@ CREATE FUNCTION fluxbase.schema_version() RETURNS bigint
 LANGUAGE sql STABLE
 SET search_path = pg_catalog
 AS $$ SELECT last_value FROM fluxbase.schema_version $$;
-
--- SECURITY DEFINER: any role that may run DDL must be able to bump the
--- counter without holding privileges on it.
-CREATE FUNCTION fluxbase.bump_schema_version() RETURNS event_trigger
-LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = pg_catalog
-AS $$
-BEGIN
-  PERFORM nextval('fluxbase.schema_version');
-  PERFORM pg_notify('fluxbase_schema', 'ddl');
-END
-$$;
-REVOKE ALL ON FUNCTION fluxbase.bump_schema_version() FROM PUBLIC;
-
--- What `NOTIFY pgrst, 'reload schema'` does for PostgREST: every backend's
--- schema cache reloads on its next request (DDL does this by itself).
-CREATE FUNCTION fluxbase.reload_schema() RETURNS bigint
-LANGUAGE sql SECURITY DEFINER
-SET search_path = pg_catalog
-AS $$ SELECT nextval('fluxbase.schema_version') $$;
-REVOKE ALL ON FUNCTION fluxbase.reload_schema() FROM PUBLIC;
--- The proxy calls it when it hears `NOTIFY pgrst, 'reload schema'`.
-GRANT EXECUTE ON FUNCTION fluxbase.reload_schema() TO authenticator;
-
-CREATE EVENT TRIGGER fluxbase_ddl_command_end ON ddl_command_end
-  EXECUTE FUNCTION fluxbase.bump_schema_version();
-CREATE EVENT TRIGGER fluxbase_sql_drop ON sql_drop
-  EXECUTE FUNCTION fluxbase.bump_schema_version();
 
 -- Idempotency keys of REST writes (`Idempotency-Key` header): the first
 -- response is kept and replayed for a retry of the same request, per role

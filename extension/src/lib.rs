@@ -14,10 +14,21 @@ pgrx::pg_module_magic!();
 
 extension_sql_file!("../../sql/bootstrap.sql", name = "bootstrap", bootstrap);
 extension_sql_file!("../../sql/auth_claims.sql", name = "auth_claims", requires = ["bootstrap"]);
+extension_sql_file!("../../sql/schema_triggers.sql", name = "schema_triggers", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
+    schema::init();
+}
+
+/// Every backend's REST schema cache rebuilds before its next request (a
+/// relcache "invalidate all", delivered when this transaction commits, and
+/// to this backend at once). Called by the DDL event triggers and
+/// `fluxbase.reload_schema()`; not granted to PUBLIC.
+#[pg_extern(volatile)]
+fn invalidate_schema_caches() {
+    schema::invalidate_everywhere();
 }
 
 /// The extension's version; the proxy refuses to report ready when it differs
@@ -47,12 +58,18 @@ fn rest(
     TableIterator::once((response.status as i32, pgrx::Json(response.headers), response.body))
 }
 
-/// The REST engine as the proxy calls it: one `text` value,
-/// `status \n headers-json \n body`, which skips the row-returning machinery
-/// (`rest()` is the same engine for people reading results in SQL).
+/// The REST engine as the proxy calls it: `text` in (the proxy always sends
+/// well-formed JSON, so Postgres need not validate it as `json` before serde
+/// parses it), one `text` value out, `status \n headers-json \n body`, which
+/// skips the row-returning machinery (`rest()` is the same engine for people
+/// reading results in SQL).
 #[pg_extern(volatile)]
-fn rest_raw(request: pgrx::Json, claims: pgrx::Json) -> String {
-    let response = rest::handle(request.0, &claims.0);
+fn rest_raw(request: &str, claims: &str) -> String {
+    let parse = |what: &str, text: &str| {
+        serde_json::from_str::<serde_json::Value>(text)
+            .unwrap_or_else(|e| pgrx::error!("fluxbase.rest_raw: the {what} is not JSON: {e}"))
+    };
+    let response = rest::handle(parse("request", request), &parse("claims", claims));
     let headers = response.headers.to_string();
     let mut out = String::with_capacity(8 + headers.len() + response.body.len());
     out.push_str(&response.status.to_string());

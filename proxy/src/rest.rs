@@ -12,7 +12,7 @@ use crate::error::ApiError;
 use crate::server::{AppState, Ctx, Response};
 
 /// `status \n headers \n body` in one text value: the cheapest shape to return.
-const REST_SQL: &str = "SELECT fluxbase.rest_raw($1::json, $2::json)";
+const REST_SQL: &str = "SELECT fluxbase.rest_raw($1, $2)";
 
 /// Headers never copied into `request.headers`: credentials stay out of
 /// settings that policies, functions and logs can read.

@@ -60,19 +60,19 @@ CLAIMS="{\"role\":\"authenticated\",\"sub\":\"$UID_ONE\"}"
 work="$(mktemp -d)"
 chmod 755 "$work"
 cat > "$work/engine.sql" <<SQL
-SELECT fluxbase.rest_raw('{"method":"GET","path":"items","query":"select=*&id=eq.42","headers":{}}'::json, '$CLAIMS'::json);
+SELECT fluxbase.rest_raw('{"method":"GET","path":"items","query":"select=*&id=eq.42","headers":{}}', '$CLAIMS');
 SQL
 cat > "$work/postgrest.sql" <<SQL
 BEGIN;
-SELECT set_config('role', 'authenticated', true), set_config('request.jwt.claims', '$CLAIMS', true), set_config('request.method', 'GET', true), set_config('request.path', '/items', true), set_config('request.headers', '{}', true);
+SELECT set_config('search_path', '"public", "public"', true), set_config('role', 'authenticated', true), set_config('request.jwt.claims', '$CLAIMS', true), set_config('request.method', 'GET', true), set_config('request.path', '/items', true), set_config('request.headers', '{}', true);
 WITH pgrst_source AS (SELECT "public"."items".* FROM "public"."items" WHERE "public"."items"."id" = 42) SELECT null::bigint AS total_result_set, pg_catalog.count(_postgrest_t) AS page_total, coalesce(json_agg(_postgrest_t), '[]')::text AS body FROM (SELECT * FROM pgrst_source) _postgrest_t;
 COMMIT;
 SQL
 cat > "$work/write.sql" <<SQL
-SELECT fluxbase.rest_raw('{"method":"POST","path":"events","query":"select=id,kind,n","headers":{"prefer":"return=representation","content-type":"application/json"},"body":"{\\"kind\\":\\"click\\",\\"n\\":1}"}'::json, '$CLAIMS'::json);
+SELECT fluxbase.rest_raw('{"method":"POST","path":"events","query":"select=id,kind,n","headers":{"prefer":"return=representation","content-type":"application/json"},"body":"{\\"kind\\":\\"click\\",\\"n\\":1}"}', '$CLAIMS');
 SQL
 cat > "$work/embed.sql" <<SQL
-SELECT fluxbase.rest_raw('{"method":"GET","path":"items","query":"select=id,name,price,category%3Acategories(name)&order=id&limit=100","headers":{}}'::json, '$CLAIMS'::json);
+SELECT fluxbase.rest_raw('{"method":"GET","path":"items","query":"select=id,name,price,category%3Acategories(name)&order=id&limit=100","headers":{}}', '$CLAIMS');
 SQL
 cat > "$work/get.lua" <<LUA
 wrk.headers["Authorization"] = "Bearer $TOKEN"

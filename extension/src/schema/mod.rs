@@ -1,9 +1,10 @@
 //! The schema cache: the catalog model built from one catalog query, kept per
-//! backend and rebuilt only when the schema version or exposed schemas change.
+//! backend and rebuilt only after a schema change (signalled through
+//! Postgres' cache invalidation, so a request pays nothing to check) or when
+//! the exposed schemas change.
 use pgrx::prelude::*;
-use pgrx::spi::OwnedPreparedStatement;
 use serde::Deserialize;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -202,73 +203,79 @@ impl Catalog {
 }
 
 struct Cached {
-    version: i64,
     schemas: Vec<String>,
     catalog: Rc<Catalog>,
     built: Instant,
 }
 
-/// A miss may mean DDL that was uncommitted when the cache was built (the
-/// version is bumped before commit). A miss reloads, at most this often.
+/// A miss may mean DDL that was uncommitted when the cache was built. A miss
+/// reloads, at most this often.
 const MISS_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 thread_local! {
     static CACHE: RefCell<Option<Cached>> = const { RefCell::new(None) };
-    /// Read on every request, so planned once per backend.
-    static VERSION_PLAN: RefCell<Option<OwnedPreparedStatement>> = const { RefCell::new(None) };
+    /// Set by the relcache callback: a schema change may have happened.
+    static STALE: Cell<bool> = const { Cell::new(true) };
 }
 
-fn schema_version() -> i64 {
-    VERSION_PLAN.with(|cell| {
-        let mut cell = cell.borrow_mut();
-        Spi::connect(|client| {
-            if cell.is_none() {
-                *cell = Some(client.prepare("SELECT last_value FROM fluxbase.schema_version", &[])?.keep());
-            }
-            let plan = cell.as_ref().expect("prepared above");
-            client.select(plan, Some(1), &[])?.first().get::<i64>(1)
-        })
-        .unwrap_or_else(|e| pgrx::error!("reading fluxbase.schema_version failed: {e}"))
-        .unwrap_or(0)
-    })
+/// Registers the invalidation callback (once per backend, from `_PG_init`).
+pub fn init() {
+    // SAFETY: called once while the library loads; the callback is a plain
+    // function that lives as long as the process.
+    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(on_relcache_invalidation), pg_sys::Datum::from(0)) }
 }
 
-/// The catalog for `schemas`, rebuilt when DDL has bumped the schema version.
-/// Must run before the role switch: it reads `fluxbase.schema_version`.
+/// Postgres calls this while it processes invalidation messages (at
+/// transaction start, and when DDL commits in this backend). An "invalidate
+/// all" (`relid` 0: what `invalidate_everywhere` sends, and what Postgres
+/// sends when a backend fell behind on invalidations) marks the cache stale;
+/// invalidations of single relations (ANALYZE, VACUUM, DDL too) do not:
+/// every DDL command also sends an "invalidate all" through the event
+/// triggers, and statistics do not change the schema.
+#[pg_guard]
+unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    if relid == pg_sys::InvalidOid {
+        STALE.with(|s| s.set(true));
+    }
+}
+
+/// Marks every backend's cache stale (delivered with this transaction's commit).
+pub fn invalidate_everywhere() {
+    // SAFETY: queues an invalidation message; no pointers involved.
+    unsafe { pg_sys::CacheInvalidateRelcacheAll() }
+}
+
+/// The catalog for `schemas`, rebuilt after a schema change.
 pub fn catalog(schemas: &[String]) -> Rc<Catalog> {
-    let version = schema_version();
     let hit = CACHE.with(|c| {
         c.borrow()
             .as_ref()
-            .filter(|cached| cached.version == version && cached.schemas == schemas)
+            .filter(|cached| !STALE.with(Cell::get) && cached.schemas == schemas)
             .map(|cached| cached.catalog.clone())
     });
     if let Some(catalog) = hit {
         return catalog;
     }
-    store(version, schemas)
+    store(schemas)
 }
 
 /// After a lookup missed: the reloaded catalog, or `None` when the cache is
 /// younger than `MISS_RELOAD_INTERVAL` (so misses cannot become a reload storm).
 pub fn reload_after_miss(schemas: &[String]) -> Option<Rc<Catalog>> {
-    let (version, fresh) = CACHE.with(|c| {
-        c.borrow()
-            .as_ref()
-            .map(|cached| (cached.version, cached.built.elapsed() < MISS_RELOAD_INTERVAL))
-            .unwrap_or((0, false))
-    });
+    let fresh = CACHE.with(|c| c.borrow().as_ref().is_some_and(|cached| cached.built.elapsed() < MISS_RELOAD_INTERVAL));
     if fresh {
         return None;
     }
-    Some(store(version, schemas))
+    Some(store(schemas))
 }
 
-fn store(version: i64, schemas: &[String]) -> Rc<Catalog> {
+fn store(schemas: &[String]) -> Rc<Catalog> {
+    // Cleared before loading: an invalidation that arrives while the catalog
+    // query runs marks it stale again, and the next request reloads.
+    STALE.with(|s| s.set(false));
     let catalog = Rc::new(load(schemas));
     CACHE.with(|c| {
-        *c.borrow_mut() =
-            Some(Cached { version, schemas: schemas.to_vec(), catalog: catalog.clone(), built: Instant::now() })
+        *c.borrow_mut() = Some(Cached { schemas: schemas.to_vec(), catalog: catalog.clone(), built: Instant::now() })
     });
     catalog
 }
