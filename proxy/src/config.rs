@@ -58,6 +58,18 @@ pub struct Server {
     pub behind_tls: bool,
     /// Origins allowed by CORS; `["*"]` allows any.
     pub cors_allowed_origins: Vec<String>,
+    /// Threads of the async runtime; 0: half the CPUs (at least one), since
+    /// the proxy runs beside Postgres and shares the machine with it.
+    pub worker_threads: usize,
+}
+
+impl Server {
+    pub fn worker_threads(&self) -> usize {
+        match self.worker_threads {
+            0 => std::thread::available_parallelism().map(|n| n.get() / 2).unwrap_or(1).max(1),
+            n => n,
+        }
+    }
 }
 
 impl Default for Server {
@@ -71,6 +83,7 @@ impl Default for Server {
             shutdown_grace_ms: 10_000,
             behind_tls: false,
             cors_allowed_origins: vec!["*".into()],
+            worker_threads: 0,
         }
     }
 }

@@ -89,7 +89,11 @@ fn init_tracing(config: &Config) {
 
 fn serve(config: Config) -> ExitCode {
     init_tracing(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.server.worker_threads())
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("fluxbase: cannot start the async runtime: {e}");

@@ -4,7 +4,9 @@ use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
 use http::StatusCode;
 use http_body_util::Full;
-use serde_json::{json, Map, Value};
+use serde::ser::SerializeMap;
+use serde::Serialize;
+use serde_json::Value;
 use tokio_postgres::types::Type;
 
 use crate::db;
@@ -18,6 +20,37 @@ const REST_SQL: &str = "SELECT fluxbase.rest_raw($1, $2)";
 /// settings that policies, functions and logs can read.
 const PRIVATE_HEADERS: [&str; 3] = ["authorization", "apikey", "cookie"];
 
+/// The request as `fluxbase.rest_raw()` reads it.
+#[derive(Serialize)]
+struct EngineRequest<'a> {
+    method: &'a str,
+    path: &'a str,
+    query: &'a str,
+    headers: PublicHeaders<'a>,
+    body: Option<&'a str>,
+    request_id: &'a str,
+}
+
+/// The request headers as a JSON object (lower-case names), without the
+/// private ones and without values that are not text.
+struct PublicHeaders<'a>(&'a http::HeaderMap);
+
+impl Serialize for PublicHeaders<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        for name in self.0.keys() {
+            if PRIVATE_HEADERS.contains(&name.as_str()) {
+                continue;
+            }
+            // A repeated header: its first value.
+            if let Some(Ok(value)) = self.0.get(name).map(|v| v.to_str()) {
+                map.serialize_entry(name.as_str(), value)?;
+            }
+        }
+        map.end()
+    }
+}
+
 pub async fn handle(
     state: &AppState,
     parts: http::request::Parts,
@@ -29,20 +62,11 @@ pub async fn handle(
     tracing::debug!(role = auth.role(), "authenticated");
 
     let relation = parts.uri.path().strip_prefix("/rest/v1").unwrap_or("").trim_start_matches('/');
-    let mut headers = Map::new();
-    for (name, value) in &parts.headers {
-        if PRIVATE_HEADERS.contains(&name.as_str()) {
-            continue;
-        }
-        if let Ok(v) = value.to_str() {
-            headers.insert(name.as_str().to_string(), Value::String(v.to_string()));
-        }
-    }
     let body = if body.is_empty() {
-        Value::Null
+        None
     } else {
         match std::str::from_utf8(&body) {
-            Ok(text) => Value::String(text.to_string()),
+            Ok(text) => Some(text),
             Err(_) => {
                 return Err(ApiError::Database {
                     status: StatusCode::BAD_REQUEST,
@@ -54,15 +78,16 @@ pub async fn handle(
             }
         }
     };
-    let request = json!({
-        "method": parts.method.as_str(),
-        "path": relation,
-        "query": parts.uri.query().unwrap_or(""),
-        "headers": headers,
-        "body": body,
-        "request_id": ctx.request_id,
-    });
-    let request = request.to_string();
+    // Serialised straight from the borrowed parts: no JSON tree in between.
+    let request = serde_json::to_string(&EngineRequest {
+        method: parts.method.as_str(),
+        path: relation,
+        query: parts.uri.query().unwrap_or(""),
+        headers: PublicHeaders(&parts.headers),
+        body,
+        request_id: &ctx.request_id,
+    })
+    .map_err(|e| ApiError::Internal(format!("encoding the request: {e}")))?;
     let claims = auth.claims.to_string();
 
     // One retry, on a fresh connection, when the connection itself failed

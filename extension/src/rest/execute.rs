@@ -4,7 +4,7 @@
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiError};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use crate::rest::sql::Query;
@@ -12,9 +12,16 @@ use crate::rest::sql::Query;
 /// Bound on kept plans per backend; past it the cache starts over.
 const MAX_PLANS: usize = 1024;
 
+/// Kept plans of one role, keyed by SQL text.
+type RolePlans = HashMap<String, OwnedPreparedStatement>;
+
 thread_local! {
-    /// Read-only and read-write plans, keyed by SQL text.
-    static PLANS: RefCell<[HashMap<String, OwnedPreparedStatement>; 2]> = RefCell::new([HashMap::new(), HashMap::new()]);
+    /// Read-only and read-write plans, per role. A plan over tables with
+    /// row-level security is only valid for the role it was made for:
+    /// sharing one between roles would make Postgres re-plan at every switch
+    /// (anon, then a user, then anon…); one per role keeps each valid.
+    static PLANS: RefCell<[HashMap<pg_sys::Oid, RolePlans>; 2]> = RefCell::new([HashMap::new(), HashMap::new()]);
+    static KEPT: Cell<usize> = const { Cell::new(0) };
 }
 
 #[derive(Debug, Default)]
@@ -28,13 +35,16 @@ pub struct Outcome {
 
 /// Runs `query` through a kept plan. `mutating` statements run read-write.
 pub fn run(query: &Query, mutating: bool) -> Outcome {
+    // SAFETY: reads the current user id, no pointers involved.
+    let role = unsafe { pg_sys::GetUserId() };
     PLANS.with(|plans| {
         let mut plans = plans.borrow_mut();
-        let plans = &mut plans[mutating as usize];
-        if !plans.contains_key(&query.sql) {
-            if plans.len() >= MAX_PLANS {
-                plans.clear();
+        if !plans[mutating as usize].get(&role).is_some_and(|p| p.contains_key(&query.sql)) {
+            if KEPT.get() >= MAX_PLANS {
+                plans.iter_mut().for_each(HashMap::clear);
+                KEPT.set(0);
             }
+            KEPT.set(KEPT.get() + 1);
             let types = vec![PgOid::BuiltIn(PgBuiltInOids::TEXTOID); query.params.len()];
             let prepared = Spi::connect(|client| {
                 let p = if mutating {
@@ -45,9 +55,9 @@ pub fn run(query: &Query, mutating: bool) -> Outcome {
                 Ok::<_, SpiError>(p.keep())
             })
             .unwrap_or_else(|e| pgrx::error!("could not prepare REST query: {e}"));
-            plans.insert(query.sql.clone(), prepared);
+            plans[mutating as usize].entry(role).or_default().insert(query.sql.clone(), prepared);
         }
-        let plan = &plans[&query.sql];
+        let plan = &plans[mutating as usize][&role][&query.sql];
         let args: Vec<pgrx::datum::DatumWithOid<'_>> = query.params.iter().map(|p| p.as_str().into()).collect();
         let result = if mutating {
             Spi::connect_mut(|client| collect(client.update(plan, None, &args)?, query.aggregated))
