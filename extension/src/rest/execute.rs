@@ -7,7 +7,7 @@ use pgrx::spi::{OwnedPreparedStatement, SpiError};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
-use crate::rest::sql::Query;
+use crate::rest::sql::{Query, Shape};
 
 /// Bound on kept plans per backend; past it the cache starts over.
 const MAX_PLANS: usize = 1024;
@@ -60,9 +60,9 @@ pub fn run(query: &Query, mutating: bool) -> Outcome {
         let plan = &plans[mutating as usize][&role][&query.sql];
         let args: Vec<pgrx::datum::DatumWithOid<'_>> = query.params.iter().map(|p| p.as_str().into()).collect();
         let result = if mutating {
-            Spi::connect_mut(|client| collect(client.update(plan, None, &args)?, query.aggregated))
+            Spi::connect_mut(|client| collect(client.update(plan, None, &args)?, query.shape))
         } else {
-            Spi::connect(|client| collect(client.select(plan, None, &args)?, query.aggregated))
+            Spi::connect(|client| collect(client.select(plan, None, &args)?, query.shape))
         };
         result.unwrap_or_else(|e| pgrx::error!("REST query failed: {e}"))
     })
@@ -103,9 +103,26 @@ pub fn explain(sql: &str, params: &[String], json: bool) -> Vec<String> {
     .unwrap_or_else(|e: SpiError| pgrx::error!("EXPLAIN failed: {e}"))
 }
 
-fn collect(table: pgrx::spi::SpiTupleTable<'_>, aggregated: bool) -> Result<Outcome, SpiError> {
-    if !aggregated {
-        return Ok(Outcome { body: None, rows: table.len() as i64, total: None });
+fn collect(table: pgrx::spi::SpiTupleTable<'_>, shape: Shape) -> Result<Outcome, SpiError> {
+    let rows = table.len() as i64;
+    match shape {
+        Shape::Bare => return Ok(Outcome { body: None, rows, total: None }),
+        Shape::Rows { object: true } => {
+            let body = if rows == 1 { table.first().get::<String>(1)? } else { None };
+            return Ok(Outcome { body, rows, total: None });
+        }
+        Shape::Rows { object: false } => {
+            let mut body = String::from("[");
+            for (i, row) in table.enumerate() {
+                if i > 0 {
+                    body.push(',');
+                }
+                body.push_str(row.get::<&str>(1)?.unwrap_or("null"));
+            }
+            body.push(']');
+            return Ok(Outcome { body: Some(body), rows, total: None });
+        }
+        Shape::Aggregated => {}
     }
     let row = table.first();
     Ok(Outcome {

@@ -13,9 +13,19 @@ use crate::rest::request::Paging;
 pub struct Query {
     pub sql: String,
     pub params: Vec<String>,
-    /// The statement yields one row `(body text, rows int8[, total int8])`;
-    /// otherwise it is a bare write whose row count SPI reports.
-    pub aggregated: bool,
+    pub shape: Shape,
+}
+
+/// What the statement yields.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Shape {
+    /// One row `(body text, rows int8[, total int8])`.
+    Aggregated,
+    /// One JSON object (text) per row, joined into the body by the engine:
+    /// no aggregate to set up per execution, the commonest case.
+    Rows { object: bool },
+    /// A bare statement (a write without a body, EXPLAIN): SPI's row count.
+    Bare,
 }
 
 /// How the rows of the result become the body.
@@ -377,18 +387,26 @@ fn spread_keys(plan: &ReadPlan) -> Vec<String> {
     keys
 }
 
-fn body_expr(body: Body, nulls_stripped: bool) -> String {
-    let array = if nulls_stripped {
-        "json_strip_nulls(coalesce(json_agg(_fb_t), '[]'))"
+/// One row of the result as JSON text.
+fn row_expr(nulls_stripped: bool) -> &'static str {
+    if nulls_stripped {
+        "json_strip_nulls(row_to_json(_fb_t))::text"
     } else {
-        "coalesce(json_agg(_fb_t), '[]')"
-    };
+        "row_to_json(_fb_t)::text"
+    }
+}
+
+/// The body as an aggregate over the rows, in the same text form the
+/// engine joins `Shape::Rows` into (`[row,row]`), so that equal results
+/// have equal ETags whichever way they were built.
+fn body_expr(body: Body, nulls_stripped: bool) -> String {
+    let row = row_expr(nulls_stripped);
     match body {
-        Body::Array => format!("{array}::text"),
+        Body::Array => format!("coalesce('[' || string_agg({row}, ',') || ']', '[]')"),
         Body::GeoJson => "json_build_object('type', 'FeatureCollection', 'features', \
              coalesce(json_agg(ST_AsGeoJSON(_fb_t)::json), '[]'))::text"
             .into(),
-        Body::Object => format!("CASE WHEN count(*) = 1 THEN ({array} -> 0)::text END"),
+        Body::Object => format!("CASE WHEN count(*) = 1 THEN string_agg({row}, ',') END"),
         Body::None => "NULL::text".into(),
     }
 }
@@ -405,7 +423,7 @@ pub fn locked_read(plan: &ReadPlan) -> Query {
 pub fn planned_count(plan: &ReadPlan) -> Query {
     let mut b = Builder::default();
     let unpaged = b.select(plan, &plan.name, None, false);
-    Query { sql: format!("EXPLAIN (FORMAT JSON) {unpaged}"), params: b.params, aggregated: false }
+    Query { sql: format!("EXPLAIN (FORMAT JSON) {unpaged}"), params: b.params, shape: Shape::Bare }
 }
 
 /// A read: `(body, rows[, total])`.
@@ -432,8 +450,13 @@ fn read_with(
     } else {
         String::new()
     };
+    let params = std::mem::take(&mut b.params);
+    if let (Body::Array | Body::Object, false) = (body, exact_count) {
+        let sql = format!("{prefix}SELECT {} FROM ({select}) AS _fb_t", row_expr(nulls_stripped));
+        return Query { sql, params, shape: Shape::Rows { object: body == Body::Object } };
+    }
     let sql = format!("{prefix}SELECT {}, count(*){total} FROM ({select}) AS _fb_t", body_expr(body, nulls_stripped));
-    Query { sql, params: std::mem::take(&mut b.params), aggregated: true }
+    Query { sql, params, shape: Shape::Aggregated }
 }
 
 /// An SQL string literal.
@@ -514,7 +537,7 @@ pub fn write(plan: &WritePlan, body: Body, nulls_stripped: bool) -> Query {
         }
     };
     if plan.returning == Return::Minimal {
-        return Query { sql, params: b.params, aggregated: false };
+        return Query { sql, params: b.params, shape: Shape::Bare };
     }
     sql.push_str(&format!(" RETURNING {alias}.*"));
     let body = if plan.returning == Return::HeadersOnly { Body::Array } else { body };
@@ -543,7 +566,7 @@ pub fn call(plan: &CallPlan, body: Body, nulls_stripped: bool, exact_count: bool
     };
     let lateral = args_from.as_ref().map(|a| format!("{a}, LATERAL ")).unwrap_or_default();
     let from = args_from.as_ref().map(|a| format!(" FROM {a}")).unwrap_or_default();
-    let aggregated = |sql: String, params: Vec<String>| Query { sql, params, aggregated: true };
+    let aggregated = |sql: String, params: Vec<String>| Query { sql, params, shape: Shape::Aggregated };
     match &plan.read {
         Some(read) => {
             b.call_from = Some(format!("{lateral}{call} AS {}", ident(&read.name)));
@@ -597,7 +620,7 @@ mod tests {
         let q = read(&plan, Body::Array, false, false);
         assert_eq!(
             q.sql,
-            "SELECT coalesce(json_agg(_fb_t), '[]')::text, count(*) FROM (SELECT \"to\"\"dos\".\"id\" AS \"key\" FROM \"public\".\"to\"\"dos\" AS \"to\"\"dos\" \
+            "SELECT row_to_json(_fb_t)::text FROM (SELECT \"to\"\"dos\".\"id\" AS \"key\" FROM \"public\".\"to\"\"dos\" AS \"to\"\"dos\" \
              WHERE \"to\"\"dos\".\"id\" > $1::integer AND \"to\"\"dos\".\"title\" = ANY($2::text[]) ORDER BY \"to\"\"dos\".\"id\" DESC NULLS LAST LIMIT $3::int8) AS _fb_t"
         );
         assert_eq!(q.params, vec!["1".to_string(), "{\"a\",\"b\\\"c\"}".to_string(), "5".to_string()]);
