@@ -6,6 +6,10 @@
 
 REVOKE ALL ON FUNCTION fluxbase.invalidate_schema_caches() FROM PUBLIC;
 
+-- Start the counter at 1, so that the first DDL command moves it (a fresh
+-- sequence's first nextval returns its last_value, 1, unchanged).
+SELECT nextval('fluxbase.schema_version');
+
 -- SECURITY DEFINER: any role that may run DDL must be able to signal it
 -- without holding privileges on the counter.
 CREATE FUNCTION fluxbase.bump_schema_version() RETURNS event_trigger

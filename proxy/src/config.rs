@@ -41,6 +41,54 @@ pub struct Config {
     pub api_keys: ApiKeys,
     #[serde(default)]
     pub log: Log,
+    #[serde(default)]
+    pub auth: Auth,
+}
+
+/// `/auth/v1`: sessions, passwords, sign-up.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Auth {
+    /// Lifetime of access tokens, seconds.
+    pub jwt_expiry_seconds: u64,
+    /// Refuse new sign-ups (admins can still create users).
+    pub disable_signup: bool,
+    /// Sign-ups are confirmed at once. On until e-mail confirmation ships:
+    /// without it a sign-up could never be confirmed.
+    pub email_autoconfirm: bool,
+    /// Allow `signInAnonymously()`.
+    pub anonymous_users: bool,
+    /// Shortest accepted password (Supabase's default: 6).
+    pub password_min_length: usize,
+    /// Wrong passwords in a row that lock an account; 0 disables lockout.
+    pub lockout_max_failures: u32,
+    /// How long a lockout lasts, seconds.
+    pub lockout_seconds: u32,
+    /// A rotated refresh token used again within this many seconds (two tabs
+    /// refreshing at once) gets a fresh token; later it revokes the session.
+    pub refresh_token_reuse_interval_seconds: u32,
+    /// argon2id memory in KiB, iterations and lanes (OWASP: 19456, 2, 1).
+    pub argon2_memory_kib: u32,
+    pub argon2_iterations: u32,
+    pub argon2_parallelism: u32,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Auth {
+            jwt_expiry_seconds: 3600,
+            disable_signup: false,
+            email_autoconfirm: true,
+            anonymous_users: false,
+            password_min_length: 6,
+            lockout_max_failures: 5,
+            lockout_seconds: 900,
+            refresh_token_reuse_interval_seconds: 10,
+            argon2_memory_kib: 19_456,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -168,7 +216,7 @@ impl Default for Log {
     }
 }
 
-const SECTIONS: [&str; 5] = ["server", "database", "jwt", "api_keys", "log"];
+const SECTIONS: [&str; 6] = ["server", "database", "jwt", "api_keys", "log", "auth"];
 
 impl Config {
     /// Reads the file (if any), applies `FLUXBASE_*` variables, validates.
@@ -196,6 +244,12 @@ impl Config {
         }
         if self.server.request_timeout_ms == 0 {
             return Err(invalid("server.request_timeout_ms", "must be greater than 0"));
+        }
+        if self.auth.argon2_memory_kib < 8 * self.auth.argon2_parallelism.max(1) || self.auth.argon2_iterations == 0 {
+            return Err(invalid("auth.argon2_memory_kib", "argon2 needs at least 8 KiB per lane and one iteration"));
+        }
+        if self.auth.jwt_expiry_seconds == 0 {
+            return Err(invalid("auth.jwt_expiry_seconds", "must be greater than 0"));
         }
         if self.server.cors_allowed_origins.is_empty() {
             return Err(invalid("server.cors_allowed_origins", "list at least one origin, or \"*\""));

@@ -38,6 +38,19 @@ pub enum ApiError {
     /// A response fully formed by the extension (status, PostgREST body).
     #[error("internal error: {0}")]
     Internal(String),
+    /// An `/auth/v1` refusal, with Supabase Auth's `error_code`.
+    #[error("{msg}")]
+    Auth { status: StatusCode, error_code: String, msg: String },
+}
+
+impl ApiError {
+    pub fn auth(status: u16, error_code: &str, msg: impl Into<String>) -> ApiError {
+        ApiError::Auth {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            error_code: error_code.to_string(),
+            msg: msg.into(),
+        }
+    }
 }
 
 impl ApiError {
@@ -51,6 +64,7 @@ impl ApiError {
             ApiError::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Database { status, .. } => *status,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Auth { status, .. } => *status,
         }
     }
 
@@ -65,12 +79,14 @@ impl ApiError {
             ApiError::DatabaseUnavailable(_) => "PGRST001",
             ApiError::Database { code, .. } => code,
             ApiError::Internal(_) => "FB000",
+            ApiError::Auth { error_code, .. } => error_code,
         }
     }
 
     /// Supabase Auth's `error_code` vocabulary for the same condition.
-    fn auth_error_code(&self) -> &'static str {
+    fn auth_error_code(&self) -> &str {
         match self {
+            ApiError::Auth { error_code, .. } => error_code,
             ApiError::NotFound => "not_found",
             ApiError::NotImplemented(_) => "not_implemented",
             ApiError::BodyTooLarge { .. } => "request_too_large",

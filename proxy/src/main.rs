@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+mod auth;
 mod cli;
 mod config;
 mod db;
@@ -9,6 +10,7 @@ mod error;
 mod jwt;
 mod listener;
 mod metrics;
+mod password;
 mod rest;
 mod server;
 

@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::error::{ApiError, Surface};
 use crate::jwt::Verifier;
 use crate::metrics::{Metrics, PoolState};
-use crate::{db, rest};
+use crate::{auth, db, rest};
 
 pub type Response = http::Response<Full<Bytes>>;
 
@@ -31,6 +31,7 @@ pub struct AppState {
     pub pool: deadpool_postgres::Pool,
     pub verifier: Verifier,
     pub metrics: Metrics,
+    pub hasher: crate::password::Hasher,
     /// Connections opened before this instant predate a `reload config`.
     config_epoch: std::sync::RwLock<Option<std::time::Instant>>,
 }
@@ -39,7 +40,8 @@ impl AppState {
     pub fn new(config: Config) -> Result<AppState, String> {
         let pool = db::pool(&config.database)?;
         let verifier = Verifier::new(&config.jwt, &config.api_keys)?;
-        Ok(AppState { config, pool, verifier, metrics: Metrics::default(), config_epoch: Default::default() })
+        let hasher = crate::password::Hasher::new(&config.auth)?;
+        Ok(AppState { config, pool, verifier, metrics: Metrics::default(), hasher, config_epoch: Default::default() })
     }
 
     /// A pooled connection opened since the last `reload config`: older
@@ -69,6 +71,8 @@ impl AppState {
 pub struct Ctx {
     pub request_id: String,
     pub surface: Surface,
+    /// The client's address (the peer of the TCP connection).
+    pub ip: String,
 }
 
 /// The service prefixes of ARCHITECTURE.md, with the route label used in
@@ -160,7 +164,7 @@ fn request_id(headers: &HeaderMap) -> String {
 async fn handle(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAddr) -> Response {
     let started = Instant::now();
     let (route, surface) = route_of(req.uri().path());
-    let ctx = Ctx { request_id: request_id(req.headers()), surface };
+    let ctx = Ctx { request_id: request_id(req.headers()), surface, ip: peer.ip().to_string() };
     let span = tracing::info_span!("request", request_id = %ctx.request_id, method = %req.method(), path = %req.uri().path(), peer = %peer);
     let origin = req.headers().get(header::ORIGIN).cloned();
     let is_preflight = req.method() == Method::OPTIONS && origin.is_some();
@@ -210,6 +214,11 @@ async fn dispatch(
             let (parts, body) = req.into_parts();
             let body = read_body(state, &parts.headers, body).await?;
             rest::handle(state, parts, body, ctx).await
+        }
+        "auth" => {
+            let (parts, body) = req.into_parts();
+            let body = read_body(state, &parts.headers, body).await?;
+            auth::handle(state, parts, body, ctx).await
         }
         "not_found" => Err(ApiError::NotFound),
         other => Err(ApiError::NotImplemented(other)),

@@ -1,0 +1,545 @@
+//! `/auth/v1`: Supabase Auth (GoTrue) compatible sessions. The proxy hashes
+//! passwords (on the blocking pool) and signs access tokens; every state
+//! change is one `fluxbase.auth_*` function in the database (sql/auth_functions.sql),
+//! so rotation, reuse detection and lockout are atomic and shared by all
+//! proxies.
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use rand::RngCore;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio_postgres::types::ToSql;
+
+use crate::error::ApiError;
+use crate::jwt::{sign_hs256, Auth};
+use crate::password::Verdict;
+use crate::server::{json_response, AppState, Ctx, Response};
+
+pub async fn handle(
+    state: &AppState,
+    parts: http::request::Parts,
+    body: Bytes,
+    ctx: &Ctx,
+) -> Result<Response, ApiError> {
+    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    // The apikey (or bearer) must be valid on every route, as behind Supabase's gateway.
+    let caller = state.verifier.authenticate(header("authorization"), header("apikey"))?;
+    let path = parts.uri.path().strip_prefix("/auth/v1").unwrap_or("").trim_end_matches('/');
+    let query = parts.uri.query().unwrap_or("");
+    let param = |name: &str| {
+        query.split('&').filter_map(|p| p.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+    };
+    let req = Req { state, ctx, user_agent: header("user-agent").unwrap_or("").to_string() };
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match (&parts.method, segments.as_slice()) {
+        (&Method::GET, ["health"]) => Ok(json_response(
+            StatusCode::OK,
+            &json!({ "version": env!("CARGO_PKG_VERSION"), "name": "Fluxbase Auth", "description": "Supabase Auth compatible" }),
+        )),
+        (&Method::GET, ["settings"]) => Ok(json_response(StatusCode::OK, &settings(state))),
+        (&Method::POST, ["signup"]) => req.signup(&parse_body(&body)?).await,
+        (&Method::POST, ["token"]) => match param("grant_type").as_deref() {
+            Some("password") => req.password_grant(&parse_body(&body)?).await,
+            Some("refresh_token") => req.refresh_grant(&parse_body(&body)?).await,
+            Some(other) => Err(ApiError::auth(
+                400,
+                "validation_failed",
+                format!("grant_type {other} is not supported by this release"),
+            )),
+            None => Err(ApiError::auth(400, "validation_failed", "grant_type is required")),
+        },
+        (&Method::POST, ["logout"]) => req.logout(&caller, param("scope").as_deref().unwrap_or("global")).await,
+        (&Method::GET, ["user"]) => req.user(&caller).await,
+        (&Method::PUT, ["user"]) => req.update_user(&caller, &parse_body(&body)?).await,
+        (method, ["admin", "users", rest @ ..]) => {
+            require_service_role(&caller)?;
+            match (method, rest) {
+                (&Method::GET, []) => req.admin_list(param("page"), param("per_page")).await,
+                (&Method::POST, []) => req.admin_upsert(None, &parse_body(&body)?).await,
+                (&Method::GET, [id]) => req.call_json("SELECT fluxbase.auth_admin_get($1)", &[&user_id(id)?]).await,
+                (&Method::PUT, [id]) => req.admin_upsert(Some(user_id(id)?), &parse_body(&body)?).await,
+                (&Method::DELETE, [id]) => {
+                    let id = user_id(id)?;
+                    req.call_json("SELECT fluxbase.auth_admin_delete($1, $2, $3)", &[&id, &ctx.ip, &ctx.request_id])
+                        .await
+                }
+                _ => Err(ApiError::auth(405, "method_not_allowed", "Method not allowed")),
+            }
+        }
+        (_, [route, ..])
+            if [
+                "otp",
+                "magiclink",
+                "verify",
+                "recover",
+                "resend",
+                "invite",
+                "reauthenticate",
+                "factors",
+                "authorize",
+                "callback",
+                "sso",
+                "user",
+                "token",
+                "signup",
+                "logout",
+                "settings",
+                "health",
+            ]
+            .contains(route) =>
+        {
+            Err(ApiError::auth(
+                501,
+                "not_implemented",
+                format!("/auth/v1/{route} with {} is not available in this release of Fluxbase", parts.method),
+            ))
+        }
+        _ => Err(ApiError::auth(404, "not_found", "Not found")),
+    }
+}
+
+struct Req<'a> {
+    state: &'a AppState,
+    ctx: &'a Ctx,
+    user_agent: String,
+}
+
+fn settings(state: &AppState) -> Value {
+    let a = &state.config.auth;
+    json!({
+        "external": { "email": true, "phone": false, "anonymous_users": a.anonymous_users },
+        "disable_signup": a.disable_signup,
+        "mailer_autoconfirm": a.email_autoconfirm,
+        "phone_autoconfirm": false,
+        "sms_provider": "",
+        "saml_enabled": false,
+    })
+}
+
+fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
+    if body.is_empty() {
+        return Ok(json!({}));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        _ => Err(ApiError::auth(400, "bad_json", "Could not parse request body as JSON")),
+    }
+}
+
+fn text<'v>(body: &'v Value, key: &str) -> Option<&'v str> {
+    body.get(key).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn user_id(s: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(s).map_err(|_| ApiError::auth(404, "user_not_found", "User not found"))
+}
+
+fn require_service_role(caller: &Auth) -> Result<(), ApiError> {
+    if caller.role() == "service_role" {
+        Ok(())
+    } else {
+        Err(ApiError::auth(403, "not_admin", "User not allowed"))
+    }
+}
+
+/// The signed-in user of a request: `sub` and `session_id` of its token.
+fn session_of(caller: &Auth) -> Result<(uuid::Uuid, Option<uuid::Uuid>), ApiError> {
+    let claim = |k: &str| caller.claims.get(k).and_then(Value::as_str).and_then(|s| uuid::Uuid::parse_str(s).ok());
+    match claim("sub") {
+        Some(sub) if !caller.anonymous => Ok((sub, claim("session_id"))),
+        _ => Err(ApiError::auth(401, "no_authorization", "This endpoint requires a valid Bearer token")),
+    }
+}
+
+fn valid_email(email: &str) -> bool {
+    let Some((local, domain)) = email.rsplit_once('@') else { return false };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && email.len() <= 255
+}
+
+fn normalise_email(body: &Value) -> Result<Option<String>, ApiError> {
+    match text(body, "email") {
+        None => Ok(None),
+        Some(e) if valid_email(e) => Ok(Some(e.to_lowercase())),
+        Some(_) => Err(ApiError::auth(400, "validation_failed", "Unable to validate email address: invalid format")),
+    }
+}
+
+/// A refresh token: 32 random bytes, URL-safe; the database sees only its SHA-256.
+fn new_refresh_token() -> (String, String) {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let hash = sha256_hex(&token);
+    (token, hash)
+}
+
+fn sha256_hex(s: &str) -> String {
+    Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Postgres errors `FAnnn` are auth refusals: status nnn, `error_code` in
+/// the message, the client's message in the hint.
+fn db_error(e: tokio_postgres::Error) -> ApiError {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        if let Some(status) = code.strip_prefix("FA").and_then(|n| n.parse::<u16>().ok()) {
+            return ApiError::auth(status, db.message(), db.hint().unwrap_or(db.message()));
+        }
+    }
+    crate::db::query_error(e, true)
+}
+
+impl Req<'_> {
+    async fn call_json(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Response, ApiError> {
+        let value = self.query_json(sql, params).await?;
+        Ok(json_response(StatusCode::OK, &value))
+    }
+
+    async fn query_json(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Value, ApiError> {
+        let client = self.state.client().await?;
+        let row = client.query_one(sql, params).await.map_err(db_error)?;
+        Ok(row.get::<_, Option<Value>>(0).unwrap_or(Value::Null))
+    }
+
+    async fn hash(&self, password: String) -> Result<String, ApiError> {
+        let hasher = self.state.hasher.clone();
+        tokio::task::spawn_blocking(move || hasher.hash(&password))
+            .await
+            .map_err(|e| ApiError::Internal(format!("password hashing: {e}")))
+    }
+
+    fn check_password(&self, password: Option<&str>) -> Result<String, ApiError> {
+        let min = self.state.config.auth.password_min_length;
+        match password {
+            None => Err(ApiError::auth(422, "validation_failed", "Signup requires a valid password")),
+            Some(p) if p.chars().count() < min => {
+                Err(ApiError::auth(422, "weak_password", format!("Password should be at least {min} characters.")))
+            }
+            Some(p) if p.len() > 1024 => Err(ApiError::auth(422, "weak_password", "Password is too long")),
+            Some(p) => Ok(p.to_string()),
+        }
+    }
+
+    /// The session JSON of Supabase Auth, from what an auth_* function returned.
+    fn session(&self, issued: &Value, refresh_token: &str) -> Result<Response, ApiError> {
+        let secret =
+            self.state.config.jwt.secret.as_deref().ok_or_else(|| {
+                ApiError::Internal("issuing sessions needs jwt.secret (HS256) in this release".into())
+            })?;
+        let user = issued.get("user").cloned().unwrap_or(Value::Null);
+        let now = unix_now();
+        let expires_in = self.state.config.auth.jwt_expiry_seconds;
+        let claims = json!({
+            "aud": "authenticated",
+            "iss": format!("{}/auth/v1", self.state.config.public_url()),
+            "sub": user.get("id"),
+            "iat": now,
+            "exp": now + expires_in,
+            "email": user.get("email"),
+            "phone": user.get("phone"),
+            "app_metadata": user.get("app_metadata"),
+            "user_metadata": user.get("user_metadata"),
+            "role": user.get("role").and_then(Value::as_str).unwrap_or("authenticated"),
+            "aal": issued.get("aal").and_then(Value::as_str).unwrap_or("aal1"),
+            "amr": issued.get("amr"),
+            "session_id": issued.get("session_id"),
+            "is_anonymous": user.get("is_anonymous").and_then(Value::as_bool).unwrap_or(false),
+        });
+        let access_token = sign_hs256(secret, &claims).map_err(|e| ApiError::Internal(format!("signing: {e}")))?;
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({
+                "access_token": access_token,
+                "token_type": "bearer",
+                "expires_in": expires_in,
+                "expires_at": now + expires_in,
+                "refresh_token": refresh_token,
+                "user": user,
+            }),
+        ))
+    }
+
+    async fn signup(&self, body: &Value) -> Result<Response, ApiError> {
+        let config = &self.state.config.auth;
+        if config.disable_signup {
+            return Err(ApiError::auth(422, "signup_disabled", "Signups not allowed for this instance"));
+        }
+        let email = normalise_email(body)?;
+        let phone = text(body, "phone").map(str::to_string);
+        let data = body.get("data").filter(|d| d.is_object()).cloned();
+        let anonymous = email.is_none() && phone.is_none() && body.get("password").is_none();
+        if anonymous && !config.anonymous_users {
+            return Err(ApiError::auth(422, "anonymous_provider_disabled", "Anonymous sign-ins are disabled"));
+        }
+        if phone.is_some() {
+            return Err(ApiError::auth(422, "phone_provider_disabled", "Phone signups are disabled"));
+        }
+        let hash = if anonymous {
+            None
+        } else {
+            if email.is_none() {
+                return Err(ApiError::auth(422, "validation_failed", "To signup, please provide your email"));
+            }
+            Some(self.hash(self.check_password(text(body, "password"))?).await?)
+        };
+        let (refresh, refresh_hash) = new_refresh_token();
+        let issued = self
+            .query_json(
+                "SELECT fluxbase.auth_signup($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                &[
+                    &email,
+                    &phone,
+                    &hash,
+                    &data,
+                    &config.email_autoconfirm,
+                    &anonymous,
+                    &refresh_hash,
+                    &self.ctx.ip,
+                    &self.user_agent,
+                    &self.ctx.request_id,
+                ],
+            )
+            .await?;
+        if issued.get("session_id").is_some() {
+            self.session(&issued, &refresh)
+        } else {
+            Ok(json_response(StatusCode::OK, issued.get("user").unwrap_or(&Value::Null)))
+        }
+    }
+
+    async fn password_grant(&self, body: &Value) -> Result<Response, ApiError> {
+        let email = normalise_email(body).unwrap_or(None);
+        let phone = text(body, "phone").map(str::to_string);
+        let password = body.get("password").and_then(Value::as_str).unwrap_or("").to_string();
+        if email.is_none() && phone.is_none() {
+            return Err(ApiError::auth(400, "validation_failed", "An email address or phone number is required"));
+        }
+        let invalid = || ApiError::auth(400, "invalid_credentials", "Invalid login credentials");
+        let client = self.state.client().await?;
+        let row = client
+            .query_opt("SELECT * FROM fluxbase.auth_password_candidate($1, $2)", &[&email, &phone])
+            .await
+            .map_err(db_error)?;
+        drop(client);
+        let stored: Option<String> = row.as_ref().and_then(|r| r.get("password_hash"));
+        let hasher = self.state.hasher.clone();
+        let verdict = tokio::task::spawn_blocking(move || hasher.verify(&password, stored.as_deref()))
+            .await
+            .map_err(|e| ApiError::Internal(format!("password check: {e}")))?;
+        let Some(row) = row else { return Err(invalid()) };
+        let user: uuid::Uuid = row.get("user_id");
+        let locked: Option<std::time::SystemTime> = row.get("locked_until");
+        if let Some(until) = locked.filter(|t| *t > SystemTime::now()) {
+            let wait = until.duration_since(SystemTime::now()).map(|d| d.as_secs()).unwrap_or(1);
+            return Err(ApiError::auth(
+                429,
+                "over_request_rate_limit",
+                format!("Too many failed sign-in attempts. Try again in {wait} seconds."),
+            ));
+        }
+        let config = &self.state.config.auth;
+        let (ok, rehash) = match verdict {
+            Verdict::Wrong => (false, None),
+            Verdict::Right => (true, None),
+            Verdict::RightRehashed(h) => (true, Some(h)),
+        };
+        if ok && row.get::<_, bool>("banned") {
+            return Err(ApiError::auth(400, "user_banned", "User is banned"));
+        }
+        if ok && !row.get::<_, bool>("confirmed") {
+            return Err(ApiError::auth(400, "email_not_confirmed", "Email not confirmed"));
+        }
+        let (refresh, refresh_hash) = new_refresh_token();
+        let issued = self
+            .query_json(
+                "SELECT fluxbase.auth_password_outcome($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    &user,
+                    &ok,
+                    &(config.lockout_max_failures as i32),
+                    &(config.lockout_seconds as i32),
+                    &rehash,
+                    &refresh_hash,
+                    &self.ctx.ip,
+                    &self.user_agent,
+                    &self.ctx.request_id,
+                ],
+            )
+            .await?;
+        if !ok || issued.is_null() {
+            return Err(invalid());
+        }
+        self.session(&issued, &refresh)
+    }
+
+    async fn refresh_grant(&self, body: &Value) -> Result<Response, ApiError> {
+        let Some(old) = text(body, "refresh_token") else {
+            return Err(ApiError::auth(400, "validation_failed", "refresh_token is required"));
+        };
+        let (refresh, refresh_hash) = new_refresh_token();
+        let reuse = self.state.config.auth.refresh_token_reuse_interval_seconds as i32;
+        let issued = self
+            .query_json(
+                "SELECT fluxbase.auth_refresh($1, $2, $3, $4, $5)",
+                &[&sha256_hex(old), &refresh_hash, &reuse, &self.ctx.ip, &self.ctx.request_id],
+            )
+            .await?;
+        // A refusal that must still commit (reuse revokes the session) comes back as a value.
+        if let Some(code) = issued.get("error").and_then(Value::as_str) {
+            let status = issued.get("status").and_then(Value::as_u64).unwrap_or(400) as u16;
+            return Err(ApiError::auth(status, code, issued.get("msg").and_then(Value::as_str).unwrap_or(code)));
+        }
+        self.session(&issued, &refresh)
+    }
+
+    async fn logout(&self, caller: &Auth, scope: &str) -> Result<Response, ApiError> {
+        if !["global", "local", "others"].contains(&scope) {
+            return Err(ApiError::auth(400, "validation_failed", "scope must be global, local or others"));
+        }
+        let (user, session) = session_of(caller)?;
+        let client = self.state.client().await?;
+        client
+            .query_one(
+                "SELECT fluxbase.auth_logout($1, $2, $3, $4, $5)",
+                &[&user, &session, &scope, &self.ctx.ip, &self.ctx.request_id],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(http::Response::builder()
+            .status(StatusCode::NO_CONTENT)
+            .body(http_body_util::Full::new(Bytes::new()))
+            .expect("static response parts"))
+    }
+
+    async fn user(&self, caller: &Auth) -> Result<Response, ApiError> {
+        let (user, session) = session_of(caller)?;
+        self.call_json("SELECT fluxbase.auth_user($1, $2)", &[&user, &session]).await
+    }
+
+    async fn update_user(&self, caller: &Auth, body: &Value) -> Result<Response, ApiError> {
+        let (user, session) = session_of(caller)?;
+        // The session must still be alive to change anything.
+        self.query_json("SELECT fluxbase.auth_user($1, $2)", &[&user, &session]).await?;
+        let email = normalise_email(body)?;
+        let phone = text(body, "phone").map(str::to_string);
+        let hash = match body.get("password") {
+            Some(_) => Some(self.hash(self.check_password(text(body, "password"))?).await?),
+            None => None,
+        };
+        let data = body.get("data").filter(|d| d.is_object()).cloned();
+        self.call_json(
+            "SELECT fluxbase.auth_update_user($1, $2, $3, $4, $5, $6, $7)",
+            &[&user, &email, &phone, &hash, &data, &self.ctx.ip, &self.ctx.request_id],
+        )
+        .await
+    }
+
+    async fn admin_list(&self, page: Option<String>, per_page: Option<String>) -> Result<Response, ApiError> {
+        let page: i32 = page.and_then(|p| p.parse().ok()).filter(|p| *p >= 1).unwrap_or(1);
+        let per_page: i32 = per_page.and_then(|p| p.parse().ok()).filter(|p| (1..=1000).contains(p)).unwrap_or(50);
+        let listed = self.query_json("SELECT fluxbase.auth_admin_list($1, $2)", &[&page, &per_page]).await?;
+        let total = listed.get("total").and_then(Value::as_i64).unwrap_or(0);
+        let mut response = json_response(
+            StatusCode::OK,
+            &json!({ "users": listed.get("users").cloned().unwrap_or(json!([])), "aud": "authenticated" }),
+        );
+        let headers = response.headers_mut();
+        if let Ok(v) = http::HeaderValue::from_str(&total.to_string()) {
+            headers.insert("x-total-count", v);
+        }
+        let last = ((total + per_page as i64 - 1) / per_page as i64).max(1);
+        let mut links = vec![format!("</admin/users?page={last}&per_page={per_page}>; rel=\"last\"")];
+        if (page as i64) < last {
+            links.insert(0, format!("</admin/users?page={}&per_page={per_page}>; rel=\"next\"", page + 1));
+        }
+        if let Ok(v) = http::HeaderValue::from_str(&links.join(", ")) {
+            headers.insert(http::header::LINK, v);
+        }
+        Ok(response)
+    }
+
+    async fn admin_upsert(&self, user: Option<uuid::Uuid>, body: &Value) -> Result<Response, ApiError> {
+        let mut fields = serde_json::Map::new();
+        if let Some(email) = normalise_email(body)? {
+            fields.insert("email".into(), json!(email));
+        }
+        for key in ["phone", "user_metadata", "app_metadata", "email_confirm", "phone_confirm"] {
+            if let Some(v) = body.get(key).filter(|v| !v.is_null()) {
+                fields.insert(key.into(), v.clone());
+            }
+        }
+        if body.get("password").is_some() {
+            let hash = self.hash(self.check_password(text(body, "password"))?).await?;
+            fields.insert("password_hash".into(), json!(hash));
+        }
+        if let Some(ban) = text(body, "ban_duration") {
+            fields.insert("ban_duration_seconds".into(), json!(ban_seconds(ban)?));
+        }
+        if user.is_none() && !fields.contains_key("email") && !fields.contains_key("phone") {
+            return Err(ApiError::auth(400, "validation_failed", "Unable to validate email address: invalid format"));
+        }
+        self.call_json(
+            "SELECT fluxbase.auth_admin_upsert($1, $2, $3, $4)",
+            &[&user, &Value::Object(fields), &self.ctx.ip, &self.ctx.request_id],
+        )
+        .await
+    }
+}
+
+/// `ban_duration` as GoTrue reads it: `none`, or a Go duration like `24h`, `90m`, `30s`.
+fn ban_seconds(s: &str) -> Result<i64, ApiError> {
+    if s == "none" {
+        return Ok(0);
+    }
+    let bad = || ApiError::auth(400, "validation_failed", "invalid format for ban duration");
+    let mut total = 0f64;
+    let mut number = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() || c == '.' {
+            number.push(c);
+            continue;
+        }
+        let n: f64 = number.parse().map_err(|_| bad())?;
+        number.clear();
+        total += n * match c {
+            'h' => 3600.0,
+            'm' => 60.0,
+            's' => 1.0,
+            _ => return Err(bad()),
+        };
+    }
+    if !number.is_empty() || total <= 0.0 {
+        return Err(bad());
+    }
+    Ok(total as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_and_ban_durations() {
+        assert!(valid_email("ada@example.com"));
+        assert!(!valid_email("ada@localhost"));
+        assert!(!valid_email("@example.com"));
+        assert_eq!(ban_seconds("24h").unwrap(), 86_400);
+        assert_eq!(ban_seconds("1h30m").unwrap(), 5_400);
+        assert_eq!(ban_seconds("none").unwrap(), 0);
+        assert!(ban_seconds("forever").is_err());
+        let (token, hash) = new_refresh_token();
+        assert_eq!(token.len(), 43);
+        assert_eq!(hash, sha256_hex(&token));
+        assert_eq!(hash.len(), 64);
+    }
+}

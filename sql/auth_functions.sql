@@ -1,0 +1,411 @@
+-- Auth operations that must be atomic, one function each, called by the
+-- proxy (which hashes passwords and signs tokens). SECURITY DEFINER and
+-- granted to `authenticator` only: the proxy's role needs no privileges on
+-- the auth tables themselves.
+--
+-- Errors a client should see are raised with SQLSTATE `FAnnn` (nnn: the HTTP
+-- status) and Supabase Auth's `error_code` as the message; the proxy turns
+-- them into `{code, error_code, msg}` with the hint as `msg`.
+--
+-- Refresh tokens and one-time tokens arrive as SHA-256 hex digests: clear
+-- tokens never reach the database.
+
+-- The user as Supabase Auth returns it.
+CREATE FUNCTION fluxbase.auth_user_json(u auth.users) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+  SELECT jsonb_build_object(
+    'id', u.id,
+    'aud', coalesce(u.aud, 'authenticated'),
+    'role', coalesce(u.role, 'authenticated'),
+    'email', coalesce(u.email, ''),
+    'email_confirmed_at', u.email_confirmed_at,
+    'phone', coalesce(u.phone, ''),
+    'phone_confirmed_at', u.phone_confirmed_at,
+    'confirmed_at', u.confirmed_at,
+    'last_sign_in_at', u.last_sign_in_at,
+    'app_metadata', coalesce(u.raw_app_meta_data, '{}'::jsonb),
+    'user_metadata', coalesce(u.raw_user_meta_data, '{}'::jsonb),
+    'identities', coalesce((
+      SELECT jsonb_agg(jsonb_build_object(
+        'identity_id', i.id, 'id', i.provider_id, 'user_id', i.user_id, 'identity_data', i.identity_data,
+        'provider', i.provider, 'last_sign_in_at', i.last_sign_in_at, 'created_at', i.created_at,
+        'updated_at', i.updated_at, 'email', i.email) ORDER BY i.created_at)
+      FROM auth.identities i WHERE i.user_id = u.id), '[]'::jsonb),
+    'created_at', u.created_at,
+    'updated_at', u.updated_at,
+    'banned_until', u.banned_until,
+    'is_anonymous', u.is_anonymous
+  )
+$$;
+
+CREATE FUNCTION fluxbase.auth_audit(p_action text, p_user uuid, p_ip text, p_request_id text, p_traits jsonb DEFAULT '{}')
+RETURNS void
+LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+  INSERT INTO auth.audit_log_entries (id, payload, created_at, ip_address)
+  VALUES (gen_random_uuid(), json_build_object(
+    'action', p_action, 'actor_id', p_user,
+    'actor_username', (SELECT coalesce(u.email, u.phone) FROM auth.users u WHERE u.id = p_user),
+    'log_type', CASE WHEN p_action LIKE 'token%' THEN 'token' WHEN p_action LIKE 'user%' THEN 'user' ELSE 'account' END,
+    'request_id', p_request_id, 'traits', p_traits), now(), coalesce(left(p_ip, 64), ''))
+$$;
+
+-- A new session with its first refresh token; returns what the access
+-- token needs.
+CREATE FUNCTION fluxbase.auth_issue_session(p_user uuid, p_refresh_hash text, p_method text, p_ip text, p_user_agent text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  sid uuid := gen_random_uuid();
+  u auth.users;
+BEGIN
+  INSERT INTO auth.sessions (id, user_id, created_at, updated_at, aal, user_agent, ip)
+  VALUES (sid, p_user, now(), now(), 'aal1', p_user_agent, CASE WHEN p_ip ~ '^[0-9a-fA-F:.]+$' THEN p_ip::inet END);
+  INSERT INTO auth.mfa_amr_claims (session_id, created_at, updated_at, authentication_method)
+  VALUES (sid, now(), now(), p_method);
+  INSERT INTO auth.refresh_tokens (token, user_id, revoked, created_at, updated_at, session_id)
+  VALUES (p_refresh_hash, p_user::text, false, now(), now(), sid);
+  UPDATE auth.users SET last_sign_in_at = now(), updated_at = now() WHERE id = p_user RETURNING * INTO u;
+  RETURN jsonb_build_object('session_id', sid, 'aal', 'aal1',
+    'amr', jsonb_build_array(jsonb_build_object('method', p_method, 'timestamp', extract(epoch FROM now())::bigint)),
+    'user', fluxbase.auth_user_json(u));
+END
+$$;
+
+CREATE FUNCTION fluxbase.auth_signup(p_email text, p_phone text, p_password_hash text, p_user_meta jsonb,
+  p_confirmed boolean, p_anonymous boolean, p_refresh_hash text, p_ip text, p_user_agent text, p_request_id text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  uid uuid := gen_random_uuid();
+  u auth.users;
+  provider text := CASE WHEN p_email IS NOT NULL THEN 'email' WHEN p_phone IS NOT NULL THEN 'phone' END;
+BEGIN
+  IF p_email IS NOT NULL AND EXISTS (SELECT 1 FROM auth.users WHERE email = p_email AND NOT is_sso_user) THEN
+    RAISE EXCEPTION 'user_already_exists' USING ERRCODE = 'FA422', HINT = 'User already registered';
+  END IF;
+  IF p_phone IS NOT NULL AND EXISTS (SELECT 1 FROM auth.users WHERE phone = p_phone) THEN
+    RAISE EXCEPTION 'phone_exists' USING ERRCODE = 'FA422', HINT = 'Phone number already registered';
+  END IF;
+  INSERT INTO auth.users (id, aud, role, email, phone, encrypted_password, email_confirmed_at, phone_confirmed_at,
+    raw_app_meta_data, raw_user_meta_data, created_at, updated_at, is_anonymous, is_super_admin)
+  VALUES (uid, 'authenticated', 'authenticated', p_email, p_phone, p_password_hash,
+    CASE WHEN p_confirmed AND p_email IS NOT NULL THEN now() END,
+    CASE WHEN p_confirmed AND p_phone IS NOT NULL THEN now() END,
+    CASE WHEN p_anonymous THEN '{}'::jsonb
+      ELSE jsonb_build_object('provider', provider, 'providers', jsonb_build_array(provider)) END,
+    coalesce(p_user_meta, '{}'::jsonb), now(), now(), p_anonymous, false)
+  RETURNING * INTO u;
+  IF NOT p_anonymous THEN
+    INSERT INTO auth.identities (provider_id, user_id, identity_data, provider, created_at, updated_at, last_sign_in_at)
+    VALUES (uid::text, uid, jsonb_strip_nulls(jsonb_build_object('sub', uid::text, 'email', p_email, 'phone', p_phone,
+      'email_verified', p_confirmed AND p_email IS NOT NULL, 'phone_verified', p_confirmed AND p_phone IS NOT NULL)),
+      provider, now(), now(), now());
+  END IF;
+  PERFORM fluxbase.auth_audit('user_signedup', uid, p_ip, p_request_id, jsonb_build_object('provider', coalesce(provider, 'anonymous')));
+  IF p_confirmed OR p_anonymous THEN
+    RETURN fluxbase.auth_issue_session(uid, p_refresh_hash, CASE WHEN p_anonymous THEN 'anonymous' ELSE 'password' END,
+      p_ip, p_user_agent);
+  END IF;
+  RETURN jsonb_build_object('user', fluxbase.auth_user_json(u));
+END
+$$;
+
+-- The stored hash of a password sign-in candidate. No row: no such user
+-- (the proxy still hashes, so both cases take as long).
+CREATE FUNCTION fluxbase.auth_password_candidate(p_email text, p_phone text)
+RETURNS TABLE (user_id uuid, password_hash text, locked_until timestamptz, confirmed boolean, banned boolean)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+  SELECT u.id, u.encrypted_password, f.locked_until,
+    CASE WHEN p_email IS NOT NULL THEN u.email_confirmed_at IS NOT NULL ELSE u.phone_confirmed_at IS NOT NULL END,
+    u.banned_until IS NOT NULL AND u.banned_until > now()
+  FROM auth.users u
+  LEFT JOIN fluxbase.auth_failures f ON f.user_id = u.id
+  WHERE u.deleted_at IS NULL
+    AND ((p_email IS NOT NULL AND u.email = p_email AND NOT u.is_sso_user) OR (p_phone IS NOT NULL AND u.phone = p_phone))
+  LIMIT 1
+$$;
+
+-- The outcome of a password check. A failure counts towards the lockout
+-- (p_max_failures within the lockout window locks for p_lockout_seconds);
+-- a success resets the count, stores a rehash (bcrypt → argon2id, or new
+-- parameters) and opens a session.
+CREATE FUNCTION fluxbase.auth_password_outcome(p_user uuid, p_ok boolean, p_max_failures int, p_lockout_seconds int,
+  p_rehash text, p_refresh_hash text, p_ip text, p_user_agent text, p_request_id text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  n int;
+BEGIN
+  IF NOT p_ok THEN
+    INSERT INTO fluxbase.auth_failures AS f (user_id, failures) VALUES (p_user, 1)
+    ON CONFLICT (user_id) DO UPDATE SET failures = f.failures + 1
+    RETURNING failures INTO n;
+    PERFORM fluxbase.auth_audit('login_failed', p_user, p_ip, p_request_id);
+    IF p_max_failures > 0 AND n >= p_max_failures THEN
+      UPDATE fluxbase.auth_failures SET locked_until = now() + make_interval(secs => p_lockout_seconds), failures = 0
+      WHERE user_id = p_user;
+      PERFORM fluxbase.auth_audit('user_locked', p_user, p_ip, p_request_id,
+        jsonb_build_object('seconds', p_lockout_seconds));
+    END IF;
+    RETURN NULL;
+  END IF;
+  DELETE FROM fluxbase.auth_failures WHERE user_id = p_user;
+  IF p_rehash IS NOT NULL THEN
+    UPDATE auth.users SET encrypted_password = p_rehash WHERE id = p_user;
+  END IF;
+  PERFORM fluxbase.auth_audit('login', p_user, p_ip, p_request_id, '{"provider": "email"}');
+  RETURN fluxbase.auth_issue_session(p_user, p_refresh_hash, 'password', p_ip, p_user_agent);
+END
+$$;
+
+-- Refresh-token rotation with reuse detection. The token given is revoked
+-- and replaced by p_new_hash in the same session. A token that was already
+-- rotated is a reuse: within p_reuse_seconds of its rotation (two tabs
+-- refreshing at once) it is answered with another token of the same
+-- session; later, it revokes the whole session (a stolen token was used).
+CREATE FUNCTION fluxbase.auth_refresh(p_old_hash text, p_new_hash text, p_reuse_seconds int, p_ip text, p_request_id text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  t auth.refresh_tokens;
+  s auth.sessions;
+  u auth.users;
+BEGIN
+  SELECT * INTO t FROM auth.refresh_tokens WHERE token = p_old_hash FOR UPDATE;
+  IF NOT FOUND OR t.session_id IS NULL THEN
+    RAISE EXCEPTION 'refresh_token_not_found' USING ERRCODE = 'FA400', HINT = 'Invalid Refresh Token: Refresh Token Not Found';
+  END IF;
+  SELECT * INTO s FROM auth.sessions WHERE id = t.session_id FOR UPDATE;
+  IF NOT FOUND OR (s.not_after IS NOT NULL AND s.not_after < now()) THEN
+    RAISE EXCEPTION 'session_expired' USING ERRCODE = 'FA400', HINT = 'Invalid Refresh Token: Session Expired';
+  END IF;
+  IF t.revoked AND t.updated_at < now() - make_interval(secs => p_reuse_seconds) THEN
+    -- Returned, not raised: the revocation must commit.
+    DELETE FROM auth.sessions WHERE id = s.id;
+    PERFORM fluxbase.auth_audit('token_revoked', s.user_id, p_ip, p_request_id,
+      jsonb_build_object('reason', 'refresh_token_reuse', 'session_id', s.id));
+    RETURN jsonb_build_object('error', 'refresh_token_already_used', 'status', 400,
+      'msg', 'Invalid Refresh Token: Already Used');
+  END IF;
+  SELECT * INTO u FROM auth.users WHERE id = s.user_id;
+  IF NOT FOUND OR u.deleted_at IS NOT NULL THEN
+    RAISE EXCEPTION 'user_not_found' USING ERRCODE = 'FA403', HINT = 'User from sub claim in JWT does not exist';
+  END IF;
+  IF u.banned_until IS NOT NULL AND u.banned_until > now() THEN
+    RAISE EXCEPTION 'user_banned' USING ERRCODE = 'FA400', HINT = 'User is banned';
+  END IF;
+  UPDATE auth.refresh_tokens SET revoked = true, updated_at = now() WHERE id = t.id AND NOT revoked;
+  INSERT INTO auth.refresh_tokens (token, user_id, revoked, created_at, updated_at, parent, session_id)
+  VALUES (p_new_hash, t.user_id, false, now(), now(), t.token, s.id);
+  UPDATE auth.sessions SET refreshed_at = now()::timestamp, updated_at = now() WHERE id = s.id;
+  PERFORM fluxbase.auth_audit('token_refreshed', u.id, p_ip, p_request_id);
+  RETURN jsonb_build_object('session_id', s.id, 'aal', s.aal,
+    'amr', coalesce((SELECT jsonb_agg(jsonb_build_object('method', c.authentication_method,
+      'timestamp', extract(epoch FROM c.created_at)::bigint) ORDER BY c.created_at)
+      FROM auth.mfa_amr_claims c WHERE c.session_id = s.id), '[]'::jsonb),
+    'user', fluxbase.auth_user_json(u));
+END
+$$;
+
+-- The user behind an access token, while its session lives.
+CREATE FUNCTION fluxbase.auth_user(p_user uuid, p_session uuid) RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  u auth.users;
+BEGIN
+  SELECT * INTO u FROM auth.users WHERE id = p_user AND deleted_at IS NULL;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'user_not_found' USING ERRCODE = 'FA403', HINT = 'User from sub claim in JWT does not exist';
+  END IF;
+  IF p_session IS NOT NULL AND NOT EXISTS (SELECT 1 FROM auth.sessions WHERE id = p_session AND user_id = p_user) THEN
+    RAISE EXCEPTION 'session_not_found' USING ERRCODE = 'FA403', HINT = 'Session from session_id claim in JWT does not exist';
+  END IF;
+  RETURN fluxbase.auth_user_json(u);
+END
+$$;
+
+-- PUT /user: e-mail, phone, password (already hashed) and metadata; NULL
+-- leaves a field as it is. `data` is merged into user_metadata as Supabase does.
+CREATE FUNCTION fluxbase.auth_update_user(p_user uuid, p_email text, p_phone text, p_password_hash text,
+  p_user_meta jsonb, p_ip text, p_request_id text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  u auth.users;
+BEGIN
+  IF p_email IS NOT NULL AND EXISTS (SELECT 1 FROM auth.users WHERE email = p_email AND id <> p_user AND NOT is_sso_user) THEN
+    RAISE EXCEPTION 'email_exists' USING ERRCODE = 'FA422', HINT = 'A user with this email address has already been registered';
+  END IF;
+  UPDATE auth.users SET
+    email = coalesce(p_email, email),
+    phone = coalesce(p_phone, phone),
+    encrypted_password = coalesce(p_password_hash, encrypted_password),
+    raw_user_meta_data = CASE WHEN p_user_meta IS NULL THEN raw_user_meta_data
+      ELSE coalesce(raw_user_meta_data, '{}'::jsonb) || p_user_meta END,
+    updated_at = now()
+  WHERE id = p_user AND deleted_at IS NULL
+  RETURNING * INTO u;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'user_not_found' USING ERRCODE = 'FA404', HINT = 'User not found';
+  END IF;
+  IF p_email IS NOT NULL THEN
+    UPDATE auth.identities SET identity_data = identity_data || jsonb_build_object('email', p_email), updated_at = now()
+    WHERE user_id = p_user AND provider = 'email';
+  END IF;
+  PERFORM fluxbase.auth_audit('user_modified', p_user, p_ip, p_request_id);
+  IF p_password_hash IS NOT NULL THEN
+    PERFORM fluxbase.auth_audit('user_updated_password', p_user, p_ip, p_request_id);
+  END IF;
+  RETURN fluxbase.auth_user_json(u);
+END
+$$;
+
+-- POST /logout: scope `local` ends this session, `others` every other one,
+-- `global` all of them. Their refresh tokens go with them.
+CREATE FUNCTION fluxbase.auth_logout(p_user uuid, p_session uuid, p_scope text, p_ip text, p_request_id text)
+RETURNS int
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  n int;
+BEGIN
+  DELETE FROM auth.sessions WHERE user_id = p_user AND CASE p_scope
+    WHEN 'local' THEN id = p_session
+    WHEN 'others' THEN id IS DISTINCT FROM p_session
+    ELSE true END;
+  GET DIAGNOSTICS n = ROW_COUNT;
+  PERFORM fluxbase.auth_audit('logout', p_user, p_ip, p_request_id, jsonb_build_object('scope', p_scope));
+  RETURN n;
+END
+$$;
+
+-- Admin API (service_role): list, create, read, update and delete users.
+CREATE FUNCTION fluxbase.auth_admin_list(p_page int, p_per_page int) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+  SELECT jsonb_build_object(
+    'users', coalesce((SELECT jsonb_agg(fluxbase.auth_user_json(u) ORDER BY u.created_at, u.id)
+      FROM (SELECT * FROM auth.users WHERE deleted_at IS NULL ORDER BY created_at, id
+            LIMIT p_per_page OFFSET (p_page - 1) * p_per_page) u), '[]'::jsonb),
+    'total', (SELECT count(*) FROM auth.users WHERE deleted_at IS NULL))
+$$;
+
+CREATE FUNCTION fluxbase.auth_admin_get(p_user uuid) RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  u auth.users;
+BEGIN
+  SELECT * INTO u FROM auth.users WHERE id = p_user AND deleted_at IS NULL;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'user_not_found' USING ERRCODE = 'FA404', HINT = 'User not found';
+  END IF;
+  RETURN fluxbase.auth_user_json(u);
+END
+$$;
+
+-- p: {email, phone, password_hash, email_confirm, phone_confirm, user_metadata, app_metadata, ban_duration_seconds}
+CREATE FUNCTION fluxbase.auth_admin_upsert(p_user uuid, p jsonb, p_ip text, p_request_id text) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  u auth.users;
+  uid uuid := coalesce(p_user, gen_random_uuid());
+  email text := lower(p ->> 'email');
+  phone text := p ->> 'phone';
+BEGIN
+  IF email IS NOT NULL AND EXISTS (SELECT 1 FROM auth.users WHERE auth.users.email = lower(p ->> 'email') AND id <> uid AND NOT is_sso_user) THEN
+    RAISE EXCEPTION 'email_exists' USING ERRCODE = 'FA422', HINT = 'A user with this email address has already been registered';
+  END IF;
+  IF p_user IS NULL THEN
+    INSERT INTO auth.users (id, aud, role, email, phone, encrypted_password, email_confirmed_at, phone_confirmed_at,
+      raw_app_meta_data, raw_user_meta_data, created_at, updated_at, is_super_admin)
+    VALUES (uid, 'authenticated', 'authenticated', email, phone, p ->> 'password_hash',
+      CASE WHEN (p ->> 'email_confirm')::boolean THEN now() END,
+      CASE WHEN (p ->> 'phone_confirm')::boolean THEN now() END,
+      jsonb_build_object('provider', CASE WHEN email IS NOT NULL THEN 'email' ELSE 'phone' END,
+        'providers', jsonb_build_array(CASE WHEN email IS NOT NULL THEN 'email' ELSE 'phone' END))
+        || coalesce(p -> 'app_metadata', '{}'::jsonb),
+      coalesce(p -> 'user_metadata', '{}'::jsonb), now(), now(), false)
+    RETURNING * INTO u;
+    INSERT INTO auth.identities (provider_id, user_id, identity_data, provider, created_at, updated_at)
+    VALUES (uid::text, uid, jsonb_strip_nulls(jsonb_build_object('sub', uid::text, 'email', email, 'phone', phone)),
+      CASE WHEN email IS NOT NULL THEN 'email' ELSE 'phone' END, now(), now());
+    PERFORM fluxbase.auth_audit('user_signedup', uid, p_ip, p_request_id, '{"provider": "admin"}');
+  ELSE
+    UPDATE auth.users SET
+      email = coalesce(lower(p ->> 'email'), auth.users.email),
+      phone = coalesce(p ->> 'phone', auth.users.phone),
+      encrypted_password = coalesce(p ->> 'password_hash', encrypted_password),
+      email_confirmed_at = CASE WHEN (p ->> 'email_confirm')::boolean THEN coalesce(email_confirmed_at, now()) ELSE email_confirmed_at END,
+      phone_confirmed_at = CASE WHEN (p ->> 'phone_confirm')::boolean THEN coalesce(phone_confirmed_at, now()) ELSE phone_confirmed_at END,
+      raw_user_meta_data = CASE WHEN p ? 'user_metadata' THEN coalesce(raw_user_meta_data, '{}'::jsonb) || (p -> 'user_metadata') ELSE raw_user_meta_data END,
+      raw_app_meta_data = CASE WHEN p ? 'app_metadata' THEN coalesce(raw_app_meta_data, '{}'::jsonb) || (p -> 'app_metadata') ELSE raw_app_meta_data END,
+      banned_until = CASE WHEN p ? 'ban_duration_seconds' THEN
+        CASE WHEN (p ->> 'ban_duration_seconds')::bigint > 0 THEN now() + make_interval(secs => (p ->> 'ban_duration_seconds')::bigint) END
+        ELSE banned_until END,
+      updated_at = now()
+    WHERE id = uid AND deleted_at IS NULL
+    RETURNING * INTO u;
+    IF NOT FOUND THEN
+      RAISE EXCEPTION 'user_not_found' USING ERRCODE = 'FA404', HINT = 'User not found';
+    END IF;
+    IF p ? 'ban_duration_seconds' AND u.banned_until IS NOT NULL THEN
+      DELETE FROM auth.sessions WHERE user_id = uid;
+    END IF;
+    PERFORM fluxbase.auth_audit('user_modified', uid, p_ip, p_request_id, '{"by": "admin"}');
+  END IF;
+  RETURN fluxbase.auth_user_json(u);
+END
+$$;
+
+CREATE FUNCTION fluxbase.auth_admin_delete(p_user uuid, p_ip text, p_request_id text) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  u auth.users;
+BEGIN
+  PERFORM fluxbase.auth_audit('user_deleted', p_user, p_ip, p_request_id, '{"by": "admin"}');
+  DELETE FROM auth.users WHERE id = p_user RETURNING * INTO u;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'user_not_found' USING ERRCODE = 'FA404', HINT = 'User not found';
+  END IF;
+  RETURN fluxbase.auth_user_json(u);
+END
+$$;
+
+DO $grants$
+DECLARE
+  f regprocedure;
+BEGIN
+  FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
+    WHERE p.pronamespace = 'fluxbase'::regnamespace AND p.proname LIKE 'auth\_%'
+  LOOP
+    EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO authenticator', f);
+  END LOOP;
+END
+$grants$;

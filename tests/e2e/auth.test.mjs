@@ -1,0 +1,164 @@
+// Auth (/auth/v1) through supabase-js: sign-up, password sign-in, the user,
+// refresh-token rotation and reuse detection, sign-out scopes, the admin
+// API, lockout, and the audit log; RLS sees the signed-in user.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createClient } from '@supabase/supabase-js';
+import { env, sql, sign } from './helpers.mjs';
+
+const client = () =>
+  createClient(env.url, env.anonKey, { auth: { persistSession: false, autoRefreshToken: false } });
+const admin = createClient(env.url, env.serviceKey, { auth: { persistSession: false, autoRefreshToken: false } });
+const unique = (name) => `${name}-${Date.now()}-${Math.floor(Math.random() * 1e6)}@example.com`;
+
+test('signUp, signInWithPassword, getUser, updateUser; RLS sees auth.uid()', async () => {
+  const email = unique('ada');
+  const sb = client();
+  const { data: up, error: upError } = await sb.auth.signUp({ email, password: 'correct horse', options: { data: { name: 'Ada' } } });
+  assert.equal(upError, null);
+  assert.equal(up.user.email, email);
+  assert.equal(up.user.user_metadata.name, 'Ada');
+  assert.ok(up.session.access_token && up.session.refresh_token);
+
+  const again = await client().auth.signUp({ email, password: 'correct horse' });
+  assert.equal(again.error?.code, 'user_already_exists');
+
+  const weak = await client().auth.signUp({ email: unique('weak'), password: '123' });
+  assert.equal(weak.error?.code, 'weak_password');
+  assert.equal(weak.error?.status, 422);
+
+  const wrong = await client().auth.signInWithPassword({ email, password: 'wrong horse' });
+  assert.equal(wrong.error?.code, 'invalid_credentials');
+  const nobody = await client().auth.signInWithPassword({ email: unique('nobody'), password: 'whatever1' });
+  assert.equal(nobody.error?.code, 'invalid_credentials');
+
+  const { data: signIn, error } = await sb.auth.signInWithPassword({ email, password: 'correct horse' });
+  assert.equal(error, null);
+  const claims = JSON.parse(Buffer.from(signIn.session.access_token.split('.')[1], 'base64url'));
+  assert.equal(claims.sub, signIn.user.id);
+  assert.equal(claims.role, 'authenticated');
+  assert.equal(claims.aal, 'aal1');
+  assert.equal(claims.amr[0].method, 'password');
+  assert.ok(claims.session_id);
+
+  const { data: me } = await sb.auth.getUser();
+  assert.equal(me.user.id, signIn.user.id);
+  const { data: updated, error: updError } = await sb.auth.updateUser({ data: { plan: 'pro' } });
+  assert.equal(updError, null);
+  assert.deepEqual(updated.user.user_metadata, { name: 'Ada', plan: 'pro' });
+
+  // The session's token works against REST under RLS: notes are per owner.
+  const { data: note, error: noteError } = await sb.from('notes').insert({ body: 'mine' }).select('owner').single();
+  assert.equal(noteError, null);
+  assert.equal(note.owner, signIn.user.id);
+
+  // Passwords are stored as argon2id, never in clear.
+  const stored = sql(`SELECT encrypted_password FROM auth.users WHERE email = '${email}'`);
+  assert.match(stored, /^\$argon2id\$/);
+});
+
+test('refresh rotates the token; a reused token revokes the session', async () => {
+  const email = unique('grace');
+  const sb = client();
+  const { data } = await sb.auth.signUp({ email, password: 'hopper1906' });
+  const first = data.session.refresh_token;
+  const { data: refreshed, error } = await sb.auth.refreshSession({ refresh_token: first });
+  assert.equal(error, null);
+  assert.notEqual(refreshed.session.refresh_token, first);
+  const second = refreshed.session.refresh_token;
+  // Only hashes are stored.
+  assert.equal(sql(`SELECT count(*) FROM auth.refresh_tokens WHERE token = '${first}' OR token = '${second}'`), '0');
+
+  // Reuse outside the reuse interval (aged here) revokes every token of the session.
+  const sessionId = JSON.parse(Buffer.from(refreshed.session.access_token.split('.')[1], 'base64url')).session_id;
+  sql(`UPDATE auth.refresh_tokens SET updated_at = now() - interval '1 minute' WHERE session_id = '${sessionId}' AND revoked`);
+  const reused = await client().auth.refreshSession({ refresh_token: first });
+  assert.equal(reused.error?.code, 'refresh_token_already_used');
+  const after = await client().auth.refreshSession({ refresh_token: second });
+  assert.ok(after.error, 'the whole session is gone after a reuse');
+  const audit = sql(`SELECT count(*) FROM auth.audit_log_entries WHERE payload->>'action' = 'token_revoked'
+                     AND payload->>'actor_id' = '${data.user.id}'`);
+  assert.equal(audit, '1');
+});
+
+test('signOut scopes: local ends one session, global all of them', async () => {
+  const email = unique('lin');
+  await client().auth.signUp({ email, password: 'password-1' });
+  const a = client();
+  const b = client();
+  await a.auth.signInWithPassword({ email, password: 'password-1' });
+  const { data: bSession } = await b.auth.signInWithPassword({ email, password: 'password-1' });
+  assert.equal((await a.auth.signOut({ scope: 'local' })).error, null);
+  assert.equal((await b.auth.getUser()).error, null, 'the other session lives on');
+  assert.equal((await b.auth.signOut({ scope: 'global' })).error, null);
+  const refresh = await client().auth.refreshSession({ refresh_token: bSession.session.refresh_token });
+  assert.ok(refresh.error, 'refresh tokens die with their sessions');
+  // An access token of an ended session no longer reads the user.
+  const res = await fetch(`${env.url}/auth/v1/user`, {
+    headers: { apikey: env.anonKey, Authorization: `Bearer ${bSession.session.access_token}` },
+  });
+  assert.equal(res.status, 403);
+  assert.equal((await res.json()).error_code, 'session_not_found');
+});
+
+test('lockout after repeated failures, shared state in Postgres', async () => {
+  const email = unique('locked');
+  await client().auth.signUp({ email, password: 'the-right-one' });
+  for (let i = 0; i < 5; i++) {
+    const r = await client().auth.signInWithPassword({ email, password: `wrong-${i}` });
+    assert.equal(r.error?.code, 'invalid_credentials');
+  }
+  const locked = await client().auth.signInWithPassword({ email, password: 'the-right-one' });
+  assert.equal(locked.error?.status, 429);
+  assert.match(sql(`SELECT locked_until > now() FROM fluxbase.auth_failures f JOIN auth.users u ON u.id = f.user_id
+                    WHERE u.email = '${email}'`), /^t$/);
+});
+
+test('admin API: create, list, get, update (ban), delete; not for users', async () => {
+  const email = unique('admin-made');
+  const { data: created, error } = await admin.auth.admin.createUser({
+    email,
+    password: 'made-by-admin',
+    email_confirm: true,
+    user_metadata: { team: 'core' },
+  });
+  assert.equal(error, null);
+  assert.equal(created.user.email, email);
+  assert.ok(created.user.email_confirmed_at);
+
+  const { data: listed } = await admin.auth.admin.listUsers({ page: 1, perPage: 1000 });
+  assert.ok(listed.users.some((u) => u.id === created.user.id));
+  const { data: got } = await admin.auth.admin.getUserById(created.user.id);
+  assert.equal(got.user.user_metadata.team, 'core');
+
+  const signedIn = await client().auth.signInWithPassword({ email, password: 'made-by-admin' });
+  assert.equal(signedIn.error, null);
+  const { error: banError } = await admin.auth.admin.updateUserById(created.user.id, { ban_duration: '24h' });
+  assert.equal(banError, null);
+  const banned = await client().auth.signInWithPassword({ email, password: 'made-by-admin' });
+  assert.equal(banned.error?.code, 'user_banned');
+
+  const user = client();
+  await user.auth.signUp({ email: unique('plain'), password: 'plain-user' });
+  const forbidden = await fetch(`${env.url}/auth/v1/admin/users`, {
+    headers: { apikey: env.anonKey, Authorization: `Bearer ${(await user.auth.getSession()).data.session.access_token}` },
+  });
+  assert.equal(forbidden.status, 403);
+
+  assert.equal((await admin.auth.admin.deleteUser(created.user.id)).error, null);
+  assert.equal((await admin.auth.admin.getUserById(created.user.id)).error?.status, 404);
+});
+
+test('forged and foreign tokens do not reach /user', async () => {
+  const forged = sign({ role: 'authenticated', sub: '00000000-0000-0000-0000-000000000001' }, 'not-the-secret-not-the-secret-0000');
+  const res = await fetch(`${env.url}/auth/v1/user`, { headers: { apikey: env.anonKey, Authorization: `Bearer ${forged}` } });
+  assert.equal(res.status, 401);
+  const none = `${Buffer.from('{"alg":"none"}').toString('base64url')}.${Buffer.from('{"sub":"x","role":"service_role"}').toString('base64url')}.`;
+  const alg = await fetch(`${env.url}/auth/v1/admin/users`, { headers: { apikey: env.anonKey, Authorization: `Bearer ${none}` } });
+  assert.equal(alg.status, 401);
+  const settings = await (await fetch(`${env.url}/auth/v1/settings`, { headers: { apikey: env.anonKey } })).json();
+  assert.equal(settings.external.email, true);
+  const missing = await fetch(`${env.url}/auth/v1/otp`, { method: 'POST', headers: { apikey: env.anonKey } });
+  assert.equal(missing.status, 501);
+  assert.equal((await missing.json()).error_code, 'not_implemented');
+});
