@@ -36,7 +36,11 @@ AS $$
     'created_at', u.created_at,
     'updated_at', u.updated_at,
     'banned_until', u.banned_until,
-    'is_anonymous', u.is_anonymous
+    'is_anonymous', u.is_anonymous,
+    'factors', coalesce((
+      SELECT jsonb_agg(jsonb_build_object('id', f.id, 'friendly_name', f.friendly_name, 'factor_type', f.factor_type,
+        'status', f.status, 'created_at', f.created_at, 'updated_at', f.updated_at) ORDER BY f.created_at)
+      FROM auth.mfa_factors f WHERE f.user_id = u.id), '[]'::jsonb)
   )
 $$;
 
@@ -394,6 +398,152 @@ BEGIN
     RAISE EXCEPTION 'user_not_found' USING ERRCODE = 'FA404', HINT = 'User not found';
   END IF;
   RETURN fluxbase.auth_user_json(u);
+END
+$$;
+
+-- MFA (TOTP). The proxy generates and encrypts secrets (AES-256-GCM) and
+-- checks codes; these functions keep factors, challenges and the per-user
+-- failure count atomic.
+
+-- The session of a request must be alive for any factor change.
+CREATE FUNCTION fluxbase.auth_require_session(p_user uuid, p_session uuid) RETURNS void
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM auth.sessions WHERE id = p_session AND user_id = p_user) THEN
+    RAISE EXCEPTION 'session_not_found' USING ERRCODE = 'FA403', HINT = 'Session from session_id claim in JWT does not exist';
+  END IF;
+END
+$$;
+
+CREATE FUNCTION fluxbase.auth_mfa_enroll(p_user uuid, p_session uuid, p_aal text, p_friendly text, p_secret text,
+  p_max_factors int, p_ip text, p_request_id text)
+RETURNS uuid
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  fid uuid := gen_random_uuid();
+BEGIN
+  PERFORM fluxbase.auth_require_session(p_user, p_session);
+  IF p_aal <> 'aal2' AND EXISTS (SELECT 1 FROM auth.mfa_factors WHERE user_id = p_user AND status = 'verified') THEN
+    RAISE EXCEPTION 'insufficient_aal' USING ERRCODE = 'FA403', HINT = 'AAL2 required to enroll a new factor';
+  END IF;
+  IF (SELECT count(*) FROM auth.mfa_factors WHERE user_id = p_user) >= p_max_factors THEN
+    RAISE EXCEPTION 'too_many_enrolled_mfa_factors' USING ERRCODE = 'FA422', HINT = 'Maximum number of enrolled factors reached';
+  END IF;
+  IF p_friendly IS NOT NULL AND EXISTS (SELECT 1 FROM auth.mfa_factors WHERE user_id = p_user AND friendly_name = p_friendly) THEN
+    RAISE EXCEPTION 'mfa_factor_name_conflict' USING ERRCODE = 'FA422',
+      HINT = format('A factor with the friendly name "%s" for this user already exists', p_friendly);
+  END IF;
+  INSERT INTO auth.mfa_factors (id, user_id, friendly_name, factor_type, status, created_at, updated_at, secret)
+  VALUES (fid, p_user, p_friendly, 'totp', 'unverified', now(), now(), p_secret);
+  PERFORM fluxbase.auth_audit('factor_in_progress', p_user, p_ip, p_request_id, jsonb_build_object('factor_id', fid));
+  RETURN fid;
+END
+$$;
+
+CREATE FUNCTION fluxbase.auth_mfa_challenge(p_user uuid, p_session uuid, p_factor uuid, p_ip text) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  cid uuid := gen_random_uuid();
+BEGIN
+  PERFORM fluxbase.auth_require_session(p_user, p_session);
+  IF NOT EXISTS (SELECT 1 FROM auth.mfa_factors WHERE id = p_factor AND user_id = p_user) THEN
+    RAISE EXCEPTION 'mfa_factor_not_found' USING ERRCODE = 'FA404', HINT = 'Factor not found';
+  END IF;
+  INSERT INTO auth.mfa_challenges (id, factor_id, created_at, ip_address)
+  VALUES (cid, p_factor, now(), CASE WHEN p_ip ~ '^[0-9a-fA-F:.]+$' THEN p_ip::inet ELSE '0.0.0.0'::inet END);
+  RETURN jsonb_build_object('id', cid, 'type', 'totp', 'expires_at', extract(epoch FROM now() + interval '5 minutes')::bigint);
+END
+$$;
+
+-- What checking a code needs: the encrypted secret, whether the challenge
+-- can still be answered, and the user's recent failures.
+CREATE FUNCTION fluxbase.auth_mfa_secret(p_user uuid, p_session uuid, p_factor uuid, p_challenge uuid, p_window_seconds int)
+RETURNS TABLE (secret text, failures bigint)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+BEGIN
+  PERFORM fluxbase.auth_require_session(p_user, p_session);
+  IF NOT EXISTS (SELECT 1 FROM auth.mfa_factors WHERE id = p_factor AND user_id = p_user) THEN
+    RAISE EXCEPTION 'mfa_factor_not_found' USING ERRCODE = 'FA404', HINT = 'Factor not found';
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM auth.mfa_challenges WHERE id = p_challenge AND factor_id = p_factor
+                 AND verified_at IS NULL AND created_at > now() - interval '5 minutes') THEN
+    RAISE EXCEPTION 'mfa_challenge_expired' USING ERRCODE = 'FA422',
+      HINT = 'MFA challenge has expired, verify against another challenge or create a new challenge';
+  END IF;
+  RETURN QUERY SELECT f.secret, (SELECT count(*) FROM fluxbase.auth_mfa_failures m
+    WHERE m.user_id = p_user AND m.at > now() - make_interval(secs => p_window_seconds))
+  FROM auth.mfa_factors f WHERE f.id = p_factor;
+END
+$$;
+
+-- The outcome of a code check. Wrong: counted (and returned, not raised, so
+-- the count commits). Right: the challenge is used up, the factor verified,
+-- and the session moves to aal2 with new tokens (the old refresh tokens of
+-- the session are revoked).
+CREATE FUNCTION fluxbase.auth_mfa_result(p_user uuid, p_session uuid, p_factor uuid, p_challenge uuid, p_ok boolean,
+  p_refresh_hash text, p_ip text, p_request_id text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  u auth.users;
+BEGIN
+  IF NOT p_ok THEN
+    INSERT INTO fluxbase.auth_mfa_failures (user_id, at) VALUES (p_user, now());
+    PERFORM fluxbase.auth_audit('mfa_verify_failed', p_user, p_ip, p_request_id, jsonb_build_object('factor_id', p_factor));
+    RETURN jsonb_build_object('error', 'mfa_verification_failed', 'status', 422, 'msg', 'Invalid TOTP code entered');
+  END IF;
+  UPDATE auth.mfa_challenges SET verified_at = now() WHERE id = p_challenge AND verified_at IS NULL;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'mfa_challenge_expired' USING ERRCODE = 'FA422', HINT = 'MFA challenge was already verified';
+  END IF;
+  UPDATE auth.mfa_factors SET status = 'verified', updated_at = now() WHERE id = p_factor;
+  UPDATE auth.sessions SET aal = 'aal2', factor_id = p_factor, updated_at = now() WHERE id = p_session;
+  INSERT INTO auth.mfa_amr_claims (session_id, created_at, updated_at, authentication_method)
+  VALUES (p_session, now(), now(), 'totp')
+  ON CONFLICT (session_id, authentication_method) DO UPDATE SET updated_at = now();
+  UPDATE auth.refresh_tokens SET revoked = true, updated_at = now() WHERE session_id = p_session AND NOT revoked;
+  INSERT INTO auth.refresh_tokens (token, user_id, revoked, created_at, updated_at, session_id)
+  VALUES (p_refresh_hash, p_user::text, false, now(), now(), p_session);
+  DELETE FROM fluxbase.auth_mfa_failures WHERE user_id = p_user;
+  PERFORM fluxbase.auth_audit('mfa_verified', p_user, p_ip, p_request_id, jsonb_build_object('factor_id', p_factor));
+  SELECT * INTO u FROM auth.users WHERE id = p_user;
+  RETURN jsonb_build_object('session_id', p_session, 'aal', 'aal2',
+    'amr', (SELECT jsonb_agg(jsonb_build_object('method', c.authentication_method,
+      'timestamp', extract(epoch FROM c.updated_at)::bigint) ORDER BY c.updated_at DESC)
+      FROM auth.mfa_amr_claims c WHERE c.session_id = p_session),
+    'user', fluxbase.auth_user_json(u));
+END
+$$;
+
+CREATE FUNCTION fluxbase.auth_mfa_unenroll(p_user uuid, p_session uuid, p_aal text, p_factor uuid, p_ip text, p_request_id text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  f auth.mfa_factors;
+BEGIN
+  PERFORM fluxbase.auth_require_session(p_user, p_session);
+  SELECT * INTO f FROM auth.mfa_factors WHERE id = p_factor AND user_id = p_user;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'mfa_factor_not_found' USING ERRCODE = 'FA404', HINT = 'Factor not found';
+  END IF;
+  IF f.status = 'verified' AND p_aal <> 'aal2' THEN
+    RAISE EXCEPTION 'insufficient_aal' USING ERRCODE = 'FA403', HINT = 'AAL2 required to unenroll verified factor';
+  END IF;
+  DELETE FROM auth.mfa_factors WHERE id = p_factor;
+  PERFORM fluxbase.auth_audit('factor_deleted', p_user, p_ip, p_request_id, jsonb_build_object('factor_id', p_factor));
+  RETURN jsonb_build_object('id', p_factor);
 END
 $$;
 

@@ -186,6 +186,13 @@ CREATE TABLE fluxbase.auth_failures (
   locked_until timestamptz
 );
 
+-- Wrong TOTP codes per user, for the verification limit (shared by every proxy).
+CREATE TABLE fluxbase.auth_mfa_failures (
+  user_id uuid NOT NULL REFERENCES auth.users (id) ON DELETE CASCADE,
+  at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX auth_mfa_failures_user_at ON fluxbase.auth_mfa_failures (user_id, at);
+
 -- Rows of tables created here are user data: keep them in pg_dump.
 DO $dump$
 DECLARE
@@ -193,7 +200,7 @@ DECLARE
 BEGIN
   FOREACH t IN ARRAY ARRAY['auth.users', 'auth.identities', 'auth.sessions', 'auth.refresh_tokens',
     'auth.mfa_amr_claims', 'auth.mfa_factors', 'auth.mfa_challenges', 'auth.one_time_tokens',
-    'auth.flow_state', 'auth.audit_log_entries', 'fluxbase.auth_failures']
+    'auth.flow_state', 'auth.audit_log_entries', 'fluxbase.auth_failures', 'fluxbase.auth_mfa_failures']
   LOOP
     IF EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = t::regclass AND d.deptype = 'e') THEN
       PERFORM pg_catalog.pg_extension_config_dump(t, '');

@@ -52,6 +52,26 @@ pub async fn handle(
         (&Method::POST, ["logout"]) => req.logout(&caller, param("scope").as_deref().unwrap_or("global")).await,
         (&Method::GET, ["user"]) => req.user(&caller).await,
         (&Method::PUT, ["user"]) => req.update_user(&caller, &parse_body(&body)?).await,
+        (&Method::POST, ["factors"]) => req.mfa_enroll(&caller, &parse_body(&body)?).await,
+        (&Method::POST, ["factors", id, "challenge"]) => {
+            let (user, session) = session_of(&caller)?;
+            let factor = factor_id(id)?;
+            req.call_json("SELECT fluxbase.auth_mfa_challenge($1, $2, $3, $4)", &[&user, &session, &factor, &ctx.ip])
+                .await
+        }
+        (&Method::POST, ["factors", id, "verify"]) => {
+            req.mfa_verify(&caller, factor_id(id)?, &parse_body(&body)?).await
+        }
+        (&Method::DELETE, ["factors", id]) => {
+            let (user, session) = session_of(&caller)?;
+            let factor = factor_id(id)?;
+            let aal = caller.claims.get("aal").and_then(Value::as_str).unwrap_or("aal1").to_string();
+            req.call_json(
+                "SELECT fluxbase.auth_mfa_unenroll($1, $2, $3, $4, $5, $6)",
+                &[&user, &session, &aal, &factor, &ctx.ip, &ctx.request_id],
+            )
+            .await
+        }
         (method, ["admin", "users", rest @ ..]) => {
             require_service_role(&caller)?;
             match (method, rest) {
@@ -135,6 +155,10 @@ fn user_id(s: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::parse_str(s).map_err(|_| ApiError::auth(404, "user_not_found", "User not found"))
 }
 
+fn factor_id(s: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(s).map_err(|_| ApiError::auth(404, "mfa_factor_not_found", "Factor not found"))
+}
+
 fn require_service_role(caller: &Auth) -> Result<(), ApiError> {
     if caller.role() == "service_role" {
         Ok(())
@@ -212,10 +236,11 @@ impl Req<'_> {
     }
 
     async fn hash(&self, password: String) -> Result<String, ApiError> {
-        let hasher = self.state.hasher.clone();
-        tokio::task::spawn_blocking(move || hasher.hash(&password))
+        self.state
+            .hasher
+            .run(move |h| h.hash(&password))
             .await
-            .map_err(|e| ApiError::Internal(format!("password hashing: {e}")))
+            .ok_or_else(|| ApiError::Internal("password hashing failed".into()))
     }
 
     fn check_password(&self, password: Option<&str>) -> Result<String, ApiError> {
@@ -332,10 +357,12 @@ impl Req<'_> {
             .map_err(db_error)?;
         drop(client);
         let stored: Option<String> = row.as_ref().and_then(|r| r.get("password_hash"));
-        let hasher = self.state.hasher.clone();
-        let verdict = tokio::task::spawn_blocking(move || hasher.verify(&password, stored.as_deref()))
+        let verdict = self
+            .state
+            .hasher
+            .run(move |h| h.verify(&password, stored.as_deref()))
             .await
-            .map_err(|e| ApiError::Internal(format!("password check: {e}")))?;
+            .ok_or_else(|| ApiError::Internal("password check failed".into()))?;
         let Some(row) = row else { return Err(invalid()) };
         let user: uuid::Uuid = row.get("user_id");
         let locked: Option<std::time::SystemTime> = row.get("locked_until");
@@ -394,11 +421,7 @@ impl Req<'_> {
                 &[&sha256_hex(old), &refresh_hash, &reuse, &self.ctx.ip, &self.ctx.request_id],
             )
             .await?;
-        // A refusal that must still commit (reuse revokes the session) comes back as a value.
-        if let Some(code) = issued.get("error").and_then(Value::as_str) {
-            let status = issued.get("status").and_then(Value::as_u64).unwrap_or(400) as u16;
-            return Err(ApiError::auth(status, code, issued.get("msg").and_then(Value::as_str).unwrap_or(code)));
-        }
+        refusal(&issued)?;
         self.session(&issued, &refresh)
     }
 
@@ -442,6 +465,114 @@ impl Req<'_> {
             &[&user, &email, &phone, &hash, &data, &self.ctx.ip, &self.ctx.request_id],
         )
         .await
+    }
+
+    /// POST /factors: a TOTP factor, unverified until its first code.
+    async fn mfa_enroll(&self, caller: &Auth, body: &Value) -> Result<Response, ApiError> {
+        let (user, session) = session_of(caller)?;
+        let config = &self.state.config.auth;
+        let Some(key) = config.mfa_encryption_key.as_deref() else {
+            return Err(ApiError::auth(
+                422,
+                "mfa_totp_enroll_not_enabled",
+                "MFA enrolment is disabled: auth.mfa_encryption_key is not set",
+            ));
+        };
+        match text(body, "factor_type") {
+            Some("totp") => {}
+            Some(other) => {
+                return Err(ApiError::auth(
+                    422,
+                    &format!("mfa_{other}_enroll_not_enabled"),
+                    format!("MFA with {other} is not available in this release"),
+                ))
+            }
+            None => return Err(ApiError::auth(400, "validation_failed", "factor_type is required")),
+        }
+        let key = crate::totp::parse_key(key).map_err(ApiError::Internal)?;
+        let secret = crate::totp::new_secret();
+        let sealed = crate::totp::encrypt(&key, &secret);
+        let friendly = text(body, "friendly_name").map(str::to_string);
+        let aal = caller.claims.get("aal").and_then(Value::as_str).unwrap_or("aal1").to_string();
+        let client = self.state.client().await?;
+        let row = client
+            .query_one(
+                "SELECT fluxbase.auth_mfa_enroll($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[
+                    &user,
+                    &session,
+                    &aal,
+                    &friendly,
+                    &sealed,
+                    &(config.mfa_max_factors as i32),
+                    &self.ctx.ip,
+                    &self.ctx.request_id,
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        let id: uuid::Uuid = row.get(0);
+        let issuer = text(body, "issuer").unwrap_or(&config.mfa_issuer);
+        let account = caller.claims.get("email").and_then(Value::as_str).filter(|e| !e.is_empty());
+        let uri = crate::totp::uri(&secret, issuer, account.unwrap_or(&user.to_string()));
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({
+                "id": id.to_string(),
+                "type": "totp",
+                "friendly_name": friendly.unwrap_or_default(),
+                "totp": { "qr_code": crate::totp::qr_svg(&uri).unwrap_or_default(), "secret": secret, "uri": uri },
+            }),
+        ))
+    }
+
+    /// POST /factors/{id}/verify: a right code moves the session to aal2.
+    async fn mfa_verify(&self, caller: &Auth, factor: uuid::Uuid, body: &Value) -> Result<Response, ApiError> {
+        let (user, session) = session_of(caller)?;
+        let config = &self.state.config.auth;
+        let key = config
+            .mfa_encryption_key
+            .as_deref()
+            .map(crate::totp::parse_key)
+            .transpose()
+            .map_err(ApiError::Internal)?
+            .ok_or_else(|| ApiError::auth(422, "mfa_verification_rejected", "MFA is not configured"))?;
+        let challenge = text(body, "challenge_id")
+            .and_then(|c| uuid::Uuid::parse_str(c).ok())
+            .ok_or_else(|| ApiError::auth(400, "validation_failed", "challenge_id is required"))?;
+        let code = text(body, "code").unwrap_or("").to_string();
+        let client = self.state.client().await?;
+        let row = client
+            .query_one(
+                "SELECT secret, failures FROM fluxbase.auth_mfa_secret($1, $2, $3, $4, $5)",
+                &[&user, &session, &factor, &challenge, &(config.mfa_failure_window_seconds as i32)],
+            )
+            .await
+            .map_err(db_error)?;
+        drop(client);
+        let failures: i64 = row.get("failures");
+        if failures >= config.mfa_max_verify_failures as i64 {
+            return Err(ApiError::auth(
+                429,
+                "over_request_rate_limit",
+                "Too many wrong MFA codes. Try again in a few minutes.",
+            ));
+        }
+        let sealed: Option<String> = row.get("secret");
+        let secret = sealed
+            .as_deref()
+            .and_then(|s| crate::totp::decrypt(&key, s))
+            .ok_or_else(|| ApiError::Internal("a TOTP secret does not decrypt with auth.mfa_encryption_key".into()))?;
+        let ok = crate::totp::verify(&secret, &code, unix_now());
+        let (refresh, refresh_hash) = new_refresh_token();
+        let issued = self
+            .query_json(
+                "SELECT fluxbase.auth_mfa_result($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[&user, &session, &factor, &challenge, &ok, &refresh_hash, &self.ctx.ip, &self.ctx.request_id],
+            )
+            .await?;
+        refusal(&issued)?;
+        self.session(&issued, &refresh)
     }
 
     async fn admin_list(&self, page: Option<String>, per_page: Option<String>) -> Result<Response, ApiError> {
@@ -493,6 +624,18 @@ impl Req<'_> {
             &[&user, &Value::Object(fields), &self.ctx.ip, &self.ctx.request_id],
         )
         .await
+    }
+}
+
+/// A refusal that must still commit (a reuse revokes the session, a wrong
+/// code counts) comes back from the database as `{error, status, msg}`.
+fn refusal(issued: &Value) -> Result<(), ApiError> {
+    match issued.get("error").and_then(Value::as_str) {
+        Some(code) => {
+            let status = issued.get("status").and_then(Value::as_u64).unwrap_or(400) as u16;
+            Err(ApiError::auth(status, code, issued.get("msg").and_then(Value::as_str).unwrap_or(code)))
+        }
+        None => Ok(()),
     }
 }
 

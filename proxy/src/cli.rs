@@ -16,6 +16,8 @@ pub const USAGE: &str = "usage:
   fluxbase keys [--config FILE]           print the API URL and keys
   fluxbase sign CLAIMS_JSON [--expires-in SECONDS] [--config FILE]
                                           sign an HS256 token with jwt.secret
+  fluxbase hash-rate [SECONDS] [--config FILE]
+                                          argon2id hashes/s on all CPUs with the [auth] parameters
 Environment: FLUXBASE_CONFIG names the file; FLUXBASE_<SECTION>_<KEY> overrides any key.";
 
 #[derive(Debug, PartialEq)]
@@ -25,6 +27,7 @@ pub enum Command {
     GenConfig { path: PathBuf, database_url: String },
     Keys,
     Sign { claims: String, expires_in: u64 },
+    HashRate { seconds: u64 },
     Help,
 }
 
@@ -66,6 +69,14 @@ pub fn parse(args: &[String], env_config: Option<String>) -> Result<Args, String
         Some("sign") => {
             Command::Sign { claims: positional.get(1).cloned().ok_or("sign needs CLAIMS_JSON")?, expires_in }
         }
+        Some("hash-rate") => Command::HashRate {
+            seconds: positional
+                .get(1)
+                .map(|s| s.parse())
+                .transpose()
+                .map_err(|_| "hash-rate takes whole seconds")?
+                .unwrap_or(5),
+        },
         Some(other) => return Err(format!("unknown command {other}")),
     };
     Ok(Args { command, config })
@@ -114,6 +125,37 @@ pub fn gen_config(path: &Path, database_url: &str) -> Result<(), String> {
     }
     std::fs::write(path, text).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(())
+}
+
+/// argon2id hashes per second with the configured parameters, one thread
+/// per CPU: the ceiling for password sign-ins (tests/bench/auth.sh).
+pub fn hash_rate(config: &Config, seconds: u64) -> Result<String, String> {
+    let hasher = crate::password::Hasher::new(&config.auth)?;
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds.max(1));
+    let started = std::time::Instant::now();
+    let counts: Vec<u64> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let hasher = hasher.clone();
+                scope.spawn(move || {
+                    let mut n = 0;
+                    while std::time::Instant::now() < deadline {
+                        let _ = hasher.hash("correct horse battery staple");
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap_or(0)).collect()
+    });
+    let rate = counts.iter().sum::<u64>() as f64 / started.elapsed().as_secs_f64();
+    let a = &config.auth;
+    Ok(format!(
+        "argon2id hashes/s: {rate:.1} (threads {threads}, m={} KiB, t={}, p={})\n",
+        a.argon2_memory_kib, a.argon2_iterations, a.argon2_parallelism
+    ))
 }
 
 pub fn keys(config: &Config) -> String {

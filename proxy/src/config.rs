@@ -71,6 +71,16 @@ pub struct Auth {
     pub argon2_memory_kib: u32,
     pub argon2_iterations: u32,
     pub argon2_parallelism: u32,
+    /// AES-256 key (64 hex characters) sealing TOTP secrets at rest. Unset:
+    /// MFA enrolment is refused (never a plaintext fallback).
+    pub mfa_encryption_key: Option<String>,
+    /// Issuer shown by authenticator apps.
+    pub mfa_issuer: String,
+    /// Factors one user may have.
+    pub mfa_max_factors: u32,
+    /// Wrong codes per user within the window before verification is refused.
+    pub mfa_max_verify_failures: u32,
+    pub mfa_failure_window_seconds: u32,
 }
 
 impl Default for Auth {
@@ -87,6 +97,11 @@ impl Default for Auth {
             argon2_memory_kib: 19_456,
             argon2_iterations: 2,
             argon2_parallelism: 1,
+            mfa_encryption_key: None,
+            mfa_issuer: "Fluxbase".into(),
+            mfa_max_factors: 10,
+            mfa_max_verify_failures: 5,
+            mfa_failure_window_seconds: 300,
         }
     }
 }
@@ -247,6 +262,9 @@ impl Config {
         }
         if self.auth.argon2_memory_kib < 8 * self.auth.argon2_parallelism.max(1) || self.auth.argon2_iterations == 0 {
             return Err(invalid("auth.argon2_memory_kib", "argon2 needs at least 8 KiB per lane and one iteration"));
+        }
+        if let Some(key) = &self.auth.mfa_encryption_key {
+            crate::totp::parse_key(key).map_err(|e| invalid("auth.mfa_encryption_key", e))?;
         }
         if self.auth.jwt_expiry_seconds == 0 {
             return Err(invalid("auth.jwt_expiry_seconds", "must be greater than 0"));

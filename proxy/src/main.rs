@@ -13,6 +13,7 @@ mod metrics;
 mod password;
 mod rest;
 mod server;
+mod totp;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -68,6 +69,16 @@ fn main() -> ExitCode {
         Command::Sign { claims, expires_in } => match cli::sign(&config, &claims, expires_in) {
             Ok(token) => {
                 println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("fluxbase: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::HashRate { seconds } => match cli::hash_rate(&config, seconds) {
+            Ok(line) => {
+                print!("{line}");
                 ExitCode::SUCCESS
             }
             Err(e) => {

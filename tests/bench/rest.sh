@@ -7,27 +7,8 @@
 #   write  POST one row, return=representation: wrk vs pgbench of the statement
 #   embed  GET 100 rows with one embedded relation: wrk vs pgbench of the statement
 # Prints one line per measurement, RATIO lines last, and writes a CSV.
-set -euo pipefail
-source "$(dirname "$0")/../../scripts/env.sh"
-source "$FLUXBASE_ROOT/scripts/pg.sh"
-
-MAJOR="${FLUXBASE_BENCH_MAJOR:-15}"
-REPS="${REPS:-5}"
-SECONDS_PER_RUN="${SECONDS_PER_RUN:-5}"
-CLIENTS="${CLIENTS:-8}"
-command -v wrk >/dev/null || as_root apt-get install -y -qq wrk >/dev/null
-
-cd "$FLUXBASE_ROOT"
-cargo build --release -p fluxbase-proxy --quiet
-extension_install "$MAJOR" >/dev/null 2>&1
-BIN="$FLUXBASE_ROOT/target/release/fluxbase"
-dir="$FLUXBASE_VAR/bench-$$"
-port="$(free_port)"
-http_port="$(free_port)"
-password=benchpw
-FLUXBASE_PG_FSYNC=off cluster_start "$MAJOR" "$dir" "$port"
-trap 'kill $proxy 2>/dev/null || true; cluster_stop "$MAJOR" "$dir"; as_root rm -rf "$dir"' EXIT
-database_prepare "$MAJOR" "$dir" "$port" bench "$password" >/dev/null 2>&1
+source "$(dirname "$0")/lib.sh"
+bench_start
 UID_ONE=5a0e4f3c-1b6f-4c57-9f0e-6b1d7f2f1a01
 cluster_psql "$MAJOR" "$dir" "$port" -d bench <<SQL
 create table public.categories (id int primary key, name text not null);
@@ -46,19 +27,12 @@ grant select, insert on public.events to authenticated;
 analyze;
 SQL
 
-export FLUXBASE_DATABASE_URL="postgres://authenticator:$password@127.0.0.1:$port/bench"
-export FLUXBASE_JWT_SECRET="bench-secret-bench-secret-bench-secret-0001"
-export FLUXBASE_SERVER_LISTEN="127.0.0.1:$http_port" FLUXBASE_LOG_LEVEL=warn
-export FLUXBASE_DATABASE_POOL_SIZE="$CLIENTS"
 TOKEN="$("$BIN" sign "{\"role\":\"authenticated\",\"sub\":\"$UID_ONE\"}" --expires-in 86400)"
-"$BIN" serve & proxy=$!
-for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$http_port/ready" >/dev/null 2>&1 && break; sleep 0.1; done
+proxy_start
 test "$(curl -fsS "http://127.0.0.1:$http_port/rest/v1/items?select=*&id=eq.42" -H "Authorization: Bearer $TOKEN")" \
   = '[{"id":42,"owner":"5a0e4f3c-1b6f-4c57-9f0e-6b1d7f2f1a01","name":"item 42","price":63.0,"category_id":43}]'
 
 CLAIMS="{\"role\":\"authenticated\",\"sub\":\"$UID_ONE\"}"
-work="$(mktemp -d)"
-chmod 755 "$work"
 cat > "$work/engine.sql" <<SQL
 SELECT fluxbase.rest_raw('{"method":"GET","path":"items","query":"select=*&id=eq.42","headers":{}}', '$CLAIMS');
 SQL
@@ -84,24 +58,15 @@ wrk.headers["Authorization"] = "Bearer $TOKEN"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Prefer"] = "return=representation"
 LUA
-pgbench_run() { # pgbench_run FILE -> tps
-  PGPASSWORD="$password" "$(pg_bin "$MAJOR")/pgbench" -n -M prepared -h 127.0.0.1 -p "$port" -U authenticator \
-    -c "$CLIENTS" -j 2 -T "$SECONDS_PER_RUN" -f "$1" bench 2>/dev/null | awk '/^tps/ {print $3; exit}'
-}
-wrk_run() { # wrk_run LUA PATH -> req/s
-  wrk -t 2 -c "$CLIENTS" -d "${SECONDS_PER_RUN}s" -s "$work/$1" "http://127.0.0.1:$http_port/rest/v1/$2" \
-    | awk '/Requests\/sec/ {print $2}'
-}
 peak_rss() { awk '/VmHWM/ {print $2}' "/proc/$proxy/status"; }
 
-mkdir -p tests/bench/results
 csv="tests/bench/results/rest-$(date -u +%Y%m%dT%H%M%SZ).csv"
 echo "rep,read_http,read_engine,read_postgrest,write_http,write_engine,embed_http,embed_engine" > "$csv"
 rows=()
 for rep in $(seq 1 "$REPS"); do
-  re=$(pgbench_run "$work/engine.sql"); rh=$(wrk_run get.lua "items?select=*&id=eq.42"); rp=$(pgbench_run "$work/postgrest.sql")
-  wh=$(wrk_run post.lua "events?select=id,kind,n"); we=$(pgbench_run "$work/write.sql")
-  eh=$(wrk_run get.lua "items?select=id,name,price,category%3Acategories(name)&order=id&limit=100"); ee=$(pgbench_run "$work/embed.sql")
+  re=$(pgbench_run "$work/engine.sql"); rh=$(wrk_run get.lua "rest/v1/items?select=*&id=eq.42"); rp=$(pgbench_run "$work/postgrest.sql")
+  wh=$(wrk_run post.lua "rest/v1/events?select=id,kind,n"); we=$(pgbench_run "$work/write.sql")
+  eh=$(wrk_run get.lua "rest/v1/items?select=id,name,price,category%3Acategories(name)&order=id&limit=100"); ee=$(pgbench_run "$work/embed.sql")
   echo "rep $rep: read http $rh req/s, engine $re tps, postgrest-4-stmt $rp tps; write http $wh, engine $we; embed http $eh, engine $ee"
   echo "$rep,$rh,$re,$rp,$wh,$we,$eh,$ee" >> "$csv"
   rows+=("$rh,$re,$rp,$wh,$we,$eh,$ee")

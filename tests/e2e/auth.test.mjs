@@ -2,6 +2,7 @@
 // refresh-token rotation and reuse detection, sign-out scopes, the admin
 // API, lockout, and the audit log; RLS sees the signed-in user.
 import { test } from 'node:test';
+import { createHmac } from 'node:crypto';
 import assert from 'node:assert/strict';
 import { createClient } from '@supabase/supabase-js';
 import { env, sql, sign } from './helpers.mjs';
@@ -161,4 +162,72 @@ test('forged and foreign tokens do not reach /user', async () => {
   const missing = await fetch(`${env.url}/auth/v1/otp`, { method: 'POST', headers: { apikey: env.anonKey } });
   assert.equal(missing.status, 501);
   assert.equal((await missing.json()).error_code, 'not_implemented');
+});
+
+/** RFC 6238 code for a base32 secret, computed here independently of the server. */
+function totp(secret, offsetSteps = 0) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = '';
+  for (const c of secret.replace(/=+$/, '')) bits += alphabet.indexOf(c).toString(2).padStart(5, '0');
+  const key = Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2)));
+  const step = Math.floor(Date.now() / 1000 / 30) + offsetSteps;
+  const msg = Buffer.alloc(8);
+  msg.writeBigUInt64BE(BigInt(step));
+  const digest = createHmac('sha1', key).update(msg).digest();
+  const offset = digest[19] & 0xf;
+  const value = (digest.readUInt32BE(offset) & 0x7fffffff) % 1_000_000;
+  return value.toString().padStart(6, '0');
+}
+
+test('MFA TOTP: enroll, verify to aal2, secrets sealed, brute force limited, unenroll needs aal2', async () => {
+  const email = unique('mfa');
+  const sb = client();
+  await sb.auth.signUp({ email, password: 'mfa-password' });
+  const { data: enrolled, error } = await sb.auth.mfa.enroll({ factorType: 'totp', friendlyName: 'phone' });
+  assert.equal(error, null);
+  assert.ok(enrolled.totp.qr_code.startsWith('data:image/svg+xml;utf-8,'));
+  assert.match(enrolled.totp.uri, /^otpauth:\/\/totp\//);
+  const secret = enrolled.totp.secret;
+  const stored = sql(`SELECT secret FROM auth.mfa_factors WHERE id = '${enrolled.id}'`);
+  assert.ok(stored.length > 0 && !stored.includes(secret), 'the secret is stored encrypted');
+
+  const { data: challenge } = await sb.auth.mfa.challenge({ factorId: enrolled.id });
+  const right = totp(secret);
+  const wrongCode = ((Number(right) + 500000) % 1_000_000).toString().padStart(6, '0');
+  const wrong = await sb.auth.mfa.verify({ factorId: enrolled.id, challengeId: challenge.id, code: wrongCode });
+  assert.equal(wrong.error?.code, 'mfa_verification_failed');
+  const { data: verified, error: verifyError } = await sb.auth.mfa.verify({
+    factorId: enrolled.id,
+    challengeId: challenge.id,
+    code: right,
+  });
+  assert.equal(verifyError, null);
+  const claims = JSON.parse(Buffer.from(verified.access_token.split('.')[1], 'base64url'));
+  assert.equal(claims.aal, 'aal2');
+  assert.deepEqual(claims.amr.map((a) => a.method).sort(), ['password', 'totp']);
+  const { data: level } = await sb.auth.mfa.getAuthenticatorAssuranceLevel();
+  assert.equal(level.currentLevel, 'aal2');
+  const { data: factors } = await sb.auth.mfa.listFactors();
+  assert.equal(factors.totp.length, 1);
+  // A used challenge cannot be answered again.
+  const replay = await sb.auth.mfa.verify({ factorId: enrolled.id, challengeId: challenge.id, code: right });
+  assert.equal(replay.error?.code, 'mfa_challenge_expired');
+
+  // An aal1 session (password only) may not remove a verified factor.
+  const weak = client();
+  await weak.auth.signInWithPassword({ email, password: 'mfa-password' });
+  const refused = await weak.auth.mfa.unenroll({ factorId: enrolled.id });
+  assert.equal(refused.error?.code, 'insufficient_aal');
+
+  // Brute force: after 5 wrong codes in the window even the right one is refused.
+  const { data: c2 } = await weak.auth.mfa.challenge({ factorId: enrolled.id });
+  for (let i = 0; i < 5; i++) {
+    const r = await weak.auth.mfa.verify({ factorId: enrolled.id, challengeId: c2.id, code: wrongCode });
+    assert.equal(r.error?.code, 'mfa_verification_failed');
+  }
+  const limited = await weak.auth.mfa.verify({ factorId: enrolled.id, challengeId: c2.id, code: totp(secret) });
+  assert.equal(limited.error?.status, 429);
+
+  assert.equal((await sb.auth.mfa.unenroll({ factorId: enrolled.id })).error, null);
+  assert.equal(sql(`SELECT count(*) FROM auth.mfa_factors WHERE id = '${enrolled.id}'`), '0');
 });

@@ -1,0 +1,54 @@
+# Shared set-up of the benchmarks in tests/bench/: sourced, never run.
+# bench_start: release builds, a throwaway PostgreSQL cluster (fsync off)
+# with the extension in database `bench`, the proxy's environment, and
+# pgbench_run / wrk_run helpers. Removes everything on exit.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/env.sh"
+source "$FLUXBASE_ROOT/scripts/pg.sh"
+
+MAJOR="${FLUXBASE_BENCH_MAJOR:-15}"
+REPS="${REPS:-5}"
+SECONDS_PER_RUN="${SECONDS_PER_RUN:-5}"
+CLIENTS="${CLIENTS:-8}"
+BIN="$FLUXBASE_ROOT/target/release/fluxbase"
+password=benchpw
+proxy=
+
+bench_start() {
+  command -v wrk >/dev/null || as_root apt-get install -y -qq wrk >/dev/null
+  cd "$FLUXBASE_ROOT"
+  cargo build --release -p fluxbase-proxy --quiet
+  extension_install "$MAJOR" >/dev/null 2>&1
+  dir="$FLUXBASE_VAR/bench-$$"
+  port="$(free_port)"
+  http_port="$(free_port)"
+  FLUXBASE_PG_FSYNC=off cluster_start "$MAJOR" "$dir" "$port"
+  trap 'kill $proxy 2>/dev/null || true; cluster_stop "$MAJOR" "$dir"; as_root rm -rf "$dir"' EXIT
+  database_prepare "$MAJOR" "$dir" "$port" bench "$password" >/dev/null 2>&1
+  export FLUXBASE_DATABASE_URL="postgres://authenticator:$password@127.0.0.1:$port/bench"
+  export FLUXBASE_JWT_SECRET="bench-secret-bench-secret-bench-secret-0001"
+  export FLUXBASE_SERVER_LISTEN="127.0.0.1:$http_port" FLUXBASE_LOG_LEVEL=warn
+  export FLUXBASE_DATABASE_POOL_SIZE="$CLIENTS"
+  work="$(mktemp -d)"
+  chmod 755 "$work"
+  mkdir -p "$FLUXBASE_ROOT/tests/bench/results"
+}
+
+# proxy_start: run the proxy in the background and wait until it is ready.
+proxy_start() {
+  "$BIN" serve &
+  proxy=$!
+  for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$http_port/ready" >/dev/null 2>&1 && break; sleep 0.1; done
+}
+
+pgbench_run() { # pgbench_run FILE -> tps
+  PGPASSWORD="$password" "$(pg_bin "$MAJOR")/pgbench" -n -M prepared -h 127.0.0.1 -p "$port" -U authenticator \
+    -c "$CLIENTS" -j 2 -T "$SECONDS_PER_RUN" -f "$1" bench 2>/dev/null | awk '/^tps/ {print $3; exit}'
+}
+
+wrk_run() { # wrk_run LUA URL_PATH -> req/s; a run with non-2xx answers is invalid
+  local out
+  out="$(wrk -t 2 -c "$CLIENTS" -d "${SECONDS_PER_RUN}s" -s "$work/$1" "http://127.0.0.1:$http_port/$2")"
+  if echo "$out" | grep -q "Non-2xx"; then echo "non-2xx answers in $1 $2: $out" >&2; exit 1; fi
+  echo "$out" | awk '/Requests\/sec/ {print $2}'
+}
