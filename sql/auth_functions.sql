@@ -547,6 +547,34 @@ BEGIN
 END
 $$;
 
+-- One hit on each rate-limit key; returns 0 when every key is within its
+-- limit, else the seconds until the fullest window ends. p_keys and
+-- p_limits pair up; a limit of 0 or less is no limit. Windows of
+-- p_window_seconds are aligned to the epoch; a key's older windows are
+-- deleted as it is hit.
+CREATE FUNCTION fluxbase.auth_rate_hit(p_keys text[], p_limits int[], p_window_seconds int) RETURNS int
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  w timestamptz := to_timestamp(floor(extract(epoch FROM now()) / p_window_seconds) * p_window_seconds);
+  n int;
+  wait int := 0;
+BEGIN
+  FOR i IN 1 .. coalesce(array_length(p_keys, 1), 0) LOOP
+    CONTINUE WHEN p_limits[i] IS NULL OR p_limits[i] <= 0;
+    DELETE FROM fluxbase.auth_rate_limits WHERE key = p_keys[i] AND window_start < w;
+    INSERT INTO fluxbase.auth_rate_limits AS r (key, window_start, hits) VALUES (p_keys[i], w, 1)
+    ON CONFLICT (key, window_start) DO UPDATE SET hits = r.hits + 1
+    RETURNING hits INTO n;
+    IF n > p_limits[i] THEN
+      wait := greatest(wait, ceil(extract(epoch FROM w + make_interval(secs => p_window_seconds) - now()))::int, 1);
+    END IF;
+  END LOOP;
+  RETURN wait;
+END
+$$;
+
 DO $grants$
 DECLARE
   f regprocedure;

@@ -193,6 +193,15 @@ CREATE TABLE fluxbase.auth_mfa_failures (
 );
 CREATE INDEX auth_mfa_failures_user_at ON fluxbase.auth_mfa_failures (user_id, at);
 
+-- Rate-limit counters (fixed windows), shared by every proxy. Not dumped:
+-- they expire within minutes.
+CREATE UNLOGGED TABLE fluxbase.auth_rate_limits (
+  key text NOT NULL,
+  window_start timestamptz NOT NULL,
+  hits int NOT NULL,
+  PRIMARY KEY (key, window_start)
+);
+
 -- Rows of tables created here are user data: keep them in pg_dump.
 DO $dump$
 DECLARE

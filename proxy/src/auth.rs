@@ -235,6 +235,30 @@ impl Req<'_> {
         Ok(row.get::<_, Option<Value>>(0).unwrap_or(Value::Null))
     }
 
+    /// Counts one hit on each `(key, limit)`; refuses with 429 and
+    /// `Retry-After` when a limit is exceeded. Keys are shared by every proxy.
+    async fn rate_limit(&self, hits: &[(String, u32)]) -> Result<(), ApiError> {
+        let hits: Vec<&(String, u32)> = hits.iter().filter(|(_, limit)| *limit > 0).collect();
+        if hits.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<&str> = hits.iter().map(|(k, _)| k.as_str()).collect();
+        let limits: Vec<i32> = hits.iter().map(|(_, l)| *l as i32).collect();
+        let window = self.state.config.auth.rate_limit_window_seconds as i32;
+        let client = self.state.client().await?;
+        let row = client
+            .query_one("SELECT fluxbase.auth_rate_hit($1, $2, $3)", &[&keys, &limits, &window])
+            .await
+            .map_err(db_error)?;
+        match row.get::<_, i32>(0) {
+            0 => Ok(()),
+            wait => Err(ApiError::RateLimited {
+                retry_after: wait as u64,
+                msg: format!("Request rate limit reached. Try again in {wait} seconds."),
+            }),
+        }
+    }
+
     async fn hash(&self, password: String) -> Result<String, ApiError> {
         self.state
             .hasher
@@ -299,6 +323,7 @@ impl Req<'_> {
         if config.disable_signup {
             return Err(ApiError::auth(422, "signup_disabled", "Signups not allowed for this instance"));
         }
+        self.rate_limit(&[(format!("signup:ip:{}", self.ctx.ip), config.rate_limit_signups_per_ip)]).await?;
         let email = normalise_email(body)?;
         let phone = text(body, "phone").map(str::to_string);
         let data = body.get("data").filter(|d| d.is_object()).cloned();
@@ -349,6 +374,13 @@ impl Req<'_> {
         if email.is_none() && phone.is_none() {
             return Err(ApiError::auth(400, "validation_failed", "An email address or phone number is required"));
         }
+        let config = &self.state.config.auth;
+        let account = email.as_deref().or(phone.as_deref()).unwrap_or("");
+        self.rate_limit(&[
+            (format!("signin:ip:{}", self.ctx.ip), config.rate_limit_signins_per_ip),
+            (format!("signin:account:{account}"), config.rate_limit_signins_per_account),
+        ])
+        .await?;
         let invalid = || ApiError::auth(400, "invalid_credentials", "Invalid login credentials");
         let client = self.state.client().await?;
         let row = client
@@ -374,7 +406,6 @@ impl Req<'_> {
                 format!("Too many failed sign-in attempts. Try again in {wait} seconds."),
             ));
         }
-        let config = &self.state.config.auth;
         let (ok, rehash) = match verdict {
             Verdict::Wrong => (false, None),
             Verdict::Right => (true, None),
@@ -413,8 +444,10 @@ impl Req<'_> {
         let Some(old) = text(body, "refresh_token") else {
             return Err(ApiError::auth(400, "validation_failed", "refresh_token is required"));
         };
+        let config = &self.state.config.auth;
+        self.rate_limit(&[(format!("refresh:ip:{}", self.ctx.ip), config.rate_limit_refresh_per_ip)]).await?;
         let (refresh, refresh_hash) = new_refresh_token();
-        let reuse = self.state.config.auth.refresh_token_reuse_interval_seconds as i32;
+        let reuse = config.refresh_token_reuse_interval_seconds as i32;
         let issued = self
             .query_json(
                 "SELECT fluxbase.auth_refresh($1, $2, $3, $4, $5)",
@@ -541,6 +574,7 @@ impl Req<'_> {
             .and_then(|c| uuid::Uuid::parse_str(c).ok())
             .ok_or_else(|| ApiError::auth(400, "validation_failed", "challenge_id is required"))?;
         let code = text(body, "code").unwrap_or("").to_string();
+        self.rate_limit(&[(format!("verify:ip:{}", self.ctx.ip), config.rate_limit_verify_per_ip)]).await?;
         let client = self.state.client().await?;
         let row = client
             .query_one(

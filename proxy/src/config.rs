@@ -81,6 +81,15 @@ pub struct Auth {
     /// Wrong codes per user within the window before verification is refused.
     pub mfa_max_verify_failures: u32,
     pub mfa_failure_window_seconds: u32,
+    /// Rate limits per window (0: none), counted in Postgres so that every
+    /// proxy shares them: sign-ups and sign-ins per client IP, sign-ins per
+    /// account (e-mail or phone), refresh grants per IP, MFA verifications per IP.
+    pub rate_limit_window_seconds: u32,
+    pub rate_limit_signups_per_ip: u32,
+    pub rate_limit_signins_per_ip: u32,
+    pub rate_limit_signins_per_account: u32,
+    pub rate_limit_refresh_per_ip: u32,
+    pub rate_limit_verify_per_ip: u32,
 }
 
 impl Default for Auth {
@@ -102,6 +111,12 @@ impl Default for Auth {
             mfa_max_factors: 10,
             mfa_max_verify_failures: 5,
             mfa_failure_window_seconds: 300,
+            rate_limit_window_seconds: 300,
+            rate_limit_signups_per_ip: 30,
+            rate_limit_signins_per_ip: 30,
+            rate_limit_signins_per_account: 10,
+            rate_limit_refresh_per_ip: 150,
+            rate_limit_verify_per_ip: 30,
         }
     }
 }
@@ -265,6 +280,9 @@ impl Config {
         }
         if let Some(key) = &self.auth.mfa_encryption_key {
             crate::totp::parse_key(key).map_err(|e| invalid("auth.mfa_encryption_key", e))?;
+        }
+        if self.auth.rate_limit_window_seconds == 0 {
+            return Err(invalid("auth.rate_limit_window_seconds", "must be greater than 0"));
         }
         if self.auth.jwt_expiry_seconds == 0 {
             return Err(invalid("auth.jwt_expiry_seconds", "must be greater than 0"));

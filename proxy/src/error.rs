@@ -41,6 +41,9 @@ pub enum ApiError {
     /// An `/auth/v1` refusal, with Supabase Auth's `error_code`.
     #[error("{msg}")]
     Auth { status: StatusCode, error_code: String, msg: String },
+    /// A rate limit was hit: 429 with `Retry-After`.
+    #[error("{msg}")]
+    RateLimited { retry_after: u64, msg: String },
 }
 
 impl ApiError {
@@ -65,6 +68,7 @@ impl ApiError {
             ApiError::Database { status, .. } => *status,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Auth { status, .. } => *status,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -80,6 +84,7 @@ impl ApiError {
             ApiError::Database { code, .. } => code,
             ApiError::Internal(_) => "FB000",
             ApiError::Auth { error_code, .. } => error_code,
+            ApiError::RateLimited { .. } => "FB006",
         }
     }
 
@@ -87,6 +92,7 @@ impl ApiError {
     fn auth_error_code(&self) -> &str {
         match self {
             ApiError::Auth { error_code, .. } => error_code,
+            ApiError::RateLimited { .. } => "over_request_rate_limit",
             ApiError::NotFound => "not_found",
             ApiError::NotImplemented(_) => "not_implemented",
             ApiError::BodyTooLarge { .. } => "request_too_large",
@@ -149,6 +155,14 @@ impl ApiError {
                 message.replace('"', "'")
             ))
             .ok(),
+            _ => None,
+        }
+    }
+
+    /// `Retry-After` of a rate-limited request, seconds.
+    pub fn retry_after(&self) -> Option<HeaderValue> {
+        match self {
+            ApiError::RateLimited { retry_after, .. } => HeaderValue::from_str(&retry_after.to_string()).ok(),
             _ => None,
         }
     }

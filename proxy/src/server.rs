@@ -316,6 +316,9 @@ pub fn error_response(err: &ApiError, ctx: &Ctx) -> Response {
     if let Some(v) = err.www_authenticate() {
         response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }
+    if let Some(v) = err.retry_after() {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
     response
 }
 

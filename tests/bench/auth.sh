@@ -11,7 +11,8 @@
 TOKENS="${TOKENS:-150000}" # per kind: 6 runs of up to 25,000 grants
 source "$(dirname "$0")/lib.sh"
 bench_start
-export FLUXBASE_AUTH_LOCKOUT_MAX_FAILURES=0
+export FLUXBASE_AUTH_LOCKOUT_MAX_FAILURES=0 FLUXBASE_AUTH_RATE_LIMIT_SIGNUPS_PER_IP=0 \
+  FLUXBASE_AUTH_RATE_LIMIT_SIGNINS_PER_IP=0 FLUXBASE_AUTH_RATE_LIMIT_SIGNINS_PER_ACCOUNT=0 FLUXBASE_AUTH_RATE_LIMIT_REFRESH_PER_IP=0
 ANON="$("$BIN" sign '{"role":"anon"}' --expires-in 86400)"
 proxy_start
 curl -fsS "http://127.0.0.1:$http_port/auth/v1/signup" -H "apikey: $ANON" -H 'content-type: application/json' \

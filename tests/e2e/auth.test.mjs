@@ -115,6 +115,26 @@ test('lockout after repeated failures, shared state in Postgres', async () => {
                     WHERE u.email = '${email}'`), /^t$/);
 });
 
+test('sign-ins per account are rate limited: 429 with Retry-After, counted in Postgres', async () => {
+  // Windows are 300 s, aligned to the epoch: do not straddle a boundary.
+  const left = 300 - ((Date.now() / 1000) % 300);
+  if (left < 15) await new Promise((r) => setTimeout(r, (left + 1) * 1000));
+  const email = unique('busy');
+  await client().auth.signUp({ email, password: 'busy-password' });
+  const signIn = () =>
+    fetch(`${env.url}/auth/v1/token?grant_type=password`, {
+      method: 'POST',
+      headers: { apikey: env.anonKey, 'content-type': 'application/json' },
+      body: JSON.stringify({ email, password: 'busy-password' }),
+    });
+  for (let i = 0; i < 10; i++) assert.equal((await signIn()).status, 200);
+  const limited = await signIn();
+  assert.equal(limited.status, 429);
+  assert.ok(Number(limited.headers.get('retry-after')) >= 1);
+  assert.equal((await limited.json()).error_code, 'over_request_rate_limit');
+  assert.match(sql(`SELECT max(hits) FROM fluxbase.auth_rate_limits WHERE key = 'signin:account:${email}'`), /^1[01]$/);
+});
+
 test('admin API: create, list, get, update (ban), delete; not for users', async () => {
   const email = unique('admin-made');
   const { data: created, error } = await admin.auth.admin.createUser({
