@@ -38,6 +38,27 @@ pub async fn handle(
             &json!({ "version": env!("CARGO_PKG_VERSION"), "name": "Fluxbase Auth", "description": "Supabase Auth compatible" }),
         )),
         (&Method::GET, ["settings"]) => Ok(json_response(StatusCode::OK, &settings(state))),
+        (&Method::GET, [".well-known", "jwks.json"]) => {
+            let keys = state.signing.as_ref().map(|s| s.public_jwks()).unwrap_or_default();
+            Ok(json_response(StatusCode::OK, &json!({ "keys": keys })))
+        }
+        (&Method::GET, [".well-known", "openid-configuration"]) => {
+            let issuer = format!("{}/auth/v1", state.config.public_url());
+            let algs = if state.signing.is_some() { json!(["ES256"]) } else { json!(["HS256"]) };
+            Ok(json_response(
+                StatusCode::OK,
+                &json!({
+                    "issuer": issuer,
+                    "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+                    "token_endpoint": format!("{issuer}/token"),
+                    "userinfo_endpoint": format!("{issuer}/user"),
+                    "response_types_supported": ["token"],
+                    "subject_types_supported": ["public"],
+                    "id_token_signing_alg_values_supported": algs,
+                    "grant_types_supported": ["password", "refresh_token"],
+                }),
+            ))
+        }
         (&Method::POST, ["signup"]) => req.signup(&parse_body(&body)?).await,
         (&Method::POST, ["token"]) => match param("grant_type").as_deref() {
             Some("password") => req.password_grant(&parse_body(&body)?).await,
@@ -281,10 +302,6 @@ impl Req<'_> {
 
     /// The session JSON of Supabase Auth, from what an auth_* function returned.
     fn session(&self, issued: &Value, refresh_token: &str) -> Result<Response, ApiError> {
-        let secret =
-            self.state.config.jwt.secret.as_deref().ok_or_else(|| {
-                ApiError::Internal("issuing sessions needs jwt.secret (HS256) in this release".into())
-            })?;
         let user = issued.get("user").cloned().unwrap_or(Value::Null);
         let now = unix_now();
         let expires_in = self.state.config.auth.jwt_expiry_seconds;
@@ -304,7 +321,14 @@ impl Req<'_> {
             "session_id": issued.get("session_id"),
             "is_anonymous": user.get("is_anonymous").and_then(Value::as_bool).unwrap_or(false),
         });
-        let access_token = sign_hs256(secret, &claims).map_err(|e| ApiError::Internal(format!("signing: {e}")))?;
+        let signed = match (&self.state.signing, self.state.config.jwt.secret.as_deref()) {
+            (Some(keys), _) => keys.sign(&claims),
+            (None, Some(secret)) => sign_hs256(secret, &claims),
+            (None, None) => {
+                return Err(ApiError::Internal("issuing sessions needs jwt.signing_jwks_file or jwt.secret".into()))
+            }
+        };
+        let access_token = signed.map_err(|e| ApiError::Internal(format!("signing: {e}")))?;
         Ok(json_response(
             StatusCode::OK,
             &json!({

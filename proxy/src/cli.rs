@@ -16,6 +16,8 @@ pub const USAGE: &str = "usage:
   fluxbase keys [--config FILE]           print the API URL and keys
   fluxbase sign CLAIMS_JSON [--expires-in SECONDS] [--config FILE]
                                           sign an HS256 token with jwt.secret
+  fluxbase gen-signing-key FILE [--kid KID]
+                                          put a new ES256 key first in a JWK set (jwt.signing_jwks_file)
   fluxbase hash-rate [SECONDS] [--config FILE]
                                           argon2id hashes/s on all CPUs with the [auth] parameters
 Environment: FLUXBASE_CONFIG names the file; FLUXBASE_<SECTION>_<KEY> overrides any key.";
@@ -28,6 +30,7 @@ pub enum Command {
     Keys,
     Sign { claims: String, expires_in: u64 },
     HashRate { seconds: u64 },
+    GenSigningKey { path: PathBuf, kid: Option<String> },
     Help,
 }
 
@@ -42,12 +45,14 @@ pub fn parse(args: &[String], env_config: Option<String>) -> Result<Args, String
     let mut positional = Vec::new();
     let mut database_url = None;
     let mut expires_in = 3600u64;
+    let mut kid = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = |flag: &str| it.next().cloned().ok_or_else(|| format!("{flag} needs a value"));
         match arg.as_str() {
             "--config" | "-c" => config = Some(PathBuf::from(value(arg)?)),
             "--database-url" => database_url = Some(value(arg)?),
+            "--kid" => kid = Some(value(arg)?),
             "--expires-in" => {
                 expires_in = value(arg)?.parse().map_err(|_| "--expires-in takes whole seconds".to_string())?
             }
@@ -69,6 +74,10 @@ pub fn parse(args: &[String], env_config: Option<String>) -> Result<Args, String
         Some("sign") => {
             Command::Sign { claims: positional.get(1).cloned().ok_or("sign needs CLAIMS_JSON")?, expires_in }
         }
+        Some("gen-signing-key") => Command::GenSigningKey {
+            path: positional.get(1).map(PathBuf::from).ok_or("gen-signing-key needs a FILE")?,
+            kid,
+        },
         Some("hash-rate") => Command::HashRate {
             seconds: positional
                 .get(1)

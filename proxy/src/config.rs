@@ -196,6 +196,10 @@ pub struct Jwt {
     pub secret: Option<String>,
     /// A JWK set (JSON) with RS256/ES256 public keys that may sign tokens.
     pub jwks_file: Option<PathBuf>,
+    /// A JWK set with ES256 private keys (`fluxbase gen-signing-key`): the
+    /// first signs the access tokens `/auth/v1` issues, all of them verify,
+    /// and their public parts are published at `/auth/v1/.well-known/jwks.json`.
+    pub signing_jwks_file: Option<PathBuf>,
     /// Required `aud` claim, if set.
     pub audience: Option<String>,
     /// Role for requests without a token.
@@ -301,10 +305,10 @@ impl Config {
         }
         match &self.jwt.secret {
             Some(s) if s.len() < 32 => return Err(invalid("jwt.secret", "must be at least 32 bytes (256 bits)")),
-            None if self.jwt.jwks_file.is_none() => {
+            None if self.jwt.jwks_file.is_none() && self.jwt.signing_jwks_file.is_none() => {
                 return Err(invalid(
                     "jwt.secret",
-                    "set jwt.secret or jwt.jwks_file: tokens cannot be verified otherwise",
+                    "set jwt.secret, jwt.jwks_file or jwt.signing_jwks_file: tokens cannot be verified otherwise",
                 ))
             }
             _ => {}

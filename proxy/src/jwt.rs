@@ -61,8 +61,15 @@ fn is_opaque(key: &str) -> bool {
 }
 
 impl Verifier {
-    pub fn new(config: &JwtConfig, keys: &ApiKeys) -> Result<Verifier, String> {
+    pub fn new(
+        config: &JwtConfig,
+        keys: &ApiKeys,
+        signing: Option<&crate::signing::SigningKeys>,
+    ) -> Result<Verifier, String> {
         let mut asymmetric = Vec::new();
+        for (kid, algorithm, key) in signing.map(|s| s.verifying_keys()).transpose()?.unwrap_or_default() {
+            asymmetric.push(AsymmetricKey { kid: Some(kid), algorithm, key });
+        }
         if let Some(path) = &config.jwks_file {
             let text = std::fs::read_to_string(path).map_err(|e| format!("jwt.jwks_file {}: {e}", path.display()))?;
             let set: JwkSet = serde_json::from_str(&text).map_err(|e| format!("jwt.jwks_file: not a JWK set: {e}"))?;
@@ -226,6 +233,7 @@ mod tests {
         let config = JwtConfig {
             secret: Some(SECRET.into()),
             jwks_file: None,
+            signing_jwks_file: None,
             audience: None,
             anon_role: "anon".into(),
             cache_entries: 10,
@@ -236,7 +244,7 @@ mod tests {
             secret: vec!["sb_secret_0123456789abcdef0123456789".into()],
             ..Default::default()
         };
-        Verifier::new(&config, &keys).unwrap()
+        Verifier::new(&config, &keys, None).unwrap()
     }
 
     fn code(r: Result<Auth, ApiError>) -> String {
@@ -247,12 +255,13 @@ mod tests {
         let config = JwtConfig {
             secret: None,
             jwks_file: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/jwks.json").into()),
+            signing_jwks_file: None,
             audience: Some("authenticated".into()),
             anon_role: "anon".into(),
             cache_entries: 10,
             leeway_seconds: 0,
         };
-        Verifier::new(&config, &ApiKeys::default()).unwrap()
+        Verifier::new(&config, &ApiKeys::default(), None).unwrap()
     }
 
     fn sign_with(alg: Algorithm, kid: &str, pem: &str, claims: &Value) -> String {

@@ -13,6 +13,7 @@ mod metrics;
 mod password;
 mod rest;
 mod server;
+mod signing;
 mod totp;
 
 use std::process::ExitCode;
@@ -38,6 +39,18 @@ fn main() -> ExitCode {
         Command::Help => {
             println!("{}", cli::USAGE);
             return ExitCode::SUCCESS;
+        }
+        Command::GenSigningKey { path, kid } => {
+            return match signing::generate(&path, kid) {
+                Ok(kid) => {
+                    println!("{kid}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("fluxbase: {e}");
+                    ExitCode::FAILURE
+                }
+            };
         }
         Command::GenConfig { path, database_url } => {
             return match cli::gen_config(&path, &database_url) {

@@ -32,6 +32,8 @@ pub struct AppState {
     pub verifier: Verifier,
     pub metrics: Metrics,
     pub hasher: crate::password::Hasher,
+    /// ES256 keys that sign `/auth/v1` sessions, when configured.
+    pub signing: Option<crate::signing::SigningKeys>,
     /// Connections opened before this instant predate a `reload config`.
     config_epoch: std::sync::RwLock<Option<std::time::Instant>>,
 }
@@ -39,9 +41,24 @@ pub struct AppState {
 impl AppState {
     pub fn new(config: Config) -> Result<AppState, String> {
         let pool = db::pool(&config.database)?;
-        let verifier = Verifier::new(&config.jwt, &config.api_keys)?;
+        let signing = config
+            .jwt
+            .signing_jwks_file
+            .as_deref()
+            .map(crate::signing::SigningKeys::load)
+            .transpose()
+            .map_err(|e| format!("jwt.signing_jwks_file: {e}"))?;
+        let verifier = Verifier::new(&config.jwt, &config.api_keys, signing.as_ref())?;
         let hasher = crate::password::Hasher::new(&config.auth)?;
-        Ok(AppState { config, pool, verifier, metrics: Metrics::default(), hasher, config_epoch: Default::default() })
+        Ok(AppState {
+            config,
+            pool,
+            verifier,
+            metrics: Metrics::default(),
+            hasher,
+            signing,
+            config_epoch: Default::default(),
+        })
     }
 
     /// A pooled connection opened since the last `reload config`: older

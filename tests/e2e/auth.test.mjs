@@ -2,7 +2,7 @@
 // refresh-token rotation and reuse detection, sign-out scopes, the admin
 // API, lockout, and the audit log; RLS sees the signed-in user.
 import { test } from 'node:test';
-import { createHmac } from 'node:crypto';
+import { createHmac, createPublicKey, verify } from 'node:crypto';
 import assert from 'node:assert/strict';
 import { createClient } from '@supabase/supabase-js';
 import { env, sql, sign } from './helpers.mjs';
@@ -250,4 +250,26 @@ test('MFA TOTP: enroll, verify to aal2, secrets sealed, brute force limited, une
 
   assert.equal((await sb.auth.mfa.unenroll({ factorId: enrolled.id })).error, null);
   assert.equal(sql(`SELECT count(*) FROM auth.mfa_factors WHERE id = '${enrolled.id}'`), '0');
+});
+
+test('sessions are signed with the published ES256 key: JWKS and OpenID discovery', async () => {
+  const { data } = await client().auth.signUp({ email: unique('jwks'), password: 'jwks-password' });
+  const [h, p, sig] = data.session.access_token.split('.');
+  const header = JSON.parse(Buffer.from(h, 'base64url'));
+  assert.equal(header.alg, 'ES256');
+  const jwks = await (await fetch(`${env.url}/auth/v1/.well-known/jwks.json`)).json();
+  const jwk = jwks.keys.find((k) => k.kid === header.kid);
+  assert.ok(jwk, 'the signing key is published');
+  assert.equal(jwk.d, undefined, 'no private part');
+  const key = createPublicKey({ key: jwk, format: 'jwk' });
+  assert.ok(verify('sha256', Buffer.from(`${h}.${p}`), { key, dsaEncoding: 'ieee-p1363' }, Buffer.from(sig, 'base64url')));
+  const tampered = Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(p, 'base64url')), role: 'service_role' })).toString('base64url');
+  assert.ok(!verify('sha256', Buffer.from(`${h}.${tampered}`), { key, dsaEncoding: 'ieee-p1363' }, Buffer.from(sig, 'base64url')));
+  const refused = await fetch(`${env.url}/rest/v1/todos`, {
+    headers: { apikey: env.anonKey, Authorization: `Bearer ${h}.${tampered}.${sig}` },
+  });
+  assert.equal(refused.status, 401);
+  const oidc = await (await fetch(`${env.url}/auth/v1/.well-known/openid-configuration`)).json();
+  assert.equal(oidc.jwks_uri, `${oidc.issuer}/.well-known/jwks.json`);
+  assert.equal(JSON.parse(Buffer.from(p, 'base64url')).iss, oidc.issuer);
 });

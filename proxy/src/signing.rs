@@ -1,0 +1,151 @@
+//! Asymmetric signing keys for the access tokens `/auth/v1` issues: ES256
+//! (P-256) keys in a JWK set file (`jwt.signing_jwks_file`). The first key
+//! signs; every key verifies, so a rotation (a new key put first by
+//! `fluxbase gen-signing-key`) keeps tokens of older keys valid until they
+//! expire. Public parts are published at `/auth/v1/.well-known/jwks.json`
+//! so clients can verify tokens without the secret.
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
+use p256::pkcs8::EncodePrivateKey;
+use serde_json::{json, Value};
+use std::path::Path;
+
+pub struct SigningKeys {
+    current: (String, EncodingKey),
+    /// (kid, public JWK) of every key, current first.
+    public: Vec<(String, Value)>,
+}
+
+fn kid_of(jwk: &Value) -> Result<String, String> {
+    jwk.get("kid").and_then(Value::as_str).map(str::to_string).ok_or_else(|| "every key needs a \"kid\"".into())
+}
+
+impl SigningKeys {
+    pub fn load(path: &Path) -> Result<SigningKeys, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let set: Value = serde_json::from_str(&text).map_err(|e| format!("not a JWK set: {e}"))?;
+        let keys = set.get("keys").and_then(Value::as_array).filter(|k| !k.is_empty()).ok_or("no keys")?;
+        let mut public = Vec::new();
+        let mut current = None;
+        for jwk in keys {
+            let kid = kid_of(jwk)?;
+            if jwk.get("kty").and_then(Value::as_str) != Some("EC")
+                || jwk.get("crv").and_then(Value::as_str) != Some("P-256")
+            {
+                return Err(format!("key {kid}: only EC P-256 (ES256) signing keys are supported"));
+            }
+            // The EC key alone: the parser refuses members it does not know (kid, alg, use).
+            let bare: serde_json::Map<String, Value> = ["kty", "crv", "x", "y", "d"]
+                .iter()
+                .filter_map(|k| jwk.get(*k).map(|v| (k.to_string(), v.clone())))
+                .collect();
+            let secret = p256::SecretKey::from_jwk_str(&Value::Object(bare).to_string())
+                .map_err(|e| format!("key {kid}: not a P-256 private key ({e})"))?;
+            let public_jwk: Value =
+                serde_json::from_str(&secret.public_key().to_jwk_string()).map_err(|e| format!("key {kid}: {e}"))?;
+            let mut public_jwk = public_jwk;
+            if let Some(o) = public_jwk.as_object_mut() {
+                o.insert("kid".into(), json!(kid));
+                o.insert("alg".into(), json!("ES256"));
+                o.insert("use".into(), json!("sig"));
+                o.insert("key_ops".into(), json!(["verify"]));
+            }
+            if current.is_none() {
+                let der = secret.to_pkcs8_der().map_err(|e| format!("key {kid}: {e}"))?;
+                current = Some((kid.clone(), EncodingKey::from_ec_der(der.as_bytes())));
+            }
+            public.push((kid, public_jwk));
+        }
+        Ok(SigningKeys { current: current.ok_or("no keys")?, public })
+    }
+
+    pub fn sign(&self, claims: &Value) -> Result<String, jsonwebtoken::errors::Error> {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.current.0.clone());
+        jsonwebtoken::encode(&header, claims, &self.current.1)
+    }
+
+    /// (kid, algorithm, key) of every key, for the verifier.
+    pub fn verifying_keys(&self) -> Result<Vec<(String, Algorithm, DecodingKey)>, String> {
+        self.public
+            .iter()
+            .map(|(kid, jwk)| {
+                let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwk.clone()).map_err(|e| e.to_string())?;
+                Ok((kid.clone(), Algorithm::ES256, DecodingKey::from_jwk(&jwk).map_err(|e| e.to_string())?))
+            })
+            .collect()
+    }
+
+    /// The public keys, as published.
+    pub fn public_jwks(&self) -> Vec<Value> {
+        self.public.iter().map(|(_, jwk)| jwk.clone()).collect()
+    }
+}
+
+/// Puts a new P-256 key first in the JWK set at `path` (creating it), so it
+/// signs from the next start while the older keys still verify.
+pub fn generate(path: &Path, kid: Option<String>) -> Result<String, String> {
+    let mut keys: Vec<Value> = match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|s| s.get("keys").and_then(Value::as_array).cloned())
+            .ok_or_else(|| format!("{}: not a JWK set", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let secret = p256::SecretKey::random(&mut p256::elliptic_curve::rand_core::OsRng);
+    let mut jwk: Value = serde_json::from_str(&secret.to_jwk_string()).map_err(|e| e.to_string())?;
+    let kid = kid.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    if keys.iter().any(|k| k.get("kid").and_then(Value::as_str) == Some(&kid)) {
+        return Err(format!("a key with kid {kid} exists"));
+    }
+    if let Some(o) = jwk.as_object_mut() {
+        o.insert("kid".into(), json!(kid));
+        o.insert("alg".into(), json!("ES256"));
+        o.insert("use".into(), json!("sig"));
+    }
+    keys.insert(0, jwk);
+    let text = serde_json::to_string_pretty(&json!({ "keys": keys })).map_err(|e| e.to_string())?;
+    write_private(path, &text)?;
+    Ok(kid)
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    file.write_all(text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_keeps_old_tokens_verifying_and_publishes_no_private_part() {
+        let dir = std::env::temp_dir().join(format!("fluxbase-signing-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("keys.json");
+        let first = generate(&path, Some("k1".into())).unwrap();
+        let old = SigningKeys::load(&path).unwrap();
+        let token = old.sign(&json!({ "sub": "x", "exp": 4_000_000_000u64 })).unwrap();
+        generate(&path, None).unwrap();
+        let keys = SigningKeys::load(&path).unwrap();
+        assert_ne!(keys.current.0, first, "the new key signs");
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.kid.as_deref(), Some("k1"));
+        let (_, alg, key) = keys.verifying_keys().unwrap().into_iter().find(|(k, _, _)| k == "k1").unwrap();
+        let mut validation = jsonwebtoken::Validation::new(alg);
+        validation.required_spec_claims.clear();
+        assert!(jsonwebtoken::decode::<Value>(&token, &key, &validation).is_ok());
+        assert!(keys.public_jwks().iter().all(|k| k.get("d").is_none()));
+        assert!(generate(&path, Some("k1".into())).is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
