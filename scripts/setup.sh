@@ -4,7 +4,7 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 
-APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib postgresql-15-postgis-3 libclang-dev clang sudo pkg-config curl wrk)
+APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib postgresql-15-postgis-3 libssl-dev libclang-dev clang sudo pkg-config curl wrk)
 python3 -m pip --version >/dev/null 2>&1 || APT_PACKAGES+=(python3-pip)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -46,7 +46,8 @@ if ! grep -q "pg18" "${PGRX_HOME:-$HOME/.pgrx}/config.toml" 2>/dev/null \
   cargo pgrx init --pg15 "$PG15_BIN/pg_config" --pg18 "$PG18_BIN/pg_config"
 fi
 
-if [ ! -x "$NODE22" ] || [ ! -d "$FLUXBASE_ROOT/tests/e2e/node_modules/@supabase/supabase-js" ]; then
+if [ ! -x "$NODE22" ] || [ ! -d "$FLUXBASE_ROOT/tests/e2e/node_modules/@supabase/supabase-js" ] \
+   || [ ! -d "$FLUXBASE_ROOT/tests/e2e/node_modules/smtp-server" ]; then
   log "npm: supabase-js and Node $NODE22_VERSION for the end-to-end tests"
   (cd "$FLUXBASE_ROOT/tests/e2e" && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -92,6 +92,16 @@ run_e2e() { # run_e2e MAJOR DIR PORT PASSWORD
   FLUXBASE_API_KEYS_ANON="$("$FLUXBASE_BIN" sign '{"role":"anon"}')" || return 1
   FLUXBASE_API_KEYS_SERVICE_ROLE="$("$FLUXBASE_BIN" sign '{"role":"service_role"}')" || return 1
   export FLUXBASE_API_KEYS_ANON FLUXBASE_API_KEYS_SERVICE_ROLE
+  # A real SMTP server (Nodemailer's smtp-server) receives the auth e-mails.
+  local smtp_port maildir
+  smtp_port="$(free_port)"
+  maildir="$FLUXBASE_VAR/e2e-mail-$$"
+  rm -rf "$maildir"
+  "$NODE22" "$FLUXBASE_ROOT/tests/e2e/smtp-server.mjs" "$smtp_port" "$maildir" &
+  local smtp=$!
+  export FLUXBASE_AUTH_SMTP_HOST=127.0.0.1 FLUXBASE_AUTH_SMTP_PORT="$smtp_port" FLUXBASE_AUTH_SMTP_TLS=none \
+    FLUXBASE_AUTH_SITE_URL=http://localhost:3000 FLUXBASE_AUTH_REDIRECT_URLS='["http://localhost:3000/*"]' \
+    FLUXBASE_AUTH_EMAIL_INTERVAL_SECONDS=2
   "$FLUXBASE_BIN" check-config >/dev/null || return 1
   "$FLUXBASE_BIN" serve &
   local proxy=$!
@@ -104,6 +114,7 @@ run_e2e() { # run_e2e MAJOR DIR PORT PASSWORD
   FLUXBASE_ANON_KEY="$FLUXBASE_API_KEYS_ANON" FLUXBASE_SERVICE_KEY="$FLUXBASE_API_KEYS_SERVICE_ROLE" \
   FLUXBASE_PUBLISHABLE_KEY=sb_publishable_e2e0000000000000 \
   FLUXBASE_SECRET_KEY=sb_secret_e2e000000000000000000000000000 \
+  FLUXBASE_MAILDIR="$maildir" \
   FLUXBASE_PSQL="bash -c 'source $FLUXBASE_ROOT/scripts/env.sh; as_pg $(pg_bin "$major")/psql -X -q -tA -v ON_ERROR_STOP=1 -h $dir -p $port -U postgres -d fluxbase_e2e'" \
   FLUXBASE_PG_RESTART="bash -c 'source $FLUXBASE_ROOT/scripts/env.sh; as_pg $(pg_bin "$major")/pg_ctl -D $dir -m fast -w restart -o \"-p $port\" >/dev/null'" \
     "$NODE22" --test --test-reporter=spec "$FLUXBASE_ROOT"/tests/e2e/*.test.mjs || status=1
@@ -117,6 +128,11 @@ run_e2e() { # run_e2e MAJOR DIR PORT PASSWORD
     status=1
   fi
   wait "$proxy" 2>/dev/null
+  kill -TERM "$smtp" 2>/dev/null
+  wait "$smtp" 2>/dev/null
+  rm -rf "$maildir"
+  unset FLUXBASE_AUTH_SMTP_HOST FLUXBASE_AUTH_SMTP_PORT FLUXBASE_AUTH_SMTP_TLS FLUXBASE_AUTH_SITE_URL \
+    FLUXBASE_AUTH_REDIRECT_URLS FLUXBASE_AUTH_EMAIL_INTERVAL_SECONDS
   rm -f "$FLUXBASE_JWT_SIGNING_JWKS_FILE"
   unset FLUXBASE_DATABASE_URL FLUXBASE_JWT_SECRET FLUXBASE_SERVER_LISTEN FLUXBASE_API_KEYS_ANON FLUXBASE_AUTH_MFA_ENCRYPTION_KEY \
     FLUXBASE_JWT_SIGNING_JWKS_FILE \

@@ -575,6 +575,89 @@ BEGIN
 END
 $$;
 
+-- E-mailed sign-in links and codes (magic link / OTP, recovery, signup
+-- confirmation). One row per user and kind in auth.one_time_tokens:
+-- token_hash is the SHA-256 of the link token, relates_to the SHA-256 of
+-- "email:code"; neither the link nor the code is stored.
+CREATE FUNCTION fluxbase.auth_email_token(p_email text, p_kind text, p_link_hash text, p_code_hash text,
+  p_create boolean, p_user_meta jsonb, p_interval_seconds int, p_ip text, p_request_id text)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  u auth.users;
+  tt auth.one_time_token_type := CASE p_kind WHEN 'recovery' THEN 'recovery_token' ELSE 'confirmation_token' END;
+  uid uuid;
+BEGIN
+  SELECT * INTO u FROM auth.users WHERE email = p_email AND NOT is_sso_user AND deleted_at IS NULL;
+  IF NOT FOUND THEN
+    IF NOT p_create THEN
+      RETURN 'no_user';
+    END IF;
+    uid := gen_random_uuid();
+    INSERT INTO auth.users (id, aud, role, email, raw_app_meta_data, raw_user_meta_data, created_at, updated_at, is_super_admin)
+    VALUES (uid, 'authenticated', 'authenticated', p_email, '{"provider": "email", "providers": ["email"]}',
+      coalesce(p_user_meta, '{}'::jsonb), now(), now(), false)
+    RETURNING * INTO u;
+    INSERT INTO auth.identities (provider_id, user_id, identity_data, provider, created_at, updated_at)
+    VALUES (uid::text, uid, jsonb_build_object('sub', uid::text, 'email', p_email, 'email_verified', false), 'email', now(), now());
+    PERFORM fluxbase.auth_audit('user_signedup', uid, p_ip, p_request_id, '{"provider": "email"}');
+  END IF;
+  IF EXISTS (SELECT 1 FROM auth.one_time_tokens WHERE user_id = u.id AND token_type = tt
+             AND created_at > now() - make_interval(secs => p_interval_seconds)) THEN
+    RETURN 'too_soon';
+  END IF;
+  INSERT INTO auth.one_time_tokens (id, user_id, token_type, token_hash, relates_to, created_at, updated_at)
+  VALUES (gen_random_uuid(), u.id, tt, p_link_hash, p_code_hash, now(), now())
+  ON CONFLICT (user_id, token_type) DO UPDATE SET token_hash = EXCLUDED.token_hash, relates_to = EXCLUDED.relates_to,
+    created_at = now(), updated_at = now();
+  IF p_kind = 'recovery' THEN
+    UPDATE auth.users SET recovery_sent_at = now() WHERE id = u.id;
+  ELSE
+    UPDATE auth.users SET confirmation_sent_at = now() WHERE id = u.id;
+  END IF;
+  PERFORM fluxbase.auth_audit(CASE p_kind WHEN 'recovery' THEN 'user_recovery_requested'
+    ELSE 'user_confirmation_requested' END, u.id, p_ip, p_request_id, jsonb_build_object('kind', p_kind));
+  RETURN 'sent';
+END
+$$;
+
+-- Redeems a link (p_link_hash) or a code (p_code_hash) once: the token is
+-- deleted, the e-mail counts as confirmed, and a session starts. Refusals
+-- are returned, not raised (an expired token is deleted for good).
+CREATE FUNCTION fluxbase.auth_verify_email(p_kind text, p_link_hash text, p_code_hash text, p_expiry_seconds int,
+  p_refresh_hash text, p_ip text, p_user_agent text, p_request_id text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  t auth.one_time_tokens;
+  tt auth.one_time_token_type := CASE p_kind WHEN 'recovery' THEN 'recovery_token' ELSE 'confirmation_token' END;
+BEGIN
+  SELECT * INTO t FROM auth.one_time_tokens
+  WHERE token_type = tt AND ((p_link_hash IS NOT NULL AND token_hash = p_link_hash)
+                          OR (p_code_hash IS NOT NULL AND relates_to = p_code_hash))
+  LIMIT 1 FOR UPDATE;
+  IF FOUND THEN
+    DELETE FROM auth.one_time_tokens WHERE id = t.id;
+  END IF;
+  IF NOT FOUND OR t.created_at < now() - make_interval(secs => p_expiry_seconds) THEN
+    RETURN jsonb_build_object('error', 'otp_expired', 'status', 403, 'msg', 'Email link is invalid or has expired');
+  END IF;
+  UPDATE auth.users SET email_confirmed_at = coalesce(email_confirmed_at, now()), updated_at = now()
+  WHERE id = t.user_id AND deleted_at IS NULL;
+  UPDATE auth.identities SET identity_data = identity_data || '{"email_verified": true}', last_sign_in_at = now()
+  WHERE user_id = t.user_id AND provider = 'email';
+  PERFORM fluxbase.auth_audit('login', t.user_id, p_ip, p_request_id, jsonb_build_object('provider', 'email', 'kind', p_kind));
+  RETURN fluxbase.auth_issue_session(t.user_id, p_refresh_hash,
+    CASE p_kind WHEN 'recovery' THEN 'recovery' WHEN 'signup' THEN 'email/signup'
+      ELSE CASE WHEN p_link_hash IS NOT NULL THEN 'magiclink' ELSE 'otp' END END,
+    p_ip, p_user_agent);
+END
+$$;
+
 DO $grants$
 DECLARE
   f regprocedure;

@@ -28,7 +28,7 @@ pub async fn handle(
     let path = parts.uri.path().strip_prefix("/auth/v1").unwrap_or("").trim_end_matches('/');
     let query = parts.uri.query().unwrap_or("");
     let param = |name: &str| {
-        query.split('&').filter_map(|p| p.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        query.split('&').filter_map(|p| p.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| percent_decode(v))
     };
     let req = Req { state, ctx, user_agent: header("user-agent").unwrap_or("").to_string() };
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -70,6 +70,18 @@ pub async fn handle(
             )),
             None => Err(ApiError::auth(400, "validation_failed", "grant_type is required")),
         },
+        (&Method::POST, ["otp"] | ["magiclink"]) => {
+            let create = body_flag(&body, "create_user").unwrap_or(true);
+            req.send_email_token(&parse_body(&body)?, "magiclink", create, param("redirect_to")).await
+        }
+        (&Method::POST, ["recover"]) => {
+            req.send_email_token(&parse_body(&body)?, "recovery", false, param("redirect_to")).await
+        }
+        (&Method::GET, ["verify"]) => {
+            req.verify_link(param("token").unwrap_or_default(), param("type").unwrap_or_default(), param("redirect_to"))
+                .await
+        }
+        (&Method::POST, ["verify"]) => req.verify_code(&parse_body(&body)?).await,
         (&Method::POST, ["logout"]) => req.logout(&caller, param("scope").as_deref().unwrap_or("global")).await,
         (&Method::GET, ["user"]) => req.user(&caller).await,
         (&Method::PUT, ["user"]) => req.update_user(&caller, &parse_body(&body)?).await,
@@ -166,6 +178,45 @@ fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
         Ok(v @ Value::Object(_)) => Ok(v),
         _ => Err(ApiError::auth(400, "bad_json", "Could not parse request body as JSON")),
     }
+}
+
+fn body_flag(body: &Bytes, key: &str) -> Option<bool> {
+    serde_json::from_slice::<Value>(body).ok()?.get(key)?.as_bool()
+}
+
+/// `%xx` and `+` decoding of one query parameter value (malformed escapes stay as they are).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `?a=b` form-encoding of a value.
+fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn text<'v>(body: &'v Value, key: &str) -> Option<&'v str> {
@@ -630,6 +681,201 @@ impl Req<'_> {
             )
             .await?;
         refusal(&issued)?;
+        self.session(&issued, &refresh)
+    }
+
+    /// The `redirect_to` of an e-mail link: the site URL by default; anything
+    /// but the site URL or an allowed URL is refused.
+    fn redirect_target(&self, asked: Option<String>) -> Result<String, ApiError> {
+        let config = &self.state.config.auth;
+        let site = config.site_url.clone().unwrap_or_else(|| self.state.config.public_url());
+        let Some(url) = asked.filter(|u| !u.is_empty()) else { return Ok(site) };
+        let allowed = url.starts_with(&site)
+            || config.redirect_urls.iter().any(|p| match p.strip_suffix('*') {
+                Some(prefix) => url.starts_with(prefix),
+                None => &url == p,
+            });
+        if allowed {
+            Ok(url)
+        } else {
+            Err(ApiError::auth(422, "validation_failed", "redirect_to is not an allowed redirect URL"))
+        }
+    }
+
+    /// POST /otp, /magiclink, /recover: e-mails a link and a 6-digit code.
+    /// Unknown addresses get the same answer as known ones (nothing is sent).
+    async fn send_email_token(
+        &self,
+        body: &Value,
+        kind: &str,
+        create: bool,
+        redirect: Option<String>,
+    ) -> Result<Response, ApiError> {
+        let config = &self.state.config.auth;
+        let Some(mailer) = &self.state.mailer else {
+            return Err(ApiError::auth(422, "email_provider_disabled", "E-mail sign-in needs auth.smtp_host"));
+        };
+        let email = normalise_email(body)?
+            .ok_or_else(|| ApiError::auth(422, "validation_failed", "An email address is required"))?;
+        let redirect = self.redirect_target(redirect.or_else(|| text(body, "redirect_to").map(str::to_string)))?;
+        self.rate_limit(&[(format!("email:ip:{}", self.ctx.ip), config.rate_limit_signins_per_ip)]).await?;
+        let (link, link_hash) = new_refresh_token();
+        let code = format!("{:06}", rand::thread_rng().next_u32() % 1_000_000);
+        let code_hash = sha256_hex(&format!("{email}:{code}"));
+        let data = body.get("data").filter(|d| d.is_object()).cloned();
+        let create = create && !config.disable_signup;
+        let client = self.state.client().await?;
+        let outcome: String = client
+            .query_one(
+                "SELECT fluxbase.auth_email_token($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    &email,
+                    &kind,
+                    &link_hash,
+                    &code_hash,
+                    &create,
+                    &data,
+                    &(config.email_interval_seconds as i32),
+                    &self.ctx.ip,
+                    &self.ctx.request_id,
+                ],
+            )
+            .await
+            .map_err(db_error)?
+            .get(0);
+        drop(client);
+        match outcome.as_str() {
+            "too_soon" => {
+                return Err(ApiError::RateLimited {
+                    retry_after: config.email_interval_seconds as u64,
+                    msg: format!(
+                        "For security purposes, you can only request this after {} seconds.",
+                        config.email_interval_seconds
+                    ),
+                })
+            }
+            "sent" => {
+                let site = self.redirect_target(None)?;
+                let verify_type = if kind == "recovery" { "recovery" } else { "magiclink" };
+                let url = format!(
+                    "{}/auth/v1/verify?token={link}&type={verify_type}&redirect_to={}",
+                    self.state.config.public_url(),
+                    form_encode(&redirect)
+                );
+                let fill = crate::mailer::Fill {
+                    confirmation_url: &url,
+                    token: &code,
+                    token_hash: &link,
+                    site_url: &site,
+                    email: &email,
+                    redirect_to: &redirect,
+                };
+                let mail_kind =
+                    if kind == "recovery" { crate::mailer::Kind::Recovery } else { crate::mailer::Kind::MagicLink };
+                mailer.send(&email, mail_kind, &fill).await.map_err(|e| {
+                    tracing::error!(error = %e, "sending e-mail failed");
+                    ApiError::auth(500, "unexpected_failure", "Error sending the e-mail")
+                })?;
+            }
+            _ => {}
+        }
+        Ok(json_response(StatusCode::OK, &json!({})))
+    }
+
+    async fn redeem(
+        &self,
+        kind: &str,
+        link_hash: Option<String>,
+        code_hash: Option<String>,
+    ) -> Result<(Value, String), ApiError> {
+        let config = &self.state.config.auth;
+        self.rate_limit(&[(format!("verify:ip:{}", self.ctx.ip), config.rate_limit_verify_per_ip)]).await?;
+        let (refresh, refresh_hash) = new_refresh_token();
+        let issued = self
+            .query_json(
+                "SELECT fluxbase.auth_verify_email($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[
+                    &kind,
+                    &link_hash,
+                    &code_hash,
+                    &(config.otp_expiry_seconds as i32),
+                    &refresh_hash,
+                    &self.ctx.ip,
+                    &self.user_agent,
+                    &self.ctx.request_id,
+                ],
+            )
+            .await?;
+        refusal(&issued)?;
+        Ok((issued, refresh))
+    }
+
+    /// GET /verify: the link of an e-mail; redirects with the session in
+    /// the fragment (or the error), as Supabase's implicit flow does.
+    async fn verify_link(&self, token: String, kind: String, redirect: Option<String>) -> Result<Response, ApiError> {
+        let redirect = self.redirect_target(redirect)?;
+        let kind = match kind.as_str() {
+            "recovery" => "recovery",
+            "signup" | "invite" => "signup",
+            _ => "magiclink",
+        };
+        let fragment = match self.redeem(kind, Some(sha256_hex(&token)), None).await {
+            Ok((issued, refresh)) => {
+                let session = self.session(&issued, &refresh)?;
+                let body = http_body_util::BodyExt::collect(session.into_body())
+                    .await
+                    .map(|b| b.to_bytes())
+                    .unwrap_or_default();
+                let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let field = |k: &str| {
+                    v.get(k).map(|x| x.as_str().map(str::to_string).unwrap_or(x.to_string())).unwrap_or_default()
+                };
+                format!(
+                    "access_token={}&expires_at={}&expires_in={}&refresh_token={}&token_type=bearer&type={kind}",
+                    field("access_token"),
+                    field("expires_at"),
+                    field("expires_in"),
+                    field("refresh_token")
+                )
+            }
+            Err(ApiError::Auth { error_code, msg, .. }) => {
+                format!("error=access_denied&error_code={error_code}&error_description={}", form_encode(&msg))
+            }
+            Err(other) => return Err(other),
+        };
+        Ok(http::Response::builder()
+            .status(StatusCode::SEE_OTHER)
+            .header(http::header::LOCATION, format!("{redirect}#{fragment}"))
+            .body(http_body_util::Full::new(Bytes::new()))
+            .expect("static response parts"))
+    }
+
+    /// POST /verify `{type, email, token}` (the code) or `{type, token_hash}` (the link token).
+    async fn verify_code(&self, body: &Value) -> Result<Response, ApiError> {
+        let kind = match text(body, "type") {
+            Some("recovery") => "recovery",
+            Some("signup") | Some("invite") => "signup",
+            Some("email") | Some("magiclink") => "magiclink",
+            _ => {
+                return Err(ApiError::auth(
+                    400,
+                    "validation_failed",
+                    "type must be email, magiclink, recovery or signup",
+                ))
+            }
+        };
+        let (link_hash, code_hash) = match (text(body, "token_hash"), normalise_email(body)?, text(body, "token")) {
+            (Some(link), _, _) => (Some(sha256_hex(link)), None),
+            (None, Some(email), Some(code)) => (None, Some(sha256_hex(&format!("{email}:{code}")))),
+            _ => {
+                return Err(ApiError::auth(
+                    400,
+                    "validation_failed",
+                    "Verify requires a token_hash, or an email and a token",
+                ))
+            }
+        };
+        let (issued, refresh) = self.redeem(kind, link_hash, code_hash).await?;
         self.session(&issued, &refresh)
     }
 

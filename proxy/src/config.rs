@@ -90,6 +90,27 @@ pub struct Auth {
     pub rate_limit_signins_per_account: u32,
     pub rate_limit_refresh_per_ip: u32,
     pub rate_limit_verify_per_ip: u32,
+    /// Where e-mail links land by default (`redirect_to` otherwise); unset:
+    /// `server.public_url`.
+    pub site_url: Option<String>,
+    /// Other allowed `redirect_to` targets: exact URLs, or prefixes ending in `*`.
+    pub redirect_urls: Vec<String>,
+    /// SMTP relay for e-mail sign-in, recovery and confirmation; unset: those
+    /// routes answer `422 email_provider_disabled`.
+    pub smtp_host: Option<String>,
+    pub smtp_port: u16,
+    pub smtp_user: Option<String>,
+    pub smtp_pass: Option<String>,
+    /// `starttls` (required), `tls` (implicit TLS, port 465) or `none` (local relays only).
+    pub smtp_tls: String,
+    pub smtp_sender: String,
+    /// Directory of e-mail templates (`magic_link.html`, `recovery.html`);
+    /// missing files use the built-in ones.
+    pub templates_dir: Option<std::path::PathBuf>,
+    /// How long e-mailed links and codes stay valid, seconds.
+    pub otp_expiry_seconds: u32,
+    /// One e-mail per address per this many seconds.
+    pub email_interval_seconds: u32,
 }
 
 impl Default for Auth {
@@ -117,6 +138,17 @@ impl Default for Auth {
             rate_limit_signins_per_account: 10,
             rate_limit_refresh_per_ip: 150,
             rate_limit_verify_per_ip: 30,
+            site_url: None,
+            redirect_urls: vec![],
+            smtp_host: None,
+            smtp_port: 587,
+            smtp_user: None,
+            smtp_pass: None,
+            smtp_tls: "starttls".into(),
+            smtp_sender: "Fluxbase <noreply@localhost>".into(),
+            templates_dir: None,
+            otp_expiry_seconds: 3600,
+            email_interval_seconds: 60,
         }
     }
 }
@@ -284,6 +316,9 @@ impl Config {
         }
         if let Some(key) = &self.auth.mfa_encryption_key {
             crate::totp::parse_key(key).map_err(|e| invalid("auth.mfa_encryption_key", e))?;
+        }
+        if !["starttls", "tls", "none"].contains(&self.auth.smtp_tls.as_str()) {
+            return Err(invalid("auth.smtp_tls", "must be starttls, tls or none"));
         }
         if self.auth.rate_limit_window_seconds == 0 {
             return Err(invalid("auth.rate_limit_window_seconds", "must be greater than 0"));

@@ -9,6 +9,7 @@ mod db;
 mod error;
 mod jwt;
 mod listener;
+mod mailer;
 mod metrics;
 mod password;
 mod rest;

@@ -34,6 +34,8 @@ pub struct AppState {
     pub hasher: crate::password::Hasher,
     /// ES256 keys that sign `/auth/v1` sessions, when configured.
     pub signing: Option<crate::signing::SigningKeys>,
+    /// SMTP for `/auth/v1` e-mail, when configured.
+    pub mailer: Option<crate::mailer::Mailer>,
     /// Connections opened before this instant predate a `reload config`.
     config_epoch: std::sync::RwLock<Option<std::time::Instant>>,
 }
@@ -50,7 +52,9 @@ impl AppState {
             .map_err(|e| format!("jwt.signing_jwks_file: {e}"))?;
         let verifier = Verifier::new(&config.jwt, &config.api_keys, signing.as_ref())?;
         let hasher = crate::password::Hasher::new(&config.auth)?;
+        let mailer = crate::mailer::Mailer::new(&config.auth)?;
         Ok(AppState {
+            mailer,
             config,
             pool,
             verifier,

@@ -179,7 +179,7 @@ test('forged and foreign tokens do not reach /user', async () => {
   assert.equal(alg.status, 401);
   const settings = await (await fetch(`${env.url}/auth/v1/settings`, { headers: { apikey: env.anonKey } })).json();
   assert.equal(settings.external.email, true);
-  const missing = await fetch(`${env.url}/auth/v1/otp`, { method: 'POST', headers: { apikey: env.anonKey } });
+  const missing = await fetch(`${env.url}/auth/v1/sso`, { method: 'POST', headers: { apikey: env.anonKey } });
   assert.equal(missing.status, 501);
   assert.equal((await missing.json()).error_code, 'not_implemented');
 });

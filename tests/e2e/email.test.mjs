@@ -1,0 +1,120 @@
+// E-mail sign-in and recovery through supabase-js, with a real SMTP server
+// (tests/e2e/smtp-server.mjs) receiving the messages: links and codes are
+// read from the received mail.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createClient } from '@supabase/supabase-js';
+import { env, sql, eventually } from './helpers.mjs';
+
+const maildir = process.env.FLUXBASE_MAILDIR;
+const client = () => createClient(env.url, env.anonKey, { auth: { persistSession: false, autoRefreshToken: false } });
+const unique = (name) => `${name}-${Date.now()}-${Math.floor(Math.random() * 1e6)}@example.com`;
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** The decoded body of a raw message (7bit, quoted-printable or base64). */
+function decode(raw) {
+  const [head, ...rest] = raw.split(/\r?\n\r?\n/);
+  const body = rest.join('\n\n');
+  if (/content-transfer-encoding:\s*quoted-printable/i.test(head)) {
+    return body.replace(/=\r?\n/g, '').replace(/=([0-9A-F]{2})/g, (_, h) => String.fromCharCode(parseInt(h, 16)));
+  }
+  if (/content-transfer-encoding:\s*base64/i.test(head)) return Buffer.from(body.replace(/\s+/g, ''), 'base64').toString();
+  return body;
+}
+
+/** The messages received for `to`, oldest first. */
+function mails(to) {
+  let files = [];
+  try {
+    files = readdirSync(maildir).sort();
+  } catch {
+    return [];
+  }
+  return files
+    .map((f) => readFileSync(join(maildir, f), 'utf8'))
+    .filter((raw) => raw.startsWith(`X-Envelope-To: ${to}\r\n`))
+    .map((raw) => ({ subject: /^Subject: (.*)$/m.exec(raw)?.[1], body: decode(raw) }));
+}
+
+async function nextMail(to, count) {
+  assert.ok(await eventually(async () => mails(to).length >= count, 10000), `mail ${count} for ${to} arrived`);
+  const mail = mails(to)[count - 1];
+  const link = /href="([^"]+)"/.exec(mail.body)[1].replace(/&amp;/g, '&');
+  const code = /code: (\d{6})/.exec(mail.body)[1];
+  return { ...mail, link, code };
+}
+
+test('signInWithOtp: the code from the e-mail signs in; the link redirects with a session, once', async () => {
+  const email = unique('otp');
+  const sb = client();
+  const { error } = await sb.auth.signInWithOtp({ email, options: { emailRedirectTo: 'http://localhost:3000/welcome' } });
+  assert.equal(error, null);
+  const first = await nextMail(email, 1);
+  assert.equal(first.subject, 'Your sign-in link');
+  // Neither the code nor the link token is stored.
+  const stored = sql(`SELECT token_hash || ' ' || relates_to FROM auth.one_time_tokens t JOIN auth.users u ON u.id = t.user_id
+                      WHERE u.email = '${email}'`);
+  assert.ok(!stored.includes(first.code) && !stored.includes(new URL(first.link).searchParams.get('token')));
+
+  const { data, error: verifyError } = await sb.auth.verifyOtp({ email, token: first.code, type: 'email' });
+  assert.equal(verifyError, null);
+  assert.equal(data.user.email, email);
+  assert.ok(data.user.email_confirmed_at, 'the e-mail counts as confirmed');
+  const again = await client().auth.verifyOtp({ email, token: first.code, type: 'email' });
+  assert.equal(again.error?.code, 'otp_expired', 'a code works once');
+
+  await sleep(2100); // auth.email_interval_seconds in the test run
+  const redirect = { options: { emailRedirectTo: 'http://localhost:3000/welcome' } };
+  assert.equal((await client().auth.signInWithOtp({ email, ...redirect })).error, null);
+  const second = await nextMail(email, 2);
+  const res = await fetch(second.link, { redirect: 'manual' });
+  assert.equal(res.status, 303);
+  const location = new URL(res.headers.get('location'));
+  assert.equal(`${location.origin}${location.pathname}`, 'http://localhost:3000/welcome');
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  assert.equal(fragment.get('token_type'), 'bearer');
+  const viaLink = await client().auth.getUser(fragment.get('access_token'));
+  assert.equal(viaLink.data.user.email, email);
+  const reused = await fetch(second.link, { redirect: 'manual' });
+  const reusedFragment = new URLSearchParams(new URL(reused.headers.get('location')).hash.slice(1));
+  assert.equal(reusedFragment.get('error_code'), 'otp_expired');
+});
+
+test('resetPasswordForEmail: the recovery code signs in and the password can be changed', async () => {
+  const email = unique('recover');
+  await client().auth.signUp({ email, password: 'old-password' });
+  const { error } = await client().auth.resetPasswordForEmail(email, { redirectTo: 'http://localhost:3000/reset' });
+  assert.equal(error, null);
+  const mail = await nextMail(email, 1);
+  assert.equal(mail.subject, 'Reset your password');
+  assert.match(mail.link, /type=recovery/);
+  const sb = client();
+  const { error: verifyError } = await sb.auth.verifyOtp({ email, token: mail.code, type: 'recovery' });
+  assert.equal(verifyError, null);
+  assert.equal((await sb.auth.updateUser({ password: 'new-password' })).error, null);
+  assert.equal((await client().auth.signInWithPassword({ email, password: 'old-password' })).error?.code, 'invalid_credentials');
+  assert.equal((await client().auth.signInWithPassword({ email, password: 'new-password' })).error, null);
+});
+
+test('e-mail requests: open redirects refused, unknown addresses not revealed, one mail per interval', async () => {
+  const email = unique('guarded');
+  const evil = await client().auth.signInWithOtp({ email, options: { emailRedirectTo: 'https://evil.example/steal' } });
+  assert.equal(evil.error?.status, 422);
+
+  const nobody = unique('nobody');
+  const unknown = await client().auth.resetPasswordForEmail(nobody);
+  assert.equal(unknown.error, null, 'the same answer as for a known address');
+  const noCreate = await client().auth.signInWithOtp({ email: nobody, options: { shouldCreateUser: false } });
+  assert.equal(noCreate.error, null);
+  await sleep(500);
+  assert.equal(mails(nobody).length, 0, 'nothing was sent');
+  assert.equal(sql(`SELECT count(*) FROM auth.users WHERE email = '${nobody}'`), '0');
+
+  assert.equal((await client().auth.signInWithOtp({ email })).error, null);
+  const tooSoon = await client().auth.signInWithOtp({ email });
+  assert.equal(tooSoon.error?.status, 429);
+  const wrong = await client().auth.verifyOtp({ email, token: '000000', type: 'email' });
+  assert.ok(wrong.error, 'a wrong code is refused');
+});
