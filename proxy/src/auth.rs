@@ -59,7 +59,7 @@ pub async fn handle(
                 }),
             ))
         }
-        (&Method::POST, ["signup"]) => req.signup(&parse_body(&body)?).await,
+        (&Method::POST, ["signup"]) => req.signup(&parse_body(&body)?, param("redirect_to")).await,
         (&Method::POST, ["token"]) => match param("grant_type").as_deref() {
             Some("password") => req.password_grant(&parse_body(&body)?).await,
             Some("refresh_token") => req.refresh_grant(&parse_body(&body)?).await,
@@ -74,6 +74,7 @@ pub async fn handle(
             let create = body_flag(&body, "create_user").unwrap_or(true);
             req.send_email_token(&parse_body(&body)?, "magiclink", create, param("redirect_to")).await
         }
+        (&Method::POST, ["resend"]) => req.resend(&parse_body(&body)?, param("redirect_to")).await,
         (&Method::POST, ["recover"]) => {
             req.send_email_token(&parse_body(&body)?, "recovery", false, param("redirect_to")).await
         }
@@ -163,7 +164,7 @@ fn settings(state: &AppState) -> Value {
     json!({
         "external": { "email": true, "phone": false, "anonymous_users": a.anonymous_users },
         "disable_signup": a.disable_signup,
-        "mailer_autoconfirm": a.email_autoconfirm,
+        "mailer_autoconfirm": a.autoconfirm(),
         "phone_autoconfirm": false,
         "sms_provider": "",
         "saml_enabled": false,
@@ -393,7 +394,7 @@ impl Req<'_> {
         ))
     }
 
-    async fn signup(&self, body: &Value) -> Result<Response, ApiError> {
+    async fn signup(&self, body: &Value, redirect: Option<String>) -> Result<Response, ApiError> {
         let config = &self.state.config.auth;
         if config.disable_signup {
             return Err(ApiError::auth(422, "signup_disabled", "Signups not allowed for this instance"));
@@ -426,7 +427,7 @@ impl Req<'_> {
                     &phone,
                     &hash,
                     &data,
-                    &config.email_autoconfirm,
+                    &config.autoconfirm(),
                     &anonymous,
                     &refresh_hash,
                     &self.ctx.ip,
@@ -436,10 +437,14 @@ impl Req<'_> {
             )
             .await?;
         if issued.get("session_id").is_some() {
-            self.session(&issued, &refresh)
-        } else {
-            Ok(json_response(StatusCode::OK, issued.get("user").unwrap_or(&Value::Null)))
+            return self.session(&issued, &refresh);
         }
+        // Not confirmed yet: the confirmation mail goes out; no session until its link or code.
+        if let Some(email) = &email {
+            let redirect = self.redirect_target(redirect)?;
+            self.email_token(email, "signup", false, &redirect, None).await?;
+        }
+        Ok(json_response(StatusCode::OK, issued.get("user").unwrap_or(&Value::Null)))
     }
 
     async fn password_grant(&self, body: &Value) -> Result<Response, ApiError> {
@@ -711,19 +716,34 @@ impl Req<'_> {
         create: bool,
         redirect: Option<String>,
     ) -> Result<Response, ApiError> {
-        let config = &self.state.config.auth;
-        let Some(mailer) = &self.state.mailer else {
-            return Err(ApiError::auth(422, "email_provider_disabled", "E-mail sign-in needs auth.smtp_host"));
-        };
         let email = normalise_email(body)?
             .ok_or_else(|| ApiError::auth(422, "validation_failed", "An email address is required"))?;
         let redirect = self.redirect_target(redirect.or_else(|| text(body, "redirect_to").map(str::to_string)))?;
+        let data = body.get("data").filter(|d| d.is_object()).cloned();
+        let create = create && !self.state.config.auth.disable_signup;
+        self.email_token(&email, kind, create, &redirect, data).await?;
+        Ok(json_response(StatusCode::OK, &json!({})))
+    }
+
+    /// Stores a link and code of `kind` (magiclink, recovery, signup) for
+    /// `email` and mails them; nothing happens for an unknown address
+    /// unless `create`.
+    async fn email_token(
+        &self,
+        email: &str,
+        kind: &str,
+        create: bool,
+        redirect: &str,
+        data: Option<Value>,
+    ) -> Result<(), ApiError> {
+        let config = &self.state.config.auth;
+        let Some(mailer) = &self.state.mailer else {
+            return Err(ApiError::auth(422, "email_provider_disabled", "E-mail needs auth.smtp_host"));
+        };
         self.rate_limit(&[(format!("email:ip:{}", self.ctx.ip), config.rate_limit_signins_per_ip)]).await?;
         let (link, link_hash) = new_refresh_token();
         let code = format!("{:06}", rand::thread_rng().next_u32() % 1_000_000);
         let code_hash = sha256_hex(&format!("{email}:{code}"));
-        let data = body.get("data").filter(|d| d.is_object()).cloned();
-        let create = create && !config.disable_signup;
         let client = self.state.client().await?;
         let outcome: String = client
             .query_one(
@@ -745,39 +765,60 @@ impl Req<'_> {
             .get(0);
         drop(client);
         match outcome.as_str() {
-            "too_soon" => {
-                return Err(ApiError::RateLimited {
-                    retry_after: config.email_interval_seconds as u64,
-                    msg: format!(
-                        "For security purposes, you can only request this after {} seconds.",
-                        config.email_interval_seconds
-                    ),
-                })
-            }
+            "too_soon" => Err(ApiError::RateLimited {
+                retry_after: config.email_interval_seconds as u64,
+                msg: format!(
+                    "For security purposes, you can only request this after {} seconds.",
+                    config.email_interval_seconds
+                ),
+            }),
             "sent" => {
                 let site = self.redirect_target(None)?;
-                let verify_type = if kind == "recovery" { "recovery" } else { "magiclink" };
                 let url = format!(
-                    "{}/auth/v1/verify?token={link}&type={verify_type}&redirect_to={}",
+                    "{}/auth/v1/verify?token={link}&type={kind}&redirect_to={}",
                     self.state.config.public_url(),
-                    form_encode(&redirect)
+                    form_encode(redirect)
                 );
                 let fill = crate::mailer::Fill {
                     confirmation_url: &url,
                     token: &code,
                     token_hash: &link,
                     site_url: &site,
-                    email: &email,
-                    redirect_to: &redirect,
+                    email,
+                    redirect_to: redirect,
                 };
-                let mail_kind =
-                    if kind == "recovery" { crate::mailer::Kind::Recovery } else { crate::mailer::Kind::MagicLink };
-                mailer.send(&email, mail_kind, &fill).await.map_err(|e| {
+                let mail_kind = match kind {
+                    "recovery" => crate::mailer::Kind::Recovery,
+                    "signup" => crate::mailer::Kind::Confirmation,
+                    _ => crate::mailer::Kind::MagicLink,
+                };
+                mailer.send(email, mail_kind, &fill).await.map_err(|e| {
                     tracing::error!(error = %e, "sending e-mail failed");
                     ApiError::auth(500, "unexpected_failure", "Error sending the e-mail")
-                })?;
+                })
             }
-            _ => {}
+            _ => Ok(()),
+        }
+    }
+
+    /// POST /resend `{type: "signup", email}`: the confirmation mail again,
+    /// for an address that is registered and not confirmed (else nothing).
+    async fn resend(&self, body: &Value, redirect: Option<String>) -> Result<Response, ApiError> {
+        if text(body, "type") != Some("signup") {
+            return Err(ApiError::auth(400, "validation_failed", "Only type signup can be resent in this release"));
+        }
+        let email = normalise_email(body)?
+            .ok_or_else(|| ApiError::auth(422, "validation_failed", "An email address is required"))?;
+        let redirect = self.redirect_target(redirect)?;
+        let client = self.state.client().await?;
+        let unconfirmed = client
+            .query_opt("SELECT 1 FROM fluxbase.auth_password_candidate($1, NULL) WHERE NOT confirmed", &[&email])
+            .await
+            .map_err(db_error)?
+            .is_some();
+        drop(client);
+        if unconfirmed {
+            self.email_token(&email, "signup", false, &redirect, None).await?;
         }
         Ok(json_response(StatusCode::OK, &json!({})))
     }

@@ -53,9 +53,10 @@ pub struct Auth {
     pub jwt_expiry_seconds: u64,
     /// Refuse new sign-ups (admins can still create users).
     pub disable_signup: bool,
-    /// Sign-ups are confirmed at once. On until e-mail confirmation ships:
-    /// without it a sign-up could never be confirmed.
-    pub email_autoconfirm: bool,
+    /// Sign-ups are confirmed at once. Unset: yes without SMTP (a sign-up
+    /// could never be confirmed), no with `smtp_host` (a confirmation mail
+    /// is sent, as Supabase does).
+    pub email_autoconfirm: Option<bool>,
     /// Allow `signInAnonymously()`.
     pub anonymous_users: bool,
     /// Shortest accepted password (Supabase's default: 6).
@@ -104,8 +105,8 @@ pub struct Auth {
     /// `starttls` (required), `tls` (implicit TLS, port 465) or `none` (local relays only).
     pub smtp_tls: String,
     pub smtp_sender: String,
-    /// Directory of e-mail templates (`magic_link.html`, `recovery.html`);
-    /// missing files use the built-in ones.
+    /// Directory of e-mail templates (`magic_link.html`, `recovery.html`,
+    /// `confirmation.html`); missing files use the built-in ones.
     pub templates_dir: Option<std::path::PathBuf>,
     /// How long e-mailed links and codes stay valid, seconds.
     pub otp_expiry_seconds: u32,
@@ -113,12 +114,18 @@ pub struct Auth {
     pub email_interval_seconds: u32,
 }
 
+impl Auth {
+    pub fn autoconfirm(&self) -> bool {
+        self.email_autoconfirm.unwrap_or(self.smtp_host.is_none())
+    }
+}
+
 impl Default for Auth {
     fn default() -> Self {
         Auth {
             jwt_expiry_seconds: 3600,
             disable_signup: false,
-            email_autoconfirm: true,
+            email_autoconfirm: None,
             anonymous_users: false,
             password_min_length: 6,
             lockout_max_failures: 5,

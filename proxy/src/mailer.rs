@@ -3,7 +3,7 @@
 //! Supabase's variables (`{{ .ConfirmationURL }}`, `{{ .Token }}`,
 //! `{{ .TokenHash }}`, `{{ .SiteURL }}`, `{{ .Email }}`, `{{ .RedirectTo }}`),
 //! editable as files in `auth.templates_dir` (`magic_link.html`,
-//! `recovery.html`).
+//! `recovery.html`, `confirmation.html`).
 use lettre::message::{header::ContentType, Mailbox};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -21,6 +21,7 @@ pub struct Mailer {
 pub enum Kind {
     MagicLink,
     Recovery,
+    Confirmation,
 }
 
 impl Kind {
@@ -28,6 +29,7 @@ impl Kind {
         match self {
             Kind::MagicLink => "magic_link.html",
             Kind::Recovery => "recovery.html",
+            Kind::Confirmation => "confirmation.html",
         }
     }
 
@@ -35,6 +37,7 @@ impl Kind {
         match self {
             Kind::MagicLink => "Your sign-in link",
             Kind::Recovery => "Reset your password",
+            Kind::Confirmation => "Confirm your e-mail address",
         }
     }
 
@@ -45,6 +48,9 @@ impl Kind {
             }
             Kind::Recovery => {
                 "<h2>Reset your password</h2>\n<p><a href=\"{{ .ConfirmationURL }}\">Reset password</a></p>\n<p>Or enter this code: {{ .Token }}</p>\n"
+            }
+            Kind::Confirmation => {
+                "<h2>Confirm your e-mail</h2>\n<p><a href=\"{{ .ConfirmationURL }}\">Confirm your e-mail</a></p>\n<p>Or enter this code: {{ .Token }}</p>\n"
             }
         }
     }

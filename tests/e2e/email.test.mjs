@@ -5,6 +5,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
 import { createClient } from '@supabase/supabase-js';
 import { env, sql, eventually } from './helpers.mjs';
 
@@ -117,4 +119,49 @@ test('e-mail requests: open redirects refused, unknown addresses not revealed, o
   assert.equal(tooSoon.error?.status, 429);
   const wrong = await client().auth.verifyOtp({ email, token: '000000', type: 'email' });
   assert.ok(wrong.error, 'a wrong code is refused');
+});
+
+/** A second proxy with `overrides` in its environment, on a free port. */
+async function proxyWith(overrides) {
+  const port = await new Promise((resolve) => {
+    const probe = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+  const child = spawn(process.env.FLUXBASE_BIN, ['serve'], {
+    env: { ...process.env, FLUXBASE_SERVER_LISTEN: `127.0.0.1:${port}`, ...overrides },
+    stdio: 'inherit',
+  });
+  const url = `http://127.0.0.1:${port}`;
+  assert.ok(await eventually(async () => (await fetch(`${url}/ready`).catch(() => ({ ok: false }))).ok, 10000));
+  return { url, stop: () => child.kill('SIGTERM') };
+}
+
+test('with confirmations on, signUp mails a confirmation; its code confirms and signs in', async () => {
+  const proxy = await proxyWith({ FLUXBASE_AUTH_EMAIL_AUTOCONFIRM: 'false' });
+  try {
+    const sb = createClient(proxy.url, env.anonKey, { auth: { persistSession: false, autoRefreshToken: false } });
+    const email = unique('confirm');
+    const { data, error } = await sb.auth.signUp({ email, password: 'confirm-me', options: { emailRedirectTo: 'http://localhost:3000/in' } });
+    assert.equal(error, null);
+    assert.equal(data.session, null, 'no session before confirmation');
+    assert.equal(data.user.email_confirmed_at, null);
+    const early = await sb.auth.signInWithPassword({ email, password: 'confirm-me' });
+    assert.equal(early.error?.code, 'email_not_confirmed');
+    const mail = await nextMail(email, 1);
+    assert.equal(mail.subject, 'Confirm your e-mail address');
+    assert.match(mail.link, /type=signup/);
+    await sleep(2100);
+    assert.equal((await sb.auth.resend({ type: 'signup', email })).error, null);
+    const again = await nextMail(email, 2);
+    const { data: confirmed, error: verifyError } = await sb.auth.verifyOtp({ email, token: again.code, type: 'signup' });
+    assert.equal(verifyError, null);
+    assert.ok(confirmed.user.email_confirmed_at);
+    assert.equal((await sb.auth.signInWithPassword({ email, password: 'confirm-me' })).error, null);
+    assert.equal((await sb.auth.verifyOtp({ email, token: mail.code, type: 'signup' })).error?.code, 'otp_expired',
+      'the first code was replaced by the resent one');
+  } finally {
+    proxy.stop();
+  }
 });
