@@ -10,13 +10,14 @@ ARG RUST_VERSION=1.95
 
 # ---- proxy -----------------------------------------------------------------
 FROM rust:${RUST_VERSION}-bookworm AS proxy-build
+# lettre's SMTP TLS links against OpenSSL (rust:bookworm ships libssl-dev).
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked -p fluxbase-proxy
 
 FROM debian:bookworm-slim AS proxy
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates curl \
+ && apt-get install -y --no-install-recommends ca-certificates curl libssl3 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin fluxbase
 COPY --from=proxy-build /src/target/release/fluxbase /usr/local/bin/fluxbase
