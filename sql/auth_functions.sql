@@ -658,6 +658,50 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION fluxbase.auth_user_by_email(p_email text) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+  SELECT fluxbase.auth_user_json(u) FROM auth.users u WHERE u.email = p_email AND NOT u.is_sso_user AND u.deleted_at IS NULL
+$$;
+
+-- Admin: a user's factors, removing one, and the audit log.
+CREATE FUNCTION fluxbase.auth_admin_factors(p_user uuid) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+  SELECT coalesce(jsonb_agg(jsonb_build_object('id', f.id, 'friendly_name', f.friendly_name,
+    'factor_type', f.factor_type, 'status', f.status, 'created_at', f.created_at, 'updated_at', f.updated_at)
+    ORDER BY f.created_at), '[]'::jsonb)
+  FROM auth.mfa_factors f WHERE f.user_id = p_user
+$$;
+
+CREATE FUNCTION fluxbase.auth_admin_delete_factor(p_user uuid, p_factor uuid, p_ip text, p_request_id text) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+BEGIN
+  DELETE FROM auth.mfa_factors WHERE id = p_factor AND user_id = p_user;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'mfa_factor_not_found' USING ERRCODE = 'FA404', HINT = 'Factor not found';
+  END IF;
+  PERFORM fluxbase.auth_audit('factor_deleted', p_user, p_ip, p_request_id, jsonb_build_object('factor_id', p_factor, 'by', 'admin'));
+  RETURN jsonb_build_object('id', p_factor);
+END
+$$;
+
+CREATE FUNCTION fluxbase.auth_admin_audit(p_page int, p_per_page int) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+  SELECT jsonb_build_object(
+    'entries', coalesce((SELECT jsonb_agg(jsonb_build_object('id', a.id, 'payload', a.payload,
+      'created_at', a.created_at, 'ip_address', a.ip_address) ORDER BY a.created_at DESC, a.id)
+      FROM (SELECT * FROM auth.audit_log_entries ORDER BY created_at DESC, id
+            LIMIT p_per_page OFFSET (p_page - 1) * p_per_page) a), '[]'::jsonb),
+    'total', (SELECT count(*) FROM auth.audit_log_entries))
+$$;
+
 DO $grants$
 DECLARE
   f regprocedure;

@@ -74,6 +74,21 @@ pub async fn handle(
             let create = body_flag(&body, "create_user").unwrap_or(true);
             req.send_email_token(&parse_body(&body)?, "magiclink", create, param("redirect_to")).await
         }
+        (&Method::POST, ["invite"]) => {
+            require_service_role(&caller)?;
+            req.invite(&parse_body(&body)?, param("redirect_to")).await
+        }
+        (&Method::POST, ["admin", "generate_link"]) => {
+            require_service_role(&caller)?;
+            req.generate_link(&parse_body(&body)?, param("redirect_to")).await
+        }
+        (&Method::GET, ["admin", "audit"]) => {
+            require_service_role(&caller)?;
+            let page: i32 = param("page").and_then(|p| p.parse().ok()).filter(|p| *p >= 1).unwrap_or(1);
+            let per_page: i32 =
+                param("per_page").and_then(|p| p.parse().ok()).filter(|p| (1..=1000).contains(p)).unwrap_or(50);
+            req.call_json("SELECT fluxbase.auth_admin_audit($1, $2)", &[&page, &per_page]).await
+        }
         (&Method::POST, ["resend"]) => req.resend(&parse_body(&body)?, param("redirect_to")).await,
         (&Method::POST, ["recover"]) => {
             req.send_email_token(&parse_body(&body)?, "recovery", false, param("redirect_to")).await
@@ -113,6 +128,17 @@ pub async fn handle(
                 (&Method::POST, []) => req.admin_upsert(None, &parse_body(&body)?).await,
                 (&Method::GET, [id]) => req.call_json("SELECT fluxbase.auth_admin_get($1)", &[&user_id(id)?]).await,
                 (&Method::PUT, [id]) => req.admin_upsert(Some(user_id(id)?), &parse_body(&body)?).await,
+                (&Method::GET, [id, "factors"]) => {
+                    req.call_json("SELECT fluxbase.auth_admin_factors($1)", &[&user_id(id)?]).await
+                }
+                (&Method::DELETE, [id, "factors", factor]) => {
+                    let (id, factor) = (user_id(id)?, factor_id(factor)?);
+                    req.call_json(
+                        "SELECT fluxbase.auth_admin_delete_factor($1, $2, $3, $4)",
+                        &[&id, &factor, &ctx.ip, &ctx.request_id],
+                    )
+                    .await
+                }
                 (&Method::DELETE, [id]) => {
                     let id = user_id(id)?;
                     req.call_json("SELECT fluxbase.auth_admin_delete($1, $2, $3)", &[&id, &ctx.ip, &ctx.request_id])
@@ -725,9 +751,65 @@ impl Req<'_> {
         Ok(json_response(StatusCode::OK, &json!({})))
     }
 
-    /// Stores a link and code of `kind` (magiclink, recovery, signup) for
-    /// `email` and mails them; nothing happens for an unknown address
-    /// unless `create`.
+    /// Stores a link and code of `kind` (magiclink, recovery, signup,
+    /// invite) for `email`; `None` for an unknown address unless `create`.
+    /// Returns the link URL and the code.
+    async fn store_token(
+        &self,
+        email: &str,
+        kind: &str,
+        create: bool,
+        redirect: &str,
+        data: Option<Value>,
+        interval_seconds: u32,
+    ) -> Result<Option<(String, String, String)>, ApiError> {
+        let config = &self.state.config.auth;
+        let (link, link_hash) = new_refresh_token();
+        let code = format!("{:06}", rand::thread_rng().next_u32() % 1_000_000);
+        let code_hash = sha256_hex(&format!("{email}:{code}"));
+        // Invites redeem like sign-up confirmations.
+        let stored_kind = if kind == "invite" { "signup" } else { kind };
+        let client = self.state.client().await?;
+        let outcome: String = client
+            .query_one(
+                "SELECT fluxbase.auth_email_token($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[
+                    &email,
+                    &stored_kind,
+                    &link_hash,
+                    &code_hash,
+                    &create,
+                    &data,
+                    &(interval_seconds as i32),
+                    &self.ctx.ip,
+                    &self.ctx.request_id,
+                ],
+            )
+            .await
+            .map_err(db_error)?
+            .get(0);
+        match outcome.as_str() {
+            "too_soon" => Err(ApiError::RateLimited {
+                retry_after: config.email_interval_seconds as u64,
+                msg: format!(
+                    "For security purposes, you can only request this after {} seconds.",
+                    config.email_interval_seconds
+                ),
+            }),
+            "sent" => {
+                let url = format!(
+                    "{}/auth/v1/verify?token={link}&type={kind}&redirect_to={}",
+                    self.state.config.public_url(),
+                    form_encode(redirect)
+                );
+                Ok(Some((url, link, code)))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Stores a link and code of `kind` and mails them; nothing happens for
+    /// an unknown address unless `create`.
     async fn email_token(
         &self,
         email: &str,
@@ -741,64 +823,77 @@ impl Req<'_> {
             return Err(ApiError::auth(422, "email_provider_disabled", "E-mail needs auth.smtp_host"));
         };
         self.rate_limit(&[(format!("email:ip:{}", self.ctx.ip), config.rate_limit_signins_per_ip)]).await?;
-        let (link, link_hash) = new_refresh_token();
-        let code = format!("{:06}", rand::thread_rng().next_u32() % 1_000_000);
-        let code_hash = sha256_hex(&format!("{email}:{code}"));
-        let client = self.state.client().await?;
-        let outcome: String = client
-            .query_one(
-                "SELECT fluxbase.auth_email_token($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                &[
-                    &email,
-                    &kind,
-                    &link_hash,
-                    &code_hash,
-                    &create,
-                    &data,
-                    &(config.email_interval_seconds as i32),
-                    &self.ctx.ip,
-                    &self.ctx.request_id,
-                ],
-            )
-            .await
-            .map_err(db_error)?
-            .get(0);
-        drop(client);
-        match outcome.as_str() {
-            "too_soon" => Err(ApiError::RateLimited {
-                retry_after: config.email_interval_seconds as u64,
-                msg: format!(
-                    "For security purposes, you can only request this after {} seconds.",
-                    config.email_interval_seconds
-                ),
-            }),
-            "sent" => {
-                let site = self.redirect_target(None)?;
-                let url = format!(
-                    "{}/auth/v1/verify?token={link}&type={kind}&redirect_to={}",
-                    self.state.config.public_url(),
-                    form_encode(redirect)
-                );
-                let fill = crate::mailer::Fill {
-                    confirmation_url: &url,
-                    token: &code,
-                    token_hash: &link,
-                    site_url: &site,
-                    email,
-                    redirect_to: redirect,
-                };
-                let mail_kind = match kind {
-                    "recovery" => crate::mailer::Kind::Recovery,
-                    "signup" => crate::mailer::Kind::Confirmation,
-                    _ => crate::mailer::Kind::MagicLink,
-                };
-                mailer.send(email, mail_kind, &fill).await.map_err(|e| {
-                    tracing::error!(error = %e, "sending e-mail failed");
-                    ApiError::auth(500, "unexpected_failure", "Error sending the e-mail")
-                })
+        let Some((url, link, code)) =
+            self.store_token(email, kind, create, redirect, data, config.email_interval_seconds).await?
+        else {
+            return Ok(());
+        };
+        let site = self.redirect_target(None)?;
+        let fill = crate::mailer::Fill {
+            confirmation_url: &url,
+            token: &code,
+            token_hash: &link,
+            site_url: &site,
+            email,
+            redirect_to: redirect,
+        };
+        let mail_kind = match kind {
+            "recovery" => crate::mailer::Kind::Recovery,
+            "signup" => crate::mailer::Kind::Confirmation,
+            "invite" => crate::mailer::Kind::Invite,
+            _ => crate::mailer::Kind::MagicLink,
+        };
+        mailer.send(email, mail_kind, &fill).await.map_err(|e| {
+            tracing::error!(error = %e, "sending e-mail failed");
+            ApiError::auth(500, "unexpected_failure", "Error sending the e-mail")
+        })
+    }
+
+    /// POST /invite (service_role): creates the user and mails an invitation.
+    async fn invite(&self, body: &Value, redirect: Option<String>) -> Result<Response, ApiError> {
+        let email = normalise_email(body)?
+            .ok_or_else(|| ApiError::auth(422, "validation_failed", "An email address is required"))?;
+        let redirect = self.redirect_target(redirect)?;
+        let data = body.get("data").filter(|d| d.is_object()).cloned();
+        self.email_token(&email, "invite", true, &redirect, data).await?;
+        Ok(json_response(StatusCode::OK, &self.user_by_email(&email).await?))
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Value, ApiError> {
+        self.query_json("SELECT fluxbase.auth_user_by_email($1)", &[&email]).await
+    }
+
+    /// POST /admin/generate_link: the link and code an e-mail would carry,
+    /// returned instead of sent (for your own mail provider).
+    async fn generate_link(&self, body: &Value, redirect: Option<String>) -> Result<Response, ApiError> {
+        let kind = match text(body, "type") {
+            Some(k @ ("magiclink" | "recovery" | "invite")) => k,
+            Some(other) => {
+                return Err(ApiError::auth(
+                    422,
+                    "validation_failed",
+                    format!("generate_link type {other} is not supported in this release"),
+                ))
             }
-            _ => Ok(()),
+            None => return Err(ApiError::auth(422, "validation_failed", "type is required")),
+        };
+        let email = normalise_email(body)?
+            .ok_or_else(|| ApiError::auth(422, "validation_failed", "An email address is required"))?;
+        let redirect = self.redirect_target(redirect.or_else(|| text(body, "redirect_to").map(str::to_string)))?;
+        let data = body.get("data").filter(|d| d.is_object()).cloned();
+        let create = kind != "recovery";
+        let Some((url, link, code)) = self.store_token(&email, kind, create, &redirect, data, 0).await? else {
+            return Err(ApiError::auth(404, "user_not_found", "User with this email not found"));
+        };
+        let mut out = self.user_by_email(&email).await?;
+        if let Some(o) = out.as_object_mut() {
+            o.insert("action_link".into(), json!(url));
+            o.insert("email_otp".into(), json!(code));
+            o.insert("hashed_token".into(), json!(link));
+            o.insert("redirect_to".into(), json!(redirect));
+            o.insert("verification_type".into(), json!(kind));
         }
+        Ok(json_response(StatusCode::OK, &out))
     }
 
     /// POST /resend `{type: "signup", email}`: the confirmation mail again,

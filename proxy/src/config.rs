@@ -106,7 +106,7 @@ pub struct Auth {
     pub smtp_tls: String,
     pub smtp_sender: String,
     /// Directory of e-mail templates (`magic_link.html`, `recovery.html`,
-    /// `confirmation.html`); missing files use the built-in ones.
+    /// `confirmation.html`, `invite.html`); missing files use the built-in ones.
     pub templates_dir: Option<std::path::PathBuf>,
     /// How long e-mailed links and codes stay valid, seconds.
     pub otp_expiry_seconds: u32,

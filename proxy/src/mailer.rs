@@ -3,7 +3,7 @@
 //! Supabase's variables (`{{ .ConfirmationURL }}`, `{{ .Token }}`,
 //! `{{ .TokenHash }}`, `{{ .SiteURL }}`, `{{ .Email }}`, `{{ .RedirectTo }}`),
 //! editable as files in `auth.templates_dir` (`magic_link.html`,
-//! `recovery.html`, `confirmation.html`).
+//! `recovery.html`, `confirmation.html`, `invite.html`).
 use lettre::message::{header::ContentType, Mailbox};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -22,6 +22,7 @@ pub enum Kind {
     MagicLink,
     Recovery,
     Confirmation,
+    Invite,
 }
 
 impl Kind {
@@ -30,6 +31,7 @@ impl Kind {
             Kind::MagicLink => "magic_link.html",
             Kind::Recovery => "recovery.html",
             Kind::Confirmation => "confirmation.html",
+            Kind::Invite => "invite.html",
         }
     }
 
@@ -38,6 +40,7 @@ impl Kind {
             Kind::MagicLink => "Your sign-in link",
             Kind::Recovery => "Reset your password",
             Kind::Confirmation => "Confirm your e-mail address",
+            Kind::Invite => "You have been invited",
         }
     }
 
@@ -51,6 +54,9 @@ impl Kind {
             }
             Kind::Confirmation => {
                 "<h2>Confirm your e-mail</h2>\n<p><a href=\"{{ .ConfirmationURL }}\">Confirm your e-mail</a></p>\n<p>Or enter this code: {{ .Token }}</p>\n"
+            }
+            Kind::Invite => {
+                "<h2>You have been invited</h2>\n<p><a href=\"{{ .ConfirmationURL }}\">Accept the invitation</a></p>\n<p>Or enter this code: {{ .Token }}</p>\n"
             }
         }
     }

@@ -248,6 +248,12 @@ test('MFA TOTP: enroll, verify to aal2, secrets sealed, brute force limited, une
   const limited = await weak.auth.mfa.verify({ factorId: enrolled.id, challengeId: c2.id, code: totp(secret) });
   assert.equal(limited.error?.status, 429);
 
+  const admin2 = createClient(env.url, env.serviceKey, { auth: { persistSession: false, autoRefreshToken: false } });
+  const { data: listed } = await admin2.auth.admin.mfa.listFactors({ userId: verified.user.id });
+  assert.equal(listed.factors.length, 1);
+  assert.equal(listed.factors[0].status, 'verified');
+  const { data: second } = await sb.auth.mfa.enroll({ factorType: 'totp', friendlyName: 'backup' });
+  assert.equal((await admin2.auth.admin.mfa.deleteFactor({ userId: verified.user.id, id: second.id })).error, null);
   assert.equal((await sb.auth.mfa.unenroll({ factorId: enrolled.id })).error, null);
   assert.equal(sql(`SELECT count(*) FROM auth.mfa_factors WHERE id = '${enrolled.id}'`), '0');
 });

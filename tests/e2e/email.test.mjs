@@ -165,3 +165,38 @@ test('with confirmations on, signUp mails a confirmation; its code confirms and 
     proxy.stop();
   }
 });
+
+test('admin: inviteUserByEmail mails an invitation; generateLink returns a working link; audit log', async () => {
+  const admin = createClient(env.url, env.serviceKey, { auth: { persistSession: false, autoRefreshToken: false } });
+  const invited = unique('invited');
+  const { data: inv, error } = await admin.auth.admin.inviteUserByEmail(invited, { data: { team: 'core' } });
+  assert.equal(error, null);
+  assert.equal(inv.user.email, invited);
+  const mail = await nextMail(invited, 1);
+  assert.equal(mail.subject, 'You have been invited');
+  assert.match(mail.link, /type=invite/);
+  const sb = client();
+  const { data: accepted, error: acceptError } = await sb.auth.verifyOtp({ email: invited, token: mail.code, type: 'invite' });
+  assert.equal(acceptError, null);
+  assert.ok(accepted.user.email_confirmed_at);
+  assert.equal(accepted.user.user_metadata.team, 'core');
+  const notAdmin = await sb.auth.admin.inviteUserByEmail(unique('nope'));
+  assert.equal(notAdmin.error?.status, 403);
+
+  const email = unique('linked');
+  const { data: link, error: linkError } = await admin.auth.admin.generateLink({ type: 'magiclink', email });
+  assert.equal(linkError, null);
+  assert.equal(link.user.email, email);
+  assert.match(link.properties.email_otp, /^\d{6}$/);
+  assert.equal(link.properties.verification_type, 'magiclink');
+  assert.equal(mails(email).length, 0, 'generate_link sends nothing');
+  const res = await fetch(link.properties.action_link, { redirect: 'manual' });
+  const fragment = new URLSearchParams(new URL(res.headers.get('location')).hash.slice(1));
+  assert.equal((await client().auth.getUser(fragment.get('access_token'))).data.user.email, email);
+
+  const audit = await (await fetch(`${env.url}/auth/v1/admin/audit?per_page=1000`, {
+    headers: { apikey: env.serviceKey, Authorization: `Bearer ${env.serviceKey}` },
+  })).json();
+  const actions = audit.entries.filter((e) => e.payload.actor_username === email).map((e) => e.payload.action);
+  assert.ok(actions.includes('user_signedup') && actions.includes('login'), actions.join(','));
+});
