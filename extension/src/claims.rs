@@ -32,6 +32,27 @@ pub fn authenticate(claims: &Value, request: Option<&RequestInfo<'_>>) {
 }
 
 pub fn set_local(name: &str, value: &str) {
+    set(name, value, pg_sys::GucAction::GUC_ACTION_LOCAL);
+}
+
+/// Sets `name` for the session, unless it already has `value`. For settings
+/// every request names anyway (`search_path`): keeping the value between
+/// requests is then safe, and the common case costs a string comparison
+/// instead of a GUC set and its restore at commit.
+pub fn ensure_session(name: &str, value: &str) {
+    let c_name = CString::new(name).expect("GUC names have no NUL");
+    // SAFETY: a valid C string in; the result is NULL or a C string owned by
+    // the GUC machinery, read before anything else runs.
+    let same = unsafe {
+        let current = pg_sys::GetConfigOption(c_name.as_ptr(), true, false);
+        !current.is_null() && std::ffi::CStr::from_ptr(current).to_bytes() == value.as_bytes()
+    };
+    if !same {
+        set(name, value, pg_sys::GucAction::GUC_ACTION_SET);
+    }
+}
+
+fn set(name: &str, value: &str, action: pg_sys::GucAction::Type) {
     let name = CString::new(name).expect("GUC names have no NUL");
     // A NUL inside a claim would truncate the value; refuse it instead.
     let value = match CString::new(value) {
@@ -46,7 +67,7 @@ pub fn set_local(name: &str, value: &str) {
             value.as_ptr(),
             pg_sys::GucContext::PGC_USERSET,
             pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_LOCAL,
+            action,
             true,
             pg_sys::PGERROR as i32,
             false,

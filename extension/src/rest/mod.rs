@@ -100,7 +100,7 @@ fn run(request: &Value, claims: &Value) -> Result<Response, RestError> {
         Some(idempotency::Outcome::Fresh(claim)) => Some(claim),
         None => None,
     };
-    claims::set_local("search_path", &search_path(&schema));
+    claims::ensure_session("search_path", &search_path(&schema));
     claims::authenticate(claims, Some(&info));
     let result = if rollback {
         execute::in_subtransaction(|| respond(&api, &plan, request), |_| false)
