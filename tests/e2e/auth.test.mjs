@@ -279,3 +279,34 @@ test('sessions are signed with the published ES256 key: JWKS and OpenID discover
   assert.equal(oidc.jwks_uri, `${oidc.issuer}/.well-known/jwks.json`);
   assert.equal(JSON.parse(Buffer.from(p, 'base64url')).iss, oidc.issuer);
 });
+
+test('user enumeration: a wrong password and an unknown address take about as long and answer alike', async () => {
+  const known = [unique('timing-a'), unique('timing-b')];
+  for (const email of known) await client().auth.signUp({ email, password: 'timing-password' });
+  const attempt = async (email) => {
+    const started = performance.now();
+    const res = await fetch(`${env.url}/auth/v1/token?grant_type=password`, {
+      method: 'POST',
+      headers: { apikey: env.anonKey, 'content-type': 'application/json' },
+      body: JSON.stringify({ email, password: 'not-the-password' }),
+    });
+    const body = await res.json();
+    return { ms: performance.now() - started, status: res.status, code: body.error_code, msg: body.msg };
+  };
+  const knownRuns = [];
+  const unknownRuns = [];
+  // Interleaved, four per known account (below the lockout), against fresh unknown addresses.
+  for (let i = 0; i < 4; i++) {
+    for (const email of known) {
+      knownRuns.push(await attempt(email));
+      unknownRuns.push(await attempt(unique('timing-nobody')));
+    }
+  }
+  for (const r of [...knownRuns, ...unknownRuns]) {
+    assert.deepEqual([r.status, r.code, r.msg], [400, 'invalid_credentials', 'Invalid login credentials']);
+  }
+  const median = (runs) => runs.map((r) => r.ms).sort((a, b) => a - b)[Math.floor(runs.length / 2)];
+  const ratio = median(knownRuns) / median(unknownRuns);
+  // Both cost one argon2id hash (tens of ms); a missing hash would make unknown addresses several times faster.
+  assert.ok(ratio > 0.5 && ratio < 2, `median known ${median(knownRuns).toFixed(1)} ms, unknown ${median(unknownRuns).toFixed(1)} ms`);
+});
