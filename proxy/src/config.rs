@@ -175,6 +175,10 @@ pub struct Server {
     pub behind_tls: bool,
     /// Origins allowed by CORS; `["*"]` allows any.
     pub cors_allowed_origins: Vec<String>,
+    /// Addresses of load balancers / reverse proxies whose `X-Forwarded-For`
+    /// is believed: the client IP (rate limits, audit log) is then the
+    /// rightmost address in that header that is not one of them.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Threads of the async runtime; 0: half the CPUs (at least one), since
     /// the proxy runs beside Postgres and shares the machine with it.
     pub worker_threads: usize,
@@ -201,6 +205,7 @@ impl Default for Server {
             behind_tls: false,
             cors_allowed_origins: vec!["*".into()],
             worker_threads: 0,
+            trusted_proxies: vec![],
         }
     }
 }

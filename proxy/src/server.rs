@@ -173,6 +173,23 @@ pub async fn serve(state: Arc<AppState>, listener: TcpListener, shutdown: Cancel
     }
 }
 
+/// The client's address: the TCP peer, unless the peer is a trusted proxy;
+/// then the rightmost `X-Forwarded-For` entry that is not a trusted proxy
+/// (entries to its left could have been written by the client).
+fn client_ip(trusted: &[std::net::IpAddr], peer: std::net::IpAddr, headers: &HeaderMap) -> std::net::IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let forwarded =
+        headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(",");
+    forwarded
+        .split(',')
+        .rev()
+        .filter_map(|entry| entry.trim().parse::<std::net::IpAddr>().ok())
+        .find(|ip| !trusted.contains(ip))
+        .unwrap_or(peer)
+}
+
 fn request_id(headers: &HeaderMap) -> String {
     headers
         .get("x-request-id")
@@ -185,7 +202,8 @@ fn request_id(headers: &HeaderMap) -> String {
 async fn handle(state: Arc<AppState>, req: Request<Incoming>, peer: SocketAddr) -> Response {
     let started = Instant::now();
     let (route, surface) = route_of(req.uri().path());
-    let ctx = Ctx { request_id: request_id(req.headers()), surface, ip: peer.ip().to_string() };
+    let ip = client_ip(&state.config.server.trusted_proxies, peer.ip(), req.headers()).to_string();
+    let ctx = Ctx { request_id: request_id(req.headers()), surface, ip };
     let span = tracing::info_span!("request", request_id = %ctx.request_id, method = %req.method(), path = %req.uri().path(), peer = %peer);
     let origin = req.headers().get(header::ORIGIN).cloned();
     let is_preflight = req.method() == Method::OPTIONS && origin.is_some();
@@ -355,6 +373,17 @@ mod tests {
         assert_eq!(route_of("/auth/v1/token").0, "auth");
         assert_eq!(route_of("/nope").0, "not_found");
         assert_eq!(route_of("/health").0, "health");
+    }
+
+    #[test]
+    fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
+        let lb: std::net::IpAddr = "10.0.0.2".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6, 203.0.113.7, 10.0.0.3"));
+        let trusted = ["10.0.0.2".parse().unwrap(), "10.0.0.3".parse().unwrap()];
+        assert_eq!(client_ip(&trusted, lb, &h).to_string(), "203.0.113.7");
+        assert_eq!(client_ip(&[], lb, &h), lb, "untrusted peer: the header is ignored");
+        assert_eq!(client_ip(&trusted, lb, &HeaderMap::new()), lb);
     }
 
     #[test]

@@ -200,3 +200,26 @@ test('admin: inviteUserByEmail mails an invitation; generateLink returns a worki
   const actions = audit.entries.filter((e) => e.payload.actor_username === email).map((e) => e.payload.action);
   assert.ok(actions.includes('user_signedup') && actions.includes('login'), actions.join(','));
 });
+
+test('X-Forwarded-For is believed only from server.trusted_proxies', async () => {
+  const signUp = async (url, email) =>
+    fetch(`${url}/auth/v1/signup`, {
+      method: 'POST',
+      headers: { apikey: env.anonKey, 'content-type': 'application/json', 'x-forwarded-for': '198.51.100.9, 203.0.113.7' },
+      body: JSON.stringify({ email, password: 'forwarded-1' }),
+    });
+  const ipOf = (email) =>
+    sql(`SELECT ip_address FROM auth.audit_log_entries WHERE payload->>'action' = 'user_signedup'
+         AND payload->>'actor_username' = '${email}'`);
+  const direct = unique('direct');
+  assert.equal((await signUp(env.url, direct)).status, 200);
+  assert.equal(ipOf(direct), '127.0.0.1', 'an untrusted peer cannot choose its address');
+  const proxy = await proxyWith({ FLUXBASE_SERVER_TRUSTED_PROXIES: '["127.0.0.1"]', FLUXBASE_AUTH_EMAIL_AUTOCONFIRM: 'true' });
+  try {
+    const forwarded = unique('forwarded');
+    assert.equal((await signUp(proxy.url, forwarded)).status, 200);
+    assert.equal(ipOf(forwarded), '203.0.113.7', 'the rightmost untrusted forwarded address');
+  } finally {
+    proxy.stop();
+  }
+});
