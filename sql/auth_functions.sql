@@ -237,8 +237,8 @@ BEGIN
   IF NOT FOUND THEN
     RAISE EXCEPTION 'user_not_found' USING ERRCODE = 'FA403', HINT = 'User from sub claim in JWT does not exist';
   END IF;
-  IF p_session IS NOT NULL AND NOT EXISTS (SELECT 1 FROM auth.sessions WHERE id = p_session AND user_id = p_user) THEN
-    RAISE EXCEPTION 'session_not_found' USING ERRCODE = 'FA403', HINT = 'Session from session_id claim in JWT does not exist';
+  IF p_session IS NOT NULL THEN
+    PERFORM fluxbase.auth_require_session(p_user, p_session);
   END IF;
   RETURN fluxbase.auth_user_json(u);
 END
@@ -246,7 +246,7 @@ $$;
 
 -- PUT /user: e-mail, phone, password (already hashed) and metadata; NULL
 -- leaves a field as it is. `data` is merged into user_metadata as Supabase does.
-CREATE FUNCTION fluxbase.auth_update_user(p_user uuid, p_email text, p_phone text, p_password_hash text,
+CREATE FUNCTION fluxbase.auth_update_user(p_user uuid, p_session uuid, p_email text, p_phone text, p_password_hash text,
   p_user_meta jsonb, p_ip text, p_request_id text)
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
@@ -255,6 +255,8 @@ AS $$
 DECLARE
   u auth.users;
 BEGIN
+  -- The token's user and session must still be there (as for GET /user).
+  PERFORM fluxbase.auth_user(p_user, p_session);
   IF p_email IS NOT NULL AND EXISTS (SELECT 1 FROM auth.users WHERE email = p_email AND id <> p_user AND NOT is_sso_user) THEN
     RAISE EXCEPTION 'email_exists' USING ERRCODE = 'FA422', HINT = 'A user with this email address has already been registered';
   END IF;
@@ -417,6 +419,19 @@ BEGIN
 END
 $$;
 
+-- The session is alive and the factor is the user's.
+CREATE FUNCTION fluxbase.auth_require_factor(p_user uuid, p_session uuid, p_factor uuid) RETURNS void
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+BEGIN
+  PERFORM fluxbase.auth_require_session(p_user, p_session);
+  IF NOT EXISTS (SELECT 1 FROM auth.mfa_factors WHERE id = p_factor AND user_id = p_user) THEN
+    RAISE EXCEPTION 'mfa_factor_not_found' USING ERRCODE = 'FA404', HINT = 'Factor not found';
+  END IF;
+END
+$$;
+
 CREATE FUNCTION fluxbase.auth_mfa_enroll(p_user uuid, p_session uuid, p_aal text, p_friendly text, p_secret text,
   p_max_factors int, p_ip text, p_request_id text)
 RETURNS uuid
@@ -451,10 +466,7 @@ AS $$
 DECLARE
   cid uuid := gen_random_uuid();
 BEGIN
-  PERFORM fluxbase.auth_require_session(p_user, p_session);
-  IF NOT EXISTS (SELECT 1 FROM auth.mfa_factors WHERE id = p_factor AND user_id = p_user) THEN
-    RAISE EXCEPTION 'mfa_factor_not_found' USING ERRCODE = 'FA404', HINT = 'Factor not found';
-  END IF;
+  PERFORM fluxbase.auth_require_factor(p_user, p_session, p_factor);
   INSERT INTO auth.mfa_challenges (id, factor_id, created_at, ip_address)
   VALUES (cid, p_factor, now(), CASE WHEN p_ip ~ '^[0-9a-fA-F:.]+$' THEN p_ip::inet ELSE '0.0.0.0'::inet END);
   RETURN jsonb_build_object('id', cid, 'type', 'totp', 'expires_at', extract(epoch FROM now() + interval '5 minutes')::bigint);
@@ -469,10 +481,7 @@ LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog
 AS $$
 BEGIN
-  PERFORM fluxbase.auth_require_session(p_user, p_session);
-  IF NOT EXISTS (SELECT 1 FROM auth.mfa_factors WHERE id = p_factor AND user_id = p_user) THEN
-    RAISE EXCEPTION 'mfa_factor_not_found' USING ERRCODE = 'FA404', HINT = 'Factor not found';
-  END IF;
+  PERFORM fluxbase.auth_require_factor(p_user, p_session, p_factor);
   IF NOT EXISTS (SELECT 1 FROM auth.mfa_challenges WHERE id = p_challenge AND factor_id = p_factor
                  AND verified_at IS NULL AND created_at > now() - interval '5 minutes') THEN
     RAISE EXCEPTION 'mfa_challenge_expired' USING ERRCODE = 'FA422',

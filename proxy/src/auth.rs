@@ -71,8 +71,9 @@ pub async fn handle(
             None => Err(ApiError::auth(400, "validation_failed", "grant_type is required")),
         },
         (&Method::POST, ["otp"] | ["magiclink"]) => {
-            let create = body_flag(&body, "create_user").unwrap_or(true);
-            req.send_email_token(&parse_body(&body)?, "magiclink", create, param("redirect_to")).await
+            let body = parse_body(&body)?;
+            let create = body.get("create_user").and_then(Value::as_bool).unwrap_or(true);
+            req.send_email_token(&body, "magiclink", create, param("redirect_to")).await
         }
         (&Method::POST, ["invite"]) => {
             require_service_role(&caller)?;
@@ -205,10 +206,6 @@ fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
         Ok(v @ Value::Object(_)) => Ok(v),
         _ => Err(ApiError::auth(400, "bad_json", "Could not parse request body as JSON")),
     }
-}
-
-fn body_flag(body: &Bytes, key: &str) -> Option<bool> {
-    serde_json::from_slice::<Value>(body).ok()?.get(key)?.as_bool()
 }
 
 /// `%xx` and `+` decoding of one query parameter value (malformed escapes stay as they are).
@@ -380,6 +377,10 @@ impl Req<'_> {
 
     /// The session JSON of Supabase Auth, from what an auth_* function returned.
     fn session(&self, issued: &Value, refresh_token: &str) -> Result<Response, ApiError> {
+        Ok(json_response(StatusCode::OK, &self.session_json(issued, refresh_token)?))
+    }
+
+    fn session_json(&self, issued: &Value, refresh_token: &str) -> Result<Value, ApiError> {
         let user = issued.get("user").cloned().unwrap_or(Value::Null);
         let now = unix_now();
         let expires_in = self.state.config.auth.jwt_expiry_seconds;
@@ -407,17 +408,14 @@ impl Req<'_> {
             }
         };
         let access_token = signed.map_err(|e| ApiError::Internal(format!("signing: {e}")))?;
-        Ok(json_response(
-            StatusCode::OK,
-            &json!({
-                "access_token": access_token,
-                "token_type": "bearer",
-                "expires_in": expires_in,
-                "expires_at": now + expires_in,
-                "refresh_token": refresh_token,
-                "user": user,
-            }),
-        ))
+        Ok(json!({
+            "access_token": access_token,
+            "token_type": "bearer",
+            "expires_in": expires_in,
+            "expires_at": now + expires_in,
+            "refresh_token": refresh_token,
+            "user": user,
+        }))
     }
 
     async fn signup(&self, body: &Value, redirect: Option<String>) -> Result<Response, ApiError> {
@@ -590,8 +588,6 @@ impl Req<'_> {
 
     async fn update_user(&self, caller: &Auth, body: &Value) -> Result<Response, ApiError> {
         let (user, session) = session_of(caller)?;
-        // The session must still be alive to change anything.
-        self.query_json("SELECT fluxbase.auth_user($1, $2)", &[&user, &session]).await?;
         let email = normalise_email(body)?;
         let phone = text(body, "phone").map(str::to_string);
         let hash = match body.get("password") {
@@ -600,8 +596,8 @@ impl Req<'_> {
         };
         let data = body.get("data").filter(|d| d.is_object()).cloned();
         self.call_json(
-            "SELECT fluxbase.auth_update_user($1, $2, $3, $4, $5, $6, $7)",
-            &[&user, &email, &phone, &hash, &data, &self.ctx.ip, &self.ctx.request_id],
+            "SELECT fluxbase.auth_update_user($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[&user, &session, &email, &phone, &hash, &data, &self.ctx.ip, &self.ctx.request_id],
         )
         .await
     }
@@ -610,7 +606,7 @@ impl Req<'_> {
     async fn mfa_enroll(&self, caller: &Auth, body: &Value) -> Result<Response, ApiError> {
         let (user, session) = session_of(caller)?;
         let config = &self.state.config.auth;
-        let Some(key) = config.mfa_encryption_key.as_deref() else {
+        let Some(key) = &self.state.mfa_key else {
             return Err(ApiError::auth(
                 422,
                 "mfa_totp_enroll_not_enabled",
@@ -628,9 +624,8 @@ impl Req<'_> {
             }
             None => return Err(ApiError::auth(400, "validation_failed", "factor_type is required")),
         }
-        let key = crate::totp::parse_key(key).map_err(ApiError::Internal)?;
         let secret = crate::totp::new_secret();
-        let sealed = crate::totp::encrypt(&key, &secret);
+        let sealed = crate::totp::encrypt(key, &secret);
         let friendly = text(body, "friendly_name").map(str::to_string);
         let aal = caller.claims.get("aal").and_then(Value::as_str).unwrap_or("aal1").to_string();
         let client = self.state.client().await?;
@@ -669,12 +664,10 @@ impl Req<'_> {
     async fn mfa_verify(&self, caller: &Auth, factor: uuid::Uuid, body: &Value) -> Result<Response, ApiError> {
         let (user, session) = session_of(caller)?;
         let config = &self.state.config.auth;
-        let key = config
-            .mfa_encryption_key
-            .as_deref()
-            .map(crate::totp::parse_key)
-            .transpose()
-            .map_err(ApiError::Internal)?
+        let key = self
+            .state
+            .mfa_key
+            .as_ref()
             .ok_or_else(|| ApiError::auth(422, "mfa_verification_rejected", "MFA is not configured"))?;
         let challenge = text(body, "challenge_id")
             .and_then(|c| uuid::Uuid::parse_str(c).ok())
@@ -701,7 +694,7 @@ impl Req<'_> {
         let sealed: Option<String> = row.get("secret");
         let secret = sealed
             .as_deref()
-            .and_then(|s| crate::totp::decrypt(&key, s))
+            .and_then(|s| crate::totp::decrypt(key, s))
             .ok_or_else(|| ApiError::Internal("a TOTP secret does not decrypt with auth.mfa_encryption_key".into()))?;
         let ok = crate::totp::verify(&secret, &code, unix_now());
         let (refresh, refresh_hash) = new_refresh_token();
@@ -957,12 +950,7 @@ impl Req<'_> {
         };
         let fragment = match self.redeem(kind, Some(sha256_hex(&token)), None).await {
             Ok((issued, refresh)) => {
-                let session = self.session(&issued, &refresh)?;
-                let body = http_body_util::BodyExt::collect(session.into_body())
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
-                let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                let v = self.session_json(&issued, &refresh)?;
                 let field = |k: &str| {
                     v.get(k).map(|x| x.as_str().map(str::to_string).unwrap_or(x.to_string())).unwrap_or_default()
                 };

@@ -36,6 +36,8 @@ pub struct AppState {
     pub signing: Option<crate::signing::SigningKeys>,
     /// SMTP for `/auth/v1` e-mail, when configured.
     pub mailer: Option<crate::mailer::Mailer>,
+    /// `auth.mfa_encryption_key`, parsed once.
+    pub mfa_key: Option<[u8; 32]>,
     /// Connections opened before this instant predate a `reload config`.
     config_epoch: std::sync::RwLock<Option<std::time::Instant>>,
 }
@@ -53,8 +55,16 @@ impl AppState {
         let verifier = Verifier::new(&config.jwt, &config.api_keys, signing.as_ref())?;
         let hasher = crate::password::Hasher::new(&config.auth)?;
         let mailer = crate::mailer::Mailer::new(&config.auth)?;
+        let mfa_key = config
+            .auth
+            .mfa_encryption_key
+            .as_deref()
+            .map(crate::totp::parse_key)
+            .transpose()
+            .map_err(|e| format!("auth.mfa_encryption_key: {e}"))?;
         Ok(AppState {
             mailer,
+            mfa_key,
             config,
             pool,
             verifier,
