@@ -26,30 +26,36 @@ PASSWORD="$(cat "$STATE/db-password")"
 [ -f "$CONFIG" ] || "$FLUXBASE_BIN" gen-config "$CONFIG" \
   --database-url "postgres://authenticator:$PASSWORD@127.0.0.1:$PORT/postgres"
 
-# The extension's SQL can change while its version does not (0.1.0 has no
-# upgrade scripts yet); ALTER EXTENSION UPDATE cannot apply such a change to
-# an existing database. A stamp of the SQL the database was created with
-# catches it, instead of a proxy answering "function ... does not exist".
-SQL_FILE="$("$(pg_bin "$MAJOR")/pg_config" --sharedir)/extension/fluxbase--$(sed -n "s/^version = \"\(.*\)\"/\1/p" "$FLUXBASE_ROOT/Cargo.toml" | head -1).sql"
-SQL_SHA="$(sha256sum "$SQL_FILE" | cut -d' ' -f1)"
+# A database from an earlier release is moved forward by ALTER EXTENSION
+# UPDATE (database_prepare). Within one version under development the SQL
+# can still change, which no upgrade script covers: a stamp of the version
+# and SQL each database was made with catches that, instead of a proxy
+# answering "function ... does not exist".
+VERSION="$(sed -n "s/^version = \"\(.*\)\"/\1/p" "$FLUXBASE_ROOT/Cargo.toml" | head -1)"
+SQL_FILE="$("$(pg_bin "$MAJOR")/pg_config" --sharedir)/extension/fluxbase--$VERSION.sql"
+STAMP_NOW="$VERSION $(sha256sum "$SQL_FILE" | cut -d' ' -f1)"
 STAMP="$DATA.extension-sha256"
 if [ ! -s "$DATA/PG_VERSION" ]; then
-  FRESH=1
+  :
 elif [ ! -f "$STAMP" ]; then
   log "note: $DATA predates the extension SQL check; if requests fail with \"function ... does not exist\", remove it to start over"
-elif [ "$(cat "$STAMP")" != "$SQL_SHA" ]; then
-  echo "fluxbase: the extension's SQL changed since $DATA was created, without a version bump," >&2
-  echo "so it cannot be upgraded in place. Remove $DATA (its data is lost) and run again." >&2
-  exit 1
+elif [ "$(cat "$STAMP")" != "$STAMP_NOW" ]; then
+  read -r made_version _ < "$STAMP"
+  if [ "${made_version%%.*}" = "$made_version" ] || [ "$made_version" = "$VERSION" ]; then
+    echo "fluxbase: $DATA was made from other SQL of the same extension version (a build" >&2
+    echo "between releases), which cannot be upgraded in place. Remove $DATA (its data is lost) and run again." >&2
+    exit 1
+  fi
+  log "upgrading the extension in $DATA from $made_version to $VERSION"
 fi
 
 log "starting PostgreSQL $MAJOR (data in $DATA, port $PORT)"
 cluster_start "$MAJOR" "$DATA" "$PORT"
-[ -z "${FRESH:-}" ] || echo "$SQL_SHA" > "$STAMP"
 stop() { trap "" INT TERM; log "stopping"; kill "${PROXY_PID:-0}" 2>/dev/null || true; wait "${PROXY_PID:-0}" 2>/dev/null || true; cluster_stop "$MAJOR" "$DATA"; }
 trap stop EXIT
 trap 'exit 0' INT TERM
 database_prepare "$MAJOR" "$DATA" "$PORT" postgres "$PASSWORD"
+echo "$STAMP_NOW" > "$STAMP"
 
 "$FLUXBASE_BIN" serve --config "$CONFIG" &
 PROXY_PID=$!

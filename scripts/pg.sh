@@ -8,10 +8,36 @@ extension_install() {
   bin="$(pg_bin "$major")"
   local sudo_flag=()
   [ "$(id -u)" = 0 ] || sudo_flag=(--sudo)
+  upgrade_scripts_build || return 1
   log "building and installing the extension for PostgreSQL $major"
   (cd "$FLUXBASE_ROOT/extension" && \
     cargo pgrx install --release --pg-config "$bin/pg_config" \
       --no-default-features --features "pg$major" "${sudo_flag[@]}")
+}
+
+# upgrade_scripts_build: extension/sql/fluxbase--A--B.sql from
+# sql/upgrade/A--B.sql, each `-- @include FILE` line replaced by FILE (paths
+# from the repository root). `cargo pgrx install` ships those files.
+upgrade_scripts_build() {
+  local src out
+  for src in "$FLUXBASE_ROOT"/sql/upgrade/*--*.sql; do
+    out="$FLUXBASE_ROOT/extension/sql/fluxbase--$(basename "$src")"
+    mkdir -p "$(dirname "$out")"
+    python3 - "$src" "$out" "$FLUXBASE_ROOT" <<'PY' || return 1
+import pathlib, sys
+src, out, root = sys.argv[1], pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3])
+text = "-- Generated from %s by scripts/pg.sh (upgrade_scripts_build): edit that file.\n" % pathlib.Path(src).relative_to(root)
+text += "\\echo Use \"ALTER EXTENSION fluxbase UPDATE\" to load this file. \\quit\n"
+for line in open(src):
+    if line.startswith("-- @include "):
+        name = line.split(None, 2)[2].strip()
+        text += "\n-- ---- %s ----\n" % name + (root / name).read_text()
+    else:
+        text += line
+if not out.exists() or out.read_text() != text:
+    out.write_text(text)
+PY
+  done
 }
 
 # cluster_start MAJOR DIR PORT: initialise DIR (if new) and start a server on

@@ -1,0 +1,1000 @@
+-- Generated from sql/upgrade/0.1.0--0.2.0.sql by scripts/pg.sh (upgrade_scripts_build): edit that file.
+\echo Use "ALTER EXTENSION fluxbase UPDATE" to load this file. \quit
+-- Fluxbase 0.1.0 → 0.2.0. Source of extension/sql/fluxbase--0.1.0--0.2.0.sql:
+-- `-- @include FILE` lines are replaced by FILE (scripts/pg.sh,
+-- upgrade_scripts_build). What changed:
+--   * Supabase's auth schema and the fluxbase.auth_* functions (new);
+--   * the REST schema cache is invalidated through Postgres' relcache
+--     invalidation: fluxbase.invalidate_schema_caches(), called by the DDL
+--     event trigger and by reload_schema();
+--   * fluxbase.rest_raw() takes text instead of json (no double parse).
+
+DROP FUNCTION fluxbase.rest_raw(json, json);
+CREATE FUNCTION fluxbase.rest_raw("request" text, "claims" text) RETURNS text
+STRICT VOLATILE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'rest_raw_wrapper';
+
+CREATE FUNCTION fluxbase.invalidate_schema_caches() RETURNS void
+STRICT VOLATILE
+LANGUAGE c
+AS 'MODULE_PATHNAME', 'invalidate_schema_caches_wrapper';
+REVOKE ALL ON FUNCTION fluxbase.invalidate_schema_caches() FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION fluxbase.bump_schema_version() RETURNS event_trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+BEGIN
+  PERFORM nextval('fluxbase.schema_version');
+  PERFORM fluxbase.invalidate_schema_caches();
+END
+$$;
+
+CREATE OR REPLACE FUNCTION fluxbase.reload_schema() RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+BEGIN
+  PERFORM fluxbase.invalidate_schema_caches();
+  RETURN nextval('fluxbase.schema_version');
+END
+$$;
+REVOKE ALL ON FUNCTION fluxbase.reload_schema() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.reload_schema() TO authenticator;
+
+
+-- ---- sql/auth_schema.sql ----
+-- The `auth` schema of Supabase Auth (GoTrue), with its table and column
+-- names, so existing policies, triggers and SQL keep working. In a database
+-- that moved over from Supabase the tables exist already and are kept
+-- (`IF NOT EXISTS`); only what is missing is added.
+--
+-- The tables belong to the extension, so pg_dump would skip their rows:
+-- every one is registered with pg_extension_config_dump so backups keep the
+-- users, sessions and audit log.
+
+DO $types$
+BEGIN
+  IF to_regtype('auth.aal_level') IS NULL THEN
+    CREATE TYPE auth.aal_level AS ENUM ('aal1', 'aal2', 'aal3');
+  END IF;
+  IF to_regtype('auth.factor_type') IS NULL THEN
+    CREATE TYPE auth.factor_type AS ENUM ('totp', 'webauthn', 'phone');
+  END IF;
+  IF to_regtype('auth.factor_status') IS NULL THEN
+    CREATE TYPE auth.factor_status AS ENUM ('unverified', 'verified');
+  END IF;
+  IF to_regtype('auth.code_challenge_method') IS NULL THEN
+    CREATE TYPE auth.code_challenge_method AS ENUM ('s256', 'plain');
+  END IF;
+  IF to_regtype('auth.one_time_token_type') IS NULL THEN
+    CREATE TYPE auth.one_time_token_type AS ENUM ('confirmation_token', 'reauthentication_token',
+      'recovery_token', 'email_change_token_new', 'email_change_token_current', 'phone_change_token');
+  END IF;
+END
+$types$;
+
+CREATE TABLE IF NOT EXISTS auth.users (
+  instance_id uuid,
+  id uuid NOT NULL PRIMARY KEY,
+  aud varchar(255),
+  role varchar(255),
+  email varchar(255),
+  encrypted_password varchar(255),
+  email_confirmed_at timestamptz,
+  invited_at timestamptz,
+  confirmation_token varchar(255),
+  confirmation_sent_at timestamptz,
+  recovery_token varchar(255),
+  recovery_sent_at timestamptz,
+  email_change_token_new varchar(255),
+  email_change varchar(255),
+  email_change_sent_at timestamptz,
+  last_sign_in_at timestamptz,
+  raw_app_meta_data jsonb,
+  raw_user_meta_data jsonb,
+  is_super_admin boolean,
+  created_at timestamptz,
+  updated_at timestamptz,
+  phone text UNIQUE DEFAULT NULL,
+  phone_confirmed_at timestamptz,
+  phone_change text DEFAULT '',
+  phone_change_token varchar(255) DEFAULT '',
+  phone_change_sent_at timestamptz,
+  confirmed_at timestamptz GENERATED ALWAYS AS (LEAST(email_confirmed_at, phone_confirmed_at)) STORED,
+  email_change_token_current varchar(255) DEFAULT '',
+  email_change_confirm_status smallint DEFAULT 0 CHECK (email_change_confirm_status BETWEEN 0 AND 2),
+  banned_until timestamptz,
+  reauthentication_token varchar(255) DEFAULT '',
+  reauthentication_sent_at timestamptz,
+  is_sso_user boolean NOT NULL DEFAULT false,
+  deleted_at timestamptz,
+  is_anonymous boolean NOT NULL DEFAULT false
+);
+CREATE UNIQUE INDEX IF NOT EXISTS users_email_partial_key ON auth.users (email) WHERE is_sso_user = false;
+CREATE INDEX IF NOT EXISTS users_instance_id_idx ON auth.users (instance_id);
+
+CREATE TABLE IF NOT EXISTS auth.identities (
+  provider_id text NOT NULL,
+  user_id uuid NOT NULL REFERENCES auth.users (id) ON DELETE CASCADE,
+  identity_data jsonb NOT NULL,
+  provider text NOT NULL,
+  last_sign_in_at timestamptz,
+  created_at timestamptz,
+  updated_at timestamptz,
+  email text GENERATED ALWAYS AS (lower(identity_data ->> 'email')) STORED,
+  id uuid NOT NULL DEFAULT gen_random_uuid() PRIMARY KEY,
+  CONSTRAINT identities_provider_id_provider_unique UNIQUE (provider_id, provider)
+);
+CREATE INDEX IF NOT EXISTS identities_user_id_idx ON auth.identities (user_id);
+
+CREATE TABLE IF NOT EXISTS auth.sessions (
+  id uuid NOT NULL PRIMARY KEY,
+  user_id uuid NOT NULL REFERENCES auth.users (id) ON DELETE CASCADE,
+  created_at timestamptz,
+  updated_at timestamptz,
+  factor_id uuid,
+  aal auth.aal_level,
+  not_after timestamptz,
+  refreshed_at timestamp,
+  user_agent text,
+  ip inet,
+  tag text
+);
+CREATE INDEX IF NOT EXISTS sessions_user_id_idx ON auth.sessions (user_id);
+
+-- `token` holds the SHA-256 (hex) of the refresh token, never the token.
+CREATE TABLE IF NOT EXISTS auth.refresh_tokens (
+  instance_id uuid,
+  id bigserial PRIMARY KEY,
+  token varchar(255) UNIQUE,
+  user_id varchar(255),
+  revoked boolean,
+  created_at timestamptz,
+  updated_at timestamptz,
+  parent varchar(255),
+  session_id uuid REFERENCES auth.sessions (id) ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS refresh_tokens_session_id_revoked_idx ON auth.refresh_tokens (session_id, revoked);
+CREATE INDEX IF NOT EXISTS refresh_tokens_parent_idx ON auth.refresh_tokens (parent);
+
+CREATE TABLE IF NOT EXISTS auth.mfa_amr_claims (
+  session_id uuid NOT NULL REFERENCES auth.sessions (id) ON DELETE CASCADE,
+  created_at timestamptz NOT NULL,
+  updated_at timestamptz NOT NULL,
+  authentication_method text NOT NULL,
+  id uuid NOT NULL DEFAULT gen_random_uuid() PRIMARY KEY,
+  CONSTRAINT mfa_amr_claims_session_id_authentication_method_pkey UNIQUE (session_id, authentication_method)
+);
+
+CREATE TABLE IF NOT EXISTS auth.mfa_factors (
+  id uuid NOT NULL PRIMARY KEY,
+  user_id uuid NOT NULL REFERENCES auth.users (id) ON DELETE CASCADE,
+  friendly_name text,
+  factor_type auth.factor_type NOT NULL,
+  status auth.factor_status NOT NULL,
+  created_at timestamptz NOT NULL,
+  updated_at timestamptz NOT NULL,
+  secret text,
+  phone text,
+  last_challenged_at timestamptz UNIQUE
+);
+
+CREATE TABLE IF NOT EXISTS auth.mfa_challenges (
+  id uuid NOT NULL PRIMARY KEY,
+  factor_id uuid NOT NULL REFERENCES auth.mfa_factors (id) ON DELETE CASCADE,
+  created_at timestamptz NOT NULL,
+  verified_at timestamptz,
+  ip_address inet NOT NULL,
+  otp_code text
+);
+
+-- `token_hash` is a SHA-256 (hex), never the code or link token itself.
+CREATE TABLE IF NOT EXISTS auth.one_time_tokens (
+  id uuid NOT NULL PRIMARY KEY,
+  user_id uuid NOT NULL REFERENCES auth.users (id) ON DELETE CASCADE,
+  token_type auth.one_time_token_type NOT NULL,
+  token_hash text NOT NULL CHECK (char_length(token_hash) > 0),
+  relates_to text NOT NULL,
+  created_at timestamp NOT NULL DEFAULT now(),
+  updated_at timestamp NOT NULL DEFAULT now(),
+  CONSTRAINT one_time_tokens_user_id_token_type_key UNIQUE (user_id, token_type)
+);
+
+CREATE TABLE IF NOT EXISTS auth.flow_state (
+  id uuid NOT NULL PRIMARY KEY,
+  user_id uuid,
+  auth_code text NOT NULL,
+  code_challenge_method auth.code_challenge_method NOT NULL,
+  code_challenge text NOT NULL,
+  provider_type text NOT NULL,
+  provider_access_token text,
+  provider_refresh_token text,
+  created_at timestamptz,
+  updated_at timestamptz,
+  authentication_method text NOT NULL,
+  auth_code_issued_at timestamptz
+);
+
+CREATE TABLE IF NOT EXISTS auth.audit_log_entries (
+  instance_id uuid,
+  id uuid NOT NULL PRIMARY KEY,
+  payload json,
+  created_at timestamptz,
+  ip_address varchar(64) NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS audit_logs_instance_id_idx ON auth.audit_log_entries (instance_id);
+
+-- Failed password sign-ins per user, for lockout (shared by every proxy).
+CREATE TABLE fluxbase.auth_failures (
+  user_id uuid PRIMARY KEY REFERENCES auth.users (id) ON DELETE CASCADE,
+  failures int NOT NULL DEFAULT 0,
+  locked_until timestamptz
+);
+
+-- Wrong TOTP codes per user, for the verification limit (shared by every proxy).
+CREATE TABLE fluxbase.auth_mfa_failures (
+  user_id uuid NOT NULL REFERENCES auth.users (id) ON DELETE CASCADE,
+  at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX auth_mfa_failures_user_at ON fluxbase.auth_mfa_failures (user_id, at);
+
+-- Rate-limit counters (fixed windows), shared by every proxy. Not dumped:
+-- they expire within minutes.
+CREATE UNLOGGED TABLE fluxbase.auth_rate_limits (
+  key text NOT NULL,
+  window_start timestamptz NOT NULL,
+  hits int NOT NULL,
+  PRIMARY KEY (key, window_start)
+);
+
+-- Rows of tables created here are user data: keep them in pg_dump.
+DO $dump$
+DECLARE
+  t text;
+BEGIN
+  FOREACH t IN ARRAY ARRAY['auth.users', 'auth.identities', 'auth.sessions', 'auth.refresh_tokens',
+    'auth.mfa_amr_claims', 'auth.mfa_factors', 'auth.mfa_challenges', 'auth.one_time_tokens',
+    'auth.flow_state', 'auth.audit_log_entries', 'fluxbase.auth_failures', 'fluxbase.auth_mfa_failures']
+  LOOP
+    IF EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = t::regclass AND d.deptype = 'e') THEN
+      PERFORM pg_catalog.pg_extension_config_dump(t, '');
+    END IF;
+  END LOOP;
+  IF EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = 'auth.refresh_tokens_id_seq'::regclass AND d.deptype = 'e') THEN
+    PERFORM pg_catalog.pg_extension_config_dump('auth.refresh_tokens_id_seq', '');
+  END IF;
+END
+$dump$;
+
+-- Policies may read the users table as Supabase's do (`auth.users` is not
+-- exposed over REST: the `auth` schema is not in the exposed schemas).
+GRANT SELECT ON auth.users TO service_role;
+
+-- ---- sql/auth_functions.sql ----
+-- Auth operations that must be atomic, one function each, called by the
+-- proxy (which hashes passwords and signs tokens). SECURITY DEFINER and
+-- granted to `authenticator` only: the proxy's role needs no privileges on
+-- the auth tables themselves.
+--
+-- Errors a client should see are raised with SQLSTATE `FAnnn` (nnn: the HTTP
+-- status) and Supabase Auth's `error_code` as the message; the proxy turns
+-- them into `{code, error_code, msg}` with the hint as `msg`.
+--
+-- Refresh tokens and one-time tokens arrive as SHA-256 hex digests: clear
+-- tokens never reach the database.
+
+-- The user as Supabase Auth returns it.
+CREATE FUNCTION fluxbase.auth_user_json(u auth.users) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+  SELECT jsonb_build_object(
+    'id', u.id,
+    'aud', coalesce(u.aud, 'authenticated'),
+    'role', coalesce(u.role, 'authenticated'),
+    'email', coalesce(u.email, ''),
+    'email_confirmed_at', u.email_confirmed_at,
+    'phone', coalesce(u.phone, ''),
+    'phone_confirmed_at', u.phone_confirmed_at,
+    'confirmed_at', u.confirmed_at,
+    'last_sign_in_at', u.last_sign_in_at,
+    'app_metadata', coalesce(u.raw_app_meta_data, '{}'::jsonb),
+    'user_metadata', coalesce(u.raw_user_meta_data, '{}'::jsonb),
+    'identities', coalesce((
+      SELECT jsonb_agg(jsonb_build_object(
+        'identity_id', i.id, 'id', i.provider_id, 'user_id', i.user_id, 'identity_data', i.identity_data,
+        'provider', i.provider, 'last_sign_in_at', i.last_sign_in_at, 'created_at', i.created_at,
+        'updated_at', i.updated_at, 'email', i.email) ORDER BY i.created_at)
+      FROM auth.identities i WHERE i.user_id = u.id), '[]'::jsonb),
+    'created_at', u.created_at,
+    'updated_at', u.updated_at,
+    'banned_until', u.banned_until,
+    'is_anonymous', u.is_anonymous,
+    'factors', coalesce((
+      SELECT jsonb_agg(jsonb_build_object('id', f.id, 'friendly_name', f.friendly_name, 'factor_type', f.factor_type,
+        'status', f.status, 'created_at', f.created_at, 'updated_at', f.updated_at) ORDER BY f.created_at)
+      FROM auth.mfa_factors f WHERE f.user_id = u.id), '[]'::jsonb)
+  )
+$$;
+
+CREATE FUNCTION fluxbase.auth_audit(p_action text, p_user uuid, p_ip text, p_request_id text, p_traits jsonb DEFAULT '{}')
+RETURNS void
+LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+  INSERT INTO auth.audit_log_entries (id, payload, created_at, ip_address)
+  VALUES (gen_random_uuid(), json_build_object(
+    'action', p_action, 'actor_id', p_user,
+    'actor_username', (SELECT coalesce(u.email, u.phone) FROM auth.users u WHERE u.id = p_user),
+    'log_type', CASE WHEN p_action LIKE 'token%' THEN 'token' WHEN p_action LIKE 'user%' THEN 'user' ELSE 'account' END,
+    'request_id', p_request_id, 'traits', p_traits), now(), coalesce(left(p_ip, 64), ''))
+$$;
+
+-- A new session with its first refresh token; returns what the access
+-- token needs.
+CREATE FUNCTION fluxbase.auth_issue_session(p_user uuid, p_refresh_hash text, p_method text, p_ip text, p_user_agent text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  sid uuid := gen_random_uuid();
+  u auth.users;
+BEGIN
+  INSERT INTO auth.sessions (id, user_id, created_at, updated_at, aal, user_agent, ip)
+  VALUES (sid, p_user, now(), now(), 'aal1', p_user_agent, CASE WHEN p_ip ~ '^[0-9a-fA-F:.]+$' THEN p_ip::inet END);
+  INSERT INTO auth.mfa_amr_claims (session_id, created_at, updated_at, authentication_method)
+  VALUES (sid, now(), now(), p_method);
+  INSERT INTO auth.refresh_tokens (token, user_id, revoked, created_at, updated_at, session_id)
+  VALUES (p_refresh_hash, p_user::text, false, now(), now(), sid);
+  UPDATE auth.users SET last_sign_in_at = now(), updated_at = now() WHERE id = p_user RETURNING * INTO u;
+  RETURN jsonb_build_object('session_id', sid, 'aal', 'aal1',
+    'amr', jsonb_build_array(jsonb_build_object('method', p_method, 'timestamp', extract(epoch FROM now())::bigint)),
+    'user', fluxbase.auth_user_json(u));
+END
+$$;
+
+CREATE FUNCTION fluxbase.auth_signup(p_email text, p_phone text, p_password_hash text, p_user_meta jsonb,
+  p_confirmed boolean, p_anonymous boolean, p_refresh_hash text, p_ip text, p_user_agent text, p_request_id text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  uid uuid := gen_random_uuid();
+  u auth.users;
+  provider text := CASE WHEN p_email IS NOT NULL THEN 'email' WHEN p_phone IS NOT NULL THEN 'phone' END;
+BEGIN
+  IF p_email IS NOT NULL AND EXISTS (SELECT 1 FROM auth.users WHERE email = p_email AND NOT is_sso_user) THEN
+    RAISE EXCEPTION 'user_already_exists' USING ERRCODE = 'FA422', HINT = 'User already registered';
+  END IF;
+  IF p_phone IS NOT NULL AND EXISTS (SELECT 1 FROM auth.users WHERE phone = p_phone) THEN
+    RAISE EXCEPTION 'phone_exists' USING ERRCODE = 'FA422', HINT = 'Phone number already registered';
+  END IF;
+  INSERT INTO auth.users (id, aud, role, email, phone, encrypted_password, email_confirmed_at, phone_confirmed_at,
+    raw_app_meta_data, raw_user_meta_data, created_at, updated_at, is_anonymous, is_super_admin)
+  VALUES (uid, 'authenticated', 'authenticated', p_email, p_phone, p_password_hash,
+    CASE WHEN p_confirmed AND p_email IS NOT NULL THEN now() END,
+    CASE WHEN p_confirmed AND p_phone IS NOT NULL THEN now() END,
+    CASE WHEN p_anonymous THEN '{}'::jsonb
+      ELSE jsonb_build_object('provider', provider, 'providers', jsonb_build_array(provider)) END,
+    coalesce(p_user_meta, '{}'::jsonb), now(), now(), p_anonymous, false)
+  RETURNING * INTO u;
+  IF NOT p_anonymous THEN
+    INSERT INTO auth.identities (provider_id, user_id, identity_data, provider, created_at, updated_at, last_sign_in_at)
+    VALUES (uid::text, uid, jsonb_strip_nulls(jsonb_build_object('sub', uid::text, 'email', p_email, 'phone', p_phone,
+      'email_verified', p_confirmed AND p_email IS NOT NULL, 'phone_verified', p_confirmed AND p_phone IS NOT NULL)),
+      provider, now(), now(), now());
+  END IF;
+  PERFORM fluxbase.auth_audit('user_signedup', uid, p_ip, p_request_id, jsonb_build_object('provider', coalesce(provider, 'anonymous')));
+  IF p_confirmed OR p_anonymous THEN
+    RETURN fluxbase.auth_issue_session(uid, p_refresh_hash, CASE WHEN p_anonymous THEN 'anonymous' ELSE 'password' END,
+      p_ip, p_user_agent);
+  END IF;
+  RETURN jsonb_build_object('user', fluxbase.auth_user_json(u));
+END
+$$;
+
+-- The stored hash of a password sign-in candidate. No row: no such user
+-- (the proxy still hashes, so both cases take as long).
+CREATE FUNCTION fluxbase.auth_password_candidate(p_email text, p_phone text)
+RETURNS TABLE (user_id uuid, password_hash text, locked_until timestamptz, confirmed boolean, banned boolean)
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+  SELECT u.id, u.encrypted_password, f.locked_until,
+    CASE WHEN p_email IS NOT NULL THEN u.email_confirmed_at IS NOT NULL ELSE u.phone_confirmed_at IS NOT NULL END,
+    u.banned_until IS NOT NULL AND u.banned_until > now()
+  FROM auth.users u
+  LEFT JOIN fluxbase.auth_failures f ON f.user_id = u.id
+  WHERE u.deleted_at IS NULL
+    AND ((p_email IS NOT NULL AND u.email = p_email AND NOT u.is_sso_user) OR (p_phone IS NOT NULL AND u.phone = p_phone))
+  LIMIT 1
+$$;
+
+-- The outcome of a password check. A failure counts towards the lockout
+-- (p_max_failures within the lockout window locks for p_lockout_seconds);
+-- a success resets the count, stores a rehash (bcrypt → argon2id, or new
+-- parameters) and opens a session.
+CREATE FUNCTION fluxbase.auth_password_outcome(p_user uuid, p_ok boolean, p_max_failures int, p_lockout_seconds int,
+  p_rehash text, p_refresh_hash text, p_ip text, p_user_agent text, p_request_id text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  n int;
+BEGIN
+  IF NOT p_ok THEN
+    INSERT INTO fluxbase.auth_failures AS f (user_id, failures) VALUES (p_user, 1)
+    ON CONFLICT (user_id) DO UPDATE SET failures = f.failures + 1
+    RETURNING failures INTO n;
+    PERFORM fluxbase.auth_audit('login_failed', p_user, p_ip, p_request_id);
+    IF p_max_failures > 0 AND n >= p_max_failures THEN
+      UPDATE fluxbase.auth_failures SET locked_until = now() + make_interval(secs => p_lockout_seconds), failures = 0
+      WHERE user_id = p_user;
+      PERFORM fluxbase.auth_audit('user_locked', p_user, p_ip, p_request_id,
+        jsonb_build_object('seconds', p_lockout_seconds));
+    END IF;
+    RETURN NULL;
+  END IF;
+  DELETE FROM fluxbase.auth_failures WHERE user_id = p_user;
+  IF p_rehash IS NOT NULL THEN
+    UPDATE auth.users SET encrypted_password = p_rehash WHERE id = p_user;
+  END IF;
+  PERFORM fluxbase.auth_audit('login', p_user, p_ip, p_request_id, '{"provider": "email"}');
+  RETURN fluxbase.auth_issue_session(p_user, p_refresh_hash, 'password', p_ip, p_user_agent);
+END
+$$;
+
+-- Refresh-token rotation with reuse detection. The token given is revoked
+-- and replaced by p_new_hash in the same session. A token that was already
+-- rotated is a reuse: within p_reuse_seconds of its rotation (two tabs
+-- refreshing at once) it is answered with another token of the same
+-- session; later, it revokes the whole session (a stolen token was used).
+CREATE FUNCTION fluxbase.auth_refresh(p_old_hash text, p_new_hash text, p_reuse_seconds int, p_ip text, p_request_id text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  t auth.refresh_tokens;
+  s auth.sessions;
+  u auth.users;
+BEGIN
+  SELECT * INTO t FROM auth.refresh_tokens WHERE token = p_old_hash FOR UPDATE;
+  IF NOT FOUND OR t.session_id IS NULL THEN
+    RAISE EXCEPTION 'refresh_token_not_found' USING ERRCODE = 'FA400', HINT = 'Invalid Refresh Token: Refresh Token Not Found';
+  END IF;
+  SELECT * INTO s FROM auth.sessions WHERE id = t.session_id FOR UPDATE;
+  IF NOT FOUND OR (s.not_after IS NOT NULL AND s.not_after < now()) THEN
+    RAISE EXCEPTION 'session_expired' USING ERRCODE = 'FA400', HINT = 'Invalid Refresh Token: Session Expired';
+  END IF;
+  IF t.revoked AND t.updated_at < now() - make_interval(secs => p_reuse_seconds) THEN
+    -- Returned, not raised: the revocation must commit.
+    DELETE FROM auth.sessions WHERE id = s.id;
+    PERFORM fluxbase.auth_audit('token_revoked', s.user_id, p_ip, p_request_id,
+      jsonb_build_object('reason', 'refresh_token_reuse', 'session_id', s.id));
+    RETURN jsonb_build_object('error', 'refresh_token_already_used', 'status', 400,
+      'msg', 'Invalid Refresh Token: Already Used');
+  END IF;
+  SELECT * INTO u FROM auth.users WHERE id = s.user_id;
+  IF NOT FOUND OR u.deleted_at IS NOT NULL THEN
+    RAISE EXCEPTION 'user_not_found' USING ERRCODE = 'FA403', HINT = 'User from sub claim in JWT does not exist';
+  END IF;
+  IF u.banned_until IS NOT NULL AND u.banned_until > now() THEN
+    RAISE EXCEPTION 'user_banned' USING ERRCODE = 'FA400', HINT = 'User is banned';
+  END IF;
+  UPDATE auth.refresh_tokens SET revoked = true, updated_at = now() WHERE id = t.id AND NOT revoked;
+  INSERT INTO auth.refresh_tokens (token, user_id, revoked, created_at, updated_at, parent, session_id)
+  VALUES (p_new_hash, t.user_id, false, now(), now(), t.token, s.id);
+  UPDATE auth.sessions SET refreshed_at = now()::timestamp, updated_at = now() WHERE id = s.id;
+  PERFORM fluxbase.auth_audit('token_refreshed', u.id, p_ip, p_request_id);
+  RETURN jsonb_build_object('session_id', s.id, 'aal', s.aal,
+    'amr', coalesce((SELECT jsonb_agg(jsonb_build_object('method', c.authentication_method,
+      'timestamp', extract(epoch FROM c.created_at)::bigint) ORDER BY c.created_at)
+      FROM auth.mfa_amr_claims c WHERE c.session_id = s.id), '[]'::jsonb),
+    'user', fluxbase.auth_user_json(u));
+END
+$$;
+
+-- The user behind an access token, while its session lives.
+CREATE FUNCTION fluxbase.auth_user(p_user uuid, p_session uuid) RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  u auth.users;
+BEGIN
+  SELECT * INTO u FROM auth.users WHERE id = p_user AND deleted_at IS NULL;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'user_not_found' USING ERRCODE = 'FA403', HINT = 'User from sub claim in JWT does not exist';
+  END IF;
+  IF p_session IS NOT NULL THEN
+    PERFORM fluxbase.auth_require_session(p_user, p_session);
+  END IF;
+  RETURN fluxbase.auth_user_json(u);
+END
+$$;
+
+-- PUT /user: e-mail, phone, password (already hashed) and metadata; NULL
+-- leaves a field as it is. `data` is merged into user_metadata as Supabase does.
+CREATE FUNCTION fluxbase.auth_update_user(p_user uuid, p_session uuid, p_email text, p_phone text, p_password_hash text,
+  p_user_meta jsonb, p_ip text, p_request_id text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  u auth.users;
+BEGIN
+  -- The token's user and session must still be there (as for GET /user).
+  PERFORM fluxbase.auth_user(p_user, p_session);
+  IF p_email IS NOT NULL AND EXISTS (SELECT 1 FROM auth.users WHERE email = p_email AND id <> p_user AND NOT is_sso_user) THEN
+    RAISE EXCEPTION 'email_exists' USING ERRCODE = 'FA422', HINT = 'A user with this email address has already been registered';
+  END IF;
+  UPDATE auth.users SET
+    email = coalesce(p_email, email),
+    phone = coalesce(p_phone, phone),
+    encrypted_password = coalesce(p_password_hash, encrypted_password),
+    raw_user_meta_data = CASE WHEN p_user_meta IS NULL THEN raw_user_meta_data
+      ELSE coalesce(raw_user_meta_data, '{}'::jsonb) || p_user_meta END,
+    updated_at = now()
+  WHERE id = p_user AND deleted_at IS NULL
+  RETURNING * INTO u;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'user_not_found' USING ERRCODE = 'FA404', HINT = 'User not found';
+  END IF;
+  IF p_email IS NOT NULL THEN
+    UPDATE auth.identities SET identity_data = identity_data || jsonb_build_object('email', p_email), updated_at = now()
+    WHERE user_id = p_user AND provider = 'email';
+  END IF;
+  PERFORM fluxbase.auth_audit('user_modified', p_user, p_ip, p_request_id);
+  IF p_password_hash IS NOT NULL THEN
+    PERFORM fluxbase.auth_audit('user_updated_password', p_user, p_ip, p_request_id);
+  END IF;
+  RETURN fluxbase.auth_user_json(u);
+END
+$$;
+
+-- POST /logout: scope `local` ends this session, `others` every other one,
+-- `global` all of them. Their refresh tokens go with them.
+CREATE FUNCTION fluxbase.auth_logout(p_user uuid, p_session uuid, p_scope text, p_ip text, p_request_id text)
+RETURNS int
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  n int;
+BEGIN
+  DELETE FROM auth.sessions WHERE user_id = p_user AND CASE p_scope
+    WHEN 'local' THEN id = p_session
+    WHEN 'others' THEN id IS DISTINCT FROM p_session
+    ELSE true END;
+  GET DIAGNOSTICS n = ROW_COUNT;
+  PERFORM fluxbase.auth_audit('logout', p_user, p_ip, p_request_id, jsonb_build_object('scope', p_scope));
+  RETURN n;
+END
+$$;
+
+-- Admin API (service_role): list, create, read, update and delete users.
+CREATE FUNCTION fluxbase.auth_admin_list(p_page int, p_per_page int) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+  SELECT jsonb_build_object(
+    'users', coalesce((SELECT jsonb_agg(fluxbase.auth_user_json(u) ORDER BY u.created_at, u.id)
+      FROM (SELECT * FROM auth.users WHERE deleted_at IS NULL ORDER BY created_at, id
+            LIMIT p_per_page OFFSET (p_page - 1) * p_per_page) u), '[]'::jsonb),
+    'total', (SELECT count(*) FROM auth.users WHERE deleted_at IS NULL))
+$$;
+
+CREATE FUNCTION fluxbase.auth_admin_get(p_user uuid) RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  u auth.users;
+BEGIN
+  SELECT * INTO u FROM auth.users WHERE id = p_user AND deleted_at IS NULL;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'user_not_found' USING ERRCODE = 'FA404', HINT = 'User not found';
+  END IF;
+  RETURN fluxbase.auth_user_json(u);
+END
+$$;
+
+-- p: {email, phone, password_hash, email_confirm, phone_confirm, user_metadata, app_metadata, ban_duration_seconds}
+CREATE FUNCTION fluxbase.auth_admin_upsert(p_user uuid, p jsonb, p_ip text, p_request_id text) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  u auth.users;
+  uid uuid := coalesce(p_user, gen_random_uuid());
+  email text := lower(p ->> 'email');
+  phone text := p ->> 'phone';
+BEGIN
+  IF email IS NOT NULL AND EXISTS (SELECT 1 FROM auth.users WHERE auth.users.email = lower(p ->> 'email') AND id <> uid AND NOT is_sso_user) THEN
+    RAISE EXCEPTION 'email_exists' USING ERRCODE = 'FA422', HINT = 'A user with this email address has already been registered';
+  END IF;
+  IF p_user IS NULL THEN
+    INSERT INTO auth.users (id, aud, role, email, phone, encrypted_password, email_confirmed_at, phone_confirmed_at,
+      raw_app_meta_data, raw_user_meta_data, created_at, updated_at, is_super_admin)
+    VALUES (uid, 'authenticated', 'authenticated', email, phone, p ->> 'password_hash',
+      CASE WHEN (p ->> 'email_confirm')::boolean THEN now() END,
+      CASE WHEN (p ->> 'phone_confirm')::boolean THEN now() END,
+      jsonb_build_object('provider', CASE WHEN email IS NOT NULL THEN 'email' ELSE 'phone' END,
+        'providers', jsonb_build_array(CASE WHEN email IS NOT NULL THEN 'email' ELSE 'phone' END))
+        || coalesce(p -> 'app_metadata', '{}'::jsonb),
+      coalesce(p -> 'user_metadata', '{}'::jsonb), now(), now(), false)
+    RETURNING * INTO u;
+    INSERT INTO auth.identities (provider_id, user_id, identity_data, provider, created_at, updated_at)
+    VALUES (uid::text, uid, jsonb_strip_nulls(jsonb_build_object('sub', uid::text, 'email', email, 'phone', phone)),
+      CASE WHEN email IS NOT NULL THEN 'email' ELSE 'phone' END, now(), now());
+    PERFORM fluxbase.auth_audit('user_signedup', uid, p_ip, p_request_id, '{"provider": "admin"}');
+  ELSE
+    UPDATE auth.users SET
+      email = coalesce(lower(p ->> 'email'), auth.users.email),
+      phone = coalesce(p ->> 'phone', auth.users.phone),
+      encrypted_password = coalesce(p ->> 'password_hash', encrypted_password),
+      email_confirmed_at = CASE WHEN (p ->> 'email_confirm')::boolean THEN coalesce(email_confirmed_at, now()) ELSE email_confirmed_at END,
+      phone_confirmed_at = CASE WHEN (p ->> 'phone_confirm')::boolean THEN coalesce(phone_confirmed_at, now()) ELSE phone_confirmed_at END,
+      raw_user_meta_data = CASE WHEN p ? 'user_metadata' THEN coalesce(raw_user_meta_data, '{}'::jsonb) || (p -> 'user_metadata') ELSE raw_user_meta_data END,
+      raw_app_meta_data = CASE WHEN p ? 'app_metadata' THEN coalesce(raw_app_meta_data, '{}'::jsonb) || (p -> 'app_metadata') ELSE raw_app_meta_data END,
+      banned_until = CASE WHEN p ? 'ban_duration_seconds' THEN
+        CASE WHEN (p ->> 'ban_duration_seconds')::bigint > 0 THEN now() + make_interval(secs => (p ->> 'ban_duration_seconds')::bigint) END
+        ELSE banned_until END,
+      updated_at = now()
+    WHERE id = uid AND deleted_at IS NULL
+    RETURNING * INTO u;
+    IF NOT FOUND THEN
+      RAISE EXCEPTION 'user_not_found' USING ERRCODE = 'FA404', HINT = 'User not found';
+    END IF;
+    IF p ? 'ban_duration_seconds' AND u.banned_until IS NOT NULL THEN
+      DELETE FROM auth.sessions WHERE user_id = uid;
+    END IF;
+    PERFORM fluxbase.auth_audit('user_modified', uid, p_ip, p_request_id, '{"by": "admin"}');
+  END IF;
+  RETURN fluxbase.auth_user_json(u);
+END
+$$;
+
+CREATE FUNCTION fluxbase.auth_admin_delete(p_user uuid, p_ip text, p_request_id text) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  u auth.users;
+BEGIN
+  PERFORM fluxbase.auth_audit('user_deleted', p_user, p_ip, p_request_id, '{"by": "admin"}');
+  DELETE FROM auth.users WHERE id = p_user RETURNING * INTO u;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'user_not_found' USING ERRCODE = 'FA404', HINT = 'User not found';
+  END IF;
+  RETURN fluxbase.auth_user_json(u);
+END
+$$;
+
+-- MFA (TOTP). The proxy generates and encrypts secrets (AES-256-GCM) and
+-- checks codes; these functions keep factors, challenges and the per-user
+-- failure count atomic.
+
+-- The session of a request must be alive for any factor change.
+CREATE FUNCTION fluxbase.auth_require_session(p_user uuid, p_session uuid) RETURNS void
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM auth.sessions WHERE id = p_session AND user_id = p_user) THEN
+    RAISE EXCEPTION 'session_not_found' USING ERRCODE = 'FA403', HINT = 'Session from session_id claim in JWT does not exist';
+  END IF;
+END
+$$;
+
+-- The session is alive and the factor is the user's.
+CREATE FUNCTION fluxbase.auth_require_factor(p_user uuid, p_session uuid, p_factor uuid) RETURNS void
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+BEGIN
+  PERFORM fluxbase.auth_require_session(p_user, p_session);
+  IF NOT EXISTS (SELECT 1 FROM auth.mfa_factors WHERE id = p_factor AND user_id = p_user) THEN
+    RAISE EXCEPTION 'mfa_factor_not_found' USING ERRCODE = 'FA404', HINT = 'Factor not found';
+  END IF;
+END
+$$;
+
+CREATE FUNCTION fluxbase.auth_mfa_enroll(p_user uuid, p_session uuid, p_aal text, p_friendly text, p_secret text,
+  p_max_factors int, p_ip text, p_request_id text)
+RETURNS uuid
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  fid uuid := gen_random_uuid();
+BEGIN
+  PERFORM fluxbase.auth_require_session(p_user, p_session);
+  IF p_aal <> 'aal2' AND EXISTS (SELECT 1 FROM auth.mfa_factors WHERE user_id = p_user AND status = 'verified') THEN
+    RAISE EXCEPTION 'insufficient_aal' USING ERRCODE = 'FA403', HINT = 'AAL2 required to enroll a new factor';
+  END IF;
+  IF (SELECT count(*) FROM auth.mfa_factors WHERE user_id = p_user) >= p_max_factors THEN
+    RAISE EXCEPTION 'too_many_enrolled_mfa_factors' USING ERRCODE = 'FA422', HINT = 'Maximum number of enrolled factors reached';
+  END IF;
+  IF p_friendly IS NOT NULL AND EXISTS (SELECT 1 FROM auth.mfa_factors WHERE user_id = p_user AND friendly_name = p_friendly) THEN
+    RAISE EXCEPTION 'mfa_factor_name_conflict' USING ERRCODE = 'FA422',
+      HINT = format('A factor with the friendly name "%s" for this user already exists', p_friendly);
+  END IF;
+  INSERT INTO auth.mfa_factors (id, user_id, friendly_name, factor_type, status, created_at, updated_at, secret)
+  VALUES (fid, p_user, p_friendly, 'totp', 'unverified', now(), now(), p_secret);
+  PERFORM fluxbase.auth_audit('factor_in_progress', p_user, p_ip, p_request_id, jsonb_build_object('factor_id', fid));
+  RETURN fid;
+END
+$$;
+
+CREATE FUNCTION fluxbase.auth_mfa_challenge(p_user uuid, p_session uuid, p_factor uuid, p_ip text) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  cid uuid := gen_random_uuid();
+BEGIN
+  PERFORM fluxbase.auth_require_factor(p_user, p_session, p_factor);
+  INSERT INTO auth.mfa_challenges (id, factor_id, created_at, ip_address)
+  VALUES (cid, p_factor, now(), CASE WHEN p_ip ~ '^[0-9a-fA-F:.]+$' THEN p_ip::inet ELSE '0.0.0.0'::inet END);
+  RETURN jsonb_build_object('id', cid, 'type', 'totp', 'expires_at', extract(epoch FROM now() + interval '5 minutes')::bigint);
+END
+$$;
+
+-- What checking a code needs: the encrypted secret, whether the challenge
+-- can still be answered, and the user's recent failures.
+CREATE FUNCTION fluxbase.auth_mfa_secret(p_user uuid, p_session uuid, p_factor uuid, p_challenge uuid, p_window_seconds int)
+RETURNS TABLE (secret text, failures bigint)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+BEGIN
+  PERFORM fluxbase.auth_require_factor(p_user, p_session, p_factor);
+  IF NOT EXISTS (SELECT 1 FROM auth.mfa_challenges WHERE id = p_challenge AND factor_id = p_factor
+                 AND verified_at IS NULL AND created_at > now() - interval '5 minutes') THEN
+    RAISE EXCEPTION 'mfa_challenge_expired' USING ERRCODE = 'FA422',
+      HINT = 'MFA challenge has expired, verify against another challenge or create a new challenge';
+  END IF;
+  RETURN QUERY SELECT f.secret, (SELECT count(*) FROM fluxbase.auth_mfa_failures m
+    WHERE m.user_id = p_user AND m.at > now() - make_interval(secs => p_window_seconds))
+  FROM auth.mfa_factors f WHERE f.id = p_factor;
+END
+$$;
+
+-- The outcome of a code check. Wrong: counted (and returned, not raised, so
+-- the count commits). Right: the challenge is used up, the factor verified,
+-- and the session moves to aal2 with new tokens (the old refresh tokens of
+-- the session are revoked).
+CREATE FUNCTION fluxbase.auth_mfa_result(p_user uuid, p_session uuid, p_factor uuid, p_challenge uuid, p_ok boolean,
+  p_refresh_hash text, p_ip text, p_request_id text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  u auth.users;
+BEGIN
+  IF NOT p_ok THEN
+    INSERT INTO fluxbase.auth_mfa_failures (user_id, at) VALUES (p_user, now());
+    PERFORM fluxbase.auth_audit('mfa_verify_failed', p_user, p_ip, p_request_id, jsonb_build_object('factor_id', p_factor));
+    RETURN jsonb_build_object('error', 'mfa_verification_failed', 'status', 422, 'msg', 'Invalid TOTP code entered');
+  END IF;
+  UPDATE auth.mfa_challenges SET verified_at = now() WHERE id = p_challenge AND verified_at IS NULL;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'mfa_challenge_expired' USING ERRCODE = 'FA422', HINT = 'MFA challenge was already verified';
+  END IF;
+  UPDATE auth.mfa_factors SET status = 'verified', updated_at = now() WHERE id = p_factor;
+  UPDATE auth.sessions SET aal = 'aal2', factor_id = p_factor, updated_at = now() WHERE id = p_session;
+  INSERT INTO auth.mfa_amr_claims (session_id, created_at, updated_at, authentication_method)
+  VALUES (p_session, now(), now(), 'totp')
+  ON CONFLICT (session_id, authentication_method) DO UPDATE SET updated_at = now();
+  UPDATE auth.refresh_tokens SET revoked = true, updated_at = now() WHERE session_id = p_session AND NOT revoked;
+  INSERT INTO auth.refresh_tokens (token, user_id, revoked, created_at, updated_at, session_id)
+  VALUES (p_refresh_hash, p_user::text, false, now(), now(), p_session);
+  DELETE FROM fluxbase.auth_mfa_failures WHERE user_id = p_user;
+  PERFORM fluxbase.auth_audit('mfa_verified', p_user, p_ip, p_request_id, jsonb_build_object('factor_id', p_factor));
+  SELECT * INTO u FROM auth.users WHERE id = p_user;
+  RETURN jsonb_build_object('session_id', p_session, 'aal', 'aal2',
+    'amr', (SELECT jsonb_agg(jsonb_build_object('method', c.authentication_method,
+      'timestamp', extract(epoch FROM c.updated_at)::bigint) ORDER BY c.updated_at DESC)
+      FROM auth.mfa_amr_claims c WHERE c.session_id = p_session),
+    'user', fluxbase.auth_user_json(u));
+END
+$$;
+
+CREATE FUNCTION fluxbase.auth_mfa_unenroll(p_user uuid, p_session uuid, p_aal text, p_factor uuid, p_ip text, p_request_id text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  f auth.mfa_factors;
+BEGIN
+  PERFORM fluxbase.auth_require_session(p_user, p_session);
+  SELECT * INTO f FROM auth.mfa_factors WHERE id = p_factor AND user_id = p_user;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'mfa_factor_not_found' USING ERRCODE = 'FA404', HINT = 'Factor not found';
+  END IF;
+  IF f.status = 'verified' AND p_aal <> 'aal2' THEN
+    RAISE EXCEPTION 'insufficient_aal' USING ERRCODE = 'FA403', HINT = 'AAL2 required to unenroll verified factor';
+  END IF;
+  DELETE FROM auth.mfa_factors WHERE id = p_factor;
+  PERFORM fluxbase.auth_audit('factor_deleted', p_user, p_ip, p_request_id, jsonb_build_object('factor_id', p_factor));
+  RETURN jsonb_build_object('id', p_factor);
+END
+$$;
+
+-- One hit on each rate-limit key; returns 0 when every key is within its
+-- limit, else the seconds until the fullest window ends. p_keys and
+-- p_limits pair up; a limit of 0 or less is no limit. Windows of
+-- p_window_seconds are aligned to the epoch; a key's older windows are
+-- deleted as it is hit.
+CREATE FUNCTION fluxbase.auth_rate_hit(p_keys text[], p_limits int[], p_window_seconds int) RETURNS int
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  w timestamptz := to_timestamp(floor(extract(epoch FROM now()) / p_window_seconds) * p_window_seconds);
+  n int;
+  wait int := 0;
+BEGIN
+  FOR i IN 1 .. coalesce(array_length(p_keys, 1), 0) LOOP
+    CONTINUE WHEN p_limits[i] IS NULL OR p_limits[i] <= 0;
+    DELETE FROM fluxbase.auth_rate_limits WHERE key = p_keys[i] AND window_start < w;
+    INSERT INTO fluxbase.auth_rate_limits AS r (key, window_start, hits) VALUES (p_keys[i], w, 1)
+    ON CONFLICT (key, window_start) DO UPDATE SET hits = r.hits + 1
+    RETURNING hits INTO n;
+    IF n > p_limits[i] THEN
+      wait := greatest(wait, ceil(extract(epoch FROM w + make_interval(secs => p_window_seconds) - now()))::int, 1);
+    END IF;
+  END LOOP;
+  RETURN wait;
+END
+$$;
+
+-- E-mailed sign-in links and codes (magic link / OTP, recovery, signup
+-- confirmation). One row per user and kind in auth.one_time_tokens:
+-- token_hash is the SHA-256 of the link token, relates_to the SHA-256 of
+-- "email:code"; neither the link nor the code is stored.
+CREATE FUNCTION fluxbase.auth_email_token(p_email text, p_kind text, p_link_hash text, p_code_hash text,
+  p_create boolean, p_user_meta jsonb, p_interval_seconds int, p_ip text, p_request_id text)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  u auth.users;
+  tt auth.one_time_token_type := CASE p_kind WHEN 'recovery' THEN 'recovery_token' ELSE 'confirmation_token' END;
+  uid uuid;
+BEGIN
+  SELECT * INTO u FROM auth.users WHERE email = p_email AND NOT is_sso_user AND deleted_at IS NULL;
+  IF NOT FOUND THEN
+    IF NOT p_create THEN
+      RETURN 'no_user';
+    END IF;
+    uid := gen_random_uuid();
+    INSERT INTO auth.users (id, aud, role, email, raw_app_meta_data, raw_user_meta_data, created_at, updated_at, is_super_admin)
+    VALUES (uid, 'authenticated', 'authenticated', p_email, '{"provider": "email", "providers": ["email"]}',
+      coalesce(p_user_meta, '{}'::jsonb), now(), now(), false)
+    RETURNING * INTO u;
+    INSERT INTO auth.identities (provider_id, user_id, identity_data, provider, created_at, updated_at)
+    VALUES (uid::text, uid, jsonb_build_object('sub', uid::text, 'email', p_email, 'email_verified', false), 'email', now(), now());
+    PERFORM fluxbase.auth_audit('user_signedup', uid, p_ip, p_request_id, '{"provider": "email"}');
+  END IF;
+  IF EXISTS (SELECT 1 FROM auth.one_time_tokens WHERE user_id = u.id AND token_type = tt
+             AND created_at > now() - make_interval(secs => p_interval_seconds)) THEN
+    RETURN 'too_soon';
+  END IF;
+  INSERT INTO auth.one_time_tokens (id, user_id, token_type, token_hash, relates_to, created_at, updated_at)
+  VALUES (gen_random_uuid(), u.id, tt, p_link_hash, p_code_hash, now(), now())
+  ON CONFLICT (user_id, token_type) DO UPDATE SET token_hash = EXCLUDED.token_hash, relates_to = EXCLUDED.relates_to,
+    created_at = now(), updated_at = now();
+  IF p_kind = 'recovery' THEN
+    UPDATE auth.users SET recovery_sent_at = now() WHERE id = u.id;
+  ELSE
+    UPDATE auth.users SET confirmation_sent_at = now() WHERE id = u.id;
+  END IF;
+  PERFORM fluxbase.auth_audit(CASE p_kind WHEN 'recovery' THEN 'user_recovery_requested'
+    ELSE 'user_confirmation_requested' END, u.id, p_ip, p_request_id, jsonb_build_object('kind', p_kind));
+  RETURN 'sent';
+END
+$$;
+
+-- Redeems a link (p_link_hash) or a code (p_code_hash) once: the token is
+-- deleted, the e-mail counts as confirmed, and a session starts. Refusals
+-- are returned, not raised (an expired token is deleted for good).
+CREATE FUNCTION fluxbase.auth_verify_email(p_kind text, p_link_hash text, p_code_hash text, p_expiry_seconds int,
+  p_refresh_hash text, p_ip text, p_user_agent text, p_request_id text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  t auth.one_time_tokens;
+  tt auth.one_time_token_type := CASE p_kind WHEN 'recovery' THEN 'recovery_token' ELSE 'confirmation_token' END;
+BEGIN
+  SELECT * INTO t FROM auth.one_time_tokens
+  WHERE token_type = tt AND ((p_link_hash IS NOT NULL AND token_hash = p_link_hash)
+                          OR (p_code_hash IS NOT NULL AND relates_to = p_code_hash))
+  LIMIT 1 FOR UPDATE;
+  IF FOUND THEN
+    DELETE FROM auth.one_time_tokens WHERE id = t.id;
+  END IF;
+  IF NOT FOUND OR t.created_at < now() - make_interval(secs => p_expiry_seconds) THEN
+    RETURN jsonb_build_object('error', 'otp_expired', 'status', 403, 'msg', 'Email link is invalid or has expired');
+  END IF;
+  UPDATE auth.users SET email_confirmed_at = coalesce(email_confirmed_at, now()), updated_at = now()
+  WHERE id = t.user_id AND deleted_at IS NULL;
+  UPDATE auth.identities SET identity_data = identity_data || '{"email_verified": true}', last_sign_in_at = now()
+  WHERE user_id = t.user_id AND provider = 'email';
+  PERFORM fluxbase.auth_audit('login', t.user_id, p_ip, p_request_id, jsonb_build_object('provider', 'email', 'kind', p_kind));
+  RETURN fluxbase.auth_issue_session(t.user_id, p_refresh_hash,
+    CASE p_kind WHEN 'recovery' THEN 'recovery' WHEN 'signup' THEN 'email/signup'
+      ELSE CASE WHEN p_link_hash IS NOT NULL THEN 'magiclink' ELSE 'otp' END END,
+    p_ip, p_user_agent);
+END
+$$;
+
+CREATE FUNCTION fluxbase.auth_user_by_email(p_email text) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+  SELECT fluxbase.auth_user_json(u) FROM auth.users u WHERE u.email = p_email AND NOT u.is_sso_user AND u.deleted_at IS NULL
+$$;
+
+-- Admin: a user's factors, removing one, and the audit log.
+CREATE FUNCTION fluxbase.auth_admin_factors(p_user uuid) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+  SELECT coalesce(jsonb_agg(jsonb_build_object('id', f.id, 'friendly_name', f.friendly_name,
+    'factor_type', f.factor_type, 'status', f.status, 'created_at', f.created_at, 'updated_at', f.updated_at)
+    ORDER BY f.created_at), '[]'::jsonb)
+  FROM auth.mfa_factors f WHERE f.user_id = p_user
+$$;
+
+CREATE FUNCTION fluxbase.auth_admin_delete_factor(p_user uuid, p_factor uuid, p_ip text, p_request_id text) RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+BEGIN
+  DELETE FROM auth.mfa_factors WHERE id = p_factor AND user_id = p_user;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'mfa_factor_not_found' USING ERRCODE = 'FA404', HINT = 'Factor not found';
+  END IF;
+  PERFORM fluxbase.auth_audit('factor_deleted', p_user, p_ip, p_request_id, jsonb_build_object('factor_id', p_factor, 'by', 'admin'));
+  RETURN jsonb_build_object('id', p_factor);
+END
+$$;
+
+CREATE FUNCTION fluxbase.auth_admin_audit(p_page int, p_per_page int) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+  SELECT jsonb_build_object(
+    'entries', coalesce((SELECT jsonb_agg(jsonb_build_object('id', a.id, 'payload', a.payload,
+      'created_at', a.created_at, 'ip_address', a.ip_address) ORDER BY a.created_at DESC, a.id)
+      FROM (SELECT * FROM auth.audit_log_entries ORDER BY created_at DESC, id
+            LIMIT p_per_page OFFSET (p_page - 1) * p_per_page) a), '[]'::jsonb),
+    'total', (SELECT count(*) FROM auth.audit_log_entries))
+$$;
+
+DO $grants$
+DECLARE
+  f regprocedure;
+BEGIN
+  FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
+    WHERE p.pronamespace = 'fluxbase'::regnamespace AND p.proname LIKE 'auth\_%'
+  LOOP
+    EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO authenticator', f);
+  END LOOP;
+END
+$grants$;
