@@ -47,7 +47,8 @@ if ! grep -q "pg18" "${PGRX_HOME:-$HOME/.pgrx}/config.toml" 2>/dev/null \
 fi
 
 if [ ! -x "$NODE22" ] || [ ! -d "$FLUXBASE_ROOT/tests/e2e/node_modules/@supabase/supabase-js" ] \
-   || [ ! -d "$FLUXBASE_ROOT/tests/e2e/node_modules/smtp-server" ]; then
+   || [ ! -d "$FLUXBASE_ROOT/tests/e2e/node_modules/smtp-server" ] \
+   || [ ! -d "$FLUXBASE_ROOT/tests/e2e/node_modules/oidc-provider" ]; then
   log "npm: supabase-js and Node $NODE22_VERSION for the end-to-end tests"
   (cd "$FLUXBASE_ROOT/tests/e2e" && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -136,6 +136,23 @@ run_e2e() { # run_e2e MAJOR DIR PORT PASSWORD
   export FLUXBASE_AUTH_SMTP_HOST=127.0.0.1 FLUXBASE_AUTH_SMTP_PORT="$smtp_port" FLUXBASE_AUTH_SMTP_TLS=none \
     FLUXBASE_AUTH_SITE_URL=http://localhost:3000 FLUXBASE_AUTH_REDIRECT_URLS='["http://localhost:3000/*"]' \
     FLUXBASE_AUTH_EMAIL_INTERVAL_SECONDS=2 FLUXBASE_AUTH_EMAIL_AUTOCONFIRM=true
+  # A real OpenID provider (panva's oidc-provider) for OAuth/OIDC sign-in:
+  # `keycloak` through discovery and ID tokens, `acme` as plain OAuth 2.0.
+  local idp_port idp_url
+  idp_port="$(free_port)"
+  idp_url="http://127.0.0.1:$idp_port"
+  "$NODE22" "$FLUXBASE_ROOT/tests/e2e/oidc-provider.mjs" "$idp_port" "http://127.0.0.1:$http_port/auth/v1/callback" \
+    >/dev/null 2>"$FLUXBASE_VAR/e2e-idp-$$.log" &
+  local idp=$!
+  export FLUXBASE_AUTH_MANUAL_LINKING=true
+  export FLUXBASE_AUTH_PROVIDERS="{ keycloak = { kind = \"oidc\", issuer = \"$idp_url\", client_id = \"fluxbase-oidc\", \
+secret = \"fluxbase-oidc-secret\", additional_client_ids = [\"fluxbase-native\"] }, acme = { kind = \"oauth2\", \
+client_id = \"fluxbase-oauth2\", secret = \"fluxbase-oauth2-secret\", token_auth = \"post\", \
+authorize_url = \"$idp_url/auth\", token_url = \"$idp_url/token\", userinfo_url = \"$idp_url/me\" } }"
+  for _ in $(seq 1 100); do
+    curl -fsS "$idp_url/.well-known/openid-configuration" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
   "$FLUXBASE_BIN" check-config >/dev/null || return 1
   "$FLUXBASE_BIN" serve &
   local proxy=$!
@@ -148,7 +165,7 @@ run_e2e() { # run_e2e MAJOR DIR PORT PASSWORD
   FLUXBASE_ANON_KEY="$FLUXBASE_API_KEYS_ANON" FLUXBASE_SERVICE_KEY="$FLUXBASE_API_KEYS_SERVICE_ROLE" \
   FLUXBASE_PUBLISHABLE_KEY=sb_publishable_e2e0000000000000 \
   FLUXBASE_SECRET_KEY=sb_secret_e2e000000000000000000000000000 \
-  FLUXBASE_MAILDIR="$maildir" FLUXBASE_BIN="$FLUXBASE_BIN" \
+  FLUXBASE_MAILDIR="$maildir" FLUXBASE_BIN="$FLUXBASE_BIN" FLUXBASE_IDP_URL="$idp_url" \
   FLUXBASE_PSQL="bash -c 'source $FLUXBASE_ROOT/scripts/env.sh; as_pg $(pg_bin "$major")/psql -X -q -tA -v ON_ERROR_STOP=1 -h $dir -p $port -U postgres -d fluxbase_e2e'" \
   FLUXBASE_PG_RESTART="bash -c 'source $FLUXBASE_ROOT/scripts/env.sh; as_pg $(pg_bin "$major")/pg_ctl -D $dir -m fast -w restart -o \"-p $port\" >/dev/null'" \
     "$NODE22" --test --test-reporter=spec "$FLUXBASE_ROOT"/tests/e2e/*.test.mjs || status=1
@@ -162,8 +179,10 @@ run_e2e() { # run_e2e MAJOR DIR PORT PASSWORD
     status=1
   fi
   wait "$proxy" 2>/dev/null
-  kill -TERM "$smtp" 2>/dev/null
-  wait "$smtp" 2>/dev/null
+  kill -TERM "$smtp" "$idp" 2>/dev/null
+  wait "$smtp" "$idp" 2>/dev/null
+  rm -f "$FLUXBASE_VAR/e2e-idp-$$.log"
+  unset FLUXBASE_AUTH_PROVIDERS FLUXBASE_AUTH_MANUAL_LINKING
   rm -rf "$maildir"
   unset FLUXBASE_AUTH_SMTP_HOST FLUXBASE_AUTH_SMTP_PORT FLUXBASE_AUTH_SMTP_TLS FLUXBASE_AUTH_SITE_URL \
     FLUXBASE_AUTH_REDIRECT_URLS FLUXBASE_AUTH_EMAIL_INTERVAL_SECONDS FLUXBASE_AUTH_EMAIL_AUTOCONFIRM

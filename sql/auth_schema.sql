@@ -169,6 +169,7 @@ CREATE TABLE IF NOT EXISTS auth.flow_state (
   authentication_method text NOT NULL,
   auth_code_issued_at timestamptz
 );
+CREATE INDEX IF NOT EXISTS idx_auth_code ON auth.flow_state (auth_code);
 
 CREATE TABLE IF NOT EXISTS auth.audit_log_entries (
   instance_id uuid,
@@ -201,6 +202,24 @@ CREATE UNLOGGED TABLE fluxbase.auth_rate_limits (
   hits int NOT NULL,
   PRIMARY KEY (key, window_start)
 );
+
+-- OAuth sign-ins in progress, between /authorize and /callback: keyed by the
+-- SHA-256 of the `state` parameter, taken once, valid for
+-- auth.flow_state_expiry_seconds. `verifier` and `nonce` are what the proxy
+-- sent the provider; `code_challenge` is the app's own PKCE challenge (no
+-- challenge: implicit flow). `link_user`: linking an identity to that user.
+CREATE TABLE fluxbase.auth_oauth_states (
+  state_hash text PRIMARY KEY,
+  provider text NOT NULL,
+  redirect_to text NOT NULL,
+  code_challenge text,
+  code_challenge_method auth.code_challenge_method,
+  nonce text NOT NULL,
+  verifier text NOT NULL,
+  link_user uuid REFERENCES auth.users (id) ON DELETE CASCADE,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX auth_oauth_states_created_at ON fluxbase.auth_oauth_states (created_at);
 
 -- Rows of tables created here are user data: keep them in pg_dump.
 DO $dump$

@@ -55,7 +55,7 @@ pub async fn handle(
                     "response_types_supported": ["token"],
                     "subject_types_supported": ["public"],
                     "id_token_signing_alg_values_supported": algs,
-                    "grant_types_supported": ["password", "refresh_token"],
+                    "grant_types_supported": ["password", "refresh_token", "pkce", "id_token"],
                 }),
             ))
         }
@@ -63,6 +63,8 @@ pub async fn handle(
         (&Method::POST, ["token"]) => match param("grant_type").as_deref() {
             Some("password") => req.password_grant(&parse_body(&body)?).await,
             Some("refresh_token") => req.refresh_grant(&parse_body(&body)?).await,
+            Some("pkce") => req.pkce_grant(&parse_body(&body)?).await,
+            Some("id_token") => req.id_token_grant(&caller, &parse_body(&body)?).await,
             Some(other) => Err(ApiError::auth(
                 400,
                 "validation_failed",
@@ -70,6 +72,21 @@ pub async fn handle(
             )),
             None => Err(ApiError::auth(400, "validation_failed", "grant_type is required")),
         },
+        (&Method::GET, ["authorize"]) => req.oauth_authorize(&query_pairs(query), None).await,
+        (&Method::GET, ["callback"]) => req.oauth_callback(&query_pairs(query)).await,
+        // Apple (response_mode=form_post) posts the callback as a form.
+        (&Method::POST, ["callback"]) => {
+            let form = std::str::from_utf8(&body).map_err(|_| ApiError::auth(400, "bad_oauth_callback", "Bad form"))?;
+            req.oauth_callback(&query_pairs(form)).await
+        }
+        (&Method::GET, ["user", "identities", "authorize"]) => {
+            if !state.config.auth.manual_linking {
+                return Err(ApiError::auth(404, "manual_linking_disabled", "Manual linking is disabled"));
+            }
+            let (user, _) = session_of(&caller)?;
+            req.oauth_authorize(&query_pairs(query), Some(user)).await
+        }
+        (&Method::DELETE, ["user", "identities", id]) => req.unlink_identity(&caller, id).await,
         (&Method::POST, ["otp"] | ["magiclink"]) => {
             let body = parse_body(&body)?;
             let create = body.get("create_user").and_then(Value::as_bool).unwrap_or(true);
@@ -180,16 +197,20 @@ pub async fn handle(
     }
 }
 
-struct Req<'a> {
-    state: &'a AppState,
-    ctx: &'a Ctx,
-    user_agent: String,
+pub(crate) struct Req<'a> {
+    pub(crate) state: &'a AppState,
+    pub(crate) ctx: &'a Ctx,
+    pub(crate) user_agent: String,
 }
 
 fn settings(state: &AppState) -> Value {
     let a = &state.config.auth;
+    let mut external = json!({ "email": true, "phone": false, "anonymous_users": a.anonymous_users });
+    for name in state.providers.names() {
+        external[name] = json!(true);
+    }
     json!({
-        "external": { "email": true, "phone": false, "anonymous_users": a.anonymous_users },
+        "external": external,
         "disable_signup": a.disable_signup,
         "mailer_autoconfirm": a.autoconfirm(),
         "phone_autoconfirm": false,
@@ -209,7 +230,7 @@ fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
 }
 
 /// `%xx` and `+` decoding of one query parameter value (malformed escapes stay as they are).
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -233,8 +254,20 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The `k=v` pairs of a query string or form body, decoded.
+pub(crate) fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
 /// `?a=b` form-encoding of a value.
-fn form_encode(s: &str) -> String {
+pub(crate) fn form_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
@@ -243,7 +276,7 @@ fn form_encode(s: &str) -> String {
         .collect()
 }
 
-fn text<'v>(body: &'v Value, key: &str) -> Option<&'v str> {
+pub(crate) fn text<'v>(body: &'v Value, key: &str) -> Option<&'v str> {
     body.get(key).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty())
 }
 
@@ -264,7 +297,7 @@ fn require_service_role(caller: &Auth) -> Result<(), ApiError> {
 }
 
 /// The signed-in user of a request: `sub` and `session_id` of its token.
-fn session_of(caller: &Auth) -> Result<(uuid::Uuid, Option<uuid::Uuid>), ApiError> {
+pub(crate) fn session_of(caller: &Auth) -> Result<(uuid::Uuid, Option<uuid::Uuid>), ApiError> {
     let claim = |k: &str| caller.claims.get(k).and_then(Value::as_str).and_then(|s| uuid::Uuid::parse_str(s).ok());
     match claim("sub") {
         Some(sub) if !caller.anonymous => Ok((sub, claim("session_id"))),
@@ -290,7 +323,7 @@ fn normalise_email(body: &Value) -> Result<Option<String>, ApiError> {
 }
 
 /// A refresh token: 32 random bytes, URL-safe; the database sees only its SHA-256.
-fn new_refresh_token() -> (String, String) {
+pub(crate) fn new_refresh_token() -> (String, String) {
     use base64::Engine;
     let mut bytes = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
@@ -299,7 +332,7 @@ fn new_refresh_token() -> (String, String) {
     (token, hash)
 }
 
-fn sha256_hex(s: &str) -> String {
+pub(crate) fn sha256_hex(s: &str) -> String {
     Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -309,7 +342,7 @@ fn unix_now() -> u64 {
 
 /// Postgres errors `FAnnn` are auth refusals: status nnn, `error_code` in
 /// the message, the client's message in the hint.
-fn db_error(e: tokio_postgres::Error) -> ApiError {
+pub(crate) fn db_error(e: tokio_postgres::Error) -> ApiError {
     if let Some(db) = e.as_db_error() {
         let code = db.code().code();
         if let Some(status) = code.strip_prefix("FA").and_then(|n| n.parse::<u16>().ok()) {
@@ -320,12 +353,12 @@ fn db_error(e: tokio_postgres::Error) -> ApiError {
 }
 
 impl Req<'_> {
-    async fn call_json(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Response, ApiError> {
+    pub(crate) async fn call_json(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Response, ApiError> {
         let value = self.query_json(sql, params).await?;
         Ok(json_response(StatusCode::OK, &value))
     }
 
-    async fn query_json(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Value, ApiError> {
+    pub(crate) async fn query_json(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Value, ApiError> {
         let client = self.state.client().await?;
         let row = client.query_one(sql, params).await.map_err(db_error)?;
         Ok(row.get::<_, Option<Value>>(0).unwrap_or(Value::Null))
@@ -333,7 +366,7 @@ impl Req<'_> {
 
     /// Counts one hit on each `(key, limit)`; refuses with 429 and
     /// `Retry-After` when a limit is exceeded. Keys are shared by every proxy.
-    async fn rate_limit(&self, hits: &[(String, u32)]) -> Result<(), ApiError> {
+    pub(crate) async fn rate_limit(&self, hits: &[(String, u32)]) -> Result<(), ApiError> {
         let hits: Vec<&(String, u32)> = hits.iter().filter(|(_, limit)| *limit > 0).collect();
         if hits.is_empty() {
             return Ok(());
@@ -376,11 +409,34 @@ impl Req<'_> {
     }
 
     /// The session JSON of Supabase Auth, from what an auth_* function returned.
-    fn session(&self, issued: &Value, refresh_token: &str) -> Result<Response, ApiError> {
+    pub(crate) fn session(&self, issued: &Value, refresh_token: &str) -> Result<Response, ApiError> {
         Ok(json_response(StatusCode::OK, &self.session_json(issued, refresh_token)?))
     }
 
-    fn session_json(&self, issued: &Value, refresh_token: &str) -> Result<Value, ApiError> {
+    /// A session as the URL fragment of Supabase's implicit flow.
+    pub(crate) fn session_fragment(
+        &self,
+        issued: &Value,
+        refresh_token: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<String, ApiError> {
+        let v = self.session_json(issued, refresh_token)?;
+        let field =
+            |k: &str| v.get(k).map(|x| x.as_str().map(str::to_string).unwrap_or(x.to_string())).unwrap_or_default();
+        let mut out = format!(
+            "access_token={}&expires_at={}&expires_in={}",
+            field("access_token"),
+            field("expires_at"),
+            field("expires_in")
+        );
+        for (k, value) in extra {
+            out.push_str(&format!("&{k}={}", form_encode(value)));
+        }
+        out.push_str(&format!("&refresh_token={}&token_type=bearer", field("refresh_token")));
+        Ok(out)
+    }
+
+    pub(crate) fn session_json(&self, issued: &Value, refresh_token: &str) -> Result<Value, ApiError> {
         let user = issued.get("user").cloned().unwrap_or(Value::Null);
         let now = unix_now();
         let expires_in = self.state.config.auth.jwt_expiry_seconds;
@@ -710,7 +766,7 @@ impl Req<'_> {
 
     /// The `redirect_to` of an e-mail link: the site URL by default; anything
     /// but the site URL or an allowed URL is refused.
-    fn redirect_target(&self, asked: Option<String>) -> Result<String, ApiError> {
+    pub(crate) fn redirect_target(&self, asked: Option<String>) -> Result<String, ApiError> {
         let config = &self.state.config.auth;
         let site = config.site_url.clone().unwrap_or_else(|| self.state.config.public_url());
         let Some(url) = asked.filter(|u| !u.is_empty()) else { return Ok(site) };
@@ -949,19 +1005,7 @@ impl Req<'_> {
             _ => "magiclink",
         };
         let fragment = match self.redeem(kind, Some(sha256_hex(&token)), None).await {
-            Ok((issued, refresh)) => {
-                let v = self.session_json(&issued, &refresh)?;
-                let field = |k: &str| {
-                    v.get(k).map(|x| x.as_str().map(str::to_string).unwrap_or(x.to_string())).unwrap_or_default()
-                };
-                format!(
-                    "access_token={}&expires_at={}&expires_in={}&refresh_token={}&token_type=bearer&type={kind}",
-                    field("access_token"),
-                    field("expires_at"),
-                    field("expires_in"),
-                    field("refresh_token")
-                )
-            }
+            Ok((issued, refresh)) => format!("{}&type={kind}", self.session_fragment(&issued, &refresh, &[])?),
             Err(ApiError::Auth { error_code, msg, .. }) => {
                 format!("error=access_denied&error_code={error_code}&error_description={}", form_encode(&msg))
             }
@@ -1057,7 +1101,7 @@ impl Req<'_> {
 
 /// A refusal that must still commit (a reuse revokes the session, a wrong
 /// code counts) comes back from the database as `{error, status, msg}`.
-fn refusal(issued: &Value) -> Result<(), ApiError> {
+pub(crate) fn refusal(issued: &Value) -> Result<(), ApiError> {
     match issued.get("error").and_then(Value::as_str) {
         Some(code) => {
             let status = issued.get("status").and_then(Value::as_u64).unwrap_or(400) as u16;

@@ -112,6 +112,39 @@ pub struct Auth {
     pub otp_expiry_seconds: u32,
     /// One e-mail per address per this many seconds.
     pub email_interval_seconds: u32,
+    /// OAuth 2.0 / OpenID Connect providers by name (`[auth.providers.google]`).
+    pub providers: std::collections::BTreeMap<String, OAuthProvider>,
+    /// How long a sign-in at a provider may take, and how long the code of a
+    /// PKCE sign-in stays valid, seconds.
+    pub flow_state_expiry_seconds: u32,
+    /// Allow `linkIdentity()`/`unlinkIdentity()` (Supabase's
+    /// `GOTRUE_SECURITY_MANUAL_LINKING_ENABLED`, off by default there too).
+    pub manual_linking: bool,
+}
+
+/// One OAuth/OIDC provider. A preset name (`google`, `github`, `gitlab`,
+/// `azure`, `apple`, `discord`) as the table name or `kind` fills in the
+/// endpoints; `kind = "oidc"` finds them at `issuer`'s discovery document;
+/// `kind = "oauth2"` takes `authorize_url`, `token_url` and `userinfo_url`.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct OAuthProvider {
+    pub enabled: Option<bool>,
+    pub kind: Option<String>,
+    pub client_id: String,
+    pub secret: Option<String>,
+    pub issuer: Option<String>,
+    pub authorize_url: Option<String>,
+    pub token_url: Option<String>,
+    pub userinfo_url: Option<String>,
+    /// Scopes asked for (default per preset; `openid email profile` for OIDC).
+    pub scopes: Option<Vec<String>>,
+    /// How the client authenticates at the token endpoint: `basic` or `post`.
+    pub token_auth: Option<String>,
+    /// Default: `<server.public_url>/auth/v1/callback`.
+    pub redirect_uri: Option<String>,
+    /// Other client ids whose ID tokens `grant_type=id_token` accepts (mobile apps).
+    pub additional_client_ids: Vec<String>,
 }
 
 impl Auth {
@@ -156,6 +189,9 @@ impl Default for Auth {
             templates_dir: None,
             otp_expiry_seconds: 3600,
             email_interval_seconds: 60,
+            providers: Default::default(),
+            flow_state_expiry_seconds: 300,
+            manual_linking: false,
         }
     }
 }
@@ -334,6 +370,12 @@ impl Config {
         }
         if self.auth.rate_limit_window_seconds == 0 {
             return Err(invalid("auth.rate_limit_window_seconds", "must be greater than 0"));
+        }
+        for (name, provider) in &self.auth.providers {
+            crate::oauth::check_provider(name, provider).map_err(|e| invalid("auth.providers", e))?;
+        }
+        if self.auth.flow_state_expiry_seconds == 0 {
+            return Err(invalid("auth.flow_state_expiry_seconds", "must be greater than 0"));
         }
         if self.auth.jwt_expiry_seconds == 0 {
             return Err(invalid("auth.jwt_expiry_seconds", "must be greater than 0"));

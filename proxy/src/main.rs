@@ -3,6 +3,7 @@
 #![deny(rust_2018_idioms)]
 
 mod auth;
+mod auth_oauth;
 mod cli;
 mod config;
 mod db;
@@ -11,6 +12,7 @@ mod jwt;
 mod listener;
 mod mailer;
 mod metrics;
+mod oauth;
 mod password;
 mod rest;
 mod server;

@@ -36,6 +36,8 @@ pub struct AppState {
     pub signing: Option<crate::signing::SigningKeys>,
     /// SMTP for `/auth/v1` e-mail, when configured.
     pub mailer: Option<crate::mailer::Mailer>,
+    /// OAuth/OIDC providers of `/auth/v1/authorize`.
+    pub providers: crate::oauth::Providers,
     /// `auth.mfa_encryption_key`, parsed once.
     pub mfa_key: Option<[u8; 32]>,
     /// Connections opened before this instant predate a `reload config`.
@@ -62,7 +64,9 @@ impl AppState {
             .map(crate::totp::parse_key)
             .transpose()
             .map_err(|e| format!("auth.mfa_encryption_key: {e}"))?;
+        let providers = crate::oauth::Providers::new(&config.auth, &config.public_url())?;
         Ok(AppState {
+            providers,
             mailer,
             mfa_key,
             config,
