@@ -335,7 +335,8 @@ AS $$
       SELECT jsonb_agg(jsonb_build_object('id', f.id, 'friendly_name', f.friendly_name, 'factor_type', f.factor_type,
         'status', f.status, 'created_at', f.created_at, 'updated_at', f.updated_at) ORDER BY f.created_at)
       FROM auth.mfa_factors f WHERE f.user_id = u.id), '[]'::jsonb)
-  )
+  ) || CASE WHEN coalesce(u.email_change, '') <> '' THEN
+    jsonb_build_object('new_email', u.email_change, 'email_change_sent_at', u.email_change_sent_at) ELSE '{}' END
 $$;
 
 CREATE FUNCTION fluxbase.auth_audit(p_action text, p_user uuid, p_ip text, p_request_id text, p_traits jsonb DEFAULT '{}')
@@ -878,34 +879,49 @@ BEGIN
 END
 $$;
 
--- E-mailed sign-in links and codes (magic link / OTP, recovery, signup
--- confirmation). One row per user and kind in auth.one_time_tokens:
+-- Links and codes sent by e-mail or SMS (magic link / OTP, recovery,
+-- sign-up confirmation). One row per user and kind in auth.one_time_tokens:
 -- token_hash is the SHA-256 of the link token, relates_to the SHA-256 of
--- "email:code"; neither the link nor the code is stored.
-CREATE FUNCTION fluxbase.auth_email_token(p_email text, p_kind text, p_link_hash text, p_code_hash text,
-  p_create boolean, p_user_meta jsonb, p_interval_seconds int, p_ip text, p_request_id text)
+-- "address:code"; neither the link nor the code is stored.
+--
+-- Stores a one-time link (p_link_hash) and code (p_code_hash) of p_kind
+-- (magiclink, recovery, signup) for the user whose e-mail or phone
+-- (p_channel 'email' | 'phone') is p_address; creates that user when
+-- unknown and p_create. Returns 'sent', 'no_user' or 'too_soon' (one per
+-- p_interval_seconds). A new token replaces the user's previous one.
+CREATE FUNCTION fluxbase.auth_send_token(p_channel text, p_address text, p_kind text, p_link_hash text,
+  p_code_hash text, p_create boolean, p_user_meta jsonb, p_interval_seconds int, p_code_challenge text,
+  p_code_challenge_method text, p_ip text, p_request_id text)
 RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog
 AS $$
 DECLARE
   u auth.users;
-  tt auth.one_time_token_type := CASE p_kind WHEN 'recovery' THEN 'recovery_token' ELSE 'confirmation_token' END;
+  tt auth.one_time_token_type := CASE p_kind WHEN 'recovery' THEN 'recovery_token'
+    WHEN 'reauthentication' THEN 'reauthentication_token' ELSE 'confirmation_token' END;
   uid uuid;
+  by_phone boolean := p_channel = 'phone';
 BEGIN
-  SELECT * INTO u FROM auth.users WHERE email = p_email AND NOT is_sso_user AND deleted_at IS NULL;
+  SELECT * INTO u FROM auth.users
+  WHERE deleted_at IS NULL
+    AND ((by_phone AND phone = p_address) OR (NOT by_phone AND email = p_address AND NOT is_sso_user));
   IF NOT FOUND THEN
     IF NOT p_create THEN
       RETURN 'no_user';
     END IF;
     uid := gen_random_uuid();
-    INSERT INTO auth.users (id, aud, role, email, raw_app_meta_data, raw_user_meta_data, created_at, updated_at, is_super_admin)
-    VALUES (uid, 'authenticated', 'authenticated', p_email, '{"provider": "email", "providers": ["email"]}',
+    INSERT INTO auth.users (id, aud, role, email, phone, raw_app_meta_data, raw_user_meta_data, created_at, updated_at,
+      is_super_admin)
+    VALUES (uid, 'authenticated', 'authenticated', CASE WHEN NOT by_phone THEN p_address END,
+      CASE WHEN by_phone THEN p_address END,
+      jsonb_build_object('provider', p_channel, 'providers', jsonb_build_array(p_channel)),
       coalesce(p_user_meta, '{}'::jsonb), now(), now(), false)
     RETURNING * INTO u;
     INSERT INTO auth.identities (provider_id, user_id, identity_data, provider, created_at, updated_at)
-    VALUES (uid::text, uid, jsonb_build_object('sub', uid::text, 'email', p_email, 'email_verified', false), 'email', now(), now());
-    PERFORM fluxbase.auth_audit('user_signedup', uid, p_ip, p_request_id, '{"provider": "email"}');
+    VALUES (uid::text, uid, jsonb_build_object('sub', uid::text, CASE WHEN by_phone THEN 'phone' ELSE 'email' END, p_address,
+      CASE WHEN by_phone THEN 'phone_verified' ELSE 'email_verified' END, false), p_channel, now(), now());
+    PERFORM fluxbase.auth_audit('user_signedup', uid, p_ip, p_request_id, jsonb_build_object('provider', p_channel));
   END IF;
   IF EXISTS (SELECT 1 FROM auth.one_time_tokens WHERE user_id = u.id AND token_type = tt
              AND created_at > now() - make_interval(secs => p_interval_seconds)) THEN
@@ -915,22 +931,38 @@ BEGIN
   VALUES (gen_random_uuid(), u.id, tt, p_link_hash, p_code_hash, now(), now())
   ON CONFLICT (user_id, token_type) DO UPDATE SET token_hash = EXCLUDED.token_hash, relates_to = EXCLUDED.relates_to,
     created_at = now(), updated_at = now();
+  -- PKCE (the app sent a code_challenge): the link will lead to ?code=,
+  -- which only the app holding the verifier can trade for a session. Until
+  -- the link is used, the flow state waits under 'pending:' + its hash.
+  DELETE FROM auth.flow_state WHERE user_id = u.id AND provider_type = 'email' AND authentication_method = p_kind
+    AND auth_code LIKE 'pending:%';
+  IF p_code_challenge IS NOT NULL AND NOT by_phone THEN
+    INSERT INTO auth.flow_state (id, user_id, auth_code, code_challenge_method, code_challenge, provider_type,
+      created_at, updated_at, authentication_method)
+    VALUES (gen_random_uuid(), u.id, 'pending:' || p_link_hash, lower(p_code_challenge_method)::auth.code_challenge_method,
+      p_code_challenge, 'email', now(), now(), p_kind);
+  END IF;
   IF p_kind = 'recovery' THEN
     UPDATE auth.users SET recovery_sent_at = now() WHERE id = u.id;
+  ELSIF p_kind = 'reauthentication' THEN
+    UPDATE auth.users SET reauthentication_sent_at = now() WHERE id = u.id;
   ELSE
     UPDATE auth.users SET confirmation_sent_at = now() WHERE id = u.id;
   END IF;
   PERFORM fluxbase.auth_audit(CASE p_kind WHEN 'recovery' THEN 'user_recovery_requested'
-    ELSE 'user_confirmation_requested' END, u.id, p_ip, p_request_id, jsonb_build_object('kind', p_kind));
+    ELSE 'user_confirmation_requested' END, u.id, p_ip, p_request_id,
+    jsonb_build_object('kind', p_kind, 'channel', p_channel));
   RETURN 'sent';
 END
 $$;
 
 -- Redeems a link (p_link_hash) or a code (p_code_hash) once: the token is
--- deleted, the e-mail counts as confirmed, and a session starts. Refusals
--- are returned, not raised (an expired token is deleted for good).
-CREATE FUNCTION fluxbase.auth_verify_email(p_kind text, p_link_hash text, p_code_hash text, p_expiry_seconds int,
-  p_refresh_hash text, p_ip text, p_user_agent text, p_request_id text)
+-- deleted, the e-mail or phone (p_channel) counts as confirmed, and a
+-- session starts. Refusals are returned, not raised (an expired token is
+-- deleted for good). A link sent for a PKCE app gives no session: its flow
+-- state gets the code p_pkce_code_hash, and `{pkce: true}` comes back.
+CREATE FUNCTION fluxbase.auth_verify_token(p_channel text, p_kind text, p_link_hash text, p_code_hash text,
+  p_expiry_seconds int, p_refresh_hash text, p_pkce_code_hash text, p_ip text, p_user_agent text, p_request_id text)
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog
@@ -938,6 +970,7 @@ AS $$
 DECLARE
   t auth.one_time_tokens;
   tt auth.one_time_token_type := CASE p_kind WHEN 'recovery' THEN 'recovery_token' ELSE 'confirmation_token' END;
+  by_phone boolean := p_channel = 'phone';
 BEGIN
   SELECT * INTO t FROM auth.one_time_tokens
   WHERE token_type = tt AND ((p_link_hash IS NOT NULL AND token_hash = p_link_hash)
@@ -947,18 +980,144 @@ BEGIN
     DELETE FROM auth.one_time_tokens WHERE id = t.id;
   END IF;
   IF NOT FOUND OR t.created_at < now() - make_interval(secs => p_expiry_seconds) THEN
-    RETURN jsonb_build_object('error', 'otp_expired', 'status', 403, 'msg', 'Email link is invalid or has expired');
+    RETURN jsonb_build_object('error', 'otp_expired', 'status', 403,
+      'msg', CASE WHEN by_phone THEN 'Token has expired or is invalid' ELSE 'Email link is invalid or has expired' END);
   END IF;
-  UPDATE auth.users SET email_confirmed_at = coalesce(email_confirmed_at, now()), updated_at = now()
-  WHERE id = t.user_id AND deleted_at IS NULL;
-  UPDATE auth.identities SET identity_data = identity_data || '{"email_verified": true}', last_sign_in_at = now()
-  WHERE user_id = t.user_id AND provider = 'email';
-  PERFORM fluxbase.auth_audit('login', t.user_id, p_ip, p_request_id, jsonb_build_object('provider', 'email', 'kind', p_kind));
+  IF by_phone THEN
+    UPDATE auth.users SET phone_confirmed_at = coalesce(phone_confirmed_at, now()), updated_at = now()
+    WHERE id = t.user_id AND deleted_at IS NULL;
+    UPDATE auth.identities SET identity_data = identity_data || '{"phone_verified": true}', last_sign_in_at = now()
+    WHERE user_id = t.user_id AND provider = 'phone';
+  ELSE
+    UPDATE auth.users SET email_confirmed_at = coalesce(email_confirmed_at, now()), updated_at = now()
+    WHERE id = t.user_id AND deleted_at IS NULL;
+    UPDATE auth.identities SET identity_data = identity_data || '{"email_verified": true}', last_sign_in_at = now()
+    WHERE user_id = t.user_id AND provider = 'email';
+  END IF;
+  PERFORM fluxbase.auth_audit('login', t.user_id, p_ip, p_request_id, jsonb_build_object('provider', p_channel, 'kind', p_kind));
+  IF p_link_hash IS NOT NULL AND p_pkce_code_hash IS NOT NULL THEN
+    UPDATE auth.flow_state SET auth_code = p_pkce_code_hash, auth_code_issued_at = now(), updated_at = now()
+    WHERE auth_code = 'pending:' || t.token_hash;
+    IF FOUND THEN
+      RETURN jsonb_build_object('pkce', true);
+    END IF;
+  ELSE
+    DELETE FROM auth.flow_state WHERE auth_code = 'pending:' || t.token_hash;
+  END IF;
   RETURN fluxbase.auth_issue_session(t.user_id, p_refresh_hash,
-    CASE p_kind WHEN 'recovery' THEN 'recovery' WHEN 'signup' THEN 'email/signup'
-      ELSE CASE WHEN p_link_hash IS NOT NULL THEN 'magiclink' ELSE 'otp' END END,
+    CASE WHEN p_kind = 'recovery' THEN 'recovery' WHEN p_kind = 'signup' AND NOT by_phone THEN 'email/signup'
+      WHEN p_link_hash IS NOT NULL THEN 'magiclink' ELSE 'otp' END,
     p_ip, p_user_agent);
 END
+$$;
+
+-- PUT /user with a new e-mail, when changes are confirmed by e-mail: the
+-- change waits in users.email_change for the link or code sent to the new
+-- address and, with secure e-mail change, the one sent to the current
+-- address too (one_time_tokens email_change_token_new / _current).
+CREATE FUNCTION fluxbase.auth_email_change_request(p_user uuid, p_session uuid, p_new_email text,
+  p_new_link_hash text, p_new_code_hash text, p_current_link_hash text, p_current_code_hash text,
+  p_interval_seconds int, p_ip text, p_request_id text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  u auth.users;
+BEGIN
+  PERFORM fluxbase.auth_user(p_user, p_session);
+  IF EXISTS (SELECT 1 FROM auth.users WHERE email = p_new_email AND id <> p_user AND NOT is_sso_user) THEN
+    RAISE EXCEPTION 'email_exists' USING ERRCODE = 'FA422', HINT = 'A user with this email address has already been registered';
+  END IF;
+  SELECT * INTO u FROM auth.users WHERE id = p_user FOR UPDATE;
+  IF u.email_change_sent_at > now() - make_interval(secs => p_interval_seconds) THEN
+    RAISE EXCEPTION 'over_email_send_rate_limit' USING ERRCODE = 'FA429',
+      HINT = format('For security purposes, you can only request this after %s seconds.', p_interval_seconds);
+  END IF;
+  DELETE FROM auth.one_time_tokens WHERE user_id = p_user
+    AND token_type IN ('email_change_token_new', 'email_change_token_current');
+  INSERT INTO auth.one_time_tokens (id, user_id, token_type, token_hash, relates_to, created_at, updated_at)
+  VALUES (gen_random_uuid(), p_user, 'email_change_token_new', p_new_link_hash, p_new_code_hash, now(), now());
+  IF p_current_link_hash IS NOT NULL AND coalesce(u.email, '') <> '' THEN
+    INSERT INTO auth.one_time_tokens (id, user_id, token_type, token_hash, relates_to, created_at, updated_at)
+    VALUES (gen_random_uuid(), p_user, 'email_change_token_current', p_current_link_hash, p_current_code_hash, now(), now());
+  END IF;
+  UPDATE auth.users SET email_change = p_new_email, email_change_sent_at = now(), email_change_confirm_status = 0,
+    updated_at = now()
+  WHERE id = p_user
+  RETURNING * INTO u;
+  PERFORM fluxbase.auth_audit('user_modified', p_user, p_ip, p_request_id, jsonb_build_object('email_change', p_new_email));
+  RETURN fluxbase.auth_user_json(u);
+END
+$$;
+
+-- Redeems an e-mail change link or code once. The first of two (secure
+-- change) only counts; the last one moves the address and starts a session.
+CREATE FUNCTION fluxbase.auth_verify_email_change(p_link_hash text, p_code_hash text, p_expiry_seconds int,
+  p_refresh_hash text, p_ip text, p_user_agent text, p_request_id text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  t auth.one_time_tokens;
+  u auth.users;
+BEGIN
+  SELECT * INTO t FROM auth.one_time_tokens
+  WHERE token_type IN ('email_change_token_new', 'email_change_token_current')
+    AND ((p_link_hash IS NOT NULL AND token_hash = p_link_hash) OR (p_code_hash IS NOT NULL AND relates_to = p_code_hash))
+  LIMIT 1 FOR UPDATE;
+  IF FOUND THEN
+    DELETE FROM auth.one_time_tokens WHERE id = t.id;
+  END IF;
+  IF NOT FOUND OR t.created_at < now() - make_interval(secs => p_expiry_seconds) THEN
+    RETURN jsonb_build_object('error', 'otp_expired', 'status', 403, 'msg', 'Email link is invalid or has expired');
+  END IF;
+  SELECT * INTO u FROM auth.users WHERE id = t.user_id AND deleted_at IS NULL FOR UPDATE;
+  IF coalesce(u.email_change, '') = '' THEN
+    RETURN jsonb_build_object('error', 'otp_expired', 'status', 403, 'msg', 'Email link is invalid or has expired');
+  END IF;
+  IF EXISTS (SELECT 1 FROM auth.one_time_tokens WHERE user_id = u.id
+             AND token_type IN ('email_change_token_new', 'email_change_token_current')) THEN
+    UPDATE auth.users SET email_change_confirm_status = 1, updated_at = now() WHERE id = u.id;
+    RETURN jsonb_build_object('msg', 'Confirmation link accepted. Please proceed to confirm link sent to the other email');
+  END IF;
+  IF EXISTS (SELECT 1 FROM auth.users WHERE email = u.email_change AND id <> u.id AND NOT is_sso_user) THEN
+    RETURN jsonb_build_object('error', 'email_exists', 'status', 422,
+      'msg', 'A user with this email address has already been registered');
+  END IF;
+  UPDATE auth.users SET email = email_change, email_change = '', email_change_confirm_status = 0,
+    email_confirmed_at = now(), updated_at = now()
+  WHERE id = u.id;
+  UPDATE auth.identities SET identity_data = identity_data || jsonb_build_object('email', u.email_change,
+      'email_verified', true), updated_at = now()
+  WHERE user_id = u.id AND provider = 'email';
+  PERFORM fluxbase.auth_audit('user_modified', u.id, p_ip, p_request_id, jsonb_build_object('email', u.email_change));
+  RETURN fluxbase.auth_issue_session(u.id, p_refresh_hash, 'email_change', p_ip, p_user_agent);
+END
+$$;
+
+-- A link and code that could not be delivered (SMTP or SMS failed) are
+-- withdrawn, so that asking again is not refused as too soon.
+CREATE FUNCTION fluxbase.auth_withdraw_token(p_code_hash text)
+RETURNS void
+LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+  DELETE FROM auth.one_time_tokens WHERE relates_to = p_code_hash;
+$$;
+
+-- PUT /user's `nonce`: the code GET /reauthenticate sent, taken once.
+CREATE FUNCTION fluxbase.auth_reauthenticated(p_user uuid, p_code_hash text, p_expiry_seconds int)
+RETURNS boolean
+LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+  WITH taken AS (
+    DELETE FROM auth.one_time_tokens
+    WHERE user_id = p_user AND token_type = 'reauthentication_token' AND relates_to = p_code_hash
+    RETURNING created_at)
+  SELECT coalesce((SELECT created_at >= now() - make_interval(secs => p_expiry_seconds) FROM taken), false)
 $$;
 
 CREATE FUNCTION fluxbase.auth_user_by_email(p_email text) RETURNS jsonb
@@ -1153,7 +1312,8 @@ BEGIN
     RETURN jsonb_build_object('error', 'bad_code_verifier', 'status', 403,
       'msg', 'code challenge does not match previously saved code verifier');
   END IF;
-  issued := fluxbase.auth_issue_session(f.user_id, p_refresh_hash, coalesce(f.authentication_method, 'oauth'),
+  issued := fluxbase.auth_issue_session(f.user_id, p_refresh_hash,
+    CASE f.authentication_method WHEN 'signup' THEN 'email/signup' ELSE coalesce(f.authentication_method, 'oauth') END,
     p_ip, p_user_agent);
   PERFORM fluxbase.auth_audit('token_exchanged', f.user_id, p_ip, p_request_id, jsonb_build_object('provider', f.provider_type));
   RETURN issued || jsonb_strip_nulls(jsonb_build_object('provider_token', f.provider_access_token,

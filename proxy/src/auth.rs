@@ -90,7 +90,16 @@ pub async fn handle(
         (&Method::POST, ["otp"] | ["magiclink"]) => {
             let body = parse_body(&body)?;
             let create = body.get("create_user").and_then(Value::as_bool).unwrap_or(true);
-            req.send_email_token(&body, "magiclink", create, param("redirect_to")).await
+            match normalise_phone(&body)? {
+                Some(phone) if body.get("email").is_none() => {
+                    let data = body.get("data").filter(|d| d.is_object()).cloned();
+                    let create = create && !state.config.auth.disable_signup;
+                    req.phone_enabled(&phone)?;
+                    req.sms_token(&phone, "magiclink", create, data).await?;
+                    Ok(json_response(StatusCode::OK, &json!({})))
+                }
+                _ => req.send_email_token(&body, "magiclink", create, param("redirect_to")).await,
+            }
         }
         (&Method::POST, ["invite"]) => {
             require_service_role(&caller)?;
@@ -118,7 +127,8 @@ pub async fn handle(
         (&Method::POST, ["verify"]) => req.verify_code(&parse_body(&body)?).await,
         (&Method::POST, ["logout"]) => req.logout(&caller, param("scope").as_deref().unwrap_or("global")).await,
         (&Method::GET, ["user"]) => req.user(&caller).await,
-        (&Method::PUT, ["user"]) => req.update_user(&caller, &parse_body(&body)?).await,
+        (&Method::PUT, ["user"]) => req.update_user(&caller, &parse_body(&body)?, param("redirect_to")).await,
+        (&Method::GET, ["reauthenticate"]) => req.reauthenticate(&caller).await,
         (&Method::POST, ["factors"]) => req.mfa_enroll(&caller, &parse_body(&body)?).await,
         (&Method::POST, ["factors", id, "challenge"]) => {
             let (user, session) = session_of(&caller)?;
@@ -197,6 +207,36 @@ pub async fn handle(
     }
 }
 
+/// An e-mailed link and code: for whom, what for, where the link leads.
+struct Mail<'a> {
+    email: &'a str,
+    /// magiclink, recovery, signup or invite
+    kind: &'a str,
+    /// Create the user when the address is unknown.
+    create: bool,
+    redirect: &'a str,
+    data: Option<Value>,
+    /// The app's PKCE `(code_challenge, code_challenge_method)`: the link
+    /// then leads to `?code=` instead of a session.
+    pkce: Option<(String, String)>,
+}
+
+/// `code_challenge` and `code_challenge_method` of a supabase-js request in
+/// the PKCE flow (both or neither).
+fn pkce_of(body: &Value) -> Result<Option<(String, String)>, ApiError> {
+    match (text(body, "code_challenge"), text(body, "code_challenge_method").map(str::to_ascii_lowercase)) {
+        (None, _) => Ok(None),
+        (Some(c), Some(m)) if crate::oauth::valid_pkce(c) && (m == "s256" || m == "plain") => {
+            Ok(Some((c.to_string(), m)))
+        }
+        _ => Err(ApiError::auth(
+            400,
+            "validation_failed",
+            "code_challenge must be 43-128 characters with method s256 or plain",
+        )),
+    }
+}
+
 pub(crate) struct Req<'a> {
     pub(crate) state: &'a AppState,
     pub(crate) ctx: &'a Ctx,
@@ -205,7 +245,8 @@ pub(crate) struct Req<'a> {
 
 fn settings(state: &AppState) -> Value {
     let a = &state.config.auth;
-    let mut external = json!({ "email": true, "phone": false, "anonymous_users": a.anonymous_users });
+    let phone = state.sms.is_some() || a.sms_autoconfirm || !a.sms_test_otp.is_empty();
+    let mut external = json!({ "email": true, "phone": phone, "anonymous_users": a.anonymous_users });
     for name in state.providers.names() {
         external[name] = json!(true);
     }
@@ -213,8 +254,8 @@ fn settings(state: &AppState) -> Value {
         "external": external,
         "disable_signup": a.disable_signup,
         "mailer_autoconfirm": a.autoconfirm(),
-        "phone_autoconfirm": false,
-        "sms_provider": "",
+        "phone_autoconfirm": a.sms_autoconfirm,
+        "sms_provider": state.sms.as_ref().map(|s| s.name()).unwrap_or(""),
         "saml_enabled": false,
     })
 }
@@ -312,6 +353,16 @@ fn valid_email(email: &str) -> bool {
         && !domain.starts_with('.')
         && !domain.ends_with('.')
         && email.len() <= 255
+}
+
+/// `phone` of a request body, as stored: digits only (E.164 without `+`).
+fn normalise_phone(body: &Value) -> Result<Option<String>, ApiError> {
+    match text(body, "phone") {
+        None => Ok(None),
+        Some(p) => crate::sms::normalise_phone(p)
+            .map(Some)
+            .ok_or_else(|| ApiError::auth(400, "validation_failed", "Invalid phone number format (E.164 required)")),
+    }
 }
 
 fn normalise_email(body: &Value) -> Result<Option<String>, ApiError> {
@@ -481,23 +532,25 @@ impl Req<'_> {
         }
         self.rate_limit(&[(format!("signup:ip:{}", self.ctx.ip), config.rate_limit_signups_per_ip)]).await?;
         let email = normalise_email(body)?;
-        let phone = text(body, "phone").map(str::to_string);
+        // E-mail wins when both are given, as in Supabase.
+        let phone = if email.is_none() { normalise_phone(body)? } else { None };
         let data = body.get("data").filter(|d| d.is_object()).cloned();
         let anonymous = email.is_none() && phone.is_none() && body.get("password").is_none();
         if anonymous && !config.anonymous_users {
             return Err(ApiError::auth(422, "anonymous_provider_disabled", "Anonymous sign-ins are disabled"));
         }
-        if phone.is_some() {
-            return Err(ApiError::auth(422, "phone_provider_disabled", "Phone signups are disabled"));
+        if let Some(phone) = &phone {
+            self.phone_enabled(phone)?;
         }
         let hash = if anonymous {
             None
         } else {
-            if email.is_none() {
+            if email.is_none() && phone.is_none() {
                 return Err(ApiError::auth(422, "validation_failed", "To signup, please provide your email"));
             }
             Some(self.hash(self.check_password(text(body, "password"))?).await?)
         };
+        let confirmed = if phone.is_some() { config.sms_autoconfirm } else { config.autoconfirm() };
         let (refresh, refresh_hash) = new_refresh_token();
         let issued = self
             .query_json(
@@ -507,7 +560,7 @@ impl Req<'_> {
                     &phone,
                     &hash,
                     &data,
-                    &config.autoconfirm(),
+                    &confirmed,
                     &anonymous,
                     &refresh_hash,
                     &self.ctx.ip,
@@ -522,14 +575,18 @@ impl Req<'_> {
         // Not confirmed yet: the confirmation mail goes out; no session until its link or code.
         if let Some(email) = &email {
             let redirect = self.redirect_target(redirect)?;
-            self.email_token(email, "signup", false, &redirect, None).await?;
+            let pkce = pkce_of(body)?;
+            self.email_token(Mail { email, kind: "signup", create: false, redirect: &redirect, data: None, pkce })
+                .await?;
+        } else if let Some(phone) = &phone {
+            self.sms_token(phone, "signup", false, None).await?;
         }
         Ok(json_response(StatusCode::OK, issued.get("user").unwrap_or(&Value::Null)))
     }
 
     async fn password_grant(&self, body: &Value) -> Result<Response, ApiError> {
         let email = normalise_email(body).unwrap_or(None);
-        let phone = text(body, "phone").map(str::to_string);
+        let phone = if email.is_none() { normalise_phone(body).unwrap_or(None) } else { None };
         let password = body.get("password").and_then(Value::as_str).unwrap_or("").to_string();
         if email.is_none() && phone.is_none() {
             return Err(ApiError::auth(400, "validation_failed", "An email address or phone number is required"));
@@ -575,7 +632,10 @@ impl Req<'_> {
             return Err(ApiError::auth(400, "user_banned", "User is banned"));
         }
         if ok && !row.get::<_, bool>("confirmed") {
-            return Err(ApiError::auth(400, "email_not_confirmed", "Email not confirmed"));
+            return Err(match phone {
+                Some(_) => ApiError::auth(400, "phone_not_confirmed", "Phone not confirmed"),
+                None => ApiError::auth(400, "email_not_confirmed", "Email not confirmed"),
+            });
         }
         let (refresh, refresh_hash) = new_refresh_token();
         let issued = self
@@ -642,20 +702,155 @@ impl Req<'_> {
         self.call_json("SELECT fluxbase.auth_user($1, $2)", &[&user, &session]).await
     }
 
-    async fn update_user(&self, caller: &Auth, body: &Value) -> Result<Response, ApiError> {
+    /// PUT /user. A new e-mail is confirmed by e-mail when mail is sent
+    /// and sign-ups are not auto-confirmed (to the new address and, with
+    /// `auth.secure_email_change`, the current one); a new password may
+    /// need the `nonce` of GET /reauthenticate.
+    async fn update_user(&self, caller: &Auth, body: &Value, redirect: Option<String>) -> Result<Response, ApiError> {
         let (user, session) = session_of(caller)?;
+        let config = &self.state.config.auth;
         let email = normalise_email(body)?;
-        let phone = text(body, "phone").map(str::to_string);
+        let phone = normalise_phone(body)?;
         let hash = match body.get("password") {
-            Some(_) => Some(self.hash(self.check_password(text(body, "password"))?).await?),
+            Some(_) => {
+                let password = self.check_password(text(body, "password"))?;
+                self.check_nonce(user, caller, text(body, "nonce")).await?;
+                Some(self.hash(password).await?)
+            }
             None => None,
         };
         let data = body.get("data").filter(|d| d.is_object()).cloned();
-        self.call_json(
-            "SELECT fluxbase.auth_update_user($1, $2, $3, $4, $5, $6, $7, $8)",
-            &[&user, &session, &email, &phone, &hash, &data, &self.ctx.ip, &self.ctx.request_id],
-        )
-        .await
+        let confirm_by_mail = email.is_some() && self.state.mailer.is_some() && !config.autoconfirm();
+        let immediate = if confirm_by_mail { None } else { email.clone() };
+        let updated = self
+            .query_json(
+                "SELECT fluxbase.auth_update_user($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[&user, &session, &immediate, &phone, &hash, &data, &self.ctx.ip, &self.ctx.request_id],
+            )
+            .await?;
+        match email {
+            Some(new) if confirm_by_mail && updated.get("email").and_then(Value::as_str) != Some(new.as_str()) => {
+                let current = updated.get("email").and_then(Value::as_str).unwrap_or("").to_string();
+                let redirect = self.redirect_target(redirect)?;
+                self.email_change(user, session, &current, &new, &redirect).await
+            }
+            _ => Ok(json_response(StatusCode::OK, &updated)),
+        }
+    }
+
+    /// The `nonce` (a code from GET /reauthenticate) of a password change:
+    /// checked when given, required by `auth.update_password_require_reauthentication`.
+    async fn check_nonce(&self, user: uuid::Uuid, caller: &Auth, nonce: Option<&str>) -> Result<(), ApiError> {
+        let config = &self.state.config.auth;
+        let Some(nonce) = nonce else {
+            if config.update_password_require_reauthentication {
+                return Err(ApiError::auth(
+                    400,
+                    "reauthentication_needed",
+                    "Password update requires reauthentication",
+                ));
+            }
+            return Ok(());
+        };
+        self.rate_limit(&[(format!("verify:ip:{}", self.ctx.ip), config.rate_limit_verify_per_ip)]).await?;
+        let email = caller.claims.get("email").and_then(Value::as_str).unwrap_or("");
+        let client = self.state.client().await?;
+        let ok: bool = client
+            .query_one(
+                "SELECT fluxbase.auth_reauthenticated($1, $2, $3)",
+                &[&user, &sha256_hex(&format!("{email}:{nonce}")), &(config.otp_expiry_seconds as i32)],
+            )
+            .await
+            .map_err(db_error)?
+            .get(0);
+        if ok {
+            Ok(())
+        } else {
+            Err(ApiError::auth(400, "reauthentication_not_valid", "Verification code is invalid or has expired"))
+        }
+    }
+
+    /// GET /reauthenticate: e-mails a code that PUT /user takes as `nonce`.
+    async fn reauthenticate(&self, caller: &Auth) -> Result<Response, ApiError> {
+        let (user, session) = session_of(caller)?;
+        let me = self.query_json("SELECT fluxbase.auth_user($1, $2)", &[&user, &session]).await?;
+        let Some(email) = me.get("email").and_then(Value::as_str).filter(|e| !e.is_empty()) else {
+            return Err(ApiError::auth(
+                422,
+                "validation_failed",
+                "Reauthentication requires the user to have an email",
+            ));
+        };
+        let site = self.redirect_target(None)?;
+        let mail = Mail { email, kind: "reauthentication", create: false, redirect: &site, data: None, pkce: None };
+        self.email_token(mail).await?;
+        Ok(json_response(StatusCode::OK, &json!({})))
+    }
+
+    /// Starts an e-mail change: codes and links to the new address and
+    /// (secure change) the current one; the user, with `new_email`.
+    async fn email_change(
+        &self,
+        user: uuid::Uuid,
+        session: Option<uuid::Uuid>,
+        current: &str,
+        new: &str,
+        redirect: &str,
+    ) -> Result<Response, ApiError> {
+        let config = &self.state.config.auth;
+        let Some(mailer) = &self.state.mailer else {
+            return Err(ApiError::auth(422, "email_provider_disabled", "E-mail needs auth.smtp_host"));
+        };
+        self.rate_limit(&[(format!("email:ip:{}", self.ctx.ip), config.rate_limit_signins_per_ip)]).await?;
+        let token = |address: &str| {
+            let (link, link_hash) = new_refresh_token();
+            let code = format!("{:06}", rand::thread_rng().next_u32() % 1_000_000);
+            let code_hash = sha256_hex(&format!("{address}:{code}"));
+            (link, link_hash, code, code_hash)
+        };
+        let to_new = token(new);
+        let to_current = (config.secure_email_change && !current.is_empty()).then(|| token(current));
+        let updated = self
+            .query_json(
+                "SELECT fluxbase.auth_email_change_request($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                &[
+                    &user,
+                    &session,
+                    &new,
+                    &to_new.1,
+                    &to_new.3,
+                    &to_current.as_ref().map(|t| &t.1),
+                    &to_current.as_ref().map(|t| &t.3),
+                    &(config.email_interval_seconds as i32),
+                    &self.ctx.ip,
+                    &self.ctx.request_id,
+                ],
+            )
+            .await?;
+        let site = self.redirect_target(None)?;
+        for (to, (link, _, code, code_hash)) in
+            std::iter::once((new, &to_new)).chain(to_current.as_ref().map(|t| (current, t)))
+        {
+            let url = format!(
+                "{}/auth/v1/verify?token={link}&type=email_change&redirect_to={}",
+                self.state.config.public_url(),
+                form_encode(redirect)
+            );
+            let fill = crate::mailer::Fill {
+                confirmation_url: &url,
+                token: code,
+                token_hash: link,
+                site_url: &site,
+                email: current,
+                redirect_to: redirect,
+                new_email: new,
+            };
+            if let Err(e) = deliver(mailer, to, crate::mailer::Kind::EmailChange, &fill).await {
+                self.withdraw(code_hash).await;
+                return Err(e);
+            }
+        }
+        Ok(json_response(StatusCode::OK, &updated))
     }
 
     /// POST /factors: a TOTP factor, unverified until its first code.
@@ -796,7 +991,8 @@ impl Req<'_> {
         let redirect = self.redirect_target(redirect.or_else(|| text(body, "redirect_to").map(str::to_string)))?;
         let data = body.get("data").filter(|d| d.is_object()).cloned();
         let create = create && !self.state.config.auth.disable_signup;
-        self.email_token(&email, kind, create, &redirect, data).await?;
+        let pkce = pkce_of(body)?;
+        self.email_token(Mail { email: &email, kind, create, redirect: &redirect, data, pkce }).await?;
         Ok(json_response(StatusCode::OK, &json!({})))
     }
 
@@ -805,24 +1001,24 @@ impl Req<'_> {
     /// Returns the link URL and the code.
     async fn store_token(
         &self,
-        email: &str,
-        kind: &str,
-        create: bool,
-        redirect: &str,
-        data: Option<Value>,
+        mail: Mail<'_>,
+        channel: &str,
+        fixed_code: Option<String>,
         interval_seconds: u32,
     ) -> Result<Option<(String, String, String)>, ApiError> {
-        let config = &self.state.config.auth;
+        let Mail { email, kind, create, redirect, data, pkce } = mail;
+        let (challenge, method) = pkce.unzip();
         let (link, link_hash) = new_refresh_token();
-        let code = format!("{:06}", rand::thread_rng().next_u32() % 1_000_000);
+        let code = fixed_code.unwrap_or_else(|| format!("{:06}", rand::thread_rng().next_u32() % 1_000_000));
         let code_hash = sha256_hex(&format!("{email}:{code}"));
         // Invites redeem like sign-up confirmations.
         let stored_kind = if kind == "invite" { "signup" } else { kind };
         let client = self.state.client().await?;
         let outcome: String = client
             .query_one(
-                "SELECT fluxbase.auth_email_token($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                "SELECT fluxbase.auth_send_token($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 &[
+                    &channel,
                     &email,
                     &stored_kind,
                     &link_hash,
@@ -830,6 +1026,8 @@ impl Req<'_> {
                     &create,
                     &data,
                     &(interval_seconds as i32),
+                    &challenge,
+                    &method,
                     &self.ctx.ip,
                     &self.ctx.request_id,
                 ],
@@ -839,11 +1037,8 @@ impl Req<'_> {
             .get(0);
         match outcome.as_str() {
             "too_soon" => Err(ApiError::RateLimited {
-                retry_after: config.email_interval_seconds as u64,
-                msg: format!(
-                    "For security purposes, you can only request this after {} seconds.",
-                    config.email_interval_seconds
-                ),
+                retry_after: interval_seconds as u64,
+                msg: format!("For security purposes, you can only request this after {interval_seconds} seconds."),
             }),
             "sent" => {
                 let url = format!(
@@ -859,23 +1054,23 @@ impl Req<'_> {
 
     /// Stores a link and code of `kind` and mails them; nothing happens for
     /// an unknown address unless `create`.
-    async fn email_token(
-        &self,
-        email: &str,
-        kind: &str,
-        create: bool,
-        redirect: &str,
-        data: Option<Value>,
-    ) -> Result<(), ApiError> {
+    async fn email_token(&self, mail: Mail<'_>) -> Result<(), ApiError> {
+        let (email, kind, redirect) = (mail.email, mail.kind, mail.redirect);
         let config = &self.state.config.auth;
         let Some(mailer) = &self.state.mailer else {
             return Err(ApiError::auth(422, "email_provider_disabled", "E-mail needs auth.smtp_host"));
         };
         self.rate_limit(&[(format!("email:ip:{}", self.ctx.ip), config.rate_limit_signins_per_ip)]).await?;
-        let Some((url, link, code)) =
-            self.store_token(email, kind, create, redirect, data, config.email_interval_seconds).await?
+        let Some((url, link, code)) = self.store_token(mail, "email", None, config.email_interval_seconds).await?
         else {
             return Ok(());
+        };
+        let mail_kind = match kind {
+            "recovery" => crate::mailer::Kind::Recovery,
+            "signup" => crate::mailer::Kind::Confirmation,
+            "invite" => crate::mailer::Kind::Invite,
+            "reauthentication" => crate::mailer::Kind::Reauthentication,
+            _ => crate::mailer::Kind::MagicLink,
         };
         let site = self.redirect_target(None)?;
         let fill = crate::mailer::Fill {
@@ -885,17 +1080,59 @@ impl Req<'_> {
             site_url: &site,
             email,
             redirect_to: redirect,
+            new_email: "",
         };
-        let mail_kind = match kind {
-            "recovery" => crate::mailer::Kind::Recovery,
-            "signup" => crate::mailer::Kind::Confirmation,
-            "invite" => crate::mailer::Kind::Invite,
-            _ => crate::mailer::Kind::MagicLink,
+        let sent = deliver(mailer, email, mail_kind, &fill).await;
+        if sent.is_err() {
+            self.withdraw(&sha256_hex(&format!("{email}:{code}"))).await;
+        }
+        sent
+    }
+
+    /// Takes back a stored code that never reached its recipient.
+    async fn withdraw(&self, code_hash: &str) {
+        if let Ok(client) = self.state.client().await {
+            if let Err(e) = client.execute("SELECT fluxbase.auth_withdraw_token($1)", &[&code_hash]).await {
+                tracing::warn!(error = %e, "withdrawing an undelivered code failed");
+            }
+        }
+    }
+
+    /// Phone sign-in needs an SMS provider, unless sign-ups are confirmed
+    /// without one or the number is a configured test number.
+    fn phone_enabled(&self, phone: &str) -> Result<(), ApiError> {
+        let config = &self.state.config.auth;
+        if self.state.sms.is_some() || config.sms_autoconfirm || config.sms_test_otp.contains_key(phone) {
+            Ok(())
+        } else {
+            Err(ApiError::auth(422, "phone_provider_disabled", "Unsupported phone provider"))
+        }
+    }
+
+    /// Stores a code of `kind` for `phone` and texts it (test numbers get
+    /// their fixed code and no SMS); nothing happens for an unknown number
+    /// unless `create`.
+    async fn sms_token(&self, phone: &str, kind: &str, create: bool, data: Option<Value>) -> Result<(), ApiError> {
+        let config = &self.state.config.auth;
+        let test_code = config.sms_test_otp.get(phone).cloned();
+        let sms = match (&self.state.sms, &test_code) {
+            (_, Some(_)) => None,
+            (Some(sms), None) => Some(sms),
+            (None, None) => return Err(ApiError::auth(422, "phone_provider_disabled", "Unsupported phone provider")),
         };
-        mailer.send(email, mail_kind, &fill).await.map_err(|e| {
-            tracing::error!(error = %e, "sending e-mail failed");
-            ApiError::auth(500, "unexpected_failure", "Error sending the e-mail")
-        })
+        self.rate_limit(&[(format!("sms:ip:{}", self.ctx.ip), config.rate_limit_signins_per_ip)]).await?;
+        let mail = Mail { email: phone, kind, create, redirect: "", data, pkce: None };
+        let Some((_, _, code)) = self.store_token(mail, "phone", test_code, config.sms_interval_seconds).await? else {
+            return Ok(());
+        };
+        let Some(sms) = sms else { return Ok(()) };
+        let message = config.sms_template.replace("{{ .Code }}", &code);
+        if let Err(e) = sms.send(phone, &code, &message).await {
+            tracing::error!(error = %e, "sending an SMS failed");
+            self.withdraw(&sha256_hex(&format!("{phone}:{code}"))).await;
+            return Err(ApiError::auth(500, "sms_send_failed", "Error sending the SMS"));
+        }
+        Ok(())
     }
 
     /// POST /invite (service_role): creates the user and mails an invitation.
@@ -904,7 +1141,8 @@ impl Req<'_> {
             .ok_or_else(|| ApiError::auth(422, "validation_failed", "An email address is required"))?;
         let redirect = self.redirect_target(redirect)?;
         let data = body.get("data").filter(|d| d.is_object()).cloned();
-        self.email_token(&email, "invite", true, &redirect, data).await?;
+        self.email_token(Mail { email: &email, kind: "invite", create: true, redirect: &redirect, data, pkce: None })
+            .await?;
         Ok(json_response(StatusCode::OK, &self.user_by_email(&email).await?))
     }
 
@@ -931,7 +1169,8 @@ impl Req<'_> {
         let redirect = self.redirect_target(redirect.or_else(|| text(body, "redirect_to").map(str::to_string)))?;
         let data = body.get("data").filter(|d| d.is_object()).cloned();
         let create = kind != "recovery";
-        let Some((url, link, code)) = self.store_token(&email, kind, create, &redirect, data, 0).await? else {
+        let mail = Mail { email: &email, kind, create, redirect: &redirect, data, pkce: None };
+        let Some((url, link, code)) = self.store_token(mail, "email", None, 0).await? else {
             return Err(ApiError::auth(404, "user_not_found", "User with this email not found"));
         };
         let mut out = self.user_by_email(&email).await?;
@@ -948,8 +1187,27 @@ impl Req<'_> {
     /// POST /resend `{type: "signup", email}`: the confirmation mail again,
     /// for an address that is registered and not confirmed (else nothing).
     async fn resend(&self, body: &Value, redirect: Option<String>) -> Result<Response, ApiError> {
+        if text(body, "type") == Some("sms") {
+            let phone = normalise_phone(body)?
+                .ok_or_else(|| ApiError::auth(422, "validation_failed", "A phone number is required"))?;
+            let client = self.state.client().await?;
+            let unconfirmed = client
+                .query_opt("SELECT 1 FROM fluxbase.auth_password_candidate(NULL, $1) WHERE NOT confirmed", &[&phone])
+                .await
+                .map_err(db_error)?
+                .is_some();
+            drop(client);
+            if unconfirmed {
+                self.sms_token(&phone, "signup", false, None).await?;
+            }
+            return Ok(json_response(StatusCode::OK, &json!({})));
+        }
         if text(body, "type") != Some("signup") {
-            return Err(ApiError::auth(400, "validation_failed", "Only type signup can be resent in this release"));
+            return Err(ApiError::auth(
+                400,
+                "validation_failed",
+                "Only types signup and sms can be resent in this release",
+            ));
         }
         let email = normalise_email(body)?
             .ok_or_else(|| ApiError::auth(422, "validation_failed", "An email address is required"))?;
@@ -962,14 +1220,54 @@ impl Req<'_> {
             .is_some();
         drop(client);
         if unconfirmed {
-            self.email_token(&email, "signup", false, &redirect, None).await?;
+            let pkce = pkce_of(body)?;
+            self.email_token(Mail {
+                email: &email,
+                kind: "signup",
+                create: false,
+                redirect: &redirect,
+                data: None,
+                pkce,
+            })
+            .await?;
         }
         Ok(json_response(StatusCode::OK, &json!({})))
     }
 
     async fn redeem(
         &self,
+        channel: &str,
         kind: &str,
+        link_hash: Option<String>,
+        code_hash: Option<String>,
+        pkce_code: Option<&str>,
+    ) -> Result<(Value, String), ApiError> {
+        let config = &self.state.config.auth;
+        self.rate_limit(&[(format!("verify:ip:{}", self.ctx.ip), config.rate_limit_verify_per_ip)]).await?;
+        let (refresh, refresh_hash) = new_refresh_token();
+        let issued = self
+            .query_json(
+                "SELECT fluxbase.auth_verify_token($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                &[
+                    &channel,
+                    &kind,
+                    &link_hash,
+                    &code_hash,
+                    &(config.otp_expiry_seconds as i32),
+                    &refresh_hash,
+                    &pkce_code.map(sha256_hex),
+                    &self.ctx.ip,
+                    &self.user_agent,
+                    &self.ctx.request_id,
+                ],
+            )
+            .await?;
+        refusal(&issued)?;
+        Ok((issued, refresh))
+    }
+
+    async fn redeem_email_change(
+        &self,
         link_hash: Option<String>,
         code_hash: Option<String>,
     ) -> Result<(Value, String), ApiError> {
@@ -978,9 +1276,8 @@ impl Req<'_> {
         let (refresh, refresh_hash) = new_refresh_token();
         let issued = self
             .query_json(
-                "SELECT fluxbase.auth_verify_email($1, $2, $3, $4, $5, $6, $7, $8)",
+                "SELECT fluxbase.auth_verify_email_change($1, $2, $3, $4, $5, $6, $7)",
                 &[
-                    &kind,
                     &link_hash,
                     &code_hash,
                     &(config.otp_expiry_seconds as i32),
@@ -996,15 +1293,33 @@ impl Req<'_> {
     }
 
     /// GET /verify: the link of an e-mail; redirects with the session in
-    /// the fragment (or the error), as Supabase's implicit flow does.
+    /// the fragment (or the error), as Supabase's implicit flow does, or
+    /// with `?code=` when the link was asked for by a PKCE app.
     async fn verify_link(&self, token: String, kind: String, redirect: Option<String>) -> Result<Response, ApiError> {
         let redirect = self.redirect_target(redirect)?;
         let kind = match kind.as_str() {
             "recovery" => "recovery",
             "signup" | "invite" => "signup",
+            "email_change" => "email_change",
             _ => "magiclink",
         };
-        let fragment = match self.redeem(kind, Some(sha256_hex(&token)), None).await {
+        let pkce_code = uuid::Uuid::new_v4().to_string();
+        let redeemed = if kind == "email_change" {
+            self.redeem_email_change(Some(sha256_hex(&token)), None).await
+        } else {
+            self.redeem("email", kind, Some(sha256_hex(&token)), None, Some(&pkce_code)).await
+        };
+        let fragment = match redeemed {
+            Ok((issued, _)) if issued.get("msg").is_some() => {
+                format!("message={}", form_encode(issued["msg"].as_str().unwrap_or_default()))
+            }
+            Ok((issued, _)) if issued.get("pkce").is_some() => {
+                return Ok(http::Response::builder()
+                    .status(StatusCode::SEE_OTHER)
+                    .header(http::header::LOCATION, crate::auth_oauth::with_query(&redirect, &[("code", &pkce_code)]))
+                    .body(http_body_util::Full::new(Bytes::new()))
+                    .expect("static response parts"));
+            }
             Ok((issued, refresh)) => format!("{}&type={kind}", self.session_fragment(&issued, &refresh, &[])?),
             Err(ApiError::Auth { error_code, msg, .. }) => {
                 format!("error=access_denied&error_code={error_code}&error_description={}", form_encode(&msg))
@@ -1020,30 +1335,41 @@ impl Req<'_> {
 
     /// POST /verify `{type, email, token}` (the code) or `{type, token_hash}` (the link token).
     async fn verify_code(&self, body: &Value) -> Result<Response, ApiError> {
-        let kind = match text(body, "type") {
-            Some("recovery") => "recovery",
-            Some("signup") | Some("invite") => "signup",
-            Some("email") | Some("magiclink") => "magiclink",
+        let (channel, kind) = match text(body, "type") {
+            Some("recovery") => ("email", "recovery"),
+            Some("signup") | Some("invite") => ("email", "signup"),
+            Some("email") | Some("magiclink") => ("email", "magiclink"),
+            // One code type for a phone's sign-up confirmation and sign-in.
+            Some("sms") => ("phone", "magiclink"),
+            Some("email_change") => ("email", "email_change"),
             _ => {
                 return Err(ApiError::auth(
                     400,
                     "validation_failed",
-                    "type must be email, magiclink, recovery or signup",
+                    "type must be email, magiclink, recovery, signup or sms",
                 ))
             }
         };
-        let (link_hash, code_hash) = match (text(body, "token_hash"), normalise_email(body)?, text(body, "token")) {
-            (Some(link), _, _) => (Some(sha256_hex(link)), None),
-            (None, Some(email), Some(code)) => (None, Some(sha256_hex(&format!("{email}:{code}")))),
+        let address = if channel == "phone" { normalise_phone(body)? } else { normalise_email(body)? };
+        let (link_hash, code_hash) = match (text(body, "token_hash"), address, text(body, "token")) {
+            (Some(link), _, _) if channel == "email" => (Some(sha256_hex(link)), None),
+            (_, Some(address), Some(code)) => (None, Some(sha256_hex(&format!("{address}:{code}")))),
             _ => {
                 return Err(ApiError::auth(
                     400,
                     "validation_failed",
-                    "Verify requires a token_hash, or an email and a token",
+                    "Verify requires a token_hash, or an email or phone and a token",
                 ))
             }
         };
-        let (issued, refresh) = self.redeem(kind, link_hash, code_hash).await?;
+        if kind == "email_change" {
+            let (issued, refresh) = self.redeem_email_change(link_hash, code_hash).await?;
+            if let Some(msg) = issued.get("msg") {
+                return Ok(json_response(StatusCode::OK, &json!({ "msg": msg, "code": 200 })));
+            }
+            return self.session(&issued, &refresh);
+        }
+        let (issued, refresh) = self.redeem(channel, kind, link_hash, code_hash, None).await?;
         self.session(&issued, &refresh)
     }
 
@@ -1076,7 +1402,10 @@ impl Req<'_> {
         if let Some(email) = normalise_email(body)? {
             fields.insert("email".into(), json!(email));
         }
-        for key in ["phone", "user_metadata", "app_metadata", "email_confirm", "phone_confirm"] {
+        if let Some(phone) = normalise_phone(body)? {
+            fields.insert("phone".into(), json!(phone));
+        }
+        for key in ["user_metadata", "app_metadata", "email_confirm", "phone_confirm"] {
             if let Some(v) = body.get(key).filter(|v| !v.is_null()) {
                 fields.insert(key.into(), v.clone());
             }
@@ -1097,6 +1426,19 @@ impl Req<'_> {
         )
         .await
     }
+}
+
+/// Sends one e-mail of `kind` to `to`.
+async fn deliver(
+    mailer: &crate::mailer::Mailer,
+    to: &str,
+    kind: crate::mailer::Kind,
+    fill: &crate::mailer::Fill<'_>,
+) -> Result<(), ApiError> {
+    mailer.send(to, kind, fill).await.map_err(|e| {
+        tracing::error!(error = %e, "sending e-mail failed");
+        ApiError::auth(500, "unexpected_failure", "Error sending the e-mail")
+    })
 }
 
 /// A refusal that must still commit (a reuse revokes the session, a wrong

@@ -27,7 +27,7 @@ fn found(location: &str) -> Response {
 }
 
 /// `url` with `pairs` added to its query (before any fragment).
-fn with_query(url: &str, pairs: &[(&str, &str)]) -> String {
+pub(crate) fn with_query(url: &str, pairs: &[(&str, &str)]) -> String {
     let (base, fragment) = url.split_once('#').map(|(b, f)| (b, Some(f))).unwrap_or((url, None));
     let added: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={}", form_encode(v))).collect();
     let sep = if base.contains('?') { '&' } else { '?' };

@@ -117,6 +117,31 @@ pub struct Auth {
     /// How long a sign-in at a provider may take, and how long the code of a
     /// PKCE sign-in stays valid, seconds.
     pub flow_state_expiry_seconds: u32,
+    /// SMS for phone sign-up and sign-in: `webhook` or `twilio`; unset,
+    /// phone routes answer `422 phone_provider_disabled` (but test numbers work).
+    pub sms_provider: Option<String>,
+    pub sms_webhook_url: Option<String>,
+    /// `v1,whsec_<base64>`: signs webhook requests (Standard Webhooks).
+    pub sms_webhook_secret: Option<String>,
+    pub sms_twilio_account_sid: Option<String>,
+    pub sms_twilio_auth_token: Option<String>,
+    /// Sender number, or a Messaging Service SID (`MG…`).
+    pub sms_twilio_from: Option<String>,
+    pub sms_twilio_api_url: String,
+    /// Text of the SMS; `{{ .Code }}` is the code.
+    pub sms_template: String,
+    /// Phone numbers (digits only) with fixed codes; nothing is sent to them.
+    pub sms_test_otp: std::collections::BTreeMap<String, String>,
+    /// Phone sign-ups are confirmed at once (no SMS).
+    pub sms_autoconfirm: bool,
+    /// One SMS per number per this many seconds.
+    pub sms_interval_seconds: u32,
+    /// A new e-mail must be confirmed from the current address too, not
+    /// only the new one (Supabase's `GOTRUE_MAILER_SECURE_EMAIL_CHANGE_ENABLED`).
+    pub secure_email_change: bool,
+    /// A password change needs the `nonce` of GET /reauthenticate
+    /// (`GOTRUE_SECURITY_UPDATE_PASSWORD_REQUIRE_REAUTHENTICATION`).
+    pub update_password_require_reauthentication: bool,
     /// Allow `linkIdentity()`/`unlinkIdentity()` (Supabase's
     /// `GOTRUE_SECURITY_MANUAL_LINKING_ENABLED`, off by default there too).
     pub manual_linking: bool,
@@ -192,6 +217,19 @@ impl Default for Auth {
             providers: Default::default(),
             flow_state_expiry_seconds: 300,
             manual_linking: false,
+            secure_email_change: true,
+            update_password_require_reauthentication: false,
+            sms_provider: None,
+            sms_webhook_url: None,
+            sms_webhook_secret: None,
+            sms_twilio_account_sid: None,
+            sms_twilio_auth_token: None,
+            sms_twilio_from: None,
+            sms_twilio_api_url: "https://api.twilio.com".into(),
+            sms_template: "Your code is {{ .Code }}".into(),
+            sms_test_otp: Default::default(),
+            sms_autoconfirm: false,
+            sms_interval_seconds: 60,
         }
     }
 }
@@ -374,6 +412,12 @@ impl Config {
         for (name, provider) in &self.auth.providers {
             crate::oauth::check_provider(name, provider).map_err(|e| invalid("auth.providers", e))?;
         }
+        crate::sms::Sms::new(&self.auth).map_err(|e| invalid("auth.sms_provider", e))?;
+        for (phone, code) in &self.auth.sms_test_otp {
+            if crate::sms::normalise_phone(phone).as_deref() != Some(phone.as_str()) || code.is_empty() {
+                return Err(invalid("auth.sms_test_otp", format!("{phone:?}: digits only, no +, and a code")));
+            }
+        }
         if self.auth.flow_state_expiry_seconds == 0 {
             return Err(invalid("auth.flow_state_expiry_seconds", "must be greater than 0"));
         }
@@ -450,10 +494,16 @@ fn apply_env(doc: &mut toml::Table, env: impl Iterator<Item = (String, String)>)
             continue;
         };
         let key = &rest[section.len() + 1..];
+        // A number only when written as TOML writes it: `+15550100100` (a
+        // phone number) stays the string it is.
         let parsed = format!("v = {value}")
             .parse::<toml::Table>()
             .ok()
             .and_then(|mut t| t.remove("v"))
+            .filter(|v| match v {
+                toml::Value::Integer(_) | toml::Value::Float(_) => v.to_string() == value.trim(),
+                _ => true,
+            })
             .unwrap_or(toml::Value::String(value));
         let table = doc
             .entry(section.to_string())
@@ -484,7 +534,9 @@ mod tests {
         pairs.push(("FLUXBASE_SERVER_LISTEN", "127.0.0.1:9999"));
         pairs.push(("FLUXBASE_DATABASE_POOL_SIZE", "4"));
         pairs.push(("FLUXBASE_SERVER_CORS_ALLOWED_ORIGINS", r#"["https://a.example"]"#));
+        pairs.push(("FLUXBASE_AUTH_SMS_TWILIO_FROM", "+15550000000"));
         let c = Config::load(None, env(&pairs)).unwrap();
+        assert_eq!(c.auth.sms_twilio_from.as_deref(), Some("+15550000000"));
         assert_eq!(c.server.listen.port(), 9999);
         assert_eq!(c.database.pool_size, 4);
         assert_eq!(c.server.cors_allowed_origins, vec!["https://a.example".to_string()]);

@@ -2,8 +2,9 @@
 //! STARTTLS, implicit TLS, or plain for local relays; templates with
 //! Supabase's variables (`{{ .ConfirmationURL }}`, `{{ .Token }}`,
 //! `{{ .TokenHash }}`, `{{ .SiteURL }}`, `{{ .Email }}`, `{{ .RedirectTo }}`),
-//! editable as files in `auth.templates_dir` (`magic_link.html`,
-//! `recovery.html`, `confirmation.html`, `invite.html`).
+//! `{{ .NewEmail }}`), editable as files in `auth.templates_dir`
+//! (`magic_link.html`, `recovery.html`, `confirmation.html`, `invite.html`,
+//! `email_change.html`, `reauthentication.html`).
 use lettre::message::{header::ContentType, Mailbox};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -23,6 +24,8 @@ pub enum Kind {
     Recovery,
     Confirmation,
     Invite,
+    EmailChange,
+    Reauthentication,
 }
 
 impl Kind {
@@ -32,6 +35,8 @@ impl Kind {
             Kind::Recovery => "recovery.html",
             Kind::Confirmation => "confirmation.html",
             Kind::Invite => "invite.html",
+            Kind::EmailChange => "email_change.html",
+            Kind::Reauthentication => "reauthentication.html",
         }
     }
 
@@ -41,6 +46,8 @@ impl Kind {
             Kind::Recovery => "Reset your password",
             Kind::Confirmation => "Confirm your e-mail address",
             Kind::Invite => "You have been invited",
+            Kind::EmailChange => "Confirm the change of your e-mail address",
+            Kind::Reauthentication => "Confirm it is you",
         }
     }
 
@@ -58,6 +65,10 @@ impl Kind {
             Kind::Invite => {
                 "<h2>You have been invited</h2>\n<p><a href=\"{{ .ConfirmationURL }}\">Accept the invitation</a></p>\n<p>Or enter this code: {{ .Token }}</p>\n"
             }
+            Kind::EmailChange => {
+                "<h2>Confirm the e-mail change</h2>\n<p>From {{ .Email }} to {{ .NewEmail }}.</p>\n<p><a href=\"{{ .ConfirmationURL }}\">Confirm the change</a></p>\n<p>Or enter this code: {{ .Token }}</p>\n"
+            }
+            Kind::Reauthentication => "<h2>Confirm it is you</h2>\n<p>Enter this code: {{ .Token }}</p>\n",
         }
     }
 }
@@ -70,6 +81,7 @@ pub struct Fill<'a> {
     pub site_url: &'a str,
     pub email: &'a str,
     pub redirect_to: &'a str,
+    pub new_email: &'a str,
 }
 
 fn html_escape(s: &str) -> String {
@@ -85,6 +97,7 @@ pub fn render(template: &str, f: &Fill<'_>) -> String {
         ("SiteURL", f.site_url),
         ("Email", f.email),
         ("RedirectTo", f.redirect_to),
+        ("NewEmail", f.new_email),
     ] {
         let value = html_escape(value);
         for pattern in [format!("{{{{ .{name} }}}}"), format!("{{{{.{name}}}}}")] {
@@ -145,6 +158,7 @@ mod tests {
             site_url: "https://x",
             email: "a<b@example.com",
             redirect_to: "",
+            new_email: "",
         };
         let out = render("<a href=\"{{ .ConfirmationURL }}\">{{.Token}}</a> {{ .Email }}", &f);
         assert_eq!(out, "<a href=\"https://x/verify?a=1&amp;b=2\">123456</a> a&lt;b@example.com");

@@ -17,6 +17,7 @@ mod password;
 mod rest;
 mod server;
 mod signing;
+mod sms;
 mod totp;
 
 use std::process::ExitCode;

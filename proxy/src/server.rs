@@ -36,6 +36,8 @@ pub struct AppState {
     pub signing: Option<crate::signing::SigningKeys>,
     /// SMTP for `/auth/v1` e-mail, when configured.
     pub mailer: Option<crate::mailer::Mailer>,
+    /// SMS for phone sign-in, when configured.
+    pub sms: Option<crate::sms::Sms>,
     /// OAuth/OIDC providers of `/auth/v1/authorize`.
     pub providers: crate::oauth::Providers,
     /// `auth.mfa_encryption_key`, parsed once.
@@ -65,7 +67,9 @@ impl AppState {
             .transpose()
             .map_err(|e| format!("auth.mfa_encryption_key: {e}"))?;
         let providers = crate::oauth::Providers::new(&config.auth, &config.public_url())?;
+        let sms = crate::sms::Sms::new(&config.auth)?;
         Ok(AppState {
+            sms,
             providers,
             mailer,
             mfa_key,

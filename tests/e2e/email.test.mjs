@@ -5,10 +5,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import { createClient } from '@supabase/supabase-js';
-import { env, sql, eventually } from './helpers.mjs';
+import { env, sql, eventually, proxyWith } from './helpers.mjs';
 
 const maildir = process.env.FLUXBASE_MAILDIR;
 const client = () => createClient(env.url, env.anonKey, { auth: { persistSession: false, autoRefreshToken: false } });
@@ -43,7 +41,7 @@ function mails(to) {
 async function nextMail(to, count) {
   assert.ok(await eventually(async () => mails(to).length >= count, 10000), `mail ${count} for ${to} arrived`);
   const mail = mails(to)[count - 1];
-  const link = /href="([^"]+)"/.exec(mail.body)[1].replace(/&amp;/g, '&');
+  const link = /href="([^"]+)"/.exec(mail.body)?.[1].replace(/&amp;/g, '&');
   const code = /code: (\d{6})/.exec(mail.body)[1];
   return { ...mail, link, code };
 }
@@ -84,6 +82,51 @@ test('signInWithOtp: the code from the e-mail signs in; the link redirects with 
   assert.equal(reusedFragment.get('error_code'), 'otp_expired');
 });
 
+test('PKCE (flowType pkce, as @supabase/ssr uses it): the e-mailed link leads to ?code= for exchangeCodeForSession', async () => {
+  const email = unique('pkce-link');
+  const pkce = () => createClient(env.url, env.anonKey, {
+    auth: { flowType: 'pkce', persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
+  });
+  const app = pkce();
+  const { error } = await app.auth.signInWithOtp({ email, options: { emailRedirectTo: 'http://localhost:3000/auth/callback' } });
+  assert.equal(error, null);
+  const mail = await nextMail(email, 1);
+  const res = await fetch(mail.link, { redirect: 'manual' });
+  assert.equal(res.status, 303);
+  const back = new URL(res.headers.get('location'));
+  assert.equal(`${back.origin}${back.pathname}`, 'http://localhost:3000/auth/callback');
+  assert.equal(back.hash, '', 'no session in the URL: only the app with the verifier gets one');
+  const code = back.searchParams.get('code');
+  assert.ok(code);
+  const { data, error: exchangeError } = await app.auth.exchangeCodeForSession(code);
+  assert.equal(exchangeError, null);
+  assert.equal(data.user.email, email);
+  assert.ok(data.user.email_confirmed_at);
+  const claims = JSON.parse(Buffer.from(data.session.access_token.split('.')[1], 'base64url'));
+  assert.equal(claims.amr[0].method, 'magiclink');
+  // Someone who intercepts the link but not the verifier gets nothing.
+  await sleep(2100);
+  assert.equal((await app.auth.signInWithOtp({ email })).error, null);
+  const second = await nextMail(email, 2);
+  const intercepted = new URL((await fetch(second.link, { redirect: 'manual' })).headers.get('location'));
+  const stolen = await fetch(`${env.url}/auth/v1/token?grant_type=pkce`, {
+    method: 'POST',
+    headers: { apikey: env.anonKey, 'content-type': 'application/json' },
+    body: JSON.stringify({ auth_code: intercepted.searchParams.get('code'), code_verifier: 'a'.repeat(43) }),
+  });
+  assert.equal(stolen.status, 403);
+  // A code typed in (verifyOtp) signs in directly, PKCE or not.
+  await sleep(2100);
+  const recover = pkce();
+  assert.equal((await recover.auth.resetPasswordForEmail(email, { redirectTo: 'http://localhost:3000/reset' })).error, null);
+  const third = await nextMail(email, 3);
+  const viaCode = await recover.auth.verifyOtp({ email, token: third.code, type: 'recovery' });
+  assert.equal(viaCode.error, null);
+  assert.equal(viaCode.data.user.email, email);
+  assert.equal(sql(`SELECT count(*) FROM auth.flow_state f JOIN auth.users u ON u.id = f.user_id
+                    WHERE u.email = '${email}' AND f.auth_code LIKE 'pending:%'`), '0', 'no pending flow left');
+});
+
 test('resetPasswordForEmail: the recovery code signs in and the password can be changed', async () => {
   const email = unique('recover');
   await client().auth.signUp({ email, password: 'old-password' });
@@ -121,22 +164,6 @@ test('e-mail requests: open redirects refused, unknown addresses not revealed, o
   assert.ok(wrong.error, 'a wrong code is refused');
 });
 
-/** A second proxy with `overrides` in its environment, on a free port. */
-async function proxyWith(overrides) {
-  const port = await new Promise((resolve) => {
-    const probe = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = probe.address();
-      probe.close(() => resolve(port));
-    });
-  });
-  const child = spawn(process.env.FLUXBASE_BIN, ['serve'], {
-    env: { ...process.env, FLUXBASE_SERVER_LISTEN: `127.0.0.1:${port}`, ...overrides },
-    stdio: 'inherit',
-  });
-  const url = `http://127.0.0.1:${port}`;
-  assert.ok(await eventually(async () => (await fetch(`${url}/ready`).catch(() => ({ ok: false }))).ok, 10000));
-  return { url, stop: () => child.kill('SIGTERM') };
-}
 
 test('with confirmations on, signUp mails a confirmation; its code confirms and signs in', async () => {
   const proxy = await proxyWith({ FLUXBASE_AUTH_EMAIL_AUTOCONFIRM: 'false' });
@@ -161,6 +188,55 @@ test('with confirmations on, signUp mails a confirmation; its code confirms and 
     assert.equal((await sb.auth.signInWithPassword({ email, password: 'confirm-me' })).error, null);
     assert.equal((await sb.auth.verifyOtp({ email, token: mail.code, type: 'signup' })).error?.code, 'otp_expired',
       'the first code was replaced by the resent one');
+  } finally {
+    proxy.stop();
+  }
+});
+
+test('updateUser({email}) waits for both addresses; a password change can demand a reauthentication code', async () => {
+  const proxy = await proxyWith({
+    FLUXBASE_AUTH_EMAIL_AUTOCONFIRM: 'false',
+    FLUXBASE_AUTH_UPDATE_PASSWORD_REQUIRE_REAUTHENTICATION: 'true',
+  });
+  try {
+    const options = { auth: { persistSession: false, autoRefreshToken: false } };
+    const admin = createClient(proxy.url, env.serviceKey, options);
+    const old = unique('change-from');
+    const next = unique('change-to');
+    assert.equal((await admin.auth.admin.createUser({ email: old, password: 'first-password', email_confirm: true })).error, null);
+    const sb = createClient(proxy.url, env.anonKey, options);
+    assert.equal((await sb.auth.signInWithPassword({ email: old, password: 'first-password' })).error, null);
+
+    const { data, error } = await sb.auth.updateUser({ email: next }, { emailRedirectTo: 'http://localhost:3000/changed' });
+    assert.equal(error, null);
+    assert.equal(data.user.email, old, 'not changed yet');
+    assert.equal(data.user.new_email, next);
+    const toNew = await nextMail(next, 1);
+    const toOld = await nextMail(old, 1);
+    assert.equal(toNew.subject, 'Confirm the change of your e-mail address');
+    assert.match(toOld.body, new RegExp(`From ${old} to ${next}`));
+    // The first confirmation only counts; the second moves the address.
+    const first = await sb.auth.verifyOtp({ email: next, token: toNew.code, type: 'email_change' });
+    assert.equal(first.error, null);
+    assert.equal(first.data.session, null);
+    assert.equal(sql(`SELECT email FROM auth.users WHERE email_change = '${next}'`), old);
+    const res = await fetch(toOld.link, { redirect: 'manual' });
+    const fragment = new URLSearchParams(new URL(res.headers.get('location')).hash.slice(1));
+    assert.ok(fragment.get('access_token'), res.headers.get('location'));
+    assert.equal(sql(`SELECT email FROM auth.users WHERE email = '${next}'`), next);
+    assert.equal((await sb.auth.signInWithPassword({ email: next, password: 'first-password' })).error, null);
+    assert.equal((await sb.auth.verifyOtp({ email: old, token: toOld.code, type: 'email_change' })).error?.code, 'otp_expired');
+
+    // Password changes need the code GET /reauthenticate mails, once.
+    const without = await sb.auth.updateUser({ password: 'second-password' });
+    assert.equal(without.error?.code, 'reauthentication_needed');
+    assert.equal((await sb.auth.reauthenticate()).error, null);
+    const nonce = (await nextMail(next, 2)).code;
+    const wrong = await sb.auth.updateUser({ password: 'second-password', nonce: nonce === '000000' ? '111111' : '000000' });
+    assert.equal(wrong.error?.code, 'reauthentication_not_valid');
+    assert.equal((await sb.auth.updateUser({ password: 'second-password', nonce })).error, null);
+    assert.equal((await sb.auth.updateUser({ password: 'third-password', nonce })).error?.code, 'reauthentication_not_valid');
+    assert.equal((await sb.auth.signInWithPassword({ email: next, password: 'second-password' })).error, null);
   } finally {
     proxy.stop();
   }

@@ -1,6 +1,7 @@
 // Shared helpers for the end-to-end tests: environment, token signing.
 import { createHmac } from 'node:crypto';
-import { execSync } from 'node:child_process';
+import { execSync, spawn } from 'node:child_process';
+import { createServer } from 'node:net';
 
 export const env = {
   url: need('FLUXBASE_URL'),
@@ -48,3 +49,23 @@ export function sign(claims, secret = env.jwtSecret, header = { alg: 'HS256', ty
 
 export const ADA = '5a0e4f3c-1b6f-4c57-9f0e-6b1d7f2f1a01';
 export const GRACE = '9c4b7d2e-8a31-4f0d-b6a5-3e2c1d0f9b02';
+
+/** A second proxy with `overrides` in its environment, on a free port. */
+export async function proxyWith(overrides) {
+  const port = await new Promise((resolve) => {
+    const probe = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+  const child = spawn(process.env.FLUXBASE_BIN, ['serve'], {
+    env: { ...process.env, FLUXBASE_SERVER_LISTEN: `127.0.0.1:${port}`, ...overrides },
+    stdio: 'inherit',
+  });
+  const url = `http://127.0.0.1:${port}`;
+  if (!(await eventually(async () => (await fetch(`${url}/ready`).catch(() => ({ ok: false }))).ok, 10000))) {
+    child.kill('SIGTERM');
+    throw new Error(`the proxy on ${url} did not become ready`);
+  }
+  return { url, stop: () => child.kill('SIGTERM') };
+}
