@@ -44,7 +44,7 @@ pub async fn handle(
         }
         (&Method::GET, [".well-known", "openid-configuration"]) => {
             let issuer = format!("{}/auth/v1", state.config.public_url());
-            let algs = if state.signing.is_some() { json!(["ES256"]) } else { json!(["HS256"]) };
+            let algs = json!([state.signing.as_ref().map(|s| s.algorithm()).unwrap_or("HS256")]);
             Ok(json_response(
                 StatusCode::OK,
                 &json!({

@@ -16,7 +16,7 @@ pub const USAGE: &str = "usage:
   fluxbase keys [--config FILE]           print the API URL and keys
   fluxbase sign CLAIMS_JSON [--expires-in SECONDS] [--config FILE]
                                           sign an HS256 token with jwt.secret
-  fluxbase gen-signing-key FILE [--kid KID]
+  fluxbase gen-signing-key FILE [--kid KID] [--alg ES256|RS256]
                                           put a new ES256 key first in a JWK set (jwt.signing_jwks_file)
   fluxbase hash-rate [SECONDS] [--config FILE]
                                           argon2id hashes/s on all CPUs with the [auth] parameters
@@ -30,7 +30,7 @@ pub enum Command {
     Keys,
     Sign { claims: String, expires_in: u64 },
     HashRate { seconds: u64 },
-    GenSigningKey { path: PathBuf, kid: Option<String> },
+    GenSigningKey { path: PathBuf, kid: Option<String>, alg: String },
     Help,
 }
 
@@ -46,6 +46,7 @@ pub fn parse(args: &[String], env_config: Option<String>) -> Result<Args, String
     let mut database_url = None;
     let mut expires_in = 3600u64;
     let mut kid = None;
+    let mut alg = "ES256".to_string();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = |flag: &str| it.next().cloned().ok_or_else(|| format!("{flag} needs a value"));
@@ -53,6 +54,7 @@ pub fn parse(args: &[String], env_config: Option<String>) -> Result<Args, String
             "--config" | "-c" => config = Some(PathBuf::from(value(arg)?)),
             "--database-url" => database_url = Some(value(arg)?),
             "--kid" => kid = Some(value(arg)?),
+            "--alg" => alg = value(arg)?.to_ascii_uppercase(),
             "--expires-in" => {
                 expires_in = value(arg)?.parse().map_err(|_| "--expires-in takes whole seconds".to_string())?
             }
@@ -77,6 +79,7 @@ pub fn parse(args: &[String], env_config: Option<String>) -> Result<Args, String
         Some("gen-signing-key") => Command::GenSigningKey {
             path: positional.get(1).map(PathBuf::from).ok_or("gen-signing-key needs a FILE")?,
             kid,
+            alg,
         },
         Some("hash-rate") => Command::HashRate {
             seconds: positional

@@ -44,8 +44,8 @@ fn main() -> ExitCode {
             println!("{}", cli::USAGE);
             return ExitCode::SUCCESS;
         }
-        Command::GenSigningKey { path, kid } => {
-            return match signing::generate(&path, kid) {
+        Command::GenSigningKey { path, kid, alg } => {
+            return match signing::generate(&path, kid, &alg) {
                 Ok(kid) => {
                     println!("{kid}");
                     ExitCode::SUCCESS

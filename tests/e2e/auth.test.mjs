@@ -2,10 +2,13 @@
 // refresh-token rotation and reuse detection, sign-out scopes, the admin
 // API, lockout, and the audit log; RLS sees the signed-in user.
 import { test } from 'node:test';
-import { createHmac, createPublicKey, verify } from 'node:crypto';
+import { createHmac, createPublicKey, generateKeyPairSync, verify } from 'node:crypto';
+import { readFileSync, writeFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import assert from 'node:assert/strict';
 import { createClient } from '@supabase/supabase-js';
-import { env, sql, sign } from './helpers.mjs';
+import { env, sql, sign, proxyWith } from './helpers.mjs';
 
 const client = () =>
   createClient(env.url, env.anonKey, { auth: { persistSession: false, autoRefreshToken: false } });
@@ -278,6 +281,49 @@ test('sessions are signed with the published ES256 key: JWKS and OpenID discover
   const oidc = await (await fetch(`${env.url}/auth/v1/.well-known/openid-configuration`)).json();
   assert.equal(oidc.jwks_uri, `${oidc.issuer}/.well-known/jwks.json`);
   assert.equal(JSON.parse(Buffer.from(p, 'base64url')).iss, oidc.issuer);
+});
+
+test('RS256 signing keys: a rotated-in RSA key signs, the older ES256 key still verifies', async () => {
+  const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const rsa = { ...privateKey.export({ format: 'jwk' }), kid: 'rsa-e2e', alg: 'RS256', use: 'sig' };
+  const current = JSON.parse(readFileSync(process.env.FLUXBASE_JWT_SIGNING_JWKS_FILE, 'utf8'));
+  const file = join(tmpdir(), `fluxbase-rs256-${process.pid}.json`);
+  writeFileSync(file, JSON.stringify({ keys: [rsa, ...current.keys] }), { mode: 0o600 });
+  const proxy = await proxyWith({ FLUXBASE_JWT_SIGNING_JWKS_FILE: file });
+  try {
+    const options = { auth: { persistSession: false, autoRefreshToken: false } };
+    const { data: before } = await client().auth.signUp({ email: unique('es256'), password: 'rotation-password' });
+    const rotated = createClient(proxy.url, env.anonKey, options);
+    const { data, error } = await rotated.auth.signUp({ email: unique('rs256'), password: 'rotation-password' });
+    assert.equal(error, null);
+    const [h, p, sig] = data.session.access_token.split('.');
+    assert.deepEqual(JSON.parse(Buffer.from(h, 'base64url')), { typ: 'JWT', alg: 'RS256', kid: 'rsa-e2e' });
+    const jwks = await (await fetch(`${proxy.url}/auth/v1/.well-known/jwks.json`)).json();
+    assert.deepEqual(jwks.keys.map((k) => k.alg), ['RS256', 'ES256']);
+    const published = jwks.keys[0];
+    assert.equal(published.d, undefined);
+    assert.equal(published.p, undefined);
+    const key = createPublicKey({ key: published, format: 'jwk' });
+    assert.ok(verify('RSA-SHA256', Buffer.from(`${h}.${p}`), key, Buffer.from(sig, 'base64url')));
+    const oidc = await (await fetch(`${proxy.url}/auth/v1/.well-known/openid-configuration`)).json();
+    assert.deepEqual(oidc.id_token_signing_alg_values_supported, ['RS256']);
+    // A session the ES256 key signed before the rotation still works.
+    const res = await fetch(`${proxy.url}/auth/v1/user`, {
+      headers: { apikey: env.anonKey, Authorization: `Bearer ${before.session.access_token}` },
+    });
+    assert.equal(res.status, 200);
+  } finally {
+    proxy.stop();
+    rmSync(file, { force: true });
+  }
+  // A weak RSA key is refused at start-up, naming the key.
+  const { privateKey: weak } = generateKeyPairSync('rsa', { modulusLength: 1024 });
+  writeFileSync(file, JSON.stringify({ keys: [{ ...weak.export({ format: 'jwk' }), kid: 'weak' }] }));
+  try {
+    await assert.rejects(proxyWith({ FLUXBASE_JWT_SIGNING_JWKS_FILE: file }), /did not become ready/);
+  } finally {
+    rmSync(file, { force: true });
+  }
 });
 
 test('user enumeration: a wrong password and an unknown address take about as long and answer alike', async () => {

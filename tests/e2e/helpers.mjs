@@ -63,9 +63,15 @@ export async function proxyWith(overrides) {
     stdio: 'inherit',
   });
   const url = `http://127.0.0.1:${port}`;
-  if (!(await eventually(async () => (await fetch(`${url}/ready`).catch(() => ({ ok: false }))).ok, 10000))) {
+  let exited = null;
+  child.on('exit', (code) => { exited = code; });
+  const ready = await eventually(
+    async () => exited !== null || (await fetch(`${url}/ready`).catch(() => ({ ok: false }))).ok,
+    10000,
+  );
+  if (!ready || exited !== null) {
     child.kill('SIGTERM');
-    throw new Error(`the proxy on ${url} did not become ready`);
+    throw new Error(`the proxy on ${url} did not become ready (exit code ${exited})`);
   }
   return { url, stop: () => child.kill('SIGTERM') };
 }
