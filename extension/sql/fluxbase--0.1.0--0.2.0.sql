@@ -541,6 +541,26 @@ $$;
 
 -- PUT /user: e-mail, phone, password (already hashed) and metadata; NULL
 -- leaves a field as it is. `data` is merged into user_metadata as Supabase does.
+-- An anonymous user with an e-mail or phone now: not anonymous any more,
+-- with that identity and provider.
+CREATE FUNCTION fluxbase.auth_make_permanent(p_user uuid, p_provider text)
+RETURNS void
+LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+  INSERT INTO auth.identities (provider_id, user_id, identity_data, provider, created_at, updated_at, last_sign_in_at)
+  SELECT u.id::text, u.id, jsonb_strip_nulls(jsonb_build_object('sub', u.id::text, 'email', u.email, 'phone', u.phone,
+    'email_verified', u.email_confirmed_at IS NOT NULL, 'phone_verified', u.phone_confirmed_at IS NOT NULL)),
+    p_provider, now(), now(), now()
+  FROM auth.users u WHERE u.id = p_user
+  ON CONFLICT (provider_id, provider) DO NOTHING;
+  UPDATE auth.users SET is_anonymous = false,
+    raw_app_meta_data = coalesce(raw_app_meta_data, '{}'::jsonb) || jsonb_build_object('provider', p_provider,
+      'providers', (SELECT jsonb_agg(DISTINCT i.provider ORDER BY i.provider) FROM auth.identities i WHERE i.user_id = p_user)),
+    updated_at = now()
+  WHERE id = p_user;
+$$;
+
 CREATE FUNCTION fluxbase.auth_update_user(p_user uuid, p_session uuid, p_email text, p_phone text, p_password_hash text,
   p_user_meta jsonb, p_ip text, p_request_id text)
 RETURNS jsonb
@@ -555,7 +575,10 @@ BEGIN
   IF p_email IS NOT NULL AND EXISTS (SELECT 1 FROM auth.users WHERE email = p_email AND id <> p_user AND NOT is_sso_user) THEN
     RAISE EXCEPTION 'email_exists' USING ERRCODE = 'FA422', HINT = 'A user with this email address has already been registered';
   END IF;
+  -- The proxy passes an e-mail only when changes need no confirmation by mail.
   UPDATE auth.users SET
+    email_confirmed_at = CASE WHEN p_email IS DISTINCT FROM email AND p_email IS NOT NULL THEN now()
+      ELSE email_confirmed_at END,
     email = coalesce(p_email, email),
     phone = coalesce(p_phone, phone),
     encrypted_password = coalesce(p_password_hash, encrypted_password),
@@ -570,6 +593,11 @@ BEGIN
   IF p_email IS NOT NULL THEN
     UPDATE auth.identities SET identity_data = identity_data || jsonb_build_object('email', p_email), updated_at = now()
     WHERE user_id = p_user AND provider = 'email';
+  END IF;
+  -- An anonymous user who gets an address (or number) becomes a permanent one.
+  IF u.is_anonymous AND (u.email IS NOT NULL OR u.phone IS NOT NULL) THEN
+    PERFORM fluxbase.auth_make_permanent(u.id, CASE WHEN u.email IS NOT NULL THEN 'email' ELSE 'phone' END);
+    SELECT * INTO u FROM auth.users WHERE id = p_user;
   END IF;
   PERFORM fluxbase.auth_audit('user_modified', p_user, p_ip, p_request_id);
   IF p_password_hash IS NOT NULL THEN
@@ -1092,6 +1120,9 @@ BEGIN
   UPDATE auth.identities SET identity_data = identity_data || jsonb_build_object('email', u.email_change,
       'email_verified', true), updated_at = now()
   WHERE user_id = u.id AND provider = 'email';
+  IF u.is_anonymous THEN
+    PERFORM fluxbase.auth_make_permanent(u.id, 'email');
+  END IF;
   PERFORM fluxbase.auth_audit('user_modified', u.id, p_ip, p_request_id, jsonb_build_object('email', u.email_change));
   RETURN fluxbase.auth_issue_session(u.id, p_refresh_hash, 'email_change', p_ip, p_user_agent);
 END

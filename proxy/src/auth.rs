@@ -447,15 +447,55 @@ impl Req<'_> {
             .ok_or_else(|| ApiError::Internal("password hashing failed".into()))
     }
 
-    fn check_password(&self, password: Option<&str>) -> Result<String, ApiError> {
-        let min = self.state.config.auth.password_min_length;
-        match password {
-            None => Err(ApiError::auth(422, "validation_failed", "Signup requires a valid password")),
-            Some(p) if p.chars().count() < min => {
-                Err(ApiError::auth(422, "weak_password", format!("Password should be at least {min} characters.")))
+    /// A new password, as policy allows it: `auth.password_min_length`, one
+    /// character of each `auth.password_required_characters` set, not in the
+    /// breached-password list. Refusals are `422 weak_password` with reasons.
+    async fn check_password(&self, password: Option<&str>) -> Result<String, ApiError> {
+        let config = &self.state.config.auth;
+        let min = config.password_min_length;
+        let Some(p) = password else {
+            return Err(ApiError::auth(422, "validation_failed", "Signup requires a valid password"));
+        };
+        if p.len() > 1024 {
+            return Err(ApiError::WeakPassword { msg: "Password is too long".into(), reasons: vec!["length"] });
+        }
+        let mut reasons = vec![];
+        let mut msgs = vec![];
+        if p.chars().count() < min {
+            reasons.push("length");
+            msgs.push(format!("Password should be at least {min} characters."));
+        }
+        let sets = &config.password_required_characters;
+        if !sets.is_empty() && !sets.iter().all(|set| p.chars().any(|c| set.contains(c))) {
+            reasons.push("characters");
+            msgs.push(format!("Password should contain at least one character of each: {}.", sets.join(", ")));
+        }
+        if reasons.is_empty() {
+            if let Some(breach) = &self.state.breach {
+                match breach.is_breached(p).await {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        reasons.push("pwned");
+                        msgs.push(
+                            "Password is known to be weak and easy to guess, please choose a different one.".into(),
+                        );
+                    }
+                    Err(e) => {
+                        // Fail closed: a password that could not be checked is not taken.
+                        tracing::error!(error = %e, "breached-password check failed");
+                        return Err(ApiError::auth(
+                            503,
+                            "unexpected_failure",
+                            "The password could not be checked; try again",
+                        ));
+                    }
+                }
             }
-            Some(p) if p.len() > 1024 => Err(ApiError::auth(422, "weak_password", "Password is too long")),
-            Some(p) => Ok(p.to_string()),
+        }
+        if reasons.is_empty() {
+            Ok(p.to_string())
+        } else {
+            Err(ApiError::WeakPassword { msg: msgs.join(" "), reasons })
         }
     }
 
@@ -548,7 +588,7 @@ impl Req<'_> {
             if email.is_none() && phone.is_none() {
                 return Err(ApiError::auth(422, "validation_failed", "To signup, please provide your email"));
             }
-            Some(self.hash(self.check_password(text(body, "password"))?).await?)
+            Some(self.hash(self.check_password(text(body, "password")).await?).await?)
         };
         let confirmed = if phone.is_some() { config.sms_autoconfirm } else { config.autoconfirm() };
         let (refresh, refresh_hash) = new_refresh_token();
@@ -713,7 +753,7 @@ impl Req<'_> {
         let phone = normalise_phone(body)?;
         let hash = match body.get("password") {
             Some(_) => {
-                let password = self.check_password(text(body, "password"))?;
+                let password = self.check_password(text(body, "password")).await?;
                 self.check_nonce(user, caller, text(body, "nonce")).await?;
                 Some(self.hash(password).await?)
             }
@@ -1411,7 +1451,7 @@ impl Req<'_> {
             }
         }
         if body.get("password").is_some() {
-            let hash = self.hash(self.check_password(text(body, "password"))?).await?;
+            let hash = self.hash(self.check_password(text(body, "password")).await?).await?;
             fields.insert("password_hash".into(), json!(hash));
         }
         if let Some(ban) = text(body, "ban_duration") {

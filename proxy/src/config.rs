@@ -136,6 +136,14 @@ pub struct Auth {
     pub sms_autoconfirm: bool,
     /// One SMS per number per this many seconds.
     pub sms_interval_seconds: u32,
+    /// Character sets a new password must each draw from (Supabase's
+    /// `GOTRUE_PASSWORD_REQUIRED_CHARACTERS`, as a list).
+    pub password_required_characters: Vec<String>,
+    /// Leaked passwords, refused: a file of SHA-1 hashes in Have I Been
+    /// Pwned's sorted `HASH[:COUNT]` format.
+    pub password_breached_file: Option<std::path::PathBuf>,
+    /// A k-anonymity range API (`https://api.pwnedpasswords.com/range/`).
+    pub password_breached_range_url: Option<String>,
     /// A new e-mail must be confirmed from the current address too, not
     /// only the new one (Supabase's `GOTRUE_MAILER_SECURE_EMAIL_CHANGE_ENABLED`).
     pub secure_email_change: bool,
@@ -218,6 +226,9 @@ impl Default for Auth {
             flow_state_expiry_seconds: 300,
             manual_linking: false,
             secure_email_change: true,
+            password_required_characters: vec![],
+            password_breached_file: None,
+            password_breached_range_url: None,
             update_password_require_reauthentication: false,
             sms_provider: None,
             sms_webhook_url: None,
@@ -413,6 +424,10 @@ impl Config {
             crate::oauth::check_provider(name, provider).map_err(|e| invalid("auth.providers", e))?;
         }
         crate::sms::Sms::new(&self.auth).map_err(|e| invalid("auth.sms_provider", e))?;
+        crate::breach::BreachCheck::new(&self.auth).map_err(|e| invalid("auth.password_breached_file", e))?;
+        if self.auth.password_required_characters.iter().any(|set| set.is_empty()) {
+            return Err(invalid("auth.password_required_characters", "a character set is empty"));
+        }
         for (phone, code) in &self.auth.sms_test_otp {
             if crate::sms::normalise_phone(phone).as_deref() != Some(phone.as_str()) || code.is_empty() {
                 return Err(invalid("auth.sms_test_otp", format!("{phone:?}: digits only, no +, and a code")));

@@ -44,6 +44,10 @@ pub enum ApiError {
     /// A rate limit was hit: 429 with `Retry-After`.
     #[error("{msg}")]
     RateLimited { retry_after: u64, msg: String },
+    /// A new password that policy refuses: 422 `weak_password` with
+    /// Supabase's `weak_password.reasons` (`length`, `characters`, `pwned`).
+    #[error("{msg}")]
+    WeakPassword { msg: String, reasons: Vec<&'static str> },
 }
 
 impl ApiError {
@@ -69,6 +73,7 @@ impl ApiError {
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Auth { status, .. } => *status,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::WeakPassword { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 
@@ -85,6 +90,7 @@ impl ApiError {
             ApiError::Internal(_) => "FB000",
             ApiError::Auth { error_code, .. } => error_code,
             ApiError::RateLimited { .. } => "FB006",
+            ApiError::WeakPassword { .. } => "weak_password",
         }
     }
 
@@ -93,6 +99,7 @@ impl ApiError {
         match self {
             ApiError::Auth { error_code, .. } => error_code,
             ApiError::RateLimited { .. } => "over_request_rate_limit",
+            ApiError::WeakPassword { .. } => "weak_password",
             ApiError::NotFound => "not_found",
             ApiError::NotImplemented(_) => "not_implemented",
             ApiError::BodyTooLarge { .. } => "request_too_large",
@@ -131,12 +138,18 @@ impl ApiError {
                 "hint": hint,
                 "request_id": request_id,
             }),
-            Surface::Auth => json!({
-                "code": self.status().as_u16(),
-                "error_code": self.auth_error_code(),
-                "msg": self.public_message(),
-                "request_id": request_id,
-            }),
+            Surface::Auth => {
+                let mut body = json!({
+                    "code": self.status().as_u16(),
+                    "error_code": self.auth_error_code(),
+                    "msg": self.public_message(),
+                    "request_id": request_id,
+                });
+                if let ApiError::WeakPassword { reasons, .. } = self {
+                    body["weak_password"] = json!({ "reasons": reasons });
+                }
+                body
+            }
             Surface::Fluxbase => json!({
                 "code": self.code(),
                 "message": self.public_message(),

@@ -4,6 +4,7 @@
 
 mod auth;
 mod auth_oauth;
+mod breach;
 mod cli;
 mod config;
 mod db;

@@ -36,6 +36,8 @@ pub struct AppState {
     pub signing: Option<crate::signing::SigningKeys>,
     /// SMTP for `/auth/v1` e-mail, when configured.
     pub mailer: Option<crate::mailer::Mailer>,
+    /// Leaked-password check, when configured.
+    pub breach: Option<crate::breach::BreachCheck>,
     /// SMS for phone sign-in, when configured.
     pub sms: Option<crate::sms::Sms>,
     /// OAuth/OIDC providers of `/auth/v1/authorize`.
@@ -68,7 +70,9 @@ impl AppState {
             .map_err(|e| format!("auth.mfa_encryption_key: {e}"))?;
         let providers = crate::oauth::Providers::new(&config.auth, &config.public_url())?;
         let sms = crate::sms::Sms::new(&config.auth)?;
+        let breach = crate::breach::BreachCheck::new(&config.auth)?;
         Ok(AppState {
+            breach,
             sms,
             providers,
             mailer,

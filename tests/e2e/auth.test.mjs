@@ -2,7 +2,8 @@
 // refresh-token rotation and reuse detection, sign-out scopes, the admin
 // API, lockout, and the audit log; RLS sees the signed-in user.
 import { test } from 'node:test';
-import { createHmac, createPublicKey, generateKeyPairSync, verify } from 'node:crypto';
+import { createHash, createHmac, createPublicKey, generateKeyPairSync, verify } from 'node:crypto';
+import { createServer } from 'node:http';
 import { readFileSync, writeFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -323,6 +324,86 @@ test('RS256 signing keys: a rotated-in RSA key signs, the older ES256 key still 
     await assert.rejects(proxyWith({ FLUXBASE_JWT_SIGNING_JWKS_FILE: file }), /did not become ready/);
   } finally {
     rmSync(file, { force: true });
+  }
+});
+
+test('password policy: required characters and leaked passwords (file and k-anonymity range API)', async () => {
+  const leaked = ['password123', 'qwerty2024', 'letmein99'];
+  const sha1 = (p) => createHash('sha1').update(p).digest('hex').toUpperCase();
+  const lines = leaked.map(sha1).sort().map((h, i) => `${h}:${1000 + i}`);
+  const file = join(tmpdir(), `fluxbase-pwned-${process.pid}.txt`);
+  writeFileSync(file, `${lines.join('\r\n')}\r\n`);
+  // The same list behind Have I Been Pwned's range protocol: only 5 hex characters leave the proxy.
+  const prefixes = [];
+  const range = createServer((req, res) => {
+    const prefix = req.url.split('/').pop();
+    prefixes.push(prefix);
+    const body = lines.filter((l) => l.startsWith(prefix)).map((l) => l.slice(5)).concat(['0000000000000000000000000000000000A:0']);
+    res.writeHead(200, { 'content-type': 'text/plain' }).end(body.join('\r\n'));
+  });
+  await new Promise((r) => range.listen(0, '127.0.0.1', r));
+  const sets = '["abcdefghijklmnopqrstuvwxyz","0123456789"]';
+  const options = { auth: { persistSession: false, autoRefreshToken: false } };
+  const withFile = await proxyWith({ FLUXBASE_AUTH_PASSWORD_REQUIRED_CHARACTERS: sets, FLUXBASE_AUTH_PASSWORD_BREACHED_FILE: file });
+  const withRange = await proxyWith({
+    FLUXBASE_AUTH_PASSWORD_BREACHED_RANGE_URL: `http://127.0.0.1:${range.address().port}/range/`,
+  });
+  try {
+    const sb = createClient(withFile.url, env.anonKey, options);
+    const noDigit = await sb.auth.signUp({ email: unique('policy'), password: 'onlyletters' });
+    assert.equal(noDigit.error?.code, 'weak_password');
+    assert.deepEqual(noDigit.error.reasons, ['characters']);
+    const pwned = await sb.auth.signUp({ email: unique('policy'), password: 'password123' });
+    assert.deepEqual(pwned.error?.reasons, ['pwned']);
+    const short = await sb.auth.signUp({ email: unique('policy'), password: 'a1' });
+    assert.deepEqual(short.error?.reasons, ['length']);
+    const good = await sb.auth.signUp({ email: unique('policy'), password: 'unlisted-passw0rd' });
+    assert.equal(good.error, null);
+    assert.deepEqual((await sb.auth.updateUser({ password: 'letmein99' })).error?.reasons, ['pwned']);
+
+    const viaRange = createClient(withRange.url, env.anonKey, options);
+    assert.deepEqual((await viaRange.auth.signUp({ email: unique('range'), password: 'qwerty2024' })).error?.reasons, ['pwned']);
+    assert.equal((await viaRange.auth.signUp({ email: unique('range'), password: 'not-on-the-list-7' })).error, null);
+    assert.ok(prefixes.length >= 2 && prefixes.every((p) => /^[0-9A-F]{5}$/.test(p)), prefixes.join());
+  } finally {
+    withFile.stop();
+    withRange.stop();
+    range.close();
+  }
+  // A range API that cannot be reached does not wave passwords through.
+  const down = await proxyWith({ FLUXBASE_AUTH_PASSWORD_BREACHED_RANGE_URL: 'http://127.0.0.1:9/range/' });
+  try {
+    const res = await fetch(`${down.url}/auth/v1/signup`, {
+      method: 'POST',
+      headers: { apikey: env.anonKey, 'content-type': 'application/json' },
+      body: JSON.stringify({ email: unique('down'), password: 'whatever-passw0rd' }),
+    });
+    assert.equal(res.status, 503);
+  } finally {
+    down.stop();
+    rmSync(file, { force: true });
+  }
+});
+
+test('an anonymous user who adds an e-mail becomes a permanent user', async () => {
+  const proxy = await proxyWith({ FLUXBASE_AUTH_ANONYMOUS_USERS: 'true' });
+  try {
+    const sb = createClient(proxy.url, env.anonKey, { auth: { persistSession: false, autoRefreshToken: false } });
+    const { data, error } = await sb.auth.signInAnonymously();
+    assert.equal(error, null);
+    assert.equal(data.user.is_anonymous, true);
+    const email = unique('was-anonymous');
+    const { data: updated, error: updateError } = await sb.auth.updateUser({ email, password: 'permanent-passw0rd' });
+    assert.equal(updateError, null);
+    assert.equal(updated.user.email, email);
+    assert.equal(updated.user.is_anonymous, false);
+    assert.deepEqual(updated.user.identities.map((i) => i.provider), ['email']);
+    const again = await createClient(proxy.url, env.anonKey, { auth: { persistSession: false } })
+      .auth.signInWithPassword({ email, password: 'permanent-passw0rd' });
+    assert.equal(again.error, null);
+    assert.equal(again.data.user.id, data.user.id);
+  } finally {
+    proxy.stop();
   }
 });
 
