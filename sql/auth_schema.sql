@@ -203,6 +203,33 @@ CREATE UNLOGGED TABLE fluxbase.auth_rate_limits (
   PRIMARY KEY (key, window_start)
 );
 
+-- Passkeys: WebAuthn credentials that sign a user in. `public_key` is the
+-- COSE key the authenticator gave at registration; `sign_count` catches a
+-- cloned authenticator.
+CREATE TABLE IF NOT EXISTS auth.webauthn_credentials (
+  id uuid NOT NULL DEFAULT gen_random_uuid() PRIMARY KEY,
+  user_id uuid NOT NULL REFERENCES auth.users (id) ON DELETE CASCADE,
+  credential_id bytea NOT NULL UNIQUE,
+  public_key bytea NOT NULL,
+  sign_count bigint NOT NULL DEFAULT 0,
+  aaguid uuid,
+  friendly_name text,
+  created_at timestamptz NOT NULL DEFAULT now(),
+  updated_at timestamptz NOT NULL DEFAULT now(),
+  last_used_at timestamptz
+);
+CREATE INDEX IF NOT EXISTS webauthn_credentials_user_id_idx ON auth.webauthn_credentials (user_id);
+
+-- WebAuthn challenges handed out and not yet answered (taken once).
+CREATE TABLE fluxbase.auth_webauthn_challenges (
+  id uuid PRIMARY KEY,
+  user_id uuid REFERENCES auth.users (id) ON DELETE CASCADE,
+  kind text NOT NULL CHECK (kind IN ('registration', 'authentication')),
+  challenge text NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX auth_webauthn_challenges_created_at ON fluxbase.auth_webauthn_challenges (created_at);
+
 -- OAuth sign-ins in progress, between /authorize and /callback: keyed by the
 -- SHA-256 of the `state` parameter, taken once, valid for
 -- auth.flow_state_expiry_seconds. `verifier` and `nonce` are what the proxy
@@ -228,7 +255,7 @@ DECLARE
 BEGIN
   FOREACH t IN ARRAY ARRAY['auth.users', 'auth.identities', 'auth.sessions', 'auth.refresh_tokens',
     'auth.mfa_amr_claims', 'auth.mfa_factors', 'auth.mfa_challenges', 'auth.one_time_tokens',
-    'auth.flow_state', 'auth.audit_log_entries', 'fluxbase.auth_failures', 'fluxbase.auth_mfa_failures']
+    'auth.flow_state', 'auth.audit_log_entries', 'auth.webauthn_credentials', 'fluxbase.auth_failures', 'fluxbase.auth_mfa_failures']
   LOOP
     IF EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = t::regclass AND d.deptype = 'e') THEN
       PERFORM pg_catalog.pg_extension_config_dump(t, '');

@@ -87,6 +87,27 @@ pub async fn handle(
             req.oauth_authorize(&query_pairs(query), Some(user)).await
         }
         (&Method::DELETE, ["user", "identities", id]) => req.unlink_identity(&caller, id).await,
+        (method, ["passkeys", rest @ ..]) => {
+            if !state.config.auth.passkeys {
+                return Err(ApiError::auth(422, "passkeys_disabled", "Passkeys are disabled"));
+            }
+            match (method, rest) {
+                (&Method::POST, ["registration", "options"]) => req.passkey_registration_options(&caller).await,
+                (&Method::POST, ["registration", "verify"]) => {
+                    req.passkey_registration_verify(&caller, &parse_body(&body)?).await
+                }
+                (&Method::POST, ["authentication", "options"]) => req.passkey_authentication_options().await,
+                (&Method::POST, ["authentication", "verify"]) => {
+                    req.passkey_authentication_verify(&parse_body(&body)?).await
+                }
+                (&Method::GET, []) => req.passkeys(session_of(&caller)?.0, None, None, false).await,
+                (&Method::PATCH, [id]) => {
+                    req.passkeys(session_of(&caller)?.0, Some(id), Some(&parse_body(&body)?), false).await
+                }
+                (&Method::DELETE, [id]) => req.passkeys(session_of(&caller)?.0, Some(id), None, true).await,
+                _ => Err(ApiError::auth(405, "method_not_allowed", "Method not allowed")),
+            }
+        }
         (&Method::POST, ["otp"] | ["magiclink"]) => {
             let body = parse_body(&body)?;
             let create = body.get("create_user").and_then(Value::as_bool).unwrap_or(true);
@@ -156,6 +177,10 @@ pub async fn handle(
                 (&Method::POST, []) => req.admin_upsert(None, &parse_body(&body)?).await,
                 (&Method::GET, [id]) => req.call_json("SELECT fluxbase.auth_admin_get($1)", &[&user_id(id)?]).await,
                 (&Method::PUT, [id]) => req.admin_upsert(Some(user_id(id)?), &parse_body(&body)?).await,
+                (&Method::GET, [id, "passkeys"]) => req.passkeys(user_id(id)?, None, None, false).await,
+                (&Method::DELETE, [id, "passkeys", passkey]) => {
+                    req.passkeys(user_id(id)?, Some(passkey), None, true).await
+                }
                 (&Method::GET, [id, "factors"]) => {
                     req.call_json("SELECT fluxbase.auth_admin_factors($1)", &[&user_id(id)?]).await
                 }

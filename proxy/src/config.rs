@@ -144,6 +144,13 @@ pub struct Auth {
     pub password_breached_file: Option<std::path::PathBuf>,
     /// A k-anonymity range API (`https://api.pwnedpasswords.com/range/`).
     pub password_breached_range_url: Option<String>,
+    /// Passkey sign-in (WebAuthn), on by default as in Supabase.
+    pub passkeys: bool,
+    /// The WebAuthn relying party id (a domain); default: the site URL's host.
+    pub passkey_rp_id: Option<String>,
+    pub passkey_rp_name: String,
+    /// Origins allowed to run ceremonies; default: the site URL's origin.
+    pub passkey_origins: Vec<String>,
     /// A new e-mail must be confirmed from the current address too, not
     /// only the new one (Supabase's `GOTRUE_MAILER_SECURE_EMAIL_CHANGE_ENABLED`).
     pub secure_email_change: bool,
@@ -226,6 +233,10 @@ impl Default for Auth {
             flow_state_expiry_seconds: 300,
             manual_linking: false,
             secure_email_change: true,
+            passkeys: true,
+            passkey_rp_id: None,
+            passkey_rp_name: "Fluxbase".into(),
+            passkey_origins: vec![],
             password_required_characters: vec![],
             password_breached_file: None,
             password_breached_range_url: None,

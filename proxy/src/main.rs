@@ -4,6 +4,7 @@
 
 mod auth;
 mod auth_oauth;
+mod auth_passkey;
 mod breach;
 mod cli;
 mod config;
@@ -20,6 +21,7 @@ mod server;
 mod signing;
 mod sms;
 mod totp;
+mod webauthn;
 
 use std::process::ExitCode;
 use std::sync::Arc;
