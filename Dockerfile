@@ -10,14 +10,18 @@ ARG RUST_VERSION=1.95
 
 # ---- proxy -----------------------------------------------------------------
 FROM rust:${RUST_VERSION}-bookworm AS proxy-build
-# lettre's SMTP TLS links against OpenSSL (rust:bookworm ships libssl-dev).
+# lettre's SMTP TLS links against OpenSSL (rust:bookworm ships libssl-dev);
+# SAML signatures are checked by xmlsec1 (bindings generated with clang).
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends clang libclang-dev pkg-config libxml2-dev libxmlsec1-dev \
+ && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked -p fluxbase-proxy
 
 FROM debian:bookworm-slim AS proxy
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates curl libssl3 \
+ && apt-get install -y --no-install-recommends ca-certificates curl libssl3 libxml2 libxmlsec1 libxmlsec1-openssl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin fluxbase
 COPY --from=proxy-build /src/target/release/fluxbase /usr/local/bin/fluxbase

@@ -4,7 +4,7 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 
-APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib postgresql-15-postgis-3 libssl-dev libclang-dev clang sudo pkg-config curl wrk)
+APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib postgresql-15-postgis-3 libssl-dev libxml2-dev libxmlsec1-dev libclang-dev clang sudo pkg-config curl wrk)
 python3 -m pip --version >/dev/null 2>&1 || APT_PACKAGES+=(python3-pip)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -48,7 +48,8 @@ fi
 
 if [ ! -x "$NODE22" ] || [ ! -d "$FLUXBASE_ROOT/tests/e2e/node_modules/@supabase/supabase-js" ] \
    || [ ! -d "$FLUXBASE_ROOT/tests/e2e/node_modules/smtp-server" ] \
-   || [ ! -d "$FLUXBASE_ROOT/tests/e2e/node_modules/oidc-provider" ]; then
+   || [ ! -d "$FLUXBASE_ROOT/tests/e2e/node_modules/oidc-provider" ] \
+   || [ ! -d "$FLUXBASE_ROOT/tests/e2e/node_modules/xml-crypto" ]; then
   log "npm: supabase-js and Node $NODE22_VERSION for the end-to-end tests"
   (cd "$FLUXBASE_ROOT/tests/e2e" && npm ci --no-audit --no-fund --loglevel=error)
 fi

@@ -1259,7 +1259,7 @@ $$;
 -- provider_refresh_token}).
 CREATE FUNCTION fluxbase.auth_oauth_signin(p_provider text, p_provider_id text, p_identity jsonb, p_email text,
   p_email_verified boolean, p_link_user uuid, p_allow_signup boolean, p_autoconfirm boolean,
-  p_refresh_hash text, p_flow jsonb, p_ip text, p_user_agent text, p_request_id text)
+  p_refresh_hash text, p_flow jsonb, p_ip text, p_user_agent text, p_request_id text, p_sso boolean DEFAULT false)
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog
@@ -1283,7 +1283,9 @@ BEGIN
     action := 'identity_linked';
   ELSIF FOUND THEN
     uid := ident.user_id;
-  ELSIF p_email IS NOT NULL THEN
+  ELSIF p_email IS NOT NULL AND NOT p_sso THEN
+    -- SAML users are users of their own (is_sso_user), as in Supabase:
+    -- an enterprise IdP never takes over an account made elsewhere.
     SELECT id INTO uid FROM auth.users WHERE email = p_email AND NOT is_sso_user FOR UPDATE;
     IF uid IS NOT NULL AND NOT p_email_verified THEN
       -- Someone else's address, unproven: never attach it to that account.
@@ -1297,11 +1299,11 @@ BEGIN
     END IF;
     uid := gen_random_uuid();
     INSERT INTO auth.users (id, aud, role, email, email_confirmed_at, raw_app_meta_data, raw_user_meta_data,
-      created_at, updated_at, is_anonymous, is_super_admin)
+      created_at, updated_at, is_anonymous, is_super_admin, is_sso_user)
     VALUES (uid, 'authenticated', 'authenticated', p_email,
       CASE WHEN p_email IS NOT NULL AND (p_email_verified OR p_autoconfirm) THEN now() END,
       jsonb_build_object('provider', p_provider, 'providers', jsonb_build_array(p_provider)),
-      p_identity, now(), now(), false, false);
+      p_identity, now(), now(), false, false, p_sso);
     action := 'user_signedup';
   END IF;
   INSERT INTO auth.identities (provider_id, user_id, identity_data, provider, created_at, updated_at, last_sign_in_at)
@@ -1337,10 +1339,11 @@ BEGIN
       provider_access_token, provider_refresh_token, created_at, updated_at, authentication_method, auth_code_issued_at)
     VALUES (gen_random_uuid(), uid, p_flow ->> 'code_hash', (p_flow ->> 'code_challenge_method')::auth.code_challenge_method,
       p_flow ->> 'code_challenge', p_provider, p_flow ->> 'provider_access_token', p_flow ->> 'provider_refresh_token',
-      now(), now(), 'oauth', now());
+      now(), now(), coalesce(p_flow ->> 'method', 'oauth'), now());
     RETURN jsonb_build_object('user_id', uid);
   END IF;
-  RETURN fluxbase.auth_issue_session(uid, p_refresh_hash, 'oauth', p_ip, p_user_agent);
+  RETURN fluxbase.auth_issue_session(uid, p_refresh_hash, CASE WHEN p_sso THEN 'sso/saml' ELSE 'oauth' END,
+    p_ip, p_user_agent);
 END
 $$;
 

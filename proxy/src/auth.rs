@@ -108,6 +108,12 @@ pub async fn handle(
                 _ => Err(ApiError::auth(405, "method_not_allowed", "Method not allowed")),
             }
         }
+        (&Method::POST, ["sso"]) => req.sso_start(&parse_body(&body)?).await,
+        (&Method::GET, ["sso", "saml", "metadata"]) => req.sso_metadata(),
+        (&Method::POST, ["sso", "saml", "acs"]) => {
+            let form = std::str::from_utf8(&body).map_err(|_| ApiError::auth(400, "validation_failed", "Bad form"))?;
+            req.sso_acs(&query_pairs(form)).await
+        }
         (&Method::POST, ["otp"] | ["magiclink"]) => {
             let body = parse_body(&body)?;
             let create = body.get("create_user").and_then(Value::as_bool).unwrap_or(true);
@@ -248,7 +254,7 @@ struct Mail<'a> {
 
 /// `code_challenge` and `code_challenge_method` of a supabase-js request in
 /// the PKCE flow (both or neither).
-fn pkce_of(body: &Value) -> Result<Option<(String, String)>, ApiError> {
+pub(crate) fn pkce_of(body: &Value) -> Result<Option<(String, String)>, ApiError> {
     match (text(body, "code_challenge"), text(body, "code_challenge_method").map(str::to_ascii_lowercase)) {
         (None, _) => Ok(None),
         (Some(c), Some(m)) if crate::oauth::valid_pkce(c) && (m == "s256" || m == "plain") => {

@@ -51,6 +51,17 @@ fn error_redirect(target: &str, pkce: bool, error: &str, code: &str, description
     found(&format!("{}#{}", target.split('#').next().unwrap_or(target), fragment.join("&")))
 }
 
+/// Where a finished outside sign-in goes and what it is for.
+struct Finish<'a> {
+    provider: &'a str,
+    redirect: &'a str,
+    /// The app's PKCE challenge and method (none: implicit flow).
+    challenge: Option<(String, String)>,
+    link_user: Option<uuid::Uuid>,
+    /// SAML: users of their own (`is_sso_user`), never linked by e-mail.
+    sso: bool,
+}
+
 fn random_token() -> String {
     new_refresh_token().0
 }
@@ -181,27 +192,51 @@ impl Req<'_> {
                 return fail("server_error", "unexpected_failure", "Unable to exchange external code");
             }
         };
-        let link_user: Option<uuid::Uuid> = row.get("link_user");
+        let finish = Finish {
+            provider: &provider.name,
+            redirect: &redirect,
+            challenge: challenge
+                .map(|c| (c, row.get::<_, Option<String>>("code_challenge_method").unwrap_or_default())),
+            link_user: row.get("link_user"),
+            sso: false,
+        };
+        self.finish_signin(finish, &identity, &tokens).await
+    }
+
+    /// The end of every sign-in at an outside provider (OAuth, OIDC, SAML):
+    /// the user found, linked or created, then a redirect to the app with a
+    /// PKCE code or a session in the fragment, or with the refusal.
+    async fn finish_signin(
+        &self,
+        finish: Finish<'_>,
+        identity: &crate::oauth::Identity,
+        tokens: &crate::oauth::Tokens,
+    ) -> Result<Response, ApiError> {
+        let Finish { provider, redirect, challenge, link_user, sso } = finish;
+        let pkce = challenge.is_some();
         let code_out = uuid::Uuid::new_v4().to_string();
-        let flow = challenge.map(|c| {
+        let flow = challenge.map(|(c, method)| {
             json!({
                 "code_hash": sha256_hex(&code_out),
                 "code_challenge": c,
-                "code_challenge_method": row.get::<_, Option<String>>("code_challenge_method"),
+                "code_challenge_method": method,
                 "provider_access_token": tokens.access_token,
                 "provider_refresh_token": tokens.refresh_token,
+                "method": if sso { "sso/saml" } else { "oauth" },
             })
         });
         let (refresh, refresh_hash) = new_refresh_token();
         let issued =
-            self.oauth_signin(&provider.name, &identity, link_user, flow.is_none().then_some(refresh_hash), flow).await;
+            self.oauth_signin(provider, identity, link_user, flow.is_none().then_some(refresh_hash), flow, sso).await;
         let issued = match issued {
             Ok(v) => v,
-            Err(ApiError::Auth { error_code, msg, .. }) => return fail("access_denied", &error_code, &msg),
+            Err(ApiError::Auth { error_code, msg, .. }) => {
+                return Ok(error_redirect(redirect, pkce, "access_denied", &error_code, &msg))
+            }
             Err(other) => return Err(other),
         };
         if pkce {
-            return Ok(found(&with_query(&redirect, &[("code", &code_out)])));
+            return Ok(found(&with_query(redirect, &[("code", &code_out)])));
         }
         let mut extra = vec![];
         if let Some(t) = &tokens.access_token {
@@ -211,7 +246,128 @@ impl Req<'_> {
             extra.push(("provider_refresh_token", t.as_str()));
         }
         let fragment = self.session_fragment(&issued, &refresh, &extra)?;
-        Ok(found(&format!("{}#{fragment}", redirect.split('#').next().unwrap_or(&redirect))))
+        Ok(found(&format!("{}#{fragment}", redirect.split('#').next().unwrap_or(redirect))))
+    }
+
+    /// `POST /sso` `{domain | provider_id, redirect_to, code_challenge,
+    /// code_challenge_method, skip_http_redirect}`: the identity provider's
+    /// URL with an AuthnRequest.
+    pub(crate) async fn sso_start(&self, body: &Value) -> Result<Response, ApiError> {
+        let Some(saml) = &self.state.saml else {
+            return Err(ApiError::auth(404, "sso_provider_not_found", "SAML SSO is not configured"));
+        };
+        let idp = saml.find(text(body, "provider_id"), text(body, "domain"))?;
+        let redirect = self.redirect_target(text(body, "redirect_to").map(str::to_string))?;
+        let pkce = crate::auth::pkce_of(body)?;
+        let (relay, request_id) = (random_token(), format!("_{}", uuid::Uuid::new_v4().simple()));
+        let (challenge, method) = pkce.unzip();
+        let client = self.state.client().await?;
+        client
+            .execute(
+                "SELECT fluxbase.auth_oauth_begin($1, $2, $3, $4, $5, $6, '', NULL, $7)",
+                &[
+                    &sha256_hex(&relay),
+                    &format!("sso:{}", idp.name),
+                    &redirect,
+                    &challenge,
+                    &method,
+                    &request_id,
+                    &(self.state.config.auth.flow_state_expiry_seconds as i32),
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+        drop(client);
+        let url = idp.authn_url(&request_id, &relay).map_err(ApiError::Internal)?;
+        if body.get("skip_http_redirect").and_then(Value::as_bool) == Some(false) {
+            return Ok(http::Response::builder()
+                .status(StatusCode::SEE_OTHER)
+                .header(http::header::LOCATION, url)
+                .body(http_body_util::Full::new(Bytes::new()))
+                .expect("static response parts"));
+        }
+        Ok(json_response(StatusCode::OK, &json!({ "url": url })))
+    }
+
+    /// `GET /sso/saml/metadata`: Fluxbase as a SAML service provider.
+    pub(crate) fn sso_metadata(&self) -> Result<Response, ApiError> {
+        let Some(saml) = &self.state.saml else {
+            return Err(ApiError::auth(404, "sso_provider_not_found", "SAML SSO is not configured"));
+        };
+        let xml = saml.metadata_xml().map_err(ApiError::Internal)?;
+        Ok(http::Response::builder()
+            .status(StatusCode::OK)
+            .header(http::header::CONTENT_TYPE, "application/samlmetadata+xml")
+            .body(http_body_util::Full::new(Bytes::from(xml)))
+            .expect("static response parts"))
+    }
+
+    /// `POST /sso/saml/acs` (form `SAMLResponse`, `RelayState`): the identity
+    /// provider's answer, checked, then the sign-in finishes as for OAuth.
+    pub(crate) async fn sso_acs(&self, params: &[(String, String)]) -> Result<Response, ApiError> {
+        let get =
+            |k: &str| params.iter().find(|(name, _)| name == k).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty());
+        let site = self.redirect_target(None)?;
+        let Some(saml) = &self.state.saml else {
+            return Err(ApiError::auth(404, "sso_provider_not_found", "SAML SSO is not configured"));
+        };
+        let bad_state = || {
+            error_redirect(
+                &site,
+                true,
+                "invalid_request",
+                "bad_saml_relay_state",
+                "SAML relay state is unknown, used or expired",
+            )
+        };
+        let Some(relay) = get("RelayState") else { return Ok(bad_state()) };
+        let client = self.state.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT * FROM fluxbase.auth_oauth_take($1, $2)",
+                &[&sha256_hex(relay), &(self.state.config.auth.flow_state_expiry_seconds as i32)],
+            )
+            .await
+            .map_err(db_error)?;
+        drop(client);
+        let Some(row) = row else { return Ok(bad_state()) };
+        let provider: String = row.get("provider");
+        let redirect: String = row.get("redirect_to");
+        let challenge: Option<String> = row.get("code_challenge");
+        let pkce = challenge.is_some();
+        let fail = |code: &str, msg: &str| Ok(error_redirect(&redirect, pkce, "access_denied", code, msg));
+        let Some(idp) = provider.strip_prefix("sso:").and_then(|name| saml.get(name)) else {
+            return fail("sso_provider_not_found", "The SSO provider is no longer configured");
+        };
+        let Some(response) = get("SAMLResponse").map(str::to_string) else {
+            return fail("saml_assertion_no_user_id", "No SAMLResponse in the request");
+        };
+        let request_id: String = row.get("nonce");
+        // xmlsec is synchronous C: kept off the other tasks' threads.
+        let verified = tokio::task::block_in_place(|| idp.verify(&response, &request_id, &saml.acs_url));
+        let identity = match verified {
+            Ok(identity) => identity,
+            Err(e) => {
+                tracing::info!(provider = %idp.name, reason = %e, "SAML response refused");
+                return fail("saml_assertion_invalid", "The SAML response could not be verified");
+            }
+        };
+        let identity = crate::oauth::Identity {
+            provider_id: identity.name_id,
+            email_verified: identity.email.is_some(),
+            email: identity.email,
+            data: identity.data,
+        };
+        let finish = Finish {
+            provider: &provider,
+            redirect: &redirect,
+            challenge: challenge
+                .map(|c| (c, row.get::<_, Option<String>>("code_challenge_method").unwrap_or_default())),
+            link_user: None,
+            sso: true,
+        };
+        let none = crate::oauth::Tokens { access_token: None, refresh_token: None, id_token: None };
+        self.finish_signin(finish, &identity, &none).await
     }
 
     async fn oauth_signin(
@@ -221,10 +377,11 @@ impl Req<'_> {
         link_user: Option<uuid::Uuid>,
         refresh_hash: Option<String>,
         flow: Option<Value>,
+        sso: bool,
     ) -> Result<Value, ApiError> {
         let config = &self.state.config.auth;
         self.query_json(
-            "SELECT fluxbase.auth_oauth_signin($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            "SELECT fluxbase.auth_oauth_signin($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
             &[
                 &provider,
                 &identity.provider_id,
@@ -239,6 +396,7 @@ impl Req<'_> {
                 &self.ctx.ip,
                 &self.user_agent,
                 &self.ctx.request_id,
+                &sso,
             ],
         )
         .await
@@ -330,7 +488,7 @@ impl Req<'_> {
         };
         let identity = crate::oauth::identity_from_claims(provider, claims);
         let (refresh, refresh_hash) = new_refresh_token();
-        let issued = self.oauth_signin(name, &identity, link_user, Some(refresh_hash), None).await?;
+        let issued = self.oauth_signin(name, &identity, link_user, Some(refresh_hash), None, false).await?;
         self.session(&issued, &refresh)
     }
 

@@ -144,6 +144,8 @@ pub struct Auth {
     pub password_breached_file: Option<std::path::PathBuf>,
     /// A k-anonymity range API (`https://api.pwnedpasswords.com/range/`).
     pub password_breached_range_url: Option<String>,
+    /// SAML 2.0 identity providers by name (`[auth.saml_providers.acme]`).
+    pub saml_providers: std::collections::BTreeMap<String, SamlProvider>,
     /// Passkey sign-in (WebAuthn), on by default as in Supabase.
     pub passkeys: bool,
     /// The WebAuthn relying party id (a domain); default: the site URL's host.
@@ -160,6 +162,21 @@ pub struct Auth {
     /// Allow `linkIdentity()`/`unlinkIdentity()` (Supabase's
     /// `GOTRUE_SECURITY_MANUAL_LINKING_ENABLED`, off by default there too).
     pub manual_linking: bool,
+}
+
+/// One SAML identity provider: its metadata (signing certificates and an
+/// HTTP-Redirect SingleSignOnService) and the e-mail domains it serves.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamlProvider {
+    pub enabled: Option<bool>,
+    pub metadata_file: Option<PathBuf>,
+    pub metadata_xml: Option<String>,
+    /// `signInWithSSO({domain})` finds the provider by these.
+    pub domains: Vec<String>,
+    /// The attribute with the e-mail address (default: `email`, `mail`, the
+    /// claims URI, the LDAP OID, else a NameID that is an address).
+    pub email_attribute: Option<String>,
 }
 
 /// One OAuth/OIDC provider. A preset name (`google`, `github`, `gitlab`,
@@ -233,6 +250,7 @@ impl Default for Auth {
             flow_state_expiry_seconds: 300,
             manual_linking: false,
             secure_email_change: true,
+            saml_providers: Default::default(),
             passkeys: true,
             passkey_rp_id: None,
             passkey_rp_name: "Fluxbase".into(),
@@ -435,6 +453,7 @@ impl Config {
             crate::oauth::check_provider(name, provider).map_err(|e| invalid("auth.providers", e))?;
         }
         crate::sms::Sms::new(&self.auth).map_err(|e| invalid("auth.sms_provider", e))?;
+        crate::saml::Saml::new(&self.auth, &self.public_url()).map_err(|e| invalid("auth.saml_providers", e))?;
         crate::breach::BreachCheck::new(&self.auth).map_err(|e| invalid("auth.password_breached_file", e))?;
         if self.auth.password_required_characters.iter().any(|set| set.is_empty()) {
             return Err(invalid("auth.password_required_characters", "a character set is empty"));

@@ -17,6 +17,7 @@ mod metrics;
 mod oauth;
 mod password;
 mod rest;
+mod saml;
 mod server;
 mod signing;
 mod sms;

@@ -36,6 +36,8 @@ pub struct AppState {
     pub signing: Option<crate::signing::SigningKeys>,
     /// SMTP for `/auth/v1` e-mail, when configured.
     pub mailer: Option<crate::mailer::Mailer>,
+    /// SAML identity providers, when configured.
+    pub saml: Option<crate::saml::Saml>,
     /// Leaked-password check, when configured.
     pub breach: Option<crate::breach::BreachCheck>,
     /// SMS for phone sign-in, when configured.
@@ -71,7 +73,9 @@ impl AppState {
         let providers = crate::oauth::Providers::new(&config.auth, &config.public_url())?;
         let sms = crate::sms::Sms::new(&config.auth)?;
         let breach = crate::breach::BreachCheck::new(&config.auth)?;
+        let saml = crate::saml::Saml::new(&config.auth, &config.public_url())?;
         Ok(AppState {
+            saml,
             breach,
             sms,
             providers,

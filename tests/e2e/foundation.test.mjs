@@ -195,7 +195,7 @@ test('services of later releases answer 501, not a hang or a crash', async () =>
   const res = await fetch(`${env.url}/storage/v1/bucket`);
   assert.equal(res.status, 501);
   assert.equal((await res.json()).code, 'FB002');
-  const auth = await fetch(`${env.url}/auth/v1/sso`, { method: 'POST' });
+  const auth = await fetch(`${env.url}/auth/v1/factors`, { method: 'PUT' });
   assert.equal(auth.status, 501);
   const body = await auth.json();
   assert.equal(body.error_code, 'not_implemented');
