@@ -38,8 +38,9 @@ AS $$
     'banned_until', u.banned_until,
     'is_anonymous', u.is_anonymous,
     'factors', coalesce((
-      SELECT jsonb_agg(jsonb_build_object('id', f.id, 'friendly_name', f.friendly_name, 'factor_type', f.factor_type,
-        'status', f.status, 'created_at', f.created_at, 'updated_at', f.updated_at) ORDER BY f.created_at)
+      SELECT jsonb_agg(jsonb_build_object('id', f.id, 'friendly_name', f.friendly_name,
+        'factor_type', f.factor_type, 'status', f.status, 'created_at', f.created_at, 'updated_at', f.updated_at)
+        || CASE WHEN f.phone IS NOT NULL THEN jsonb_build_object('phone', f.phone) ELSE '{}' END ORDER BY f.created_at)
       FROM auth.mfa_factors f WHERE f.user_id = u.id), '[]'::jsonb)
   ) || CASE WHEN coalesce(u.email_change, '') <> '' THEN
     jsonb_build_object('new_email', u.email_change, 'email_change_sent_at', u.email_change_sent_at) ELSE '{}' END
@@ -461,8 +462,9 @@ BEGIN
 END
 $$;
 
+-- A new factor: TOTP (p_secret, sealed by the proxy) or phone (p_phone).
 CREATE FUNCTION fluxbase.auth_mfa_enroll(p_user uuid, p_session uuid, p_aal text, p_friendly text, p_secret text,
-  p_max_factors int, p_ip text, p_request_id text)
+  p_max_factors int, p_ip text, p_request_id text, p_factor_type text DEFAULT 'totp', p_phone text DEFAULT NULL)
 RETURNS uuid
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog
@@ -481,31 +483,59 @@ BEGIN
     RAISE EXCEPTION 'mfa_factor_name_conflict' USING ERRCODE = 'FA422',
       HINT = format('A factor with the friendly name "%s" for this user already exists', p_friendly);
   END IF;
-  INSERT INTO auth.mfa_factors (id, user_id, friendly_name, factor_type, status, created_at, updated_at, secret)
-  VALUES (fid, p_user, p_friendly, 'totp', 'unverified', now(), now(), p_secret);
+  IF p_factor_type = 'phone' AND EXISTS (SELECT 1 FROM auth.mfa_factors WHERE user_id = p_user
+      AND factor_type = 'phone' AND phone = p_phone AND status = 'verified') THEN
+    RAISE EXCEPTION 'phone_factor_already_exists' USING ERRCODE = 'FA422',
+      HINT = 'A verified phone factor already exists for this number';
+  END IF;
+  INSERT INTO auth.mfa_factors (id, user_id, friendly_name, factor_type, status, created_at, updated_at, secret, phone)
+  VALUES (fid, p_user, p_friendly, p_factor_type::auth.factor_type, 'unverified', now(), now(), p_secret, p_phone);
   PERFORM fluxbase.auth_audit('factor_in_progress', p_user, p_ip, p_request_id, jsonb_build_object('factor_id', fid));
   RETURN fid;
 END
 $$;
 
-CREATE FUNCTION fluxbase.auth_mfa_challenge(p_user uuid, p_session uuid, p_factor uuid, p_ip text) RETURNS jsonb
+-- A challenge for a factor. Phone factors: at most one per
+-- p_interval_seconds (each one sends an SMS); `phone` is returned for the
+-- proxy, which then stores the code's hash (auth_mfa_challenge_code).
+CREATE FUNCTION fluxbase.auth_mfa_challenge(p_user uuid, p_session uuid, p_factor uuid, p_ip text,
+  p_interval_seconds int DEFAULT 60)
+RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog
 AS $$
 DECLARE
   cid uuid := gen_random_uuid();
+  f auth.mfa_factors;
 BEGIN
   PERFORM fluxbase.auth_require_factor(p_user, p_session, p_factor);
+  SELECT * INTO f FROM auth.mfa_factors WHERE id = p_factor FOR UPDATE;
+  IF f.factor_type = 'phone' THEN
+    IF f.last_challenged_at > now() - make_interval(secs => p_interval_seconds) THEN
+      RAISE EXCEPTION 'over_sms_send_rate_limit' USING ERRCODE = 'FA429',
+        HINT = format('For security purposes, you can only request this after %s seconds.', p_interval_seconds);
+    END IF;
+    UPDATE auth.mfa_factors SET last_challenged_at = now() WHERE id = p_factor;
+  END IF;
   INSERT INTO auth.mfa_challenges (id, factor_id, created_at, ip_address)
   VALUES (cid, p_factor, now(), CASE WHEN p_ip ~ '^[0-9a-fA-F:.]+$' THEN p_ip::inet ELSE '0.0.0.0'::inet END);
-  RETURN jsonb_build_object('id', cid, 'type', 'totp', 'expires_at', extract(epoch FROM now() + interval '5 minutes')::bigint);
+  RETURN jsonb_strip_nulls(jsonb_build_object('id', cid, 'type', f.factor_type, 'phone', f.phone,
+    'expires_at', extract(epoch FROM now() + interval '5 minutes')::bigint));
 END
+$$;
+
+-- The SHA-256 of the code texted for a phone challenge.
+CREATE FUNCTION fluxbase.auth_mfa_challenge_code(p_challenge uuid, p_code_hash text) RETURNS void
+LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+  UPDATE auth.mfa_challenges SET otp_code = p_code_hash WHERE id = p_challenge AND verified_at IS NULL;
 $$;
 
 -- What checking a code needs: the encrypted secret, whether the challenge
 -- can still be answered, and the user's recent failures.
 CREATE FUNCTION fluxbase.auth_mfa_secret(p_user uuid, p_session uuid, p_factor uuid, p_challenge uuid, p_window_seconds int)
-RETURNS TABLE (secret text, failures bigint)
+RETURNS TABLE (secret text, failures bigint, factor_type text, otp_code text)
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog
 AS $$
@@ -517,7 +547,8 @@ BEGIN
       HINT = 'MFA challenge has expired, verify against another challenge or create a new challenge';
   END IF;
   RETURN QUERY SELECT f.secret, (SELECT count(*) FROM fluxbase.auth_mfa_failures m
-    WHERE m.user_id = p_user AND m.at > now() - make_interval(secs => p_window_seconds))
+    WHERE m.user_id = p_user AND m.at > now() - make_interval(secs => p_window_seconds)),
+    f.factor_type::text, (SELECT c.otp_code FROM auth.mfa_challenges c WHERE c.id = p_challenge)
   FROM auth.mfa_factors f WHERE f.id = p_factor;
 END
 $$;
@@ -538,7 +569,9 @@ BEGIN
   IF NOT p_ok THEN
     INSERT INTO fluxbase.auth_mfa_failures (user_id, at) VALUES (p_user, now());
     PERFORM fluxbase.auth_audit('mfa_verify_failed', p_user, p_ip, p_request_id, jsonb_build_object('factor_id', p_factor));
-    RETURN jsonb_build_object('error', 'mfa_verification_failed', 'status', 422, 'msg', 'Invalid TOTP code entered');
+    RETURN jsonb_build_object('error', 'mfa_verification_failed', 'status', 422,
+      'msg', (SELECT CASE WHEN factor_type = 'phone' THEN 'Invalid MFA Phone code entered' ELSE 'Invalid TOTP code entered' END
+              FROM auth.mfa_factors WHERE id = p_factor));
   END IF;
   UPDATE auth.mfa_challenges SET verified_at = now() WHERE id = p_challenge AND verified_at IS NULL;
   IF NOT FOUND THEN
@@ -547,7 +580,7 @@ BEGIN
   UPDATE auth.mfa_factors SET status = 'verified', updated_at = now() WHERE id = p_factor;
   UPDATE auth.sessions SET aal = 'aal2', factor_id = p_factor, updated_at = now() WHERE id = p_session;
   INSERT INTO auth.mfa_amr_claims (session_id, created_at, updated_at, authentication_method)
-  VALUES (p_session, now(), now(), 'totp')
+  VALUES (p_session, now(), now(), (SELECT factor_type::text FROM auth.mfa_factors WHERE id = p_factor))
   ON CONFLICT (session_id, authentication_method) DO UPDATE SET updated_at = now();
   UPDATE auth.refresh_tokens SET revoked = true, updated_at = now() WHERE session_id = p_session AND NOT revoked;
   INSERT INTO auth.refresh_tokens (token, user_id, revoked, created_at, updated_at, session_id)

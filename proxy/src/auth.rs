@@ -157,12 +157,7 @@ pub async fn handle(
         (&Method::PUT, ["user"]) => req.update_user(&caller, &parse_body(&body)?, param("redirect_to")).await,
         (&Method::GET, ["reauthenticate"]) => req.reauthenticate(&caller).await,
         (&Method::POST, ["factors"]) => req.mfa_enroll(&caller, &parse_body(&body)?).await,
-        (&Method::POST, ["factors", id, "challenge"]) => {
-            let (user, session) = session_of(&caller)?;
-            let factor = factor_id(id)?;
-            req.call_json("SELECT fluxbase.auth_mfa_challenge($1, $2, $3, $4)", &[&user, &session, &factor, &ctx.ip])
-                .await
-        }
+        (&Method::POST, ["factors", id, "challenge"]) => req.mfa_challenge(&caller, factor_id(id)?).await,
         (&Method::POST, ["factors", id, "verify"]) => {
             req.mfa_verify(&caller, factor_id(id)?, &parse_body(&body)?).await
         }
@@ -928,15 +923,9 @@ impl Req<'_> {
     async fn mfa_enroll(&self, caller: &Auth, body: &Value) -> Result<Response, ApiError> {
         let (user, session) = session_of(caller)?;
         let config = &self.state.config.auth;
-        let Some(key) = &self.state.mfa_key else {
-            return Err(ApiError::auth(
-                422,
-                "mfa_totp_enroll_not_enabled",
-                "MFA enrolment is disabled: auth.mfa_encryption_key is not set",
-            ));
-        };
         match text(body, "factor_type") {
             Some("totp") => {}
+            Some("phone") => return self.mfa_enroll_phone(caller, body).await,
             Some(other) => {
                 return Err(ApiError::auth(
                     422,
@@ -946,6 +935,13 @@ impl Req<'_> {
             }
             None => return Err(ApiError::auth(400, "validation_failed", "factor_type is required")),
         }
+        let Some(key) = &self.state.mfa_key else {
+            return Err(ApiError::auth(
+                422,
+                "mfa_totp_enroll_not_enabled",
+                "MFA enrolment is disabled: auth.mfa_encryption_key is not set",
+            ));
+        };
         let secret = crate::totp::new_secret();
         let sealed = crate::totp::encrypt(key, &secret);
         let friendly = text(body, "friendly_name").map(str::to_string);
@@ -982,15 +978,83 @@ impl Req<'_> {
         ))
     }
 
+    /// POST /factors `{factor_type: "phone", phone}`: codes by SMS.
+    async fn mfa_enroll_phone(&self, caller: &Auth, body: &Value) -> Result<Response, ApiError> {
+        let (user, session) = session_of(caller)?;
+        let config = &self.state.config.auth;
+        let phone = normalise_phone(body)?
+            .ok_or_else(|| ApiError::auth(400, "validation_failed", "A phone number is required"))?;
+        if self.state.sms.is_none() && !config.sms_test_otp.contains_key(&phone) {
+            return Err(ApiError::auth(422, "mfa_phone_enroll_not_enabled", "MFA by phone needs auth.sms_provider"));
+        }
+        let friendly = text(body, "friendly_name").map(str::to_string);
+        let aal = caller.claims.get("aal").and_then(Value::as_str).unwrap_or("aal1").to_string();
+        let client = self.state.client().await?;
+        let id: uuid::Uuid = client
+            .query_one(
+                "SELECT fluxbase.auth_mfa_enroll($1, $2, $3, $4, NULL, $5, $6, $7, 'phone', $8)",
+                &[
+                    &user,
+                    &session,
+                    &aal,
+                    &friendly,
+                    &(config.mfa_max_factors as i32),
+                    &self.ctx.ip,
+                    &self.ctx.request_id,
+                    &phone,
+                ],
+            )
+            .await
+            .map_err(db_error)?
+            .get(0);
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "id": id.to_string(), "type": "phone", "friendly_name": friendly.unwrap_or_default(), "phone": phone }),
+        ))
+    }
+
+    /// POST /factors/{id}/challenge: for a phone factor, the code goes out by SMS.
+    async fn mfa_challenge(&self, caller: &Auth, factor: uuid::Uuid) -> Result<Response, ApiError> {
+        let (user, session) = session_of(caller)?;
+        let config = &self.state.config.auth;
+        let mut challenge = self
+            .query_json(
+                "SELECT fluxbase.auth_mfa_challenge($1, $2, $3, $4, $5)",
+                &[&user, &session, &factor, &self.ctx.ip, &(config.sms_interval_seconds as i32)],
+            )
+            .await?;
+        let phone = challenge.as_object_mut().and_then(|o| o.remove("phone"));
+        if let Some(phone) = phone.as_ref().and_then(Value::as_str) {
+            let id = challenge.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
+            let test_code = config.sms_test_otp.get(phone).cloned();
+            let code = test_code.clone().unwrap_or_else(|| format!("{:06}", rand::thread_rng().next_u32() % 1_000_000));
+            let client = self.state.client().await?;
+            client
+                .execute(
+                    "SELECT fluxbase.auth_mfa_challenge_code($1::text::uuid, $2)",
+                    &[&id, &sha256_hex(&format!("{id}:{code}"))],
+                )
+                .await
+                .map_err(db_error)?;
+            drop(client);
+            if test_code.is_none() {
+                let sms = self.state.sms.as_ref().ok_or_else(|| {
+                    ApiError::auth(422, "mfa_phone_enroll_not_enabled", "MFA by phone needs auth.sms_provider")
+                })?;
+                let message = config.sms_template.replace("{{ .Code }}", &code);
+                if let Err(e) = sms.send(phone, &code, &message).await {
+                    tracing::error!(error = %e, "sending an SMS failed");
+                    return Err(ApiError::auth(500, "sms_send_failed", "Error sending the SMS"));
+                }
+            }
+        }
+        Ok(json_response(StatusCode::OK, &challenge))
+    }
+
     /// POST /factors/{id}/verify: a right code moves the session to aal2.
     async fn mfa_verify(&self, caller: &Auth, factor: uuid::Uuid, body: &Value) -> Result<Response, ApiError> {
         let (user, session) = session_of(caller)?;
         let config = &self.state.config.auth;
-        let key = self
-            .state
-            .mfa_key
-            .as_ref()
-            .ok_or_else(|| ApiError::auth(422, "mfa_verification_rejected", "MFA is not configured"))?;
         let challenge = text(body, "challenge_id")
             .and_then(|c| uuid::Uuid::parse_str(c).ok())
             .ok_or_else(|| ApiError::auth(400, "validation_failed", "challenge_id is required"))?;
@@ -999,7 +1063,7 @@ impl Req<'_> {
         let client = self.state.client().await?;
         let row = client
             .query_one(
-                "SELECT secret, failures FROM fluxbase.auth_mfa_secret($1, $2, $3, $4, $5)",
+                "SELECT secret, failures, factor_type, otp_code FROM fluxbase.auth_mfa_secret($1, $2, $3, $4, $5)",
                 &[&user, &session, &factor, &challenge, &(config.mfa_failure_window_seconds as i32)],
             )
             .await
@@ -1013,12 +1077,23 @@ impl Req<'_> {
                 "Too many wrong MFA codes. Try again in a few minutes.",
             ));
         }
-        let sealed: Option<String> = row.get("secret");
-        let secret = sealed
-            .as_deref()
-            .and_then(|s| crate::totp::decrypt(key, s))
-            .ok_or_else(|| ApiError::Internal("a TOTP secret does not decrypt with auth.mfa_encryption_key".into()))?;
-        let ok = crate::totp::verify(&secret, &code, unix_now());
+        let ok = if row.get::<_, String>("factor_type") == "phone" {
+            // The texted code, bound to its challenge; none stored yet: wrong.
+            let stored: Option<String> = row.get("otp_code");
+            let given = sha256_hex(&format!("{challenge}:{code}"));
+            stored.is_some_and(|s| crate::jwt::constant_time_eq(s.as_bytes(), given.as_bytes()))
+        } else {
+            let key = self
+                .state
+                .mfa_key
+                .as_ref()
+                .ok_or_else(|| ApiError::auth(422, "mfa_verification_rejected", "MFA is not configured"))?;
+            let sealed: Option<String> = row.get("secret");
+            let secret = sealed.as_deref().and_then(|s| crate::totp::decrypt(key, s)).ok_or_else(|| {
+                ApiError::Internal("a TOTP secret does not decrypt with auth.mfa_encryption_key".into())
+            })?;
+            crate::totp::verify(&secret, &code, unix_now())
+        };
         let (refresh, refresh_hash) = new_refresh_token();
         let issued = self
             .query_json(

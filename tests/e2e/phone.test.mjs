@@ -43,12 +43,8 @@ function signatureValid(req, body) {
   return fresh && given.some((g) => g.length === expected.length && timingSafeEqual(Buffer.from(g), Buffer.from(expected)));
 }
 
-async function codeFor(box, phone, count) {
-  assert.ok(await eventually(async () => box.received.filter((m) => m.phone === phone).length >= count, 10000));
-  return box.received.filter((m) => m.phone === phone)[count - 1].code;
-}
-
-test('phone sign-up, confirmation and OTP sign-in with the webhook SMS provider', async () => {
+/** A receiver checking Standard Webhooks signatures, and a proxy sending its SMS there. */
+async function webhookProxy(overrides = {}) {
   const box = await receiver((req, body) => {
     if (!signatureValid(req, body)) return [401, { error: 'bad signature' }];
     const payload = JSON.parse(body);
@@ -58,8 +54,18 @@ test('phone sign-up, confirmation and OTP sign-in with the webhook SMS provider'
     FLUXBASE_AUTH_SMS_PROVIDER: 'webhook',
     FLUXBASE_AUTH_SMS_WEBHOOK_URL: `${box.url}/sms`,
     FLUXBASE_AUTH_SMS_WEBHOOK_SECRET: SECRET,
-    FLUXBASE_AUTH_SMS_INTERVAL_SECONDS: '0',
+    ...overrides,
   }).catch((e) => { box.close(); throw e; });
+  return { box, proxy };
+}
+
+async function codeFor(box, phone, count) {
+  assert.ok(await eventually(async () => box.received.filter((m) => m.phone === phone).length >= count, 10000));
+  return box.received.filter((m) => m.phone === phone)[count - 1].code;
+}
+
+test('phone sign-up, confirmation and OTP sign-in with the webhook SMS provider', async () => {
+  const { box, proxy } = await webhookProxy({ FLUXBASE_AUTH_SMS_INTERVAL_SECONDS: '0' });
   try {
     const settings = await (await fetch(`${proxy.url}/auth/v1/settings`)).json();
     assert.equal(settings.external.phone, true);
@@ -102,6 +108,42 @@ test('phone sign-up, confirmation and OTP sign-in with the webhook SMS provider'
 
     const bad = await sb.auth.signInWithOtp({ phone: '0123' });
     assert.equal(bad.error?.code, 'validation_failed');
+  } finally {
+    proxy.stop();
+    box.close();
+  }
+});
+
+test('MFA by phone: enroll, the challenge texts a code, verify moves the session to aal2', async () => {
+  const { box, proxy } = await webhookProxy();
+  try {
+    const sb = client(proxy.url);
+    const email = `mfa-phone-${Date.now()}@example.com`;
+    assert.equal((await sb.auth.signUp({ email, password: 'mfa-phone-password' })).error, null);
+    const phone = phoneNumber();
+    const { data: factor, error } = await sb.auth.mfa.enroll({ factorType: 'phone', phone: `+${phone}` });
+    assert.equal(error, null);
+    assert.equal(factor.type, 'phone');
+    assert.equal(factor.phone, phone);
+    const { data: challenge, error: challengeError } = await sb.auth.mfa.challenge({ factorId: factor.id, channel: 'sms' });
+    assert.equal(challengeError, null);
+    assert.equal(challenge.type, 'phone');
+    assert.equal(challenge.phone, undefined, 'the number is not echoed');
+    const code = await codeFor(box, phone, 1);
+    assert.equal(sql(`SELECT count(*) FROM auth.mfa_challenges WHERE id = '${challenge.id}' AND otp_code LIKE '%${code}%'`), '0',
+      'only a hash of the code is stored');
+    const wrong = await sb.auth.mfa.verify({ factorId: factor.id, challengeId: challenge.id, code: code === '000000' ? '111111' : '000000' });
+    assert.equal(wrong.error?.code, 'mfa_verification_failed');
+    const { data: verified, error: verifyError } = await sb.auth.mfa.verify({ factorId: factor.id, challengeId: challenge.id, code });
+    assert.equal(verifyError, null);
+    const claims = JSON.parse(Buffer.from(verified.access_token.split('.')[1], 'base64url'));
+    assert.equal(claims.aal, 'aal2');
+    assert.ok(claims.amr.some((m) => m.method === 'phone'));
+    const { data: aal } = await sb.auth.mfa.getAuthenticatorAssuranceLevel();
+    assert.equal(aal.currentLevel, 'aal2');
+    // One SMS per factor per interval.
+    const tooSoon = await sb.auth.mfa.challenge({ factorId: factor.id, channel: 'sms' });
+    assert.equal(tooSoon.error?.status, 429);
   } finally {
     proxy.stop();
     box.close();
