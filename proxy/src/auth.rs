@@ -220,13 +220,15 @@ pub async fn handle(
                 "logout",
                 "settings",
                 "health",
+                "passkeys",
+                "admin",
             ]
             .contains(route) =>
         {
             Err(ApiError::auth(
-                501,
-                "not_implemented",
-                format!("/auth/v1/{route} with {} is not available in this release of Fluxbase", parts.method),
+                405,
+                "method_not_allowed",
+                format!("/auth/v1/{route} does not take {} here", parts.method),
             ))
         }
         _ => Err(ApiError::auth(404, "not_found", "Not found")),

@@ -195,10 +195,11 @@ test('services of later releases answer 501, not a hang or a crash', async () =>
   const res = await fetch(`${env.url}/storage/v1/bucket`);
   assert.equal(res.status, 501);
   assert.equal((await res.json()).code, 'FB002');
+  // A known auth route with a method it does not take: 405 in Supabase Auth's error shape.
   const auth = await fetch(`${env.url}/auth/v1/factors`, { method: 'PUT' });
-  assert.equal(auth.status, 501);
+  assert.equal(auth.status, 405);
   const body = await auth.json();
-  assert.equal(body.error_code, 'not_implemented');
+  assert.equal(body.error_code, 'method_not_allowed');
 });
 
 test('the proxy reconnects after a Postgres restart', { skip: !env.pgRestart && 'FLUXBASE_PG_RESTART not set' }, async () => {
