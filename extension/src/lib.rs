@@ -16,6 +16,7 @@ extension_sql_file!("../../sql/bootstrap.sql", name = "bootstrap", bootstrap);
 extension_sql_file!("../../sql/auth_claims.sql", name = "auth_claims", requires = ["bootstrap"]);
 extension_sql_file!("../../sql/auth_schema.sql", name = "auth_schema", requires = ["bootstrap"]);
 extension_sql_file!("../../sql/auth_functions.sql", name = "auth_functions", requires = ["auth_schema"]);
+extension_sql_file!("../../sql/drop_guard.sql", name = "drop_guard", requires = ["auth_functions"]);
 extension_sql_file!("../../sql/schema_triggers.sql", name = "schema_triggers", finalize);
 
 #[pg_guard]

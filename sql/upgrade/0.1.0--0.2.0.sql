@@ -5,7 +5,8 @@
 --   * the REST schema cache is invalidated through Postgres' relcache
 --     invalidation: fluxbase.invalidate_schema_caches(), called by the DDL
 --     event trigger and by reload_schema();
---   * fluxbase.rest_raw() takes text instead of json (no double parse).
+--   * fluxbase.rest_raw() takes text instead of json (no double parse);
+--   * DROP EXTENSION fluxbase needs SET fluxbase.allow_drop_with_data = on.
 
 DROP FUNCTION fluxbase.rest_raw(json, json);
 CREATE FUNCTION fluxbase.rest_raw("request" text, "claims" text) RETURNS text
@@ -43,3 +44,4 @@ GRANT EXECUTE ON FUNCTION fluxbase.reload_schema() TO authenticator;
 
 -- @include sql/auth_schema.sql
 -- @include sql/auth_functions.sql
+-- @include sql/drop_guard.sql
