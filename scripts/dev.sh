@@ -42,8 +42,8 @@ elif [ ! -f "$STAMP" ]; then
 elif [ "$(cat "$STAMP")" != "$STAMP_NOW" ]; then
   read -r made_version _ < "$STAMP"
   if [ "${made_version%%.*}" = "$made_version" ] || [ "$made_version" = "$VERSION" ]; then
-    echo "fluxbase: $DATA was made from other SQL of the same extension version (a build" >&2
-    echo "between releases), which cannot be upgraded in place. Remove $DATA (its data is lost) and run again." >&2
+    echo "fluxbase: $DATA was made from extension SQL of no release (a build between releases)," >&2
+    echo "which cannot be upgraded in place. Remove $DATA (its data is lost) and run again." >&2
     exit 1
   fi
   log "upgrading the extension in $DATA from $made_version to $VERSION"

@@ -284,7 +284,7 @@ fn settings(state: &AppState) -> Value {
         "mailer_autoconfirm": a.autoconfirm(),
         "phone_autoconfirm": a.sms_autoconfirm,
         "sms_provider": state.sms.as_ref().map(|s| s.name()).unwrap_or(""),
-        "saml_enabled": false,
+        "saml_enabled": state.saml.is_some(),
     })
 }
 

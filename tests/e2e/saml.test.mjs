@@ -115,6 +115,8 @@ test('SAML SSO: signInWithSSO, a signed assertion at the ACS, exchangeCodeForSes
     FLUXBASE_AUTH_SAML_PROVIDERS: `{ acme = { metadata_file = "${join(dir, 'idp.xml')}", domains = ["acme.test"] } }`,
   });
   try {
+    const settings = await (await fetch(`${proxy.url}/auth/v1/settings`)).json();
+    assert.equal(settings.saml_enabled, true);
     const meta = await fetch(`${proxy.url}/auth/v1/sso/saml/metadata`);
     assert.match(meta.headers.get('content-type'), /samlmetadata\+xml/);
     const spXml = await meta.text();
