@@ -187,6 +187,16 @@ CREATE TABLE fluxbase.auth_failures (
   locked_until timestamptz
 );
 
+-- Wrong e-mailed or texted codes per user and code type: the code is
+-- deleted after a few, so six digits cannot be guessed by spreading tries
+-- over many IP addresses.
+CREATE TABLE fluxbase.auth_token_failures (
+  user_id uuid NOT NULL REFERENCES auth.users (id) ON DELETE CASCADE,
+  token_type auth.one_time_token_type NOT NULL,
+  failures int NOT NULL DEFAULT 0,
+  PRIMARY KEY (user_id, token_type)
+);
+
 -- Wrong TOTP codes per user, for the verification limit (shared by every proxy).
 CREATE TABLE fluxbase.auth_mfa_failures (
   user_id uuid NOT NULL REFERENCES auth.users (id) ON DELETE CASCADE,

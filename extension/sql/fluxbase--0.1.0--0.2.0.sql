@@ -235,6 +235,16 @@ CREATE TABLE fluxbase.auth_failures (
   locked_until timestamptz
 );
 
+-- Wrong e-mailed or texted codes per user and code type: the code is
+-- deleted after a few, so six digits cannot be guessed by spreading tries
+-- over many IP addresses.
+CREATE TABLE fluxbase.auth_token_failures (
+  user_id uuid NOT NULL REFERENCES auth.users (id) ON DELETE CASCADE,
+  token_type auth.one_time_token_type NOT NULL,
+  failures int NOT NULL DEFAULT 0,
+  PRIMARY KEY (user_id, token_type)
+);
+
 -- Wrong TOTP codes per user, for the verification limit (shared by every proxy).
 CREATE TABLE fluxbase.auth_mfa_failures (
   user_id uuid NOT NULL REFERENCES auth.users (id) ON DELETE CASCADE,
@@ -434,7 +444,8 @@ BEGIN
   IF NOT p_anonymous THEN
     INSERT INTO auth.identities (provider_id, user_id, identity_data, provider, created_at, updated_at, last_sign_in_at)
     VALUES (uid::text, uid, jsonb_strip_nulls(jsonb_build_object('sub', uid::text, 'email', p_email, 'phone', p_phone,
-      'email_verified', p_confirmed AND p_email IS NOT NULL, 'phone_verified', p_confirmed AND p_phone IS NOT NULL)),
+      -- Proven only by a link or code: auto-confirmation is not proof.
+      'email_verified', false, 'phone_verified', false)),
       provider, now(), now(), now());
   END IF;
   PERFORM fluxbase.auth_audit('user_signedup', uid, p_ip, p_request_id, jsonb_build_object('provider', coalesce(provider, 'anonymous')));
@@ -579,7 +590,7 @@ SET search_path = pg_catalog
 AS $$
   INSERT INTO auth.identities (provider_id, user_id, identity_data, provider, created_at, updated_at, last_sign_in_at)
   SELECT u.id::text, u.id, jsonb_strip_nulls(jsonb_build_object('sub', u.id::text, 'email', u.email, 'phone', u.phone,
-    'email_verified', u.email_confirmed_at IS NOT NULL, 'phone_verified', u.phone_confirmed_at IS NOT NULL)),
+    'email_verified', false, 'phone_verified', false)),
     p_provider, now(), now(), now()
   FROM auth.users u WHERE u.id = p_user
   ON CONFLICT (provider_id, provider) DO NOTHING;
@@ -620,7 +631,8 @@ BEGIN
     RAISE EXCEPTION 'user_not_found' USING ERRCODE = 'FA404', HINT = 'User not found';
   END IF;
   IF p_email IS NOT NULL THEN
-    UPDATE auth.identities SET identity_data = identity_data || jsonb_build_object('email', p_email), updated_at = now()
+    UPDATE auth.identities SET identity_data = identity_data || jsonb_build_object('email', p_email, 'email_verified', false),
+      updated_at = now()
     WHERE user_id = p_user AND provider = 'email';
   END IF;
   -- An anonymous user who gets an address (or number) becomes a permanent one.
@@ -968,6 +980,32 @@ BEGIN
 END
 $$;
 
+-- A wrong code for p_user's token of type p_type: counted; the fifth
+-- deletes the token (and says so in the audit log), so a six-digit code
+-- cannot be guessed by spreading tries over many IP addresses.
+CREATE FUNCTION fluxbase.auth_token_failed(p_user uuid, p_types auth.one_time_token_type[], p_ip text, p_request_id text)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  fails int;
+BEGIN
+  IF p_user IS NULL OR NOT EXISTS (SELECT 1 FROM auth.one_time_tokens WHERE user_id = p_user AND token_type = ANY (p_types)) THEN
+    RETURN;
+  END IF;
+  INSERT INTO fluxbase.auth_token_failures (user_id, token_type, failures) VALUES (p_user, p_types[1], 1)
+  ON CONFLICT (user_id, token_type) DO UPDATE SET failures = auth_token_failures.failures + 1
+  RETURNING failures INTO fails;
+  IF fails >= 5 THEN
+    DELETE FROM auth.one_time_tokens WHERE user_id = p_user AND token_type = ANY (p_types);
+    DELETE FROM fluxbase.auth_token_failures WHERE user_id = p_user AND token_type = p_types[1];
+    PERFORM fluxbase.auth_audit('token_revoked_after_failures', p_user, p_ip, p_request_id,
+      jsonb_build_object('types', p_types));
+  END IF;
+END
+$$;
+
 -- Links and codes sent by e-mail or SMS (magic link / OTP, recovery,
 -- sign-up confirmation). One row per user and kind in auth.one_time_tokens:
 -- token_hash is the SHA-256 of the link token, relates_to the SHA-256 of
@@ -1016,10 +1054,14 @@ BEGIN
              AND created_at > now() - make_interval(secs => p_interval_seconds)) THEN
     RETURN 'too_soon';
   END IF;
+  -- A sign-up confirmation's code is marked: redeeming it keeps the
+  -- password its owner chose (see auth_verify_token).
   INSERT INTO auth.one_time_tokens (id, user_id, token_type, token_hash, relates_to, created_at, updated_at)
-  VALUES (gen_random_uuid(), u.id, tt, p_link_hash, p_code_hash, now(), now())
+  VALUES (gen_random_uuid(), u.id, tt, p_link_hash,
+    CASE WHEN p_kind = 'signup' THEN 'signup:' || p_code_hash ELSE p_code_hash END, now(), now())
   ON CONFLICT (user_id, token_type) DO UPDATE SET token_hash = EXCLUDED.token_hash, relates_to = EXCLUDED.relates_to,
     created_at = now(), updated_at = now();
+  DELETE FROM fluxbase.auth_token_failures WHERE user_id = u.id AND token_type = tt;
   -- PKCE (the app sent a code_challenge): the link will lead to ?code=,
   -- which only the app holding the verifier can trade for a session. Until
   -- the link is used, the flow state waits under 'pending:' + its hash.
@@ -1051,7 +1093,8 @@ $$;
 -- deleted for good). A link sent for a PKCE app gives no session: its flow
 -- state gets the code p_pkce_code_hash, and `{pkce: true}` comes back.
 CREATE FUNCTION fluxbase.auth_verify_token(p_channel text, p_kind text, p_link_hash text, p_code_hash text,
-  p_expiry_seconds int, p_refresh_hash text, p_pkce_code_hash text, p_ip text, p_user_agent text, p_request_id text)
+  p_expiry_seconds int, p_refresh_hash text, p_pkce_code_hash text, p_ip text, p_user_agent text, p_request_id text,
+  p_address text DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog
@@ -1063,14 +1106,28 @@ DECLARE
 BEGIN
   SELECT * INTO t FROM auth.one_time_tokens
   WHERE token_type = tt AND ((p_link_hash IS NOT NULL AND token_hash = p_link_hash)
-                          OR (p_code_hash IS NOT NULL AND relates_to = p_code_hash))
+                          OR (p_code_hash IS NOT NULL AND relates_to IN (p_code_hash, 'signup:' || p_code_hash)))
   LIMIT 1 FOR UPDATE;
   IF FOUND THEN
     DELETE FROM auth.one_time_tokens WHERE id = t.id;
   END IF;
   IF NOT FOUND OR t.created_at < now() - make_interval(secs => p_expiry_seconds) THEN
+    IF t.id IS NULL AND p_code_hash IS NOT NULL THEN
+      PERFORM fluxbase.auth_token_failed((SELECT id FROM auth.users WHERE deleted_at IS NULL
+          AND ((by_phone AND phone = p_address) OR (NOT by_phone AND email = p_address AND NOT is_sso_user))),
+        ARRAY[tt], p_ip, p_request_id);
+    END IF;
     RETURN jsonb_build_object('error', 'otp_expired', 'status', 403,
       'msg', CASE WHEN by_phone THEN 'Token has expired or is invalid' ELSE 'Email link is invalid or has expired' END);
+  END IF;
+  DELETE FROM fluxbase.auth_token_failures WHERE user_id = t.user_id AND token_type = tt;
+  -- A sign-in link or code that confirms an address for the first time
+  -- proves its owner; a password someone set without proving it (perhaps
+  -- registering the address before its owner did) goes.
+  IF p_kind = 'magiclink' AND t.relates_to NOT LIKE 'signup:%' THEN
+    UPDATE auth.users SET encrypted_password = NULL
+    WHERE id = t.user_id AND encrypted_password IS NOT NULL
+      AND CASE WHEN by_phone THEN phone_confirmed_at IS NULL ELSE email_confirmed_at IS NULL END;
   END IF;
   IF by_phone THEN
     UPDATE auth.users SET phone_confirmed_at = coalesce(phone_confirmed_at, now()), updated_at = now()
@@ -1143,7 +1200,7 @@ $$;
 -- Redeems an e-mail change link or code once. The first of two (secure
 -- change) only counts; the last one moves the address and starts a session.
 CREATE FUNCTION fluxbase.auth_verify_email_change(p_link_hash text, p_code_hash text, p_expiry_seconds int,
-  p_refresh_hash text, p_ip text, p_user_agent text, p_request_id text)
+  p_refresh_hash text, p_ip text, p_user_agent text, p_request_id text, p_address text DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog
@@ -1160,6 +1217,11 @@ BEGIN
     DELETE FROM auth.one_time_tokens WHERE id = t.id;
   END IF;
   IF NOT FOUND OR t.created_at < now() - make_interval(secs => p_expiry_seconds) THEN
+    IF t.id IS NULL AND p_code_hash IS NOT NULL THEN
+      PERFORM fluxbase.auth_token_failed((SELECT id FROM auth.users WHERE deleted_at IS NULL AND NOT is_sso_user
+          AND (email = p_address OR email_change = p_address) LIMIT 1),
+        ARRAY['email_change_token_new', 'email_change_token_current']::auth.one_time_token_type[], p_ip, p_request_id);
+    END IF;
     RETURN jsonb_build_object('error', 'otp_expired', 'status', 403, 'msg', 'Email link is invalid or has expired');
   END IF;
   SELECT * INTO u FROM auth.users WHERE id = t.user_id AND deleted_at IS NULL FOR UPDATE;
@@ -1178,12 +1240,12 @@ BEGIN
   UPDATE auth.users SET email = email_change, email_change = '', email_change_confirm_status = 0,
     email_confirmed_at = now(), updated_at = now()
   WHERE id = u.id;
-  UPDATE auth.identities SET identity_data = identity_data || jsonb_build_object('email', u.email_change,
-      'email_verified', true), updated_at = now()
-  WHERE user_id = u.id AND provider = 'email';
   IF u.is_anonymous THEN
     PERFORM fluxbase.auth_make_permanent(u.id, 'email');
   END IF;
+  UPDATE auth.identities SET identity_data = identity_data || jsonb_build_object('email', u.email_change,
+      'email_verified', true), updated_at = now()
+  WHERE user_id = u.id AND provider = 'email';
   PERFORM fluxbase.auth_audit('user_modified', u.id, p_ip, p_request_id, jsonb_build_object('email', u.email_change));
   RETURN fluxbase.auth_issue_session(u.id, p_refresh_hash, 'email_change', p_ip, p_user_agent);
 END
@@ -1196,20 +1258,33 @@ RETURNS void
 LANGUAGE sql SECURITY DEFINER
 SET search_path = pg_catalog
 AS $$
-  DELETE FROM auth.one_time_tokens WHERE relates_to = p_code_hash;
+  WITH gone AS (DELETE FROM auth.one_time_tokens WHERE relates_to IN (p_code_hash, 'signup:' || p_code_hash)
+                RETURNING user_id, token_type)
+  UPDATE auth.users u SET email_change = '', email_change_confirm_status = 0
+  FROM gone WHERE u.id = gone.user_id AND gone.token_type IN ('email_change_token_new', 'email_change_token_current');
 $$;
 
 -- PUT /user's `nonce`: the code GET /reauthenticate sent, taken once.
-CREATE FUNCTION fluxbase.auth_reauthenticated(p_user uuid, p_code_hash text, p_expiry_seconds int)
+CREATE FUNCTION fluxbase.auth_reauthenticated(p_user uuid, p_code_hash text, p_expiry_seconds int,
+  p_ip text DEFAULT NULL, p_request_id text DEFAULT NULL)
 RETURNS boolean
-LANGUAGE sql SECURITY DEFINER
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog
 AS $$
-  WITH taken AS (
-    DELETE FROM auth.one_time_tokens
-    WHERE user_id = p_user AND token_type = 'reauthentication_token' AND relates_to = p_code_hash
-    RETURNING created_at)
-  SELECT coalesce((SELECT created_at >= now() - make_interval(secs => p_expiry_seconds) FROM taken), false)
+DECLARE
+  issued timestamp;
+BEGIN
+  DELETE FROM auth.one_time_tokens
+  WHERE user_id = p_user AND token_type = 'reauthentication_token' AND relates_to = p_code_hash
+  RETURNING created_at INTO issued;
+  IF issued IS NULL THEN
+    PERFORM fluxbase.auth_token_failed(p_user, ARRAY['reauthentication_token']::auth.one_time_token_type[],
+      p_ip, p_request_id);
+    RETURN false;
+  END IF;
+  DELETE FROM fluxbase.auth_token_failures WHERE user_id = p_user AND token_type = 'reauthentication_token';
+  RETURN issued >= now() - make_interval(secs => p_expiry_seconds);
+END
 $$;
 
 CREATE FUNCTION fluxbase.auth_user_by_email(p_email text) RETURNS jsonb
@@ -1321,8 +1396,14 @@ BEGIN
     -- SAML users are users of their own (is_sso_user), as in Supabase:
     -- an enterprise IdP never takes over an account made elsewhere.
     SELECT id INTO uid FROM auth.users WHERE email = p_email AND NOT is_sso_user FOR UPDATE;
-    IF uid IS NOT NULL AND NOT p_email_verified THEN
-      -- Someone else's address, unproven: never attach it to that account.
+    -- Joined automatically only when both sides proved the address: the
+    -- provider verified it, and the account's owner did (a link, a code, or
+    -- a provider that verified it). Otherwise whoever registered the
+    -- address first (perhaps without ever proving it) would receive the
+    -- newcomer's sign-ins. The owner can still link by hand.
+    IF uid IS NOT NULL AND NOT (p_email_verified AND EXISTS (
+        SELECT 1 FROM auth.identities i WHERE i.user_id = uid AND lower(i.identity_data ->> 'email') = p_email
+          AND (i.identity_data ->> 'email_verified') = 'true')) THEN
       RAISE EXCEPTION 'email_exists' USING ERRCODE = 'FA422',
         HINT = 'A user with this email address has already been registered';
     END IF;
@@ -1451,7 +1532,7 @@ $$;
 -- the user's existing credential ids (hex), which the browser must not
 -- register twice, and the names for the authenticator.
 CREATE FUNCTION fluxbase.auth_passkey_challenge(p_user uuid, p_session uuid, p_kind text, p_challenge text,
-  p_expiry_seconds int)
+  p_expiry_seconds int, p_aal text DEFAULT 'aal1')
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog
@@ -1462,6 +1543,10 @@ DECLARE
 BEGIN
   IF p_user IS NOT NULL THEN
     me := fluxbase.auth_user(p_user, p_session);
+    -- A new way in must not be addable with the password alone when MFA guards the account.
+    IF p_aal <> 'aal2' AND EXISTS (SELECT 1 FROM auth.mfa_factors WHERE user_id = p_user AND status = 'verified') THEN
+      RAISE EXCEPTION 'insufficient_aal' USING ERRCODE = 'FA403', HINT = 'AAL2 required to register a passkey';
+    END IF;
   END IF;
   DELETE FROM fluxbase.auth_webauthn_challenges WHERE created_at < now() - make_interval(secs => p_expiry_seconds);
   INSERT INTO fluxbase.auth_webauthn_challenges (id, user_id, kind, challenge) VALUES (cid, p_user, p_kind, p_challenge);

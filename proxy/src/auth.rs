@@ -825,8 +825,14 @@ impl Req<'_> {
         let client = self.state.client().await?;
         let ok: bool = client
             .query_one(
-                "SELECT fluxbase.auth_reauthenticated($1, $2, $3)",
-                &[&user, &sha256_hex(&format!("{email}:{nonce}")), &(config.otp_expiry_seconds as i32)],
+                "SELECT fluxbase.auth_reauthenticated($1, $2, $3, $4, $5)",
+                &[
+                    &user,
+                    &sha256_hex(&format!("{email}:{nonce}")),
+                    &(config.otp_expiry_seconds as i32),
+                    &self.ctx.ip,
+                    &self.ctx.request_id,
+                ],
             )
             .await
             .map_err(db_error)?
@@ -896,8 +902,7 @@ impl Req<'_> {
             )
             .await?;
         let site = self.redirect_target(None)?;
-        for (to, (link, _, code, code_hash)) in
-            std::iter::once((new, &to_new)).chain(to_current.as_ref().map(|t| (current, t)))
+        for (to, (link, _, code, _)) in std::iter::once((new, &to_new)).chain(to_current.as_ref().map(|t| (current, t)))
         {
             let url = format!(
                 "{}/auth/v1/verify?token={link}&type=email_change&redirect_to={}",
@@ -914,7 +919,12 @@ impl Req<'_> {
                 new_email: new,
             };
             if let Err(e) = deliver(mailer, to, crate::mailer::Kind::EmailChange, &fill).await {
-                self.withdraw(code_hash).await;
+                // Both confirmations or none: with one withdrawn, the other
+                // alone would complete a secure change.
+                self.withdraw(&to_new.3).await;
+                if let Some(current) = &to_current {
+                    self.withdraw(&current.3).await;
+                }
                 return Err(e);
             }
         }
@@ -1040,6 +1050,8 @@ impl Req<'_> {
                 .map_err(db_error)?;
             drop(client);
             if test_code.is_none() {
+                // Every challenge texts someone: the same per-IP limit as sign-in codes.
+                self.rate_limit(&[(format!("sms:ip:{}", self.ctx.ip), config.rate_limit_signins_per_ip)]).await?;
                 let sms = self.state.sms.as_ref().ok_or_else(|| {
                     ApiError::auth(422, "mfa_phone_enroll_not_enabled", "MFA by phone needs auth.sms_provider")
                 })?;
@@ -1113,10 +1125,10 @@ impl Req<'_> {
         let config = &self.state.config.auth;
         let site = config.site_url.clone().unwrap_or_else(|| self.state.config.public_url());
         let Some(url) = asked.filter(|u| !u.is_empty()) else { return Ok(site) };
-        let allowed = url.starts_with(&site)
+        let allowed = redirect_allowed(&url, &site, true)
             || config.redirect_urls.iter().any(|p| match p.strip_suffix('*') {
-                Some(prefix) => url.starts_with(prefix),
-                None => &url == p,
+                Some(prefix) => redirect_allowed(&url, prefix, true),
+                None => redirect_allowed(&url, p, false),
             });
         if allowed {
             Ok(url)
@@ -1389,13 +1401,14 @@ impl Req<'_> {
         link_hash: Option<String>,
         code_hash: Option<String>,
         pkce_code: Option<&str>,
+        address: Option<&str>,
     ) -> Result<(Value, String), ApiError> {
         let config = &self.state.config.auth;
         self.rate_limit(&[(format!("verify:ip:{}", self.ctx.ip), config.rate_limit_verify_per_ip)]).await?;
         let (refresh, refresh_hash) = new_refresh_token();
         let issued = self
             .query_json(
-                "SELECT fluxbase.auth_verify_token($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                "SELECT fluxbase.auth_verify_token($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 &[
                     &channel,
                     &kind,
@@ -1407,6 +1420,7 @@ impl Req<'_> {
                     &self.ctx.ip,
                     &self.user_agent,
                     &self.ctx.request_id,
+                    &address,
                 ],
             )
             .await?;
@@ -1418,13 +1432,14 @@ impl Req<'_> {
         &self,
         link_hash: Option<String>,
         code_hash: Option<String>,
+        address: Option<&str>,
     ) -> Result<(Value, String), ApiError> {
         let config = &self.state.config.auth;
         self.rate_limit(&[(format!("verify:ip:{}", self.ctx.ip), config.rate_limit_verify_per_ip)]).await?;
         let (refresh, refresh_hash) = new_refresh_token();
         let issued = self
             .query_json(
-                "SELECT fluxbase.auth_verify_email_change($1, $2, $3, $4, $5, $6, $7)",
+                "SELECT fluxbase.auth_verify_email_change($1, $2, $3, $4, $5, $6, $7, $8)",
                 &[
                     &link_hash,
                     &code_hash,
@@ -1433,6 +1448,7 @@ impl Req<'_> {
                     &self.ctx.ip,
                     &self.user_agent,
                     &self.ctx.request_id,
+                    &address,
                 ],
             )
             .await?;
@@ -1453,9 +1469,9 @@ impl Req<'_> {
         };
         let pkce_code = uuid::Uuid::new_v4().to_string();
         let redeemed = if kind == "email_change" {
-            self.redeem_email_change(Some(sha256_hex(&token)), None).await
+            self.redeem_email_change(Some(sha256_hex(&token)), None, None).await
         } else {
-            self.redeem("email", kind, Some(sha256_hex(&token)), None, Some(&pkce_code)).await
+            self.redeem("email", kind, Some(sha256_hex(&token)), None, Some(&pkce_code), None).await
         };
         let fragment = match redeemed {
             Ok((issued, _)) if issued.get("msg").is_some() => {
@@ -1499,7 +1515,7 @@ impl Req<'_> {
             }
         };
         let address = if channel == "phone" { normalise_phone(body)? } else { normalise_email(body)? };
-        let (link_hash, code_hash) = match (text(body, "token_hash"), address, text(body, "token")) {
+        let (link_hash, code_hash) = match (text(body, "token_hash"), &address, text(body, "token")) {
             (Some(link), _, _) if channel == "email" => (Some(sha256_hex(link)), None),
             (_, Some(address), Some(code)) => (None, Some(sha256_hex(&format!("{address}:{code}")))),
             _ => {
@@ -1511,13 +1527,13 @@ impl Req<'_> {
             }
         };
         if kind == "email_change" {
-            let (issued, refresh) = self.redeem_email_change(link_hash, code_hash).await?;
+            let (issued, refresh) = self.redeem_email_change(link_hash, code_hash, address.as_deref()).await?;
             if let Some(msg) = issued.get("msg") {
                 return Ok(json_response(StatusCode::OK, &json!({ "msg": msg, "code": 200 })));
             }
             return self.session(&issued, &refresh);
         }
-        let (issued, refresh) = self.redeem(channel, kind, link_hash, code_hash, None).await?;
+        let (issued, refresh) = self.redeem(channel, kind, link_hash, code_hash, None, address.as_deref()).await?;
         self.session(&issued, &refresh)
     }
 
@@ -1589,6 +1605,33 @@ async fn deliver(
     })
 }
 
+/// Whether sessions may be sent to `candidate` on the strength of the
+/// allowed URL `allowed`: the same scheme, host and port, no user info, no
+/// control characters or backslashes, and (`prefix`) a path under
+/// `allowed`'s, else the same URL. Comparing strings would let
+/// `https://app.example.com.evil.com` and `https://app.example.com@evil.com`
+/// through on `https://app.example.com`.
+fn redirect_allowed(candidate: &str, allowed: &str, prefix: bool) -> bool {
+    if candidate.chars().any(|c| c.is_control() || c == '\\') {
+        return false;
+    }
+    let (Ok(c), Ok(a)) = (url::Url::parse(candidate), url::Url::parse(allowed)) else { return false };
+    if !c.username().is_empty() || c.password().is_some() || c.host_str().is_none() {
+        return false;
+    }
+    if c.scheme() != a.scheme()
+        || c.host_str() != a.host_str()
+        || c.port_or_known_default() != a.port_or_known_default()
+    {
+        return false;
+    }
+    if prefix {
+        c.path().starts_with(a.path())
+    } else {
+        c.as_str() == a.as_str()
+    }
+}
+
 /// A refusal that must still commit (a reuse revokes the session, a wrong
 /// code counts) comes back from the database as `{error, status, msg}`.
 pub(crate) fn refusal(issued: &Value) -> Result<(), ApiError> {
@@ -1632,6 +1675,26 @@ fn ban_seconds(s: &str) -> Result<i64, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redirects_are_compared_as_urls() {
+        let site = "https://app.example.com";
+        assert!(redirect_allowed("https://app.example.com/welcome?x=1", site, true));
+        assert!(redirect_allowed("https://app.example.com", site, true));
+        assert!(!redirect_allowed("https://app.example.com.evil.com/", site, true));
+        assert!(!redirect_allowed("https://app.example.com@evil.com/", site, true));
+        assert!(!redirect_allowed("https://evil.com\\@app.example.com/", site, true));
+        assert!(!redirect_allowed("http://app.example.com/", site, true), "scheme");
+        assert!(!redirect_allowed("https://app.example.com:8443/", site, true), "port");
+        assert!(!redirect_allowed("https://app.example.com/\nx", site, true));
+        assert!(redirect_allowed("http://localhost:3000/cb", "http://localhost:3000/", true));
+        assert!(!redirect_allowed("http://localhost:30000/cb", "http://localhost:3000", true));
+        assert!(redirect_allowed("https://a.example/auth/cb", "https://a.example/auth", true));
+        assert!(!redirect_allowed("https://a.example/other", "https://a.example/auth", true));
+        assert!(redirect_allowed("https://a.example/exact", "https://a.example/exact", false));
+        assert!(!redirect_allowed("https://a.example/exact/more", "https://a.example/exact", false));
+        assert!(!redirect_allowed("javascript:alert(1)", site, true));
+    }
 
     #[test]
     fn emails_and_ban_durations() {

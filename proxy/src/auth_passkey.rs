@@ -65,14 +65,15 @@ impl Req<'_> {
         &self,
         user: Option<(uuid::Uuid, Option<uuid::Uuid>)>,
         kind: &str,
+        aal: &str,
     ) -> Result<(String, Value), ApiError> {
         let mut bytes = [0u8; 32];
         rand::thread_rng().fill_bytes(&mut bytes);
         let challenge = b64url(&bytes);
         let issued = self
             .query_json(
-                "SELECT fluxbase.auth_passkey_challenge($1, $2, $3, $4, $5)",
-                &[&user.map(|u| u.0), &user.and_then(|u| u.1), &kind, &challenge, &CHALLENGE_SECONDS],
+                "SELECT fluxbase.auth_passkey_challenge($1, $2, $3, $4, $5, $6)",
+                &[&user.map(|u| u.0), &user.and_then(|u| u.1), &kind, &challenge, &CHALLENGE_SECONDS, &aal],
             )
             .await?;
         Ok((challenge, issued))
@@ -98,7 +99,8 @@ impl Req<'_> {
     /// POST /passkeys/registration/options (signed in).
     pub(crate) async fn passkey_registration_options(&self, caller: &Auth) -> Result<Response, ApiError> {
         let (user, session) = session_of(caller)?;
-        let (challenge, issued) = self.new_challenge(Some((user, session)), "registration").await?;
+        let aal = caller.claims.get("aal").and_then(Value::as_str).unwrap_or("aal1");
+        let (challenge, issued) = self.new_challenge(Some((user, session)), "registration", aal).await?;
         let (rp_id, _, rp_name) = self.relying_party();
         let me = &issued["user"];
         let name = [me.get("email"), me.get("phone")]
@@ -170,7 +172,7 @@ impl Req<'_> {
     pub(crate) async fn passkey_authentication_options(&self) -> Result<Response, ApiError> {
         let config = &self.state.config.auth;
         self.rate_limit(&[(format!("signin:ip:{}", self.ctx.ip), config.rate_limit_signins_per_ip)]).await?;
-        let (challenge, issued) = self.new_challenge(None, "authentication").await?;
+        let (challenge, issued) = self.new_challenge(None, "authentication", "aal1").await?;
         let (rp_id, _, _) = self.relying_party();
         Ok(json_response(
             StatusCode::OK,

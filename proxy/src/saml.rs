@@ -146,7 +146,8 @@ impl IdentityProvider {
     pub fn verify(&self, saml_response: &str, request_id: &str, acs_url: &str) -> Result<SamlIdentity, String> {
         let assertion = self
             .sp
-            .parse_base64_response(saml_response.trim(), Some(&[request_id]))
+            // Some providers wrap the base64 in lines.
+            .parse_base64_response(&saml_response.split_whitespace().collect::<String>(), Some(&[request_id]))
             .map_err(|e| format!("response refused: {e}"))?;
         check_bearer(&assertion, request_id, acs_url)?;
         self.identity(&assertion)

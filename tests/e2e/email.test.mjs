@@ -127,6 +127,21 @@ test('PKCE (flowType pkce, as @supabase/ssr uses it): the e-mailed link leads to
                     WHERE u.email = '${email}' AND f.auth_code LIKE 'pending:%'`), '0', 'no pending flow left');
 });
 
+test('a six-digit code is not guessable: the fifth wrong try deletes it', async () => {
+  const email = unique('guess');
+  assert.equal((await client().auth.signInWithOtp({ email })).error, null);
+  const { code } = await nextMail(email, 1);
+  for (let i = 0; i < 5; i++) {
+    const wrong = String((Number(code) + 1 + i) % 1000000).padStart(6, '0');
+    assert.equal((await client().auth.verifyOtp({ email, token: wrong, type: 'email' })).error?.code, 'otp_expired');
+  }
+  const right = await client().auth.verifyOtp({ email, token: code, type: 'email' });
+  assert.equal(right.error?.code, 'otp_expired', 'the right code came too late');
+  const audit = sql(`SELECT count(*) FROM auth.audit_log_entries WHERE payload->>'action' = 'token_revoked_after_failures'
+                     AND payload->>'actor_username' = '${email}'`);
+  assert.equal(audit, '1');
+});
+
 test('resetPasswordForEmail: the recovery code signs in and the password can be changed', async () => {
   const email = unique('recover');
   await client().auth.signUp({ email, password: 'old-password' });
@@ -237,6 +252,27 @@ test('updateUser({email}) waits for both addresses; a password change can demand
     assert.equal((await sb.auth.updateUser({ password: 'second-password', nonce })).error, null);
     assert.equal((await sb.auth.updateUser({ password: 'third-password', nonce })).error?.code, 'reauthentication_not_valid');
     assert.equal((await sb.auth.signInWithPassword({ email: next, password: 'second-password' })).error, null);
+  } finally {
+    proxy.stop();
+  }
+});
+
+test('a password set by someone who never proved the address dies when its owner signs in by e-mail', async () => {
+  const proxy = await proxyWith({ FLUXBASE_AUTH_EMAIL_AUTOCONFIRM: 'false' });
+  try {
+    const sb = () => createClient(proxy.url, env.anonKey, { auth: { persistSession: false, autoRefreshToken: false } });
+    const victim = unique('squatted');
+    // The attacker registers the victim's address first; it stays unconfirmed.
+    assert.equal((await sb().auth.signUp({ email: victim, password: 'attacker-password' })).error, null);
+    await nextMail(victim, 1); // the confirmation nobody clicks
+    await sleep(2100);
+    // The owner signs in with a code sent to the mailbox.
+    assert.equal((await sb().auth.signInWithOtp({ email: victim })).error, null);
+    const { code } = await nextMail(victim, 2);
+    const owner = await sb().auth.verifyOtp({ email: victim, token: code, type: 'email' });
+    assert.equal(owner.error, null);
+    const attacker = await sb().auth.signInWithPassword({ email: victim, password: 'attacker-password' });
+    assert.equal(attacker.error?.code, 'invalid_credentials');
   } finally {
     proxy.stop();
   }

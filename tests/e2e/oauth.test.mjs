@@ -138,6 +138,17 @@ test('linking: a verified address joins the existing account, an unverified one 
   const supabase = client();
   const signed = await supabase.auth.signUp({ email, password: 'correct horse battery' });
   assert.equal(signed.error, null);
+  // Until the owner proves the address, a provider's sign-in does not join
+  // the account: whoever registered it first could be someone else.
+  const unproven = await client().auth.signInWithOAuth({
+    provider: 'keycloak',
+    options: { redirectTo: APP, skipBrowserRedirect: true, queryParams: { login_hint: email } },
+  });
+  assert.equal((await browse(unproven.data.url)).searchParams.get('error_code'), 'email_exists');
+  // The owner proves it with a code, as the e-mail would carry it.
+  const admin = createClient(env.url, env.serviceKey, { auth: { persistSession: false } });
+  const { data: link } = await admin.auth.admin.generateLink({ type: 'magiclink', email });
+  assert.equal((await client().auth.verifyOtp({ email, token: link.properties.email_otp, type: 'magiclink' })).error, null);
   const { data, error } = await pkceSignIn('keycloak', email);
   assert.equal(error, null);
   assert.equal(data.session.user.id, signed.data.user.id, 'same user');
