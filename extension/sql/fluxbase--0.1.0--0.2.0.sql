@@ -376,6 +376,8 @@ AS $$
       FROM auth.mfa_factors f WHERE f.user_id = u.id), '[]'::jsonb)
   ) || CASE WHEN coalesce(u.email_change, '') <> '' THEN
     jsonb_build_object('new_email', u.email_change, 'email_change_sent_at', u.email_change_sent_at) ELSE '{}' END
+    || CASE WHEN coalesce(u.phone_change, '') <> '' THEN
+    jsonb_build_object('new_phone', u.phone_change, 'phone_change_sent_at', u.phone_change_sent_at) ELSE '{}' END
 $$;
 
 CREATE FUNCTION fluxbase.auth_audit(p_action text, p_user uuid, p_ip text, p_request_id text, p_traits jsonb DEFAULT '{}')
@@ -620,6 +622,9 @@ BEGIN
     email_confirmed_at = CASE WHEN p_email IS DISTINCT FROM email AND p_email IS NOT NULL THEN now()
       ELSE email_confirmed_at END,
     email = coalesce(p_email, email),
+    -- Likewise a phone only under auth.sms_autoconfirm.
+    phone_confirmed_at = CASE WHEN p_phone IS DISTINCT FROM phone AND p_phone IS NOT NULL THEN now()
+      ELSE phone_confirmed_at END,
     phone = coalesce(p_phone, phone),
     encrypted_password = coalesce(p_password_hash, encrypted_password),
     raw_user_meta_data = CASE WHEN p_user_meta IS NULL THEN raw_user_meta_data
@@ -1093,7 +1098,7 @@ $$;
 -- deleted for good). A link sent for a PKCE app gives no session: its flow
 -- state gets the code p_pkce_code_hash, and `{pkce: true}` comes back.
 CREATE FUNCTION fluxbase.auth_verify_token(p_channel text, p_kind text, p_link_hash text, p_code_hash text,
-  p_expiry_seconds int, p_refresh_hash text, p_pkce_code_hash text, p_ip text, p_user_agent text, p_request_id text,
+  p_pkce_code_hash text, p_expiry_seconds int, p_refresh_hash text, p_ip text, p_user_agent text, p_request_id text,
   p_address text DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
@@ -1260,8 +1265,13 @@ SET search_path = pg_catalog
 AS $$
   WITH gone AS (DELETE FROM auth.one_time_tokens WHERE relates_to IN (p_code_hash, 'signup:' || p_code_hash)
                 RETURNING user_id, token_type)
-  UPDATE auth.users u SET email_change = '', email_change_confirm_status = 0
-  FROM gone WHERE u.id = gone.user_id AND gone.token_type IN ('email_change_token_new', 'email_change_token_current');
+  UPDATE auth.users u SET
+    email_change = CASE WHEN gone.token_type IN ('email_change_token_new', 'email_change_token_current') THEN ''
+      ELSE u.email_change END,
+    email_change_confirm_status = 0,
+    phone_change = CASE WHEN gone.token_type = 'phone_change_token' THEN '' ELSE u.phone_change END
+  FROM gone WHERE u.id = gone.user_id
+    AND gone.token_type IN ('email_change_token_new', 'email_change_token_current', 'phone_change_token');
 $$;
 
 -- PUT /user's `nonce`: the code GET /reauthenticate sent, taken once.
@@ -1284,6 +1294,82 @@ BEGIN
   END IF;
   DELETE FROM fluxbase.auth_token_failures WHERE user_id = p_user AND token_type = 'reauthentication_token';
   RETURN issued >= now() - make_interval(secs => p_expiry_seconds);
+END
+$$;
+
+-- PUT /user with a new phone, confirmed by a code texted to it
+-- (verifyOtp type phone_change); users.phone_change holds it meanwhile.
+CREATE FUNCTION fluxbase.auth_phone_change_request(p_user uuid, p_session uuid, p_new_phone text, p_link_hash text,
+  p_code_hash text, p_interval_seconds int, p_ip text, p_request_id text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  u auth.users;
+BEGIN
+  PERFORM fluxbase.auth_user(p_user, p_session);
+  IF EXISTS (SELECT 1 FROM auth.users WHERE phone = p_new_phone AND id <> p_user) THEN
+    RAISE EXCEPTION 'phone_exists' USING ERRCODE = 'FA422', HINT = 'Phone number already registered';
+  END IF;
+  SELECT * INTO u FROM auth.users WHERE id = p_user FOR UPDATE;
+  IF u.phone_change_sent_at > now() - make_interval(secs => p_interval_seconds) THEN
+    RAISE EXCEPTION 'over_sms_send_rate_limit' USING ERRCODE = 'FA429',
+      HINT = format('For security purposes, you can only request this after %s seconds.', p_interval_seconds);
+  END IF;
+  INSERT INTO auth.one_time_tokens (id, user_id, token_type, token_hash, relates_to, created_at, updated_at)
+  VALUES (gen_random_uuid(), p_user, 'phone_change_token', p_link_hash, p_code_hash, now(), now())
+  ON CONFLICT (user_id, token_type) DO UPDATE SET token_hash = EXCLUDED.token_hash, relates_to = EXCLUDED.relates_to,
+    created_at = now(), updated_at = now();
+  DELETE FROM fluxbase.auth_token_failures WHERE user_id = p_user AND token_type = 'phone_change_token';
+  UPDATE auth.users SET phone_change = p_new_phone, phone_change_sent_at = now(), updated_at = now()
+  WHERE id = p_user RETURNING * INTO u;
+  PERFORM fluxbase.auth_audit('user_modified', p_user, p_ip, p_request_id, jsonb_build_object('phone_change', p_new_phone));
+  RETURN fluxbase.auth_user_json(u);
+END
+$$;
+
+-- The texted code of a phone change, once: the number moves and is confirmed.
+CREATE FUNCTION fluxbase.auth_verify_phone_change(p_code_hash text, p_expiry_seconds int, p_refresh_hash text,
+  p_ip text, p_user_agent text, p_request_id text, p_address text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  t auth.one_time_tokens;
+  u auth.users;
+BEGIN
+  SELECT * INTO t FROM auth.one_time_tokens
+  WHERE token_type = 'phone_change_token' AND relates_to = p_code_hash LIMIT 1 FOR UPDATE;
+  IF FOUND THEN
+    DELETE FROM auth.one_time_tokens WHERE id = t.id;
+  END IF;
+  IF NOT FOUND OR t.created_at < now() - make_interval(secs => p_expiry_seconds) THEN
+    IF t.id IS NULL THEN
+      PERFORM fluxbase.auth_token_failed((SELECT id FROM auth.users WHERE phone_change = p_address AND deleted_at IS NULL LIMIT 1),
+        ARRAY['phone_change_token']::auth.one_time_token_type[], p_ip, p_request_id);
+    END IF;
+    RETURN jsonb_build_object('error', 'otp_expired', 'status', 403, 'msg', 'Token has expired or is invalid');
+  END IF;
+  SELECT * INTO u FROM auth.users WHERE id = t.user_id AND deleted_at IS NULL FOR UPDATE;
+  IF coalesce(u.phone_change, '') = '' THEN
+    RETURN jsonb_build_object('error', 'otp_expired', 'status', 403, 'msg', 'Token has expired or is invalid');
+  END IF;
+  IF EXISTS (SELECT 1 FROM auth.users WHERE phone = u.phone_change AND id <> u.id) THEN
+    RETURN jsonb_build_object('error', 'phone_exists', 'status', 422, 'msg', 'Phone number already registered');
+  END IF;
+  DELETE FROM fluxbase.auth_token_failures WHERE user_id = u.id AND token_type = 'phone_change_token';
+  UPDATE auth.users SET phone = phone_change, phone_change = '', phone_confirmed_at = now(), updated_at = now()
+  WHERE id = u.id;
+  IF u.is_anonymous THEN
+    PERFORM fluxbase.auth_make_permanent(u.id, 'phone');
+  END IF;
+  UPDATE auth.identities SET identity_data = identity_data || jsonb_build_object('phone', u.phone_change,
+      'phone_verified', true), updated_at = now()
+  WHERE user_id = u.id AND provider = 'phone';
+  PERFORM fluxbase.auth_audit('user_modified', u.id, p_ip, p_request_id, jsonb_build_object('phone', u.phone_change));
+  RETURN fluxbase.auth_issue_session(u.id, p_refresh_hash, 'otp', p_ip, p_user_agent);
 END
 $$;
 

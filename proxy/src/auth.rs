@@ -790,20 +790,72 @@ impl Req<'_> {
         let data = body.get("data").filter(|d| d.is_object()).cloned();
         let confirm_by_mail = email.is_some() && self.state.mailer.is_some() && !config.autoconfirm();
         let immediate = if confirm_by_mail { None } else { email.clone() };
-        let updated = self
+        // A new number is confirmed by a code texted to it, unless phones
+        // are auto-confirmed; without an SMS provider it cannot change.
+        if let Some(p) = &phone {
+            if !config.sms_autoconfirm {
+                self.phone_enabled(p)?;
+            }
+        }
+        let immediate_phone = if config.sms_autoconfirm { phone.clone() } else { None };
+        let mut updated = self
             .query_json(
                 "SELECT fluxbase.auth_update_user($1, $2, $3, $4, $5, $6, $7, $8)",
-                &[&user, &session, &immediate, &phone, &hash, &data, &self.ctx.ip, &self.ctx.request_id],
+                &[&user, &session, &immediate, &immediate_phone, &hash, &data, &self.ctx.ip, &self.ctx.request_id],
             )
             .await?;
-        match email {
-            Some(new) if confirm_by_mail && updated.get("email").and_then(Value::as_str) != Some(new.as_str()) => {
+        if let Some(new) = email.filter(|_| confirm_by_mail) {
+            if updated.get("email").and_then(Value::as_str) != Some(new.as_str()) {
                 let current = updated.get("email").and_then(Value::as_str).unwrap_or("").to_string();
                 let redirect = self.redirect_target(redirect)?;
-                self.email_change(user, session, &current, &new, &redirect).await
+                updated = self.email_change(user, session, &current, &new, &redirect).await?;
             }
-            _ => Ok(json_response(StatusCode::OK, &updated)),
         }
+        if let Some(new) = phone.filter(|_| !config.sms_autoconfirm) {
+            if updated.get("phone").and_then(Value::as_str) != Some(new.as_str()) {
+                updated = self.phone_change(user, session, &new).await?;
+            }
+        }
+        Ok(json_response(StatusCode::OK, &updated))
+    }
+
+    /// Starts a phone change: a code texted to the new number.
+    async fn phone_change(&self, user: uuid::Uuid, session: Option<uuid::Uuid>, new: &str) -> Result<Value, ApiError> {
+        let config = &self.state.config.auth;
+        self.rate_limit(&[(format!("sms:ip:{}", self.ctx.ip), config.rate_limit_signins_per_ip)]).await?;
+        let test_code = config.sms_test_otp.get(new).cloned();
+        let code = test_code.clone().unwrap_or_else(|| format!("{:06}", rand::thread_rng().next_u32() % 1_000_000));
+        let code_hash = sha256_hex(&format!("{new}:{code}"));
+        let (_, link_hash) = new_refresh_token();
+        let updated = self
+            .query_json(
+                "SELECT fluxbase.auth_phone_change_request($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[
+                    &user,
+                    &session,
+                    &new,
+                    &link_hash,
+                    &code_hash,
+                    &(config.sms_interval_seconds as i32),
+                    &self.ctx.ip,
+                    &self.ctx.request_id,
+                ],
+            )
+            .await?;
+        if test_code.is_none() {
+            let sms = self
+                .state
+                .sms
+                .as_ref()
+                .ok_or_else(|| ApiError::auth(422, "phone_provider_disabled", "Unsupported phone provider"))?;
+            let message = config.sms_template.replace("{{ .Code }}", &code);
+            if let Err(e) = sms.send(new, &code, &message).await {
+                tracing::error!(error = %e, "sending an SMS failed");
+                self.withdraw(&code_hash).await;
+                return Err(ApiError::auth(500, "sms_send_failed", "Error sending the SMS"));
+            }
+        }
+        Ok(updated)
     }
 
     /// The `nonce` (a code from GET /reauthenticate) of a password change:
@@ -870,7 +922,7 @@ impl Req<'_> {
         current: &str,
         new: &str,
         redirect: &str,
-    ) -> Result<Response, ApiError> {
+    ) -> Result<Value, ApiError> {
         let config = &self.state.config.auth;
         let Some(mailer) = &self.state.mailer else {
             return Err(ApiError::auth(422, "email_provider_disabled", "E-mail needs auth.smtp_host"));
@@ -928,7 +980,7 @@ impl Req<'_> {
                 return Err(e);
             }
         }
-        Ok(json_response(StatusCode::OK, &updated))
+        Ok(updated)
     }
 
     /// POST /factors: a TOTP factor, unverified until its first code.
@@ -1394,6 +1446,30 @@ impl Req<'_> {
         Ok(json_response(StatusCode::OK, &json!({})))
     }
 
+    /// Runs one of the redeeming functions (auth_verify_token,
+    /// auth_verify_email_change, auth_verify_phone_change): `leading`
+    /// arguments, then expiry, a fresh refresh-token hash, IP, user agent,
+    /// request id and the address a code was typed for. Rate-limited per IP.
+    async fn redeem_with(
+        &self,
+        function: &str,
+        leading: &[&(dyn ToSql + Sync)],
+        address: Option<&str>,
+    ) -> Result<(Value, String), ApiError> {
+        let config = &self.state.config.auth;
+        self.rate_limit(&[(format!("verify:ip:{}", self.ctx.ip), config.rate_limit_verify_per_ip)]).await?;
+        let (refresh, refresh_hash) = new_refresh_token();
+        let expiry = config.otp_expiry_seconds as i32;
+        let tail: [&(dyn ToSql + Sync); 6] =
+            [&expiry, &refresh_hash, &self.ctx.ip, &self.user_agent, &self.ctx.request_id, &address];
+        let params: Vec<&(dyn ToSql + Sync)> = leading.iter().copied().chain(tail).collect();
+        let placeholders: Vec<String> = (1..=params.len()).map(|i| format!("${i}")).collect();
+        let sql = format!("SELECT fluxbase.{function}({})", placeholders.join(", "));
+        let issued = self.query_json(&sql, &params).await?;
+        refusal(&issued)?;
+        Ok((issued, refresh))
+    }
+
     async fn redeem(
         &self,
         channel: &str,
@@ -1403,29 +1479,8 @@ impl Req<'_> {
         pkce_code: Option<&str>,
         address: Option<&str>,
     ) -> Result<(Value, String), ApiError> {
-        let config = &self.state.config.auth;
-        self.rate_limit(&[(format!("verify:ip:{}", self.ctx.ip), config.rate_limit_verify_per_ip)]).await?;
-        let (refresh, refresh_hash) = new_refresh_token();
-        let issued = self
-            .query_json(
-                "SELECT fluxbase.auth_verify_token($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                &[
-                    &channel,
-                    &kind,
-                    &link_hash,
-                    &code_hash,
-                    &(config.otp_expiry_seconds as i32),
-                    &refresh_hash,
-                    &pkce_code.map(sha256_hex),
-                    &self.ctx.ip,
-                    &self.user_agent,
-                    &self.ctx.request_id,
-                    &address,
-                ],
-            )
-            .await?;
-        refusal(&issued)?;
-        Ok((issued, refresh))
+        let pkce_hash = pkce_code.map(sha256_hex);
+        self.redeem_with("auth_verify_token", &[&channel, &kind, &link_hash, &code_hash, &pkce_hash], address).await
     }
 
     async fn redeem_email_change(
@@ -1434,26 +1489,7 @@ impl Req<'_> {
         code_hash: Option<String>,
         address: Option<&str>,
     ) -> Result<(Value, String), ApiError> {
-        let config = &self.state.config.auth;
-        self.rate_limit(&[(format!("verify:ip:{}", self.ctx.ip), config.rate_limit_verify_per_ip)]).await?;
-        let (refresh, refresh_hash) = new_refresh_token();
-        let issued = self
-            .query_json(
-                "SELECT fluxbase.auth_verify_email_change($1, $2, $3, $4, $5, $6, $7, $8)",
-                &[
-                    &link_hash,
-                    &code_hash,
-                    &(config.otp_expiry_seconds as i32),
-                    &refresh_hash,
-                    &self.ctx.ip,
-                    &self.user_agent,
-                    &self.ctx.request_id,
-                    &address,
-                ],
-            )
-            .await?;
-        refusal(&issued)?;
-        Ok((issued, refresh))
+        self.redeem_with("auth_verify_email_change", &[&link_hash, &code_hash], address).await
     }
 
     /// GET /verify: the link of an e-mail; redirects with the session in
@@ -1505,6 +1541,7 @@ impl Req<'_> {
             Some("email") | Some("magiclink") => ("email", "magiclink"),
             // One code type for a phone's sign-up confirmation and sign-in.
             Some("sms") => ("phone", "magiclink"),
+            Some("phone_change") => ("phone", "phone_change"),
             Some("email_change") => ("email", "email_change"),
             _ => {
                 return Err(ApiError::auth(
@@ -1526,6 +1563,11 @@ impl Req<'_> {
                 ))
             }
         };
+        if kind == "phone_change" {
+            let (issued, refresh) =
+                self.redeem_with("auth_verify_phone_change", &[&code_hash], address.as_deref()).await?;
+            return self.session(&issued, &refresh);
+        }
         if kind == "email_change" {
             let (issued, refresh) = self.redeem_email_change(link_hash, code_hash, address.as_deref()).await?;
             if let Some(msg) = issued.get("msg") {

@@ -108,6 +108,20 @@ test('phone sign-up, confirmation and OTP sign-in with the webhook SMS provider'
 
     const bad = await sb.auth.signInWithOtp({ phone: '0123' });
     assert.equal(bad.error?.code, 'validation_failed');
+
+    // A new number is confirmed by a code texted to it before it counts.
+    const moved = phoneNumber();
+    const { data: pending, error: changeError } = await sb.auth.updateUser({ phone: moved });
+    assert.equal(changeError, null);
+    assert.equal(pending.user.phone, phone, 'not moved yet');
+    assert.equal(pending.user.new_phone, moved);
+    const changeCode = await codeFor(box, moved, 1);
+    const wrongChange = await client(proxy.url).auth.verifyOtp({ phone: moved, token: changeCode === '000000' ? '111111' : '000000', type: 'phone_change' });
+    assert.equal(wrongChange.error?.code, 'otp_expired');
+    const { data: changed, error: verifyChangeError } = await client(proxy.url).auth.verifyOtp({ phone: moved, token: changeCode, type: 'phone_change' });
+    assert.equal(verifyChangeError, null);
+    assert.equal(changed.user.phone, moved);
+    assert.ok(changed.user.phone_confirmed_at);
   } finally {
     proxy.stop();
     box.close();
