@@ -83,7 +83,9 @@ pub async fn handle(
             if !state.config.auth.manual_linking {
                 return Err(ApiError::auth(404, "manual_linking_disabled", "Manual linking is disabled"));
             }
-            let (user, _) = session_of(&caller)?;
+            let (user, session) = session_of(&caller)?;
+            // The token's session must still exist: a signed-out token links nothing.
+            req.query_json("SELECT fluxbase.auth_user($1, $2)", &[&user, &session]).await?;
             req.oauth_authorize(&query_pairs(query), Some(user)).await
         }
         (&Method::DELETE, ["user", "identities", id]) => req.unlink_identity(&caller, id).await,

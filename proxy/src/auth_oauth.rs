@@ -75,6 +75,9 @@ impl Req<'_> {
         link_user: Option<uuid::Uuid>,
     ) -> Result<Response, ApiError> {
         let get = |k: &str| params.iter().find(|(name, _)| name == k).map(|(_, v)| v.as_str());
+        // Each call stores a sign-in in progress: limited per IP like sign-ins.
+        let config = &self.state.config.auth;
+        self.rate_limit(&[(format!("signin:ip:{}", self.ctx.ip), config.rate_limit_signins_per_ip)]).await?;
         let name = get("provider")
             .filter(|p| !p.is_empty())
             .ok_or_else(|| ApiError::auth(400, "validation_failed", "Unsupported provider: missing provider"))?;
@@ -257,6 +260,8 @@ impl Req<'_> {
             return Err(ApiError::auth(404, "sso_provider_not_found", "SAML SSO is not configured"));
         };
         let idp = saml.find(text(body, "provider_id"), text(body, "domain"))?;
+        let config = &self.state.config.auth;
+        self.rate_limit(&[(format!("signin:ip:{}", self.ctx.ip), config.rate_limit_signins_per_ip)]).await?;
         let redirect = self.redirect_target(text(body, "redirect_to").map(str::to_string))?;
         let pkce = crate::auth::pkce_of(body)?;
         let (relay, request_id) = (random_token(), format!("_{}", uuid::Uuid::new_v4().simple()));

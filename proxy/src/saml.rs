@@ -150,7 +150,21 @@ impl IdentityProvider {
             .parse_base64_response(&saml_response.split_whitespace().collect::<String>(), Some(&[request_id]))
             .map_err(|e| format!("response refused: {e}"))?;
         check_bearer(&assertion, request_id, acs_url)?;
-        self.identity(&assertion)
+        // samael checks the audience only when a restriction is there; one must be.
+        let restricted =
+            assertion.conditions.as_ref().and_then(|c| c.audience_restrictions.as_ref()).is_some_and(|r| !r.is_empty());
+        if !restricted {
+            return Err("the assertion has no AudienceRestriction".into());
+        }
+        let identity = self.identity(&assertion)?;
+        // A provider speaks for its own domains only.
+        if let Some(email) = &identity.email {
+            let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+            if !self.domains.is_empty() && !self.domains.iter().any(|d| d == domain) {
+                return Err(format!("e-mail domain {domain:?} is not one of this provider's domains"));
+            }
+        }
+        Ok(identity)
     }
 
     fn identity(&self, assertion: &Assertion) -> Result<SamlIdentity, String> {
@@ -204,7 +218,9 @@ fn check_bearer(assertion: &Assertion, request_id: &str, acs_url: &str) -> Resul
         let Some(data) = &c.subject_confirmation_data else { return false };
         c.method.as_deref() == Some(BEARER)
             && data.recipient.as_deref() == Some(acs_url)
-            && data.in_response_to.as_deref().is_none_or(|id| id == request_id)
+            // Required, not just checked when present: it ties the assertion
+            // itself (not only the Response around it) to this sign-in.
+            && data.in_response_to.as_deref() == Some(request_id)
             && data.not_on_or_after.is_some_and(|t| t > now)
             && data.not_before.is_none_or(|t| t <= now + chrono::Duration::seconds(180))
     });

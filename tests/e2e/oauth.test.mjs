@@ -204,6 +204,13 @@ test('linkIdentity and unlinkIdentity', async () => {
   assert.deepEqual(after.identities.map((i) => i.provider), ['email']);
   const last = await supabase.auth.unlinkIdentity(after.identities[0]);
   assert.equal(last.error?.code, 'single_identity_not_deletable');
+  // A token whose session was signed out links nothing.
+  const { data: { session } } = await supabase.auth.getSession();
+  await supabase.auth.signOut();
+  const stale = await fetch(`${env.url}/auth/v1/user/identities/authorize?provider=keycloak&skip_http_redirect=true`, {
+    headers: { apikey: env.anonKey, Authorization: `Bearer ${session.access_token}` },
+  });
+  assert.equal(stale.status, 403);
 });
 
 /** An ID token for the IdP's native-app client, as a mobile app would get one. */

@@ -39,12 +39,12 @@ writeFileSync(join(dir, 'idp.xml'), metadata);
 
 const iso = (offsetSeconds = 0) => new Date(Date.now() + offsetSeconds * 1000).toISOString();
 
-function assertion({ email, requestId, acs, audience, id = `_a${randomUUID().replace(/-/g, '')}` }) {
+function assertion({ email, requestId, acs, audience, id = `_a${randomUUID().replace(/-/g, '')}`, bindRequest = true }) {
   return `<saml:Assertion xmlns:saml="urn:oasis:names:tc:SAML:2.0:assertion" ID="${id}" Version="2.0" IssueInstant="${iso()}">` +
     `<saml:Issuer>${IDP}</saml:Issuer>` +
     `<saml:Subject><saml:NameID Format="urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress">${email}</saml:NameID>` +
     `<saml:SubjectConfirmation Method="urn:oasis:names:tc:SAML:2.0:cm:bearer">` +
-    `<saml:SubjectConfirmationData NotOnOrAfter="${iso(300)}" Recipient="${acs}" InResponseTo="${requestId}"/>` +
+    `<saml:SubjectConfirmationData NotOnOrAfter="${iso(300)}" Recipient="${acs}"${bindRequest ? ` InResponseTo="${requestId}"` : ''}/>` +
     `</saml:SubjectConfirmation></saml:Subject>` +
     `<saml:Conditions NotBefore="${iso(-60)}" NotOnOrAfter="${iso(300)}"><saml:AudienceRestriction><saml:Audience>${audience}</saml:Audience></saml:AudienceRestriction></saml:Conditions>` +
     `<saml:AuthnStatement AuthnInstant="${iso()}" SessionIndex="_s1"><saml:AuthnContext><saml:AuthnContextClassRef>urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport</saml:AuthnContextClassRef></saml:AuthnContext></saml:AuthnStatement>` +
@@ -105,9 +105,9 @@ async function post(flow, xml, relay = flow.relay) {
   return new URL(res.headers.get('location'));
 }
 
-function signedResponse(flow, email) {
+function signedResponse(flow, email, options = {}) {
   const id = `_a${randomUUID().replace(/-/g, '')}`;
-  return response(sign(assertion({ ...flow, email, id }), id), flow);
+  return response(sign(assertion({ ...flow, email, id, ...options }), id), flow);
 }
 
 test('SAML SSO: signInWithSSO, a signed assertion at the ACS, exchangeCodeForSession', async () => {
@@ -182,6 +182,10 @@ test('SAML SSO: unsigned, tampered, foreign-key, misdirected and wrapped respons
       'an answer to another request');
     assert.equal(await refused((f) => signedResponse({ ...f, audience: 'https://other-sp.test' }, email)), 'saml_assertion_invalid',
       'meant for another service provider');
+    assert.equal(await refused((f) => signedResponse(f, email, { bindRequest: false })), 'saml_assertion_invalid',
+      'an assertion not bound to this request');
+    assert.equal(await refused((f) => signedResponse(f, `ceo-${Date.now()}@other-company.test`)), 'saml_assertion_invalid',
+      'an address outside the provider\'s domains');
     // Signature wrapping: a signed assertion for bob plus an unsigned one for mallory.
     const flow = await start(proxy);
     const id = '_bob';
