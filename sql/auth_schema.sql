@@ -197,6 +197,13 @@ CREATE TABLE fluxbase.auth_token_failures (
   PRIMARY KEY (user_id, token_type)
 );
 
+-- The last TOTP time step each factor accepted: a code is good once, not
+-- for the whole window it is valid in.
+CREATE TABLE fluxbase.auth_totp_steps (
+  factor_id uuid PRIMARY KEY REFERENCES auth.mfa_factors (id) ON DELETE CASCADE,
+  step bigint NOT NULL
+);
+
 -- Wrong TOTP codes per user, for the verification limit (shared by every proxy).
 CREATE TABLE fluxbase.auth_mfa_failures (
   user_id uuid NOT NULL REFERENCES auth.users (id) ON DELETE CASCADE,

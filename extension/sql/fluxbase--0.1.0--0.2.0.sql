@@ -245,6 +245,13 @@ CREATE TABLE fluxbase.auth_token_failures (
   PRIMARY KEY (user_id, token_type)
 );
 
+-- The last TOTP time step each factor accepted: a code is good once, not
+-- for the whole window it is valid in.
+CREATE TABLE fluxbase.auth_totp_steps (
+  factor_id uuid PRIMARY KEY REFERENCES auth.mfa_factors (id) ON DELETE CASCADE,
+  step bigint NOT NULL
+);
+
 -- Wrong TOTP codes per user, for the verification limit (shared by every proxy).
 CREATE TABLE fluxbase.auth_mfa_failures (
   user_id uuid NOT NULL REFERENCES auth.users (id) ON DELETE CASCADE,
@@ -897,7 +904,7 @@ $$;
 -- and the session moves to aal2 with new tokens (the old refresh tokens of
 -- the session are revoked).
 CREATE FUNCTION fluxbase.auth_mfa_result(p_user uuid, p_session uuid, p_factor uuid, p_challenge uuid, p_ok boolean,
-  p_refresh_hash text, p_ip text, p_request_id text)
+  p_refresh_hash text, p_ip text, p_request_id text, p_step bigint DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog
@@ -905,6 +912,17 @@ AS $$
 DECLARE
   u auth.users;
 BEGIN
+  -- One verification of a factor at a time; a TOTP step at or before the
+  -- last accepted one is a replayed code, as wrong as any other.
+  PERFORM 1 FROM auth.mfa_factors WHERE id = p_factor FOR UPDATE;
+  IF p_ok AND p_step IS NOT NULL THEN
+    IF EXISTS (SELECT 1 FROM fluxbase.auth_totp_steps WHERE factor_id = p_factor AND step >= p_step) THEN
+      p_ok := false;
+    ELSE
+      INSERT INTO fluxbase.auth_totp_steps (factor_id, step) VALUES (p_factor, p_step)
+      ON CONFLICT (factor_id) DO UPDATE SET step = excluded.step;
+    END IF;
+  END IF;
   IF NOT p_ok THEN
     INSERT INTO fluxbase.auth_mfa_failures (user_id, at) VALUES (p_user, now());
     PERFORM fluxbase.auth_audit('mfa_verify_failed', p_user, p_ip, p_request_id, jsonb_build_object('factor_id', p_factor));

@@ -1145,11 +1145,11 @@ impl Req<'_> {
                 "Too many wrong MFA codes. Try again in a few minutes.",
             ));
         }
-        let ok = if row.get::<_, String>("factor_type") == "phone" {
+        let (ok, step) = if row.get::<_, String>("factor_type") == "phone" {
             // The texted code, bound to its challenge; none stored yet: wrong.
             let stored: Option<String> = row.get("otp_code");
             let given = sha256_hex(&format!("{challenge}:{code}"));
-            stored.is_some_and(|s| crate::jwt::constant_time_eq(s.as_bytes(), given.as_bytes()))
+            (stored.is_some_and(|s| crate::jwt::constant_time_eq(s.as_bytes(), given.as_bytes())), None)
         } else {
             let key = self
                 .state
@@ -1160,13 +1160,14 @@ impl Req<'_> {
             let secret = sealed.as_deref().and_then(|s| crate::totp::decrypt(key, s)).ok_or_else(|| {
                 ApiError::Internal("a TOTP secret does not decrypt with auth.mfa_encryption_key".into())
             })?;
-            crate::totp::verify(&secret, &code, unix_now())
+            let step = crate::totp::matching_step(&secret, &code, unix_now()).map(|s| s as i64);
+            (step.is_some(), step)
         };
         let (refresh, refresh_hash) = new_refresh_token();
         let issued = self
             .query_json(
-                "SELECT fluxbase.auth_mfa_result($1, $2, $3, $4, $5, $6, $7, $8)",
-                &[&user, &session, &factor, &challenge, &ok, &refresh_hash, &self.ctx.ip, &self.ctx.request_id],
+                "SELECT fluxbase.auth_mfa_result($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                &[&user, &session, &factor, &challenge, &ok, &refresh_hash, &self.ctx.ip, &self.ctx.request_id, &step],
             )
             .await?;
         refusal(&issued)?;

@@ -70,15 +70,20 @@ pub fn code_at(secret: &str, step: u64) -> Option<String> {
 
 /// Whether `code` is the code of the current step or of one step either
 /// side (clock drift), compared in constant time.
-pub fn verify(secret: &str, code: &str, unix_now: u64) -> bool {
+/// The time step (current, or one either side) whose code `code` is; every
+/// candidate is compared, in constant time. The step lets a factor refuse a
+/// code it already accepted.
+pub fn matching_step(secret: &str, code: &str, unix_now: u64) -> Option<u64> {
     let step = unix_now / STEP_SECONDS;
-    let mut ok = false;
+    let mut found = None;
     for s in [step.saturating_sub(1), step, step + 1] {
         if let Some(expected) = code_at(secret, s) {
-            ok |= constant_time_eq(expected.as_bytes(), code.trim().as_bytes());
+            if constant_time_eq(expected.as_bytes(), code.trim().as_bytes()) {
+                found = Some(s);
+            }
         }
     }
-    ok
+    found
 }
 
 /// `otpauth://` URI for authenticator apps.
@@ -145,8 +150,8 @@ mod tests {
         assert_eq!(code_at(&secret, 59 / 30).unwrap(), "287082");
         assert_eq!(code_at(&secret, 1111111109 / 30).unwrap(), "081804");
         assert_eq!(code_at(&secret, 2000000000 / 30).unwrap(), "279037");
-        assert!(verify(&secret, "081804", 1111111109 + 30));
-        assert!(!verify(&secret, "081804", 1111111109 + 90));
+        assert_eq!(matching_step(&secret, "081804", 1111111109 + 30), Some(1111111109 / 30));
+        assert_eq!(matching_step(&secret, "081804", 1111111109 + 90), None);
         assert_eq!(base32_decode(&secret).unwrap(), b"12345678901234567890");
     }
 

@@ -236,6 +236,12 @@ test('MFA TOTP: enroll, verify to aal2, secrets sealed, brute force limited, une
   // A used challenge cannot be answered again.
   const replay = await sb.auth.mfa.verify({ factorId: enrolled.id, challengeId: challenge.id, code: right });
   assert.equal(replay.error?.code, 'mfa_challenge_expired');
+  // A code is good once, not for the whole window it is valid in; a later one works.
+  const { data: again } = await sb.auth.mfa.challenge({ factorId: enrolled.id });
+  const reused = await sb.auth.mfa.verify({ factorId: enrolled.id, challengeId: again.id, code: right });
+  assert.equal(reused.error?.code, 'mfa_verification_failed');
+  const next = await sb.auth.mfa.verify({ factorId: enrolled.id, challengeId: again.id, code: totp(secret, 1) });
+  assert.equal(next.error, null);
 
   // An aal1 session (password only) may not remove a verified factor.
   const weak = client();
