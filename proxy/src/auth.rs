@@ -825,8 +825,7 @@ impl Req<'_> {
     async fn phone_change(&self, user: uuid::Uuid, session: Option<uuid::Uuid>, new: &str) -> Result<Value, ApiError> {
         let config = &self.state.config.auth;
         self.rate_limit(&[(format!("sms:ip:{}", self.ctx.ip), config.rate_limit_signins_per_ip)]).await?;
-        let test_code = config.sms_test_otp.get(new).cloned();
-        let code = test_code.clone().unwrap_or_else(|| format!("{:06}", rand::thread_rng().next_u32() % 1_000_000));
+        let (code, test_number) = self.code_for(new);
         let code_hash = sha256_hex(&format!("{new}:{code}"));
         let (_, link_hash) = new_refresh_token();
         let updated = self
@@ -844,17 +843,11 @@ impl Req<'_> {
                 ],
             )
             .await?;
-        if test_code.is_none() {
-            let sms = self
-                .state
-                .sms
-                .as_ref()
-                .ok_or_else(|| ApiError::auth(422, "phone_provider_disabled", "Unsupported phone provider"))?;
-            let message = config.sms_template.replace("{{ .Code }}", &code);
-            if let Err(e) = sms.send(new, &code, &message).await {
-                tracing::error!(error = %e, "sending an SMS failed");
+        if !test_number {
+            let missing = || ApiError::auth(422, "phone_provider_disabled", "Unsupported phone provider");
+            if let Err(e) = self.text_code(new, &code, missing).await {
                 self.withdraw(&code_hash).await;
-                return Err(ApiError::auth(500, "sms_send_failed", "Error sending the SMS"));
+                return Err(e);
             }
         }
         Ok(updated)
@@ -932,7 +925,7 @@ impl Req<'_> {
         self.rate_limit(&[(format!("email:ip:{}", self.ctx.ip), config.rate_limit_signins_per_ip)]).await?;
         let token = |address: &str| {
             let (link, link_hash) = new_refresh_token();
-            let code = format!("{:06}", rand::thread_rng().next_u32() % 1_000_000);
+            let code = six_digits();
             let code_hash = sha256_hex(&format!("{address}:{code}"));
             (link, link_hash, code, code_hash)
         };
@@ -1092,8 +1085,7 @@ impl Req<'_> {
         let phone = challenge.as_object_mut().and_then(|o| o.remove("phone"));
         if let Some(phone) = phone.as_ref().and_then(Value::as_str) {
             let id = challenge.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
-            let test_code = config.sms_test_otp.get(phone).cloned();
-            let code = test_code.clone().unwrap_or_else(|| format!("{:06}", rand::thread_rng().next_u32() % 1_000_000));
+            let (code, test_number) = self.code_for(phone);
             let client = self.state.client().await?;
             client
                 .execute(
@@ -1103,17 +1095,12 @@ impl Req<'_> {
                 .await
                 .map_err(db_error)?;
             drop(client);
-            if test_code.is_none() {
+            if !test_number {
                 // Every challenge texts someone: the same per-IP limit as sign-in codes.
                 self.rate_limit(&[(format!("sms:ip:{}", self.ctx.ip), config.rate_limit_signins_per_ip)]).await?;
-                let sms = self.state.sms.as_ref().ok_or_else(|| {
-                    ApiError::auth(422, "mfa_phone_enroll_not_enabled", "MFA by phone needs auth.sms_provider")
-                })?;
-                let message = config.sms_template.replace("{{ .Code }}", &code);
-                if let Err(e) = sms.send(phone, &code, &message).await {
-                    tracing::error!(error = %e, "sending an SMS failed");
-                    return Err(ApiError::auth(500, "sms_send_failed", "Error sending the SMS"));
-                }
+                let missing =
+                    || ApiError::auth(422, "mfa_phone_enroll_not_enabled", "MFA by phone needs auth.sms_provider");
+                self.text_code(phone, &code, missing).await?;
             }
         }
         Ok(json_response(StatusCode::OK, &challenge))
@@ -1224,7 +1211,7 @@ impl Req<'_> {
         let Mail { email, kind, create, redirect, data, pkce } = mail;
         let (challenge, method) = pkce.unzip();
         let (link, link_hash) = new_refresh_token();
-        let code = fixed_code.unwrap_or_else(|| format!("{:06}", rand::thread_rng().next_u32() % 1_000_000));
+        let code = fixed_code.unwrap_or_else(six_digits);
         let code_hash = sha256_hex(&format!("{email}:{code}"));
         // Invites redeem like sign-up confirmations.
         let stored_kind = if kind == "invite" { "signup" } else { kind };
@@ -1329,25 +1316,44 @@ impl Req<'_> {
     /// unless `create`.
     async fn sms_token(&self, phone: &str, kind: &str, create: bool, data: Option<Value>) -> Result<(), ApiError> {
         let config = &self.state.config.auth;
-        let test_code = config.sms_test_otp.get(phone).cloned();
-        let sms = match (&self.state.sms, &test_code) {
-            (_, Some(_)) => None,
-            (Some(sms), None) => Some(sms),
-            (None, None) => return Err(ApiError::auth(422, "phone_provider_disabled", "Unsupported phone provider")),
-        };
+        let (code, test_number) = self.code_for(phone);
+        let missing = || ApiError::auth(422, "phone_provider_disabled", "Unsupported phone provider");
+        if !test_number && self.state.sms.is_none() {
+            return Err(missing());
+        }
         self.rate_limit(&[(format!("sms:ip:{}", self.ctx.ip), config.rate_limit_signins_per_ip)]).await?;
         let mail = Mail { email: phone, kind, create, redirect: "", data, pkce: None };
-        let Some((_, _, code)) = self.store_token(mail, "phone", test_code, config.sms_interval_seconds).await? else {
+        if self.store_token(mail, "phone", Some(code.clone()), config.sms_interval_seconds).await?.is_none() {
             return Ok(());
-        };
-        let Some(sms) = sms else { return Ok(()) };
-        let message = config.sms_template.replace("{{ .Code }}", &code);
-        if let Err(e) = sms.send(phone, &code, &message).await {
-            tracing::error!(error = %e, "sending an SMS failed");
-            self.withdraw(&sha256_hex(&format!("{phone}:{code}"))).await;
-            return Err(ApiError::auth(500, "sms_send_failed", "Error sending the SMS"));
+        }
+        if !test_number {
+            if let Err(e) = self.text_code(phone, &code, missing).await {
+                self.withdraw(&sha256_hex(&format!("{phone}:{code}"))).await;
+                return Err(e);
+            }
         }
         Ok(())
+    }
+
+    /// The code for `phone`: its fixed one when it is a test number
+    /// (`true`: no SMS goes out), else six random digits.
+    fn code_for(&self, phone: &str) -> (String, bool) {
+        match self.state.config.auth.sms_test_otp.get(phone) {
+            Some(fixed) => (fixed.clone(), true),
+            None => (six_digits(), false),
+        }
+    }
+
+    /// Texts `code` to `phone` with `auth.sms_template`; `missing` is the
+    /// refusal without an SMS provider. A provider failure is logged and
+    /// answered `500 sms_send_failed`.
+    async fn text_code(&self, phone: &str, code: &str, missing: impl FnOnce() -> ApiError) -> Result<(), ApiError> {
+        let sms = self.state.sms.as_ref().ok_or_else(missing)?;
+        let message = self.state.config.auth.sms_template.replace("{{ .Code }}", code);
+        sms.send(phone, code, &message).await.map_err(|e| {
+            tracing::error!(error = %e, "sending an SMS failed");
+            ApiError::auth(500, "sms_send_failed", "Error sending the SMS")
+        })
     }
 
     /// POST /invite (service_role): creates the user and mails an invitation.
@@ -1635,6 +1641,11 @@ impl Req<'_> {
         )
         .await
     }
+}
+
+/// A one-time code: six random digits.
+fn six_digits() -> String {
+    format!("{:06}", rand::thread_rng().next_u32() % 1_000_000)
 }
 
 /// Sends one e-mail of `kind` to `to`.
