@@ -16,15 +16,18 @@ extension_install() {
 }
 
 # upgrade_scripts_build: extension/sql/fluxbase--A--B.sql from
-# sql/upgrade/A--B.sql, each `-- @include FILE` line replaced by FILE (paths
-# from the repository root). `cargo pgrx install` ships those files.
+# sql/upgrade/A--B.sql, each `-- @include FILE` line replaced by FILE and each
+# `-- @include-functions FILE NAME...` line by those functions of FILE as
+# CREATE OR REPLACE (paths from the repository root). `cargo pgrx install`
+# ships those files. A released script is frozen: its includes are expanded
+# in place when the next version starts (docs/operations.md).
 upgrade_scripts_build() {
   local src out
   for src in "$FLUXBASE_ROOT"/sql/upgrade/*--*.sql; do
     out="$FLUXBASE_ROOT/extension/sql/fluxbase--$(basename "$src")"
     mkdir -p "$(dirname "$out")"
     python3 - "$src" "$out" "$FLUXBASE_ROOT" <<'PY' || return 1
-import pathlib, sys
+import pathlib, re, sys
 src, out, root = sys.argv[1], pathlib.Path(sys.argv[2]), pathlib.Path(sys.argv[3])
 text = "-- Generated from %s by scripts/pg.sh (upgrade_scripts_build): edit that file.\n" % pathlib.Path(src).relative_to(root)
 text += "\\echo Use \"ALTER EXTENSION fluxbase UPDATE\" to load this file. \\quit\n"
@@ -32,6 +35,15 @@ for line in open(src):
     if line.startswith("-- @include "):
         name = line.split(None, 2)[2].strip()
         text += "\n-- ---- %s ----\n" % name + (root / name).read_text()
+    elif line.startswith("-- @include-functions "):
+        name, *functions = line.split()[2:]
+        source = (root / name).read_text()
+        for function in functions:
+            found = re.search(r"^CREATE FUNCTION fluxbase\.%s\(.*?^\$\$;\n" % re.escape(function), source, re.S | re.M)
+            if not found:
+                sys.exit("%s: no function fluxbase.%s in %s" % (src, function, name))
+            text += "\n-- ---- %s: fluxbase.%s ----\n" % (name, function)
+            text += found.group(0).replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
     else:
         text += line
 if not out.exists() or out.read_text() != text:

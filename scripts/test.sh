@@ -66,38 +66,37 @@ run_regress() { # run_regress MAJOR DIR PORT
   fi
 }
 
-# A database created at the previous release and moved forward with ALTER
-# EXTENSION UPDATE must equal a fresh install, object for object
-# (tests/upgrade/catalog.sql), and keep its rows.
+# A database created at each earlier release (tests/upgrade/: its install
+# script as generated then) and moved forward with ALTER EXTENSION UPDATE
+# must equal a fresh install, object for object (tests/upgrade/catalog.sql),
+# and keep its rows.
 run_upgrade() { # run_upgrade MAJOR DIR PORT
-  local major="$1" dir="$2" port="$3" extdir old
+  local major="$1" dir="$2" port="$3" extdir old from a b kept
   extdir="$("$(pg_bin "$major")/pg_config" --sharedir)/extension"
-  for old in "$FLUXBASE_ROOT"/tests/upgrade/fluxbase--*.sql; do
-    as_root cp "$old" "$extdir/"
-  done
   local psql=(cluster_psql "$major" "$dir" "$port")
-  local from
-  from="$(basename "$(ls "$FLUXBASE_ROOT"/tests/upgrade/fluxbase--*.sql | sort -V | head -1)" .sql)"
-  from="${from#fluxbase--}"
-  "${psql[@]}" -d postgres -c "DROP DATABASE IF EXISTS fluxbase_upgraded" -c "DROP DATABASE IF EXISTS fluxbase_fresh" \
-    -c "CREATE DATABASE fluxbase_upgraded" -c "CREATE DATABASE fluxbase_fresh" >/dev/null || return 1
-  "${psql[@]}" -d fluxbase_upgraded -c "CREATE EXTENSION fluxbase VERSION '$from'" \
-    -c "INSERT INTO fluxbase.idempotency_keys (scope, key, request_hash, status, headers, body) VALUES ('anon', 'k', 'h', 201, '{}', '[]')" \
-    -c "ALTER EXTENSION fluxbase UPDATE" >/dev/null || return 1
+  "${psql[@]}" -d postgres -c "DROP DATABASE IF EXISTS fluxbase_fresh" -c "CREATE DATABASE fluxbase_fresh" >/dev/null || return 1
   "${psql[@]}" -d fluxbase_fresh -c "CREATE EXTENSION fluxbase" >/dev/null || return 1
-  local a b
-  a="$("${psql[@]}" -d fluxbase_upgraded < "$FLUXBASE_ROOT/tests/upgrade/catalog.sql")" || return 1
   b="$("${psql[@]}" -d fluxbase_fresh < "$FLUXBASE_ROOT/tests/upgrade/catalog.sql")" || return 1
-  local kept
-  kept="$("${psql[@]}" -d fluxbase_upgraded -tA -c "SELECT count(*) FROM fluxbase.idempotency_keys WHERE key = 'k'")"
-  "${psql[@]}" -d postgres -c "DROP DATABASE fluxbase_upgraded" -c "DROP DATABASE fluxbase_fresh" >/dev/null
-  if [ "$a" != "$b" ]; then
-    echo "upgraded from $from (<) differs from a fresh install (>):"
-    diff <(echo "$a") <(echo "$b")
-    return 1
-  fi
-  [ "$kept" = 1 ] || { echo "a row written before the upgrade is gone"; return 1; }
-  echo "upgrade from $from: $(echo "$a" | wc -l) catalog lines equal to a fresh install"
+  "${psql[@]}" -d postgres -c "DROP DATABASE fluxbase_fresh" >/dev/null
+  for old in $(ls "$FLUXBASE_ROOT"/tests/upgrade/fluxbase--*.sql | sort -V); do
+    as_root cp "$old" "$extdir/"
+    from="$(basename "$old" .sql)"
+    from="${from#fluxbase--}"
+    "${psql[@]}" -d postgres -c "DROP DATABASE IF EXISTS fluxbase_upgraded" -c "CREATE DATABASE fluxbase_upgraded" >/dev/null || return 1
+    "${psql[@]}" -d fluxbase_upgraded -c "CREATE EXTENSION fluxbase VERSION '$from'" \
+      -c "INSERT INTO fluxbase.idempotency_keys (scope, key, request_hash, status, headers, body) VALUES ('anon', 'k', 'h', 201, '{}', '[]')" \
+      -c "ALTER EXTENSION fluxbase UPDATE" >/dev/null || return 1
+    a="$("${psql[@]}" -d fluxbase_upgraded < "$FLUXBASE_ROOT/tests/upgrade/catalog.sql")" || return 1
+    kept="$("${psql[@]}" -d fluxbase_upgraded -tA -c "SELECT count(*) FROM fluxbase.idempotency_keys WHERE key = 'k'")"
+    "${psql[@]}" -d postgres -c "DROP DATABASE fluxbase_upgraded" >/dev/null
+    if [ "$a" != "$b" ]; then
+      echo "upgraded from $from (<) differs from a fresh install (>):"
+      diff <(echo "$a") <(echo "$b")
+      return 1
+    fi
+    [ "$kept" = 1 ] || { echo "a row written at $from is gone after the upgrade"; return 1; }
+    echo "upgrade from $from: $(echo "$a" | wc -l) catalog lines equal to a fresh install"
+  done
 }
 
 run_e2e() { # run_e2e MAJOR DIR PORT PASSWORD
@@ -209,7 +208,7 @@ for major in $MAJORS; do
   if cluster_start "$major" "$dir" "$port"; then
     database_prepare "$major" "$dir" "$port" fluxbase_regress "$password" >/dev/null
     step "pg$major: pg_regress" run_regress "$major" "$dir" "$port"
-    step "pg$major: upgrade from the previous release" run_upgrade "$major" "$dir" "$port"
+    step "pg$major: upgrade from earlier releases" run_upgrade "$major" "$dir" "$port"
     database_prepare "$major" "$dir" "$port" fluxbase_e2e "$password" >/dev/null
     step "pg$major: end-to-end (supabase-js)" run_e2e "$major" "$dir" "$port" "$password"
     cluster_stop "$major" "$dir"

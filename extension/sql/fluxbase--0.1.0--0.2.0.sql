@@ -1,8 +1,8 @@
 -- Generated from sql/upgrade/0.1.0--0.2.0.sql by scripts/pg.sh (upgrade_scripts_build): edit that file.
 \echo Use "ALTER EXTENSION fluxbase UPDATE" to load this file. \quit
--- Fluxbase 0.1.0 → 0.2.0. Source of extension/sql/fluxbase--0.1.0--0.2.0.sql:
--- `-- @include FILE` lines are replaced by FILE (scripts/pg.sh,
--- upgrade_scripts_build). What changed:
+-- Fluxbase 0.1.0 → 0.2.0. Frozen at the 0.2.0 release: the files it once
+-- pulled in with `-- @include` are expanded below as they were then, so
+-- later changes to sql/*.sql cannot rewrite history. What changed:
 --   * Supabase's auth schema and the fluxbase.auth_* functions (new);
 --   * the REST schema cache is invalidated through Postgres' relcache
 --     invalidation: fluxbase.invalidate_schema_caches(), called by the DDL
