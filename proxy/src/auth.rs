@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio_postgres::types::ToSql;
 
+use crate::db::Cached;
 use crate::error::ApiError;
 use crate::jwt::{sign_hs256, Auth};
 use crate::password::Verdict;
@@ -441,7 +442,7 @@ impl Req<'_> {
 
     pub(crate) async fn query_json(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Value, ApiError> {
         let client = self.state.client().await?;
-        let row = client.query_one(sql, params).await.map_err(db_error)?;
+        let row = client.query_one_cached(sql, params).await.map_err(db_error)?;
         Ok(row.get::<_, Option<Value>>(0).unwrap_or(Value::Null))
     }
 
@@ -457,7 +458,7 @@ impl Req<'_> {
         let window = self.state.config.auth.rate_limit_window_seconds as i32;
         let client = self.state.client().await?;
         let row = client
-            .query_one("SELECT fluxbase.auth_rate_hit($1, $2, $3)", &[&keys, &limits, &window])
+            .query_one_cached("SELECT fluxbase.auth_rate_hit($1, $2, $3)", &[&keys, &limits, &window])
             .await
             .map_err(db_error)?;
         match row.get::<_, i32>(0) {
@@ -671,7 +672,7 @@ impl Req<'_> {
         let invalid = || ApiError::auth(400, "invalid_credentials", "Invalid login credentials");
         let client = self.state.client().await?;
         let row = client
-            .query_opt("SELECT * FROM fluxbase.auth_password_candidate($1, $2)", &[&email, &phone])
+            .query_opt_cached("SELECT * FROM fluxbase.auth_password_candidate($1, $2)", &[&email, &phone])
             .await
             .map_err(db_error)?;
         drop(client);
@@ -755,7 +756,7 @@ impl Req<'_> {
         let (user, session) = session_of(caller)?;
         let client = self.state.client().await?;
         client
-            .query_one(
+            .query_one_cached(
                 "SELECT fluxbase.auth_logout($1, $2, $3, $4, $5)",
                 &[&user, &session, &scope, &self.ctx.ip, &self.ctx.request_id],
             )
@@ -871,7 +872,7 @@ impl Req<'_> {
         let email = caller.claims.get("email").and_then(Value::as_str).unwrap_or("");
         let client = self.state.client().await?;
         let ok: bool = client
-            .query_one(
+            .query_one_cached(
                 "SELECT fluxbase.auth_reauthenticated($1, $2, $3, $4, $5)",
                 &[
                     &user,
@@ -1007,7 +1008,7 @@ impl Req<'_> {
         let aal = caller.claims.get("aal").and_then(Value::as_str).unwrap_or("aal1").to_string();
         let client = self.state.client().await?;
         let row = client
-            .query_one(
+            .query_one_cached(
                 "SELECT fluxbase.auth_mfa_enroll($1, $2, $3, $4, $5, $6, $7, $8)",
                 &[
                     &user,
@@ -1050,7 +1051,7 @@ impl Req<'_> {
         let aal = caller.claims.get("aal").and_then(Value::as_str).unwrap_or("aal1").to_string();
         let client = self.state.client().await?;
         let id: uuid::Uuid = client
-            .query_one(
+            .query_one_cached(
                 "SELECT fluxbase.auth_mfa_enroll($1, $2, $3, $4, NULL, $5, $6, $7, 'phone', $8)",
                 &[
                     &user,
@@ -1088,7 +1089,7 @@ impl Req<'_> {
             let (code, test_number) = self.code_for(phone);
             let client = self.state.client().await?;
             client
-                .execute(
+                .execute_cached(
                     "SELECT fluxbase.auth_mfa_challenge_code($1::text::uuid, $2)",
                     &[&id, &sha256_hex(&format!("{id}:{code}"))],
                 )
@@ -1117,7 +1118,7 @@ impl Req<'_> {
         self.rate_limit(&[(format!("verify:ip:{}", self.ctx.ip), config.rate_limit_verify_per_ip)]).await?;
         let client = self.state.client().await?;
         let row = client
-            .query_one(
+            .query_one_cached(
                 "SELECT secret, failures, factor_type, otp_code FROM fluxbase.auth_mfa_secret($1, $2, $3, $4, $5)",
                 &[&user, &session, &factor, &challenge, &(config.mfa_failure_window_seconds as i32)],
             )
@@ -1217,7 +1218,7 @@ impl Req<'_> {
         let stored_kind = if kind == "invite" { "signup" } else { kind };
         let client = self.state.client().await?;
         let outcome: String = client
-            .query_one(
+            .query_one_cached(
                 "SELECT fluxbase.auth_send_token($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 &[
                     &channel,
@@ -1294,7 +1295,7 @@ impl Req<'_> {
     /// Takes back a stored code that never reached its recipient.
     async fn withdraw(&self, code_hash: &str) {
         if let Ok(client) = self.state.client().await {
-            if let Err(e) = client.execute("SELECT fluxbase.auth_withdraw_token($1)", &[&code_hash]).await {
+            if let Err(e) = client.execute_cached("SELECT fluxbase.auth_withdraw_token($1)", &[&code_hash]).await {
                 tracing::warn!(error = %e, "withdrawing an undelivered code failed");
             }
         }
@@ -1413,7 +1414,7 @@ impl Req<'_> {
                 .ok_or_else(|| ApiError::auth(422, "validation_failed", "A phone number is required"))?;
             let client = self.state.client().await?;
             let unconfirmed = client
-                .query_opt("SELECT 1 FROM fluxbase.auth_password_candidate(NULL, $1) WHERE NOT confirmed", &[&phone])
+                .query_opt_cached("SELECT 1 FROM fluxbase.auth_password_candidate(NULL, $1) WHERE NOT confirmed", &[&phone])
                 .await
                 .map_err(db_error)?
                 .is_some();
@@ -1435,7 +1436,7 @@ impl Req<'_> {
         let redirect = self.redirect_target(redirect)?;
         let client = self.state.client().await?;
         let unconfirmed = client
-            .query_opt("SELECT 1 FROM fluxbase.auth_password_candidate($1, NULL) WHERE NOT confirmed", &[&email])
+            .query_opt_cached("SELECT 1 FROM fluxbase.auth_password_candidate($1, NULL) WHERE NOT confirmed", &[&email])
             .await
             .map_err(db_error)?
             .is_some();

@@ -7,6 +7,7 @@ use http::StatusCode;
 use serde_json::{json, Value};
 
 use crate::auth::{db_error, form_encode, new_refresh_token, refusal, sha256_hex, text, Req};
+use crate::db::Cached;
 use crate::error::ApiError;
 use crate::jwt::Auth;
 use crate::oauth::{s256, valid_pkce};
@@ -102,7 +103,7 @@ impl Req<'_> {
         let config = &self.state.config.auth;
         let client = self.state.client().await?;
         client
-            .execute(
+            .execute_cached(
                 "SELECT fluxbase.auth_oauth_begin($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 &[
                     &sha256_hex(&state),
@@ -147,7 +148,7 @@ impl Req<'_> {
         let config = &self.state.config.auth;
         let client = self.state.client().await?;
         let row = client
-            .query_opt(
+            .query_opt_cached(
                 "SELECT * FROM fluxbase.auth_oauth_take($1, $2)",
                 &[&sha256_hex(state), &(config.flow_state_expiry_seconds as i32)],
             )
@@ -268,7 +269,7 @@ impl Req<'_> {
         let (challenge, method) = pkce.unzip();
         let client = self.state.client().await?;
         client
-            .execute(
+            .execute_cached(
                 "SELECT fluxbase.auth_oauth_begin($1, $2, $3, $4, $5, $6, '', NULL, $7)",
                 &[
                     &sha256_hex(&relay),
@@ -328,7 +329,7 @@ impl Req<'_> {
         let Some(relay) = get("RelayState") else { return Ok(bad_state()) };
         let client = self.state.client().await?;
         let row = client
-            .query_opt(
+            .query_opt_cached(
                 "SELECT * FROM fluxbase.auth_oauth_take($1, $2)",
                 &[&sha256_hex(relay), &(self.state.config.auth.flow_state_expiry_seconds as i32)],
             )

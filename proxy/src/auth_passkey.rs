@@ -9,6 +9,7 @@ use rand::RngCore;
 use serde_json::{json, Value};
 
 use crate::auth::{db_error, new_refresh_token, refusal, session_of, text, Req};
+use crate::db::Cached;
 use crate::error::ApiError;
 use crate::jwt::Auth;
 use crate::server::{json_response, Response};
@@ -82,7 +83,7 @@ impl Req<'_> {
     async fn take_challenge(&self, id: uuid::Uuid, kind: &str, user: Option<uuid::Uuid>) -> Result<String, ApiError> {
         let client = self.state.client().await?;
         let row = client
-            .query_one(
+            .query_one_cached(
                 "SELECT fluxbase.auth_passkey_take_challenge($1, $2, $3, $4)",
                 &[&id, &kind, &user, &CHALLENGE_SECONDS],
             )
@@ -197,7 +198,7 @@ impl Req<'_> {
         let id = crate::webauthn::credential_id(credential).map_err(failed)?;
         let client = self.state.client().await?;
         let row = client
-            .query_opt("SELECT * FROM fluxbase.auth_passkey_lookup($1)", &[&id])
+            .query_opt_cached("SELECT * FROM fluxbase.auth_passkey_lookup($1)", &[&id])
             .await
             .map_err(db_error)?
             .ok_or_else(|| failed("unknown credential id".into()))?;

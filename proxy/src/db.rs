@@ -3,7 +3,8 @@
 //! pool's recycle check, so the proxy recovers from a Postgres restart alone.
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, Timeouts};
 use std::time::Duration;
-use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
 
 use crate::config::Database;
 use crate::error::{sqlstate_status, ApiError};
@@ -25,6 +26,34 @@ pub fn pool(config: &Database) -> Result<Pool, String> {
         .runtime(Runtime::Tokio1)
         .build()
         .map_err(|e| format!("database pool: {e}"))
+}
+
+/// Statements prepared once per pooled connection and kept in its cache:
+/// tokio-postgres prepares a query given as a string on every call, an
+/// extra round trip and parse for each.
+pub(crate) trait Cached {
+    async fn query_one_cached(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, tokio_postgres::Error>;
+    async fn query_opt_cached(&self, sql: &str, params: &[&(dyn ToSql + Sync)])
+        -> Result<Option<Row>, tokio_postgres::Error>;
+    async fn execute_cached(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, tokio_postgres::Error>;
+}
+
+impl Cached for deadpool_postgres::Object {
+    async fn query_one_cached(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, tokio_postgres::Error> {
+        self.query_one(&self.prepare_cached(sql).await?, params).await
+    }
+
+    async fn query_opt_cached(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, tokio_postgres::Error> {
+        self.query_opt(&self.prepare_cached(sql).await?, params).await
+    }
+
+    async fn execute_cached(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, tokio_postgres::Error> {
+        self.execute(&self.prepare_cached(sql).await?, params).await
+    }
 }
 
 pub fn pool_error(err: PoolError) -> ApiError {
