@@ -575,9 +575,13 @@ $$;
 -- The outcome of a code check. Wrong: counted (and returned, not raised, so
 -- the count commits). Right: the challenge is used up, the factor verified,
 -- and the session moves to aal2 with new tokens (the old refresh tokens of
--- the session are revoked).
+-- the session are revoked). Outcomes of one user are taken one at a time,
+-- and the failure limit is checked again under that lock: codes sent all
+-- at once were otherwise each checked against the count before any of
+-- them was recorded.
 CREATE FUNCTION fluxbase.auth_mfa_result(p_user uuid, p_session uuid, p_factor uuid, p_challenge uuid, p_ok boolean,
-  p_refresh_hash text, p_ip text, p_request_id text, p_step bigint DEFAULT NULL)
+  p_refresh_hash text, p_ip text, p_request_id text, p_step bigint DEFAULT NULL,
+  p_max_failures int DEFAULT 0, p_window_seconds int DEFAULT 300)
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog
@@ -585,9 +589,14 @@ AS $$
 DECLARE
   u auth.users;
 BEGIN
-  -- One verification of a factor at a time; a TOTP step at or before the
-  -- last accepted one is a replayed code, as wrong as any other.
-  PERFORM 1 FROM auth.mfa_factors WHERE id = p_factor FOR UPDATE;
+  PERFORM pg_advisory_xact_lock(hashtextextended('fluxbase.auth_mfa_result:' || p_user, 0));
+  IF p_max_failures > 0 AND (SELECT count(*) FROM fluxbase.auth_mfa_failures m
+      WHERE m.user_id = p_user AND m.at > now() - make_interval(secs => p_window_seconds)) >= p_max_failures THEN
+    RETURN jsonb_build_object('error', 'over_request_rate_limit', 'status', 429,
+      'msg', 'Too many wrong MFA codes. Try again in a few minutes.');
+  END IF;
+  -- A TOTP step at or before the last accepted one is a replayed code, as
+  -- wrong as any other.
   IF p_ok AND p_step IS NOT NULL THEN
     IF EXISTS (SELECT 1 FROM fluxbase.auth_totp_steps WHERE factor_id = p_factor AND step >= p_step) THEN
       p_ok := false;

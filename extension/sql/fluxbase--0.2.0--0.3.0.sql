@@ -4,7 +4,9 @@
 -- (scripts/pg.sh, upgrade_scripts_build). What changed:
 --   * the auth helpers every sign-in and refresh calls are PL/pgSQL instead
 --     of SQL, so their plans are kept for the session instead of being
---     parsed and planned on every call (same results, same privileges).
+--     parsed and planned on every call (same results, same privileges);
+--   * auth_mfa_result takes the failure limit and checks it under a per-user
+--     lock (concurrent wrong codes could each pass the proxy's earlier check).
 
 
 -- ---- sql/auth_functions.sql: fluxbase.auth_user_json ----
@@ -80,3 +82,64 @@ BEGIN
   LIMIT 1;
 END
 $$;
+
+DROP FUNCTION fluxbase.auth_mfa_result(uuid, uuid, uuid, uuid, boolean, text, text, text, bigint);
+
+-- ---- sql/auth_functions.sql: fluxbase.auth_mfa_result ----
+CREATE OR REPLACE FUNCTION fluxbase.auth_mfa_result(p_user uuid, p_session uuid, p_factor uuid, p_challenge uuid, p_ok boolean,
+  p_refresh_hash text, p_ip text, p_request_id text, p_step bigint DEFAULT NULL,
+  p_max_failures int DEFAULT 0, p_window_seconds int DEFAULT 300)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  u auth.users;
+BEGIN
+  PERFORM pg_advisory_xact_lock(hashtextextended('fluxbase.auth_mfa_result:' || p_user, 0));
+  IF p_max_failures > 0 AND (SELECT count(*) FROM fluxbase.auth_mfa_failures m
+      WHERE m.user_id = p_user AND m.at > now() - make_interval(secs => p_window_seconds)) >= p_max_failures THEN
+    RETURN jsonb_build_object('error', 'over_request_rate_limit', 'status', 429,
+      'msg', 'Too many wrong MFA codes. Try again in a few minutes.');
+  END IF;
+  -- A TOTP step at or before the last accepted one is a replayed code, as
+  -- wrong as any other.
+  IF p_ok AND p_step IS NOT NULL THEN
+    IF EXISTS (SELECT 1 FROM fluxbase.auth_totp_steps WHERE factor_id = p_factor AND step >= p_step) THEN
+      p_ok := false;
+    ELSE
+      INSERT INTO fluxbase.auth_totp_steps (factor_id, step) VALUES (p_factor, p_step)
+      ON CONFLICT (factor_id) DO UPDATE SET step = excluded.step;
+    END IF;
+  END IF;
+  IF NOT p_ok THEN
+    INSERT INTO fluxbase.auth_mfa_failures (user_id, at) VALUES (p_user, now());
+    PERFORM fluxbase.auth_audit('mfa_verify_failed', p_user, p_ip, p_request_id, jsonb_build_object('factor_id', p_factor));
+    RETURN jsonb_build_object('error', 'mfa_verification_failed', 'status', 422,
+      'msg', (SELECT CASE WHEN factor_type = 'phone' THEN 'Invalid MFA Phone code entered' ELSE 'Invalid TOTP code entered' END
+              FROM auth.mfa_factors WHERE id = p_factor));
+  END IF;
+  UPDATE auth.mfa_challenges SET verified_at = now() WHERE id = p_challenge AND verified_at IS NULL;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'mfa_challenge_expired' USING ERRCODE = 'FA422', HINT = 'MFA challenge was already verified';
+  END IF;
+  UPDATE auth.mfa_factors SET status = 'verified', updated_at = now() WHERE id = p_factor;
+  UPDATE auth.sessions SET aal = 'aal2', factor_id = p_factor, updated_at = now() WHERE id = p_session;
+  INSERT INTO auth.mfa_amr_claims (session_id, created_at, updated_at, authentication_method)
+  VALUES (p_session, now(), now(), (SELECT factor_type::text FROM auth.mfa_factors WHERE id = p_factor))
+  ON CONFLICT (session_id, authentication_method) DO UPDATE SET updated_at = now();
+  UPDATE auth.refresh_tokens SET revoked = true, updated_at = now() WHERE session_id = p_session AND NOT revoked;
+  INSERT INTO auth.refresh_tokens (token, user_id, revoked, created_at, updated_at, session_id)
+  VALUES (p_refresh_hash, p_user::text, false, now(), now(), p_session);
+  DELETE FROM fluxbase.auth_mfa_failures WHERE user_id = p_user;
+  PERFORM fluxbase.auth_audit('mfa_verified', p_user, p_ip, p_request_id, jsonb_build_object('factor_id', p_factor));
+  SELECT * INTO u FROM auth.users WHERE id = p_user;
+  RETURN jsonb_build_object('session_id', p_session, 'aal', 'aal2',
+    'amr', (SELECT jsonb_agg(jsonb_build_object('method', c.authentication_method,
+      'timestamp', extract(epoch FROM c.updated_at)::bigint) ORDER BY c.updated_at DESC)
+      FROM auth.mfa_amr_claims c WHERE c.session_id = p_session),
+    'user', fluxbase.auth_user_json(u));
+END
+$$;
+REVOKE ALL ON FUNCTION fluxbase.auth_mfa_result(uuid, uuid, uuid, uuid, boolean, text, text, text, bigint, int, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.auth_mfa_result(uuid, uuid, uuid, uuid, boolean, text, text, text, bigint, int, int) TO authenticator;

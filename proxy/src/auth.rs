@@ -1154,8 +1154,20 @@ impl Req<'_> {
         let (refresh, refresh_hash) = new_refresh_token();
         let issued = self
             .query_json(
-                "SELECT fluxbase.auth_mfa_result($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                &[&user, &session, &factor, &challenge, &ok, &refresh_hash, &self.ctx.ip, &self.ctx.request_id, &step],
+                "SELECT fluxbase.auth_mfa_result($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                &[
+                    &user,
+                    &session,
+                    &factor,
+                    &challenge,
+                    &ok,
+                    &refresh_hash,
+                    &self.ctx.ip,
+                    &self.ctx.request_id,
+                    &step,
+                    &(config.mfa_max_verify_failures as i32),
+                    &(config.mfa_failure_window_seconds as i32),
+                ],
             )
             .await?;
         refusal(&issued)?;

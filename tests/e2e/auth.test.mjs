@@ -268,6 +268,32 @@ test('MFA TOTP: enroll, verify to aal2, secrets sealed, brute force limited, une
   assert.equal(sql(`SELECT count(*) FROM auth.mfa_factors WHERE id = '${enrolled.id}'`), '0');
 });
 
+test('MFA TOTP: wrong codes sent all at once count towards the limit one by one', async () => {
+  const email = unique('mfa-burst');
+  const sb = client();
+  await sb.auth.signUp({ email, password: 'mfa-password' });
+  const { data: enrolled } = await sb.auth.mfa.enroll({ factorType: 'totp' });
+  const { data: first } = await sb.auth.mfa.challenge({ factorId: enrolled.id });
+  const secret = enrolled.totp.secret;
+  assert.equal((await sb.auth.mfa.verify({ factorId: enrolled.id, challengeId: first.id, code: totp(secret) })).error, null);
+
+  const weak = client();
+  await weak.auth.signInWithPassword({ email, password: 'mfa-password' });
+  const { data: challenge } = await weak.auth.mfa.challenge({ factorId: enrolled.id });
+  const right = totp(secret, 1);
+  const guesses = Array.from({ length: 16 }, (_, i) => String((Number(right) + 1 + i) % 1_000_000).padStart(6, '0'));
+  const answers = await Promise.all(
+    guesses.map((code) => weak.auth.mfa.verify({ factorId: enrolled.id, challengeId: challenge.id, code })),
+  );
+  const counted = answers.filter((a) => a.error?.code === 'mfa_verification_failed').length;
+  const limited = answers.filter((a) => a.error?.status === 429).length;
+  assert.equal(counted + limited, guesses.length);
+  assert.ok(counted <= 5, `${counted} wrong codes were checked; the limit is 5`);
+  assert.equal(sql(`SELECT count(*) FROM fluxbase.auth_mfa_failures WHERE user_id = (SELECT id FROM auth.users WHERE email = '${email}')`), String(counted));
+  const late = await weak.auth.mfa.verify({ factorId: enrolled.id, challengeId: challenge.id, code: right });
+  assert.equal(late.error?.status, 429);
+});
+
 test('sessions are signed with the published ES256 key: JWKS and OpenID discovery', async () => {
   const { data } = await client().auth.signUp({ email: unique('jwks'), password: 'jwks-password' });
   const [h, p, sig] = data.session.access_token.split('.');
