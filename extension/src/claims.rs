@@ -14,13 +14,15 @@ pub struct RequestInfo<'a> {
     pub headers: &'a Value,
 }
 
-pub fn authenticate(claims: &Value, request: Option<&RequestInfo<'_>>) {
+/// `claims_text` is `claims` as JSON text (the text the caller sent: no
+/// second serialisation per request).
+pub fn authenticate(claims: &Value, claims_text: &str, request: Option<&RequestInfo<'_>>) {
     let role = claims
         .get("role")
         .and_then(Value::as_str)
         .map(str::to_string)
         .unwrap_or_else(|| gucs::string(&gucs::ANON_ROLE, "anon"));
-    set_local("request.jwt.claims", &claims.to_string());
+    set_local("request.jwt.claims", claims_text);
     if let Some(req) = request {
         set_local("request.method", req.method);
         set_local("request.path", req.path);

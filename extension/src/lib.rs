@@ -46,7 +46,7 @@ fn version() -> &'static str {
 /// them. The role must be one the session user may switch to.
 #[pg_extern(volatile)]
 fn authenticate(claims: pgrx::JsonB) {
-    claims::authenticate(&claims.0, None);
+    claims::authenticate(&claims.0, &claims.0.to_string(), None);
 }
 
 /// The REST engine: one HTTP request in, status, headers and body out.
@@ -57,7 +57,7 @@ fn rest(
     request: pgrx::Json,
     claims: pgrx::Json,
 ) -> TableIterator<'static, (name!(status, i32), name!(headers, pgrx::Json), name!(body, String))> {
-    let response = rest::handle(request.0, &claims.0);
+    let response = rest::handle(request.0, &claims.0, &claims.0.to_string());
     TableIterator::once((response.status as i32, pgrx::Json(response.headers), response.body))
 }
 
@@ -72,7 +72,8 @@ fn rest_raw(request: &str, claims: &str) -> String {
         serde_json::from_str::<serde_json::Value>(text)
             .unwrap_or_else(|e| pgrx::error!("fluxbase.rest_raw: the {what} is not JSON: {e}"))
     };
-    let response = rest::handle(parse("request", request), &parse("claims", claims));
+    // The claims text is kept: request.jwt.claims gets it as sent.
+    let response = rest::handle(parse("request", request), &parse("claims", claims), claims);
     let headers = response.headers.to_string();
     let mut out = String::with_capacity(8 + headers.len() + response.body.len());
     out.push_str(&response.status.to_string());

@@ -38,8 +38,8 @@ impl Response {
     }
 }
 
-pub fn handle(request: Value, claims: &Value) -> Response {
-    match run(&request, claims) {
+pub fn handle(request: Value, claims: &Value, claims_text: &str) -> Response {
+    match run(&request, claims, claims_text) {
         Ok(response) => response,
         Err(err) => Response::error(&err),
     }
@@ -55,7 +55,7 @@ fn is_cache_miss(err: &RestError) -> bool {
     )
 }
 
-fn run(request: &Value, claims: &Value) -> Result<Response, RestError> {
+fn run(request: &Value, claims: &Value, claims_text: &str) -> Result<Response, RestError> {
     let api = request::parse(request)?;
     let exposed = gucs::db_schemas();
     let schema = plan::resolve_schema(api.schema.as_deref(), &exposed)?;
@@ -101,7 +101,7 @@ fn run(request: &Value, claims: &Value) -> Result<Response, RestError> {
         None => None,
     };
     claims::ensure_session("search_path", &search_path(&schema));
-    claims::authenticate(claims, Some(&info));
+    claims::authenticate(claims, claims_text, Some(&info));
     let result = if rollback {
         execute::in_subtransaction(|| respond(&api, &plan, request), |_| false)
     } else {
