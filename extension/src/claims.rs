@@ -8,6 +8,10 @@ use crate::gucs;
 
 /// What the proxy knows about the HTTP request, exposed to policies and
 /// functions as PostgREST exposes it.
+/// The claims `auth.*` reads through `request.jwt.claim.<name>`.
+const PER_CLAIM: [(&str, &str); 3] =
+    [("sub", "request.jwt.claim.sub"), ("role", "request.jwt.claim.role"), ("email", "request.jwt.claim.email")];
+
 pub struct RequestInfo<'a> {
     pub method: &'a str,
     pub path: &'a str,
@@ -23,6 +27,15 @@ pub fn authenticate(claims: &Value, claims_text: &str, request: Option<&RequestI
         .map(str::to_string)
         .unwrap_or_else(|| gucs::string(&gucs::ANON_ROLE, "anon"));
     set_local("request.jwt.claims", claims_text);
+    // Supabase's auth.uid(), auth.role() and auth.email() read PostgREST's
+    // legacy per-claim settings first: with them set, a policy that calls
+    // auth.uid() costs a setting lookup per row instead of parsing the
+    // claims JSON per row.
+    for (claim, setting) in PER_CLAIM {
+        if let Some(value) = claims.get(claim).and_then(Value::as_str).filter(|v| !v.contains('\0')) {
+            set_local(setting, value);
+        }
+    }
     if let Some(req) = request {
         set_local("request.method", req.method);
         set_local("request.path", req.path);

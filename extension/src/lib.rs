@@ -105,6 +105,11 @@ mod tests {
         assert_eq!(uid.as_deref(), Some("7f1e7a40-6a1c-4b8e-9a57-2f0c5b1f2c11"));
         let role = Spi::get_one::<String>("SELECT current_user::text").unwrap();
         assert_eq!(role.as_deref(), Some("authenticated"));
+        // The per-claim settings auth.uid() reads first agree with the claims.
+        let sub = Spi::get_one::<String>("SELECT current_setting('request.jwt.claim.sub', true)").unwrap();
+        assert_eq!(sub.as_deref(), Some("7f1e7a40-6a1c-4b8e-9a57-2f0c5b1f2c11"));
+        let email = Spi::get_one::<String>("SELECT nullif(current_setting('request.jwt.claim.email', true), '')").unwrap();
+        assert_eq!(email, None);
     }
 
     #[pg_test]

@@ -27,6 +27,7 @@ struct EngineRequest<'a> {
     path: &'a str,
     query: &'a str,
     headers: PublicHeaders<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     body: Option<&'a str>,
     request_id: &'a str,
 }

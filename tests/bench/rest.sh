@@ -39,21 +39,41 @@ test "$(curl -fsS "http://127.0.0.1:$postgrest_port/items?select=*&id=eq.42" -H 
   = '[{"id":42,"owner":"5a0e4f3c-1b6f-4c57-9f0e-6b1d7f2f1a01","name":"item 42","price":63.0,"category_id":43}]'
 PGRST="http://127.0.0.1:$postgrest_port"
 
-CLAIMS="{\"role\":\"authenticated\",\"sub\":\"$UID_ONE\"}"
-cat > "$work/engine.sql" <<SQL
-SELECT fluxbase.rest_raw('{"method":"GET","path":"items","query":"select=*&id=eq.42","headers":{}}', '$CLAIMS');
-SQL
+# The exact statements the proxy sends for the benchmarked requests (headers
+# as wrk sends them, a request id, the token's claims with exp and iat),
+# read back from the server log with their parameters.
+captured() { # captured FILE CURL_ARGS...: the proxy's statement for that request, as SQL in FILE
+  local out="$1"; shift
+  local mark
+  mark="$(as_root wc -l < "$dir/server.log")"
+  curl -fsS -o /dev/null -H "Authorization: Bearer $TOKEN" -H 'User-Agent:' -H 'Accept:' "$@"
+  sleep 0.3
+  as_root tail -n +"$((mark + 1))" "$dir/server.log" | python3 -c '
+import re, sys
+params = [l for l in sys.stdin if "DETAIL:  parameters: $1 = " in l][-1]
+one, two = re.match(r".*parameters: \$1 = (.*), \$2 = (.*)$", params.rstrip("\n")).groups()
+# pgbench would read ":null" (and :true, :false) as a variable; JSON allows a space.
+one, two = (re.sub(r"\":(null|true|false)\b", r"\": \1", v) for v in (one, two))
+print("SELECT fluxbase.rest_raw(%s, %s);" % (one, two))' > "$work/$out"
+}
+cluster_psql "$MAJOR" "$dir" "$port" -d bench -c "ALTER SYSTEM SET log_min_duration_statement = 0" -c "SELECT pg_reload_conf()" >/dev/null
+sleep 0.3
+captured engine.sql "http://127.0.0.1:$http_port/rest/v1/items?select=*&id=eq.42"
+captured write.sql -X POST "http://127.0.0.1:$http_port/rest/v1/events?select=id,kind,n" \
+  -H 'Content-Type: application/json' -H 'Prefer: return=representation' -d '{"kind":"click","n":1}'
+captured embed.sql "http://127.0.0.1:$http_port/rest/v1/items?select=id,name,price,category%3Acategories(name)&order=id&limit=100"
+cluster_psql "$MAJOR" "$dir" "$port" -d bench -c "ALTER SYSTEM RESET log_min_duration_statement" -c "SELECT pg_reload_conf()" >/dev/null
+# PostgREST's transaction for the read, with the same claims and headers.
+read -r CLAIMS HEADERS < <(python3 -c '
+import json, re, sys
+one, two = re.match(r"SELECT fluxbase.rest_raw\((.*), (.*)\);$", open(sys.argv[1]).read().strip()).groups()
+unq = lambda lit: lit[1:-1].replace("\x27\x27", "\x27")
+print(unq(two), json.dumps(json.loads(unq(one))["headers"], separators=(",", ":")))' "$work/engine.sql")
 cat > "$work/postgrest.sql" <<SQL
 BEGIN;
-SELECT set_config('search_path', '"public", "public"', true), set_config('role', 'authenticated', true), set_config('request.jwt.claims', '$CLAIMS', true), set_config('request.method', 'GET', true), set_config('request.path', '/items', true), set_config('request.headers', '{}', true);
+SELECT set_config('search_path', '"public", "public"', true), set_config('role', 'authenticated', true), set_config('request.jwt.claims', '$CLAIMS', true), set_config('request.method', 'GET', true), set_config('request.path', '/items', true), set_config('request.headers', '$HEADERS', true);
 WITH pgrst_source AS (SELECT "public"."items".* FROM "public"."items" WHERE "public"."items"."id" = 42) SELECT null::bigint AS total_result_set, pg_catalog.count(_postgrest_t) AS page_total, coalesce(json_agg(_postgrest_t), '[]')::text AS body FROM (SELECT * FROM pgrst_source) _postgrest_t;
 COMMIT;
-SQL
-cat > "$work/write.sql" <<SQL
-SELECT fluxbase.rest_raw('{"method":"POST","path":"events","query":"select=id,kind,n","headers":{"prefer":"return=representation","content-type":"application/json"},"body":"{\\"kind\\":\\"click\\",\\"n\\":1}"}', '$CLAIMS');
-SQL
-cat > "$work/embed.sql" <<SQL
-SELECT fluxbase.rest_raw('{"method":"GET","path":"items","query":"select=id,name,price,category%3Acategories(name)&order=id&limit=100","headers":{}}', '$CLAIMS');
 SQL
 cat > "$work/get.lua" <<LUA
 wrk.headers["Authorization"] = "Bearer $TOKEN"
