@@ -6,12 +6,12 @@ use std::ffi::CString;
 
 use crate::gucs;
 
-/// What the proxy knows about the HTTP request, exposed to policies and
-/// functions as PostgREST exposes it.
 /// The claims `auth.*` reads through `request.jwt.claim.<name>`.
 const PER_CLAIM: [(&str, &str); 3] =
     [("sub", "request.jwt.claim.sub"), ("role", "request.jwt.claim.role"), ("email", "request.jwt.claim.email")];
 
+/// What the proxy knows about the HTTP request, exposed to policies and
+/// functions as PostgREST exposes it.
 pub struct RequestInfo<'a> {
     pub method: &'a str,
     pub path: &'a str,

@@ -3,7 +3,7 @@
 //! at the next sign-in. Hashing is CPU work: the proxy runs it on its own
 //! threads, one per CPU ([`Hasher::run`]), never on the async runtime.
 use std::cell::RefCell;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
 use argon2::password_hash::{Output, ParamsString, PasswordHash, SaltString};
@@ -20,7 +20,7 @@ pub struct Hasher {
     /// One thread per CPU: argon2id is memory-hard, and more hashes than
     /// cores only thrash caches and memory bandwidth (measured: sign-ins at
     /// 0.75 of the raw hash rate with 8 at once on 2 cores).
-    queue: Arc<std::sync::OnceLock<Mutex<mpsc::Sender<Job>>>>,
+    queue: Arc<OnceLock<mpsc::Sender<Job>>>,
 }
 
 thread_local! {
@@ -53,7 +53,7 @@ impl Hasher {
         let job: Job = Box::new(move |hasher| {
             let _ = done.send(work(hasher));
         });
-        self.queue.get_or_init(|| Mutex::new(self.start())).lock().ok()?.send(job).ok()?;
+        self.queue.get_or_init(|| self.start()).send(job).ok()?;
         result.await.ok()
     }
 
