@@ -551,10 +551,11 @@ AS $$
   UPDATE auth.mfa_challenges SET otp_code = p_code_hash WHERE id = p_challenge AND verified_at IS NULL;
 $$;
 
--- What checking a code needs: the encrypted secret, whether the challenge
--- can still be answered, and the user's recent failures.
-CREATE FUNCTION fluxbase.auth_mfa_secret(p_user uuid, p_session uuid, p_factor uuid, p_challenge uuid, p_window_seconds int)
-RETURNS TABLE (secret text, failures bigint, factor_type text, otp_code text)
+-- What checking a code needs: the encrypted secret (or the texted code's
+-- hash) and whether the challenge can still be answered. The failure limit
+-- is checked by auth_mfa_result, under the user's lock.
+CREATE FUNCTION fluxbase.auth_mfa_secret(p_user uuid, p_session uuid, p_factor uuid, p_challenge uuid)
+RETURNS TABLE (secret text, factor_type text, otp_code text)
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog
 AS $$
@@ -565,9 +566,7 @@ BEGIN
     RAISE EXCEPTION 'mfa_challenge_expired' USING ERRCODE = 'FA422',
       HINT = 'MFA challenge has expired, verify against another challenge or create a new challenge';
   END IF;
-  RETURN QUERY SELECT f.secret, (SELECT count(*) FROM fluxbase.auth_mfa_failures m
-    WHERE m.user_id = p_user AND m.at > now() - make_interval(secs => p_window_seconds)),
-    f.factor_type::text, (SELECT c.otp_code FROM auth.mfa_challenges c WHERE c.id = p_challenge)
+  RETURN QUERY SELECT f.secret, f.factor_type::text, (SELECT c.otp_code FROM auth.mfa_challenges c WHERE c.id = p_challenge)
   FROM auth.mfa_factors f WHERE f.id = p_factor;
 END
 $$;

@@ -6,7 +6,8 @@
 --     of SQL, so their plans are kept for the session instead of being
 --     parsed and planned on every call (same results, same privileges);
 --   * auth_mfa_result takes the failure limit and checks it under a per-user
---     lock (concurrent wrong codes could each pass the proxy's earlier check).
+--     lock (concurrent wrong codes could each pass the proxy's earlier check);
+--     auth_mfa_secret no longer counts failures for that earlier check.
 
 
 -- ---- sql/auth_functions.sql: fluxbase.auth_user_json ----
@@ -143,3 +144,25 @@ END
 $$;
 REVOKE ALL ON FUNCTION fluxbase.auth_mfa_result(uuid, uuid, uuid, uuid, boolean, text, text, text, bigint, int, int) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION fluxbase.auth_mfa_result(uuid, uuid, uuid, uuid, boolean, text, text, text, bigint, int, int) TO authenticator;
+
+DROP FUNCTION fluxbase.auth_mfa_secret(uuid, uuid, uuid, uuid, int);
+
+-- ---- sql/auth_functions.sql: fluxbase.auth_mfa_secret ----
+CREATE OR REPLACE FUNCTION fluxbase.auth_mfa_secret(p_user uuid, p_session uuid, p_factor uuid, p_challenge uuid)
+RETURNS TABLE (secret text, factor_type text, otp_code text)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+BEGIN
+  PERFORM fluxbase.auth_require_factor(p_user, p_session, p_factor);
+  IF NOT EXISTS (SELECT 1 FROM auth.mfa_challenges WHERE id = p_challenge AND factor_id = p_factor
+                 AND verified_at IS NULL AND created_at > now() - interval '5 minutes') THEN
+    RAISE EXCEPTION 'mfa_challenge_expired' USING ERRCODE = 'FA422',
+      HINT = 'MFA challenge has expired, verify against another challenge or create a new challenge';
+  END IF;
+  RETURN QUERY SELECT f.secret, f.factor_type::text, (SELECT c.otp_code FROM auth.mfa_challenges c WHERE c.id = p_challenge)
+  FROM auth.mfa_factors f WHERE f.id = p_factor;
+END
+$$;
+REVOKE ALL ON FUNCTION fluxbase.auth_mfa_secret(uuid, uuid, uuid, uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.auth_mfa_secret(uuid, uuid, uuid, uuid) TO authenticator;

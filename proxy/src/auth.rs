@@ -1119,20 +1119,13 @@ impl Req<'_> {
         let client = self.state.client().await?;
         let row = client
             .query_one_cached(
-                "SELECT secret, failures, factor_type, otp_code FROM fluxbase.auth_mfa_secret($1, $2, $3, $4, $5)",
-                &[&user, &session, &factor, &challenge, &(config.mfa_failure_window_seconds as i32)],
+                "SELECT secret, factor_type, otp_code FROM fluxbase.auth_mfa_secret($1, $2, $3, $4)",
+                &[&user, &session, &factor, &challenge],
             )
             .await
             .map_err(db_error)?;
         drop(client);
-        let failures: i64 = row.get("failures");
-        if failures >= config.mfa_max_verify_failures as i64 {
-            return Err(ApiError::auth(
-                429,
-                "over_request_rate_limit",
-                "Too many wrong MFA codes. Try again in a few minutes.",
-            ));
-        }
+        // Past the failure limit, auth_mfa_result refuses even a right code.
         let (ok, step) = if row.get::<_, String>("factor_type") == "phone" {
             // The texted code, bound to its challenge; none stored yet: wrong.
             let stored: Option<String> = row.get("otp_code");
