@@ -30,14 +30,14 @@ analyze;
 SQL
 
 TOKEN="$("$BIN" sign "{\"role\":\"authenticated\",\"sub\":\"$UID_ONE\"}" --expires-in 86400)"
+READ="items?select=*&id=eq.42" WRITE="events?select=id,kind,n" EMBED="items?select=id,name,price,category%3Acategories(name)&order=id&limit=100"
 proxy_start
-test "$(curl -fsS "http://127.0.0.1:$http_port/rest/v1/items?select=*&id=eq.42" -H "Authorization: Bearer $TOKEN")" \
-  = '[{"id":42,"owner":"5a0e4f3c-1b6f-4c57-9f0e-6b1d7f2f1a01","name":"item 42","price":63.0,"category_id":43}]'
-
 postgrest_start
-test "$(curl -fsS "http://127.0.0.1:$postgrest_port/items?select=*&id=eq.42" -H "Authorization: Bearer $TOKEN")" \
-  = '[{"id":42,"owner":"5a0e4f3c-1b6f-4c57-9f0e-6b1d7f2f1a01","name":"item 42","price":63.0,"category_id":43}]'
-PGRST="http://127.0.0.1:$postgrest_port"
+FLUX="http://127.0.0.1:$http_port/rest/v1" PGRST="http://127.0.0.1:$postgrest_port"
+for base in "$FLUX" "$PGRST"; do
+  test "$(curl -fsS "$base/$READ" -H "Authorization: Bearer $TOKEN")" \
+    = '[{"id":42,"owner":"5a0e4f3c-1b6f-4c57-9f0e-6b1d7f2f1a01","name":"item 42","price":63.0,"category_id":43}]'
+done
 
 # The exact statements the proxy sends for the benchmarked requests (headers
 # as wrk sends them, a request id, the token's claims with exp and iat),
@@ -58,10 +58,9 @@ print("SELECT fluxbase.rest_raw(%s, %s);" % (one, two))' > "$work/$out"
 }
 cluster_psql "$MAJOR" "$dir" "$port" -d bench -c "ALTER SYSTEM SET log_min_duration_statement = 0" -c "SELECT pg_reload_conf()" >/dev/null
 sleep 0.3
-captured engine.sql "http://127.0.0.1:$http_port/rest/v1/items?select=*&id=eq.42"
-captured write.sql -X POST "http://127.0.0.1:$http_port/rest/v1/events?select=id,kind,n" \
-  -H 'Content-Type: application/json' -H 'Prefer: return=representation' -d '{"kind":"click","n":1}'
-captured embed.sql "http://127.0.0.1:$http_port/rest/v1/items?select=id,name,price,category%3Acategories(name)&order=id&limit=100"
+captured engine.sql "$FLUX/$READ"
+captured write.sql -X POST "$FLUX/$WRITE" -H 'Content-Type: application/json' -H 'Prefer: return=representation' -d '{"kind":"click","n":1}'
+captured embed.sql "$FLUX/$EMBED"
 cluster_psql "$MAJOR" "$dir" "$port" -d bench -c "ALTER SYSTEM RESET log_min_duration_statement" -c "SELECT pg_reload_conf()" >/dev/null
 # PostgREST's transaction for the read, with the same claims and headers.
 read -r CLAIMS HEADERS < <(python3 -c '
@@ -90,7 +89,6 @@ peak_rss() { awk '/VmHWM/ {print $2}' "/proc/$proxy/status"; }
 csv="tests/bench/results/rest-$(date -u +%Y%m%dT%H%M%SZ).csv"
 echo "rep,read_http,read_engine,read_postgrest,write_http,write_engine,embed_http,embed_engine,read_postgrest_http,write_postgrest_http,embed_postgrest_http" > "$csv"
 rows=()
-READ="items?select=*&id=eq.42" WRITE="events?select=id,kind,n" EMBED="items?select=id,name,price,category%3Acategories(name)&order=id&limit=100"
 for rep in $(seq 1 "$REPS"); do
   re=$(pgbench_run "$work/engine.sql"); rh=$(wrk_run get.lua "rest/v1/$READ"); rp=$(pgbench_run "$work/postgrest.sql")
   ph=$(wrk_url get.lua "$PGRST/$READ")
@@ -101,7 +99,7 @@ for rep in $(seq 1 "$REPS"); do
   rows+=("$rh,$re,$rp,$wh,$we,$eh,$ee,$ph,$pw,$pe")
 done
 echo "proxy peak RSS: $(peak_rss) kB"
-c200=$(wrk -t 2 -c 200 -d "${SECONDS_PER_RUN}s" -s "$work/get.lua" "http://127.0.0.1:$http_port/rest/v1/items?select=*&id=eq.42" \
+c200=$(wrk -t 2 -c 200 -d "${SECONDS_PER_RUN}s" -s "$work/get.lua" "$FLUX/$READ" \
   | awk '/Requests\/sec/ {print $2}')
 echo "200 concurrent clients: read http $c200 req/s; proxy peak RSS $(peak_rss) kB"
 python3 - "${rows[@]}" <<'PY'
