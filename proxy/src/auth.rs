@@ -1419,7 +1419,10 @@ impl Req<'_> {
                 .ok_or_else(|| ApiError::auth(422, "validation_failed", "A phone number is required"))?;
             let client = self.state.client().await?;
             let unconfirmed = client
-                .query_opt_cached("SELECT 1 FROM fluxbase.auth_password_candidate(NULL, $1) WHERE NOT confirmed", &[&phone])
+                .query_opt_cached(
+                    "SELECT 1 FROM fluxbase.auth_password_candidate(NULL, $1) WHERE NOT confirmed",
+                    &[&phone],
+                )
                 .await
                 .map_err(db_error)?
                 .is_some();

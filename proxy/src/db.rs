@@ -33,8 +33,11 @@ pub fn pool(config: &Database) -> Result<Pool, String> {
 /// extra round trip and parse for each.
 pub(crate) trait Cached {
     async fn query_one_cached(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row, tokio_postgres::Error>;
-    async fn query_opt_cached(&self, sql: &str, params: &[&(dyn ToSql + Sync)])
-        -> Result<Option<Row>, tokio_postgres::Error>;
+    async fn query_opt_cached(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, tokio_postgres::Error>;
     async fn execute_cached(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, tokio_postgres::Error>;
 }
 

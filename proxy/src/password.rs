@@ -148,10 +148,14 @@ fn verify_argon2(password: &str, stored: &str, current: &Params) -> Option<(bool
     let mut salt = [0u8; 64];
     let salt = parsed.salt?.decode_b64(&mut salt).ok()?;
     let argon2 = Argon2::new(algorithm, version, params.clone());
-    let output = Output::init_with(expected.len(), |out| argon2_into(&argon2, password.as_bytes(), salt, out).map_err(Into::into)).ok()?;
+    let output = Output::init_with(expected.len(), |out| {
+        argon2_into(&argon2, password.as_bytes(), salt, out).map_err(Into::into)
+    })
+    .ok()?;
     let same = algorithm == Algorithm::Argon2id
         && version == Version::V0x13
-        && (params.m_cost(), params.t_cost(), params.p_cost()) == (current.m_cost(), current.t_cost(), current.p_cost());
+        && (params.m_cost(), params.t_cost(), params.p_cost())
+            == (current.m_cost(), current.t_cost(), current.p_cost());
     // Output's equality is constant-time.
     Some((output == expected, same))
 }
@@ -183,7 +187,8 @@ mod tests {
         let ours = h.hash("correct horse");
         let crate_argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, h.params.clone());
         assert!(crate_argon2.verify_password(b"correct horse", &PasswordHash::new(&ours).unwrap()).is_ok());
-        let theirs = crate_argon2.hash_password(b"correct horse", &SaltString::generate(&mut OsRng)).unwrap().to_string();
+        let theirs =
+            crate_argon2.hash_password(b"correct horse", &SaltString::generate(&mut OsRng)).unwrap().to_string();
         assert_eq!(h.verify("correct horse", Some(&theirs)), Verdict::Right);
         // argon2i/argon2d and a larger memory than this thread kept so far.
         let argon2i = Argon2::new(Algorithm::Argon2i, Version::V0x13, Params::new(256, 1, 1, None).unwrap());
@@ -198,9 +203,9 @@ mod tests {
         let stored = h.hash("pw");
         let checks = (0..16).map(|i| {
             let (h, stored) = (h.clone(), stored.clone());
-            tokio::spawn(async move {
-                h.run(move |h| h.verify(if i % 2 == 0 { "pw" } else { "no" }, Some(&stored))).await
-            })
+            tokio::spawn(
+                async move { h.run(move |h| h.verify(if i % 2 == 0 { "pw" } else { "no" }, Some(&stored))).await },
+            )
         });
         for (i, check) in checks.enumerate() {
             let want = if i % 2 == 0 { Verdict::Right } else { Verdict::Wrong };
