@@ -1,52 +1,88 @@
 //! Request context for RLS: role switch and `request.*` settings, set through
 //! the GUC API (no SQL parsing), transaction-local like `SET LOCAL`.
 use pgrx::pg_sys;
-use serde_json::Value;
-use std::ffi::CString;
+use serde::Deserialize;
+use std::ffi::{CStr, CString};
 
+use crate::borrowed::Text;
 use crate::gucs;
 
-/// The claims `auth.*` reads through `request.jwt.claim.<name>`.
-const PER_CLAIM: [(&str, &str); 3] =
-    [("sub", "request.jwt.claim.sub"), ("role", "request.jwt.claim.role"), ("email", "request.jwt.claim.email")];
+/// The claims of a request's JWT that the engine reads, borrowed from the
+/// claims' JSON text (which `request.jwt.claims` is set to as it is). Claims
+/// that are not strings count as absent.
+#[derive(Deserialize, Default)]
+pub struct Claims<'a> {
+    #[serde(borrow, default)]
+    role: Text<'a, true>,
+    #[serde(borrow, default)]
+    sub: Text<'a, true>,
+    #[serde(borrow, default)]
+    email: Text<'a, true>,
+    #[serde(skip)]
+    pub text: &'a str,
+}
+
+impl<'a> Claims<'a> {
+    pub fn from_json(text: &'a str) -> Result<Claims<'a>, serde_json::Error> {
+        if text.trim() == "null" {
+            return Ok(Claims { text, ..Claims::default() });
+        }
+        Ok(Claims { text, ..serde_json::from_str(text)? })
+    }
+
+    pub fn role(&self) -> Option<&str> {
+        self.role.0.as_deref()
+    }
+
+    pub fn sub(&self) -> Option<&str> {
+        self.sub.0.as_deref()
+    }
+
+    /// The claims `auth.*` reads through `request.jwt.claim.<name>`.
+    fn per_claim(&self) -> [(&'static CStr, Option<&str>); 3] {
+        [
+            (c"request.jwt.claim.sub", self.sub()),
+            (c"request.jwt.claim.role", self.role()),
+            (c"request.jwt.claim.email", self.email.0.as_deref()),
+        ]
+    }
+}
 
 /// What the proxy knows about the HTTP request, exposed to policies and
 /// functions as PostgREST exposes it.
 pub struct RequestInfo<'a> {
     pub method: &'a str,
     pub path: &'a str,
-    pub headers: &'a Value,
+    /// The request headers as a JSON object (text).
+    pub headers: &'a str,
 }
 
-/// `claims_text` is `claims` as JSON text (the text the caller sent: no
-/// second serialisation per request).
-pub fn authenticate(claims: &Value, claims_text: &str, request: Option<&RequestInfo<'_>>) {
-    let role = claims
-        .get("role")
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .unwrap_or_else(|| gucs::string(&gucs::ANON_ROLE, "anon"));
-    set_local("request.jwt.claims", claims_text);
+pub fn authenticate(claims: &Claims<'_>, request: Option<&RequestInfo<'_>>) {
+    let role = match claims.role() {
+        Some(role) => role.to_string(),
+        None => gucs::string(&gucs::ANON_ROLE, "anon"),
+    };
+    set_local(c"request.jwt.claims", claims.text);
     // Supabase's auth.uid(), auth.role() and auth.email() read PostgREST's
     // legacy per-claim settings first: with them set, a policy that calls
     // auth.uid() costs a setting lookup per row instead of parsing the
     // claims JSON per row.
-    for (claim, setting) in PER_CLAIM {
-        if let Some(value) = claims.get(claim).and_then(Value::as_str).filter(|v| !v.contains('\0')) {
+    for (setting, value) in claims.per_claim() {
+        if let Some(value) = value.filter(|v| !v.contains('\0')) {
             set_local(setting, value);
         }
     }
     if let Some(req) = request {
-        set_local("request.method", req.method);
-        set_local("request.path", req.path);
-        set_local("request.headers", &req.headers.to_string());
+        set_local(c"request.method", req.method);
+        set_local(c"request.path", req.path);
+        set_local(c"request.headers", req.headers);
     }
     // Last, so that a refused role (42501 from Postgres' own membership check)
     // is the error the caller sees.
-    set_local("role", &role);
+    set_local(c"role", &role);
 }
 
-pub fn set_local(name: &str, value: &str) {
+pub fn set_local(name: &CStr, value: &str) {
     set(name, value, pg_sys::GucAction::GUC_ACTION_LOCAL);
 }
 
@@ -54,12 +90,11 @@ pub fn set_local(name: &str, value: &str) {
 /// every request names anyway (`search_path`): keeping the value between
 /// requests is then safe, and the common case costs a string comparison
 /// instead of a GUC set and its restore at commit.
-pub fn ensure_session(name: &str, value: &str) {
-    let c_name = CString::new(name).expect("GUC names have no NUL");
+pub fn ensure_session(name: &CStr, value: &str) {
     // SAFETY: a valid C string in; the result is NULL or a C string owned by
     // the GUC machinery, read before anything else runs.
     let same = unsafe {
-        let current = pg_sys::GetConfigOption(c_name.as_ptr(), true, false);
+        let current = pg_sys::GetConfigOption(name.as_ptr(), true, false);
         !current.is_null() && std::ffi::CStr::from_ptr(current).to_bytes() == value.as_bytes()
     };
     if !same {
@@ -67,8 +102,7 @@ pub fn ensure_session(name: &str, value: &str) {
     }
 }
 
-fn set(name: &str, value: &str, action: pg_sys::GucAction::Type) {
-    let name = CString::new(name).expect("GUC names have no NUL");
+fn set(name: &CStr, value: &str, action: pg_sys::GucAction::Type) {
     // A NUL inside a claim would truncate the value; refuse it instead.
     let value = match CString::new(value) {
         Ok(v) => v,

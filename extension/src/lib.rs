@@ -3,6 +3,7 @@
 
 use pgrx::prelude::*;
 
+mod borrowed;
 mod claims;
 mod error;
 mod filter;
@@ -11,6 +12,9 @@ mod rest;
 mod schema;
 
 pgrx::pg_module_magic!();
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 extension_sql_file!("../../sql/bootstrap.sql", name = "bootstrap", bootstrap);
 extension_sql_file!("../../sql/auth_claims.sql", name = "auth_claims", requires = ["bootstrap"]);
@@ -46,7 +50,8 @@ fn version() -> &'static str {
 /// them. The role must be one the session user may switch to.
 #[pg_extern(volatile)]
 fn authenticate(claims: pgrx::JsonB) {
-    claims::authenticate(&claims.0, &claims.0.to_string(), None);
+    let text = claims.0.to_string();
+    claims::authenticate(&claims_from(&text, "fluxbase.authenticate"), None);
 }
 
 /// The REST engine: one HTTP request in, status, headers and body out.
@@ -57,7 +62,11 @@ fn rest(
     request: pgrx::Json,
     claims: pgrx::Json,
 ) -> TableIterator<'static, (name!(status, i32), name!(headers, pgrx::Json), name!(body, String))> {
-    let response = rest::handle(request.0, &claims.0, &claims.0.to_string());
+    let text = request.0.to_string();
+    let request = rest::request::HttpRequest::from_json(&text)
+        .unwrap_or_else(|e| pgrx::error!("fluxbase.rest: the request is not valid: {e}"));
+    let claims = claims.0.to_string();
+    let response = rest::handle(&request, &claims_from(&claims, "fluxbase.rest"));
     TableIterator::once((response.status as i32, pgrx::Json(response.headers), response.body))
 }
 
@@ -68,12 +77,10 @@ fn rest(
 /// reading results in SQL).
 #[pg_extern(volatile)]
 fn rest_raw(request: &str, claims: &str) -> String {
-    let parse = |what: &str, text: &str| {
-        serde_json::from_str::<serde_json::Value>(text)
-            .unwrap_or_else(|e| pgrx::error!("fluxbase.rest_raw: the {what} is not JSON: {e}"))
-    };
+    let request = rest::request::HttpRequest::from_json(request)
+        .unwrap_or_else(|e| pgrx::error!("fluxbase.rest_raw: the request is not valid: {e}"));
     // The claims text is kept: request.jwt.claims gets it as sent.
-    let response = rest::handle(parse("request", request), &parse("claims", claims), claims);
+    let response = rest::handle(&request, &claims_from(claims, "fluxbase.rest_raw"));
     let headers = response.headers.to_string();
     let mut out = String::with_capacity(8 + headers.len() + response.body.len());
     out.push_str(&response.status.to_string());
@@ -82,6 +89,10 @@ fn rest_raw(request: &str, claims: &str) -> String {
     out.push('\n');
     out.push_str(&response.body);
     out
+}
+
+fn claims_from<'a>(text: &'a str, function: &str) -> claims::Claims<'a> {
+    claims::Claims::from_json(text).unwrap_or_else(|e| pgrx::error!("{function}: the claims are not valid: {e}"))
 }
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -108,7 +119,8 @@ mod tests {
         // The per-claim settings auth.uid() reads first agree with the claims.
         let sub = Spi::get_one::<String>("SELECT current_setting('request.jwt.claim.sub', true)").unwrap();
         assert_eq!(sub.as_deref(), Some("7f1e7a40-6a1c-4b8e-9a57-2f0c5b1f2c11"));
-        let email = Spi::get_one::<String>("SELECT nullif(current_setting('request.jwt.claim.email', true), '')").unwrap();
+        let email =
+            Spi::get_one::<String>("SELECT nullif(current_setting('request.jwt.claim.email', true), '')").unwrap();
         assert_eq!(email, None);
     }
 

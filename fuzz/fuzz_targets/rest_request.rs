@@ -7,6 +7,8 @@
 
 use libfuzzer_sys::fuzz_target;
 
+#[path = "../../extension/src/borrowed.rs"]
+mod borrowed;
 #[path = "../../extension/src/error.rs"]
 mod error;
 #[path = "../../extension/src/filter.rs"]
@@ -24,6 +26,8 @@ fuzz_target!(|data: &[u8]| {
         "method": method, "path": path, "query": query, "body": body,
         "headers": { "range": range, "accept": accept, "prefer": prefer, "content-type": content_type },
     });
+    let text = request.to_string();
+    let request = rest::request::HttpRequest::from_json(&text).expect("a JSON object of strings is a request");
     let _ = rest::request::parse(&request);
     let _ = filter::parse_logic(filter::LogicOp::And, false, &query);
     let _ = filter::parse_condition(&query);

@@ -4,15 +4,16 @@
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiError};
+use rustc_hash::FxHashMap as HashMap;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 
 use crate::rest::sql::{Query, Shape};
 
 /// Bound on kept plans per backend; past it the cache starts over.
 const MAX_PLANS: usize = 1024;
 
-/// Kept plans of one role, keyed by SQL text.
+/// Kept plans of one role, keyed by SQL text. FxHash: the keys are SQL the
+/// engine wrote, and hashing them is on every request's path.
 type RolePlans = HashMap<String, OwnedPreparedStatement>;
 
 thread_local! {
@@ -20,7 +21,7 @@ thread_local! {
     /// row-level security is only valid for the role it was made for:
     /// sharing one between roles would make Postgres re-plan at every switch
     /// (anon, then a user, then anon…); one per role keeps each valid.
-    static PLANS: RefCell<[HashMap<pg_sys::Oid, RolePlans>; 2]> = RefCell::new([HashMap::new(), HashMap::new()]);
+    static PLANS: RefCell<[HashMap<pg_sys::Oid, RolePlans>; 2]> = RefCell::new([HashMap::default(), HashMap::default()]);
     static KEPT: Cell<usize> = const { Cell::new(0) };
 }
 
@@ -39,32 +40,34 @@ pub fn run(query: &Query, mutating: bool) -> Outcome {
     let role = unsafe { pg_sys::GetUserId() };
     PLANS.with(|plans| {
         let mut plans = plans.borrow_mut();
-        if !plans[mutating as usize].get(&role).is_some_and(|p| p.contains_key(&query.sql)) {
-            if KEPT.get() >= MAX_PLANS {
-                plans.iter_mut().for_each(HashMap::clear);
-                KEPT.set(0);
-            }
-            KEPT.set(KEPT.get() + 1);
-            let types = vec![PgOid::BuiltIn(PgBuiltInOids::TEXTOID); query.params.len()];
-            let prepared = Spi::connect(|client| {
-                let p = if mutating {
-                    client.prepare_mut(query.sql.as_str(), &types)?
-                } else {
-                    client.prepare(query.sql.as_str(), &types)?
-                };
-                Ok::<_, SpiError>(p.keep())
-            })
-            .unwrap_or_else(|e| pgrx::error!("could not prepare REST query: {e}"));
-            plans[mutating as usize].entry(role).or_default().insert(query.sql.clone(), prepared);
-        }
-        let plan = &plans[mutating as usize][&role][&query.sql];
-        let args: Vec<pgrx::datum::DatumWithOid<'_>> = query.params.iter().map(|p| p.as_str().into()).collect();
-        let result = if mutating {
-            Spi::connect_mut(|client| collect(client.update(plan, None, &args)?, query.shape))
-        } else {
-            Spi::connect(|client| collect(client.select(plan, None, &args)?, query.shape))
+        let exec = |plan: &OwnedPreparedStatement| {
+            let args: Vec<pgrx::datum::DatumWithOid<'_>> = query.params.iter().map(|p| p.as_str().into()).collect();
+            let result = if mutating {
+                Spi::connect_mut(|client| collect(client.update(plan, None, &args)?, query.shape))
+            } else {
+                Spi::connect(|client| collect(client.select(plan, None, &args)?, query.shape))
+            };
+            result.unwrap_or_else(|e| pgrx::error!("REST query failed: {e}"))
         };
-        result.unwrap_or_else(|e| pgrx::error!("REST query failed: {e}"))
+        if let Some(plan) = plans[mutating as usize].get(&role).and_then(|p| p.get(query.sql.as_str())) {
+            return exec(plan);
+        }
+        if KEPT.get() >= MAX_PLANS {
+            plans.iter_mut().for_each(HashMap::clear);
+            KEPT.set(0);
+        }
+        KEPT.set(KEPT.get() + 1);
+        let types = vec![PgOid::BuiltIn(PgBuiltInOids::TEXTOID); query.params.len()];
+        let prepared = Spi::connect(|client| {
+            let p = if mutating {
+                client.prepare_mut(query.sql.as_str(), &types)?
+            } else {
+                client.prepare(query.sql.as_str(), &types)?
+            };
+            Ok::<_, SpiError>(p.keep())
+        })
+        .unwrap_or_else(|e| pgrx::error!("could not prepare REST query: {e}"));
+        exec(plans[mutating as usize].entry(role).or_default().entry(query.sql.clone()).or_insert(prepared))
     })
 }
 

@@ -9,10 +9,10 @@
 use pgrx::prelude::*;
 use serde_json::Value;
 
-use crate::claims;
+use crate::claims::{self, Claims};
 use crate::error::RestError;
 use crate::gucs;
-use crate::rest::request::ApiRequest;
+use crate::rest::request::{ApiRequest, HttpRequest};
 use crate::rest::{fnv1a, Response, FNV_OFFSET};
 
 pub const MAX_KEY_LENGTH: usize = 255;
@@ -34,32 +34,26 @@ fn fnv(parts: &[&str]) -> String {
 }
 
 /// Claims the key of a write, or finds the response to replay.
-pub fn claim(api: &ApiRequest, request: &Value, claims: &Value) -> Result<Option<Outcome>, RestError> {
-    let headers = request.get("headers");
-    let Some(key) = headers.and_then(|h| h.get("idempotency-key")).and_then(Value::as_str) else { return Ok(None) };
+pub fn claim(api: &ApiRequest, request: &HttpRequest<'_>, claims: &Claims<'_>) -> Result<Option<Outcome>, RestError> {
+    let Some(key) = request.header("idempotency-key") else { return Ok(None) };
     if api.method.is_read() {
         return Ok(None);
     }
     if key.is_empty() || key.len() > MAX_KEY_LENGTH {
         return Err(RestError::InvalidRequest(format!("Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters")));
     }
-    let text = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").to_string();
-    let header = |name: &str| text(headers.and_then(|h| h.get(name)));
+    let header = |name: &str| request.header(name).unwrap_or("");
     let hash = fnv(&[
         api.method.as_str(),
-        &text(request.get("path")),
-        &text(request.get("query")),
-        &text(request.get("body")),
-        &header("prefer"),
-        &header("accept"),
-        &header("content-type"),
-        &header("content-profile"),
+        &request.path,
+        &request.query,
+        request.body.as_deref().unwrap_or(""),
+        header("prefer"),
+        header("accept"),
+        header("content-type"),
+        header("content-profile"),
     ]);
-    let scope = format!(
-        "{}:{}",
-        claims.get("role").and_then(Value::as_str).unwrap_or(""),
-        claims.get("sub").and_then(Value::as_str).unwrap_or("")
-    );
+    let scope = format!("{}:{}", claims.role().unwrap_or(""), claims.sub().unwrap_or(""));
     let ttl = gucs::IDEMPOTENCY_TTL.get();
     // Insert the claim, or take over an expired one; a live one comes back.
     let existing = Spi::connect_mut(|client| {
@@ -109,7 +103,7 @@ pub fn claim(api: &ApiRequest, request: &Value, claims: &Value) -> Result<Option
 /// Keeps the response of the claimed write for later retries.
 pub fn store(claim: &Claim, response: &Response) {
     // The write ran as the request's role; the key table is the session user's.
-    claims::set_local("role", "none");
+    claims::set_local(c"role", "none");
     Spi::connect_mut(|client| {
         client.update(
             "UPDATE fluxbase.idempotency_keys SET status = $3, headers = $4::json, body = $5 WHERE scope = $1 AND key = $2",

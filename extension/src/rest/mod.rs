@@ -13,12 +13,12 @@ pub mod sql;
 
 use serde_json::{json, Map, Value};
 
-use crate::claims::{self, RequestInfo};
+use crate::claims::{self, Claims, RequestInfo};
 use crate::error::RestError;
 use crate::rest::execute::Outcome;
 use crate::rest::plan::{Plan, WriteKind};
 use crate::rest::prefer::{Count, Return};
-use crate::rest::request::{ApiRequest, Explain, MediaType, Method, Target};
+use crate::rest::request::{ApiRequest, Explain, HttpRequest, MediaType, Method, Target};
 use crate::rest::sql::Body;
 use crate::{gucs, schema};
 
@@ -38,8 +38,8 @@ impl Response {
     }
 }
 
-pub fn handle(request: Value, claims: &Value, claims_text: &str) -> Response {
-    match run(&request, claims, claims_text) {
+pub fn handle(request: &HttpRequest<'_>, claims: &Claims<'_>) -> Response {
+    match run(request, claims) {
         Ok(response) => response,
         Err(err) => Response::error(&err),
     }
@@ -55,7 +55,7 @@ fn is_cache_miss(err: &RestError) -> bool {
     )
 }
 
-fn run(request: &Value, claims: &Value, claims_text: &str) -> Result<Response, RestError> {
+fn run(request: &HttpRequest<'_>, claims: &Claims<'_>) -> Result<Response, RestError> {
     let api = request::parse(request)?;
     let exposed = gucs::db_schemas();
     let schema = plan::resolve_schema(api.schema.as_deref(), &exposed)?;
@@ -87,10 +87,8 @@ fn run(request: &Value, claims: &Value, claims_text: &str) -> Result<Response, R
         other => other?,
     };
 
-    let empty = json!({});
-    let path = format!("/{}", request.get("path").and_then(Value::as_str).unwrap_or("").trim_start_matches('/'));
-    let info =
-        RequestInfo { method: api.method.as_str(), path: &path, headers: request.get("headers").unwrap_or(&empty) };
+    let path = ["/", request.path.trim_start_matches('/')].concat();
+    let info = RequestInfo { method: api.method.as_str(), path: &path, headers: request.headers_json };
     let rollback = transaction_end(&api);
     // Claimed as the session user, before the role switch. A request that
     // ends in a rollback wrote nothing, so there is nothing to replay.
@@ -100,8 +98,8 @@ fn run(request: &Value, claims: &Value, claims_text: &str) -> Result<Response, R
         Some(idempotency::Outcome::Fresh(claim)) => Some(claim),
         None => None,
     };
-    claims::ensure_session("search_path", &search_path(&schema));
-    claims::authenticate(claims, claims_text, Some(&info));
+    claims::ensure_session(c"search_path", &search_path(&schema));
+    claims::authenticate(claims, Some(&info));
     let result = if rollback {
         execute::in_subtransaction(|| respond(&api, &plan, request), |_| false)
     } else {
@@ -156,10 +154,10 @@ fn search_path(schema: &str) -> String {
 }
 
 /// Runs the plan under the request's role and shapes the response.
-fn respond(api: &ApiRequest, plan: &Plan, request: &Value) -> Result<Response, RestError> {
+fn respond(api: &ApiRequest, plan: &Plan, request: &HttpRequest<'_>) -> Result<Response, RestError> {
     if api.method.is_read() {
         // As PostgREST: GET and HEAD run read-only, whatever they call.
-        claims::set_local("transaction_read_only", "on");
+        claims::set_local(c"transaction_read_only", "on");
     }
     let exact = api.prefer.count.is_some();
     let singular = api.accept == MediaType::Object;
@@ -197,9 +195,9 @@ fn respond(api: &ApiRequest, plan: &Plan, request: &Value) -> Result<Response, R
             };
             let mut response = read_response(api, outcome, read.paging.offset.unwrap_or(0), singular, read.capped)?;
             if let (Some(cursor), Some(headers)) = (next, response.headers.as_object_mut()) {
-                let query = request.get("query").and_then(Value::as_str).unwrap_or("");
-                let kept: Vec<&str> = query.split('&').filter(|p| !p.is_empty() && !p.starts_with("cursor=")).collect();
-                let path = request.get("path").and_then(Value::as_str).unwrap_or("");
+                let kept: Vec<&str> =
+                    request.query.split('&').filter(|p| !p.is_empty() && !p.starts_with("cursor=")).collect();
+                let path = &request.path;
                 let link = format!("</rest/v1/{path}?{}&cursor={cursor}>; rel=\"next\"", kept.join("&"));
                 headers.insert("Link".into(), Value::String(link));
                 headers.insert("Fluxbase-Next-Cursor".into(), Value::String(cursor));
@@ -224,7 +222,7 @@ fn respond(api: &ApiRequest, plan: &Plan, request: &Value) -> Result<Response, R
                 let body = outcome.body.unwrap_or_else(|| "null".into());
                 return Ok(Response {
                     status: 200,
-                    headers: content_type(MediaType::Json),
+                    headers: Value::Object(content_type(MediaType::Json)),
                     body: head_aware(api, body),
                 });
             }
@@ -301,13 +299,17 @@ fn explained(api: &ApiRequest, plan: &Plan, explain: &Explain, body: Body) -> Re
     })
 }
 
-fn content_type(media: MediaType) -> Value {
-    match media {
-        MediaType::Object => json!({ "Content-Type": "application/vnd.pgrst.object+json; charset=utf-8" }),
-        MediaType::Csv => json!({ "Content-Type": "text/csv; charset=utf-8" }),
-        MediaType::GeoJson => json!({ "Content-Type": "application/geo+json; charset=utf-8" }),
-        _ => json!({ "Content-Type": "application/json; charset=utf-8" }),
-    }
+/// `{"Content-Type": …}` of a response body in `media`.
+fn content_type(media: MediaType) -> Map<String, Value> {
+    let value = match media {
+        MediaType::Object => "application/vnd.pgrst.object+json; charset=utf-8",
+        MediaType::Csv => "text/csv; charset=utf-8",
+        MediaType::GeoJson => "application/geo+json; charset=utf-8",
+        _ => "application/json; charset=utf-8",
+    };
+    let mut headers = Map::with_capacity(4);
+    headers.insert("Content-Type".into(), Value::String(value.into()));
+    headers
 }
 
 /// The body in the negotiated media type (CSV is converted from the rows).
@@ -379,7 +381,7 @@ fn read_response(
         }
     }
     let partial = outcome.total.is_some_and(|t| outcome.rows < t);
-    let mut headers = content_type(api.accept).as_object().cloned().unwrap_or_default();
+    let mut headers = content_type(api.accept);
     headers.insert("Content-Range".into(), Value::String(range));
     applied(api, &mut headers);
     if let Some(max) = capped.filter(|m| outcome.rows >= *m) {
@@ -425,9 +427,7 @@ fn write_response(api: &ApiRequest, write: &plan::WritePlan, outcome: Outcome) -
     if !representation {
         return Ok(Response { status, headers: Value::Object(headers), body: String::new() });
     }
-    if let Value::Object(ct) = content_type(api.accept) {
-        headers.extend(ct);
-    }
+    headers.extend(content_type(api.accept));
     let body = render(api.accept, outcome.body.unwrap_or_else(|| "[]".into()));
     Ok(Response { status, headers: Value::Object(headers), body })
 }

@@ -75,7 +75,7 @@ fn table_path(table: &Table) -> Value {
     path
 }
 
-pub fn describe(catalog: &Catalog, schema: &str, request: &Value) -> Value {
+pub fn describe(catalog: &Catalog, schema: &str, request: &crate::rest::request::HttpRequest<'_>) -> Value {
     let mut tables: Vec<&Table> = catalog.tables_in(schema).collect();
     tables.sort_by(|a, b| a.name.cmp(&b.name));
     let mut paths = Map::new();
@@ -128,7 +128,7 @@ pub fn describe(catalog: &Catalog, schema: &str, request: &Value) -> Value {
         }
         paths.insert(format!("/rpc/{}", f.name), path);
     }
-    let host = request.get("headers").and_then(|h| h.get("host")).and_then(Value::as_str).unwrap_or("127.0.0.1:54321");
+    let host = request.header("host").unwrap_or("127.0.0.1:54321");
     json!({
         "swagger": "2.0",
         "info": { "title": "Fluxbase REST API", "description": "PostgREST-compatible API generated from the database schema", "version": env!("CARGO_PKG_VERSION") },

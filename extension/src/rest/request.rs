@@ -1,10 +1,93 @@
 //! Parse stage: the proxy's request JSON into a typed `ApiRequest`. Pure.
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::Value;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use crate::borrowed::Text;
 use crate::error::RestError;
 use crate::filter::{self, Field, Filter, FilterError, LogicOp};
 use crate::rest::prefer::Preferences;
+
+/// The HTTP request as `fluxbase.rest()` receives it, borrowed from its JSON
+/// text: `{"method", "path", "query", "headers": {name: value}, "body"}`
+/// (header names lower-case; values that are not strings are ignored).
+/// No JSON tree is built: strings without escapes are not even copied.
+#[derive(Debug, Default)]
+pub struct HttpRequest<'a> {
+    pub method: Cow<'a, str>,
+    pub path: Cow<'a, str>,
+    pub query: Cow<'a, str>,
+    headers: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    /// The headers object as sent: `request.headers` is set to it.
+    pub headers_json: &'a str,
+    pub body: Option<Cow<'a, str>>,
+}
+
+/// `Text`, not `Cow<str>`: serde copies a `Cow` inside an `Option`.
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow, default)]
+    method: Text<'a>,
+    #[serde(borrow, default)]
+    path: Text<'a>,
+    #[serde(borrow, default)]
+    query: Text<'a>,
+    #[serde(borrow)]
+    headers: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    body: Text<'a>,
+}
+
+impl<'a> HttpRequest<'a> {
+    pub fn from_json(text: &'a str) -> Result<HttpRequest<'a>, serde_json::Error> {
+        let wire: Wire<'a> = serde_json::from_str(text)?;
+        let (headers, headers_json) = match wire.headers {
+            Some(raw) if raw.get() != "null" => (serde_json::from_str::<Headers<'a>>(raw.get())?.0, raw.get()),
+            _ => (Vec::new(), "{}"),
+        };
+        Ok(HttpRequest {
+            method: wire.method.0.unwrap_or(Cow::Borrowed("GET")),
+            path: wire.path.0.unwrap_or_default(),
+            query: wire.query.0.unwrap_or_default(),
+            headers,
+            headers_json,
+            body: wire.body.0,
+        })
+    }
+
+    /// A header's value; `name` is lower-case.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_ref())
+    }
+}
+
+/// A JSON object's string members, borrowed where they have no escapes.
+struct Headers<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
+
+impl<'de> Deserialize<'de> for Headers<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Members;
+        impl<'de> Visitor<'de> for Members {
+            type Value = Headers<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object of header names and values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Headers<'de>, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
+                while let Some(Text(name)) = map.next_key::<Text<'de>>()? {
+                    if let Text(Some(value)) = map.next_value::<Text<'de, true>>()? {
+                        members.push((name.unwrap_or_default(), value));
+                    }
+                }
+                Ok(Headers(members))
+            }
+        }
+        deserializer.deserialize_map(Members)
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Method {
@@ -231,8 +314,8 @@ fn parse_explain(media: &str, params: &[&str]) -> Option<Result<Explain, String>
 
 const MAX_SELECT_DEPTH: usize = 16;
 
-pub fn parse(request: &Value) -> Result<ApiRequest, RestError> {
-    let method = match request.get("method").and_then(Value::as_str).unwrap_or("GET") {
+pub fn parse(request: &HttpRequest<'_>) -> Result<ApiRequest, RestError> {
+    let method = match request.method.as_ref() {
         "GET" => Method::Get,
         "HEAD" => Method::Head,
         "POST" => Method::Post,
@@ -241,7 +324,7 @@ pub fn parse(request: &Value) -> Result<ApiRequest, RestError> {
         "DELETE" => Method::Delete,
         other => return Err(RestError::Method { method: other.to_string() }),
     };
-    let path = request.get("path").and_then(Value::as_str).unwrap_or("").trim_matches('/');
+    let path = request.path.trim_matches('/');
     let target = match path.split('/').collect::<Vec<_>>().as_slice() {
         [""] => Target::Root,
         ["rpc", name] if !name.is_empty() => Target::Rpc(name.to_string()),
@@ -251,8 +334,7 @@ pub fn parse(request: &Value) -> Result<ApiRequest, RestError> {
     if matches!(target, Target::Rpc(_)) && !matches!(method, Method::Get | Method::Head | Method::Post) {
         return Err(RestError::Method { method: method.as_str().into() });
     }
-    let headers = request.get("headers");
-    let header = |name: &str| headers.and_then(|h| h.get(name)).and_then(Value::as_str);
+    let header = |name: &str| request.header(name);
     let schema =
         if method.is_read() { header("accept-profile") } else { header("content-profile") }.map(str::to_string);
     let (accept, nulls_stripped, explain) = parse_accept(header("accept"), &target)?;
@@ -282,7 +364,7 @@ pub fn parse(request: &Value) -> Result<ApiRequest, RestError> {
             api.paging.insert(vec![], parse_range(range)?);
         }
     }
-    let query = request.get("query").and_then(Value::as_str).unwrap_or("");
+    let query = request.query.as_ref();
     let mut conditions = 0;
     for (key, value) in query_pairs(query)? {
         match key.as_str() {
@@ -327,7 +409,7 @@ pub fn parse(request: &Value) -> Result<ApiRequest, RestError> {
         }
     }
 
-    if let Some(body) = request.get("body").and_then(Value::as_str) {
+    if let Some(body) = request.body.as_deref() {
         let content_type = header("content-type").unwrap_or("application/json");
         let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         if media == "text/csv" {
@@ -675,10 +757,30 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    pub(super) fn parse_json(request: &Value) -> Result<ApiRequest, RestError> {
+        let text = request.to_string();
+        parse(&HttpRequest::from_json(&text).unwrap())
+    }
+
+    #[test]
+    fn reads_the_request_without_copying_plain_strings() {
+        let text = r#"{"method":"POST","path":"t","query":"a=eq.1","headers":{"accept":"text/csv","x-n":5,"x-o":{"a":[1]},"x-e":"a\"b"},"body":"{}","request_id":"r"}"#;
+        let req = HttpRequest::from_json(text).unwrap();
+        assert!(matches!(req.path, Cow::Borrowed("t")));
+        assert_eq!(req.header("accept"), Some("text/csv"));
+        // Values that are not strings are skipped; escaped ones are decoded.
+        assert_eq!((req.header("x-n"), req.header("x-o"), req.header("x-e")), (None, None, Some("a\"b")));
+        assert_eq!(req.headers_json, r#"{"accept":"text/csv","x-n":5,"x-o":{"a":[1]},"x-e":"a\"b"}"#);
+        assert_eq!(req.body.as_deref(), Some("{}"));
+        let bare = HttpRequest::from_json(r#"{"path":"t","headers":null,"body":null}"#).unwrap();
+        assert_eq!((bare.method.as_ref(), bare.headers_json, bare.body), ("GET", "{}", None));
+        assert!(HttpRequest::from_json(r#"{"path":1}"#).is_err());
+    }
+
     #[test]
     fn parses_a_typical_supabase_js_read() {
         let req = json!({"method": "GET", "path": "todos", "query": "select=id%2Ctitle%3Aname&done=is.false&order=id.desc&limit=10"});
-        let api = parse(&req).unwrap();
+        let api = parse_json(&req).unwrap();
         assert_eq!(api.target, Target::Table("todos".into()));
         assert_eq!(api.select.len(), 2);
         let SelectItem::Field { field, alias, .. } = &api.select[1] else { panic!() };
@@ -691,7 +793,7 @@ mod tests {
     #[test]
     fn parses_embeds_with_hints_and_embedded_params() {
         let req = json!({"path": "posts", "query": "select=id,author:users!posts_author_fkey!inner(name),...tags(tag:name),comments()&comments.order=id.desc&comments.limit=2&author.name=eq.ada&not.or=(id.eq.1,id.eq.2)"});
-        let api = parse(&req).unwrap();
+        let api = parse_json(&req).unwrap();
         let SelectItem::Embed(e) = &api.select[1] else { panic!() };
         assert_eq!(
             (e.name.as_str(), e.key(), e.hint.as_deref(), e.inner),
@@ -708,7 +810,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_input_with_codes() {
-        let bad = |q: &str| parse(&json!({"path": "t", "query": q})).unwrap_err();
+        let bad = |q: &str| parse_json(&json!({"path": "t", "query": q})).unwrap_err();
         assert!(matches!(bad("id=wat.1"), RestError::UnknownOperator { .. }));
         assert!(matches!(bad("limit=-1"), RestError::Parse { .. }));
         assert!(matches!(bad("order=id.sideways"), RestError::Parse { .. }));
@@ -718,32 +820,36 @@ mod tests {
         assert!(matches!(bad("select=a)"), RestError::Parse { .. }));
         let deep = format!("select={}x{}", "a(".repeat(40), ")".repeat(40));
         assert!(matches!(bad(&deep), RestError::Parse { .. }));
-        assert!(matches!(parse(&json!({"method": "TRACE", "path": "t"})).unwrap_err(), RestError::Method { .. }));
+        assert!(matches!(parse_json(&json!({"method": "TRACE", "path": "t"})).unwrap_err(), RestError::Method { .. }));
         assert!(matches!(
-            parse(&json!({"method": "POST", "path": "t", "body": "{\"a\":"})).unwrap_err(),
+            parse_json(&json!({"method": "POST", "path": "t", "body": "{\"a\":"})).unwrap_err(),
             RestError::InvalidBody(_)
         ));
         let deep_json = format!("{}1{}", "[".repeat(500), "]".repeat(500));
         assert!(matches!(
-            parse(&json!({"method": "POST", "path": "t", "body": deep_json})).unwrap_err(),
+            parse_json(&json!({"method": "POST", "path": "t", "body": deep_json})).unwrap_err(),
             RestError::InvalidBody(_)
         ));
         assert!(matches!(
-            parse(&json!({"method": "POST", "path": "t", "body": "{}", "headers": {"content-type": "text/xml"}}))
+            parse_json(&json!({"method": "POST", "path": "t", "body": "{}", "headers": {"content-type": "text/xml"}}))
                 .unwrap_err(),
             RestError::ContentType(_)
         ));
-        assert!(matches!(parse(&json!({"path": "t", "headers": {"range": "5-1"}})).unwrap_err(), RestError::Range(_)));
         assert!(matches!(
-            parse(&json!({"path": "t", "headers": {"accept": "text/html"}})).unwrap_err(),
+            parse_json(&json!({"path": "t", "headers": {"range": "5-1"}})).unwrap_err(),
+            RestError::Range(_)
+        ));
+        assert!(matches!(
+            parse_json(&json!({"path": "t", "headers": {"accept": "text/html"}})).unwrap_err(),
             RestError::Accept(_)
         ));
     }
 
     #[test]
     fn parses_aggregates_casts_and_plan_media_types() {
-        let api = parse(&json!({"path": "t", "query": "select=total:amount::int.sum()::text,count(),region,posts()"}))
-            .unwrap();
+        let api =
+            parse_json(&json!({"path": "t", "query": "select=total:amount::int.sum()::text,count(),region,posts()"}))
+                .unwrap();
         let SelectItem::Aggregate(a) = &api.select[0] else { panic!("{:?}", api.select[0]) };
         assert_eq!(
             (a.function, a.alias.as_deref(), a.input_cast.as_deref(), a.output_cast.as_deref()),
@@ -755,16 +861,16 @@ mod tests {
         ));
         assert!(matches!(&api.select[3], SelectItem::Embed(e) if e.select.is_empty()));
         assert!(has_aggregates(&api.select));
-        let bad = |q: &str| parse(&json!({"path": "t", "query": q})).unwrap_err();
+        let bad = |q: &str| parse_json(&json!({"path": "t", "query": q})).unwrap_err();
         assert!(matches!(bad("select=a::int);drop"), RestError::Parse { .. }));
         assert!(matches!(bad("select=a::int or true"), RestError::Parse { .. }));
-        assert!(parse(&json!({"path": "t", "query": "select=a::double precision"})).is_ok());
-        let plan = parse(&json!({"path": "t", "headers": {"accept": "application/vnd.pgrst.plan+json; for=\"text/csv\"; options=wal|analyze"}})).unwrap();
+        assert!(parse_json(&json!({"path": "t", "query": "select=a::double precision"})).is_ok());
+        let plan = parse_json(&json!({"path": "t", "headers": {"accept": "application/vnd.pgrst.plan+json; for=\"text/csv\"; options=wal|analyze"}})).unwrap();
         assert_eq!(plan.accept, MediaType::Csv);
         let explain = plan.explain.unwrap();
         assert_eq!((explain.json, explain.options), (true, vec!["analyze", "wal"]));
         assert!(matches!(
-            parse(&json!({"path": "t", "headers": {"accept": "application/vnd.pgrst.plan; options=drop"}}))
+            parse_json(&json!({"path": "t", "headers": {"accept": "application/vnd.pgrst.plan; options=drop"}}))
                 .unwrap_err(),
             RestError::Accept(_)
         ));
@@ -772,7 +878,7 @@ mod tests {
 
     #[test]
     fn casts_json_paths_ranges_and_rpc() {
-        let api = parse(&json!({"path": "t", "query": "select=id::text,v:data->a->>b&name=eq.a+b&data->>k=eq.1", "headers": {"range": "5-9"}})).unwrap();
+        let api = parse_json(&json!({"path": "t", "query": "select=id::text,v:data->a->>b&name=eq.a+b&data->>k=eq.1", "headers": {"range": "5-9"}})).unwrap();
         let SelectItem::Field { cast, .. } = &api.select[0] else { panic!() };
         assert_eq!(cast.as_deref(), Some("text"));
         let SelectItem::Field { field, alias, .. } = &api.select[1] else { panic!() };
@@ -780,10 +886,10 @@ mod tests {
         let Filter::Condition { field, .. } = &api.filters[1].1 else { panic!() };
         assert_eq!(field.json_path[0].key, "k");
         assert_eq!(api.paging[&vec![]], Paging { limit: Some(5), offset: Some(5) });
-        let rpc = parse(&json!({"method": "GET", "path": "rpc/add", "query": "a=1&b=2"})).unwrap();
+        let rpc = parse_json(&json!({"method": "GET", "path": "rpc/add", "query": "a=1&b=2"})).unwrap();
         assert_eq!(rpc.rpc_params.len(), 2);
         assert!(matches!(
-            parse(&json!({"method": "DELETE", "path": "rpc/add"})).unwrap_err(),
+            parse_json(&json!({"method": "DELETE", "path": "rpc/add"})).unwrap_err(),
             RestError::Method { .. }
         ));
     }
@@ -795,6 +901,7 @@ mod tests {
 /// a crate of its own; see docs/rest.md.)
 #[cfg(test)]
 mod robustness {
+    use super::tests::parse_json;
     use super::*;
     use serde_json::json;
 
@@ -876,7 +983,7 @@ mod robustness {
             let path = ["t", "rpc/f", "", "a/b/c"][(rng.next() % 4) as usize];
             let req = json!({"method": method, "path": path, "query": query, "body": body,
                              "headers": {"range": range, "accept": accept, "prefer": "handling=strict"}});
-            let _ = parse(&req);
+            let _ = parse_json(&req);
             let _ = crate::filter::parse_logic(LogicOp::Or, false, &query);
             let _ = crate::rest::csv::to_rows(&body);
         }

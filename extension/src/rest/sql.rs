@@ -40,7 +40,34 @@ pub enum Body {
 }
 
 pub fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+    let mut out = String::with_capacity(name.len() + 2);
+    push_ident(&mut out, name);
+    out
+}
+
+/// Appends `name` quoted as an identifier. The builder's hot path: plain
+/// pushes instead of the formatting machinery, which costs several times more.
+fn push_ident(out: &mut String, name: &str) {
+    out.push('"');
+    if name.contains('"') {
+        out.push_str(&name.replace('"', "\"\""));
+    } else {
+        out.push_str(name);
+    }
+    out.push('"');
+}
+
+/// `"a"."b"`, and `"a"."b" AS "c"` with an alias.
+fn qualified(a: &str, b: &str, alias: Option<&str>) -> String {
+    let mut out = String::with_capacity(a.len() + b.len() + alias.map_or(0, |c| c.len() + 6) + 5);
+    push_ident(&mut out, a);
+    out.push('.');
+    push_ident(&mut out, b);
+    if let Some(c) = alias {
+        out.push_str(" AS ");
+        push_ident(&mut out, c);
+    }
+    out
 }
 
 /// A Postgres array literal of text elements, each quoted and escaped.
@@ -63,7 +90,10 @@ struct Builder {
 impl Builder {
     fn bind(&mut self, value: impl Into<String>) -> String {
         self.params.push(value.into());
-        format!("${}", self.params.len())
+        let mut p = String::with_capacity(4);
+        p.push('$');
+        push_number(&mut p, self.params.len());
+        p
     }
 
     fn alias(&mut self) -> String {
@@ -72,7 +102,7 @@ impl Builder {
     }
 
     fn field(&mut self, alias: &str, field: &Field) -> String {
-        let mut expr = format!("{}.{}", ident(alias), ident(&field.name));
+        let mut expr = qualified(alias, &field.name, None);
         for step in &field.json_path {
             let op = if step.as_text { "->>" } else { "->" };
             let key = match step.key.parse::<i32>() {
@@ -148,7 +178,7 @@ impl Builder {
                     }
                     (op, Operand::Scalar(v)) => {
                         let p = self.bind(v.clone());
-                        format!("{lhs} {} {p}::{ty}", op.sql())
+                        [lhs.as_str(), " ", op.sql(), " ", &p, "::", ty].concat()
                     }
                 };
                 if c.negated {
@@ -162,7 +192,7 @@ impl Builder {
 
     fn from(&self, plan: &ReadPlan, alias: &str) -> String {
         match &plan.source {
-            Source::Table { schema, name } => format!("{}.{} AS {}", ident(schema), ident(name), ident(alias)),
+            Source::Table { schema, name } => qualified(schema, name, Some(alias)),
             Source::Written => format!("pgrst_source AS {}", ident(alias)),
             Source::Call => self.call_from.clone().expect("call plans set the FROM clause"),
         }
@@ -180,11 +210,11 @@ impl Builder {
             match p {
                 Projection::Star if aggregated => {
                     for c in &plan.columns {
-                        columns.push(format!("{}.{} AS {}", ident(alias), ident(c), ident(c)));
+                        columns.push(qualified(alias, c, Some(c)));
                         group_by.push(columns.len().to_string());
                     }
                 }
-                Projection::Star => columns.push(format!("{}.*", ident(alias))),
+                Projection::Star => columns.push(ident(alias) + ".*"),
                 Projection::Aggregate { aggregate: a, key } => {
                     let mut arg = match &a.field {
                         Some(field) => self.field(alias, field),
@@ -217,7 +247,7 @@ impl Builder {
             }
         }
         // No columns (`rel()`) is a valid zero-column SELECT: an empty object.
-        let mut sql = format!("SELECT {} FROM {}", columns.join(", "), self.from(plan, alias));
+        let mut sql = ["SELECT ", &columns.join(", "), " FROM ", &self.from(plan, alias)].concat();
         for j in joins {
             sql.push(' ');
             sql.push_str(&j);
@@ -335,10 +365,7 @@ impl Builder {
         if embed.to_one() {
             let join = format!("{kind} JOIN LATERAL ({inner}) AS {} ON TRUE", ident(&alias));
             let columns = if embed.spread {
-                spread_keys(&embed.plan)
-                    .into_iter()
-                    .map(|k| format!("{}.{} AS {}", ident(&alias), ident(&k), ident(&k)))
-                    .collect()
+                spread_keys(&embed.plan).into_iter().map(|k| qualified(&alias, &k, Some(&k))).collect()
             } else {
                 vec![format!("row_to_json({}.*) AS {}", ident(&alias), ident(&embed.key))]
             };
@@ -361,8 +388,16 @@ fn where_clause(conditions: &[String]) -> String {
     if conditions.is_empty() {
         String::new()
     } else {
-        format!(" WHERE {}", conditions.join(" AND "))
+        [" WHERE ", &conditions.join(" AND ")].concat()
     }
+}
+
+/// Appends `n` in decimal (placeholders: `$1`, `$2`, …).
+fn push_number(out: &mut String, n: usize) {
+    if n >= 10 {
+        push_number(out, n / 10);
+    }
+    out.push(char::from(b'0' + (n % 10) as u8));
 }
 
 /// `"l"."a" = "r"."b" AND …` for (a, b) pairs of columns.
@@ -452,7 +487,7 @@ fn read_with(
     };
     let params = std::mem::take(&mut b.params);
     if let (Body::Array | Body::Object, false) = (body, exact_count) {
-        let sql = format!("{prefix}SELECT {} FROM ({select}) AS _fb_t", row_expr(nulls_stripped));
+        let sql = [prefix, "SELECT ", row_expr(nulls_stripped), " FROM (", &select, ") AS _fb_t"].concat();
         return Query { sql, params, shape: Shape::Rows { object: body == Body::Object } };
     }
     let sql = format!("{prefix}SELECT {}, count(*){total} FROM ({select}) AS _fb_t", body_expr(body, nulls_stripped));
@@ -496,7 +531,7 @@ fn payload_records(table: &str, payload: Option<&Payload>, param: Option<&str>) 
 
 pub fn write(plan: &WritePlan, body: Body, nulls_stripped: bool) -> Query {
     let mut b = Builder::default();
-    let table = format!("{}.{}", ident(&plan.schema), ident(&plan.table));
+    let table = qualified(&plan.schema, &plan.table, None);
     let alias = ident(&plan.table);
     let columns: Vec<String> =
         plan.payload.as_ref().map(|p| p.columns.iter().map(|c| ident(c)).collect()).unwrap_or_default();
@@ -547,7 +582,7 @@ pub fn write(plan: &WritePlan, body: Body, nulls_stripped: bool) -> Query {
 pub fn call(plan: &CallPlan, body: Body, nulls_stripped: bool, exact_count: bool) -> Query {
     let mut b = Builder::default();
     let f = &plan.function;
-    let name = format!("{}.{}", ident(&f.schema), ident(&f.name));
+    let name = qualified(&f.schema, &f.name, None);
     // `args_from` is the json_to_record source of named arguments, if any.
     let (call, args_from) = if plan.whole_body {
         let args = b.bind(plan.args_json.clone());
