@@ -4,6 +4,13 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::borrow::Cow;
 
+/// Whether `text` is a JSON object (by its first character). Derived
+/// `Deserialize` also accepts an array, field by field in order: for the
+/// request and the claims that would be a way to name a role by position.
+pub fn is_object(text: &str) -> bool {
+    text.trim_start().starts_with('{')
+}
+
 /// A string, borrowed from the input when it has no escapes (serde copies a
 /// `Cow<str>` outside a derived struct, or inside an `Option`). `null` is
 /// `None`; with `ANY`, so is any other JSON value that is not a string,

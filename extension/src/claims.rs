@@ -27,6 +27,9 @@ impl<'a> Claims<'a> {
         if text.trim() == "null" {
             return Ok(Claims { text, ..Claims::default() });
         }
+        if !crate::borrowed::is_object(text) {
+            return Err(serde::de::Error::custom("the claims must be a JSON object"));
+        }
         Ok(Claims { text, ..serde_json::from_str(text)? })
     }
 
@@ -121,5 +124,18 @@ fn set(name: &CStr, value: &str, action: pg_sys::GucAction::Type) {
             pg_sys::PGERROR as i32,
             false,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Claims;
+
+    #[test]
+    fn claims_are_read_from_an_object_only() {
+        let c = Claims::from_json(r#"{"role":"authenticated","sub":"u1","email":5,"exp":1}"#).unwrap();
+        assert_eq!((c.role(), c.sub(), c.email.0.as_deref()), (Some("authenticated"), Some("u1"), None));
+        assert!(Claims::from_json(r#"["service_role"]"#).is_err());
+        assert_eq!(Claims::from_json("null").unwrap().role(), None);
     }
 }

@@ -43,6 +43,9 @@ struct Wire<'a> {
 
 impl<'a> HttpRequest<'a> {
     pub fn from_json(text: &'a str) -> Result<HttpRequest<'a>, serde_json::Error> {
+        if !crate::borrowed::is_object(text) {
+            return Err(serde::de::Error::custom("the request must be a JSON object"));
+        }
         let wire: Wire<'a> = serde_json::from_str(text)?;
         let (headers, headers_json) = match wire.headers {
             Some(raw) if raw.get() != "null" => (serde_json::from_str::<Headers<'a>>(raw.get())?.0, raw.get()),
@@ -775,6 +778,7 @@ mod tests {
         let bare = HttpRequest::from_json(r#"{"path":"t","headers":null,"body":null}"#).unwrap();
         assert_eq!((bare.method.as_ref(), bare.headers_json, bare.body), ("GET", "{}", None));
         assert!(HttpRequest::from_json(r#"{"path":1}"#).is_err());
+        assert!(HttpRequest::from_json(r#"["POST","t"]"#).is_err());
     }
 
     #[test]
