@@ -62,11 +62,8 @@ fn rest(
     request: pgrx::Json,
     claims: pgrx::Json,
 ) -> TableIterator<'static, (name!(status, i32), name!(headers, pgrx::Json), name!(body, String))> {
-    let text = request.0.to_string();
-    let request = rest::request::HttpRequest::from_json(&text)
-        .unwrap_or_else(|e| pgrx::error!("fluxbase.rest: the request is not valid: {e}"));
-    let claims = claims.0.to_string();
-    let response = rest::handle(&request, &claims_from(&claims, "fluxbase.rest"));
+    let (request, claims) = (request.0.to_string(), claims.0.to_string());
+    let response = rest::handle(&request_from(&request, "fluxbase.rest"), &claims_from(&claims, "fluxbase.rest"));
     TableIterator::once((response.status as i32, pgrx::Json(response.headers), response.body))
 }
 
@@ -77,10 +74,8 @@ fn rest(
 /// reading results in SQL).
 #[pg_extern(volatile)]
 fn rest_raw(request: &str, claims: &str) -> String {
-    let request = rest::request::HttpRequest::from_json(request)
-        .unwrap_or_else(|e| pgrx::error!("fluxbase.rest_raw: the request is not valid: {e}"));
     // The claims text is kept: request.jwt.claims gets it as sent.
-    let response = rest::handle(&request, &claims_from(claims, "fluxbase.rest_raw"));
+    let response = rest::handle(&request_from(request, "fluxbase.rest_raw"), &claims_from(claims, "fluxbase.rest_raw"));
     let headers = response.headers.to_string();
     let mut out = String::with_capacity(8 + headers.len() + response.body.len());
     out.push_str(&response.status.to_string());
@@ -89,6 +84,11 @@ fn rest_raw(request: &str, claims: &str) -> String {
     out.push('\n');
     out.push_str(&response.body);
     out
+}
+
+fn request_from<'a>(text: &'a str, function: &str) -> rest::request::HttpRequest<'a> {
+    rest::request::HttpRequest::from_json(text)
+        .unwrap_or_else(|e| pgrx::error!("{function}: the request is not valid: {e}"))
 }
 
 fn claims_from<'a>(text: &'a str, function: &str) -> claims::Claims<'a> {

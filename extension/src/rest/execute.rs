@@ -41,7 +41,7 @@ pub fn run(query: &Query, mutating: bool) -> Outcome {
     PLANS.with(|plans| {
         let mut plans = plans.borrow_mut();
         let exec = |plan: &OwnedPreparedStatement| {
-            let args: Vec<pgrx::datum::DatumWithOid<'_>> = query.params.iter().map(|p| p.as_str().into()).collect();
+            let args = text_args(&query.params);
             let result = if mutating {
                 Spi::connect_mut(|client| collect(client.update(plan, None, &args)?, query.shape))
             } else {
@@ -57,7 +57,7 @@ pub fn run(query: &Query, mutating: bool) -> Outcome {
             KEPT.set(0);
         }
         KEPT.set(KEPT.get() + 1);
-        let types = vec![PgOid::BuiltIn(PgBuiltInOids::TEXTOID); query.params.len()];
+        let types = text_types(&query.params);
         let prepared = Spi::connect(|client| {
             let p = if mutating {
                 client.prepare_mut(query.sql.as_str(), &types)?
@@ -73,12 +73,11 @@ pub fn run(query: &Query, mutating: bool) -> Outcome {
 
 /// The top plan node's row estimate of an `EXPLAIN (FORMAT JSON)` query.
 pub fn planned_rows(query: &Query) -> i64 {
-    let args: Vec<pgrx::datum::DatumWithOid<'_>> = query.params.iter().map(|p| p.as_str().into()).collect();
+    let args = text_args(&query.params);
     // Not a read-only SPI call: SPI refuses EXPLAIN there (the transaction
     // itself stays read-only for GET).
     let plan = Spi::connect_mut(|client| {
-        let types = vec![PgOid::BuiltIn(PgBuiltInOids::TEXTOID); query.params.len()];
-        let prepared = client.prepare_mut(query.sql.as_str(), &types)?;
+        let prepared = client.prepare_mut(query.sql.as_str(), &text_types(&query.params))?;
         client.update(&prepared, Some(1), &args)?.first().get::<pgrx::Json>(1)
     })
     .unwrap_or_else(|e| pgrx::error!("EXPLAIN for count=planned failed: {e}"));
@@ -87,8 +86,7 @@ pub fn planned_rows(query: &Query) -> i64 {
 
 /// The lines of an `EXPLAIN` (one JSON document with FORMAT JSON).
 pub fn explain(sql: &str, params: &[String], json: bool) -> Vec<String> {
-    let args: Vec<pgrx::datum::DatumWithOid<'_>> = params.iter().map(|p| p.as_str().into()).collect();
-    let types = vec![PgOid::BuiltIn(PgBuiltInOids::TEXTOID); params.len()];
+    let (args, types) = (text_args(params), text_types(params));
     // SPI refuses EXPLAIN in a read-only call, whatever it explains; the
     // transaction of a GET stays read-only all the same.
     Spi::connect_mut(|client| {
@@ -104,6 +102,15 @@ pub fn explain(sql: &str, params: &[String], json: bool) -> Vec<String> {
         .collect::<Result<Vec<_>, SpiError>>()
     })
     .unwrap_or_else(|e: SpiError| pgrx::error!("EXPLAIN failed: {e}"))
+}
+
+/// The engine's parameters: always text, cast in the SQL where a type is needed.
+fn text_args(params: &[String]) -> Vec<pgrx::datum::DatumWithOid<'_>> {
+    params.iter().map(|p| p.as_str().into()).collect()
+}
+
+fn text_types(params: &[String]) -> Vec<PgOid> {
+    vec![PgOid::BuiltIn(PgBuiltInOids::TEXTOID); params.len()]
 }
 
 fn collect(table: pgrx::spi::SpiTupleTable<'_>, shape: Shape) -> Result<Outcome, SpiError> {
