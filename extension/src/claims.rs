@@ -1,11 +1,11 @@
 //! Request context for RLS: role switch and `request.*` settings, set through
 //! the GUC API (no SQL parsing), transaction-local like `SET LOCAL`.
+use fluxbase_rest::borrowed::{self, Text};
 use pgrx::pg_sys;
 use serde::Deserialize;
 use std::ffi::{CStr, CString};
 
-use crate::borrowed::Text;
-use crate::gucs;
+use crate::{error, gucs};
 
 /// The claims of a request's JWT that the engine reads, borrowed from the
 /// claims' JSON text (which `request.jwt.claims` is set to as it is). Claims
@@ -27,7 +27,7 @@ impl<'a> Claims<'a> {
         if text.trim() == "null" {
             return Ok(Claims { text, ..Claims::default() });
         }
-        if !crate::borrowed::is_object(text) {
+        if !borrowed::is_object(text) {
             return Err(serde::de::Error::custom("the claims must be a JSON object"));
         }
         Ok(Claims { text, ..serde_json::from_str(text)? })
@@ -109,7 +109,7 @@ fn set(name: &CStr, value: &str, action: pg_sys::GucAction::Type) {
     // A NUL inside a claim would truncate the value; refuse it instead.
     let value = match CString::new(value) {
         Ok(v) => v,
-        Err(_) => pgrx::error!("request context values must not contain NUL bytes"),
+        Err(_) => error::nul_in_setting("request context values must not contain NUL bytes"),
     };
     // SAFETY: both pointers are valid C strings for the duration of the call;
     // ERROR-level failures longjmp and are caught by pgrx's guard.

@@ -1,15 +1,14 @@
 //! Fluxbase extension: module list, SQL file order and the SQL entry points.
 #![deny(rust_2018_idioms)]
 
+use fluxbase_rest::request::HttpRequest;
 use pgrx::prelude::*;
 
-mod borrowed;
 mod claims;
 mod error;
-mod filter;
 mod gucs;
 mod rest;
-mod schema;
+mod schema_cache;
 
 pgrx::pg_module_magic!();
 
@@ -26,7 +25,7 @@ extension_sql_file!("../../sql/schema_triggers.sql", name = "schema_triggers", f
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
-    schema::init();
+    schema_cache::init();
 }
 
 /// Every backend's REST schema cache rebuilds before its next request (a
@@ -35,7 +34,7 @@ pub extern "C-unwind" fn _PG_init() {
 /// `fluxbase.reload_schema()`; not granted to PUBLIC.
 #[pg_extern(volatile)]
 fn invalidate_schema_caches() {
-    schema::invalidate_everywhere();
+    schema_cache::invalidate_everywhere();
 }
 
 /// The extension's version; the proxy refuses to report ready when it differs
@@ -86,13 +85,14 @@ fn rest_raw(request: &str, claims: &str) -> String {
     out
 }
 
-fn request_from<'a>(text: &'a str, function: &str) -> rest::request::HttpRequest<'a> {
-    rest::request::HttpRequest::from_json(text)
-        .unwrap_or_else(|e| pgrx::error!("{function}: the request is not valid: {e}"))
+fn request_from<'a>(text: &'a str, function: &str) -> HttpRequest<'a> {
+    HttpRequest::from_json(text)
+        .unwrap_or_else(|e| error::invalid_argument(format!("{function}: the request is not valid: {e}")))
 }
 
 fn claims_from<'a>(text: &'a str, function: &str) -> claims::Claims<'a> {
-    claims::Claims::from_json(text).unwrap_or_else(|e| pgrx::error!("{function}: the claims are not valid: {e}"))
+    claims::Claims::from_json(text)
+        .unwrap_or_else(|e| error::invalid_argument(format!("{function}: the claims are not valid: {e}")))
 }
 
 #[cfg(any(test, feature = "pg_test"))]

@@ -1,13 +1,21 @@
-//! Execute stage, the only one that touches SPI. Plans are prepared once per
-//! backend per SQL text and kept; Postgres re-plans a kept plan by itself when
-//! the role (and so RLS) changes under it.
+//! Execute stage, the REST engine's only SPI calls: the request's statement
+//! (and its EXPLAIN), and the idempotency keys' table. (The schema cache's
+//! catalog query is the extension's one other SPI call.) Plans are prepared
+//! once per backend per SQL text and kept; Postgres re-plans a kept plan by
+//! itself when the role (and so RLS) changes under it.
+//!
+//! A statement that raises a Postgres error (a constraint, RLS, a bad value)
+//! unwinds through here and reaches the caller with its own SQLSTATE; the
+//! `Err` results handled here are failures of SPI itself.
+use fluxbase_rest::response::{Outcome, Response};
+use fluxbase_rest::sql::{Query, Shape};
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiError};
 use rustc_hash::FxHashMap as HashMap;
 use std::cell::{Cell, RefCell};
 
-use crate::rest::sql::{Query, Shape};
+use crate::error;
 
 /// Bound on kept plans per backend; past it the cache starts over.
 const MAX_PLANS: usize = 1024;
@@ -25,15 +33,6 @@ thread_local! {
     static KEPT: Cell<usize> = const { Cell::new(0) };
 }
 
-#[derive(Debug, Default)]
-pub struct Outcome {
-    pub body: Option<String>,
-    /// Rows in the body (reads) or rows written (writes).
-    pub rows: i64,
-    /// `count=exact` total, when asked for.
-    pub total: Option<i64>,
-}
-
 /// Runs `query` through a kept plan. `mutating` statements run read-write.
 pub fn run(query: &Query, mutating: bool) -> Outcome {
     // SAFETY: reads the current user id, no pointers involved.
@@ -47,7 +46,7 @@ pub fn run(query: &Query, mutating: bool) -> Outcome {
             } else {
                 Spi::connect(|client| collect(client.select(plan, None, &args)?, query.shape))
             };
-            result.unwrap_or_else(|e| pgrx::error!("REST query failed: {e}"))
+            result.unwrap_or_else(|e| error::spi_failed("REST query failed", e))
         };
         if let Some(plan) = plans[mutating as usize].get(&role).and_then(|p| p.get(query.sql.as_str())) {
             return exec(plan);
@@ -66,7 +65,7 @@ pub fn run(query: &Query, mutating: bool) -> Outcome {
             };
             Ok::<_, SpiError>(p.keep())
         })
-        .unwrap_or_else(|e| pgrx::error!("could not prepare REST query: {e}"));
+        .unwrap_or_else(|e| error::spi_failed("could not prepare REST query", e));
         exec(plans[mutating as usize].entry(role).or_default().entry(query.sql.clone()).or_insert(prepared))
     })
 }
@@ -80,7 +79,7 @@ pub fn planned_rows(query: &Query) -> i64 {
         let prepared = client.prepare_mut(query.sql.as_str(), &text_types(&query.params))?;
         client.update(&prepared, Some(1), &args)?.first().get::<pgrx::Json>(1)
     })
-    .unwrap_or_else(|e| pgrx::error!("EXPLAIN for count=planned failed: {e}"));
+    .unwrap_or_else(|e| error::spi_failed("EXPLAIN for count=planned failed", e));
     plan.and_then(|j| j.0.get(0)?.get("Plan")?.get("Plan Rows")?.as_f64()).map(|r| r.round() as i64).unwrap_or(0)
 }
 
@@ -101,7 +100,74 @@ pub fn explain(sql: &str, params: &[String], json: bool) -> Vec<String> {
         })
         .collect::<Result<Vec<_>, SpiError>>()
     })
-    .unwrap_or_else(|e: SpiError| pgrx::error!("EXPLAIN failed: {e}"))
+    .unwrap_or_else(|e: SpiError| error::spi_failed("EXPLAIN failed", e))
+}
+
+/// What an idempotency key's first request left: its fingerprint and, once
+/// that request finished, its response (`status` 0 until then).
+pub struct KeptResponse {
+    pub request_hash: String,
+    pub status: i32,
+    pub headers: String,
+    pub body: String,
+}
+
+/// Claims an idempotency key for a request with fingerprint `hash`, taking
+/// over a claim older than `ttl_seconds`: `None` when the claim is this
+/// request's, else what the key's live claim holds. A concurrent claim of
+/// the same key waits here until the first request's transaction ends.
+pub fn claim_idempotency_key(scope: &str, key: &str, hash: &str, ttl_seconds: f64) -> Option<KeptResponse> {
+    Spi::connect_mut(|client| {
+        client.update(
+            "DELETE FROM fluxbase.idempotency_keys WHERE scope = $1 AND key = $2 \
+             AND created_at < now() - make_interval(secs => $3)",
+            None,
+            &[scope.into(), key.into(), ttl_seconds.into()],
+        )?;
+        let inserted = client.update(
+            "INSERT INTO fluxbase.idempotency_keys (scope, key, request_hash, status, headers, body) \
+             VALUES ($1, $2, $3, 0, '{}', '') ON CONFLICT (scope, key) DO NOTHING",
+            None,
+            &[scope.into(), key.into(), hash.into()],
+        )?;
+        if inserted.len() == 1 {
+            return Ok::<_, SpiError>(None);
+        }
+        let row = client
+            .select(
+                "SELECT request_hash, status, headers::text, body FROM fluxbase.idempotency_keys WHERE scope = $1 AND key = $2",
+                Some(1),
+                &[scope.into(), key.into()],
+            )?
+            .first();
+        Ok(Some(KeptResponse {
+            request_hash: row.get::<String>(1)?.unwrap_or_default(),
+            status: row.get::<i32>(2)?.unwrap_or(0),
+            headers: row.get::<String>(3)?.unwrap_or_default(),
+            body: row.get::<String>(4)?.unwrap_or_default(),
+        }))
+    })
+    .unwrap_or_else(|e| error::spi_failed("idempotency key lookup failed", e))
+}
+
+/// Keeps `response` under a key claimed by `claim_idempotency_key`.
+pub fn store_idempotent_response(scope: &str, key: &str, response: &Response) {
+    Spi::connect_mut(|client| {
+        client
+            .update(
+                "UPDATE fluxbase.idempotency_keys SET status = $3, headers = $4::json, body = $5 WHERE scope = $1 AND key = $2",
+                None,
+                &[
+                    scope.into(),
+                    key.into(),
+                    (response.status as i32).into(),
+                    response.headers.to_string().into(),
+                    response.body.as_str().into(),
+                ],
+            )
+            .map(|_| ())
+    })
+    .unwrap_or_else(|e| error::spi_failed("storing the idempotent response failed", e));
 }
 
 /// The engine's parameters: always text, cast in the SQL where a type is needed.

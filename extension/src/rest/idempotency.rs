@@ -6,14 +6,16 @@
 //! The key is claimed before the write, in the same transaction: a concurrent
 //! retry blocks on the key's row until the first request commits, then
 //! replays its response. A write that fails rolls its claim back with it.
-use pgrx::prelude::*;
+//! The key table is read and written through execute.rs.
+use fluxbase_rest::error::RestError;
+use fluxbase_rest::hash::{fnv1a, FNV_OFFSET};
+use fluxbase_rest::request::{ApiRequest, HttpRequest};
+use fluxbase_rest::response::Response;
 use serde_json::Value;
 
 use crate::claims::{self, Claims};
-use crate::error::RestError;
 use crate::gucs;
-use crate::rest::request::{ApiRequest, HttpRequest};
-use crate::rest::{fnv1a, Response, FNV_OFFSET};
+use crate::rest::execute;
 
 pub const MAX_KEY_LENGTH: usize = 255;
 
@@ -55,47 +57,15 @@ pub fn claim(api: &ApiRequest, request: &HttpRequest<'_>, claims: &Claims<'_>) -
     ]);
     let scope = format!("{}:{}", claims.role().unwrap_or(""), claims.sub().unwrap_or(""));
     let ttl = gucs::IDEMPOTENCY_TTL.get();
-    // Insert the claim, or take over an expired one; a live one comes back.
-    let existing = Spi::connect_mut(|client| {
-        client.update(
-            "DELETE FROM fluxbase.idempotency_keys WHERE scope = $1 AND key = $2 \
-             AND created_at < now() - make_interval(secs => $3)",
-            None,
-            &[scope.as_str().into(), key.into(), (ttl as f64).into()],
-        )?;
-        let inserted = client.update(
-            "INSERT INTO fluxbase.idempotency_keys (scope, key, request_hash, status, headers, body) \
-             VALUES ($1, $2, $3, 0, '{}', '') ON CONFLICT (scope, key) DO NOTHING",
-            None,
-            &[scope.as_str().into(), key.into(), hash.as_str().into()],
-        )?;
-        if inserted.len() == 1 {
-            return Ok::<_, pgrx::spi::SpiError>(None);
-        }
-        let row = client
-            .select(
-                "SELECT request_hash, status, headers::text, body FROM fluxbase.idempotency_keys WHERE scope = $1 AND key = $2",
-                Some(1),
-                &[scope.as_str().into(), key.into()],
-            )?
-            .first();
-        Ok(Some((
-            row.get::<String>(1)?.unwrap_or_default(),
-            row.get::<i32>(2)?.unwrap_or(0),
-            row.get::<String>(3)?.unwrap_or_default(),
-            row.get::<String>(4)?.unwrap_or_default(),
-        )))
-    })
-    .unwrap_or_else(|e| pgrx::error!("idempotency key lookup failed: {e}"));
-    match existing {
+    match execute::claim_idempotency_key(&scope, key, &hash, ttl as f64) {
         None => Ok(Some(Outcome::Fresh(Claim { scope, key: key.to_string() }))),
-        Some((stored_hash, _, _, _)) if stored_hash != hash => Err(RestError::IdempotencyMismatch),
-        Some((_, status, headers, body)) => {
-            let mut headers: Value = serde_json::from_str(&headers).unwrap_or(Value::Object(Default::default()));
+        Some(kept) if kept.request_hash != hash => Err(RestError::IdempotencyMismatch),
+        Some(kept) => {
+            let mut headers: Value = serde_json::from_str(&kept.headers).unwrap_or(Value::Object(Default::default()));
             if let Some(map) = headers.as_object_mut() {
                 map.insert("Idempotent-Replayed".into(), Value::String("true".into()));
             }
-            Ok(Some(Outcome::Replay(Response { status: status as u16, headers, body })))
+            Ok(Some(Outcome::Replay(Response { status: kept.status as u16, headers, body: kept.body })))
         }
     }
 }
@@ -104,19 +74,5 @@ pub fn claim(api: &ApiRequest, request: &HttpRequest<'_>, claims: &Claims<'_>) -
 pub fn store(claim: &Claim, response: &Response) {
     // The write ran as the request's role; the key table is the session user's.
     claims::set_local(c"role", "none");
-    Spi::connect_mut(|client| {
-        client.update(
-            "UPDATE fluxbase.idempotency_keys SET status = $3, headers = $4::json, body = $5 WHERE scope = $1 AND key = $2",
-            None,
-            &[
-                claim.scope.as_str().into(),
-                claim.key.as_str().into(),
-                (response.status as i32).into(),
-                response.headers.to_string().into(),
-                response.body.as_str().into(),
-            ],
-        )
-        .map(|_| ())
-    })
-    .unwrap_or_else(|e| pgrx::error!("storing the idempotent response failed: {e}"));
+    execute::store_idempotent_response(&claim.scope, &claim.key, response);
 }

@@ -1,42 +1,21 @@
-//! The REST engine: request.rs (parse) → plan.rs (resolve against the schema
-//! cache) → sql.rs (SQL + parameters) → execute.rs (the only stage with SPI),
-//! then the HTTP response PostgREST would give.
-pub mod csv;
+//! The REST engine's Postgres side: one request through the pure stages of
+//! `fluxbase_rest` (request → plan → sql → response), with what only a
+//! backend has: settings (`gucs`), the schema cache, the request's role and
+//! settings (`claims`), and execute.rs, the only module here that runs SQL
+//! (the schema cache's catalog query is the extension's other SPI call).
 pub mod execute;
 pub mod idempotency;
-pub mod keyset;
-pub mod openapi;
-pub mod plan;
-pub mod prefer;
-pub mod request;
-pub mod sql;
 
-use serde_json::{json, Map, Value};
+use fluxbase_rest::error::RestError;
+use fluxbase_rest::plan::{self, Plan, WriteKind};
+use fluxbase_rest::prefer::{Count, Return};
+use fluxbase_rest::request::{self, ApiRequest, Explain, HttpRequest, MediaType, Method, Target};
+use fluxbase_rest::response::{self, Response};
+use fluxbase_rest::sql::{self, Body};
+use fluxbase_rest::{keyset, openapi};
 
 use crate::claims::{self, Claims, RequestInfo};
-use crate::error::RestError;
-use crate::rest::execute::Outcome;
-use crate::rest::plan::{Plan, WriteKind};
-use crate::rest::prefer::{Count, Return};
-use crate::rest::request::{ApiRequest, Explain, HttpRequest, MediaType, Method, Target};
-use crate::rest::sql::Body;
-use crate::{gucs, schema};
-
-pub struct Response {
-    pub status: u16,
-    pub headers: Value,
-    pub body: String,
-}
-
-impl Response {
-    fn error(err: &RestError) -> Self {
-        Response {
-            status: err.status(),
-            headers: json!({ "Content-Type": "application/json; charset=utf-8" }),
-            body: err.body().to_string(),
-        }
-    }
-}
+use crate::{gucs, schema_cache};
 
 pub fn handle(request: &HttpRequest<'_>, claims: &Claims<'_>) -> Response {
     match run(request, claims) {
@@ -60,17 +39,12 @@ fn run(request: &HttpRequest<'_>, claims: &Claims<'_>) -> Result<Response, RestE
     let exposed = gucs::db_schemas();
     let schema = plan::resolve_schema(api.schema.as_deref(), &exposed)?;
     // The catalog is read as the session user, before the role switch.
-    let catalog = schema::catalog(&exposed);
+    let catalog = schema_cache::catalog(&exposed);
     if api.target == Target::Root {
         if !api.method.is_read() {
             return Err(RestError::Method { method: api.method.as_str().into() });
         }
-        let body = openapi::describe(&catalog, &schema, request);
-        return Ok(Response {
-            status: 200,
-            headers: json!({ "Content-Type": "application/openapi+json; charset=utf-8" }),
-            body: if api.method == Method::Head { String::new() } else { body.to_string() },
-        });
+        return Ok(response::openapi(&api, &openapi::describe(&catalog, &schema, request)));
     }
     if request::has_aggregates(&api.select) && !gucs::aggregates_enabled() {
         return Err(RestError::AggregatesDisabled);
@@ -80,7 +54,7 @@ fn run(request: &HttpRequest<'_>, claims: &Claims<'_>) -> Result<Response, RestE
     }
     let max_rows = gucs::max_rows();
     let plan = match plan::plan(&api, &schema, &catalog, max_rows) {
-        Err(err) if is_cache_miss(&err) => match schema::reload_after_miss(&exposed) {
+        Err(err) if is_cache_miss(&err) => match schema_cache::reload_after_miss(&exposed) {
             Some(fresh) => plan::plan(&api, &schema, &fresh, max_rows)?,
             None => return Err(err),
         },
@@ -115,14 +89,7 @@ fn run(request: &HttpRequest<'_>, claims: &Claims<'_>) -> Result<Response, RestE
     };
     if let (Ok(response), Some(asked)) = (&mut result, api.prefer.tx_rollback) {
         if gucs::tx_end().overridable {
-            let echo = if asked { "tx=rollback" } else { "tx=commit" };
-            if let Some(headers) = response.headers.as_object_mut() {
-                let applied = match headers.get("Preference-Applied").and_then(Value::as_str) {
-                    Some(others) => format!("{others}, {echo}"),
-                    None => echo.to_string(),
-                };
-                headers.insert("Preference-Applied".into(), Value::String(applied));
-            }
+            response::echo_transaction_end(response, asked);
         }
     }
     result
@@ -193,14 +160,10 @@ fn respond(api: &ApiRequest, plan: &Plan, request: &HttpRequest<'_>) -> Result<R
                 }
                 _ => None,
             };
-            let mut response = read_response(api, outcome, read.paging.offset.unwrap_or(0), singular, read.capped)?;
-            if let (Some(cursor), Some(headers)) = (next, response.headers.as_object_mut()) {
-                let kept: Vec<&str> =
-                    request.query.split('&').filter(|p| !p.is_empty() && !p.starts_with("cursor=")).collect();
-                let path = &request.path;
-                let link = format!("</rest/v1/{path}?{}&cursor={cursor}>; rel=\"next\"", kept.join("&"));
-                headers.insert("Link".into(), Value::String(link));
-                headers.insert("Fluxbase-Next-Cursor".into(), Value::String(cursor));
+            let mut response =
+                response::read_response(api, outcome, read.paging.offset.unwrap_or(0), singular, read.capped)?;
+            if let Some(cursor) = next {
+                response::link_next_page(&mut response, request, cursor);
             }
             Ok(response)
         }
@@ -216,18 +179,13 @@ fn respond(api: &ApiRequest, plan: &Plan, request: &HttpRequest<'_>) -> Result<R
                 execute::run(&query, mutating)
             };
             if f.returns_void {
-                return Ok(Response { status: 204, headers: json!({}), body: String::new() });
+                return Ok(response::void_call());
             }
             if !f.returns_set {
-                let body = outcome.body.unwrap_or_else(|| "null".into());
-                return Ok(Response {
-                    status: 200,
-                    headers: Value::Object(content_type(MediaType::Json)),
-                    body: head_aware(api, body),
-                });
+                return Ok(response::scalar_call(api, outcome.body));
             }
             let offset = call.read.as_ref().and_then(|r| r.paging.offset).unwrap_or(0);
-            read_response(api, outcome, offset, singular, call.read.as_ref().and_then(|r| r.capped))
+            response::read_response(api, outcome, offset, singular, call.read.as_ref().and_then(|r| r.capped))
         }
         Plan::Write(write) => {
             let body = match write.returning {
@@ -236,20 +194,10 @@ fn respond(api: &ApiRequest, plan: &Plan, request: &HttpRequest<'_>) -> Result<R
                 Return::Minimal => Body::None,
             };
             if write.payload.as_ref().is_some_and(|p| p.columns.is_empty()) && matches!(write.kind, WriteKind::Update) {
-                // PATCH with `{}`: nothing to change.
-                return Ok(Response { status: 204, headers: json!({ "Content-Range": "*/0" }), body: String::new() });
+                return Ok(response::empty_update());
             }
             if let (Some(pre), Some(expected)) = (&write.precondition, api.if_match.as_deref()) {
-                let current = execute::run(&sql::locked_read(pre), true);
-                let array = current.body.unwrap_or_else(|| "[]".into());
-                let mut tags = vec![etag(&array)];
-                if current.rows == 1 {
-                    // The singular form of the same read: the one element, as Postgres printed it.
-                    if let Some(object) = array.strip_prefix('[').and_then(|a| a.strip_suffix(']')) {
-                        tags.push(etag(object));
-                    }
-                }
-                if !tags.iter().any(|t| etag_matches(Some(expected), t)) {
+                if !response::precondition_holds(expected, execute::run(&sql::locked_read(pre), true)) {
                     return Err(RestError::PreconditionFailed);
                 }
             }
@@ -271,7 +219,7 @@ fn respond(api: &ApiRequest, plan: &Plan, request: &HttpRequest<'_>) -> Result<R
                     return Err(RestError::MaxAffected { affected: outcome.rows, max: m });
                 }
             }
-            write_response(api, write, outcome)
+            response::write_response(api, write, outcome)
         }
     }
 }
@@ -288,174 +236,6 @@ fn explained(api: &ApiRequest, plan: &Plan, explain: &Explain, body: Body) -> Re
         Plan::Write(write) => sql::write(write, body, api.nulls_stripped),
         Plan::Call(call) => sql::call(call, body, api.nulls_stripped, false),
     };
-    let mut options = vec![if explain.json { "FORMAT JSON" } else { "FORMAT TEXT" }.to_string()];
-    options.extend(explain.options.iter().map(|o| o.to_ascii_uppercase()));
-    let sql = format!("EXPLAIN ({}) {}", options.join(", "), query.sql);
-    let lines = execute::explain(&sql, &query.params, explain.json);
-    Ok(Response {
-        status: 200,
-        headers: json!({ "Content-Type": explain.content_type() }),
-        body: head_aware(api, lines.join("\n")),
-    })
-}
-
-/// `{"Content-Type": …}` of a response body in `media`.
-fn content_type(media: MediaType) -> Map<String, Value> {
-    let value = match media {
-        MediaType::Object => "application/vnd.pgrst.object+json; charset=utf-8",
-        MediaType::Csv => "text/csv; charset=utf-8",
-        MediaType::GeoJson => "application/geo+json; charset=utf-8",
-        _ => "application/json; charset=utf-8",
-    };
-    let mut headers = Map::with_capacity(4);
-    headers.insert("Content-Type".into(), Value::String(value.into()));
-    headers
-}
-
-/// The body in the negotiated media type (CSV is converted from the rows).
-fn render(media: MediaType, body: String) -> String {
-    if media == MediaType::Csv {
-        csv::from_rows(&body)
-    } else {
-        body
-    }
-}
-
-/// A weak validator of a read's body: equal bodies, equal ETags (FNV-1a, a
-/// hash that never changes between releases, over the body and its length).
-fn etag(body: &str) -> String {
-    let hash = fnv1a(FNV_OFFSET, body.as_bytes());
-    format!("W/\"{hash:016x}{:08x}\"", body.len())
-}
-
-/// FNV-1a, the one hash behind ETags, cursors and idempotency fingerprints:
-/// small, and its output never changes between releases or Rust versions.
-pub(crate) const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-
-pub(crate) fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
-    bytes.iter().fold(hash, |h, b| (h ^ *b as u64).wrapping_mul(0x0100_0000_01b3))
-}
-
-fn etag_matches(if_none_match: Option<&str>, tag: &str) -> bool {
-    if_none_match.is_some_and(|h| {
-        h.split(',')
-            .map(str::trim)
-            .any(|t| t == "*" || t == tag || t.trim_start_matches("W/") == tag.trim_start_matches("W/"))
-    })
-}
-
-fn head_aware(api: &ApiRequest, body: String) -> String {
-    if api.method == Method::Head {
-        String::new()
-    } else {
-        body
-    }
-}
-
-fn applied(api: &ApiRequest, headers: &mut Map<String, Value>) {
-    let applied = &api.prefer.applied;
-    if !applied.is_empty() {
-        headers.insert("Preference-Applied".into(), Value::String(applied.join(", ")));
-    }
-}
-
-fn read_response(
-    api: &ApiRequest,
-    outcome: Outcome,
-    offset: i64,
-    singular: bool,
-    capped: Option<i64>,
-) -> Result<Response, RestError> {
-    if singular && outcome.rows != 1 {
-        return Err(RestError::Singular { rows: outcome.rows });
-    }
-    let total = outcome.total.map(|t| t.to_string()).unwrap_or_else(|| "*".into());
-    let range = if outcome.rows == 0 {
-        format!("*/{total}")
-    } else {
-        format!("{}-{}/{}", offset, offset + outcome.rows - 1, total)
-    };
-    if let Some(t) = outcome.total {
-        if offset > 0 && offset >= t && t > 0 {
-            return Err(RestError::Range(format!("offset {offset} is past the {t} rows")));
-        }
-    }
-    let partial = outcome.total.is_some_and(|t| outcome.rows < t);
-    let mut headers = content_type(api.accept);
-    headers.insert("Content-Range".into(), Value::String(range));
-    applied(api, &mut headers);
-    if let Some(max) = capped.filter(|m| outcome.rows >= *m) {
-        // Never truncate silently: say that the server's row limit cut the page.
-        headers.insert(
-            "Warning".into(),
-            Value::String(format!("299 fluxbase \"result limited to fluxbase.max_rows = {max} rows\"")),
-        );
-    }
-    let body = render(api.accept, outcome.body.unwrap_or_else(|| "[]".into()));
-    let tag = etag(&body);
-    let not_modified = etag_matches(api.if_none_match.as_deref(), &tag);
-    headers.insert("ETag".into(), Value::String(tag));
-    if not_modified {
-        return Ok(Response { status: 304, headers: Value::Object(headers), body: String::new() });
-    }
-    Ok(Response {
-        status: if partial { 206 } else { 200 },
-        headers: Value::Object(headers),
-        body: head_aware(api, body),
-    })
-}
-
-fn write_response(api: &ApiRequest, write: &plan::WritePlan, outcome: Outcome) -> Result<Response, RestError> {
-    let n = outcome.rows;
-    let mut headers = Map::new();
-    let representation = write.returning == Return::Representation;
-    headers.insert(
-        "Content-Range".into(),
-        Value::String(if representation && n > 0 { format!("0-{}/{}", n - 1, n) } else { format!("*/{n}") }),
-    );
-    applied(api, &mut headers);
-    if write.returning == Return::HeadersOnly && api.method == Method::Post {
-        if let Some(location) = location(write, outcome.body.as_deref()) {
-            headers.insert("Location".into(), Value::String(location));
-        }
-    }
-    let status = match (api.method, representation) {
-        (Method::Post, _) => 201,
-        (_, true) => 200,
-        (_, false) => 204,
-    };
-    if !representation {
-        return Ok(Response { status, headers: Value::Object(headers), body: String::new() });
-    }
-    headers.extend(content_type(api.accept));
-    let body = render(api.accept, outcome.body.unwrap_or_else(|| "[]".into()));
-    Ok(Response { status, headers: Value::Object(headers), body })
-}
-
-/// `/table?pk=eq.value` of the first written row.
-fn location(write: &plan::WritePlan, body: Option<&str>) -> Option<String> {
-    let rows: Value = serde_json::from_str(body?).ok()?;
-    let row = rows.get(0)?.as_object()?;
-    let parts: Vec<String> = write
-        .primary_key
-        .iter()
-        .map(|k| {
-            let v = match row.get(k) {
-                Some(Value::String(s)) => s.clone(),
-                Some(other) => other.to_string(),
-                None => String::new(),
-            };
-            format!("{}=eq.{}", encode(k), encode(&v))
-        })
-        .collect();
-    (!parts.is_empty()).then(|| format!("/{}?{}", write.table, parts.join("&")))
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    let lines = execute::explain(&sql::explain(&query, explain), &query.params, explain.json);
+    Ok(response::explained(api, explain, &lines))
 }

@@ -2,12 +2,12 @@
 //! always quoted; user values (filter values, JSON keys, payloads) only ever
 //! travel as `$n` parameters. Pure.
 use crate::filter::{Field, IsValue, LogicOp, Operand, Quantifier};
-use crate::rest::keyset::{KeyColumn, Keyset};
-use crate::rest::plan::{
+use crate::keyset::{KeyColumn, Keyset};
+use crate::plan::{
     CallPlan, EmbedPlan, Payload, PlannedFilter, PlannedOrder, Projection, ReadPlan, Source, WriteKind, WritePlan,
 };
-use crate::rest::prefer::{Resolution, Return};
-use crate::rest::request::Paging;
+use crate::prefer::{Resolution, Return};
+use crate::request::{Explain, Paging};
 
 #[derive(Debug, PartialEq)]
 pub struct Query {
@@ -617,6 +617,14 @@ pub fn call(plan: &CallPlan, body: Body, nulls_stripped: bool, exact_count: bool
         ),
         None => aggregated(format!("SELECT to_json({call})::text, 1::int8{from}"), b.params),
     }
+}
+
+/// `EXPLAIN` of the request's statement, for `Accept: application/vnd.pgrst.plan`;
+/// its options are the request parser's fixed words, never the client's text.
+pub fn explain(query: &Query, explain: &Explain) -> String {
+    let mut options = vec![if explain.json { "FORMAT JSON" } else { "FORMAT TEXT" }.to_string()];
+    options.extend(explain.options.iter().map(|o| o.to_ascii_uppercase()));
+    format!("EXPLAIN ({}) {}", options.join(", "), query.sql)
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! table, shared parameters). Pure.
 use serde_json::{json, Map, Value};
 
-use crate::schema::{Catalog, Column, Table};
+use crate::catalog::{Catalog, Column, Table};
 
 fn column_schema(column: &Column, primary_key: bool) -> Value {
     let ty = column.type_name.as_str();
@@ -75,7 +75,7 @@ fn table_path(table: &Table) -> Value {
     path
 }
 
-pub fn describe(catalog: &Catalog, schema: &str, request: &crate::rest::request::HttpRequest<'_>) -> Value {
+pub fn describe(catalog: &Catalog, schema: &str, request: &crate::request::HttpRequest<'_>) -> Value {
     let mut tables: Vec<&Table> = catalog.tables_in(schema).collect();
     tables.sort_by(|a, b| a.name.cmp(&b.name));
     let mut paths = Map::new();

@@ -1,16 +1,12 @@
-//! The schema cache: the catalog model built from one catalog query, kept per
-//! backend and rebuilt only after a schema change (signalled through
-//! Postgres' cache invalidation, so a request pays nothing to check) or when
-//! the exposed schemas change.
-use pgrx::prelude::*;
+//! The catalog model: tables, columns, keys, functions and the
+//! relationships between tables, as one catalog query describes them (the
+//! query is `sql/catalog.sql`; the extension runs it and keeps the result per
+//! backend). Pure: built from that query's JSON.
 use serde::Deserialize;
-use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::rc::Rc;
-use std::time::{Duration, Instant};
 
 mod relationships;
-pub use relationships::Relationship;
+pub use relationships::{Cardinality, Junction, Relationship};
 
 #[derive(Debug, Deserialize, Clone)]
 pub struct Column {
@@ -146,6 +142,7 @@ pub struct ViewColumn {
     pub origin_column: String,
 }
 
+/// The catalog query's JSON document, as it deserialises.
 #[derive(Debug, Deserialize, Default)]
 struct CatalogJson {
     tables: Vec<Table>,
@@ -167,9 +164,14 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// `exposed`: the schemas the API serves; the JSON may describe more
-    /// (tables behind views of exposed schemas).
-    fn from_json(json: CatalogJson, exposed: &[String]) -> Self {
+    /// The catalog from the catalog query's JSON document. `exposed`: the
+    /// schemas the API serves; the JSON may describe more (tables behind
+    /// views of exposed schemas).
+    pub fn from_json(json: serde_json::Value, exposed: &[String]) -> Result<Self, serde_json::Error> {
+        Ok(Self::from_parsed(serde_json::from_value(json)?, exposed))
+    }
+
+    fn from_parsed(json: CatalogJson, exposed: &[String]) -> Self {
         let mut functions: HashMap<(String, String), Vec<Function>> = HashMap::new();
         for f in json.functions {
             functions.entry((f.schema.clone(), f.name.clone())).or_default().push(f);
@@ -202,96 +204,7 @@ impl Catalog {
     }
 }
 
-struct Cached {
-    schemas: Vec<String>,
-    catalog: Rc<Catalog>,
-    built: Instant,
-}
-
-/// A miss may mean DDL that was uncommitted when the cache was built. A miss
-/// reloads, at most this often.
-const MISS_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
-
-thread_local! {
-    static CACHE: RefCell<Option<Cached>> = const { RefCell::new(None) };
-    /// Set by the relcache callback: a schema change may have happened.
-    static STALE: Cell<bool> = const { Cell::new(true) };
-}
-
-/// Registers the invalidation callback (once per backend, from `_PG_init`).
-pub fn init() {
-    // SAFETY: called once while the library loads; the callback is a plain
-    // function that lives as long as the process.
-    unsafe { pg_sys::CacheRegisterRelcacheCallback(Some(on_relcache_invalidation), pg_sys::Datum::from(0)) }
-}
-
-/// Postgres calls this while it processes invalidation messages (at
-/// transaction start, and when DDL commits in this backend). An "invalidate
-/// all" (`relid` 0: what `invalidate_everywhere` sends, and what Postgres
-/// sends when a backend fell behind on invalidations) marks the cache stale;
-/// invalidations of single relations (ANALYZE, VACUUM, DDL too) do not:
-/// every DDL command also sends an "invalidate all" through the event
-/// triggers, and statistics do not change the schema.
-#[pg_guard]
-unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
-    if relid == pg_sys::InvalidOid {
-        STALE.with(|s| s.set(true));
-    }
-}
-
-/// Marks every backend's cache stale (delivered with this transaction's commit).
-pub fn invalidate_everywhere() {
-    // SAFETY: queues an invalidation message; no pointers involved.
-    unsafe { pg_sys::CacheInvalidateRelcacheAll() }
-}
-
-/// The catalog for `schemas`, rebuilt after a schema change.
-pub fn catalog(schemas: &[String]) -> Rc<Catalog> {
-    let hit = CACHE.with(|c| {
-        c.borrow()
-            .as_ref()
-            .filter(|cached| !STALE.with(Cell::get) && cached.schemas == schemas)
-            .map(|cached| cached.catalog.clone())
-    });
-    if let Some(catalog) = hit {
-        return catalog;
-    }
-    store(schemas)
-}
-
-/// After a lookup missed: the reloaded catalog, or `None` when the cache is
-/// younger than `MISS_RELOAD_INTERVAL` (so misses cannot become a reload storm).
-pub fn reload_after_miss(schemas: &[String]) -> Option<Rc<Catalog>> {
-    let fresh = CACHE.with(|c| c.borrow().as_ref().is_some_and(|cached| cached.built.elapsed() < MISS_RELOAD_INTERVAL));
-    if fresh {
-        return None;
-    }
-    Some(store(schemas))
-}
-
-fn store(schemas: &[String]) -> Rc<Catalog> {
-    // Cleared before loading: an invalidation that arrives while the catalog
-    // query runs marks it stale again, and the next request reloads.
-    STALE.with(|s| s.set(false));
-    let catalog = Rc::new(load(schemas));
-    CACHE.with(|c| {
-        *c.borrow_mut() = Some(Cached { schemas: schemas.to_vec(), catalog: catalog.clone(), built: Instant::now() })
-    });
-    catalog
-}
-
-fn load(schemas: &[String]) -> Catalog {
-    let json =
-        Spi::get_one_with_args::<pgrx::JsonB>(include_str!("../../../sql/catalog.sql"), &[schemas.to_vec().into()])
-            .unwrap_or_else(|e| pgrx::error!("schema cache query failed: {e}"))
-            .map(|j| j.0)
-            .unwrap_or(serde_json::Value::Null);
-    let parsed: CatalogJson =
-        serde_json::from_value(json).unwrap_or_else(|e| pgrx::error!("schema cache did not deserialise: {e}"));
-    Catalog::from_json(parsed, schemas)
-}
-
 #[cfg(test)]
 pub(crate) fn test_catalog(json: serde_json::Value) -> Catalog {
-    Catalog::from_json(serde_json::from_value(json).expect("test catalog"), &["public".to_string()])
+    Catalog::from_json(json, &["public".to_string()]).expect("test catalog")
 }

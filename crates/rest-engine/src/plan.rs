@@ -3,14 +3,14 @@
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::catalog::{Catalog, Function, Relationship, Table};
 use crate::error::RestError;
 use crate::filter::{Condition, Field, Filter, LogicOp};
-use crate::rest::keyset::{self, KeyColumn, Keyset};
-use crate::rest::prefer::{Resolution, Return};
-use crate::rest::request::{
-    Aggregate, AggregateFn, ApiRequest, EmbedPath, Method, OrderTerm, Paging, SelectItem, Target,
+use crate::keyset::{self, KeyColumn, Keyset};
+use crate::prefer::{Resolution, Return};
+use crate::request::{
+    Aggregate, AggregateFn, ApiRequest, Embed, EmbedPath, Method, OrderTerm, Paging, SelectItem, Target,
 };
-use crate::schema::{Catalog, Function, Relationship, Table};
 
 #[derive(Debug, Clone)]
 pub enum Projection {
@@ -237,14 +237,14 @@ fn cap(read: &mut ReadPlan, max_rows: i32) {
     }
 }
 
-fn column<'a>(table: &'a Table, name: &str) -> Result<&'a crate::schema::Column, RestError> {
+fn column<'a>(table: &'a Table, name: &str) -> Result<&'a crate::catalog::Column, RestError> {
     table.column(name).ok_or_else(|| RestError::Column { table: table.name.clone(), column: name.to_string() })
 }
 
 /// A read over `table`: the root level plus its embedded resources.
 fn read_plan(api: &ApiRequest, catalog: &Catalog, table: &Table, source: Source) -> Result<ReadPlan, RestError> {
     let mut used_paths = BTreeSet::new();
-    let plan = level(api, catalog, table, source, &api.select, &[], &mut used_paths)?;
+    let plan = read_level(api, catalog, table, source, &api.select, &[], &mut used_paths)?;
     // Parameters addressed to embeds that are not in `select` are errors, not ignored.
     let addressed =
         api.filters.iter().map(|(p, _)| p).chain(api.order.keys()).chain(api.paging.keys()).filter(|p| !p.is_empty());
@@ -256,7 +256,10 @@ fn read_plan(api: &ApiRequest, catalog: &Catalog, table: &Table, source: Source)
     Ok(plan)
 }
 
-fn level(
+/// One level of a read: `table`'s part of the select tree at `path` (the
+/// root is `[]`), with the filters, order and paging addressed to that path.
+/// Embedded resources are levels of their own, planned recursively.
+fn read_level(
     api: &ApiRequest,
     catalog: &Catalog,
     table: &Table,
@@ -265,85 +268,10 @@ fn level(
     path: &[String],
     used_paths: &mut BTreeSet<EmbedPath>,
 ) -> Result<ReadPlan, RestError> {
-    let mut projection = Vec::with_capacity(select.len());
-    for item in select {
-        projection.push(match item {
-            SelectItem::Star => Projection::Star,
-            // `rel(count)`: Supabase's documented row count of an embed (a
-            // column named `count`, where there is one, is that column).
-            SelectItem::Field { field, alias, cast: None }
-                if field.name == "count" && field.json_path.is_empty() && table.column("count").is_none() =>
-            {
-                Projection::Aggregate {
-                    aggregate: Aggregate {
-                        function: AggregateFn::Count,
-                        field: None,
-                        alias: alias.clone(),
-                        input_cast: None,
-                        output_cast: None,
-                        legacy: true,
-                    },
-                    key: alias.clone().unwrap_or_else(|| "count".into()),
-                }
-            }
-            SelectItem::Aggregate(aggregate) => {
-                if let Some(field) = &aggregate.field {
-                    column(table, &field.name)?;
-                }
-                let key = aggregate.alias.clone().unwrap_or_else(|| aggregate.function.name().to_string());
-                Projection::Aggregate { aggregate: aggregate.clone(), key }
-            }
-            SelectItem::Field { field, alias, cast } => {
-                column(table, &field.name)?;
-                let key = alias.clone().unwrap_or_else(|| field.output_name().to_string());
-                Projection::Column { field: field.clone(), key, cast: cast.clone() }
-            }
-            SelectItem::Embed(embed) => {
-                let relationship = catalog
-                    .relationship(&table.schema, &table.name, &embed.name, embed.hint.as_deref())
-                    .map_err(|candidates| {
-                        if candidates.is_empty() {
-                            RestError::NoRelationship {
-                                table: table.name.clone(),
-                                target: embed.name.clone(),
-                                hint: embed.hint.clone(),
-                            }
-                        } else {
-                            RestError::AmbiguousRelationship {
-                                table: table.name.clone(),
-                                target: embed.name.clone(),
-                                candidates: candidates.iter().map(Relationship::describe).collect(),
-                            }
-                        }
-                    })?;
-                let target =
-                    catalog.table(&relationship.target_schema, &relationship.target_table).ok_or_else(|| {
-                        RestError::Table {
-                            schema: relationship.target_schema.clone(),
-                            table: relationship.target_table.clone(),
-                        }
-                    })?;
-                if embed.spread && !relationship.cardinality.is_to_one() {
-                    return Err(RestError::InvalidRequest(format!(
-                        "A spread operation on '{}' is only possible on a to-one relationship",
-                        embed.name
-                    )));
-                }
-                let mut child_path = path.to_vec();
-                child_path.push(embed.key().to_string());
-                used_paths.insert(child_path.clone());
-                let source = Source::Table { schema: target.schema.clone(), name: target.name.clone() };
-                let plan = level(api, catalog, target, source, &embed.select, &child_path, used_paths)?;
-                Projection::Embed(Box::new(EmbedPlan {
-                    key: embed.key().to_string(),
-                    relationship,
-                    inner: embed.inner,
-                    spread: embed.spread,
-                    plan,
-                }))
-            }
-        });
-    }
+    let projection = select
+        .iter()
+        .map(|item| plan_select_item(api, catalog, table, item, path, used_paths))
+        .collect::<Result<Vec<_>, _>>()?;
     let aggregated = projection.iter().any(|p| matches!(p, Projection::Aggregate { .. }));
     if aggregated && projection.iter().any(|p| matches!(p, Projection::Embed(_))) {
         return Err(RestError::InvalidRequest(format!(
@@ -375,6 +303,99 @@ fn level(
         capped: None,
         keyset: None,
     })
+}
+
+/// What one item of a level's `select` projects from `table`.
+fn plan_select_item(
+    api: &ApiRequest,
+    catalog: &Catalog,
+    table: &Table,
+    item: &SelectItem,
+    path: &[String],
+    used_paths: &mut BTreeSet<EmbedPath>,
+) -> Result<Projection, RestError> {
+    Ok(match item {
+        SelectItem::Star => Projection::Star,
+        // `rel(count)`: Supabase's documented row count of an embed (a
+        // column named `count`, where there is one, is that column).
+        SelectItem::Field { field, alias, cast: None }
+            if field.name == "count" && field.json_path.is_empty() && table.column("count").is_none() =>
+        {
+            Projection::Aggregate {
+                aggregate: Aggregate {
+                    function: AggregateFn::Count,
+                    field: None,
+                    alias: alias.clone(),
+                    input_cast: None,
+                    output_cast: None,
+                    legacy: true,
+                },
+                key: alias.clone().unwrap_or_else(|| "count".into()),
+            }
+        }
+        SelectItem::Aggregate(aggregate) => {
+            if let Some(field) = &aggregate.field {
+                column(table, &field.name)?;
+            }
+            let key = aggregate.alias.clone().unwrap_or_else(|| aggregate.function.name().to_string());
+            Projection::Aggregate { aggregate: aggregate.clone(), key }
+        }
+        SelectItem::Field { field, alias, cast } => {
+            column(table, &field.name)?;
+            let key = alias.clone().unwrap_or_else(|| field.output_name().to_string());
+            Projection::Column { field: field.clone(), key, cast: cast.clone() }
+        }
+        SelectItem::Embed(embed) => plan_embed(api, catalog, table, embed, path, used_paths)?,
+    })
+}
+
+/// An embedded resource: the relationship from `table` that `embed` names
+/// (by target and hint) and the target's own level of the read.
+fn plan_embed(
+    api: &ApiRequest,
+    catalog: &Catalog,
+    table: &Table,
+    embed: &Embed,
+    path: &[String],
+    used_paths: &mut BTreeSet<EmbedPath>,
+) -> Result<Projection, RestError> {
+    let relationship =
+        catalog.relationship(&table.schema, &table.name, &embed.name, embed.hint.as_deref()).map_err(|candidates| {
+            if candidates.is_empty() {
+                RestError::NoRelationship {
+                    table: table.name.clone(),
+                    target: embed.name.clone(),
+                    hint: embed.hint.clone(),
+                }
+            } else {
+                RestError::AmbiguousRelationship {
+                    table: table.name.clone(),
+                    target: embed.name.clone(),
+                    candidates: candidates.iter().map(Relationship::describe).collect(),
+                }
+            }
+        })?;
+    let target = catalog.table(&relationship.target_schema, &relationship.target_table).ok_or_else(|| {
+        RestError::Table { schema: relationship.target_schema.clone(), table: relationship.target_table.clone() }
+    })?;
+    if embed.spread && !relationship.cardinality.is_to_one() {
+        return Err(RestError::InvalidRequest(format!(
+            "A spread operation on '{}' is only possible on a to-one relationship",
+            embed.name
+        )));
+    }
+    let mut child_path = path.to_vec();
+    child_path.push(embed.key().to_string());
+    used_paths.insert(child_path.clone());
+    let source = Source::Table { schema: target.schema.clone(), name: target.name.clone() };
+    let plan = read_level(api, catalog, target, source, &embed.select, &child_path, used_paths)?;
+    Ok(Projection::Embed(Box::new(EmbedPlan {
+        key: embed.key().to_string(),
+        relationship,
+        inner: embed.inner,
+        spread: embed.spread,
+        plan,
+    })))
 }
 
 fn plan_filter(table: &Table, filter: &Filter) -> Result<PlannedFilter, RestError> {
@@ -711,7 +732,7 @@ fn result_plan(
             continue;
         }
         let field = Field::parse(k).map_err(|_| RestError::InvalidRequest(format!("invalid filter \"{k}\"")))?;
-        let condition = crate::filter::parse_condition(v).map_err(|e| crate::rest::request::filter_error(k, v, e))?;
+        let condition = crate::filter::parse_condition(v).map_err(|e| crate::request::filter_error(k, v, e))?;
         extra.push((vec![], Filter::Condition { field, condition }));
     }
     let mut with_extra = api.clone();
@@ -719,4 +740,180 @@ fn result_plan(
     let mut read = read_plan(&with_extra, catalog, table, Source::Call)?;
     cap(&mut read, max_rows);
     Ok(Some(read))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::{test_catalog, Cardinality};
+    use crate::request::{parse, HttpRequest};
+    use serde_json::json;
+
+    fn columns(names: &[(&str, &str)]) -> Value {
+        names
+            .iter()
+            .map(|(name, ty)| {
+                json!({"name": name, "type": ty, "nullable": *name != "id", "has_default": false, "generated": false})
+            })
+            .collect()
+    }
+
+    fn table(name: &str, cols: &[(&str, &str)]) -> Value {
+        json!({"schema": "public", "name": name, "kind": "r", "comment": null, "columns": columns(cols),
+               "primary_key": ["id"], "unique_keys": [["id"]]})
+    }
+
+    fn fk(name: &str, table: &str, column: &str, target: &str) -> Value {
+        json!({"name": name, "schema": "public", "table": table, "columns": [column],
+               "foreign_schema": "public", "foreign_table": target, "foreign_columns": ["id"]})
+    }
+
+    fn function(name: &str, args: &[(&str, &str)], defaults: i16) -> Value {
+        let args: Vec<Value> = args.iter().map(|(n, t)| json!({"name": n, "type": t})).collect();
+        json!({"schema": "public", "name": name, "args": args, "defaults": defaults, "returns_set": false,
+               "returns_composite": false, "returns_void": false, "result_columns": null, "volatility": "s"})
+    }
+
+    /// Users write posts (as author and as editor: two relationships) and
+    /// have one profile each.
+    fn catalog() -> Catalog {
+        test_catalog(json!({
+            "tables": [
+                table("users", &[("id", "integer"), ("name", "text")]),
+                table("posts", &[("id", "integer"), ("title", "text"), ("author_id", "integer"), ("editor_id", "integer")]),
+                table("profiles", &[("id", "integer"), ("bio", "text")]),
+            ],
+            "foreign_keys": [
+                fk("posts_author_fkey", "posts", "author_id", "users"),
+                fk("posts_editor_fkey", "posts", "editor_id", "users"),
+                fk("profiles_id_fkey", "profiles", "id", "users"),
+            ],
+            "functions": [
+                function("add", &[("a", "integer")], 0),
+                function("add", &[("a", "integer"), ("b", "integer")], 0),
+                function("scale", &[("x", "numeric"), ("by", "numeric")], 1),
+                function("scale", &[("x", "numeric"), ("times", "numeric")], 1),
+            ],
+        }))
+    }
+
+    fn plan_get(path: &str, query: &str) -> Result<Plan, RestError> {
+        let text = json!({"method": "GET", "path": path, "query": query}).to_string();
+        let api = parse(&HttpRequest::from_json(&text).unwrap()).unwrap();
+        plan(&api, "public", &catalog(), 0)
+    }
+
+    fn read_plan_of(plan: Result<Plan, RestError>) -> ReadPlan {
+        match plan {
+            Ok(Plan::Read(read)) => read,
+            other => panic!("a read plan, not {other:?}"),
+        }
+    }
+
+    fn embed(read: &ReadPlan, key: &str) -> EmbedPlan {
+        read.projection
+            .iter()
+            .find_map(|p| match p {
+                Projection::Embed(e) if e.key == key => Some((**e).clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no embed '{key}' in {:?}", read.projection))
+    }
+
+    #[test]
+    fn a_filtered_select_resolves_columns_and_types() {
+        let read = read_plan_of(plan_get("posts", "select=id,headline:title&author_id=eq.7&order=id.desc"));
+        assert!(matches!(&read.source, Source::Table { schema, name } if schema == "public" && name == "posts"));
+        let keys: Vec<&str> = read
+            .projection
+            .iter()
+            .map(|p| match p {
+                Projection::Column { key, .. } => key.as_str(),
+                other => panic!("a column, not {other:?}"),
+            })
+            .collect();
+        assert_eq!(keys, ["id", "headline"]);
+        let [PlannedFilter::Condition { field, type_name, .. }] = read.filters.as_slice() else {
+            panic!("one condition, not {:?}", read.filters)
+        };
+        assert_eq!((field.name.as_str(), type_name.as_str()), ("author_id", "integer"));
+        assert!(read.order[0].descending);
+        // The value reaches SQL as a parameter, never in the text.
+        let query = crate::sql::read(&read, crate::sql::Body::Array, false, false);
+        assert_eq!(query.params, ["7"]);
+        assert!(!query.sql.contains('7'), "{}", query.sql);
+    }
+
+    #[test]
+    fn embeds_many_to_one_and_one_to_many() {
+        let read = read_plan_of(plan_get("posts", "select=title,author:users!posts_author_fkey(name)"));
+        let author = embed(&read, "author");
+        assert_eq!(author.relationship.cardinality, Cardinality::ManyToOne);
+        assert_eq!(author.relationship.columns, [("author_id".to_string(), "id".to_string())]);
+        assert!(author.to_one());
+        assert_eq!(author.plan.name, "users");
+
+        let read = read_plan_of(plan_get("users", "select=name,posts!author_id(title)&posts.title=like.A*"));
+        let posts = embed(&read, "posts");
+        assert_eq!(posts.relationship.cardinality, Cardinality::OneToMany);
+        assert!(!posts.to_one());
+        // The embedded filter lands on the embedded level, not the root.
+        assert!(read.filters.is_empty());
+        assert_eq!(posts.plan.filters.len(), 1);
+    }
+
+    #[test]
+    fn two_relationships_to_one_table_are_ambiguous_without_a_hint() {
+        let err = plan_get("posts", "select=title,users(name)").unwrap_err();
+        let RestError::AmbiguousRelationship { table, target, candidates } = &err else { panic!("{err:?}") };
+        assert_eq!((table.as_str(), target.as_str(), candidates.len()), ("posts", "users", 2));
+        assert_eq!((err.status(), &err.body()["code"]), (300, &json!("PGRST201")));
+        let err = plan_get("posts", "select=title,comments(body)").unwrap_err();
+        assert_eq!((err.status(), &err.body()["code"]), (400, &json!("PGRST200")));
+    }
+
+    #[test]
+    fn unknown_names_are_refused_where_they_appear() {
+        let column = |table: &str, column: &str| RestError::Column { table: table.into(), column: column.into() };
+        assert_eq!(plan_get("users", "select=id,nickname").unwrap_err(), column("users", "nickname"));
+        assert_eq!(plan_get("users", "nickname=eq.x").unwrap_err(), column("users", "nickname"));
+        assert_eq!(plan_get("users", "order=nickname").unwrap_err(), column("users", "nickname"));
+        assert_eq!(
+            plan_get("posts", "select=id,author:users!posts_author_fkey(nickname)").unwrap_err(),
+            column("users", "nickname")
+        );
+        assert_eq!(
+            plan_get("people", "").unwrap_err(),
+            RestError::Table { schema: "public".into(), table: "people".into() }
+        );
+        // A filter addressed to an embed that is not selected.
+        assert_eq!(plan_get("users", "posts.id=eq.1").unwrap_err(), RestError::EmbedFilter("posts".into()));
+    }
+
+    #[test]
+    fn rpc_picks_the_overload_the_arguments_name() {
+        let called = |query: &str| match plan_get("rpc/add", query) {
+            Ok(Plan::Call(call)) => call.function.args.len(),
+            other => panic!("a call plan, not {other:?}"),
+        };
+        assert_eq!(called("a=1"), 1);
+        assert_eq!(called("a=1&b=2"), 2);
+        // Both overloads of scale take x and have a defaulted second argument.
+        let err = plan_get("rpc/scale", "x=2").unwrap_err();
+        assert_eq!(err, RestError::AmbiguousFunction { schema: "public".into(), name: "scale".into() });
+        let Ok(Plan::Call(call)) = plan_get("rpc/scale", "x=2&times=3") else { panic!() };
+        assert_eq!(call.args, [("x".to_string(), "numeric".to_string()), ("times".to_string(), "numeric".to_string())]);
+        assert_eq!(call.args_json, r#"{"x":"2","times":"3"}"#);
+        assert!(matches!(plan_get("rpc/add", "b=2").unwrap_err(), RestError::Function { .. }));
+    }
+
+    #[test]
+    fn max_rows_caps_the_page_and_says_so() {
+        let text = json!({"method": "GET", "path": "users", "query": "limit=50"}).to_string();
+        let api = parse(&HttpRequest::from_json(&text).unwrap()).unwrap();
+        let Ok(Plan::Read(read)) = plan(&api, "public", &catalog(), 20) else { panic!() };
+        assert_eq!((read.paging.limit, read.capped), (Some(20), Some(20)));
+        let Ok(Plan::Read(read)) = plan(&api, "public", &catalog(), 100) else { panic!() };
+        assert_eq!((read.paging.limit, read.capped), (Some(50), None));
+    }
 }

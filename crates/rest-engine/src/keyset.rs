@@ -24,7 +24,7 @@ pub struct Keyset {
 fn shape(columns: &[KeyColumn]) -> String {
     let spec: String =
         columns.iter().map(|c| format!("{}:{},", c.name, if c.descending { "d" } else { "a" })).collect();
-    let hash = crate::rest::fnv1a(crate::rest::FNV_OFFSET, spec.as_bytes());
+    let hash = crate::hash::fnv1a(crate::hash::FNV_OFFSET, spec.as_bytes());
     format!("{:08x}", hash as u32)
 }
 

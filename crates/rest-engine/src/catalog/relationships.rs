@@ -289,7 +289,7 @@ fn junction_relationship(schema: &str, target: &str, to_source: &ForeignKey, to_
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::test_catalog;
+    use crate::catalog::test_catalog;
     use serde_json::json;
 
     fn table(name: &str, unique: serde_json::Value) -> serde_json::Value {

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use crate::borrowed::Text;
 use crate::error::RestError;
 use crate::filter::{self, Field, Filter, FilterError, LogicOp};
-use crate::rest::prefer::Preferences;
+use crate::prefer::Preferences;
 
 /// The HTTP request as `fluxbase.rest()` receives it, borrowed from its JSON
 /// text: `{"method", "path", "query", "headers": {name: value}, "body"}`
@@ -416,7 +416,7 @@ pub fn parse(request: &HttpRequest<'_>) -> Result<ApiRequest, RestError> {
         let content_type = header("content-type").unwrap_or("application/json");
         let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         if media == "text/csv" {
-            api.body = Some(crate::rest::csv::to_rows(body)?);
+            api.body = Some(crate::csv::to_rows(body)?);
             return Ok(api);
         }
         if !matches!(media.as_str(), "application/json" | "" | "application/vnd.pgrst.object+json") {
@@ -989,7 +989,7 @@ mod robustness {
                              "headers": {"range": range, "accept": accept, "prefer": "handling=strict"}});
             let _ = parse_json(&req);
             let _ = crate::filter::parse_logic(LogicOp::Or, false, &query);
-            let _ = crate::rest::csv::to_rows(&body);
+            let _ = crate::csv::to_rows(&body);
         }
     }
 }

@@ -1,0 +1,195 @@
+//! REST errors raised before or instead of SQL, in PostgREST's catalogue
+//! (code, HTTP status, message, details, hint). Errors from executing SQL are
+//! Postgres errors with their SQLSTATE; the proxy maps those to HTTP.
+use serde_json::{json, Value};
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq)]
+pub enum RestError {
+    #[error("failed to parse {param}")]
+    Parse { param: String, value: String, details: String },
+    #[error("unknown operator")]
+    UnknownOperator { column: String, operator: String },
+    #[error("invalid request body")]
+    InvalidBody(String),
+    #[error("range not satisfiable")]
+    Range(String),
+    #[error("unsupported method")]
+    Method { method: String },
+    #[error("schema not exposed")]
+    Schema { schema: String, exposed: Vec<String> },
+    #[error("unsupported media type")]
+    ContentType(String),
+    #[error("not acceptable")]
+    Accept(String),
+    #[error("filter on an embedded resource that is not selected")]
+    EmbedFilter(String),
+    #[error("singular response")]
+    Singular { rows: i64 },
+    #[error("invalid PUT")]
+    Put(String),
+    #[error("PUT payload and filter differ")]
+    PutMismatch,
+    #[error("invalid preferences")]
+    InvalidPreferences(Vec<String>),
+    #[error("max-affected exceeded")]
+    MaxAffected { affected: i64, max: i64 },
+    #[error("relationship not found")]
+    NoRelationship { table: String, target: String, hint: Option<String> },
+    #[error("ambiguous relationship")]
+    AmbiguousRelationship { table: String, target: String, candidates: Vec<String> },
+    #[error("function not found")]
+    Function { schema: String, name: String, args: Vec<String> },
+    #[error("ambiguous function")]
+    AmbiguousFunction { schema: String, name: String },
+    #[error("column not in payload target")]
+    PayloadColumn { table: String, column: String },
+    #[error("table not found")]
+    Table { schema: String, table: String },
+    #[error("column not found")]
+    Column { table: String, column: String },
+    #[error("precondition failed")]
+    PreconditionFailed,
+    #[error("idempotency key reused")]
+    IdempotencyMismatch,
+    #[error("limit without order")]
+    LimitWithoutOrder,
+    #[error("aggregates disabled")]
+    AggregatesDisabled,
+    #[error("invalid request")]
+    InvalidRequest(String),
+}
+
+impl RestError {
+    pub fn status(&self) -> u16 {
+        use RestError::*;
+        match self {
+            Parse { .. } | UnknownOperator { .. } | InvalidRequest(_) | EmbedFilter(_) => 400,
+            LimitWithoutOrder | AggregatesDisabled => 400,
+            InvalidBody(_) | InvalidPreferences(_) | MaxAffected { .. } | PutMismatch => 400,
+            NoRelationship { .. } | PayloadColumn { .. } | Column { .. } => 400,
+            Range(_) => 416,
+            Method { .. } | Put(_) => 405,
+            Schema { .. } | Accept(_) | Singular { .. } => 406,
+            ContentType(_) => 415,
+            AmbiguousRelationship { .. } | AmbiguousFunction { .. } => 300,
+            Table { .. } | Function { .. } => 404,
+            IdempotencyMismatch => 422,
+            PreconditionFailed => 412,
+        }
+    }
+
+    pub fn body(&self) -> Value {
+        use RestError::*;
+        let none = || None::<String>;
+        let (code, message, details, hint): (&str, String, Option<String>, Option<String>) = match self {
+            Parse { param, value, details } => (
+                "PGRST100",
+                format!("\"failed to parse {param} parameter ({value})\""),
+                Some(details.clone()),
+                none(),
+            ),
+            UnknownOperator { column, operator } => (
+                "PGRST100",
+                format!("\"failed to parse filter ({operator})\" on column \"{column}\""),
+                Some(format!("unknown operator \"{operator}\"")),
+                Some("Operators: eq, neq, gt, gte, lt, lte, like, ilike, match, imatch, is, isdistinct, in, cs, cd, ov, sl, sr, nxl, nxr, adj, fts, plfts, phfts, wfts; optionally not.".into()),
+            ),
+            InvalidBody(msg) => ("PGRST102", msg.clone(), none(), none()),
+            Range(msg) => ("PGRST103", "Requested range not satisfiable".into(), Some(msg.clone()), none()),
+            Method { method } => ("PGRST117", format!("Unsupported HTTP method: {method}"), none(), none()),
+            Schema { exposed, .. } => (
+                "PGRST106",
+                "Invalid schema".into(),
+                none(),
+                Some(format!("Only the following schemas are exposed: {}", exposed.join(", "))),
+            ),
+            ContentType(ct) => ("PGRST107", format!("Content-Type not acceptable: {ct}"), none(), none()),
+            Accept(a) => ("PGRST107", format!("None of these media types are available: {a}"), none(), none()),
+            EmbedFilter(name) => (
+                "PGRST108",
+                format!("'{name}' is not an embedded resource in this request"),
+                none(),
+                Some(format!("Verify that '{name}' is included in the 'select' query parameter.")),
+            ),
+            Singular { rows } => (
+                "PGRST116",
+                "JSON object requested, multiple (or no) rows returned".into(),
+                Some(format!("The result contains {rows} rows")),
+                none(),
+            ),
+            Put(msg) => ("PGRST105", msg.clone(), none(), none()),
+            PutMismatch => ("PGRST115", "Payload values do not match URL in primary key column(s)".into(), none(), none()),
+            InvalidPreferences(p) => (
+                "PGRST122",
+                "Invalid preferences given with handling=strict".into(),
+                Some(format!("Invalid preferences: {}", p.join(", "))),
+                none(),
+            ),
+            MaxAffected { affected, max } => (
+                "PGRST124",
+                "Query result exceeds max-affected preference constraint".into(),
+                Some(format!("The query affects {affected} rows; max-affected is {max}")),
+                none(),
+            ),
+            NoRelationship { table, target, hint } => (
+                "PGRST200",
+                format!("Could not find a relationship between '{table}' and '{target}' in the schema cache"),
+                hint.as_ref().map(|h| format!("Searched for a foreign key relationship between '{table}' and '{target}' using the hint '{h}' in the schema cache, but no matches were found.")),
+                none(),
+            ),
+            AmbiguousRelationship { table, target, candidates } => (
+                "PGRST201",
+                format!("Could not embed because more than one relationship was found for '{table}' and '{target}'"),
+                Some(candidates.join("; ")),
+                Some(format!("Try changing '{target}' to one of: {}", candidates.iter().map(|c| format!("'{target}!{}'", c.rsplit(' ').next().unwrap_or(c))).collect::<Vec<_>>().join(", "))),
+            ),
+            Function { schema, name, args } => (
+                "PGRST202",
+                format!("Could not find the function {schema}.{name}({}) in the schema cache", args.join(", ")),
+                none(),
+                Some("If a new function was created in the database with this name and parameters, try reloading the schema cache.".into()),
+            ),
+            AmbiguousFunction { schema, name } => (
+                "PGRST203",
+                format!("Could not choose the best candidate function between overloads of {schema}.{name}"),
+                none(),
+                Some("Try renaming the parameters or the function itself in the database so function overloading can be resolved".into()),
+            ),
+            PayloadColumn { table, column } => (
+                "PGRST204",
+                format!("Could not find the '{column}' column of '{table}' in the schema cache"),
+                none(),
+                none(),
+            ),
+            Table { schema, table } => (
+                "PGRST205",
+                format!("Could not find the table '{schema}.{table}' in the schema cache"),
+                none(),
+                none(),
+            ),
+            Column { table, column } => ("42703", format!("column {table}.{column} does not exist"), none(), none()),
+            PreconditionFailed => (
+                "FB020",
+                "The rows changed since the ETag given in If-Match was issued".into(),
+                none(),
+                Some("Read the rows again (GET with the same filters) and retry with the new ETag.".into()),
+            ),
+            IdempotencyMismatch => (
+                "FB021",
+                "Idempotency-Key was already used with a different request".into(),
+                none(),
+                Some("Use a new key for a new request; a retry must repeat the request exactly.".into()),
+            ),
+            LimitWithoutOrder => (
+                "PGRST109",
+                "A 'limit' was applied without an explicit 'order'".into(),
+                none(),
+                Some("Apply an 'order' using unique column(s)".into()),
+            ),
+            AggregatesDisabled => ("PGRST123", "Use of aggregate functions is not allowed".into(), none(), none()),
+            InvalidRequest(msg) => ("PGRST100", msg.clone(), none(), none()),
+        };
+        json!({ "code": code, "message": message, "details": details, "hint": hint })
+    }
+}

@@ -1,0 +1,264 @@
+//! Response stage: the status, headers and body PostgREST would answer
+//! with, from the request, its plan and what running the plan's statement
+//! gave. Pure.
+use serde_json::{json, Map, Value};
+
+use crate::error::RestError;
+use crate::hash::{fnv1a, FNV_OFFSET};
+use crate::plan::WritePlan;
+use crate::prefer::Return;
+use crate::request::{ApiRequest, Explain, HttpRequest, MediaType, Method};
+
+/// The engine's answer to one HTTP request.
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Value,
+    pub body: String,
+}
+
+impl Response {
+    pub fn error(err: &RestError) -> Self {
+        Response {
+            status: err.status(),
+            headers: json!({ "Content-Type": "application/json; charset=utf-8" }),
+            body: err.body().to_string(),
+        }
+    }
+}
+
+/// What running one statement of the engine gave.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub body: Option<String>,
+    /// Rows in the body (reads) or rows written (writes).
+    pub rows: i64,
+    /// `count=exact` total, when asked for.
+    pub total: Option<i64>,
+}
+
+/// `GET /rest/v1/`: the OpenAPI description (no body for HEAD).
+pub fn openapi(api: &ApiRequest, description: &Value) -> Response {
+    Response {
+        status: 200,
+        headers: json!({ "Content-Type": "application/openapi+json; charset=utf-8" }),
+        body: if api.method == Method::Head { String::new() } else { description.to_string() },
+    }
+}
+
+/// A call of a function that returns `void`.
+pub fn void_call() -> Response {
+    Response { status: 204, headers: json!({}), body: String::new() }
+}
+
+/// PATCH with `{}`: nothing to change, nothing ran.
+pub fn empty_update() -> Response {
+    Response { status: 204, headers: json!({ "Content-Range": "*/0" }), body: String::new() }
+}
+
+/// A call of a function that returns one scalar or composite value: its
+/// JSON (`null` when it returned no row).
+pub fn scalar_call(api: &ApiRequest, body: Option<String>) -> Response {
+    let body = body.unwrap_or_else(|| "null".into());
+    Response { status: 200, headers: Value::Object(content_type(MediaType::Json)), body: head_aware(api, body) }
+}
+
+/// `Accept: application/vnd.pgrst.plan`: the lines `EXPLAIN` printed.
+pub fn explained(api: &ApiRequest, explain: &Explain, lines: &[String]) -> Response {
+    Response {
+        status: 200,
+        headers: json!({ "Content-Type": explain.content_type() }),
+        body: head_aware(api, lines.join("\n")),
+    }
+}
+
+/// Keyset pagination: a full page links to the next one (`Link` and
+/// `Fluxbase-Next-Cursor`), the request's parameters kept but its cursor.
+pub fn link_next_page(response: &mut Response, request: &HttpRequest<'_>, cursor: String) {
+    let Some(headers) = response.headers.as_object_mut() else { return };
+    let kept: Vec<&str> = request.query.split('&').filter(|p| !p.is_empty() && !p.starts_with("cursor=")).collect();
+    let path = &request.path;
+    let link = format!("</rest/v1/{path}?{}&cursor={cursor}>; rel=\"next\"", kept.join("&"));
+    headers.insert("Link".into(), Value::String(link));
+    headers.insert("Fluxbase-Next-Cursor".into(), Value::String(cursor));
+}
+
+/// `If-Match` on a write: whether the rows the write would change (`current`,
+/// their read as a JSON array) still have the ETag the client gave, as an
+/// array or, for one row, as the singular object.
+pub fn precondition_holds(if_match: &str, current: Outcome) -> bool {
+    let array = current.body.unwrap_or_else(|| "[]".into());
+    let mut tags = vec![etag(&array)];
+    if current.rows == 1 {
+        // The singular form of the same read: the one element, as Postgres printed it.
+        if let Some(object) = array.strip_prefix('[').and_then(|a| a.strip_suffix(']')) {
+            tags.push(etag(object));
+        }
+    }
+    tags.iter().any(|t| etag_matches(Some(if_match), t))
+}
+
+/// `Prefer: tx=commit|rollback` that was honoured: added to `Preference-Applied`.
+pub fn echo_transaction_end(response: &mut Response, rollback: bool) {
+    let echo = if rollback { "tx=rollback" } else { "tx=commit" };
+    if let Some(headers) = response.headers.as_object_mut() {
+        let applied = match headers.get("Preference-Applied").and_then(Value::as_str) {
+            Some(others) => format!("{others}, {echo}"),
+            None => echo.to_string(),
+        };
+        headers.insert("Preference-Applied".into(), Value::String(applied));
+    }
+}
+
+/// `{"Content-Type": …}` of a response body in `media`.
+fn content_type(media: MediaType) -> Map<String, Value> {
+    let value = match media {
+        MediaType::Object => "application/vnd.pgrst.object+json; charset=utf-8",
+        MediaType::Csv => "text/csv; charset=utf-8",
+        MediaType::GeoJson => "application/geo+json; charset=utf-8",
+        _ => "application/json; charset=utf-8",
+    };
+    let mut headers = Map::with_capacity(4);
+    headers.insert("Content-Type".into(), Value::String(value.into()));
+    headers
+}
+
+/// The body in the negotiated media type (CSV is converted from the rows).
+fn render(media: MediaType, body: String) -> String {
+    if media == MediaType::Csv {
+        crate::csv::from_rows(&body)
+    } else {
+        body
+    }
+}
+
+/// A weak validator of a read's body: equal bodies, equal ETags (FNV-1a, a
+/// hash that never changes between releases, over the body and its length).
+fn etag(body: &str) -> String {
+    let hash = fnv1a(FNV_OFFSET, body.as_bytes());
+    format!("W/\"{hash:016x}{:08x}\"", body.len())
+}
+
+fn etag_matches(if_none_match: Option<&str>, tag: &str) -> bool {
+    if_none_match.is_some_and(|h| {
+        h.split(',')
+            .map(str::trim)
+            .any(|t| t == "*" || t == tag || t.trim_start_matches("W/") == tag.trim_start_matches("W/"))
+    })
+}
+
+fn head_aware(api: &ApiRequest, body: String) -> String {
+    if api.method == Method::Head {
+        String::new()
+    } else {
+        body
+    }
+}
+
+fn applied(api: &ApiRequest, headers: &mut Map<String, Value>) {
+    let applied = &api.prefer.applied;
+    if !applied.is_empty() {
+        headers.insert("Preference-Applied".into(), Value::String(applied.join(", ")));
+    }
+}
+
+pub fn read_response(
+    api: &ApiRequest,
+    outcome: Outcome,
+    offset: i64,
+    singular: bool,
+    capped: Option<i64>,
+) -> Result<Response, RestError> {
+    if singular && outcome.rows != 1 {
+        return Err(RestError::Singular { rows: outcome.rows });
+    }
+    let total = outcome.total.map(|t| t.to_string()).unwrap_or_else(|| "*".into());
+    let range = if outcome.rows == 0 {
+        format!("*/{total}")
+    } else {
+        format!("{}-{}/{}", offset, offset + outcome.rows - 1, total)
+    };
+    if let Some(t) = outcome.total {
+        if offset > 0 && offset >= t && t > 0 {
+            return Err(RestError::Range(format!("offset {offset} is past the {t} rows")));
+        }
+    }
+    let partial = outcome.total.is_some_and(|t| outcome.rows < t);
+    let mut headers = content_type(api.accept);
+    headers.insert("Content-Range".into(), Value::String(range));
+    applied(api, &mut headers);
+    if let Some(max) = capped.filter(|m| outcome.rows >= *m) {
+        // Never truncate silently: say that the server's row limit cut the page.
+        headers.insert(
+            "Warning".into(),
+            Value::String(format!("299 fluxbase \"result limited to fluxbase.max_rows = {max} rows\"")),
+        );
+    }
+    let body = render(api.accept, outcome.body.unwrap_or_else(|| "[]".into()));
+    let tag = etag(&body);
+    let not_modified = etag_matches(api.if_none_match.as_deref(), &tag);
+    headers.insert("ETag".into(), Value::String(tag));
+    if not_modified {
+        return Ok(Response { status: 304, headers: Value::Object(headers), body: String::new() });
+    }
+    Ok(Response {
+        status: if partial { 206 } else { 200 },
+        headers: Value::Object(headers),
+        body: head_aware(api, body),
+    })
+}
+
+pub fn write_response(api: &ApiRequest, write: &WritePlan, outcome: Outcome) -> Result<Response, RestError> {
+    let n = outcome.rows;
+    let mut headers = Map::new();
+    let representation = write.returning == Return::Representation;
+    headers.insert(
+        "Content-Range".into(),
+        Value::String(if representation && n > 0 { format!("0-{}/{}", n - 1, n) } else { format!("*/{n}") }),
+    );
+    applied(api, &mut headers);
+    if write.returning == Return::HeadersOnly && api.method == Method::Post {
+        if let Some(location) = location(write, outcome.body.as_deref()) {
+            headers.insert("Location".into(), Value::String(location));
+        }
+    }
+    let status = match (api.method, representation) {
+        (Method::Post, _) => 201,
+        (_, true) => 200,
+        (_, false) => 204,
+    };
+    if !representation {
+        return Ok(Response { status, headers: Value::Object(headers), body: String::new() });
+    }
+    headers.extend(content_type(api.accept));
+    let body = render(api.accept, outcome.body.unwrap_or_else(|| "[]".into()));
+    Ok(Response { status, headers: Value::Object(headers), body })
+}
+
+/// `/table?pk=eq.value` of the first written row.
+fn location(write: &WritePlan, body: Option<&str>) -> Option<String> {
+    let rows: Value = serde_json::from_str(body?).ok()?;
+    let row = rows.get(0)?.as_object()?;
+    let parts: Vec<String> = write
+        .primary_key
+        .iter()
+        .map(|k| {
+            let v = match row.get(k) {
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+                None => String::new(),
+            };
+            format!("{}=eq.{}", encode(k), encode(&v))
+        })
+        .collect();
+    (!parts.is_empty()).then(|| format!("/{}?{}", write.table, parts.join("&")))
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
