@@ -262,3 +262,64 @@ fn encode(s: &str) -> String {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::request::parse;
+
+    fn api(request: Value) -> ApiRequest {
+        let text = request.to_string();
+        parse(&HttpRequest::from_json(&text).unwrap()).unwrap()
+    }
+
+    fn rows(body: &str, rows: i64, total: Option<i64>) -> Outcome {
+        Outcome { body: Some(body.into()), rows, total }
+    }
+
+    #[test]
+    fn a_read_says_its_range_and_its_etag() {
+        let get = api(json!({"path": "t", "query": "offset=2"}));
+        let r = read_response(&get, rows(r#"[{"id":3},{"id":4}]"#, 2, Some(5)), 2, false, None).unwrap();
+        assert_eq!((r.status, &r.headers["Content-Range"]), (206, &json!("2-3/5")));
+        let tag = r.headers["ETag"].as_str().unwrap().to_string();
+        assert!(tag.starts_with("W/\""), "{tag}");
+        // The same body again, with its ETag in If-None-Match: not modified.
+        let again = api(json!({"path": "t", "headers": {"if-none-match": tag}}));
+        let r = read_response(&again, rows(r#"[{"id":3},{"id":4}]"#, 2, None), 0, false, None).unwrap();
+        assert_eq!((r.status, r.body.as_str()), (304, ""));
+        // Past the end, with a known total: 416.
+        let past = read_response(&get, rows("[]", 0, Some(1)), 2, false, None).unwrap_err();
+        assert_eq!(past.status(), 416);
+    }
+
+    #[test]
+    fn a_capped_page_warns_and_a_singular_read_needs_one_row() {
+        let get = api(json!({"path": "t"}));
+        let r = read_response(&get, rows("[1,2]", 2, None), 0, false, Some(2)).unwrap();
+        assert!(r.headers["Warning"].as_str().unwrap().contains("fluxbase.max_rows = 2"));
+        let object = api(json!({"path": "t", "headers": {"accept": "application/vnd.pgrst.object+json"}}));
+        let err = read_response(&object, rows("[1,2]", 2, None), 0, true, None).unwrap_err();
+        assert_eq!(err, RestError::Singular { rows: 2 });
+    }
+
+    #[test]
+    fn if_match_takes_the_etag_of_the_array_or_of_its_one_object() {
+        let array = r#"[{"id":1}]"#;
+        let current = || rows(array, 1, None);
+        assert!(precondition_holds(&etag(array), current()));
+        assert!(precondition_holds(&etag(r#"{"id":1}"#), current()));
+        assert!(precondition_holds("*", current()));
+        assert!(!precondition_holds(&etag(r#"[{"id":2}]"#), current()));
+    }
+
+    #[test]
+    fn a_full_keyset_page_links_to_the_next() {
+        let text = json!({"path": "t", "query": "select=id&cursor=abc&order=id"}).to_string();
+        let request = HttpRequest::from_json(&text).unwrap();
+        let mut response = void_call();
+        link_next_page(&mut response, &request, "next1".into());
+        assert_eq!(response.headers["Link"], json!("</rest/v1/t?select=id&order=id&cursor=next1>; rel=\"next\""));
+        assert_eq!(response.headers["Fluxbase-Next-Cursor"], json!("next1"));
+    }
+}
