@@ -5,8 +5,8 @@ use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::auth::signing::sign_hs256;
 use crate::config::Config;
-use crate::jwt::sign_hs256;
 
 pub const USAGE: &str = "usage:
   fluxbase [serve] [--config FILE]        run the proxy
@@ -142,7 +142,7 @@ pub fn gen_config(path: &Path, database_url: &str) -> Result<(), String> {
 /// argon2id hashes per second with the configured parameters, one thread
 /// per CPU: the ceiling for password sign-ins (tests/bench/auth.sh).
 pub fn hash_rate(config: &Config, seconds: u64) -> Result<String, String> {
-    let hasher = crate::password::Hasher::new(&config.auth)?;
+    let hasher = crate::auth::password::Hasher::new(&config.auth)?;
     let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds.max(1));
     let started = std::time::Instant::now();

@@ -1,4 +1,5 @@
-//! The Postgres pool (connecting as `authenticator`) and the mapping of
+//! The Postgres pool (connecting as `authenticator`), statements cached per
+//! connection, and the mapping of
 //! database failures to API errors. Broken connections are dropped by the
 //! pool's recycle check, so the proxy recovers from a Postgres restart alone.
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime, Timeouts};
@@ -7,7 +8,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
 use crate::config::Database;
-use crate::error::{sqlstate_status, ApiError};
+use crate::error::ApiError;
 
 pub fn pg_config(config: &Database) -> Result<tokio_postgres::Config, String> {
     let mut pg: tokio_postgres::Config = config.url.parse().map_err(|e| format!("database.url: {e}"))?;
@@ -61,13 +62,7 @@ impl Cached for deadpool_postgres::Object {
 
 pub fn pool_error(err: PoolError) -> ApiError {
     match err {
-        PoolError::Timeout(_) => ApiError::Database {
-            status: http::StatusCode::GATEWAY_TIMEOUT,
-            code: "PGRST003".into(),
-            message: "Timed out acquiring connection from connection pool.".into(),
-            details: None,
-            hint: None,
-        },
+        PoolError::Timeout(_) => ApiError::PoolTimeout,
         other => ApiError::DatabaseUnavailable(other.to_string()),
     }
 }
@@ -100,4 +95,57 @@ pub fn is_connection_failure(err: &tokio_postgres::Error) -> bool {
         let code = db.code().code();
         code.starts_with("08") || code == "57P01" || code == "57P02" || code == "57P03"
     })
+}
+
+/// PostgREST's SQLSTATE → HTTP status table. `authenticated` decides 42501:
+/// 401 for an anonymous request, 403 for a request that carried a token.
+pub fn sqlstate_status(code: &str, authenticated: bool) -> http::StatusCode {
+    let s = |n: u16| http::StatusCode::from_u16(n).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    if let Some(custom) = code.strip_prefix("PT") {
+        if let Ok(n) = custom.parse::<u16>() {
+            return s(n);
+        }
+    }
+    match code {
+        "23503" | "23505" => s(409),
+        "25006" => s(405),
+        "53400" => s(500),
+        "P0001" => s(400),
+        "42883" => s(404),
+        "42P01" => s(404),
+        "42P17" => s(500),
+        "42501" => s(if authenticated { 403 } else { 401 }),
+        _ => match &code[..2.min(code.len())] {
+            "08" => s(503),
+            "09" => s(500),
+            "0L" | "0P" => s(403),
+            "23" | "22" => s(400),
+            "25" => s(500),
+            "28" => s(403),
+            "2D" | "38" | "39" | "3B" | "40" => s(500),
+            "53" => s(503),
+            "54" | "55" | "57" | "58" | "F0" | "HV" | "XX" => s(500),
+            "42" => s(400),
+            "P0" => s(500),
+            _ => s(400),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::StatusCode;
+
+    #[test]
+    fn postgrest_status_mapping() {
+        assert_eq!(sqlstate_status("23505", true), StatusCode::CONFLICT);
+        assert_eq!(sqlstate_status("42501", false), StatusCode::UNAUTHORIZED);
+        assert_eq!(sqlstate_status("42501", true), StatusCode::FORBIDDEN);
+        assert_eq!(sqlstate_status("PT402", true), StatusCode::PAYMENT_REQUIRED);
+        assert_eq!(sqlstate_status("P0001", true), StatusCode::BAD_REQUEST);
+        assert_eq!(sqlstate_status("08006", true), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(sqlstate_status("22P02", true), StatusCode::BAD_REQUEST);
+        assert_eq!(sqlstate_status("42P01", true), StatusCode::NOT_FOUND);
+    }
 }

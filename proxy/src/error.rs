@@ -1,7 +1,11 @@
-//! The proxy's one error type. Each variant has one HTTP status and one code
-//! from docs/errors.md; the rendering follows the surface the request came in
-//! on, so Supabase clients find the fields they read. Internals are logged,
-//! never sent.
+//! The proxy's error type, by layer: the request itself (`Request`,
+//! `BodyTooLarge`, `NotFound`), the caller's credentials (`Jwt`,
+//! `InvalidApiKey`), the database (`Database` for a statement's failure,
+//! `DatabaseUnavailable`/`PoolTimeout` for the connection), a service's own
+//! refusals (`Auth`, `RateLimited`, `WeakPassword`) and `Internal`. Each
+//! variant has one HTTP status and one code from docs/errors.md; the
+//! rendering follows the surface the request came in on, so Supabase
+//! clients find the fields they read. Internals are logged, never sent.
 use http::{HeaderValue, StatusCode};
 use serde_json::{json, Value};
 use thiserror::Error;
@@ -25,6 +29,10 @@ pub enum ApiError {
     NotImplemented(&'static str),
     #[error("request body exceeds {limit} bytes")]
     BodyTooLarge { limit: usize },
+    /// The request is malformed in a way the proxy sees before any service
+    /// does (a body that is not UTF-8, a body that could not be read).
+    #[error("{message}")]
+    Request { status: StatusCode, code: &'static str, message: String },
     #[error("request timed out after {ms} ms")]
     Timeout { ms: u64 },
     #[error("invalid API key")]
@@ -33,6 +41,9 @@ pub enum ApiError {
     Jwt { code: &'static str, message: String },
     #[error("database unavailable: {0}")]
     DatabaseUnavailable(String),
+    /// No pooled connection came free within `database.pool_timeout_ms`.
+    #[error("Timed out acquiring connection from connection pool.")]
+    PoolTimeout,
     #[error("{message}")]
     Database { status: StatusCode, code: String, message: String, details: Option<String>, hint: Option<String> },
     /// A response fully formed by the extension (status, PostgREST body).
@@ -66,9 +77,11 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Request { status, .. } => *status,
             ApiError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ApiError::InvalidApiKey | ApiError::Jwt { .. } => StatusCode::UNAUTHORIZED,
             ApiError::DatabaseUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::PoolTimeout => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Database { status, .. } => *status,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Auth { status, .. } => *status,
@@ -82,10 +95,12 @@ impl ApiError {
             ApiError::NotFound => "FB001",
             ApiError::NotImplemented(_) => "FB002",
             ApiError::BodyTooLarge { .. } => "FB003",
+            ApiError::Request { code, .. } => code,
             ApiError::Timeout { .. } => "FB005",
             ApiError::InvalidApiKey => "FB010",
             ApiError::Jwt { code, .. } => code,
             ApiError::DatabaseUnavailable(_) => "PGRST001",
+            ApiError::PoolTimeout => "PGRST003",
             ApiError::Database { code, .. } => code,
             ApiError::Internal(_) => "FB000",
             ApiError::Auth { error_code, .. } => error_code,
@@ -103,12 +118,14 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::NotImplemented(_) => "not_implemented",
             ApiError::BodyTooLarge { .. } => "request_too_large",
+            ApiError::Request { .. } => "validation_failed",
             ApiError::Timeout { .. } => "request_timeout",
             ApiError::InvalidApiKey => "no_authorization",
             ApiError::Jwt { .. } => "bad_jwt",
-            ApiError::DatabaseUnavailable(_) | ApiError::Database { .. } | ApiError::Internal(_) => {
-                "unexpected_failure"
-            }
+            ApiError::DatabaseUnavailable(_)
+            | ApiError::PoolTimeout
+            | ApiError::Database { .. }
+            | ApiError::Internal(_) => "unexpected_failure",
         }
     }
 
@@ -181,56 +198,9 @@ impl ApiError {
     }
 }
 
-/// PostgREST's SQLSTATE → HTTP status table. `authenticated` decides 42501:
-/// 401 for an anonymous request, 403 for a request that carried a token.
-pub fn sqlstate_status(code: &str, authenticated: bool) -> StatusCode {
-    let s = |n: u16| StatusCode::from_u16(n).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    if let Some(custom) = code.strip_prefix("PT") {
-        if let Ok(n) = custom.parse::<u16>() {
-            return s(n);
-        }
-    }
-    match code {
-        "23503" | "23505" => s(409),
-        "25006" => s(405),
-        "53400" => s(500),
-        "P0001" => s(400),
-        "42883" => s(404),
-        "42P01" => s(404),
-        "42P17" => s(500),
-        "42501" => s(if authenticated { 403 } else { 401 }),
-        _ => match &code[..2.min(code.len())] {
-            "08" => s(503),
-            "09" => s(500),
-            "0L" | "0P" => s(403),
-            "23" | "22" => s(400),
-            "25" => s(500),
-            "28" => s(403),
-            "2D" | "38" | "39" | "3B" | "40" => s(500),
-            "53" => s(503),
-            "54" | "55" | "57" | "58" | "F0" | "HV" | "XX" => s(500),
-            "42" => s(400),
-            "P0" => s(500),
-            _ => s(400),
-        },
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn postgrest_status_mapping() {
-        assert_eq!(sqlstate_status("23505", true), StatusCode::CONFLICT);
-        assert_eq!(sqlstate_status("42501", false), StatusCode::UNAUTHORIZED);
-        assert_eq!(sqlstate_status("42501", true), StatusCode::FORBIDDEN);
-        assert_eq!(sqlstate_status("PT402", true), StatusCode::PAYMENT_REQUIRED);
-        assert_eq!(sqlstate_status("P0001", true), StatusCode::BAD_REQUEST);
-        assert_eq!(sqlstate_status("08006", true), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(sqlstate_status("22P02", true), StatusCode::BAD_REQUEST);
-        assert_eq!(sqlstate_status("42P01", true), StatusCode::NOT_FOUND);
-    }
 
     #[test]
     fn bodies_keep_the_fields_clients_read() {

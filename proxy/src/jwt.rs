@@ -1,5 +1,6 @@
 //! JWT verification (HS256 secret; RS256/ES256 keys from a JWK set) and the
 //! API-key rules of Supabase: which credential of a request decides its role.
+//! Verification only: signing sessions is the auth service's (auth/signing.rs).
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{decode, decode_header, errors::ErrorKind, Algorithm, DecodingKey, Validation};
 use serde_json::{json, Value};
@@ -10,16 +11,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::config::{ApiKeys, Jwt as JwtConfig};
 use crate::error::ApiError;
 
-/// Who a request acts as: the claims handed to Postgres.
+/// Who a request acts as, verified once per request by the dispatcher: the
+/// claims handed to Postgres.
 #[derive(Debug, Clone)]
-pub struct Auth {
+pub struct Caller {
     pub claims: Arc<Value>,
     /// Acting as the anonymous role, with or without a token (the anon key
     /// is a token): PostgREST answers permission errors 401 then, not 403.
     pub anonymous: bool,
 }
 
-impl Auth {
+impl Caller {
     pub fn role(&self) -> &str {
         self.claims.get("role").and_then(Value::as_str).unwrap_or("")
     }
@@ -28,15 +30,16 @@ impl Auth {
 /// Verified claims and their `exp`, keyed by the token.
 type CachedClaims = (Arc<Value>, Option<u64>);
 
-struct AsymmetricKey {
-    kid: Option<String>,
-    algorithm: Algorithm,
-    key: DecodingKey,
+/// A public key tokens may be signed with (RS256 or ES256).
+pub struct VerifyingKey {
+    pub kid: Option<String>,
+    pub algorithm: Algorithm,
+    pub key: DecodingKey,
 }
 
 pub struct Verifier {
     hs256: Option<DecodingKey>,
-    asymmetric: Vec<AsymmetricKey>,
+    asymmetric: Vec<VerifyingKey>,
     audience: Option<String>,
     leeway: u64,
     anon: Arc<Value>,
@@ -61,15 +64,10 @@ fn is_opaque(key: &str) -> bool {
 }
 
 impl Verifier {
-    pub fn new(
-        config: &JwtConfig,
-        keys: &ApiKeys,
-        signing: Option<&crate::signing::SigningKeys>,
-    ) -> Result<Verifier, String> {
-        let mut asymmetric = Vec::new();
-        for (kid, algorithm, key) in signing.map(|s| s.verifying_keys()).transpose()?.unwrap_or_default() {
-            asymmetric.push(AsymmetricKey { kid: Some(kid), algorithm, key });
-        }
+    /// `own_keys`: the public keys of this deployment's own session signing,
+    /// verified beside `jwt.secret` and `jwt.jwks_file`.
+    pub fn new(config: &JwtConfig, keys: &ApiKeys, own_keys: Vec<VerifyingKey>) -> Result<Verifier, String> {
+        let mut asymmetric = own_keys;
         if let Some(path) = &config.jwks_file {
             let text = std::fs::read_to_string(path).map_err(|e| format!("jwt.jwks_file {}: {e}", path.display()))?;
             let set: JwkSet = serde_json::from_str(&text).map_err(|e| format!("jwt.jwks_file: not a JWK set: {e}"))?;
@@ -80,7 +78,7 @@ impl Verifier {
                     other => return Err(format!("jwt.jwks_file: key alg {other:?} is not RS256 or ES256")),
                 };
                 let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("jwt.jwks_file: {e}"))?;
-                asymmetric.push(AsymmetricKey { kid: jwk.common.key_id.clone(), algorithm, key });
+                asymmetric.push(VerifyingKey { kid: jwk.common.key_id.clone(), algorithm, key });
             }
         }
         Ok(Verifier {
@@ -100,7 +98,7 @@ impl Verifier {
     /// Supabase's rules: a JWT in `Authorization: Bearer` wins; an opaque key
     /// is never a bearer token, so then the `apikey` header decides; no
     /// credential at all means the anon role.
-    pub fn authenticate(&self, authorization: Option<&str>, apikey: Option<&str>) -> Result<Auth, ApiError> {
+    pub fn authenticate(&self, authorization: Option<&str>, apikey: Option<&str>) -> Result<Caller, ApiError> {
         let bearer = match authorization {
             Some(h) => {
                 let (scheme, token) = h.trim().split_once(' ').unwrap_or((h, ""));
@@ -127,7 +125,7 @@ impl Verifier {
             },
         };
         let anonymous = claims.get("role").and_then(Value::as_str).is_none_or(|r| r == self.anon_role);
-        Ok(Auth { claims, anonymous })
+        Ok(Caller { claims, anonymous })
     }
 
     fn opaque_key_is_known(&self, key: &str) -> bool {
@@ -214,20 +212,16 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Signs an HS256 token; used for the dev keys and `fluxbase sign`.
-pub fn sign_hs256(secret: &str, claims: &Value) -> Result<String, jsonwebtoken::errors::Error> {
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(Algorithm::HS256),
-        claims,
-        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn sign_hs256(secret: &str, claims: &Value) -> Result<String, jsonwebtoken::errors::Error> {
+        let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::HS256), claims, &key)
+    }
 
     fn verifier() -> Verifier {
         let config = JwtConfig {
@@ -244,10 +238,10 @@ mod tests {
             secret: vec!["sb_secret_0123456789abcdef0123456789".into()],
             ..Default::default()
         };
-        Verifier::new(&config, &keys, None).unwrap()
+        Verifier::new(&config, &keys, vec![]).unwrap()
     }
 
-    fn code(r: Result<Auth, ApiError>) -> String {
+    fn code(r: Result<Caller, ApiError>) -> String {
         r.unwrap_err().code().to_string()
     }
 
@@ -261,7 +255,7 @@ mod tests {
             cache_entries: 10,
             leeway_seconds: 0,
         };
-        Verifier::new(&config, &ApiKeys::default(), None).unwrap()
+        Verifier::new(&config, &ApiKeys::default(), vec![]).unwrap()
     }
 
     fn sign_with(alg: Algorithm, kid: &str, pem: &str, claims: &Value) -> String {

@@ -7,27 +7,24 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-mod auth;
-mod auth_oauth;
-mod auth_passkey;
-mod breach;
-mod cli;
+// Shared plumbing: never imports a service.
 mod config;
 mod db;
 mod error;
+mod http;
 mod jwt;
 mod listener;
-mod mailer;
 mod metrics;
-mod oauth;
-mod password;
+mod state;
+
+// One room per service: each imports plumbing, never another service.
+mod auth;
 mod rest;
-mod saml;
+
+// The composition: builds the services and routes requests to them.
+mod app;
+mod cli;
 mod server;
-mod signing;
-mod sms;
-mod totp;
-mod webauthn;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -54,7 +51,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Command::GenSigningKey { path, kid, alg } => {
-            return match signing::generate(&path, kid, &alg) {
+            return match auth::signing::generate(&path, kid, &alg) {
                 Ok(kid) => {
                     println!("{kid}");
                     ExitCode::SUCCESS
@@ -84,10 +81,18 @@ fn main() -> ExitCode {
         }
     };
     match args.command {
-        Command::CheckConfig => {
-            println!("configuration is valid");
-            ExitCode::SUCCESS
-        }
+        // Building the app judges what only the services can (keys,
+        // providers, templates); nothing connects to the database.
+        Command::CheckConfig => match app::App::new(config) {
+            Ok(_) => {
+                println!("configuration is valid");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("fluxbase: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
         Command::Keys => {
             print!("{}", cli::keys(&config));
             ExitCode::SUCCESS
@@ -141,13 +146,14 @@ fn serve(config: Config) -> ExitCode {
     };
     runtime.block_on(async move {
         let listen = config.server.listen;
-        let state = match server::AppState::new(config) {
-            Ok(s) => Arc::new(s),
+        let app = match app::App::new(config) {
+            Ok(app) => Arc::new(app),
             Err(e) => {
                 eprintln!("fluxbase: {e}");
                 return ExitCode::from(EXIT_CONFIG);
             }
         };
+        let state = app.state().clone();
         let listener = match tokio::net::TcpListener::bind(listen).await {
             Ok(l) => l,
             Err(e) => {
@@ -164,7 +170,7 @@ fn serve(config: Config) -> ExitCode {
             Err(e) => tracing::error!(error = %e, "NOTIFY listener not started"),
         }
         tracing::info!(address = %listen, version = env!("CARGO_PKG_VERSION"), "fluxbase listening");
-        server::serve(state, listener, shutdown).await;
+        server::serve(app, listener, shutdown).await;
         ExitCode::SUCCESS
     })
 }

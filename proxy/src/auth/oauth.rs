@@ -2,16 +2,16 @@
 //! provider side): `GET /authorize`, `GET|POST /callback`,
 //! `GET /user/identities/authorize`, `DELETE /user/identities/{id}`,
 //! `POST /token?grant_type=pkce|id_token`.
-use bytes::Bytes;
 use http::StatusCode;
 use serde_json::{json, Value};
 
-use crate::auth::{db_error, form_encode, new_refresh_token, refusal, sha256_hex, text, Req};
+use super::providers::{s256, valid_pkce};
+use super::{db_error, new_refresh_token, refusal, sha256_hex, text, AuthCall};
 use crate::db::Cached;
 use crate::error::ApiError;
-use crate::jwt::Auth;
-use crate::oauth::{s256, valid_pkce};
-use crate::server::{json_response, Response};
+use crate::http::form_encode;
+use crate::http::{empty_response, json_response, Response};
+use crate::jwt::Caller;
 
 /// Query parameters of `/authorize` that are Fluxbase's own; every other one
 /// (`login_hint`, `prompt`, `access_type`, ...) goes on to the provider, as
@@ -19,12 +19,8 @@ use crate::server::{json_response, Response};
 const OWN_PARAMS: [&str; 7] =
     ["provider", "redirect_to", "scopes", "code_challenge", "code_challenge_method", "skip_http_redirect", "flow_type"];
 
-fn found(location: &str) -> Response {
-    http::Response::builder()
-        .status(StatusCode::FOUND)
-        .header(http::header::LOCATION, location)
-        .body(http_body_util::Full::new(Bytes::new()))
-        .unwrap_or_else(|_| json_response(StatusCode::BAD_REQUEST, &json!({"error": "bad redirect"})))
+pub(super) fn found(location: &str) -> Response {
+    empty_response(StatusCode::FOUND, Some(location))
 }
 
 /// `url` with `pairs` added to its query (before any fragment).
@@ -43,7 +39,7 @@ pub(crate) fn with_query(url: &str, pairs: &[(&str, &str)]) -> String {
 /// Where the browser goes when a sign-in fails after the provider: the
 /// app's URL with Supabase's `error`, `error_code`, `error_description`
 /// (query for PKCE, fragment for the implicit flow).
-fn error_redirect(target: &str, pkce: bool, error: &str, code: &str, description: &str) -> Response {
+pub(super) fn error_redirect(target: &str, pkce: bool, error: &str, code: &str, description: &str) -> Response {
     let pairs = [("error", error), ("error_code", code), ("error_description", description)];
     if pkce {
         return found(&with_query(target, &pairs));
@@ -53,21 +49,21 @@ fn error_redirect(target: &str, pkce: bool, error: &str, code: &str, description
 }
 
 /// Where a finished outside sign-in goes and what it is for.
-struct Finish<'a> {
-    provider: &'a str,
-    redirect: &'a str,
+pub(super) struct Finish<'a> {
+    pub(super) provider: &'a str,
+    pub(super) redirect: &'a str,
     /// The app's PKCE challenge and method (none: implicit flow).
-    challenge: Option<(String, String)>,
-    link_user: Option<uuid::Uuid>,
+    pub(super) challenge: Option<(String, String)>,
+    pub(super) link_user: Option<uuid::Uuid>,
     /// SAML: users of their own (`is_sso_user`), never linked by e-mail.
-    sso: bool,
+    pub(super) sso: bool,
 }
 
-fn random_token() -> String {
+pub(super) fn random_token() -> String {
     new_refresh_token().0
 }
 
-impl Req<'_> {
+impl AuthCall<'_> {
     /// `GET /authorize?provider=…` (and `/user/identities/authorize` with
     /// `link_user`): remembers the sign-in and sends the browser to the provider.
     pub(crate) async fn oauth_authorize(
@@ -82,7 +78,7 @@ impl Req<'_> {
         let name = get("provider")
             .filter(|p| !p.is_empty())
             .ok_or_else(|| ApiError::auth(400, "validation_failed", "Unsupported provider: missing provider"))?;
-        let provider = self.state.providers.get(name)?;
+        let provider = self.service.providers.get(name)?;
         let redirect = self.redirect_target(get("redirect_to").map(str::to_string))?;
         let challenge = get("code_challenge").filter(|c| !c.is_empty());
         let method = match (challenge, get("code_challenge_method").map(str::to_ascii_lowercase).as_deref()) {
@@ -122,8 +118,11 @@ impl Req<'_> {
         drop(client);
         let forwarded: Vec<(String, String)> =
             params.iter().filter(|(k, _)| !OWN_PARAMS.contains(&k.as_str())).cloned().collect();
-        let url =
-            self.state.providers.authorize_url(provider, &state, &nonce, &verifier, get("scopes"), &forwarded).await?;
+        let url = self
+            .service
+            .providers
+            .authorize_url(provider, &state, &nonce, &verifier, get("scopes"), &forwarded)
+            .await?;
         if get("skip_http_redirect") == Some("true") {
             return Ok(json_response(StatusCode::OK, &json!({ "url": url })));
         }
@@ -177,12 +176,12 @@ impl Req<'_> {
             return fail("invalid_request", "bad_oauth_callback", "OAuth callback without a code");
         };
         let name: String = row.get("provider");
-        let Ok(provider) = self.state.providers.get(&name) else {
+        let Ok(provider) = self.service.providers.get(&name) else {
             return fail("invalid_request", "provider_disabled", "The provider is no longer configured");
         };
         let verifier: String = row.get("verifier");
         let nonce: String = row.get("nonce");
-        let providers = &self.state.providers;
+        let providers = &self.service.providers;
         let outcome = async {
             let tokens = providers.exchange(provider, code, &verifier).await?;
             let identity = providers.identity(provider, &tokens, &nonce).await?;
@@ -210,11 +209,11 @@ impl Req<'_> {
     /// The end of every sign-in at an outside provider (OAuth, OIDC, SAML):
     /// the user found, linked or created, then a redirect to the app with a
     /// PKCE code or a session in the fragment, or with the refusal.
-    async fn finish_signin(
+    pub(super) async fn finish_signin(
         &self,
         finish: Finish<'_>,
-        identity: &crate::oauth::Identity,
-        tokens: &crate::oauth::Tokens,
+        identity: &super::providers::Identity,
+        tokens: &super::providers::Tokens,
     ) -> Result<Response, ApiError> {
         let Finish { provider, redirect, challenge, link_user, sso } = finish;
         let pkce = challenge.is_some();
@@ -253,133 +252,10 @@ impl Req<'_> {
         Ok(found(&format!("{}#{fragment}", redirect.split('#').next().unwrap_or(redirect))))
     }
 
-    /// `POST /sso` `{domain | provider_id, redirect_to, code_challenge,
-    /// code_challenge_method, skip_http_redirect}`: the identity provider's
-    /// URL with an AuthnRequest.
-    pub(crate) async fn sso_start(&self, body: &Value) -> Result<Response, ApiError> {
-        let Some(saml) = &self.state.saml else {
-            return Err(ApiError::auth(404, "sso_provider_not_found", "SAML SSO is not configured"));
-        };
-        let idp = saml.find(text(body, "provider_id"), text(body, "domain"))?;
-        let config = &self.state.config.auth;
-        self.rate_limit(&[(format!("signin:ip:{}", self.ctx.ip), config.rate_limit_signins_per_ip)]).await?;
-        let redirect = self.redirect_target(text(body, "redirect_to").map(str::to_string))?;
-        let pkce = crate::auth::pkce_of(body)?;
-        let (relay, request_id) = (random_token(), format!("_{}", uuid::Uuid::new_v4().simple()));
-        let (challenge, method) = pkce.unzip();
-        let client = self.state.client().await?;
-        client
-            .execute_cached(
-                "SELECT fluxbase.auth_oauth_begin($1, $2, $3, $4, $5, $6, '', NULL, $7)",
-                &[
-                    &sha256_hex(&relay),
-                    &format!("sso:{}", idp.name),
-                    &redirect,
-                    &challenge,
-                    &method,
-                    &request_id,
-                    &(self.state.config.auth.flow_state_expiry_seconds as i32),
-                ],
-            )
-            .await
-            .map_err(db_error)?;
-        drop(client);
-        let url = idp.authn_url(&request_id, &relay).map_err(ApiError::Internal)?;
-        if body.get("skip_http_redirect").and_then(Value::as_bool) == Some(false) {
-            return Ok(http::Response::builder()
-                .status(StatusCode::SEE_OTHER)
-                .header(http::header::LOCATION, url)
-                .body(http_body_util::Full::new(Bytes::new()))
-                .expect("static response parts"));
-        }
-        Ok(json_response(StatusCode::OK, &json!({ "url": url })))
-    }
-
-    /// `GET /sso/saml/metadata`: Fluxbase as a SAML service provider.
-    pub(crate) fn sso_metadata(&self) -> Result<Response, ApiError> {
-        let Some(saml) = &self.state.saml else {
-            return Err(ApiError::auth(404, "sso_provider_not_found", "SAML SSO is not configured"));
-        };
-        let xml = saml.metadata_xml().map_err(ApiError::Internal)?;
-        Ok(http::Response::builder()
-            .status(StatusCode::OK)
-            .header(http::header::CONTENT_TYPE, "application/samlmetadata+xml")
-            .body(http_body_util::Full::new(Bytes::from(xml)))
-            .expect("static response parts"))
-    }
-
-    /// `POST /sso/saml/acs` (form `SAMLResponse`, `RelayState`): the identity
-    /// provider's answer, checked, then the sign-in finishes as for OAuth.
-    pub(crate) async fn sso_acs(&self, params: &[(String, String)]) -> Result<Response, ApiError> {
-        let get =
-            |k: &str| params.iter().find(|(name, _)| name == k).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty());
-        let site = self.redirect_target(None)?;
-        let Some(saml) = &self.state.saml else {
-            return Err(ApiError::auth(404, "sso_provider_not_found", "SAML SSO is not configured"));
-        };
-        let bad_state = || {
-            error_redirect(
-                &site,
-                true,
-                "invalid_request",
-                "bad_saml_relay_state",
-                "SAML relay state is unknown, used or expired",
-            )
-        };
-        let Some(relay) = get("RelayState") else { return Ok(bad_state()) };
-        let client = self.state.client().await?;
-        let row = client
-            .query_opt_cached(
-                "SELECT * FROM fluxbase.auth_oauth_take($1, $2)",
-                &[&sha256_hex(relay), &(self.state.config.auth.flow_state_expiry_seconds as i32)],
-            )
-            .await
-            .map_err(db_error)?;
-        drop(client);
-        let Some(row) = row else { return Ok(bad_state()) };
-        let provider: String = row.get("provider");
-        let redirect: String = row.get("redirect_to");
-        let challenge: Option<String> = row.get("code_challenge");
-        let pkce = challenge.is_some();
-        let fail = |code: &str, msg: &str| Ok(error_redirect(&redirect, pkce, "access_denied", code, msg));
-        let Some(idp) = provider.strip_prefix("sso:").and_then(|name| saml.get(name)) else {
-            return fail("sso_provider_not_found", "The SSO provider is no longer configured");
-        };
-        let Some(response) = get("SAMLResponse").map(str::to_string) else {
-            return fail("saml_assertion_no_user_id", "No SAMLResponse in the request");
-        };
-        let request_id: String = row.get("nonce");
-        // xmlsec is synchronous C: kept off the other tasks' threads.
-        let verified = tokio::task::block_in_place(|| idp.verify(&response, &request_id, &saml.acs_url));
-        let identity = match verified {
-            Ok(identity) => identity,
-            Err(e) => {
-                tracing::info!(provider = %idp.name, reason = %e, "SAML response refused");
-                return fail("saml_assertion_invalid", "The SAML response could not be verified");
-            }
-        };
-        let identity = crate::oauth::Identity {
-            provider_id: identity.name_id,
-            email_verified: identity.email.is_some(),
-            email: identity.email,
-            data: identity.data,
-        };
-        let finish = Finish {
-            provider: &provider,
-            redirect: &redirect,
-            challenge: challenge
-                .map(|c| (c, row.get::<_, Option<String>>("code_challenge_method").unwrap_or_default())),
-            link_user: None,
-            sso: true,
-        };
-        let none = crate::oauth::Tokens { access_token: None, refresh_token: None, id_token: None };
-        self.finish_signin(finish, &identity, &none).await
-    }
-
-    async fn oauth_signin(
+    pub(super) async fn oauth_signin(
         &self,
         provider: &str,
-        identity: &crate::oauth::Identity,
+        identity: &super::providers::Identity,
         link_user: Option<uuid::Uuid>,
         refresh_hash: Option<String>,
         flow: Option<Value>,
@@ -400,7 +276,7 @@ impl Req<'_> {
                 &refresh_hash,
                 &flow,
                 &self.ctx.ip,
-                &self.user_agent,
+                &self.ctx.user_agent,
                 &self.ctx.request_id,
                 &sso,
             ],
@@ -433,7 +309,7 @@ impl Req<'_> {
                     &(config.flow_state_expiry_seconds as i32),
                     &refresh_hash,
                     &self.ctx.ip,
-                    &self.user_agent,
+                    &self.ctx.user_agent,
                     &self.ctx.request_id,
                 ],
             )
@@ -455,11 +331,11 @@ impl Req<'_> {
     /// must be the SHA-256 (hex) of the `nonce` sent here.
     /// With `link_identity: true` (supabase-js `linkIdentity({token})`) the
     /// identity is linked to the signed-in caller.
-    pub(crate) async fn id_token_grant(&self, caller: &Auth, body: &Value) -> Result<Response, ApiError> {
+    pub(crate) async fn id_token_grant(&self, caller: &Caller, body: &Value) -> Result<Response, ApiError> {
         let (Some(name), Some(token)) = (text(body, "provider"), text(body, "id_token")) else {
             return Err(ApiError::auth(400, "validation_failed", "provider and id_token are required"));
         };
-        let provider = self.state.providers.get(name)?;
+        let provider = self.service.providers.get(name)?;
         if !provider.is_oidc() {
             return Err(ApiError::auth(400, "validation_failed", format!("Provider {name} does not issue ID tokens")));
         }
@@ -470,7 +346,7 @@ impl Req<'_> {
             ApiError::auth(400, "bad_jwt", "Bad ID token")
         };
         let claims =
-            self.state.providers.verify_id_token(provider, token, &provider.audiences(), None).await.map_err(bad)?;
+            self.service.providers.verify_id_token(provider, token, &provider.audiences(), None).await.map_err(bad)?;
         match (claims.get("nonce").and_then(Value::as_str), text(body, "nonce")) {
             (None, None) => {}
             (Some(claim), Some(raw)) if crate::jwt::constant_time_eq(claim.as_bytes(), sha256_hex(raw).as_bytes()) => {}
@@ -488,22 +364,22 @@ impl Req<'_> {
                 if !config.manual_linking {
                     return Err(ApiError::auth(404, "manual_linking_disabled", "Manual linking is disabled"));
                 }
-                Some(crate::auth::session_of(caller)?.0)
+                Some(super::session_of(caller)?.0)
             }
             _ => None,
         };
-        let identity = crate::oauth::identity_from_claims(provider, claims);
+        let identity = super::providers::identity_from_claims(provider, claims);
         let (refresh, refresh_hash) = new_refresh_token();
         let issued = self.oauth_signin(name, &identity, link_user, Some(refresh_hash), None, false).await?;
         self.session(&issued, &refresh)
     }
 
     /// `DELETE /user/identities/{id}`.
-    pub(crate) async fn unlink_identity(&self, caller: &Auth, id: &str) -> Result<Response, ApiError> {
+    pub(crate) async fn unlink_identity(&self, caller: &Caller, id: &str) -> Result<Response, ApiError> {
         if !self.state.config.auth.manual_linking {
             return Err(ApiError::auth(404, "manual_linking_disabled", "Manual linking is disabled"));
         }
-        let (user, _) = crate::auth::session_of(caller)?;
+        let (user, _) = super::session_of(caller)?;
         let identity = uuid::Uuid::parse_str(id)
             .map_err(|_| ApiError::auth(404, "identity_not_found", "Identity doesn't exist"))?;
         self.call_json(
@@ -519,7 +395,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redirects_keep_the_apps_url() {
+    pub(super) fn redirects_keep_the_apps_url() {
         assert_eq!(with_query("http://a/cb", &[("code", "x y")]), "http://a/cb?code=x%20y");
         assert_eq!(with_query("http://a/cb?k=1#top", &[("code", "c")]), "http://a/cb?k=1&code=c#top");
         let r = error_redirect("http://a/cb#old", false, "access_denied", "bad_oauth_state", "no");

@@ -203,7 +203,7 @@ impl Providers {
                 params.push((k, v));
             }
         }
-        let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", crate::auth::form_encode(v))).collect();
+        let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={}", crate::http::form_encode(v))).collect();
         let sep = if endpoints.authorize.contains('?') { '&' } else { '?' };
         Ok(format!("{}{sep}{}", endpoints.authorize, query.join("&")))
     }
@@ -222,7 +222,7 @@ impl Providers {
             (Some(secret), true) => {
                 // RFC 6749 2.3.1: both parts form-encoded before Basic.
                 request =
-                    request.basic_auth(crate::auth::form_encode(&p.client_id), Some(crate::auth::form_encode(secret)));
+                    request.basic_auth(crate::http::form_encode(&p.client_id), Some(crate::http::form_encode(secret)));
             }
             (Some(secret), false) => {
                 form.push(("client_id", &p.client_id));
@@ -230,7 +230,7 @@ impl Providers {
             }
             (None, _) => form.push(("client_id", &p.client_id)),
         }
-        let body: Vec<String> = form.iter().map(|(k, v)| format!("{k}={}", crate::auth::form_encode(v))).collect();
+        let body: Vec<String> = form.iter().map(|(k, v)| format!("{k}={}", crate::http::form_encode(v))).collect();
         let request = request.header("content-type", "application/x-www-form-urlencoded").body(body.join("&"));
         let v = self.get_json(request).await.map_err(|e| format!("token endpoint: {e}"))?;
         if let Some(err) = v.get("error").and_then(Value::as_str) {

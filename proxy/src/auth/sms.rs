@@ -95,7 +95,7 @@ impl Sms {
                 let sender = if from.starts_with("MG") { "MessagingServiceSid" } else { "From" };
                 let form = [("To", format!("+{phone}")), (sender, from.clone()), ("Body", message.to_string())];
                 let body: Vec<String> =
-                    form.iter().map(|(k, v)| format!("{k}={}", crate::auth::form_encode(v))).collect();
+                    form.iter().map(|(k, v)| format!("{k}={}", crate::http::form_encode(v))).collect();
                 self.http
                     .post(format!("{api}/2010-04-01/Accounts/{sid}/Messages.json"))
                     .basic_auth(sid, Some(token))

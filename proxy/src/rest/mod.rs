@@ -1,7 +1,7 @@
 //! `/rest/v1`: authenticate, hand the request to `fluxbase.rest()` in one
 //! round trip, write back the status, headers and body Postgres built.
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, AUTHORIZATION};
+use http::header::{HeaderName, HeaderValue};
 use http::StatusCode;
 use http_body_util::Full;
 use serde::ser::SerializeMap;
@@ -11,7 +11,9 @@ use tokio_postgres::types::Type;
 
 use crate::db;
 use crate::error::ApiError;
-use crate::server::{AppState, Ctx, Response};
+use crate::http::{RequestContext, Response};
+use crate::jwt::Caller;
+use crate::state::AppState;
 
 /// `status \n headers \n body` in one text value: the cheapest shape to return.
 const REST_SQL: &str = "SELECT fluxbase.rest_raw($1, $2)";
@@ -52,16 +54,14 @@ impl Serialize for PublicHeaders<'_> {
     }
 }
 
+/// Serves one `/rest/v1` request as `caller`, verified by the dispatcher.
 pub async fn handle(
     state: &AppState,
     parts: http::request::Parts,
     body: Bytes,
-    ctx: &Ctx,
+    ctx: &RequestContext,
+    caller: &Caller,
 ) -> Result<Response, ApiError> {
-    let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-    let auth = state.verifier.authenticate(header(AUTHORIZATION.as_str()), header("apikey"))?;
-    tracing::debug!(role = auth.role(), "authenticated");
-
     let relation = parts.uri.path().strip_prefix("/rest/v1").unwrap_or("").trim_start_matches('/');
     let body = if body.is_empty() {
         None
@@ -69,12 +69,10 @@ pub async fn handle(
         match std::str::from_utf8(&body) {
             Ok(text) => Some(text),
             Err(_) => {
-                return Err(ApiError::Database {
+                return Err(ApiError::Request {
                     status: StatusCode::BAD_REQUEST,
-                    code: "PGRST102".into(),
+                    code: "PGRST102",
                     message: "Request body is not valid UTF-8".into(),
-                    details: None,
-                    hint: None,
                 })
             }
         }
@@ -89,7 +87,7 @@ pub async fn handle(
         request_id: &ctx.request_id,
     })
     .map_err(|e| ApiError::Internal(format!("encoding the request: {e}")))?;
-    let claims = auth.claims.to_string();
+    let claims = caller.claims.to_string();
 
     // One retry, on a fresh connection, when the connection itself failed
     // (for example after a Postgres restart); never when the statement did,
@@ -110,7 +108,7 @@ pub async fn handle(
                 tracing::warn!(error = %e, "database connection lost; retrying once");
                 drop(deadpool_postgres::Object::take(client));
             }
-            Err(e) => return Err(db::query_error(e, !auth.anonymous)),
+            Err(e) => return Err(db::query_error(e, !caller.anonymous)),
         }
     };
 

@@ -3,42 +3,41 @@
 //! signed-in user and usernameless sign-in with a discoverable credential.
 //! The ceremony checks are in webauthn.rs; challenges and credentials live
 //! in Postgres, so any proxy can finish a ceremony another began.
-use bytes::Bytes;
 use http::StatusCode;
 use rand::RngCore;
 use serde_json::{json, Value};
 
-use crate::auth::{db_error, new_refresh_token, refusal, session_of, text, Req};
+use super::webauthn::{b64url, RelyingParty};
+use super::{db_error, new_refresh_token, refusal, session_of, text, AuthCall};
 use crate::db::Cached;
 use crate::error::ApiError;
-use crate::jwt::Auth;
-use crate::server::{json_response, Response};
-use crate::webauthn::{b64url, RelyingParty};
+use crate::http::{empty_response, json_response, Response};
+use crate::jwt::Caller;
 
 /// How long a challenge may be answered, seconds.
 const CHALLENGE_SECONDS: i32 = 300;
 
-fn failed(e: String) -> ApiError {
+pub(super) fn failed(e: String) -> ApiError {
     tracing::info!(reason = %e, "passkey refused");
     ApiError::auth(400, "webauthn_verification_failed", "The passkey could not be verified")
 }
 
-fn expired() -> ApiError {
+pub(super) fn expired() -> ApiError {
     ApiError::auth(400, "webauthn_challenge_expired", "The challenge is unknown, used or expired; start again")
 }
 
-fn challenge_id(body: &Value) -> Result<uuid::Uuid, ApiError> {
+pub(super) fn challenge_id(body: &Value) -> Result<uuid::Uuid, ApiError> {
     text(body, "challenge_id").and_then(|c| uuid::Uuid::parse_str(c).ok()).ok_or_else(expired)
 }
 
-fn hex_to_b64url(hex: &str) -> Option<String> {
+pub(super) fn hex_to_b64url(hex: &str) -> Option<String> {
     let bytes: Option<Vec<u8>> =
         (0..hex.len()).step_by(2).map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect();
     bytes.map(|b| b64url(&b))
 }
 
 /// The origin (`scheme://host[:port]`) and host of a URL.
-fn origin_and_host(url: &str) -> (String, String) {
+pub(super) fn origin_and_host(url: &str) -> (String, String) {
     let (scheme, rest) = url.split_once("://").unwrap_or(("https", url));
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host = authority.rsplit_once('@').map(|(_, h)| h).unwrap_or(authority);
@@ -50,10 +49,10 @@ fn origin_and_host(url: &str) -> (String, String) {
     (format!("{scheme}://{host}"), hostname)
 }
 
-impl Req<'_> {
+impl AuthCall<'_> {
     /// The relying party: `auth.passkey_rp_id` and `auth.passkey_origins`,
     /// by default the site URL's host and origin.
-    fn relying_party(&self) -> (String, Vec<String>, String) {
+    pub(super) fn relying_party(&self) -> (String, Vec<String>, String) {
         let config = &self.state.config.auth;
         let site = config.site_url.clone().unwrap_or_else(|| self.state.config.public_url());
         let (origin, host) = origin_and_host(&site);
@@ -62,7 +61,7 @@ impl Req<'_> {
         (id, origins, config.passkey_rp_name.clone())
     }
 
-    async fn new_challenge(
+    pub(super) async fn new_challenge(
         &self,
         user: Option<(uuid::Uuid, Option<uuid::Uuid>)>,
         kind: &str,
@@ -80,7 +79,12 @@ impl Req<'_> {
         Ok((challenge, issued))
     }
 
-    async fn take_challenge(&self, id: uuid::Uuid, kind: &str, user: Option<uuid::Uuid>) -> Result<String, ApiError> {
+    pub(super) async fn take_challenge(
+        &self,
+        id: uuid::Uuid,
+        kind: &str,
+        user: Option<uuid::Uuid>,
+    ) -> Result<String, ApiError> {
         let client = self.state.client().await?;
         let row = client
             .query_one_cached(
@@ -92,13 +96,13 @@ impl Req<'_> {
         row.get::<_, Option<String>>(0).ok_or_else(expired)
     }
 
-    fn expires_at() -> u64 {
+    pub(super) fn expires_at() -> u64 {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
             + CHALLENGE_SECONDS as u64
     }
 
     /// POST /passkeys/registration/options (signed in).
-    pub(crate) async fn passkey_registration_options(&self, caller: &Auth) -> Result<Response, ApiError> {
+    pub(crate) async fn passkey_registration_options(&self, caller: &Caller) -> Result<Response, ApiError> {
         let (user, session) = session_of(caller)?;
         let aal = caller.claims.get("aal").and_then(Value::as_str).unwrap_or("aal1");
         let (challenge, issued) = self.new_challenge(Some((user, session)), "registration", aal).await?;
@@ -145,13 +149,17 @@ impl Req<'_> {
     }
 
     /// POST /passkeys/registration/verify `{challenge_id, credential}`.
-    pub(crate) async fn passkey_registration_verify(&self, caller: &Auth, body: &Value) -> Result<Response, ApiError> {
+    pub(crate) async fn passkey_registration_verify(
+        &self,
+        caller: &Caller,
+        body: &Value,
+    ) -> Result<Response, ApiError> {
         let (user, _) = session_of(caller)?;
         let challenge = self.take_challenge(challenge_id(body)?, "registration", Some(user)).await?;
         let (rp_id, origins, _) = self.relying_party();
         let rp = RelyingParty { id: &rp_id, origins: &origins };
         let credential = body.get("credential").ok_or_else(|| failed("no credential".into()))?;
-        let new = crate::webauthn::verify_registration(credential, &challenge, &rp).map_err(failed)?;
+        let new = super::webauthn::verify_registration(credential, &challenge, &rp).map_err(failed)?;
         let name = text(body, "friendly_name").map(str::to_string);
         self.call_json(
             "SELECT fluxbase.auth_passkey_register($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -195,7 +203,7 @@ impl Req<'_> {
     pub(crate) async fn passkey_authentication_verify(&self, body: &Value) -> Result<Response, ApiError> {
         let challenge = self.take_challenge(challenge_id(body)?, "authentication", None).await?;
         let credential = body.get("credential").ok_or_else(|| failed("no credential".into()))?;
-        let id = crate::webauthn::credential_id(credential).map_err(failed)?;
+        let id = super::webauthn::credential_id(credential).map_err(failed)?;
         let client = self.state.client().await?;
         let row = client
             .query_opt_cached("SELECT * FROM fluxbase.auth_passkey_lookup($1)", &[&id])
@@ -206,18 +214,18 @@ impl Req<'_> {
         let (passkey, user, key): (uuid::Uuid, uuid::Uuid, Vec<u8>) = (row.get(0), row.get(1), row.get(2));
         // A discoverable credential names its user; it must be the owner.
         if let Some(handle) = credential.pointer("/response/userHandle").and_then(Value::as_str) {
-            if crate::webauthn::from_b64url(handle).ok().as_deref() != Some(user.as_bytes().as_slice()) {
+            if super::webauthn::from_b64url(handle).ok().as_deref() != Some(user.as_bytes().as_slice()) {
                 return Err(failed("userHandle is not the passkey's user".into()));
             }
         }
         let (rp_id, origins, _) = self.relying_party();
         let rp = RelyingParty { id: &rp_id, origins: &origins };
-        let count = crate::webauthn::verify_assertion(credential, &challenge, &rp, &key).map_err(failed)?;
+        let count = super::webauthn::verify_assertion(credential, &challenge, &rp, &key).map_err(failed)?;
         let (refresh, refresh_hash) = new_refresh_token();
         let issued = self
             .query_json(
                 "SELECT fluxbase.auth_passkey_signin($1, $2, $3, $4, $5, $6)",
-                &[&passkey, &(count as i64), &refresh_hash, &self.ctx.ip, &self.user_agent, &self.ctx.request_id],
+                &[&passkey, &(count as i64), &refresh_hash, &self.ctx.ip, &self.ctx.user_agent, &self.ctx.request_id],
             )
             .await?;
         refusal(&issued)?;
@@ -250,10 +258,7 @@ impl Req<'_> {
             )
             .await?;
         if delete {
-            return Ok(http::Response::builder()
-                .status(StatusCode::NO_CONTENT)
-                .body(http_body_util::Full::new(Bytes::new()))
-                .expect("static response parts"));
+            return Ok(empty_response(StatusCode::NO_CONTENT, None));
         }
         Ok(json_response(StatusCode::OK, &out))
     }
@@ -264,7 +269,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn origins_and_hosts() {
+    pub(super) fn origins_and_hosts() {
         assert_eq!(origin_and_host("http://localhost:3000/x"), ("http://localhost:3000".into(), "localhost".into()));
         assert_eq!(
             origin_and_host("https://app.example.com"),

@@ -13,6 +13,8 @@ use rsa::traits::{PrivateKeyParts, PublicKeyParts};
 use serde_json::{json, Value};
 use std::path::Path;
 
+use crate::jwt::VerifyingKey;
+
 pub struct SigningKeys {
     current: (String, Algorithm, EncodingKey),
     /// (kid, algorithm, public JWK) of every key, current first.
@@ -106,13 +108,14 @@ impl SigningKeys {
         }
     }
 
-    /// (kid, algorithm, key) of every key, for the verifier.
-    pub fn verifying_keys(&self) -> Result<Vec<(String, Algorithm, DecodingKey)>, String> {
+    /// The public half of every key, for the verifier.
+    pub fn verifying_keys(&self) -> Result<Vec<VerifyingKey>, String> {
         self.public
             .iter()
             .map(|(kid, algorithm, jwk)| {
                 let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwk.clone()).map_err(|e| e.to_string())?;
-                Ok((kid.clone(), *algorithm, DecodingKey::from_jwk(&jwk).map_err(|e| e.to_string())?))
+                let key = DecodingKey::from_jwk(&jwk).map_err(|e| e.to_string())?;
+                Ok(VerifyingKey { kid: Some(kid.clone()), algorithm: *algorithm, key })
             })
             .collect()
     }
@@ -121,6 +124,12 @@ impl SigningKeys {
     pub fn public_jwks(&self) -> Vec<Value> {
         self.public.iter().map(|(_, _, jwk)| jwk.clone()).collect()
     }
+}
+
+/// Signs an HS256 token with `jwt.secret`: sessions when no signing keys
+/// are configured, the dev keys and `fluxbase sign`.
+pub fn sign_hs256(secret: &str, claims: &Value) -> Result<String, jsonwebtoken::errors::Error> {
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret.as_bytes()))
 }
 
 /// Puts a new key (`ES256`: P-256, `RS256`: RSA 2048) first in the JWK set
@@ -206,14 +215,16 @@ mod tests {
         assert_eq!(keys.algorithm(), "RS256");
         let rsa_token = keys.sign(&json!({ "sub": "y" })).unwrap();
         let rsa_kid = jsonwebtoken::decode_header(&rsa_token).unwrap().kid.unwrap();
-        let (_, alg, key) = keys.verifying_keys().unwrap().into_iter().find(|(k, _, _)| *k == rsa_kid).unwrap();
+        let VerifyingKey { algorithm: alg, key, .. } =
+            keys.verifying_keys().unwrap().into_iter().find(|k| k.kid.as_deref() == Some(rsa_kid.as_str())).unwrap();
         assert_eq!(alg, Algorithm::RS256);
         let mut validation = jsonwebtoken::Validation::new(alg);
         validation.required_spec_claims.clear();
         assert!(jsonwebtoken::decode::<Value>(&rsa_token, &key, &validation).is_ok());
         let header = jsonwebtoken::decode_header(&token).unwrap();
         assert_eq!(header.kid.as_deref(), Some("k1"));
-        let (_, alg, key) = keys.verifying_keys().unwrap().into_iter().find(|(k, _, _)| k == "k1").unwrap();
+        let VerifyingKey { algorithm: alg, key, .. } =
+            keys.verifying_keys().unwrap().into_iter().find(|k| k.kid.as_deref() == Some("k1")).unwrap();
         let mut validation = jsonwebtoken::Validation::new(alg);
         validation.required_spec_claims.clear();
         assert!(jsonwebtoken::decode::<Value>(&token, &key, &validation).is_ok());

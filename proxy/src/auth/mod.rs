@@ -1,0 +1,321 @@
+//! `/auth/v1`: Supabase Auth (GoTrue) compatible sign-in. The proxy hashes
+//! passwords (on its hashing threads) and signs access tokens; every state
+//! change is one `fluxbase.auth_*` function in the database
+//! (sql/auth_functions.sql), so rotation, reuse detection and lockout are
+//! atomic and shared by all proxies.
+//!
+//! The room: `routes.rs` is the route table; each area's handlers are an
+//! `impl AuthCall` in their own file (`session`, `user`, `mfa`, `otp`,
+//! `admin`, `oauth`, `sso`, `passkey`); the clients of the outside world
+//! (`mailer`, `sms`, `providers`, `saml`, `breach`) and the crypto
+//! (`password`, `signing`, `totp`, `webauthn`) sit beside them, built once
+//! into `AuthService` when the proxy starts.
+use bytes::Bytes;
+use http::StatusCode;
+use rand::RngCore;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio_postgres::types::ToSql;
+
+use crate::config::{invalid, Config};
+use crate::db::Cached;
+use crate::error::ApiError;
+use crate::http::{json_response, RequestContext, Response};
+use crate::jwt::{Caller, VerifyingKey};
+use crate::state::AppState;
+
+mod admin;
+pub mod breach;
+pub mod mailer;
+mod mfa;
+mod oauth;
+mod otp;
+mod passkey;
+pub mod password;
+pub mod providers;
+mod routes;
+pub mod saml;
+mod session;
+pub mod signing;
+pub mod sms;
+mod sso;
+pub mod totp;
+mod user;
+pub mod webauthn;
+
+pub use routes::handle;
+
+/// The auth service's own state, built once at start: the hashing threads,
+/// the signing keys and the clients of mail, SMS, OAuth/OIDC, SAML and the
+/// leaked-password list. Building it also checks the settings only these
+/// clients can judge, so a bad one stops the start (exit 64) naming its key.
+pub struct AuthService {
+    pub hasher: password::Hasher,
+    /// Keys that sign `/auth/v1` sessions, when `jwt.signing_jwks_file` is set.
+    pub signing: Option<signing::SigningKeys>,
+    /// SMTP for `/auth/v1` e-mail, when configured.
+    pub mailer: Option<mailer::Mailer>,
+    /// SAML identity providers, when configured.
+    pub saml: Option<saml::Saml>,
+    /// Leaked-password check, when configured.
+    pub breach: Option<breach::BreachCheck>,
+    /// SMS for phone sign-in, when configured.
+    pub sms: Option<sms::Sms>,
+    /// OAuth/OIDC providers of `/auth/v1/authorize`.
+    pub providers: providers::Providers,
+    /// `auth.mfa_encryption_key`, parsed once.
+    pub mfa_key: Option<[u8; 32]>,
+}
+
+impl AuthService {
+    /// Errors name the setting, as configuration errors do (exit 64).
+    pub fn new(config: &Config) -> Result<AuthService, String> {
+        let auth = &config.auth;
+        let named = |key: &'static str| move |e: String| invalid(key, e).to_string();
+        let signing = config
+            .jwt
+            .signing_jwks_file
+            .as_deref()
+            .map(signing::SigningKeys::load)
+            .transpose()
+            .map_err(named("jwt.signing_jwks_file"))?;
+        let mfa_key = auth
+            .mfa_encryption_key
+            .as_deref()
+            .map(totp::parse_key)
+            .transpose()
+            .map_err(|e| invalid("auth.mfa_encryption_key", e).to_string())?;
+        for (name, provider) in &auth.providers {
+            providers::check_provider(name, provider).map_err(named("auth.providers"))?;
+        }
+        for (phone, code) in &auth.sms_test_otp {
+            if sms::normalise_phone(phone).as_deref() != Some(phone.as_str()) || code.is_empty() {
+                let reason = format!("{phone:?}: digits only, no +, and a code");
+                return Err(invalid("auth.sms_test_otp", reason).to_string());
+            }
+        }
+        Ok(AuthService {
+            hasher: password::Hasher::new(auth)?,
+            mailer: mailer::Mailer::new(auth)?,
+            providers: providers::Providers::new(auth, &config.public_url())?,
+            sms: sms::Sms::new(auth).map_err(named("auth.sms_provider"))?,
+            saml: saml::Saml::new(auth, &config.public_url()).map_err(named("auth.saml_providers"))?,
+            breach: breach::BreachCheck::new(auth).map_err(named("auth.password_breached_file"))?,
+            signing,
+            mfa_key,
+        })
+    }
+
+    /// The public keys of the session signing keys, for the token verifier.
+    pub fn verifying_keys(&self) -> Result<Vec<VerifyingKey>, String> {
+        let keys = self.signing.as_ref().map(|s| s.verifying_keys()).transpose();
+        keys.map(Option::unwrap_or_default).map_err(|e| invalid("jwt.signing_jwks_file", e).to_string())
+    }
+}
+
+/// One request being served by the auth service: the shared state, the
+/// service's clients and the request's context. The handlers of every area
+/// are methods of it, in the area's file.
+pub(crate) struct AuthCall<'a> {
+    pub(crate) state: &'a AppState,
+    pub(crate) service: &'a AuthService,
+    pub(crate) ctx: &'a RequestContext,
+}
+
+/// `code_challenge` and `code_challenge_method` of a supabase-js request in
+/// the PKCE flow (both or neither).
+pub(crate) fn pkce_of(body: &Value) -> Result<Option<(String, String)>, ApiError> {
+    match (text(body, "code_challenge"), text(body, "code_challenge_method").map(str::to_ascii_lowercase)) {
+        (None, _) => Ok(None),
+        (Some(c), Some(m)) if providers::valid_pkce(c) && (m == "s256" || m == "plain") => Ok(Some((c.to_string(), m))),
+        _ => Err(ApiError::auth(
+            400,
+            "validation_failed",
+            "code_challenge must be 43-128 characters with method s256 or plain",
+        )),
+    }
+}
+
+fn settings(state: &AppState, service: &AuthService) -> Value {
+    let a = &state.config.auth;
+    let phone = service.sms.is_some() || a.sms_autoconfirm || !a.sms_test_otp.is_empty();
+    let mut external = json!({ "email": true, "phone": phone, "anonymous_users": a.anonymous_users });
+    for name in service.providers.names() {
+        external[name] = json!(true);
+    }
+    json!({
+        "external": external,
+        "disable_signup": a.disable_signup,
+        "mailer_autoconfirm": a.autoconfirm(),
+        "phone_autoconfirm": a.sms_autoconfirm,
+        "sms_provider": service.sms.as_ref().map(|s| s.name()).unwrap_or(""),
+        "saml_enabled": service.saml.is_some(),
+    })
+}
+
+fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
+    if body.is_empty() {
+        return Ok(json!({}));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v @ Value::Object(_)) => Ok(v),
+        _ => Err(ApiError::auth(400, "bad_json", "Could not parse request body as JSON")),
+    }
+}
+
+pub(crate) fn text<'v>(body: &'v Value, key: &str) -> Option<&'v str> {
+    body.get(key).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn user_id(s: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(s).map_err(|_| ApiError::auth(404, "user_not_found", "User not found"))
+}
+
+fn factor_id(s: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(s).map_err(|_| ApiError::auth(404, "mfa_factor_not_found", "Factor not found"))
+}
+
+fn require_service_role(caller: &Caller) -> Result<(), ApiError> {
+    if caller.role() == "service_role" {
+        Ok(())
+    } else {
+        Err(ApiError::auth(403, "not_admin", "User not allowed"))
+    }
+}
+
+/// The signed-in user of a request: `sub` and `session_id` of its token.
+pub(crate) fn session_of(caller: &Caller) -> Result<(uuid::Uuid, Option<uuid::Uuid>), ApiError> {
+    let claim = |k: &str| caller.claims.get(k).and_then(Value::as_str).and_then(|s| uuid::Uuid::parse_str(s).ok());
+    match claim("sub") {
+        Some(sub) if !caller.anonymous => Ok((sub, claim("session_id"))),
+        _ => Err(ApiError::auth(401, "no_authorization", "This endpoint requires a valid Bearer token")),
+    }
+}
+
+fn valid_email(email: &str) -> bool {
+    let Some((local, domain)) = email.rsplit_once('@') else { return false };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && email.len() <= 255
+}
+
+/// `phone` of a request body, as stored: digits only (E.164 without `+`).
+fn normalise_phone(body: &Value) -> Result<Option<String>, ApiError> {
+    match text(body, "phone") {
+        None => Ok(None),
+        Some(p) => sms::normalise_phone(p)
+            .map(Some)
+            .ok_or_else(|| ApiError::auth(400, "validation_failed", "Invalid phone number format (E.164 required)")),
+    }
+}
+
+fn normalise_email(body: &Value) -> Result<Option<String>, ApiError> {
+    match text(body, "email") {
+        None => Ok(None),
+        Some(e) if valid_email(e) => Ok(Some(e.to_lowercase())),
+        Some(_) => Err(ApiError::auth(400, "validation_failed", "Unable to validate email address: invalid format")),
+    }
+}
+
+/// A refresh token: 32 random bytes, URL-safe; the database sees only its SHA-256.
+pub(crate) fn new_refresh_token() -> (String, String) {
+    use base64::Engine;
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    let token = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let hash = sha256_hex(&token);
+    (token, hash)
+}
+
+pub(crate) fn sha256_hex(s: &str) -> String {
+    Sha256::digest(s.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Postgres errors `FAnnn` are auth refusals: status nnn, `error_code` in
+/// the message, the client's message in the hint.
+pub(crate) fn db_error(e: tokio_postgres::Error) -> ApiError {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code().code();
+        if let Some(status) = code.strip_prefix("FA").and_then(|n| n.parse::<u16>().ok()) {
+            return ApiError::auth(status, db.message(), db.hint().unwrap_or(db.message()));
+        }
+    }
+    crate::db::query_error(e, true)
+}
+
+/// A refusal that must still commit (a reuse revokes the session, a wrong
+/// code counts) comes back from the database as `{error, status, msg}`.
+pub(crate) fn refusal(issued: &Value) -> Result<(), ApiError> {
+    match issued.get("error").and_then(Value::as_str) {
+        Some(code) => {
+            let status = issued.get("status").and_then(Value::as_u64).unwrap_or(400) as u16;
+            Err(ApiError::auth(status, code, issued.get("msg").and_then(Value::as_str).unwrap_or(code)))
+        }
+        None => Ok(()),
+    }
+}
+
+impl AuthCall<'_> {
+    pub(crate) async fn call_json(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Response, ApiError> {
+        let value = self.query_json(sql, params).await?;
+        Ok(json_response(StatusCode::OK, &value))
+    }
+
+    pub(crate) async fn query_json(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Value, ApiError> {
+        let client = self.state.client().await?;
+        let row = client.query_one_cached(sql, params).await.map_err(db_error)?;
+        Ok(row.get::<_, Option<Value>>(0).unwrap_or(Value::Null))
+    }
+
+    /// Counts one hit on each `(key, limit)`; refuses with 429 and
+    /// `Retry-After` when a limit is exceeded. Keys are shared by every proxy.
+    pub(crate) async fn rate_limit(&self, hits: &[(String, u32)]) -> Result<(), ApiError> {
+        let hits: Vec<&(String, u32)> = hits.iter().filter(|(_, limit)| *limit > 0).collect();
+        if hits.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<&str> = hits.iter().map(|(k, _)| k.as_str()).collect();
+        let limits: Vec<i32> = hits.iter().map(|(_, l)| *l as i32).collect();
+        let window = self.state.config.auth.rate_limit_window_seconds as i32;
+        let client = self.state.client().await?;
+        let row = client
+            .query_one_cached("SELECT fluxbase.auth_rate_hit($1, $2, $3)", &[&keys, &limits, &window])
+            .await
+            .map_err(db_error)?;
+        match row.get::<_, i32>(0) {
+            0 => Ok(()),
+            wait => Err(ApiError::RateLimited {
+                retry_after: wait as u64,
+                msg: format!("Request rate limit reached. Try again in {wait} seconds."),
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::admin::ban_seconds;
+    use super::*;
+
+    #[test]
+    fn emails_and_ban_durations() {
+        assert!(valid_email("ada@example.com"));
+        assert!(!valid_email("ada@localhost"));
+        assert!(!valid_email("@example.com"));
+        assert_eq!(ban_seconds("24h").unwrap(), 86_400);
+        assert_eq!(ban_seconds("1h30m").unwrap(), 5_400);
+        assert_eq!(ban_seconds("none").unwrap(), 0);
+        assert!(ban_seconds("forever").is_err());
+        let (token, hash) = new_refresh_token();
+        assert_eq!(token.len(), 43);
+        assert_eq!(hash, sha256_hex(&token));
+        assert_eq!(hash.len(), 64);
+    }
+}

@@ -1,0 +1,154 @@
+//! Request plumbing every service shares: the context of one request, the
+//! response type and its builders, reading a body within the limit, and the
+//! one percent-decoder and form-encoder of the proxy.
+use bytes::Bytes;
+use http::header::{self, HeaderMap};
+use http::StatusCode;
+use http_body_util::{BodyExt, Full, Limited};
+
+use crate::error::{ApiError, Surface};
+
+pub type Response = http::Response<Full<Bytes>>;
+
+/// What one request carries through the handlers besides its parts.
+pub struct RequestContext {
+    pub request_id: String,
+    /// Which error shape the service answers in.
+    pub surface: Surface,
+    /// The client's address (the TCP peer, or the trusted proxies' `X-Forwarded-For`).
+    pub ip: String,
+    /// `User-Agent`, empty when absent or not text.
+    pub user_agent: String,
+}
+
+pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
+    http::Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("static response parts")
+}
+
+/// A response with a status and no body (204, or a redirect with `location`).
+pub fn empty_response(status: StatusCode, location: Option<&str>) -> Response {
+    let mut builder = http::Response::builder().status(status);
+    if let Some(location) = location {
+        builder = builder.header(header::LOCATION, location);
+    }
+    builder
+        .body(Full::new(Bytes::new()))
+        .unwrap_or_else(|_| json_response(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": "bad redirect" })))
+}
+
+/// The error as the request's service renders it, logged with its internals.
+pub fn error_response(err: &ApiError, ctx: &RequestContext) -> Response {
+    let status = err.status();
+    if status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED {
+        tracing::error!(error = %err, code = err.code(), "request failed");
+    } else {
+        tracing::info!(error = %err, code = err.code(), "request refused");
+    }
+    let mut response = json_response(status, &err.body(ctx.surface, &ctx.request_id));
+    if let Some(v) = err.www_authenticate() {
+        response.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    if let Some(v) = err.retry_after() {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
+}
+
+/// Reads the whole body within `limit` bytes; a declared length over the
+/// limit is refused before a byte is read.
+pub async fn read_body<B>(headers: &HeaderMap, body: B, limit: usize) -> Result<Bytes, ApiError>
+where
+    B: hyper::body::Body<Data = Bytes>,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::BodyTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(ApiError::BodyTooLarge { limit })
+        }
+        Err(e) => Err(ApiError::Request {
+            status: StatusCode::BAD_REQUEST,
+            code: "FB004",
+            message: format!("reading the request body failed: {e}"),
+        }),
+    }
+}
+
+/// `%xx` and `+` decoding of one query parameter value (malformed escapes stay as they are).
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The `k=v` pairs of a query string or form body, decoded.
+pub fn query_pairs(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+/// `?a=b` form-encoding of a value.
+pub fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The decoded value of parameter `name` in a query string.
+pub fn query_param(query: &str, name: &str) -> Option<String> {
+    query.split('&').filter_map(|p| p.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| percent_decode(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_coding_round_trips() {
+        assert_eq!(percent_decode("a%20b+c%2Fd%zz"), "a b c/d%zz");
+        assert_eq!(form_encode("a b/c~"), "a%20b%2Fc~");
+        assert_eq!(percent_decode(&form_encode("ünï & =")), "ünï & =");
+        assert_eq!(
+            query_pairs("a=1&b=x%20y&&c"),
+            vec![("a".into(), "1".into()), ("b".into(), "x y".into()), ("c".into(), "".into())]
+        );
+        assert_eq!(query_param("grant_type=password&x=1", "grant_type").as_deref(), Some("password"));
+        assert_eq!(query_param("x=1", "grant_type"), None);
+    }
+}
