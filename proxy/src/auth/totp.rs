@@ -1,89 +1,40 @@
-//! TOTP (RFC 6238: HMAC-SHA1, 30-second steps, 6 digits) and the
+//! TOTP (RFC 6238: HMAC-SHA1, 30-second steps, 6 digits, by the `totp-rs`
+//! crate), the `otpauth://` URI and QR code supabase-js shows, and the
 //! encryption of TOTP secrets at rest (AES-256-GCM with
-//! `auth.mfa_encryption_key`; there is no plaintext fallback).
+//! `auth.mfa_encryption_key`; there is no plaintext fallback). The URI and
+//! QR code stay ours: totp-rs refuses `:` in issuer and account names and
+//! draws PNGs, where supabase-js takes an SVG.
 use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine;
-use hmac::{Hmac, Mac};
 use rand::RngCore;
-use sha1::Sha1;
+use totp_rs::{Algorithm, Builder, Secret, Totp};
 
-use crate::jwt::constant_time_eq;
-
-const STEP_SECONDS: u64 = 30;
-const DIGITS: u32 = 6;
+/// The RFC 6238 parameters authenticator apps assume: HMAC-SHA1, 6 digits,
+/// 30-second steps, and one step of clock drift either side.
+fn totp(secret: &str) -> Option<Totp> {
+    let secret = Secret::try_from_base32(secret).ok()?;
+    let builder = Builder::new().with_algorithm(Algorithm::SHA1).with_digits(6).with_step_duration(30);
+    builder.with_skew(1).with_secret(secret).build().ok()
+}
 
 /// A new 160-bit secret, base32 (RFC 4648, no padding) as authenticator apps take it.
 pub fn new_secret() -> String {
     let mut bytes = [0u8; 20];
     rand::thread_rng().fill_bytes(&mut bytes);
-    base32(&bytes)
-}
-
-fn base32(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut out = String::new();
-    let (mut buffer, mut bits) = (0u32, 0u32);
-    for &b in bytes {
-        buffer = (buffer << 8) | b as u32;
-        bits += 8;
-        while bits >= 5 {
-            out.push(ALPHABET[((buffer >> (bits - 5)) & 31) as usize] as char);
-            bits -= 5;
-        }
-    }
-    if bits > 0 {
-        out.push(ALPHABET[((buffer << (5 - bits)) & 31) as usize] as char);
-    }
-    out
-}
-
-fn base32_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let (mut buffer, mut bits) = (0u32, 0u32);
-    for c in s.trim_end_matches('=').bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'2'..=b'7' => c - b'2' + 26,
-            _ => return None,
-        } as u32;
-        buffer = (buffer << 5) | v;
-        bits += 5;
-        if bits >= 8 {
-            out.push((buffer >> (bits - 8)) as u8);
-            bits -= 8;
-        }
-    }
-    Some(out)
+    Secret::from(bytes).to_base32()
 }
 
 /// The code of one time step.
 pub fn code_at(secret: &str, step: u64) -> Option<String> {
-    let key = base32_decode(secret)?;
-    let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(&key).ok()?;
-    mac.update(&step.to_be_bytes());
-    let digest = mac.finalize().into_bytes();
-    let offset = (digest[19] & 0x0f) as usize;
-    let value = u32::from_be_bytes([digest[offset] & 0x7f, digest[offset + 1], digest[offset + 2], digest[offset + 3]]);
-    Some(format!("{:0width$}", value % 10u32.pow(DIGITS), width = DIGITS as usize))
+    Some(totp(secret)?.generate(step * 30).to_string())
 }
 
-/// Whether `code` is the code of the current step or of one step either
-/// side (clock drift), compared in constant time.
-/// The time step (current, or one either side) whose code `code` is; every
-/// candidate is compared, in constant time. The step lets a factor refuse a
-/// code it already accepted.
+/// The time step (current, or one either side) whose code `code` is,
+/// compared in constant time. The step lets a factor refuse a code it
+/// already accepted (the database keeps the last step used).
 pub fn matching_step(secret: &str, code: &str, unix_now: u64) -> Option<u64> {
-    let step = unix_now / STEP_SECONDS;
-    let mut found = None;
-    for s in [step.saturating_sub(1), step, step + 1] {
-        if let Some(expected) = code_at(secret, s) {
-            if constant_time_eq(expected.as_bytes(), code.trim().as_bytes()) {
-                found = Some(s);
-            }
-        }
-    }
-    found
+    totp(secret)?.check(code.trim(), unix_now)
 }
 
 /// `otpauth://` URI for authenticator apps.
@@ -146,13 +97,15 @@ mod tests {
     #[test]
     fn rfc6238_sha1_vectors() {
         // RFC 6238 appendix B, the 20-byte ASCII key "12345678901234567890", 6 digits.
-        let secret = base32(b"12345678901234567890");
+        let secret = Secret::from(*b"12345678901234567890").to_base32();
         assert_eq!(code_at(&secret, 59 / 30).unwrap(), "287082");
         assert_eq!(code_at(&secret, 1111111109 / 30).unwrap(), "081804");
         assert_eq!(code_at(&secret, 2000000000 / 30).unwrap(), "279037");
         assert_eq!(matching_step(&secret, "081804", 1111111109 + 30), Some(1111111109 / 30));
         assert_eq!(matching_step(&secret, "081804", 1111111109 + 90), None);
-        assert_eq!(base32_decode(&secret).unwrap(), b"12345678901234567890");
+        assert_eq!(matching_step(&secret, " 081804 ", 1111111109), Some(1111111109 / 30), "spaces around a code");
+        assert_eq!(matching_step(&secret, "81804", 1111111109), None);
+        assert_eq!(new_secret().len(), 32, "160 bits, base32 unpadded");
     }
 
     #[test]
