@@ -1,7 +1,8 @@
 -- Generated from sql/upgrade/0.2.0--0.3.0.sql by scripts/pg.sh (upgrade_scripts_build): edit that file.
 \echo Use "ALTER EXTENSION fluxbase UPDATE" to load this file. \quit
--- Fluxbase 0.2.0 → 0.3.0. Source of extension/sql/fluxbase--0.2.0--0.3.0.sql
--- (scripts/pg.sh, upgrade_scripts_build). What changed:
+-- Fluxbase 0.2.0 → 0.3.0. Frozen at the 0.4.0 release: the functions it once
+-- pulled in with `-- @include-functions` are expanded below as they were at
+-- 0.3.0, so later changes to sql/*.sql cannot rewrite history. What changed:
 --   * the auth helpers every sign-in and refresh calls are PL/pgSQL instead
 --     of SQL, so their plans are kept for the session instead of being
 --     parsed and planned on every call (same results, same privileges);
