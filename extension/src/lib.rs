@@ -18,8 +18,20 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 extension_sql_file!("../../sql/bootstrap.sql", name = "bootstrap", bootstrap);
 extension_sql_file!("../../sql/auth_claims.sql", name = "auth_claims", requires = ["bootstrap"]);
 extension_sql_file!("../../sql/auth_schema.sql", name = "auth_schema", requires = ["bootstrap"]);
-extension_sql_file!("../../sql/auth_functions.sql", name = "auth_functions", requires = ["auth_schema"]);
-extension_sql_file!("../../sql/drop_guard.sql", name = "drop_guard", requires = ["auth_functions"]);
+extension_sql_file!("../../sql/auth/helpers.sql", name = "auth_helpers", requires = ["auth_schema"]);
+extension_sql_file!("../../sql/auth/session.sql", name = "auth_session", requires = ["auth_helpers"]);
+extension_sql_file!("../../sql/auth/user.sql", name = "auth_user", requires = ["auth_helpers"]);
+extension_sql_file!("../../sql/auth/otp.sql", name = "auth_otp", requires = ["auth_helpers"]);
+extension_sql_file!("../../sql/auth/mfa.sql", name = "auth_mfa", requires = ["auth_helpers"]);
+extension_sql_file!("../../sql/auth/admin.sql", name = "auth_admin", requires = ["auth_helpers"]);
+extension_sql_file!("../../sql/auth/oauth.sql", name = "auth_oauth", requires = ["auth_helpers"]);
+extension_sql_file!("../../sql/auth/passkey.sql", name = "auth_passkey", requires = ["auth_helpers"]);
+extension_sql_file!(
+    "../../sql/auth/grants.sql",
+    name = "auth_grants",
+    requires = ["auth_session", "auth_user", "auth_otp", "auth_mfa", "auth_admin", "auth_oauth", "auth_passkey"]
+);
+extension_sql_file!("../../sql/drop_guard.sql", name = "drop_guard", requires = ["auth_grants"]);
 extension_sql_file!("../../sql/schema_triggers.sql", name = "schema_triggers", finalize);
 
 #[pg_guard]
@@ -122,6 +134,31 @@ mod tests {
         let email =
             Spi::get_one::<String>("SELECT nullif(current_setting('request.jwt.claim.email', true), '')").unwrap();
         assert_eq!(email, None);
+    }
+
+    /// Runs `call` and passes when it fails with the condition named `condition`.
+    fn fails_with(call: &str, condition: &str) {
+        Spi::run(&format!(
+            "DO $$ BEGIN PERFORM {call}; RAISE EXCEPTION 'no error'; EXCEPTION WHEN {condition} THEN NULL; END $$"
+        ))
+        .unwrap();
+    }
+
+    #[pg_test]
+    fn refusals_carry_their_sqlstate() {
+        fails_with("fluxbase.rest_raw('[\"GET\", \"t\"]', '{}')", "invalid_parameter_value");
+        fails_with("fluxbase.rest_raw('{\"path\": \"t\"}', '[\"anon\"]')", "invalid_parameter_value");
+        Spi::run("CREATE TABLE public.fb_probe (id int PRIMARY KEY)").unwrap();
+        // A role claim with a NUL cannot become a setting.
+        fails_with(
+            r#"fluxbase.rest_raw('{"path": "fb_probe"}', '{"role": "a\u0000b"}')"#,
+            "character_not_in_repertoire",
+        );
+        // An error of the request's own statement keeps Postgres' SQLSTATE.
+        fails_with(
+            r#"fluxbase.rest_raw('{"path": "fb_probe", "query": "id=eq.abc"}', '{"role": "postgres"}')"#,
+            "invalid_text_representation",
+        );
     }
 
     #[pg_test]

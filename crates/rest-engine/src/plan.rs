@@ -1,5 +1,6 @@
-//! Plan stage: resolve names against the schema cache into typed plans:
-//! reads (with embedded resources), writes and function calls. Pure.
+//! Plan stage: resolve names against the catalog (the schema cache) into
+//! typed plans: reads (with embedded resources), writes and function calls.
+//! Pure.
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
