@@ -3,126 +3,38 @@
 //! Level 2 §7.1 and §7.2. Attestation statements are not evaluated (the
 //! options ask for `attestation: "none"`): a passkey proves possession of
 //! its key, not the make of the authenticator. Keys: ES256 (COSE -7) and
-//! RS256 (COSE -257).
+//! RS256 (COSE -257). CBOR is decoded by `ciborium`; the ceremony checks
+//! are ours (webauthn-rs wants its own serialised ceremony state and
+//! credential rows, where ours live in Postgres for any proxy to finish, and
+//! keeps usernameless sign-in behind an experimental feature).
 use base64::Engine;
+use ciborium::value::Value;
 use sha2::{Digest, Sha256};
 
-/// A CBOR data item, as far as WebAuthn uses them.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Cbor {
-    Int(i128),
-    Bytes(Vec<u8>),
-    Text(String),
-    Array(Vec<Cbor>),
-    Map(Vec<(Cbor, Cbor)>),
-    Bool(bool),
-    Null,
-}
-
-impl Cbor {
-    fn get(&self, key: &Cbor) -> Option<&Cbor> {
-        match self {
-            Cbor::Map(entries) => entries.iter().find(|(k, _)| k == key).map(|(_, v)| v),
-            _ => None,
-        }
-    }
-    fn int_key(&self, k: i128) -> Option<&Cbor> {
-        self.get(&Cbor::Int(k))
-    }
-    fn text_key(&self, k: &str) -> Option<&Cbor> {
-        self.get(&Cbor::Text(k.to_string()))
-    }
-    fn bytes(&self) -> Option<&[u8]> {
-        match self {
-            Cbor::Bytes(b) => Some(b),
-            _ => None,
-        }
-    }
-    fn int(&self) -> Option<i128> {
-        match self {
-            Cbor::Int(i) => Some(*i),
-            _ => None,
-        }
-    }
-}
-
-/// Decodes one item from the front of `input`; returns it and the rest.
-/// Definite lengths only, nesting at most 16 deep.
-pub fn cbor_decode(input: &[u8]) -> Result<(Cbor, &[u8]), String> {
-    decode_at(input, 0)
-}
-
-fn decode_at(input: &[u8], depth: u32) -> Result<(Cbor, &[u8]), String> {
-    if depth > 16 {
-        return Err("CBOR nested too deeply".into());
-    }
-    let (&first, rest) = input.split_first().ok_or("CBOR ends early")?;
-    let (major, info) = (first >> 5, first & 0x1f);
-    let (arg, mut rest) = match info {
-        0..=23 => (info as u64, rest),
-        24..=27 => {
-            let n = 1usize << (info - 24);
-            if rest.len() < n {
-                return Err("CBOR ends early".into());
-            }
-            (rest[..n].iter().fold(0u64, |acc, b| (acc << 8) | *b as u64), &rest[n..])
-        }
-        _ => return Err("indefinite or reserved CBOR lengths are not supported".into()),
-    };
-    let take = |rest: &[u8], n: u64| -> Result<(Vec<u8>, usize), String> {
-        let n = usize::try_from(n).map_err(|_| "CBOR length too large")?;
-        if rest.len() < n {
-            return Err("CBOR ends early".into());
-        }
-        Ok((rest[..n].to_vec(), n))
-    };
-    let item = match major {
-        0 => Cbor::Int(arg as i128),
-        1 => Cbor::Int(-1 - arg as i128),
-        2 => {
-            let (b, n) = take(rest, arg)?;
-            rest = &rest[n..];
-            Cbor::Bytes(b)
-        }
-        3 => {
-            let (b, n) = take(rest, arg)?;
-            rest = &rest[n..];
-            Cbor::Text(String::from_utf8(b).map_err(|_| "CBOR text is not UTF-8")?)
-        }
-        4 => {
-            let mut items = Vec::new();
-            for _ in 0..arg.min(1024) {
-                let (item, r) = decode_at(rest, depth + 1)?;
-                items.push(item);
-                rest = r;
-            }
-            if arg > 1024 {
-                return Err("CBOR array too long".into());
-            }
-            Cbor::Array(items)
-        }
-        5 => {
-            if arg > 256 {
-                return Err("CBOR map too long".into());
-            }
-            let mut entries = Vec::new();
-            for _ in 0..arg {
-                let (k, r) = decode_at(rest, depth + 1)?;
-                let (v, r) = decode_at(r, depth + 1)?;
-                entries.push((k, v));
-                rest = r;
-            }
-            Cbor::Map(entries)
-        }
-        7 => match info {
-            20 => Cbor::Bool(false),
-            21 => Cbor::Bool(true),
-            22 | 23 => Cbor::Null,
-            _ => return Err("unsupported CBOR simple value".into()),
-        },
-        _ => return Err("unsupported CBOR type (tags)".into()),
-    };
+/// Decodes one CBOR item from the front of `input` (by `ciborium`, nesting
+/// at most 16 deep); returns it and the rest.
+pub fn cbor_decode(input: &[u8]) -> Result<(Value, &[u8]), String> {
+    let mut rest = input;
+    let item = ciborium::de::from_reader_with_recursion_limit(&mut rest, 16).map_err(|e| format!("CBOR: {e}"))?;
     Ok((item, rest))
+}
+
+/// The value under `key` of a CBOR map.
+fn entry<'v>(map: &'v Value, key: &Value) -> Option<&'v Value> {
+    map.as_map()?.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
+/// The value under an integer key (COSE labels).
+fn int_key(map: &Value, key: i64) -> Option<&Value> {
+    entry(map, &Value::Integer(key.into()))
+}
+
+fn int(value: &Value) -> Option<i128> {
+    value.as_integer().map(i128::from)
+}
+
+fn bytes(value: &Value) -> Option<&[u8]> {
+    value.as_bytes().map(Vec::as_slice)
 }
 
 pub fn b64url(bytes: &[u8]) -> String {
@@ -206,8 +118,8 @@ fn check_client_data(raw: &[u8], kind: &str, challenge: &str, rp: &RelyingParty<
 /// The COSE algorithm of a public key we accept: -7 (ES256) or -257 (RS256).
 fn cose_alg(cose: &[u8]) -> Result<i128, String> {
     let (key, _) = cbor_decode(cose)?;
-    match (key.int_key(1).and_then(Cbor::int), key.int_key(3).and_then(Cbor::int)) {
-        (Some(2), Some(-7)) if key.int_key(-1).and_then(Cbor::int) == Some(1) => Ok(-7),
+    match (int_key(&key, 1).and_then(int), int_key(&key, 3).and_then(int)) {
+        (Some(2), Some(-7)) if int_key(&key, -1).and_then(int) == Some(1) => Ok(-7),
         (Some(3), Some(-257)) => Ok(-257),
         other => Err(format!("public key type/algorithm {other:?} is not ES256 or RS256")),
     }
@@ -219,8 +131,8 @@ fn verify_signature(cose: &[u8], message: &[u8], signature: &[u8]) -> Result<(),
     match cose_alg(cose)? {
         -7 => {
             use p256::ecdsa::signature::Verifier;
-            let x = key.int_key(-2).and_then(Cbor::bytes).ok_or("EC key without x")?;
-            let y = key.int_key(-3).and_then(Cbor::bytes).ok_or("EC key without y")?;
+            let x = int_key(&key, -2).and_then(bytes).ok_or("EC key without x")?;
+            let y = int_key(&key, -3).and_then(bytes).ok_or("EC key without y")?;
             if x.len() != 32 || y.len() != 32 {
                 return Err("EC key coordinates are not 32 bytes".into());
             }
@@ -233,8 +145,8 @@ fn verify_signature(cose: &[u8], message: &[u8], signature: &[u8]) -> Result<(),
         }
         _ => {
             use rsa::signature::Verifier;
-            let n = key.int_key(-1).and_then(Cbor::bytes).ok_or("RSA key without n")?;
-            let e = key.int_key(-2).and_then(Cbor::bytes).ok_or("RSA key without e")?;
+            let n = int_key(&key, -1).and_then(bytes).ok_or("RSA key without n")?;
+            let e = int_key(&key, -2).and_then(bytes).ok_or("RSA key without e")?;
             let public = rsa::RsaPublicKey::new(rsa::BigUint::from_bytes_be(n), rsa::BigUint::from_bytes_be(e))
                 .map_err(|e| format!("RSA key: {e}"))?;
             let vk = rsa::pkcs1v15::VerifyingKey::<Sha256>::new(public);
@@ -268,7 +180,7 @@ pub fn verify_registration(
     check_client_data(&client_data, "webauthn.create", challenge, rp)?;
     let attestation = from_b64url(field("/response/attestationObject")?)?;
     let (object, _) = cbor_decode(&attestation)?;
-    let auth_data = object.text_key("authData").and_then(Cbor::bytes).ok_or("attestationObject without authData")?;
+    let auth_data = entry(&object, &Value::Text("authData".into())).and_then(bytes).ok_or("attestationObject without authData")?;
     let parsed = parse_auth_data(auth_data, rp)?;
     let (aaguid, id, key) = parsed.credential.ok_or("no attested credential data (AT flag)")?;
     if id != raw_id {
@@ -317,13 +229,14 @@ mod tests {
         // {1: 2, 3: -7, "a": h'0102', "t": [true, null]}
         let bytes = [0xa4, 0x01, 0x02, 0x03, 0x26, 0x61, b'a', 0x42, 1, 2, 0x61, b't', 0x82, 0xf5, 0xf6, 0xff];
         let (item, rest) = cbor_decode(&bytes).unwrap();
-        assert_eq!(rest, &[0xff]);
-        assert_eq!(item.int_key(1), Some(&Cbor::Int(2)));
-        assert_eq!(item.int_key(3), Some(&Cbor::Int(-7)));
-        assert_eq!(item.text_key("a"), Some(&Cbor::Bytes(vec![1, 2])));
-        assert_eq!(item.text_key("t"), Some(&Cbor::Array(vec![Cbor::Bool(true), Cbor::Null])));
-        assert!(cbor_decode(&[0x5f]).is_err(), "indefinite length");
+        assert_eq!(rest, &[0xff], "the rest after one item: where a COSE key ends inside authData");
+        assert_eq!(int_key(&item, 1).and_then(int), Some(2));
+        assert_eq!(int_key(&item, 3).and_then(int), Some(-7));
+        assert_eq!(entry(&item, &Value::Text("a".into())).and_then(super::bytes), Some(&[1u8, 2][..]));
+        let t = entry(&item, &Value::Text("t".into())).unwrap();
+        assert_eq!(t, &Value::Array(vec![Value::Bool(true), Value::Null]));
         assert!(cbor_decode(&[0x5a, 0xff, 0xff, 0xff, 0xff]).is_err(), "length beyond the input");
+        assert!(cbor_decode(&[0x9b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]).is_err(), "2^64 items");
         assert!(cbor_decode(&[0x81; 40]).is_err(), "too deep");
         assert!(cbor_decode(&[]).is_err());
     }
