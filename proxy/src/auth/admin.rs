@@ -136,10 +136,6 @@ impl AuthCall<'_> {
         if user.is_none() && !fields.contains_key("email") && !fields.contains_key("phone") {
             return Err(ApiError::auth(400, "validation_failed", "Unable to validate email address: invalid format"));
         }
-        self.call_json(
-            "SELECT fluxbase.auth_admin_upsert($1, $2, $3, $4)",
-            &[&user, &Value::Object(fields), &self.ctx.ip, &self.ctx.request_id],
-        )
-        .await
+        self.call_json("SELECT fluxbase.auth_admin_upsert($1, $2)", &[&user, &Value::Object(fields)]).await
     }
 }

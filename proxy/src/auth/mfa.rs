@@ -37,23 +37,12 @@ impl AuthCall<'_> {
         let sealed = super::totp::encrypt(key, &secret);
         let friendly = text(body, "friendly_name").map(str::to_string);
         let aal = caller.claims.get("aal").and_then(Value::as_str).unwrap_or("aal1").to_string();
-        let client = self.state.client().await?;
-        let row = client
-            .query_one_cached(
-                "SELECT fluxbase.auth_mfa_enroll($1, $2, $3, $4, $5, $6, $7, $8)",
-                &[
-                    &user,
-                    &session,
-                    &aal,
-                    &friendly,
-                    &sealed,
-                    &(config.mfa_max_factors as i32),
-                    &self.ctx.ip,
-                    &self.ctx.request_id,
-                ],
+        let row = self
+            .query_row(
+                "SELECT fluxbase.auth_mfa_enroll($1, $2, $3, $4, $5, $6)",
+                &[&user, &session, &aal, &friendly, &sealed, &(config.mfa_max_factors as i32)],
             )
-            .await
-            .map_err(db_error)?;
+            .await?;
         let id: uuid::Uuid = row.get(0);
         let issuer = text(body, "issuer").unwrap_or(&config.mfa_issuer);
         let account = caller.claims.get("email").and_then(Value::as_str).filter(|e| !e.is_empty());
@@ -80,23 +69,12 @@ impl AuthCall<'_> {
         }
         let friendly = text(body, "friendly_name").map(str::to_string);
         let aal = caller.claims.get("aal").and_then(Value::as_str).unwrap_or("aal1").to_string();
-        let client = self.state.client().await?;
-        let id: uuid::Uuid = client
-            .query_one_cached(
-                "SELECT fluxbase.auth_mfa_enroll($1, $2, $3, $4, NULL, $5, $6, $7, 'phone', $8)",
-                &[
-                    &user,
-                    &session,
-                    &aal,
-                    &friendly,
-                    &(config.mfa_max_factors as i32),
-                    &self.ctx.ip,
-                    &self.ctx.request_id,
-                    &phone,
-                ],
+        let id: uuid::Uuid = self
+            .query_row(
+                "SELECT fluxbase.auth_mfa_enroll($1, $2, $3, $4, NULL, $5, 'phone', $6)",
+                &[&user, &session, &aal, &friendly, &(config.mfa_max_factors as i32), &phone],
             )
-            .await
-            .map_err(db_error)?
+            .await?
             .get(0);
         Ok(json_response(
             StatusCode::OK,
@@ -110,23 +88,19 @@ impl AuthCall<'_> {
         let config = &self.state.config.auth;
         let mut challenge = self
             .query_json(
-                "SELECT fluxbase.auth_mfa_challenge($1, $2, $3, $4, $5)",
-                &[&user, &session, &factor, &self.ctx.ip, &(config.sms_interval_seconds as i32)],
+                "SELECT fluxbase.auth_mfa_challenge($1, $2, $3, $4)",
+                &[&user, &session, &factor, &(config.sms_interval_seconds as i32)],
             )
             .await?;
         let phone = challenge.as_object_mut().and_then(|o| o.remove("phone"));
         if let Some(phone) = phone.as_ref().and_then(Value::as_str) {
             let id = challenge.get("id").and_then(Value::as_str).unwrap_or_default().to_string();
             let (code, test_number) = self.code_for(phone);
-            let client = self.state.client().await?;
-            client
-                .execute_cached(
-                    "SELECT fluxbase.auth_mfa_challenge_code($1::text::uuid, $2)",
-                    &[&id, &sha256_hex(&format!("{id}:{code}"))],
-                )
-                .await
-                .map_err(db_error)?;
-            drop(client);
+            self.execute(
+                "SELECT fluxbase.auth_mfa_challenge_code($1::text::uuid, $2)",
+                &[&id, &sha256_hex(&format!("{id}:{code}"))],
+            )
+            .await?;
             if !test_number {
                 // Every challenge texts someone: the same per-IP limit as sign-in codes.
                 self.rate_limit(&[(format!("sms:ip:{}", self.ctx.ip), config.rate_limit_signins_per_ip)]).await?;
@@ -183,7 +157,7 @@ impl AuthCall<'_> {
         let (refresh, refresh_hash) = new_refresh_token();
         let issued = self
             .query_json(
-                "SELECT fluxbase.auth_mfa_result($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                "SELECT fluxbase.auth_mfa_result($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                 &[
                     &user,
                     &session,
@@ -191,8 +165,6 @@ impl AuthCall<'_> {
                     &challenge,
                     &ok,
                     &refresh_hash,
-                    &self.ctx.ip,
-                    &self.ctx.request_id,
                     &step,
                     &(config.mfa_max_verify_failures as i32),
                     &(config.mfa_failure_window_seconds as i32),

@@ -1,8 +1,10 @@
 //! `/auth/v1`: Supabase Auth (GoTrue) compatible sign-in. The proxy hashes
 //! passwords (on its hashing threads) and signs access tokens; every state
-//! change is one `fluxbase.auth_*` function in the database
-//! (sql/auth_functions.sql), so rotation, reuse detection and lockout are
-//! atomic and shared by all proxies.
+//! change is one `fluxbase.auth_*` function in the database (sql/auth/, one
+//! file per area as here), so rotation, reuse detection and lockout are
+//! atomic and shared by all proxies. Each call carries the request's context
+//! (`AuthCall::query_row`); refusals arrive as `FAnnn` errors (`db_error`)
+//! or, when their writes must commit, as `{error, status, msg}` (`refusal`).
 //!
 //! The room: `routes.rs` is the route table; each area's handlers are an
 //! `impl AuthCall` in their own file (`session`, `user`, `mfa`, `otp`,
@@ -251,7 +253,8 @@ pub(crate) fn db_error(e: tokio_postgres::Error) -> ApiError {
 }
 
 /// A refusal that must still commit (a reuse revokes the session, a wrong
-/// code counts) comes back from the database as `{error, status, msg}`.
+/// password or code counts, a one-time token is used up) comes back from
+/// the database as `{error, status, msg}`; sql/auth/helpers.sql lists them.
 pub(crate) fn refusal(issued: &Value) -> Result<(), ApiError> {
     match issued.get("error").and_then(Value::as_str) {
         Some(code) => {
@@ -262,16 +265,60 @@ pub(crate) fn refusal(issued: &Value) -> Result<(), ApiError> {
     }
 }
 
+/// `select` (`SELECT fluxbase.auth_…($1, …)`, no FROM) run after the
+/// request's context is set as transaction-local settings, in the same
+/// statement: the auth functions read `request.ip`, `request.user_agent`
+/// and `request.id` (sql/auth/helpers.sql). The context's parameters come
+/// after the call's `arity` own ones, which keep their numbers.
+fn in_context(select: &str, arity: usize) -> String {
+    debug_assert!(select.starts_with("SELECT ") && !select.contains(" FROM "));
+    format!(
+        "WITH ctx AS MATERIALIZED (SELECT set_config('request.ip', ${}, true), \
+         set_config('request.user_agent', ${}, true), set_config('request.id', ${}, true)) {select} FROM ctx",
+        arity + 1,
+        arity + 2,
+        arity + 3,
+    )
+}
+
 impl AuthCall<'_> {
     pub(crate) async fn call_json(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Response, ApiError> {
         let value = self.query_json(sql, params).await?;
         Ok(json_response(StatusCode::OK, &value))
     }
 
+    /// The JSON an auth function returns (`null` for SQL NULL), called in
+    /// the request's context.
     pub(crate) async fn query_json(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Value, ApiError> {
-        let client = self.state.client().await?;
-        let row = client.query_one_cached(sql, params).await.map_err(db_error)?;
+        let row = self.query_row(sql, params).await?;
         Ok(row.get::<_, Option<Value>>(0).unwrap_or(Value::Null))
+    }
+
+    /// One `SELECT fluxbase.auth_…(…)` in the request's context (see
+    /// `in_context`): one round trip, a prepared statement per call site.
+    pub(crate) async fn query_row(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<tokio_postgres::Row, ApiError> {
+        let client = self.state.client().await?;
+        client.query_one_cached(&in_context(sql, params.len()), &self.with_context(params)).await.map_err(db_error)
+    }
+
+    /// As `query_row`, for a function whose result is not needed.
+    pub(crate) async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<(), ApiError> {
+        let client = self.state.client().await?;
+        client.execute_cached(&in_context(sql, params.len()), &self.with_context(params)).await.map_err(db_error)?;
+        Ok(())
+    }
+
+    /// A call's parameters, then the context's (`in_context`).
+    fn with_context<'p>(&'p self, params: &[&'p (dyn ToSql + Sync)]) -> Vec<&'p (dyn ToSql + Sync)> {
+        let ctx = self.ctx;
+        let mut all: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(params.len() + 3);
+        all.extend_from_slice(params);
+        all.extend_from_slice(&[&ctx.ip, &ctx.user_agent, &ctx.request_id]);
+        all
     }
 
     /// Counts one hit on each `(key, limit)`; refuses with 429 and
@@ -303,6 +350,16 @@ impl AuthCall<'_> {
 mod tests {
     use super::admin::ban_seconds;
     use super::*;
+
+    #[test]
+    fn the_context_follows_the_calls_own_parameters() {
+        assert_eq!(
+            in_context("SELECT fluxbase.auth_logout($1, $2, $3)", 3),
+            "WITH ctx AS MATERIALIZED (SELECT set_config('request.ip', $4, true), \
+             set_config('request.user_agent', $5, true), set_config('request.id', $6, true)) \
+             SELECT fluxbase.auth_logout($1, $2, $3) FROM ctx"
+        );
+    }
 
     #[test]
     fn emails_and_ban_durations() {

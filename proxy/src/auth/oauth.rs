@@ -97,25 +97,21 @@ impl AuthCall<'_> {
         };
         let (state, nonce, verifier) = (random_token(), random_token(), random_token());
         let config = &self.state.config.auth;
-        let client = self.state.client().await?;
-        client
-            .execute_cached(
-                "SELECT fluxbase.auth_oauth_begin($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                &[
-                    &sha256_hex(&state),
-                    &provider.name,
-                    &redirect,
-                    &challenge,
-                    &method,
-                    &nonce,
-                    &verifier,
-                    &link_user,
-                    &(config.flow_state_expiry_seconds as i32),
-                ],
-            )
-            .await
-            .map_err(db_error)?;
-        drop(client);
+        self.execute(
+            "SELECT fluxbase.auth_oauth_begin($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[
+                &sha256_hex(&state),
+                &provider.name,
+                &redirect,
+                &challenge,
+                &method,
+                &nonce,
+                &verifier,
+                &link_user,
+                &(config.flow_state_expiry_seconds as i32),
+            ],
+        )
+        .await?;
         let forwarded: Vec<(String, String)> =
             params.iter().filter(|(k, _)| !OWN_PARAMS.contains(&k.as_str())).cloned().collect();
         let url = self
@@ -263,7 +259,7 @@ impl AuthCall<'_> {
     ) -> Result<Value, ApiError> {
         let config = &self.state.config.auth;
         self.query_json(
-            "SELECT fluxbase.auth_oauth_signin($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+            "SELECT fluxbase.auth_oauth_signin($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             &[
                 &provider,
                 &identity.provider_id,
@@ -275,9 +271,6 @@ impl AuthCall<'_> {
                 &config.autoconfirm(),
                 &refresh_hash,
                 &flow,
-                &self.ctx.ip,
-                &self.ctx.user_agent,
-                &self.ctx.request_id,
                 &sso,
             ],
         )
@@ -301,16 +294,13 @@ impl AuthCall<'_> {
         let (refresh, refresh_hash) = new_refresh_token();
         let issued = self
             .query_json(
-                "SELECT fluxbase.auth_pkce_exchange($1, $2, $3, $4, $5, $6, $7, $8)",
+                "SELECT fluxbase.auth_pkce_exchange($1, $2, $3, $4, $5)",
                 &[
                     &sha256_hex(code),
                     &s256(verifier),
                     &verifier,
                     &(config.flow_state_expiry_seconds as i32),
                     &refresh_hash,
-                    &self.ctx.ip,
-                    &self.ctx.user_agent,
-                    &self.ctx.request_id,
                 ],
             )
             .await?;
@@ -382,11 +372,7 @@ impl AuthCall<'_> {
         let (user, _) = super::session_of(caller)?;
         let identity = uuid::Uuid::parse_str(id)
             .map_err(|_| ApiError::auth(404, "identity_not_found", "Identity doesn't exist"))?;
-        self.call_json(
-            "SELECT fluxbase.auth_unlink_identity($1, $2, $3, $4)",
-            &[&user, &identity, &self.ctx.ip, &self.ctx.request_id],
-        )
-        .await
+        self.call_json("SELECT fluxbase.auth_unlink_identity($1, $2)", &[&user, &identity]).await
     }
 }
 

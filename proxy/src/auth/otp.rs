@@ -122,10 +122,9 @@ impl AuthCall<'_> {
         let code_hash = sha256_hex(&format!("{email}:{code}"));
         // Invites redeem like sign-up confirmations.
         let stored_kind = if kind == "invite" { "signup" } else { kind };
-        let client = self.state.client().await?;
-        let outcome: String = client
-            .query_one_cached(
-                "SELECT fluxbase.auth_send_token($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        let outcome: String = self
+            .query_row(
+                "SELECT fluxbase.auth_send_token($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 &[
                     &channel,
                     &email,
@@ -137,12 +136,9 @@ impl AuthCall<'_> {
                     &(interval_seconds as i32),
                     &challenge,
                     &method,
-                    &self.ctx.ip,
-                    &self.ctx.request_id,
                 ],
             )
-            .await
-            .map_err(db_error)?
+            .await?
             .get(0);
         match outcome.as_str() {
             "too_soon" => Err(ApiError::RateLimited {
@@ -200,10 +196,8 @@ impl AuthCall<'_> {
 
     /// Takes back a stored code that never reached its recipient.
     pub(super) async fn withdraw(&self, code_hash: &str) {
-        if let Ok(client) = self.state.client().await {
-            if let Err(e) = client.execute_cached("SELECT fluxbase.auth_withdraw_token($1)", &[&code_hash]).await {
-                tracing::warn!(error = %e, "withdrawing an undelivered code failed");
-            }
+        if let Err(e) = self.execute("SELECT fluxbase.auth_withdraw_token($1)", &[&code_hash]).await {
+            tracing::warn!(error = %e, "withdrawing an undelivered code failed");
         }
     }
 
@@ -329,8 +323,8 @@ impl AuthCall<'_> {
 
     /// Runs one of the redeeming functions (auth_verify_token,
     /// auth_verify_email_change, auth_verify_phone_change): `leading`
-    /// arguments, then expiry, a fresh refresh-token hash, IP, user agent,
-    /// request id and the address a code was typed for. Rate-limited per IP.
+    /// arguments, then expiry, a fresh refresh-token hash and the address a
+    /// code was typed for. Rate-limited per IP.
     pub(super) async fn redeem_with(
         &self,
         function: &str,
@@ -341,8 +335,7 @@ impl AuthCall<'_> {
         self.rate_limit(&[(format!("verify:ip:{}", self.ctx.ip), config.rate_limit_verify_per_ip)]).await?;
         let (refresh, refresh_hash) = new_refresh_token();
         let expiry = config.otp_expiry_seconds as i32;
-        let tail: [&(dyn ToSql + Sync); 6] =
-            [&expiry, &refresh_hash, &self.ctx.ip, &self.ctx.user_agent, &self.ctx.request_id, &address];
+        let tail: [&(dyn ToSql + Sync); 3] = [&expiry, &refresh_hash, &address];
         let params: Vec<&(dyn ToSql + Sync)> = leading.iter().copied().chain(tail).collect();
         let placeholders: Vec<String> = (1..=params.len()).map(|i| format!("${i}")).collect();
         let sql = format!("SELECT fluxbase.{function}({})", placeholders.join(", "));

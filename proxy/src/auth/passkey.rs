@@ -85,14 +85,12 @@ impl AuthCall<'_> {
         kind: &str,
         user: Option<uuid::Uuid>,
     ) -> Result<String, ApiError> {
-        let client = self.state.client().await?;
-        let row = client
-            .query_one_cached(
+        let row = self
+            .query_row(
                 "SELECT fluxbase.auth_passkey_take_challenge($1, $2, $3, $4)",
                 &[&id, &kind, &user, &CHALLENGE_SECONDS],
             )
-            .await
-            .map_err(db_error)?;
+            .await?;
         row.get::<_, Option<String>>(0).ok_or_else(expired)
     }
 
@@ -162,17 +160,8 @@ impl AuthCall<'_> {
         let new = super::webauthn::verify_registration(credential, &challenge, &rp).map_err(failed)?;
         let name = text(body, "friendly_name").map(str::to_string);
         self.call_json(
-            "SELECT fluxbase.auth_passkey_register($1, $2, $3, $4, $5, $6, $7, $8)",
-            &[
-                &user,
-                &new.id,
-                &new.public_key,
-                &(new.sign_count as i64),
-                &new.aaguid,
-                &name,
-                &self.ctx.ip,
-                &self.ctx.request_id,
-            ],
+            "SELECT fluxbase.auth_passkey_register($1, $2, $3, $4, $5, $6)",
+            &[&user, &new.id, &new.public_key, &(new.sign_count as i64), &new.aaguid, &name],
         )
         .await
     }
@@ -223,10 +212,7 @@ impl AuthCall<'_> {
         let count = super::webauthn::verify_assertion(credential, &challenge, &rp, &key).map_err(failed)?;
         let (refresh, refresh_hash) = new_refresh_token();
         let issued = self
-            .query_json(
-                "SELECT fluxbase.auth_passkey_signin($1, $2, $3, $4, $5, $6)",
-                &[&passkey, &(count as i64), &refresh_hash, &self.ctx.ip, &self.ctx.user_agent, &self.ctx.request_id],
-            )
+            .query_json("SELECT fluxbase.auth_passkey_signin($1, $2, $3)", &[&passkey, &(count as i64), &refresh_hash])
             .await?;
         refusal(&issued)?;
         self.session(&issued, &refresh)
@@ -252,10 +238,7 @@ impl AuthCall<'_> {
             return Err(ApiError::auth(400, "validation_failed", "friendly_name is required"));
         }
         let out = self
-            .query_json(
-                "SELECT fluxbase.auth_passkeys($1, $2, $3, $4, $5, $6)",
-                &[&user, &passkey, &name, &delete, &self.ctx.ip, &self.ctx.request_id],
-            )
+            .query_json("SELECT fluxbase.auth_passkeys($1, $2, $3, $4)", &[&user, &passkey, &name, &delete])
             .await?;
         if delete {
             return Ok(empty_response(StatusCode::NO_CONTENT, None));

@@ -159,11 +159,7 @@ pub async fn handle(
             let (user, session) = session_of(&caller)?;
             let factor = factor_id(id)?;
             let aal = caller.claims.get("aal").and_then(Value::as_str).unwrap_or("aal1").to_string();
-            req.call_json(
-                "SELECT fluxbase.auth_mfa_unenroll($1, $2, $3, $4, $5, $6)",
-                &[&user, &session, &aal, &factor, &ctx.ip, &ctx.request_id],
-            )
-            .await
+            req.call_json("SELECT fluxbase.auth_mfa_unenroll($1, $2, $3, $4)", &[&user, &session, &aal, &factor]).await
         }
         (method, ["admin", "users", rest @ ..]) => {
             require_service_role(&caller)?;
@@ -181,16 +177,11 @@ pub async fn handle(
                 }
                 (&Method::DELETE, [id, "factors", factor]) => {
                     let (id, factor) = (user_id(id)?, factor_id(factor)?);
-                    req.call_json(
-                        "SELECT fluxbase.auth_admin_delete_factor($1, $2, $3, $4)",
-                        &[&id, &factor, &ctx.ip, &ctx.request_id],
-                    )
-                    .await
+                    req.call_json("SELECT fluxbase.auth_admin_delete_factor($1, $2)", &[&id, &factor]).await
                 }
                 (&Method::DELETE, [id]) => {
                     let id = user_id(id)?;
-                    req.call_json("SELECT fluxbase.auth_admin_delete($1, $2, $3)", &[&id, &ctx.ip, &ctx.request_id])
-                        .await
+                    req.call_json("SELECT fluxbase.auth_admin_delete($1)", &[&id]).await
                 }
                 _ => Err(ApiError::auth(405, "method_not_allowed", "Method not allowed")),
             }

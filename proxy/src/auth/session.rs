@@ -169,19 +169,8 @@ impl AuthCall<'_> {
         let (refresh, refresh_hash) = new_refresh_token();
         let issued = self
             .query_json(
-                "SELECT fluxbase.auth_signup($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                &[
-                    &email,
-                    &phone,
-                    &hash,
-                    &data,
-                    &confirmed,
-                    &anonymous,
-                    &refresh_hash,
-                    &self.ctx.ip,
-                    &self.ctx.user_agent,
-                    &self.ctx.request_id,
-                ],
+                "SELECT fluxbase.auth_signup($1, $2, $3, $4, $5, $6, $7)",
+                &[&email, &phone, &hash, &data, &confirmed, &anonymous, &refresh_hash],
             )
             .await?;
         if issued.get("session_id").is_some() {
@@ -255,7 +244,7 @@ impl AuthCall<'_> {
         let (refresh, refresh_hash) = new_refresh_token();
         let issued = self
             .query_json(
-                "SELECT fluxbase.auth_password_outcome($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                "SELECT fluxbase.auth_password_outcome($1, $2, $3, $4, $5, $6)",
                 &[
                     &user,
                     &ok,
@@ -263,15 +252,10 @@ impl AuthCall<'_> {
                     &(config.lockout_seconds as i32),
                     &rehash,
                     &refresh_hash,
-                    &self.ctx.ip,
-                    &self.ctx.user_agent,
-                    &self.ctx.request_id,
                 ],
             )
             .await?;
-        if !ok || issued.is_null() {
-            return Err(invalid());
-        }
+        refusal(&issued)?;
         self.session(&issued, &refresh)
     }
 
@@ -284,10 +268,7 @@ impl AuthCall<'_> {
         let (refresh, refresh_hash) = new_refresh_token();
         let reuse = config.refresh_token_reuse_interval_seconds as i32;
         let issued = self
-            .query_json(
-                "SELECT fluxbase.auth_refresh($1, $2, $3, $4, $5)",
-                &[&sha256_hex(old), &refresh_hash, &reuse, &self.ctx.ip, &self.ctx.request_id],
-            )
+            .query_json("SELECT fluxbase.auth_refresh($1, $2, $3)", &[&sha256_hex(old), &refresh_hash, &reuse])
             .await?;
         refusal(&issued)?;
         self.session(&issued, &refresh)
@@ -298,14 +279,7 @@ impl AuthCall<'_> {
             return Err(ApiError::auth(400, "validation_failed", "scope must be global, local or others"));
         }
         let (user, session) = session_of(caller)?;
-        let client = self.state.client().await?;
-        client
-            .query_one_cached(
-                "SELECT fluxbase.auth_logout($1, $2, $3, $4, $5)",
-                &[&user, &session, &scope, &self.ctx.ip, &self.ctx.request_id],
-            )
-            .await
-            .map_err(db_error)?;
+        self.query_row("SELECT fluxbase.auth_logout($1, $2, $3)", &[&user, &session, &scope]).await?;
         Ok(empty_response(StatusCode::NO_CONTENT, None))
     }
 }

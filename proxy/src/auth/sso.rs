@@ -25,23 +25,19 @@ impl AuthCall<'_> {
         let pkce = super::pkce_of(body)?;
         let (relay, request_id) = (random_token(), format!("_{}", uuid::Uuid::new_v4().simple()));
         let (challenge, method) = pkce.unzip();
-        let client = self.state.client().await?;
-        client
-            .execute_cached(
-                "SELECT fluxbase.auth_oauth_begin($1, $2, $3, $4, $5, $6, '', NULL, $7)",
-                &[
-                    &sha256_hex(&relay),
-                    &format!("sso:{}", idp.name),
-                    &redirect,
-                    &challenge,
-                    &method,
-                    &request_id,
-                    &(self.state.config.auth.flow_state_expiry_seconds as i32),
-                ],
-            )
-            .await
-            .map_err(db_error)?;
-        drop(client);
+        self.execute(
+            "SELECT fluxbase.auth_oauth_begin($1, $2, $3, $4, $5, $6, '', NULL, $7)",
+            &[
+                &sha256_hex(&relay),
+                &format!("sso:{}", idp.name),
+                &redirect,
+                &challenge,
+                &method,
+                &request_id,
+                &(self.state.config.auth.flow_state_expiry_seconds as i32),
+            ],
+        )
+        .await?;
         let url = idp.authn_url(&request_id, &relay).map_err(ApiError::Internal)?;
         if body.get("skip_http_redirect").and_then(Value::as_bool) == Some(false) {
             return Ok(empty_response(StatusCode::SEE_OTHER, Some(&url)));

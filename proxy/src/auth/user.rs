@@ -5,7 +5,6 @@ use serde_json::{json, Value};
 
 use super::otp::{deliver, six_digits, Mail};
 use super::*;
-use crate::db::Cached;
 use crate::error::ApiError;
 use crate::http::{form_encode, json_response, Response};
 use crate::jwt::Caller;
@@ -51,8 +50,8 @@ impl AuthCall<'_> {
         let immediate_phone = if config.sms_autoconfirm { phone.clone() } else { None };
         let mut updated = self
             .query_json(
-                "SELECT fluxbase.auth_update_user($1, $2, $3, $4, $5, $6, $7, $8)",
-                &[&user, &session, &immediate, &immediate_phone, &hash, &data, &self.ctx.ip, &self.ctx.request_id],
+                "SELECT fluxbase.auth_update_user($1, $2, $3, $4, $5, $6)",
+                &[&user, &session, &immediate, &immediate_phone, &hash, &data],
             )
             .await?;
         if let Some(new) = email.filter(|_| confirm_by_mail) {
@@ -84,17 +83,8 @@ impl AuthCall<'_> {
         let (_, link_hash) = new_refresh_token();
         let updated = self
             .query_json(
-                "SELECT fluxbase.auth_phone_change_request($1, $2, $3, $4, $5, $6, $7, $8)",
-                &[
-                    &user,
-                    &session,
-                    &new,
-                    &link_hash,
-                    &code_hash,
-                    &(config.sms_interval_seconds as i32),
-                    &self.ctx.ip,
-                    &self.ctx.request_id,
-                ],
+                "SELECT fluxbase.auth_phone_change_request($1, $2, $3, $4, $5, $6)",
+                &[&user, &session, &new, &link_hash, &code_hash, &(config.sms_interval_seconds as i32)],
             )
             .await?;
         if !test_number {
@@ -128,20 +118,12 @@ impl AuthCall<'_> {
         };
         self.rate_limit(&[(format!("verify:ip:{}", self.ctx.ip), config.rate_limit_verify_per_ip)]).await?;
         let email = caller.claims.get("email").and_then(Value::as_str).unwrap_or("");
-        let client = self.state.client().await?;
-        let ok: bool = client
-            .query_one_cached(
-                "SELECT fluxbase.auth_reauthenticated($1, $2, $3, $4, $5)",
-                &[
-                    &user,
-                    &sha256_hex(&format!("{email}:{nonce}")),
-                    &(config.otp_expiry_seconds as i32),
-                    &self.ctx.ip,
-                    &self.ctx.request_id,
-                ],
+        let ok: bool = self
+            .query_row(
+                "SELECT fluxbase.auth_reauthenticated($1, $2, $3)",
+                &[&user, &sha256_hex(&format!("{email}:{nonce}")), &(config.otp_expiry_seconds as i32)],
             )
-            .await
-            .map_err(db_error)?
+            .await?
             .get(0);
         if ok {
             Ok(())
@@ -192,7 +174,7 @@ impl AuthCall<'_> {
         let to_current = (config.secure_email_change && !current.is_empty()).then(|| token(current));
         let updated = self
             .query_json(
-                "SELECT fluxbase.auth_email_change_request($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                "SELECT fluxbase.auth_email_change_request($1, $2, $3, $4, $5, $6, $7, $8)",
                 &[
                     &user,
                     &session,
@@ -202,8 +184,6 @@ impl AuthCall<'_> {
                     &to_current.as_ref().map(|t| &t.1),
                     &to_current.as_ref().map(|t| &t.3),
                     &(config.email_interval_seconds as i32),
-                    &self.ctx.ip,
-                    &self.ctx.request_id,
                 ],
             )
             .await?;

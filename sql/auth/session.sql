@@ -1,0 +1,169 @@
+-- Sessions: sign-up, password sign-in, refresh-token rotation, logout
+-- (proxy/src/auth/session.rs).
+
+CREATE FUNCTION fluxbase.auth_signup(p_email text, p_phone text, p_password_hash text, p_user_meta jsonb,
+  p_confirmed boolean, p_anonymous boolean, p_refresh_hash text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  uid uuid := gen_random_uuid();
+  u auth.users;
+  provider text := CASE WHEN p_email IS NOT NULL THEN 'email' WHEN p_phone IS NOT NULL THEN 'phone' END;
+BEGIN
+  IF p_email IS NOT NULL AND EXISTS (SELECT 1 FROM auth.users WHERE email = p_email AND NOT is_sso_user) THEN
+    RAISE EXCEPTION 'user_already_exists' USING ERRCODE = 'FA422', HINT = 'User already registered';
+  END IF;
+  IF p_phone IS NOT NULL AND EXISTS (SELECT 1 FROM auth.users WHERE phone = p_phone) THEN
+    RAISE EXCEPTION 'phone_exists' USING ERRCODE = 'FA422', HINT = 'Phone number already registered';
+  END IF;
+  INSERT INTO auth.users (id, aud, role, email, phone, encrypted_password, email_confirmed_at, phone_confirmed_at,
+    raw_app_meta_data, raw_user_meta_data, created_at, updated_at, is_anonymous, is_super_admin)
+  VALUES (uid, 'authenticated', 'authenticated', p_email, p_phone, p_password_hash,
+    CASE WHEN p_confirmed AND p_email IS NOT NULL THEN now() END,
+    CASE WHEN p_confirmed AND p_phone IS NOT NULL THEN now() END,
+    CASE WHEN p_anonymous THEN '{}'::jsonb
+      ELSE jsonb_build_object('provider', provider, 'providers', jsonb_build_array(provider)) END,
+    coalesce(p_user_meta, '{}'::jsonb), now(), now(), p_anonymous, false)
+  RETURNING * INTO u;
+  IF NOT p_anonymous THEN
+    INSERT INTO auth.identities (provider_id, user_id, identity_data, provider, created_at, updated_at, last_sign_in_at)
+    VALUES (uid::text, uid, jsonb_strip_nulls(jsonb_build_object('sub', uid::text, 'email', p_email, 'phone', p_phone,
+      -- Proven only by a link or code: auto-confirmation is not proof.
+      'email_verified', false, 'phone_verified', false)),
+      provider, now(), now(), now());
+  END IF;
+  PERFORM fluxbase.auth_audit('user_signedup', uid, jsonb_build_object('provider', coalesce(provider, 'anonymous')));
+  IF p_confirmed OR p_anonymous THEN
+    RETURN fluxbase.auth_issue_session(uid, p_refresh_hash, CASE WHEN p_anonymous THEN 'anonymous' ELSE 'password' END);
+  END IF;
+  RETURN jsonb_build_object('user', fluxbase.auth_user_json(u));
+END
+$$;
+
+-- The stored hash of a password sign-in candidate. No row: no such user
+-- (the proxy still hashes, so both cases take as long).
+CREATE FUNCTION fluxbase.auth_password_candidate(p_email text, p_phone text)
+RETURNS TABLE (user_id uuid, password_hash text, locked_until timestamptz, confirmed boolean, banned boolean)
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+BEGIN
+  RETURN QUERY SELECT u.id, u.encrypted_password::text, f.locked_until,
+    CASE WHEN p_email IS NOT NULL THEN u.email_confirmed_at IS NOT NULL ELSE u.phone_confirmed_at IS NOT NULL END,
+    u.banned_until IS NOT NULL AND u.banned_until > now()
+  FROM auth.users u
+  LEFT JOIN fluxbase.auth_failures f ON f.user_id = u.id
+  WHERE u.deleted_at IS NULL
+    AND ((p_email IS NOT NULL AND u.email = p_email AND NOT u.is_sso_user) OR (p_phone IS NOT NULL AND u.phone = p_phone))
+  LIMIT 1;
+END
+$$;
+
+-- The outcome of a password check. A failure counts towards the lockout
+-- (p_max_failures within the lockout window locks for p_lockout_seconds)
+-- and is returned, not raised, so the count commits; a success resets the
+-- count, stores a rehash (bcrypt → argon2id, or new parameters) and opens a
+-- session.
+CREATE FUNCTION fluxbase.auth_password_outcome(p_user uuid, p_ok boolean, p_max_failures int, p_lockout_seconds int,
+  p_rehash text, p_refresh_hash text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  n int;
+BEGIN
+  IF NOT p_ok THEN
+    INSERT INTO fluxbase.auth_failures AS f (user_id, failures) VALUES (p_user, 1)
+    ON CONFLICT (user_id) DO UPDATE SET failures = f.failures + 1
+    RETURNING failures INTO n;
+    PERFORM fluxbase.auth_audit('login_failed', p_user);
+    IF p_max_failures > 0 AND n >= p_max_failures THEN
+      UPDATE fluxbase.auth_failures SET locked_until = now() + make_interval(secs => p_lockout_seconds), failures = 0
+      WHERE user_id = p_user;
+      PERFORM fluxbase.auth_audit('user_locked', p_user,
+        jsonb_build_object('seconds', p_lockout_seconds));
+    END IF;
+    RETURN jsonb_build_object('error', 'invalid_credentials', 'status', 400, 'msg', 'Invalid login credentials');
+  END IF;
+  DELETE FROM fluxbase.auth_failures WHERE user_id = p_user;
+  IF p_rehash IS NOT NULL THEN
+    UPDATE auth.users SET encrypted_password = p_rehash WHERE id = p_user;
+  END IF;
+  PERFORM fluxbase.auth_audit('login', p_user, '{"provider": "email"}');
+  RETURN fluxbase.auth_issue_session(p_user, p_refresh_hash, 'password');
+END
+$$;
+
+-- Refresh-token rotation with reuse detection. The token given is revoked
+-- and replaced by p_new_hash in the same session. A token that was already
+-- rotated is a reuse: within p_reuse_seconds of its rotation (two tabs
+-- refreshing at once) it is answered with another token of the same
+-- session; later, it revokes the whole session (a stolen token was used).
+CREATE FUNCTION fluxbase.auth_refresh(p_old_hash text, p_new_hash text, p_reuse_seconds int)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  t auth.refresh_tokens;
+  s auth.sessions;
+  u auth.users;
+BEGIN
+  SELECT * INTO t FROM auth.refresh_tokens WHERE token = p_old_hash FOR UPDATE;
+  IF NOT FOUND OR t.session_id IS NULL THEN
+    RAISE EXCEPTION 'refresh_token_not_found' USING ERRCODE = 'FA400', HINT = 'Invalid Refresh Token: Refresh Token Not Found';
+  END IF;
+  SELECT * INTO s FROM auth.sessions WHERE id = t.session_id FOR UPDATE;
+  IF NOT FOUND OR (s.not_after IS NOT NULL AND s.not_after < now()) THEN
+    RAISE EXCEPTION 'session_expired' USING ERRCODE = 'FA400', HINT = 'Invalid Refresh Token: Session Expired';
+  END IF;
+  IF t.revoked AND t.updated_at < now() - make_interval(secs => p_reuse_seconds) THEN
+    -- Returned, not raised: the revocation must commit.
+    DELETE FROM auth.sessions WHERE id = s.id;
+    PERFORM fluxbase.auth_audit('token_revoked', s.user_id,
+      jsonb_build_object('reason', 'refresh_token_reuse', 'session_id', s.id));
+    RETURN jsonb_build_object('error', 'refresh_token_already_used', 'status', 400,
+      'msg', 'Invalid Refresh Token: Already Used');
+  END IF;
+  SELECT * INTO u FROM auth.users WHERE id = s.user_id;
+  IF NOT FOUND OR u.deleted_at IS NOT NULL THEN
+    RAISE EXCEPTION 'user_not_found' USING ERRCODE = 'FA403', HINT = 'User from sub claim in JWT does not exist';
+  END IF;
+  IF u.banned_until IS NOT NULL AND u.banned_until > now() THEN
+    RAISE EXCEPTION 'user_banned' USING ERRCODE = 'FA400', HINT = 'User is banned';
+  END IF;
+  UPDATE auth.refresh_tokens SET revoked = true, updated_at = now() WHERE id = t.id AND NOT revoked;
+  INSERT INTO auth.refresh_tokens (token, user_id, revoked, created_at, updated_at, parent, session_id)
+  VALUES (p_new_hash, t.user_id, false, now(), now(), t.token, s.id);
+  UPDATE auth.sessions SET refreshed_at = now()::timestamp, updated_at = now() WHERE id = s.id;
+  PERFORM fluxbase.auth_audit('token_refreshed', u.id);
+  RETURN jsonb_build_object('session_id', s.id, 'aal', s.aal,
+    'amr', coalesce((SELECT jsonb_agg(jsonb_build_object('method', c.authentication_method,
+      'timestamp', extract(epoch FROM c.created_at)::bigint) ORDER BY c.created_at)
+      FROM auth.mfa_amr_claims c WHERE c.session_id = s.id), '[]'::jsonb),
+    'user', fluxbase.auth_user_json(u));
+END
+$$;
+
+-- POST /logout: scope `local` ends this session, `others` every other one,
+-- `global` all of them. Their refresh tokens go with them.
+CREATE FUNCTION fluxbase.auth_logout(p_user uuid, p_session uuid, p_scope text)
+RETURNS int
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  n int;
+BEGIN
+  DELETE FROM auth.sessions WHERE user_id = p_user AND CASE p_scope
+    WHEN 'local' THEN id = p_session
+    WHEN 'others' THEN id IS DISTINCT FROM p_session
+    ELSE true END;
+  GET DIAGNOSTICS n = ROW_COUNT;
+  PERFORM fluxbase.auth_audit('logout', p_user, jsonb_build_object('scope', p_scope));
+  RETURN n;
+END
+$$;
