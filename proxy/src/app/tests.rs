@@ -161,3 +161,45 @@ fn request_ids_are_taken_only_when_sane() {
     h.insert("x-request-id", HeaderValue::from_static("has space"));
     assert_ne!(request_id(&h), "has space");
 }
+
+/// The floor plan of docs/architecture.md, checked: plumbing imports no
+/// room and no composition module; a room imports no other room.
+#[test]
+fn imports_follow_the_floor_plan() {
+    const PLUMBING: [&str; 8] = ["http", "state", "db", "jwt", "error", "config", "metrics", "listener"];
+    const ROOMS: [&str; 2] = ["rest", "auth"];
+    const COMPOSITION: [&str; 4] = ["app", "server", "cli", "main"];
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let files = |module: &str| -> Vec<(String, String)> {
+        let single = src.join(format!("{module}.rs"));
+        let dir = src.join(module);
+        let mut paths = vec![];
+        if single.exists() {
+            paths.push(single);
+        }
+        if dir.is_dir() {
+            paths.extend(std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()));
+        }
+        paths.into_iter().map(|p| (p.display().to_string(), std::fs::read_to_string(&p).unwrap())).collect()
+    };
+    let uses = |text: &str, module: &str| {
+        text.contains(&format!("crate::{module}::"))
+            || text.contains(&format!("crate::{module};"))
+            || text.contains(&format!("crate::{{{module}"))
+            || text.contains(&format!(", {module}}}"))
+    };
+    for module in PLUMBING {
+        for (path, text) in files(module) {
+            for other in ROOMS.iter().chain(COMPOSITION.iter()) {
+                assert!(!uses(&text, other), "{path} (plumbing) imports {other}");
+            }
+        }
+    }
+    for room in ROOMS {
+        for (path, text) in files(room) {
+            for other in ROOMS.iter().chain(COMPOSITION.iter()).filter(|o| **o != room) {
+                assert!(!uses(&text, other), "{path} (room {room}) imports {other}");
+            }
+        }
+    }
+}
