@@ -167,7 +167,8 @@ authorize_url = \"$idp_url/auth\", token_url = \"$idp_url/token\", userinfo_url 
   FLUXBASE_MAILDIR="$maildir" FLUXBASE_BIN="$FLUXBASE_BIN" FLUXBASE_IDP_URL="$idp_url" \
   FLUXBASE_PSQL="bash -c 'source $FLUXBASE_ROOT/scripts/env.sh; as_pg $(pg_bin "$major")/psql -X -q -tA -v ON_ERROR_STOP=1 -h $dir -p $port -U postgres -d fluxbase_e2e'" \
   FLUXBASE_PG_RESTART="bash -c 'source $FLUXBASE_ROOT/scripts/env.sh; as_pg $(pg_bin "$major")/pg_ctl -D $dir -m fast -w restart -o \"-p $port\" >/dev/null'" \
-    "$NODE22" --test --test-reporter=spec "$FLUXBASE_ROOT"/tests/e2e/*.test.mjs || status=1
+    "$NODE22" --test --test-reporter=spec "$FLUXBASE_ROOT"/tests/e2e/*.test.mjs "$FLUXBASE_ROOT"/tests/robustness/*.test.mjs \
+    || status=1
   # Graceful shutdown must finish well inside the grace period.
   kill -TERM "$proxy"
   local waited=0

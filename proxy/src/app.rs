@@ -175,8 +175,9 @@ impl App {
             Route::Rest | Route::Auth => {
                 // The caller, once, for every service: credentials first,
                 // so a refused caller costs no body read.
-                let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
-                let caller = state.verifier.authenticate(header("authorization"), header("apikey"))?;
+                let headers = req.headers();
+                let (authorization, apikey) = (credential(headers, "authorization")?, credential(headers, "apikey")?);
+                let caller = state.verifier.authenticate(authorization, apikey)?;
                 tracing::debug!(role = caller.role(), "authenticated");
                 let (parts, body) = req.into_parts();
                 let body = read_body(&parts.headers, body, state.config.server.body_limit_bytes).await?;
@@ -187,6 +188,19 @@ impl App {
             }
             Route::Unbuilt(name) => Err(ApiError::NotImplemented(name)),
             Route::NotFound => Err(ApiError::NotFound),
+        }
+    }
+}
+
+/// A credential header as text. One that is present but not text is
+/// refused (401), never taken as absent: absent means the anon role.
+fn credential<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, ApiError> {
+    match headers.get(name).map(HeaderValue::to_str) {
+        None => Ok(None),
+        Some(Ok(text)) => Ok(Some(text)),
+        Some(Err(_)) if name == "apikey" => Err(ApiError::InvalidApiKey),
+        Some(Err(_)) => {
+            Err(ApiError::Jwt { code: "PGRST301", message: format!("The {name} header is not valid text") })
         }
     }
 }

@@ -299,6 +299,13 @@ pub struct Server {
     /// Threads of the async runtime; 0: half the CPUs (at least one), since
     /// the proxy runs beside Postgres and shares the machine with it.
     pub worker_threads: usize,
+    /// A connection with no byte read or written for this long, and no
+    /// request in flight, is closed (a socket that never sends a byte, an
+    /// idle keep-alive).
+    pub idle_timeout_ms: u64,
+    /// Open client connections at most; one more is answered `503` and
+    /// closed. Lowered at start to what the open-file limit allows.
+    pub max_connections: usize,
 }
 
 impl Server {
@@ -323,6 +330,8 @@ impl Default for Server {
             cors_allowed_origins: vec!["*".into()],
             worker_threads: 0,
             trusted_proxies: vec![],
+            idle_timeout_ms: 30_000,
+            max_connections: 10_000,
         }
     }
 }
@@ -436,6 +445,12 @@ impl Config {
         }
         if self.server.body_limit_bytes == 0 {
             return Err(invalid("server.body_limit_bytes", "must be greater than 0"));
+        }
+        if self.server.idle_timeout_ms == 0 {
+            return Err(invalid("server.idle_timeout_ms", "must be greater than 0"));
+        }
+        if self.server.max_connections == 0 {
+            return Err(invalid("server.max_connections", "must be greater than 0"));
         }
         if self.server.request_timeout_ms == 0 {
             return Err(invalid("server.request_timeout_ms", "must be greater than 0"));

@@ -60,6 +60,45 @@ impl Cached for deadpool_postgres::Object {
     }
 }
 
+/// A pooled connection while a statement runs on it. If the request ends
+/// first (its time limit, or the client went away) this is dropped with the
+/// statement still running: the statement is cancelled on the server and
+/// the connection closed, never handed to the next request still busy.
+pub struct InFlight<'m> {
+    client: Option<deadpool_postgres::Object>,
+    metrics: &'m crate::metrics::Metrics,
+}
+
+impl<'m> InFlight<'m> {
+    pub fn new(client: deadpool_postgres::Object, metrics: &'m crate::metrics::Metrics) -> InFlight<'m> {
+        InFlight { client: Some(client), metrics }
+    }
+
+    pub fn client(&self) -> &deadpool_postgres::Object {
+        self.client.as_ref().expect("a connection until finished")
+    }
+
+    /// The statement finished: the connection goes back to the pool.
+    pub fn finish(mut self) -> deadpool_postgres::Object {
+        self.client.take().expect("a connection until finished")
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let Some(client) = self.client.take() else { return };
+        self.metrics.query_cancelled();
+        let cancel = client.cancel_token();
+        // Detached from the pool: dropping it closes the connection.
+        drop(deadpool_postgres::Object::take(client));
+        tokio::spawn(async move {
+            if let Err(e) = cancel.cancel_query(NoTls).await {
+                tracing::warn!(error = %e, "cancelling an abandoned statement failed");
+            }
+        });
+    }
+}
+
 pub fn pool_error(err: PoolError) -> ApiError {
     match err {
         PoolError::Timeout(_) => ApiError::PoolTimeout,

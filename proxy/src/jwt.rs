@@ -48,6 +48,8 @@ pub struct Verifier {
     secret: Vec<String>,
     cache: Mutex<HashMap<String, CachedClaims>>,
     cache_entries: usize,
+    /// The database login role (`authenticator`): a token may not name it.
+    login_role: Option<String>,
 }
 
 fn jwt_error(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -66,7 +68,13 @@ fn is_opaque(key: &str) -> bool {
 impl Verifier {
     /// `own_keys`: the public keys of this deployment's own session signing,
     /// verified beside `jwt.secret` and `jwt.jwks_file`.
-    pub fn new(config: &JwtConfig, keys: &ApiKeys, own_keys: Vec<VerifyingKey>) -> Result<Verifier, String> {
+    /// `login_role`: the role the proxy connects as, which no token may name.
+    pub fn new(
+        config: &JwtConfig,
+        keys: &ApiKeys,
+        own_keys: Vec<VerifyingKey>,
+        login_role: Option<String>,
+    ) -> Result<Verifier, String> {
         let mut asymmetric = own_keys;
         if let Some(path) = &config.jwks_file {
             let text = std::fs::read_to_string(path).map_err(|e| format!("jwt.jwks_file {}: {e}", path.display()))?;
@@ -92,6 +100,7 @@ impl Verifier {
             secret: keys.secret.clone(),
             cache: Mutex::new(HashMap::new()),
             cache_entries: config.cache_entries,
+            login_role,
         })
     }
 
@@ -145,7 +154,8 @@ impl Verifier {
             }
         }
         let claims = Arc::new(self.verify_uncached(token)?);
-        let exp = claims.get("exp").and_then(Value::as_u64);
+        // A NumericDate (checked numeric by verify_uncached), whole seconds.
+        let exp = claims.get("exp").and_then(Value::as_f64).map(|e| e.max(0.0) as u64);
         if let Ok(mut cache) = self.cache.lock() {
             if cache.len() >= self.cache_entries {
                 cache.clear();
@@ -176,8 +186,11 @@ impl Verifier {
 
         let mut validation = Validation::new(header.alg);
         validation.required_spec_claims.clear();
-        validation.leeway = self.leeway;
-        validation.validate_nbf = true;
+        // exp, nbf and iat are checked below, as RFC 7519 NumericDates
+        // (integers or not); the crate reads only integers and would take
+        // a float `exp` as no expiry at all.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
         match &self.audience {
             Some(aud) => validation.set_audience(&[aud]),
             None => validation.validate_aud = false,
@@ -190,18 +203,57 @@ impl Verifier {
             _ => jwt_error("PGRST301", "JWT could not be decoded"),
         })?;
         let claims = data.claims;
-        if let Some(iat) = claims.get("iat").and_then(Value::as_u64) {
-            if iat > now() + self.leeway {
-                return Err(jwt_error("PGRST303", "JWT issued at future"));
-            }
-        }
         if !claims.is_object() {
             return Err(jwt_error("PGRST303", "JWT claims must be a JSON object"));
         }
-        if claims.get("role").is_some_and(|r| !r.is_string()) {
-            return Err(jwt_error("PGRST303", "The JWT 'role' claim must be a string"));
+        self.check_times(&claims)?;
+        match claims.get("role") {
+            None => {}
+            Some(Value::String(role)) => self.check_role(role)?,
+            Some(_) => return Err(jwt_error("PGRST303", "The JWT 'role' claim must be a string")),
         }
         Ok(claims)
+    }
+
+    /// `exp`, `nbf` and `iat`, when present, are numbers (RFC 7519's
+    /// NumericDate, fractions allowed), judged with `jwt.leeway_seconds`.
+    fn check_times(&self, claims: &Value) -> Result<(), ApiError> {
+        let now = now() as f64;
+        let leeway = self.leeway as f64;
+        let time = |name: &str| match claims.get(name) {
+            None => Ok(None),
+            Some(v) => v.as_f64().filter(|t| t.is_finite()).map(Some).ok_or_else(|| {
+                jwt_error("PGRST301", format!("The JWT '{name}' claim must be a number (seconds since the epoch)"))
+            }),
+        };
+        if time("exp")?.is_some_and(|exp| now >= exp + leeway) {
+            return Err(jwt_error("PGRST303", "JWT expired"));
+        }
+        if time("nbf")?.is_some_and(|nbf| now + leeway < nbf) {
+            return Err(jwt_error("PGRST303", "JWT not yet valid"));
+        }
+        if time("iat")?.is_some_and(|iat| iat > now + leeway) {
+            return Err(jwt_error("PGRST303", "JWT issued at future"));
+        }
+        Ok(())
+    }
+
+    /// A token names a role the request then runs as. Never the login role
+    /// itself, and never `none` (which `SET ROLE` takes as "back to the
+    /// login role"): both would run as the authenticator. Postgres' own
+    /// membership check refuses every other role the login role may not
+    /// switch to, with the same answer.
+    fn check_role(&self, role: &str) -> Result<(), ApiError> {
+        if role.eq_ignore_ascii_case("none") || self.login_role.as_deref() == Some(role) {
+            return Err(ApiError::Database {
+                status: http::StatusCode::FORBIDDEN,
+                code: "42501".into(),
+                message: format!("permission denied to set role \"{role}\""),
+                details: None,
+                hint: None,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -238,7 +290,7 @@ mod tests {
             secret: vec!["sb_secret_0123456789abcdef0123456789".into()],
             ..Default::default()
         };
-        Verifier::new(&config, &keys, vec![]).unwrap()
+        Verifier::new(&config, &keys, vec![], Some("authenticator".into())).unwrap()
     }
 
     fn code(r: Result<Caller, ApiError>) -> String {
@@ -255,7 +307,7 @@ mod tests {
             cache_entries: 10,
             leeway_seconds: 0,
         };
-        Verifier::new(&config, &ApiKeys::default(), vec![]).unwrap()
+        Verifier::new(&config, &ApiKeys::default(), vec![], None).unwrap()
     }
 
     fn sign_with(alg: Algorithm, kid: &str, pem: &str, claims: &Value) -> String {
@@ -317,6 +369,42 @@ mod tests {
         assert_eq!(code(v.authenticate(None, Some("sb_publishable_nope"))), "FB010");
         // An opaque bearer without an apikey is not a credential.
         assert_eq!(code(v.authenticate(Some("Bearer sb_secret_0123456789abcdef0123456789"), None)), "FB010");
+    }
+
+    #[test]
+    fn time_claims_must_be_numbers_and_are_judged_every_time() {
+        let v = verifier();
+        let bearer = |claims: Value| format!("Bearer {}", sign_hs256(SECRET, &claims).unwrap());
+        let now = now() as f64;
+        for exp in [json!(now - 10.5), json!(-1), json!(0)] {
+            let token = bearer(json!({"role": "authenticated", "exp": exp}));
+            assert_eq!(code(v.authenticate(Some(&token), None)), "PGRST303", "exp {exp}");
+        }
+        for bad in [json!("4000000000"), Value::Null, json!(true), json!([1])] {
+            for claim in ["exp", "nbf", "iat"] {
+                let token = bearer(json!({"role": "authenticated", claim: bad.clone()}));
+                assert_eq!(code(v.authenticate(Some(&token), None)), "PGRST301", "{claim}: {bad}");
+            }
+        }
+        // A fractional exp in the future verifies, and still expires once cached.
+        let soon = bearer(json!({"role": "authenticated", "exp": now + 1.5}));
+        assert_eq!(v.authenticate(Some(&soon), None).unwrap().role(), "authenticated");
+        std::thread::sleep(std::time::Duration::from_millis(2600));
+        assert_eq!(code(v.authenticate(Some(&soon), None)), "PGRST303", "a cached token expires too");
+        let iat_future = bearer(json!({"role": "anon", "iat": now + 3600.5}));
+        assert_eq!(code(v.authenticate(Some(&iat_future), None)), "PGRST303");
+    }
+
+    #[test]
+    fn tokens_may_not_name_the_login_role_or_none() {
+        let v = verifier();
+        for role in ["authenticator", "none", "NONE"] {
+            let token = format!("Bearer {}", sign_hs256(SECRET, &json!({"role": role})).unwrap());
+            let err = v.authenticate(Some(&token), None).unwrap_err();
+            assert_eq!((err.status().as_u16(), err.code()), (403, "42501"), "{role}");
+        }
+        let token = format!("Bearer {}", sign_hs256(SECRET, &json!({"role": "service_role"})).unwrap());
+        assert_eq!(v.authenticate(Some(&token), None).unwrap().role(), "service_role");
     }
 
     #[test]

@@ -17,6 +17,10 @@ struct Histogram {
 pub struct Metrics {
     requests: Mutex<BTreeMap<(&'static str, u16), u64>>,
     latency: Mutex<BTreeMap<&'static str, Histogram>>,
+    /// Connections refused at `server.max_connections`.
+    connections_refused: std::sync::atomic::AtomicU64,
+    /// Requests whose statement was cancelled on the server (time limit, client gone).
+    queries_cancelled: std::sync::atomic::AtomicU64,
 }
 
 /// Pool figures sampled at scrape time.
@@ -43,6 +47,14 @@ impl Metrics {
             h.sum += secs;
             h.count += 1;
         }
+    }
+
+    pub fn connection_refused(&self) {
+        self.connections_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn query_cancelled(&self) {
+        self.queries_cancelled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn render(&self, pool: &PoolState) -> String {
@@ -81,6 +93,21 @@ impl Metrics {
             ("fluxbase_db_pool_max_size", "Configured maximum connections.", pool.max_size),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        }
+        let load = |n: &std::sync::atomic::AtomicU64| n.load(std::sync::atomic::Ordering::Relaxed);
+        for (name, help, value) in [
+            (
+                "fluxbase_connections_refused_total",
+                "Client connections refused at server.max_connections.",
+                load(&self.connections_refused),
+            ),
+            (
+                "fluxbase_db_queries_cancelled_total",
+                "Statements cancelled because their request ended first.",
+                load(&self.queries_cancelled),
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
         }
         out
     }

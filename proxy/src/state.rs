@@ -24,7 +24,8 @@ impl AppState {
     /// sessions with, so that its own tokens verify.
     pub fn new(config: Config, own_keys: Vec<VerifyingKey>) -> Result<AppState, String> {
         let pool = db::pool(&config.database)?;
-        let verifier = Verifier::new(&config.jwt, &config.api_keys, own_keys)?;
+        let login_role = db::pg_config(&config.database)?.get_user().map(str::to_string);
+        let verifier = Verifier::new(&config.jwt, &config.api_keys, own_keys, login_role)?;
         Ok(AppState { config, pool, verifier, metrics: Metrics::default(), config_epoch: Default::default() })
     }
 

@@ -44,3 +44,7 @@ create function public.big_cities(min_population int) returns setof public.citie
   language sql stable as $$ select * from public.cities where population >= min_population $$;
 create function public.whoami() returns jsonb language sql stable as $$ select auth.jwt() $$;
 grant execute on function public.add_numbers(int, int), public.big_cities(int), public.whoami() to anon, authenticated;
+
+-- Robustness: a statement that runs for as long as it is asked to.
+create function public.slow(seconds float) returns int language sql volatile as $$ select 1 from pg_sleep(seconds) $$;
+grant execute on function public.slow(float) to anon, authenticated;

@@ -91,6 +91,17 @@ async fn bad_tokens_are_refused_once_for_every_service_in_its_shape() {
 }
 
 #[tokio::test]
+async fn credentials_that_are_not_text_are_refused_not_ignored() {
+    let app = app();
+    for (name, code) in [("authorization", "PGRST301"), ("apikey", "FB010")] {
+        let mut req = request("GET", "/rest/v1/todos", &[], b"");
+        req.headers_mut().insert(name, HeaderValue::from_bytes(b"Bearer \xff\xfe").unwrap());
+        let (status, _, body) = send(&app, req).await;
+        assert_eq!((status, body["code"].as_str()), (StatusCode::UNAUTHORIZED, Some(code)), "{name}");
+    }
+}
+
+#[tokio::test]
 async fn request_errors_are_not_database_errors() {
     let app = app();
     let (status, _, body) = send(&app, request("POST", "/rest/v1/todos", &[], &[0xff, 0xfe])).await;

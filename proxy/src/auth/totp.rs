@@ -25,7 +25,8 @@ pub fn new_secret() -> String {
     Secret::from(bytes).to_base32()
 }
 
-/// The code of one time step.
+/// The code of one time step (what an authenticator app shows).
+#[cfg(test)]
 pub fn code_at(secret: &str, step: u64) -> Option<String> {
     Some(totp(secret)?.generate(step * 30).to_string())
 }

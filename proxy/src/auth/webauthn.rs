@@ -180,7 +180,8 @@ pub fn verify_registration(
     check_client_data(&client_data, "webauthn.create", challenge, rp)?;
     let attestation = from_b64url(field("/response/attestationObject")?)?;
     let (object, _) = cbor_decode(&attestation)?;
-    let auth_data = entry(&object, &Value::Text("authData".into())).and_then(bytes).ok_or("attestationObject without authData")?;
+    let auth_data =
+        entry(&object, &Value::Text("authData".into())).and_then(bytes).ok_or("attestationObject without authData")?;
     let parsed = parse_auth_data(auth_data, rp)?;
     let (aaguid, id, key) = parsed.credential.ok_or("no attested credential data (AT flag)")?;
     if id != raw_id {

@@ -96,12 +96,14 @@ pub async fn handle(
     let mut attempt = 0;
     let row = loop {
         attempt += 1;
-        let client = state.client().await?;
+        let running = db::InFlight::new(state.client().await?, &state.metrics);
+        let client = running.client();
         let stmt = client.prepare_typed_cached(REST_SQL, &[Type::TEXT, Type::TEXT]).await;
         let result = match stmt {
             Ok(stmt) => client.query_one(&stmt, &[&request, &claims]).await,
             Err(e) => Err(e),
         };
+        let client = running.finish();
         match result {
             Ok(row) => break row,
             Err(e) if retryable && attempt == 1 && db::is_connection_failure(&e) => {
