@@ -37,7 +37,9 @@ ANALYZE;
 SQL
 
 cat > "$work/refresh.sql" <<'SQL'
-SELECT fluxbase.auth_refresh(encode(sha256(convert_to('pg-' || n, 'UTF8')), 'hex'), encode(sha256(convert_to('pg-next-' || n, 'UTF8')), 'hex'), 10, '127.0.0.1', 'bench') FROM (SELECT nextval('public.bench_tok') AS n) s;
+-- As the proxy sends it: the request context set first, in the same statement.
+WITH ctx AS MATERIALIZED (SELECT set_config('request.id', 'bench', true), set_config('request.ip', '127.0.0.1', true), set_config('request.user_agent', 'pgbench', true))
+SELECT fluxbase.auth_refresh(encode(sha256(convert_to('pg-' || n, 'UTF8')), 'hex'), encode(sha256(convert_to('pg-next-' || n, 'UTF8')), 'hex'), 10) FROM ctx, (SELECT nextval('public.bench_tok') AS n) s;
 SQL
 cat > "$work/password.lua" <<LUA
 wrk.method = "POST"
