@@ -27,6 +27,7 @@ step() { # step NAME COMMAND...: run one suite, record the outcome, go on.
 
 cd "$FLUXBASE_ROOT"
 step "unit: proxy" cargo test --release -p fluxbase-proxy
+step "unit: REST engine (no Postgres)" cargo test --release -p fluxbase-rest
 step "build: proxy" cargo build --release -p fluxbase-proxy --quiet
 FLUXBASE_BIN="$FLUXBASE_ROOT/target/release/fluxbase"
 
