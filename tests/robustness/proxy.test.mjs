@@ -20,7 +20,8 @@ async function rest(url, path, body) {
 function raw(url, bytes) {
   const { hostname, port } = new URL(url);
   return new Promise((resolve, reject) => {
-    const socket = connect(Number(port), hostname, () => socket.end(bytes));
+    // Written, not ended: a half-closed request may be dropped unanswered.
+    const socket = connect(Number(port), hostname, () => socket.write(bytes));
     let text = '';
     socket.on('data', (d) => (text += d.toString('latin1')));
     socket.on('end', () => resolve({ status: Number(text.split(' ')[1]), body: text.split('\r\n\r\n')[1] ?? '' }));
@@ -58,20 +59,20 @@ test('silent sockets are closed when idle, and connections past the cap are refu
   const proxy = await proxyWith({ FLUXBASE_SERVER_IDLE_TIMEOUT_MS: '1000', FLUXBASE_SERVER_MAX_CONNECTIONS: '20' });
   const { hostname, port } = new URL(proxy.url);
   const sockets = [];
+  const closed = new Set();
   try {
     for (let i = 0; i < 20; i++) {
       const s = connect(Number(port), hostname);
-      s.closed = false;
-      s.on('close', () => (s.closed = true));
+      s.on('close', () => closed.add(s));
       s.on('error', () => {});
       sockets.push(s);
     }
     await new Promise((r) => setTimeout(r, 200));
-    const refused = await raw(proxy.url, 'GET /health HTTP/1.1\r\nhost: x\r\n\r\n');
+    const refused = await raw(proxy.url, 'GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n');
     assert.equal(refused.status, 503);
     assert.equal(JSON.parse(refused.body).code, 'FB007');
     // Never a byte sent: closed by the server after the idle time.
-    assert.ok(await eventually(() => sockets.every((s) => s.closed), 4000), 'silent sockets were not closed');
+    assert.ok(await eventually(() => closed.size === sockets.length, 4000), 'silent sockets were not closed');
     const health = await fetch(`${proxy.url}/health`);
     assert.equal(health.status, 200);
     assert.match(await (await fetch(`${proxy.url}/metrics`)).text(), /fluxbase_connections_refused_total [1-9]/);
@@ -95,7 +96,8 @@ test('a keep-alive connection in use is not idle while its request runs', async 
 test('time claims that are not numbers, and expired fractional ones, are refused', async () => {
   const now = Date.now() / 1000;
   const cases = [
-    [{ role: 'authenticated', exp: now - 5.5 }, 401, 'PGRST303'],
+    // Beyond jwt.leeway_seconds (30 s by default).
+    [{ role: 'authenticated', exp: now - 60.5 }, 401, 'PGRST303'],
     [{ role: 'authenticated', exp: 'never' }, 401, 'PGRST301'],
     [{ role: 'authenticated', exp: null }, 401, 'PGRST301'],
     [{ role: 'authenticated', exp: -1 }, 401, 'PGRST303'],
