@@ -65,6 +65,8 @@ test('silent sockets are closed when idle, and connections past the cap are refu
       const s = connect(Number(port), hostname);
       s.on('close', () => closed.add(s));
       s.on('error', () => {});
+      s.resume(); // read, so that the server's FIN is seen
+
       sockets.push(s);
     }
     await new Promise((r) => setTimeout(r, 200));
