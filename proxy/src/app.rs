@@ -17,8 +17,9 @@ use tracing::{info, Instrument};
 use crate::auth::AuthService;
 use crate::config::Config;
 use crate::error::{ApiError, Surface};
-use crate::http::{error_response, json_response, read_body, RequestContext, Response};
+use crate::http::{error_response, json_response, query_param, read_body, RequestContext, Response};
 use crate::metrics::PoolState;
+use crate::realtime::RealtimeService;
 use crate::state::AppState;
 use crate::{auth, rest};
 
@@ -30,6 +31,7 @@ enum Route {
     Metrics,
     Rest,
     Auth,
+    Realtime,
     /// A service prefix of ARCHITECTURE.md that this release does not serve.
     Unbuilt(&'static str),
     NotFound,
@@ -44,6 +46,7 @@ impl Route {
             Route::Metrics => "metrics",
             Route::Rest => "rest",
             Route::Auth => "auth",
+            Route::Realtime => "realtime",
             Route::Unbuilt(name) => name,
             Route::NotFound => "not_found",
         }
@@ -64,7 +67,7 @@ const PREFIXES: &[(&str, Route)] = &[
     ("/rest/v1", Route::Rest),
     ("/auth/v1", Route::Auth),
     ("/storage/v1", Route::Unbuilt("storage")),
-    ("/realtime/v1", Route::Unbuilt("realtime")),
+    ("/realtime/v1", Route::Realtime),
     ("/functions/v1", Route::Unbuilt("functions")),
     ("/graphql/v1", Route::Unbuilt("graphql")),
     ("/jobs/v1", Route::Unbuilt("jobs")),
@@ -90,6 +93,7 @@ fn route_of(path: &str) -> Route {
 pub struct App {
     state: Arc<AppState>,
     auth: AuthService,
+    realtime: RealtimeService,
 }
 
 impl App {
@@ -99,7 +103,7 @@ impl App {
     pub fn new(config: Config) -> Result<App, String> {
         let auth = AuthService::new(&config)?;
         let state = Arc::new(AppState::new(config, auth.verifying_keys()?)?);
-        Ok(App { state, auth })
+        Ok(App { state, auth, realtime: RealtimeService::default() })
     }
 
     pub fn state(&self) -> &Arc<AppState> {
@@ -185,6 +189,20 @@ impl App {
                     Route::Rest => rest::handle(state, parts, body, ctx, &caller).await,
                     _ => auth::handle(state, &self.auth, parts, body, ctx, caller).await,
                 }
+            }
+            Route::Realtime => {
+                // A WebSocket: no body is read, and the upgrade needs the
+                // request itself. Browsers cannot set headers on a
+                // WebSocket, so the key comes in the query (`apikey`).
+                let mut req = req;
+                let in_query = query_param(req.uri().query().unwrap_or(""), "apikey");
+                let headers = req.headers();
+                let apikey = match in_query {
+                    Some(key) => Some(key),
+                    None => credential(headers, "apikey")?.map(str::to_string),
+                };
+                let caller = state.verifier.authenticate(credential(headers, "authorization")?, apikey.as_deref())?;
+                self.realtime.handle(&self.state, &mut req, caller, apikey)
             }
             Route::Unbuilt(name) => Err(ApiError::NotImplemented(name)),
             Route::NotFound => Err(ApiError::NotFound),

@@ -46,6 +46,8 @@ pub struct Config {
     pub log: Log,
     #[serde(default)]
     pub auth: Auth,
+    #[serde(default)]
+    pub realtime: Realtime,
 }
 
 /// `/auth/v1`: sessions, passwords, sign-up.
@@ -420,7 +422,43 @@ impl Default for Log {
     }
 }
 
-const SECTIONS: [&str; 6] = ["server", "database", "jwt", "api_keys", "log", "auth"];
+/// `/realtime/v1`: WebSocket channels (docs/realtime.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Realtime {
+    /// Channels one socket may have joined at once.
+    pub max_channels_per_connection: usize,
+    /// Channel joins one socket may make per second.
+    pub max_joins_per_second: u32,
+    /// Broadcast and presence messages one socket may send per second
+    /// (heartbeats and joins are not counted).
+    pub max_events_per_second: u32,
+    /// Largest broadcast or presence payload, bytes of JSON (or raw bytes).
+    /// At most 7500: broadcasts reach other proxies through `NOTIFY`, whose
+    /// payload limit is 8000 bytes with the envelope.
+    pub max_payload_bytes: usize,
+    /// Frames queued for one socket; a socket whose queue is full is a slow
+    /// consumer and is disconnected.
+    pub send_queue_frames: usize,
+    /// A socket that sends nothing (realtime-js sends a heartbeat every
+    /// 25 s) for this long is closed.
+    pub heartbeat_timeout_ms: u64,
+}
+
+impl Default for Realtime {
+    fn default() -> Self {
+        Realtime {
+            max_channels_per_connection: 100,
+            max_joins_per_second: 100,
+            max_events_per_second: 100,
+            max_payload_bytes: 7500,
+            send_queue_frames: 1024,
+            heartbeat_timeout_ms: 60_000,
+        }
+    }
+}
+
+const SECTIONS: [&str; 7] = ["server", "database", "jwt", "api_keys", "log", "auth", "realtime"];
 
 impl Config {
     /// Reads the file (if any), applies `FLUXBASE_*` variables, validates.
@@ -440,6 +478,21 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=7500).contains(&self.realtime.max_payload_bytes) {
+            return Err(invalid("realtime.max_payload_bytes", "must be between 1 and 7500 (the NOTIFY payload limit)"));
+        }
+        if self.realtime.send_queue_frames < 16 {
+            return Err(invalid("realtime.send_queue_frames", "must be at least 16"));
+        }
+        if self.realtime.heartbeat_timeout_ms < 1000 {
+            return Err(invalid("realtime.heartbeat_timeout_ms", "must be at least 1000"));
+        }
+        if self.realtime.max_channels_per_connection == 0
+            || self.realtime.max_joins_per_second == 0
+            || self.realtime.max_events_per_second == 0
+        {
+            return Err(invalid("realtime", "channel, join and event limits must be greater than 0"));
+        }
         if self.server.header_limit_bytes < 8192 {
             return Err(invalid("server.header_limit_bytes", "must be at least 8192"));
         }

@@ -94,3 +94,55 @@ async fn listen(
         }
     }
 }
+
+/// A service's own channel on its own connection (`application_name`
+/// `fluxbase-<channel>`), for payloads that must not wait behind a schema
+/// reload: every payload goes to `on_payload` in arrival order. `ready` is
+/// true while LISTEN is in effect, false while reconnecting (payloads sent
+/// meanwhile are lost: the service decides what that means). Runs for the
+/// life of the process.
+pub async fn run_channel(
+    mut pg: tokio_postgres::Config,
+    channel: &'static str,
+    on_payload: impl Fn(&str) + Send + 'static,
+    ready: tokio::sync::watch::Sender<bool>,
+) {
+    pg.application_name(format!("fluxbase-{channel}"));
+    let mut backoff = FIRST_RETRY;
+    loop {
+        let result: Result<(), tokio_postgres::Error> = async {
+            let (client, mut connection) = pg.connect(NoTls).await?;
+            let listening = async {
+                client.batch_execute(&format!("LISTEN {channel}")).await?;
+                tracing::info!(channel, "listening for NOTIFY");
+                ready.send_replace(true);
+                std::future::pending::<Result<(), tokio_postgres::Error>>().await
+            };
+            let driving = async {
+                while let Some(message) = poll_fn(|cx| connection.poll_message(cx)).await {
+                    if let AsyncMessage::Notification(n) = message? {
+                        on_payload(n.payload());
+                    }
+                }
+                Ok(())
+            };
+            tokio::select! {
+                r = listening => r,
+                r = driving => r,
+            }
+        }
+        .await;
+        // It was listening: the connection broke, it did not fail to open.
+        if ready.send_replace(false) {
+            backoff = FIRST_RETRY;
+        }
+        match result {
+            Ok(()) => tracing::warn!(channel, "NOTIFY connection closed by the server"),
+            Err(e) => {
+                tracing::warn!(channel, error = %e, retry_in_ms = backoff.as_millis() as u64, "NOTIFY listener lost")
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(LAST_RETRY);
+    }
+}

@@ -19,6 +19,7 @@ mod state;
 
 // One room per service: each imports plumbing, never another service.
 mod auth;
+mod realtime;
 mod rest;
 
 // The composition: builds the services and routes requests to them.

@@ -21,6 +21,13 @@ pub struct Metrics {
     connections_refused: std::sync::atomic::AtomicU64,
     /// Requests whose statement was cancelled on the server (time limit, client gone).
     queries_cancelled: std::sync::atomic::AtomicU64,
+    /// Open realtime WebSockets.
+    realtime_sockets: std::sync::atomic::AtomicI64,
+    realtime_broadcasts_sent: std::sync::atomic::AtomicU64,
+    realtime_broadcasts_received: std::sync::atomic::AtomicU64,
+    realtime_slow_consumers: std::sync::atomic::AtomicU64,
+    /// Realtime messages refused, by reason.
+    realtime_refused: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 /// Pool figures sampled at scrape time.
@@ -55,6 +62,30 @@ impl Metrics {
 
     pub fn query_cancelled(&self) {
         self.queries_cancelled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn realtime_socket(&self, delta: i64) {
+        self.realtime_sockets.fetch_add(delta, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A broadcast from a client of this proxy.
+    pub fn realtime_broadcast_sent(&self) {
+        self.realtime_broadcasts_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// A broadcast from another proxy.
+    pub fn realtime_broadcast_received(&self) {
+        self.realtime_broadcasts_received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn realtime_slow_consumer(&self) {
+        self.realtime_slow_consumers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn realtime_refused(&self, reason: &'static str) {
+        if let Ok(mut r) = self.realtime_refused.lock() {
+            *r.entry(reason).or_default() += 1;
+        }
     }
 
     pub fn render(&self, pool: &PoolState) -> String {
@@ -108,6 +139,37 @@ impl Metrics {
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        }
+        let sockets = self.realtime_sockets.load(std::sync::atomic::Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP fluxbase_realtime_sockets Open realtime WebSockets.\n# TYPE fluxbase_realtime_sockets gauge\nfluxbase_realtime_sockets {sockets}"
+        );
+        for (name, help, value) in [
+            (
+                "fluxbase_realtime_broadcasts_sent_total",
+                "Broadcasts sent by clients of this proxy.",
+                load(&self.realtime_broadcasts_sent),
+            ),
+            (
+                "fluxbase_realtime_broadcasts_received_total",
+                "Broadcasts received from other proxies.",
+                load(&self.realtime_broadcasts_received),
+            ),
+            (
+                "fluxbase_realtime_slow_consumers_total",
+                "Sockets disconnected because their send queue was full.",
+                load(&self.realtime_slow_consumers),
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+        }
+        out.push_str("# HELP fluxbase_realtime_refused_total Realtime messages refused, by reason.\n");
+        out.push_str("# TYPE fluxbase_realtime_refused_total counter\n");
+        if let Ok(r) = self.realtime_refused.lock() {
+            for (reason, n) in r.iter() {
+                let _ = writeln!(out, "fluxbase_realtime_refused_total{{reason=\"{reason}\"}} {n}");
+            }
         }
         out
     }

@@ -75,7 +75,9 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: CancellationT
                 let _ = stream.set_nodelay(true);
                 let slot = Slot::take(open.clone());
                 let activity = Arc::new(Activity::new());
-                let io = Tracked { inner: stream, activity: activity.clone() };
+                // The slot lives with the socket: a WebSocket keeps counting
+                // after its upgrade ended the HTTP connection.
+                let io = Tracked { inner: stream, activity: activity.clone(), _slot: slot };
                 let (app, requests) = (app.clone(), activity.clone());
                 let service = service_fn(move |req| {
                     let (app, requests) = (app.clone(), requests.clone());
@@ -86,8 +88,10 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: CancellationT
                 });
                 let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service).into_owned();
                 let conn = graceful.watch(conn);
+                // An upgrade (WebSocket) completes `conn` and ends this
+                // watchdog: the upgraded socket is watched by its service
+                // (realtime: heartbeats, `realtime.heartbeat_timeout_ms`).
                 tokio::spawn(async move {
-                    let _slot = slot;
                     tokio::pin!(conn);
                     let mut check = tokio::time::interval(idle / 4);
                     loop {
@@ -189,10 +193,12 @@ impl Drop for InFlight {
     }
 }
 
-/// The client's socket, noting every byte that moves.
+/// The client's socket, noting every byte that moves, holding its place
+/// under `server.max_connections` until it closes.
 struct Tracked {
     inner: TcpStream,
     activity: Arc<Activity>,
+    _slot: Slot,
 }
 
 impl AsyncRead for Tracked {

@@ -60,8 +60,43 @@ async fn unknown_and_unbuilt_routes() {
     assert_eq!(body["request_id"], headers["x-request-id"].to_str().unwrap());
     let (status, _, body) = send(&app, request("GET", "/rest/v10/x", &[], b"")).await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("FB001")));
-    let (status, _, body) = send(&app, request("GET", "/realtime/v1/websocket", &[], b"")).await;
+    let (status, _, body) = send(&app, request("GET", "/storage/v1/bucket", &[], b"")).await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_IMPLEMENTED, Some("FB002")));
+}
+
+const UPGRADE: [(&str, &str); 4] = [
+    ("upgrade", "websocket"),
+    ("connection", "Upgrade"),
+    ("sec-websocket-version", "13"),
+    ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+];
+
+#[tokio::test]
+async fn realtime_upgrades_with_a_valid_key_only() {
+    let app = app();
+    let anon = token(serde_json::json!({ "role": "anon" }));
+    let uri = format!("/realtime/v1/websocket?apikey={anon}&vsn=2.0.0");
+    let response = app.handle(request("GET", &uri, &UPGRADE, b""), "127.0.0.1:40000".parse().unwrap()).await;
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    assert_eq!(response.headers()["sec-websocket-accept"], "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+    // A key that does not verify is refused before the upgrade.
+    let (status, _, body) = send(&app, request("GET", "/realtime/v1/websocket?apikey=not.a.jwt", &UPGRADE, b"")).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("PGRST301")));
+    let (status, _, body) =
+        send(&app, request("GET", "/realtime/v1/websocket?apikey=sb_publishable_unknown", &UPGRADE, b"")).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("FB010")));
+}
+
+#[tokio::test]
+async fn realtime_refuses_what_is_not_a_websocket() {
+    let app = app();
+    let (status, _, body) = send(&app, request("GET", "/realtime/v1/websocket", &[], b"")).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("FB004")));
+    let (status, _, body) = send(&app, request("GET", "/realtime/v1/websocket?vsn=3.0.0", &UPGRADE, b"")).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("FB004")));
+    assert!(body["message"].as_str().unwrap().contains("vsn"));
+    let (status, _, _) = send(&app, request("GET", "/realtime/v1/nope", &UPGRADE, b"")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -178,7 +213,7 @@ fn request_ids_are_taken_only_when_sane() {
 #[test]
 fn imports_follow_the_floor_plan() {
     const PLUMBING: [&str; 8] = ["http", "state", "db", "jwt", "error", "config", "metrics", "listener"];
-    const ROOMS: [&str; 2] = ["rest", "auth"];
+    const ROOMS: [&str; 3] = ["rest", "auth", "realtime"];
     const COMPOSITION: [&str; 4] = ["app", "server", "cli", "main"];
     let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let files = |module: &str| -> Vec<(String, String)> {

@@ -1,0 +1,227 @@
+//! `/realtime/v1`: Supabase Realtime's Phoenix channels over WebSocket, as
+//! realtime-js 2.x speaks them: broadcast and presence on public channels.
+//! - `protocol.rs`: the wire format (vsn 1.0.0 objects, 2.0.0 arrays and
+//!   binary broadcasts);
+//! - `hub.rs`: who listens where on this proxy, presence, fan-out;
+//! - `socket.rs`: one connection: its channels, limits and send queue;
+//! - here: the upgrade, and the bridge that makes proxies one service (a
+//!   broadcast is delivered locally, then sent as `NOTIFY
+//!   fluxbase_realtime`; every other proxy delivers it to its sockets).
+mod hub;
+mod protocol;
+mod socket;
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{header, HeaderMap, Request, StatusCode};
+use http_body_util::Full;
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use sha1::{Digest, Sha1};
+use std::sync::{Arc, Once};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::error::ApiError;
+use crate::http::Response;
+use crate::jwt::Caller;
+use crate::state::AppState;
+
+use hub::Hub;
+use protocol::{Body, Vsn};
+
+/// The `NOTIFY` channel between proxies.
+const CHANNEL: &str = "fluxbase_realtime";
+/// `NOTIFY` refuses payloads of 8000 bytes or more.
+const NOTIFY_MAX: usize = 7999;
+/// Frames larger than this close the socket (1009) before being parsed; a
+/// payload between `realtime.max_payload_bytes` and this is refused with
+/// a reply and the socket stays.
+const MAX_FRAME_BYTES: usize = 1 << 20;
+
+pub struct RealtimeService {
+    shared: Arc<Shared>,
+}
+
+/// What every socket of this proxy shares.
+pub(crate) struct Shared {
+    hub: Hub,
+    /// Tells this proxy's own NOTIFYs from others'.
+    instance: String,
+    bridge: Once,
+    /// True while the bridge is listening.
+    ready: watch::Sender<bool>,
+}
+
+impl Default for RealtimeService {
+    fn default() -> Self {
+        RealtimeService {
+            shared: Arc::new(Shared {
+                hub: Hub::default(),
+                instance: uuid::Uuid::new_v4().to_string(),
+                bridge: Once::new(),
+                ready: watch::Sender::new(false),
+            }),
+        }
+    }
+}
+
+impl RealtimeService {
+    /// `GET /realtime/v1/websocket?apikey=…&vsn=…`: answers `101` and serves
+    /// the socket on its own task. The caller was verified by the
+    /// dispatcher; `apikey` is kept to verify `access_token`s against.
+    pub fn handle<B>(
+        &self,
+        state: &Arc<AppState>,
+        req: &mut Request<B>,
+        caller: Caller,
+        apikey: Option<String>,
+    ) -> Result<Response, ApiError> {
+        if req.uri().path() != "/realtime/v1/websocket" {
+            return Err(ApiError::NotFound);
+        }
+        let query = req.uri().query().unwrap_or("");
+        let vsn = crate::http::query_param(query, "vsn");
+        let vsn = Vsn::parse(vsn.as_deref()).ok_or_else(|| bad_request("vsn must be 1.0.0 or 2.0.0"))?;
+        let accept = accept_key(req.method(), req.headers())?;
+        self.start_bridge(state);
+        let on_upgrade = hyper::upgrade::on(req);
+        let (state, shared) = (state.clone(), self.shared.clone());
+        tokio::spawn(async move {
+            let upgraded = match on_upgrade.await {
+                Ok(u) => u,
+                Err(e) => return tracing::debug!(error = %e, "WebSocket upgrade failed"),
+            };
+            let config = WebSocketConfig::default()
+                .max_message_size(Some(MAX_FRAME_BYTES))
+                .max_frame_size(Some(MAX_FRAME_BYTES));
+            let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+            socket::run(ws, socket::Conn { state, shared, vsn, caller, apikey }).await;
+        });
+        Ok(http::Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(header::UPGRADE, "websocket")
+            .header(header::CONNECTION, "Upgrade")
+            .header(header::SEC_WEBSOCKET_ACCEPT, accept)
+            .body(Full::new(Bytes::new()))
+            .expect("static response parts"))
+    }
+
+    /// The bridge starts with the first socket, so `check-config` and the
+    /// in-process tests connect nothing.
+    fn start_bridge(&self, state: &Arc<AppState>) {
+        self.shared.bridge.call_once(|| {
+            let pg = match crate::db::pg_config(&state.config.database) {
+                Ok(pg) => pg,
+                Err(e) => return tracing::error!(error = %e, "realtime bridge not started"),
+            };
+            let (shared, state) = (self.shared.clone(), state.clone());
+            let ready = self.shared.ready.clone();
+            tokio::spawn(crate::listener::run_channel(
+                pg,
+                CHANNEL,
+                move |payload| shared.deliver_from_other_proxy(&state, payload),
+                ready,
+            ));
+        });
+    }
+}
+
+impl Shared {
+    /// Waits (briefly) until broadcasts from other proxies can arrive, so a
+    /// join acknowledged is a join that receives them.
+    async fn bridge_ready(&self) {
+        let mut ready = self.ready.subscribe();
+        let _ = tokio::time::timeout(Duration::from_secs(2), ready.wait_for(|r| *r)).await;
+    }
+
+    /// The envelope a broadcast travels in between proxies.
+    fn envelope(&self, topic: &str, event: &str, body: &Body) -> String {
+        let mut e = json!({ "o": self.instance, "t": topic, "e": event });
+        match body {
+            Body::Json(v) => e["p"] = v.clone(),
+            Body::Binary(b) => e["b"] = Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
+        }
+        e.to_string()
+    }
+
+    fn deliver_from_other_proxy(&self, state: &AppState, payload: &str) {
+        let Ok(e) = serde_json::from_str::<Value>(payload) else {
+            return tracing::warn!("unreadable {CHANNEL} NOTIFY payload ignored");
+        };
+        if e["o"].as_str() == Some(self.instance.as_str()) {
+            return;
+        }
+        let (Some(topic), Some(event)) = (e["t"].as_str(), e["e"].as_str()) else { return };
+        let body = match e.get("b").and_then(Value::as_str) {
+            Some(b) => match base64::engine::general_purpose::STANDARD.decode(b) {
+                Ok(bytes) => Body::Binary(bytes.into()),
+                Err(_) => return,
+            },
+            None => Body::Json(e.get("p").cloned().unwrap_or(Value::Null)),
+        };
+        self.hub.broadcast(topic, None, event.to_string(), body);
+        state.metrics.realtime_broadcast_received();
+    }
+}
+
+fn bad_request(message: &str) -> ApiError {
+    ApiError::Request { status: StatusCode::BAD_REQUEST, code: "FB004", message: message.into() }
+}
+
+/// RFC 6455's handshake checks; the `Sec-WebSocket-Accept` value.
+fn accept_key(method: &http::Method, headers: &HeaderMap) -> Result<String, ApiError> {
+    let has = |name: header::HeaderName, value: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|token| token.trim().eq_ignore_ascii_case(value)))
+    };
+    if method != http::Method::GET || !has(header::UPGRADE, "websocket") || !has(header::CONNECTION, "upgrade") {
+        return Err(bad_request("this endpoint is a WebSocket: GET with Upgrade: websocket"));
+    }
+    if !has(header::SEC_WEBSOCKET_VERSION, "13") {
+        return Err(bad_request("Sec-WebSocket-Version must be 13"));
+    }
+    let key = headers
+        .get(header::SEC_WEBSOCKET_KEY)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| bad_request("Sec-WebSocket-Key is missing"))?;
+    let mut sha = Sha1::new();
+    sha.update(key.trim().as_bytes());
+    sha.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    Ok(base64::engine::general_purpose::STANDARD.encode(sha.finalize()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_key_is_rfc_6455s_example() {
+        let mut h = HeaderMap::new();
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        h.insert(header::CONNECTION, "keep-alive, Upgrade".parse().unwrap());
+        h.insert(header::SEC_WEBSOCKET_VERSION, "13".parse().unwrap());
+        h.insert(header::SEC_WEBSOCKET_KEY, "dGhlIHNhbXBsZSBub25jZQ==".parse().unwrap());
+        assert_eq!(accept_key(&http::Method::GET, &h).unwrap(), "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert!(accept_key(&http::Method::POST, &h).is_err());
+        h.remove(header::SEC_WEBSOCKET_KEY);
+        assert!(accept_key(&http::Method::GET, &h).is_err());
+    }
+
+    #[test]
+    fn the_envelope_carries_json_and_bytes_and_skips_our_own() {
+        let service = RealtimeService::default();
+        let e: Value =
+            serde_json::from_str(&service.shared.envelope("realtime:r", "ev", &Body::Json(json!({"a": 1})))).unwrap();
+        assert_eq!((e["t"].as_str(), e["e"].as_str(), &e["p"]), (Some("realtime:r"), Some("ev"), &json!({"a": 1})));
+        let e: Value =
+            serde_json::from_str(&service.shared.envelope("t", "e", &Body::Binary(Bytes::from_static(&[1, 2]))))
+                .unwrap();
+        assert_eq!(e["b"], "AQI=");
+    }
+}

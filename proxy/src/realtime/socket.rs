@@ -1,0 +1,474 @@
+//! One WebSocket: its joined channels, its limits (channels, joins and
+//! events per second, payload size, liveness) and its bounded send queue.
+//! The reader handles frames in order; a writer task owns the socket's
+//! sending half and encodes in the socket's protocol version.
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message as Frame;
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+
+use super::hub::{Event, EventKind, Member, Outgoing, SocketId};
+use super::protocol::{self, Body, Inbound, Message, Vsn};
+use super::{Shared, CHANNEL, NOTIFY_MAX};
+use crate::jwt::Caller;
+use crate::state::AppState;
+
+pub struct Conn {
+    pub state: Arc<AppState>,
+    pub shared: Arc<Shared>,
+    pub vsn: Vsn,
+    pub caller: Caller,
+    pub apikey: Option<String>,
+}
+
+/// A channel this socket joined.
+struct Joined {
+    join_ref: Option<String>,
+    ack: bool,
+    presence_key: String,
+}
+
+/// Counts events in the current second.
+struct Window {
+    started: Instant,
+    count: u32,
+}
+
+impl Window {
+    fn new() -> Window {
+        Window { started: Instant::now(), count: 0 }
+    }
+
+    fn allow(&mut self, limit: u32) -> bool {
+        if self.started.elapsed() >= Duration::from_secs(1) {
+            *self = Window::new();
+        }
+        self.count += 1;
+        self.count <= limit
+    }
+}
+
+struct Session {
+    conn: Conn,
+    id: SocketId,
+    tx: mpsc::Sender<Outgoing>,
+    kill: CancellationToken,
+    channels: HashMap<String, Joined>,
+    joins: Window,
+    events: Window,
+}
+
+pub async fn run<S>(ws: WebSocketStream<S>, conn: Conn)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let id = conn.shared.hub.socket_id();
+    let config = &conn.state.config.realtime;
+    let heartbeat_timeout = Duration::from_millis(config.heartbeat_timeout_ms);
+    let (tx, rx) = mpsc::channel(config.send_queue_frames);
+    let kill = CancellationToken::new();
+    let (sink, mut stream) = ws.split();
+    let writer = tokio::spawn(write(sink, rx, kill.clone(), conn.vsn, conn.state.clone()));
+    conn.state.metrics.realtime_socket(1);
+    tracing::debug!(socket = id, role = conn.caller.role(), "realtime socket opened");
+    let mut session =
+        Session { conn, id, tx, kill, channels: HashMap::new(), joins: Window::new(), events: Window::new() };
+    loop {
+        tokio::select! {
+            _ = session.kill.cancelled() => break,
+            frame = tokio::time::timeout(heartbeat_timeout, stream.next()) => match frame {
+                Err(_) => {
+                    session.close(CloseCode::Policy, "HeartbeatTimeout: no message from the client in time");
+                    break;
+                }
+                Ok(Some(Err(tokio_tungstenite::tungstenite::Error::Capacity(_)))) => {
+                    session.close(CloseCode::Size, "MessageTooBig: a frame is at most 1 MiB");
+                    break;
+                }
+                Ok(None) | Ok(Some(Err(_))) => break,
+                Ok(Some(Ok(frame))) => {
+                    if !session.on_frame(frame).await {
+                        break;
+                    }
+                }
+            },
+        }
+    }
+    let state = session.conn.state.clone();
+    for topic in session.channels.keys() {
+        session.conn.shared.hub.leave(topic, id);
+    }
+    // The writer ends once the queue is drained and closed.
+    drop(session);
+    let _ = writer.await;
+    state.metrics.realtime_socket(-1);
+}
+
+async fn write<K>(
+    mut sink: K,
+    mut rx: mpsc::Receiver<Outgoing>,
+    kill: CancellationToken,
+    vsn: Vsn,
+    state: Arc<AppState>,
+) where
+    K: futures_util::Sink<Frame> + Unpin,
+{
+    loop {
+        let next = tokio::select! {
+            biased;
+            _ = kill.cancelled() => {
+                state.metrics.realtime_slow_consumer();
+                let frame = close_frame(CloseCode::Policy, "SlowConsumer: the client did not read its messages fast enough");
+                let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(frame)).await;
+                return;
+            }
+            next = rx.recv() => next,
+        };
+        let frame = match next {
+            None => {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(1), sink.send(close_frame(CloseCode::Normal, ""))).await;
+                return;
+            }
+            Some(Outgoing::Close(code, reason)) => {
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(1), sink.send(close_frame(code.into(), &reason))).await;
+                return;
+            }
+            Some(Outgoing::Text(text)) => Frame::text(text),
+            Some(Outgoing::Event { join_ref, event }) => match encode_event(vsn, join_ref.as_deref(), &event) {
+                Some(frame) => frame,
+                None => continue,
+            },
+        };
+        tokio::select! {
+            sent = sink.send(frame) => if sent.is_err() { return },
+            _ = kill.cancelled() => return,
+        }
+    }
+}
+
+fn close_frame(code: CloseCode, reason: &str) -> Frame {
+    Frame::Close(Some(CloseFrame { code, reason: reason.to_string().into() }))
+}
+
+fn encode_event(vsn: Vsn, join_ref: Option<&str>, e: &Event) -> Option<Frame> {
+    let text = match &e.kind {
+        EventKind::Broadcast { event, body: Body::Json(payload) } => {
+            protocol::encode(vsn, join_ref, None, &e.topic, "broadcast", &protocol::broadcast_payload(event, payload))
+        }
+        EventKind::Broadcast { event, body: Body::Binary(bytes) } => {
+            // vsn 1.0.0 has no binary frames: such a socket cannot receive it.
+            return match vsn {
+                Vsn::V2 => protocol::encode_binary_broadcast(&e.topic, event, bytes).map(Frame::binary),
+                Vsn::V1 => None,
+            };
+        }
+        EventKind::PresenceDiff(diff) => protocol::encode(vsn, join_ref, None, &e.topic, "presence_diff", diff),
+        EventKind::PresenceState(state) => protocol::encode(vsn, join_ref, None, &e.topic, "presence_state", state),
+    };
+    Some(Frame::text(text))
+}
+
+/// Reasons in Supabase Realtime's `Code: message` shape.
+mod reason {
+    pub const UNMATCHED_TOPIC: &str = "unmatched topic";
+    pub const TOO_MANY_CHANNELS: &str = "ChannelRateLimitReached: Too many channels";
+    pub const TOO_MANY_JOINS: &str = "ClientJoinRateLimitReached: Too many joins per second";
+    pub const TOO_MANY_EVENTS: &str = "MessagePerSecondRateLimitReached: Too many messages per second";
+    pub const TOPIC_REQUIRED: &str = "TopicNameRequired: You must provide a topic name";
+    pub const PRIVATE: &str =
+        "Unauthorized: private channels are not available on this server yet; join without config.private";
+    pub const POSTGRES_CHANGES: &str =
+        "RealtimeDisabledForConfiguration: postgres_changes are not available on this server yet";
+}
+
+impl Session {
+    fn config(&self) -> &crate::config::Realtime {
+        &self.conn.state.config.realtime
+    }
+
+    /// Queues a frame; a full queue makes this socket a slow consumer.
+    fn queue(&self, out: Outgoing) {
+        if self.tx.try_send(out).is_err() {
+            self.kill.cancel();
+        }
+    }
+
+    fn send(&self, join_ref: Option<&str>, msg_ref: Option<&str>, topic: &str, event: &str, payload: &Value) {
+        self.queue(Outgoing::Text(protocol::encode(self.conn.vsn, join_ref, msg_ref, topic, event, payload)));
+    }
+
+    fn reply(&self, m: &Message, payload: Value) {
+        self.send(m.join_ref.as_deref(), m.msg_ref.as_deref(), &m.topic, "phx_reply", &payload);
+    }
+
+    fn refuse(&self, join_ref: Option<&str>, msg_ref: Option<&str>, topic: &str, code: &'static str, reason: &str) {
+        self.conn.state.metrics.realtime_refused(code);
+        self.send(join_ref, msg_ref, topic, "phx_reply", &protocol::reply_error(reason));
+    }
+
+    fn close(&self, code: CloseCode, reason: &str) {
+        self.queue(Outgoing::Close(code.into(), reason.to_string()));
+    }
+
+    /// A frame that could not be read: a `phx_error` on topic `phoenix`
+    /// says why (no ref to answer to); the socket stays open.
+    fn malformed(&self, why: &str) {
+        self.conn.state.metrics.realtime_refused("malformed");
+        self.send(None, None, "phoenix", "phx_error", &json!({ "reason": format!("MalformedMessage: {why}") }));
+    }
+
+    /// Handles one frame; false ends the connection.
+    async fn on_frame(&mut self, frame: Frame) -> bool {
+        match frame {
+            Frame::Text(text) => match protocol::decode_text(self.conn.vsn, text.as_str()) {
+                Ok(m) => self.on_message(m).await,
+                Err(why) => self.malformed(&why),
+            },
+            Frame::Binary(bytes) if self.conn.vsn == Vsn::V2 => match protocol::decode_binary(&bytes) {
+                Ok(Inbound::Broadcast { join_ref, msg_ref, topic, event, body }) => {
+                    let m = Message { join_ref, msg_ref, topic, event: "broadcast".into(), payload: Value::Null };
+                    self.on_broadcast(&m, event, body).await;
+                }
+                Err(why) => self.malformed(&why),
+            },
+            Frame::Binary(_) => self.malformed("binary frames need vsn 2.0.0"),
+            Frame::Close(_) => return false,
+            Frame::Ping(_) | Frame::Pong(_) | Frame::Frame(_) => {}
+        }
+        true
+    }
+
+    async fn on_message(&mut self, m: Message) {
+        if m.topic == "phoenix" && m.event == "heartbeat" {
+            return self.reply(&m, protocol::reply_ok(json!({})));
+        }
+        if m.event == "phx_join" {
+            return self.join(m).await;
+        }
+        if !self.channels.contains_key(&m.topic) {
+            return self.refuse(
+                m.join_ref.as_deref(),
+                m.msg_ref.as_deref(),
+                &m.topic,
+                "unmatched_topic",
+                reason::UNMATCHED_TOPIC,
+            );
+        }
+        match m.event.as_str() {
+            "phx_leave" => self.leave(&m),
+            "access_token" => self.access_token(&m),
+            "broadcast" => {
+                let event = m.payload.get("event").and_then(Value::as_str).map(str::to_string);
+                match event {
+                    Some(event) => {
+                        let body = Body::Json(m.payload.get("payload").cloned().unwrap_or(Value::Null));
+                        self.on_broadcast(&m, event, body).await;
+                    }
+                    None => {
+                        self.refuse_m(&m, "malformed", "MalformedMessage: a broadcast needs payload.event as a string")
+                    }
+                }
+            }
+            "presence" => self.presence(&m),
+            other => {
+                let reason = format!(
+                    "UnknownEvent: `{}` is not an event of this channel",
+                    other.chars().take(64).collect::<String>()
+                );
+                self.refuse_m(&m, "unknown_event", &reason)
+            }
+        }
+    }
+
+    fn refuse_m(&self, m: &Message, code: &'static str, reason: &str) {
+        self.refuse(m.join_ref.as_deref(), m.msg_ref.as_deref(), &m.topic, code, reason);
+    }
+
+    /// The caller a token makes, under the proxy's key rules.
+    fn verify_token(&self, token: &str) -> Result<Caller, String> {
+        self.conn
+            .state
+            .verifier
+            .authenticate(Some(&format!("Bearer {token}")), self.conn.apikey.as_deref())
+            .map_err(|e| format!("InvalidJWTToken: {e}"))
+    }
+
+    async fn join(&mut self, m: Message) {
+        let limits = self.config().clone();
+        if !self.joins.allow(limits.max_joins_per_second) {
+            return self.refuse_m(&m, "join_rate", reason::TOO_MANY_JOINS);
+        }
+        let sub_topic = m.topic.strip_prefix("realtime:").unwrap_or(&m.topic);
+        if sub_topic.is_empty() {
+            return self.refuse_m(&m, "topic", reason::TOPIC_REQUIRED);
+        }
+        if m.topic.len() > 255 {
+            return self.refuse_m(&m, "topic", "TopicNameTooLong: a topic is at most 255 bytes");
+        }
+        let rejoin = self.channels.contains_key(&m.topic);
+        if !rejoin && self.channels.len() >= limits.max_channels_per_connection {
+            return self.refuse_m(&m, "channels", reason::TOO_MANY_CHANNELS);
+        }
+        let config = &m.payload["config"];
+        if config["private"].as_bool() == Some(true) {
+            return self.refuse_m(&m, "private", reason::PRIVATE);
+        }
+        if config["postgres_changes"].as_array().is_some_and(|a| !a.is_empty()) {
+            return self.refuse_m(&m, "postgres_changes", reason::POSTGRES_CHANGES);
+        }
+        if let Some(token) = m.payload.get("access_token").and_then(Value::as_str) {
+            if let Err(reason) = self.verify_token(token) {
+                return self.refuse_m(&m, "token", &reason);
+            }
+        }
+        let presence_key = match config["presence"]["key"].as_str() {
+            Some(key) if !key.is_empty() => key.to_string(),
+            _ => uuid::Uuid::new_v4().to_string(),
+        };
+        let shared = self.conn.shared.clone();
+        if rejoin {
+            self.conn.shared.hub.leave(&m.topic, self.id);
+        }
+        shared.bridge_ready().await;
+        let member = Member {
+            tx: self.tx.clone(),
+            kill: self.kill.clone(),
+            join_ref: m.join_ref.as_deref().map(Arc::from),
+            receive_own: config["broadcast"]["self"].as_bool() == Some(true),
+            // Clients before `enabled` existed always received presence.
+            presence: config["presence"]["enabled"].as_bool().unwrap_or(true),
+        };
+        let reply = protocol::reply_ok(json!({ "postgres_changes": [] }));
+        let reply =
+            protocol::encode(self.conn.vsn, m.join_ref.as_deref(), m.msg_ref.as_deref(), &m.topic, "phx_reply", &reply);
+        shared.hub.join(&m.topic, self.id, member, reply);
+        let ack = config["broadcast"]["ack"].as_bool() == Some(true);
+        self.channels.insert(m.topic, Joined { join_ref: m.join_ref, ack, presence_key });
+    }
+
+    fn leave(&mut self, m: &Message) {
+        self.conn.shared.hub.leave(&m.topic, self.id);
+        let joined = self.channels.remove(&m.topic);
+        self.reply(m, protocol::reply_ok(json!({})));
+        let join_ref = joined.and_then(|j| j.join_ref);
+        self.send(join_ref.as_deref(), join_ref.as_deref(), &m.topic, "phx_close", &json!({}));
+    }
+
+    /// A new token for the channel; one that does not verify closes it
+    /// with a `system` message, as Supabase does.
+    fn access_token(&mut self, m: &Message) {
+        let Some(token) = m.payload.get("access_token").and_then(Value::as_str) else {
+            return self.refuse_m(m, "malformed", "MalformedMessage: access_token must be a string");
+        };
+        if let Err(reason) = self.verify_token(token) {
+            self.conn.state.metrics.realtime_refused("token");
+            let sub_topic = m.topic.strip_prefix("realtime:").unwrap_or(&m.topic).to_string();
+            let join_ref = self.channels.get(&m.topic).and_then(|j| j.join_ref.clone());
+            let system = json!({ "status": "error", "extension": "system", "message": reason, "channel": sub_topic });
+            self.send(join_ref.as_deref(), None, &m.topic, "system", &system);
+            self.conn.shared.hub.leave(&m.topic, self.id);
+            self.channels.remove(&m.topic);
+            self.send(join_ref.as_deref(), join_ref.as_deref(), &m.topic, "phx_close", &json!({}));
+        }
+    }
+
+    /// Checks an event's rate and size; refuses (and says why) if over.
+    fn admit(&mut self, m: &Message, size: usize) -> bool {
+        let limits = self.config().clone();
+        if !self.events.allow(limits.max_events_per_second) {
+            self.refuse_m(m, "event_rate", reason::TOO_MANY_EVENTS);
+            return false;
+        }
+        if size > limits.max_payload_bytes {
+            let reason = format!(
+                "PayloadTooLarge: the payload is {size} bytes, more than this server's limit of {} bytes",
+                limits.max_payload_bytes
+            );
+            self.refuse_m(m, "payload_size", &reason);
+            return false;
+        }
+        true
+    }
+
+    async fn on_broadcast(&mut self, m: &Message, event: String, body: Body) {
+        let Some(ack) = self.channels.get(&m.topic).map(|j| j.ack) else {
+            return self.refuse_m(m, "unmatched_topic", reason::UNMATCHED_TOPIC);
+        };
+        let size = match &body {
+            Body::Json(v) => v.to_string().len(),
+            Body::Binary(b) => b.len(),
+        };
+        if !self.admit(m, size) {
+            return;
+        }
+        let shared = self.conn.shared.clone();
+        let envelope = shared.envelope(&m.topic, &event, &body);
+        if envelope.len() > NOTIFY_MAX {
+            let reason = format!(
+                "PayloadTooLarge: the message is {} bytes with its topic and event, more than {NOTIFY_MAX}",
+                envelope.len()
+            );
+            return self.refuse_m(m, "payload_size", &reason);
+        }
+        let state = self.conn.state.clone();
+        state.metrics.realtime_broadcast_sent();
+        shared.hub.broadcast(&m.topic, Some(self.id), event, body);
+        let sent = async {
+            let client = state.client().await.map_err(|e| e.to_string())?;
+            let statement = client.prepare_cached("SELECT pg_notify($1, $2)").await.map_err(|e| e.to_string())?;
+            client.execute(&statement, &[&CHANNEL, &envelope]).await.map_err(|e| e.to_string())
+        }
+        .await;
+        match sent {
+            Ok(_) if ack => self.reply(m, protocol::reply_ok(json!({}))),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "broadcast not sent to other proxies");
+                if ack {
+                    self.refuse_m(
+                        m,
+                        "database",
+                        "DatabaseConnectionIssue: the broadcast reached this server's subscribers only",
+                    );
+                }
+            }
+        }
+    }
+
+    fn presence(&mut self, m: &Message) {
+        let shared = self.conn.shared.clone();
+        let hub = &shared.hub;
+        match m.payload.get("event").and_then(Value::as_str) {
+            Some("track") => {
+                let payload = match m.payload.get("payload") {
+                    None | Some(Value::Null) => Map::new(),
+                    Some(Value::Object(o)) => o.clone(),
+                    Some(_) => {
+                        return self.refuse_m(m, "malformed", "MalformedMessage: a presence payload must be an object")
+                    }
+                };
+                if !self.admit(m, Value::Object(payload.clone()).to_string().len()) {
+                    return;
+                }
+                let key = self.channels.get(&m.topic).map(|j| j.presence_key.clone()).unwrap_or_default();
+                hub.track(&m.topic, self.id, &key, payload);
+                self.reply(m, protocol::reply_ok(json!({})));
+            }
+            Some("untrack") => {
+                hub.untrack(&m.topic, self.id);
+                self.reply(m, protocol::reply_ok(json!({})));
+            }
+            _ => self.refuse_m(m, "unknown_event", "UnknownPresenceEvent: presence events are track and untrack"),
+        }
+    }
+}
