@@ -180,12 +180,19 @@ CREATE TABLE IF NOT EXISTS auth.audit_log_entries (
 );
 CREATE INDEX IF NOT EXISTS audit_logs_instance_id_idx ON auth.audit_log_entries (instance_id);
 
--- Failed password sign-ins per user, for lockout (shared by every proxy).
-CREATE TABLE fluxbase.auth_failures (
-  user_id uuid PRIMARY KEY REFERENCES auth.users (id) ON DELETE CASCADE,
-  failures int NOT NULL DEFAULT 0,
-  locked_until timestamptz
+-- Wrong passwords, one row each, for lockout (shared by every proxy):
+-- counted per (identifier, client address) and per identifier within a
+-- sliding window (sql/auth/session.sql, auth_password_lock_wait). The
+-- identifier is the e-mail or phone as typed, whether or not a user has
+-- it, so a lockout looks the same for unknown and known accounts. Rows
+-- older than the window are swept as new failures arrive; not dumped.
+CREATE TABLE fluxbase.auth_password_failures (
+  identifier text NOT NULL,
+  ip text NOT NULL,
+  at timestamptz NOT NULL DEFAULT now()
 );
+CREATE INDEX auth_password_failures_identifier_at ON fluxbase.auth_password_failures (identifier, at);
+CREATE INDEX auth_password_failures_at ON fluxbase.auth_password_failures (at);
 
 -- Wrong e-mailed or texted codes per user and code type: the code is
 -- deleted after a few, so six digits cannot be guessed by spreading tries
@@ -272,7 +279,7 @@ DECLARE
 BEGIN
   FOREACH t IN ARRAY ARRAY['auth.users', 'auth.identities', 'auth.sessions', 'auth.refresh_tokens',
     'auth.mfa_amr_claims', 'auth.mfa_factors', 'auth.mfa_challenges', 'auth.one_time_tokens',
-    'auth.flow_state', 'auth.audit_log_entries', 'auth.webauthn_credentials', 'fluxbase.auth_failures', 'fluxbase.auth_mfa_failures']
+    'auth.flow_state', 'auth.audit_log_entries', 'auth.webauthn_credentials', 'fluxbase.auth_mfa_failures']
   LOOP
     IF EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = t::regclass AND d.deptype = 'e') THEN
       PERFORM pg_catalog.pg_extension_config_dump(t, '');

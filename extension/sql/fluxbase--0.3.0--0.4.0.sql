@@ -14,6 +14,24 @@
 --     its writes must commit: sql/auth/helpers.sql lists them);
 --   * sql/auth_functions.sql is split by area into sql/auth/*.sql (no
 --     change to the installed objects).
+--   * password lockout per (identifier, client address) with a per-identifier
+--     ceiling, in a sliding window, the same for unknown identifiers:
+--     fluxbase.auth_failures (per user, never decaying) is replaced by
+--     fluxbase.auth_password_failures; auth_password_candidate and
+--     auth_password_outcome take the identifier and the limits;
+--   * sign-up of a confirmed address with confirmations on answers a made-up
+--     user (auth_obfuscated_user), as Supabase Auth does.
+
+-- lockout
+ALTER EXTENSION fluxbase DROP TABLE fluxbase.auth_failures;
+DROP TABLE fluxbase.auth_failures;
+CREATE TABLE fluxbase.auth_password_failures (
+  identifier text NOT NULL,
+  ip text NOT NULL,
+  at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX auth_password_failures_identifier_at ON fluxbase.auth_password_failures (identifier, at);
+CREATE INDEX auth_password_failures_at ON fluxbase.auth_password_failures (at);
 
 -- helpers
 DROP FUNCTION fluxbase.auth_audit(text, uuid, text, text, jsonb);
@@ -97,6 +115,7 @@ DROP FUNCTION fluxbase.auth_signup(text, text, text, jsonb, boolean, boolean, te
 DROP FUNCTION fluxbase.auth_password_outcome(uuid, boolean, int, int, text, text, text, text, text);
 DROP FUNCTION fluxbase.auth_refresh(text, text, int, text, text);
 DROP FUNCTION fluxbase.auth_logout(uuid, uuid, text, text, text);
+DROP FUNCTION fluxbase.auth_password_candidate(text, text);
 
 -- ---- sql/auth/session.sql: fluxbase.auth_signup ----
 CREATE OR REPLACE FUNCTION fluxbase.auth_signup(p_email text, p_phone text, p_password_hash text, p_user_meta jsonb,
@@ -110,8 +129,23 @@ DECLARE
   u auth.users;
   provider text := CASE WHEN p_email IS NOT NULL THEN 'email' WHEN p_phone IS NOT NULL THEN 'phone' END;
 BEGIN
-  IF p_email IS NOT NULL AND EXISTS (SELECT 1 FROM auth.users WHERE email = p_email AND NOT is_sso_user) THEN
-    RAISE EXCEPTION 'user_already_exists' USING ERRCODE = 'FA422', HINT = 'User already registered';
+  IF p_email IS NOT NULL THEN
+    SELECT * INTO u FROM auth.users WHERE email = p_email AND NOT is_sso_user LIMIT 1;
+    IF FOUND THEN
+      -- As Supabase Auth: auto-confirmed sign-ups say the address is taken;
+      -- with confirmations on, the answer does not tell. An unconfirmed
+      -- user is answered as a new one and gets the confirmation again (its
+      -- password kept: the caller has not proved the address); a confirmed
+      -- one gets nothing (`obfuscated`), the caller a made-up user.
+      IF p_confirmed THEN
+        RAISE EXCEPTION 'user_already_exists' USING ERRCODE = 'FA422', HINT = 'User already registered';
+      END IF;
+      PERFORM fluxbase.auth_audit('user_repeated_signup', u.id, '{"provider": "email"}');
+      IF u.email_confirmed_at IS NULL THEN
+        RETURN jsonb_build_object('user', fluxbase.auth_user_json(u));
+      END IF;
+      RETURN jsonb_build_object('user', fluxbase.auth_obfuscated_user(p_email, p_user_meta), 'obfuscated', true);
+    END IF;
   END IF;
   IF p_phone IS NOT NULL AND EXISTS (SELECT 1 FROM auth.users WHERE phone = p_phone) THEN
     RAISE EXCEPTION 'phone_exists' USING ERRCODE = 'FA422', HINT = 'Phone number already registered';
@@ -140,30 +174,133 @@ BEGIN
 END
 $$;
 
--- ---- sql/auth/session.sql: fluxbase.auth_password_outcome ----
-CREATE OR REPLACE FUNCTION fluxbase.auth_password_outcome(p_user uuid, p_ok boolean, p_max_failures int, p_lockout_seconds int,
-  p_rehash text, p_refresh_hash text)
+-- ---- sql/auth/session.sql: fluxbase.auth_obfuscated_user ----
+CREATE OR REPLACE FUNCTION fluxbase.auth_obfuscated_user(p_email text, p_user_meta jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog
 AS $$
 DECLARE
-  n int;
+  u auth.users;
 BEGIN
+  u.id := gen_random_uuid();
+  u.aud := 'authenticated';
+  u.role := '';
+  u.email := p_email;
+  u.raw_app_meta_data := '{"provider": "email", "providers": ["email"]}';
+  u.raw_user_meta_data := coalesce(p_user_meta, '{}');
+  u.created_at := now();
+  u.updated_at := now();
+  u.is_anonymous := false;
+  RETURN fluxbase.auth_user_json(u);
+END
+$$;
+
+-- ---- sql/auth/session.sql: fluxbase.auth_password_lock_wait ----
+CREATE OR REPLACE FUNCTION fluxbase.auth_password_lock_wait(p_identifier text, p_max_failures int, p_account_max_failures int,
+  p_window_seconds int)
+RETURNS int
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  since timestamptz := now() - make_interval(secs => p_window_seconds);
+  v_ip text := coalesce(current_setting('request.ip', true), '');
+  nth timestamptz;
+  until timestamptz;
+BEGIN
+  IF p_max_failures > 0 THEN
+    SELECT f.at INTO nth FROM fluxbase.auth_password_failures f
+    WHERE f.identifier = p_identifier AND f.at > since AND f.ip = v_ip
+    ORDER BY f.at DESC OFFSET p_max_failures - 1 LIMIT 1;
+    until := nth + make_interval(secs => p_window_seconds);
+  END IF;
+  IF p_account_max_failures > 0 THEN
+    SELECT f.at INTO nth FROM fluxbase.auth_password_failures f
+    WHERE f.identifier = p_identifier AND f.at > since
+    ORDER BY f.at DESC OFFSET p_account_max_failures - 1 LIMIT 1;
+    until := greatest(until, nth + make_interval(secs => p_window_seconds));
+  END IF;
+  IF until IS NULL OR until <= now() THEN
+    RETURN 0;
+  END IF;
+  RETURN greatest(ceil(extract(epoch FROM until - now()))::int, 1);
+END
+$$;
+
+-- ---- sql/auth/session.sql: fluxbase.auth_password_refuse_locked ----
+CREATE OR REPLACE FUNCTION fluxbase.auth_password_refuse_locked(p_wait int)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+BEGIN
+  IF p_wait > 0 THEN
+    RAISE EXCEPTION 'over_request_rate_limit' USING ERRCODE = 'FA429', DETAIL = p_wait::text,
+      HINT = format('Too many failed sign-in attempts. Try again in %s seconds.', p_wait);
+  END IF;
+END
+$$;
+
+-- ---- sql/auth/session.sql: fluxbase.auth_password_candidate ----
+CREATE OR REPLACE FUNCTION fluxbase.auth_password_candidate(p_email text, p_phone text, p_max_failures int,
+  p_account_max_failures int, p_window_seconds int)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  u auth.users;
+BEGIN
+  PERFORM fluxbase.auth_password_refuse_locked(fluxbase.auth_password_lock_wait(coalesce(p_email, p_phone),
+    p_max_failures, p_account_max_failures, p_window_seconds));
+  SELECT * INTO u FROM auth.users
+  WHERE deleted_at IS NULL
+    AND ((p_email IS NOT NULL AND email = p_email AND NOT is_sso_user) OR (p_phone IS NOT NULL AND phone = p_phone))
+  LIMIT 1;
+  IF NOT FOUND THEN
+    RETURN '{}';
+  END IF;
+  RETURN jsonb_build_object('user_id', u.id, 'password_hash', u.encrypted_password,
+    'confirmed', CASE WHEN p_email IS NOT NULL THEN u.email_confirmed_at IS NOT NULL ELSE u.phone_confirmed_at IS NOT NULL END,
+    'banned', u.banned_until IS NOT NULL AND u.banned_until > now());
+END
+$$;
+
+-- ---- sql/auth/session.sql: fluxbase.auth_password_outcome ----
+CREATE OR REPLACE FUNCTION fluxbase.auth_password_outcome(p_identifier text, p_user uuid, p_ok boolean, p_max_failures int,
+  p_account_max_failures int, p_window_seconds int, p_rehash text, p_refresh_hash text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  v_ip text := coalesce(current_setting('request.ip', true), '');
+  since timestamptz := now() - make_interval(secs => p_window_seconds);
+  wait int;
+BEGIN
+  PERFORM pg_advisory_xact_lock(hashtextextended('fluxbase.auth_password:' || p_identifier, 0));
+  PERFORM fluxbase.auth_password_refuse_locked(fluxbase.auth_password_lock_wait(p_identifier,
+    p_max_failures, p_account_max_failures, p_window_seconds));
   IF NOT p_ok THEN
-    INSERT INTO fluxbase.auth_failures AS f (user_id, failures) VALUES (p_user, 1)
-    ON CONFLICT (user_id) DO UPDATE SET failures = f.failures + 1
-    RETURNING failures INTO n;
-    PERFORM fluxbase.auth_audit('login_failed', p_user);
-    IF p_max_failures > 0 AND n >= p_max_failures THEN
-      UPDATE fluxbase.auth_failures SET locked_until = now() + make_interval(secs => p_lockout_seconds), failures = 0
-      WHERE user_id = p_user;
-      PERFORM fluxbase.auth_audit('user_locked', p_user,
-        jsonb_build_object('seconds', p_lockout_seconds));
+    IF p_max_failures > 0 OR p_account_max_failures > 0 THEN
+      -- Expired rows of any identifier go a few at a time, skipping rows
+      -- another sign-in is deleting.
+      DELETE FROM fluxbase.auth_password_failures WHERE ctid = ANY (ARRAY(
+        SELECT f.ctid FROM fluxbase.auth_password_failures f WHERE f.at <= since
+        LIMIT 100 FOR UPDATE SKIP LOCKED));
+      INSERT INTO fluxbase.auth_password_failures (identifier, ip) VALUES (p_identifier, v_ip);
+    END IF;
+    IF p_user IS NOT NULL THEN
+      PERFORM fluxbase.auth_audit('login_failed', p_user);
+      wait := fluxbase.auth_password_lock_wait(p_identifier, p_max_failures, p_account_max_failures, p_window_seconds);
+      IF wait > 0 THEN
+        PERFORM fluxbase.auth_audit('user_locked', p_user, jsonb_build_object('seconds', wait));
+      END IF;
     END IF;
     RETURN jsonb_build_object('error', 'invalid_credentials', 'status', 400, 'msg', 'Invalid login credentials');
   END IF;
-  DELETE FROM fluxbase.auth_failures WHERE user_id = p_user;
+  DELETE FROM fluxbase.auth_password_failures WHERE identifier = p_identifier AND ip = v_ip;
   IF p_rehash IS NOT NULL THEN
     UPDATE auth.users SET encrypted_password = p_rehash WHERE id = p_user;
   END IF;
@@ -239,8 +376,16 @@ END
 $$;
 REVOKE ALL ON FUNCTION fluxbase.auth_signup(text, text, text, jsonb, boolean, boolean, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION fluxbase.auth_signup(text, text, text, jsonb, boolean, boolean, text) TO authenticator;
-REVOKE ALL ON FUNCTION fluxbase.auth_password_outcome(uuid, boolean, int, int, text, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION fluxbase.auth_password_outcome(uuid, boolean, int, int, text, text) TO authenticator;
+REVOKE ALL ON FUNCTION fluxbase.auth_obfuscated_user(text, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.auth_obfuscated_user(text, jsonb) TO authenticator;
+REVOKE ALL ON FUNCTION fluxbase.auth_password_lock_wait(text, int, int, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.auth_password_lock_wait(text, int, int, int) TO authenticator;
+REVOKE ALL ON FUNCTION fluxbase.auth_password_refuse_locked(int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.auth_password_refuse_locked(int) TO authenticator;
+REVOKE ALL ON FUNCTION fluxbase.auth_password_candidate(text, text, int, int, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.auth_password_candidate(text, text, int, int, int) TO authenticator;
+REVOKE ALL ON FUNCTION fluxbase.auth_password_outcome(text, uuid, boolean, int, int, int, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.auth_password_outcome(text, uuid, boolean, int, int, int, text, text) TO authenticator;
 REVOKE ALL ON FUNCTION fluxbase.auth_refresh(text, text, int) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION fluxbase.auth_refresh(text, text, int) TO authenticator;
 REVOKE ALL ON FUNCTION fluxbase.auth_logout(uuid, uuid, text) FROM PUBLIC;

@@ -13,9 +13,9 @@ WHERE u.email = 'ctx@example.com';
 SELECT payload ->> 'action' AS action, payload ->> 'request_id' AS request_id, ip_address
 FROM auth.audit_log_entries WHERE payload ->> 'actor_username' = 'ctx@example.com' ORDER BY payload ->> 'action';
 -- A wrong password: returned, so that the failure it counts commits.
-SELECT fluxbase.auth_password_outcome((SELECT id FROM auth.users WHERE email = 'ctx@example.com'), false, 5, 60,
-  NULL, 'refresh-14b') AS refusal;
-SELECT failures FROM fluxbase.auth_failures f JOIN auth.users u ON u.id = f.user_id WHERE u.email = 'ctx@example.com';
+SELECT fluxbase.auth_password_outcome('ctx@example.com', (SELECT id FROM auth.users WHERE email = 'ctx@example.com'),
+  false, 5, 100, 60, NULL, 'refresh-14b') AS refusal;
+SELECT ip, count(*) AS failures FROM fluxbase.auth_password_failures WHERE identifier = 'ctx@example.com' GROUP BY ip;
 -- A reused refresh token: returned, so that the session's revocation commits.
 SELECT fluxbase.auth_refresh('refresh-14', 'refresh-14c', 0) ? 'session_id' AS rotated;
 SELECT fluxbase.auth_refresh('refresh-14', 'refresh-14d', -1) AS refusal;

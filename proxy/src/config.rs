@@ -66,10 +66,18 @@ pub struct Auth {
     pub anonymous_users: bool,
     /// Shortest accepted password (Supabase's default: 6).
     pub password_min_length: usize,
-    /// Wrong passwords in a row that lock an account; 0 disables lockout.
+    /// Wrong passwords for one account (e-mail or phone, known or not) from
+    /// one client address within `lockout_seconds` that lock it for that
+    /// address; 0 disables this limit.
     pub lockout_max_failures: u32,
-    /// How long a lockout lasts, seconds.
+    /// The lockout window: wrong passwords older than this no longer count,
+    /// so a burst of them locks for about this long.
     pub lockout_seconds: u32,
+    /// Wrong passwords for one account from all addresses within
+    /// `lockout_seconds` that lock it for everyone (a ceiling well above
+    /// `lockout_max_failures`, so a stranger cannot easily lock its owner
+    /// out); 0 disables this limit.
+    pub lockout_account_max_failures: u32,
     /// A rotated refresh token used again within this many seconds (two tabs
     /// refreshing at once) gets a fresh token; later it revokes the session.
     pub refresh_token_reuse_interval_seconds: u32,
@@ -225,6 +233,7 @@ impl Default for Auth {
             password_min_length: 6,
             lockout_max_failures: 5,
             lockout_seconds: 900,
+            lockout_account_max_failures: 100,
             refresh_token_reuse_interval_seconds: 10,
             argon2_memory_kib: 19_456,
             argon2_iterations: 2,
@@ -516,6 +525,11 @@ impl Config {
         }
         if self.auth.rate_limit_window_seconds == 0 {
             return Err(invalid("auth.rate_limit_window_seconds", "must be greater than 0"));
+        }
+        if self.auth.lockout_seconds == 0
+            && (self.auth.lockout_max_failures > 0 || self.auth.lockout_account_max_failures > 0)
+        {
+            return Err(invalid("auth.lockout_seconds", "must be greater than 0 while a lockout limit is set"));
         }
         if self.auth.password_required_characters.iter().any(|set| set.is_empty()) {
             return Err(invalid("auth.password_required_characters", "a character set is empty"));

@@ -19,7 +19,8 @@
 --   * auth_refresh, refresh_token_already_used: a reused token revokes its
 --     session (and says so in the audit log);
 --   * auth_password_outcome, invalid_credentials: the wrong password counts
---     towards the lockout, which may lock the account;
+--     towards the lockout (per identifier and client address, and per
+--     identifier), known identifier or not;
 --   * auth_mfa_result, mfa_verification_failed: the wrong (or replayed) code
 --     counts towards the MFA failure limit;
 --   * auth_verify_token, auth_verify_email_change, auth_verify_phone_change,

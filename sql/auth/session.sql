@@ -12,8 +12,23 @@ DECLARE
   u auth.users;
   provider text := CASE WHEN p_email IS NOT NULL THEN 'email' WHEN p_phone IS NOT NULL THEN 'phone' END;
 BEGIN
-  IF p_email IS NOT NULL AND EXISTS (SELECT 1 FROM auth.users WHERE email = p_email AND NOT is_sso_user) THEN
-    RAISE EXCEPTION 'user_already_exists' USING ERRCODE = 'FA422', HINT = 'User already registered';
+  IF p_email IS NOT NULL THEN
+    SELECT * INTO u FROM auth.users WHERE email = p_email AND NOT is_sso_user LIMIT 1;
+    IF FOUND THEN
+      -- As Supabase Auth: auto-confirmed sign-ups say the address is taken;
+      -- with confirmations on, the answer does not tell. An unconfirmed
+      -- user is answered as a new one and gets the confirmation again (its
+      -- password kept: the caller has not proved the address); a confirmed
+      -- one gets nothing (`obfuscated`), the caller a made-up user.
+      IF p_confirmed THEN
+        RAISE EXCEPTION 'user_already_exists' USING ERRCODE = 'FA422', HINT = 'User already registered';
+      END IF;
+      PERFORM fluxbase.auth_audit('user_repeated_signup', u.id, '{"provider": "email"}');
+      IF u.email_confirmed_at IS NULL THEN
+        RETURN jsonb_build_object('user', fluxbase.auth_user_json(u));
+      END IF;
+      RETURN jsonb_build_object('user', fluxbase.auth_obfuscated_user(p_email, p_user_meta), 'obfuscated', true);
+    END IF;
   END IF;
   IF p_phone IS NOT NULL AND EXISTS (SELECT 1 FROM auth.users WHERE phone = p_phone) THEN
     RAISE EXCEPTION 'phone_exists' USING ERRCODE = 'FA422', HINT = 'Phone number already registered';
@@ -42,53 +57,153 @@ BEGIN
 END
 $$;
 
--- The stored hash of a password sign-in candidate. No row: no such user
--- (the proxy still hashes, so both cases take as long).
-CREATE FUNCTION fluxbase.auth_password_candidate(p_email text, p_phone text)
-RETURNS TABLE (user_id uuid, password_hash text, locked_until timestamptz, confirmed boolean, banned boolean)
-LANGUAGE plpgsql STABLE SECURITY DEFINER
-SET search_path = pg_catalog
-AS $$
-BEGIN
-  RETURN QUERY SELECT u.id, u.encrypted_password::text, f.locked_until,
-    CASE WHEN p_email IS NOT NULL THEN u.email_confirmed_at IS NOT NULL ELSE u.phone_confirmed_at IS NOT NULL END,
-    u.banned_until IS NOT NULL AND u.banned_until > now()
-  FROM auth.users u
-  LEFT JOIN fluxbase.auth_failures f ON f.user_id = u.id
-  WHERE u.deleted_at IS NULL
-    AND ((p_email IS NOT NULL AND u.email = p_email AND NOT u.is_sso_user) OR (p_phone IS NOT NULL AND u.phone = p_phone))
-  LIMIT 1;
-END
-$$;
-
--- The outcome of a password check. A failure counts towards the lockout
--- (p_max_failures within the lockout window locks for p_lockout_seconds)
--- and is returned, not raised, so the count commits; a success resets the
--- count, stores a rehash (bcrypt → argon2id, or new parameters) and opens a
--- session.
-CREATE FUNCTION fluxbase.auth_password_outcome(p_user uuid, p_ok boolean, p_max_failures int, p_lockout_seconds int,
-  p_rehash text, p_refresh_hash text)
+-- What GoTrue's sanitizeUser answers a sign-up of a confirmed address with
+-- (confirmations on): a user that looks new and unconfirmed, with a random
+-- id, no role and no identities. Nothing is stored.
+CREATE FUNCTION fluxbase.auth_obfuscated_user(p_email text, p_user_meta jsonb)
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog
 AS $$
 DECLARE
-  n int;
+  u auth.users;
 BEGIN
+  u.id := gen_random_uuid();
+  u.aud := 'authenticated';
+  u.role := '';
+  u.email := p_email;
+  u.raw_app_meta_data := '{"provider": "email", "providers": ["email"]}';
+  u.raw_user_meta_data := coalesce(p_user_meta, '{}');
+  u.created_at := now();
+  u.updated_at := now();
+  u.is_anonymous := false;
+  RETURN fluxbase.auth_user_json(u);
+END
+$$;
+
+-- Password lockout: how many seconds p_identifier (an e-mail or phone, a
+-- user's or not) stays locked for the request's client address
+-- (request.ip), 0 when it is not. Wrong passwords count for
+-- p_window_seconds: p_max_failures of them from one address lock the
+-- identifier for that address, p_account_max_failures from all addresses
+-- lock it for everyone, until the oldest of them leaves the window (a
+-- burst locks for the whole window). 0 disables either limit.
+CREATE FUNCTION fluxbase.auth_password_lock_wait(p_identifier text, p_max_failures int, p_account_max_failures int,
+  p_window_seconds int)
+RETURNS int
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  since timestamptz := now() - make_interval(secs => p_window_seconds);
+  v_ip text := coalesce(current_setting('request.ip', true), '');
+  nth timestamptz;
+  until timestamptz;
+BEGIN
+  IF p_max_failures > 0 THEN
+    SELECT f.at INTO nth FROM fluxbase.auth_password_failures f
+    WHERE f.identifier = p_identifier AND f.at > since AND f.ip = v_ip
+    ORDER BY f.at DESC OFFSET p_max_failures - 1 LIMIT 1;
+    until := nth + make_interval(secs => p_window_seconds);
+  END IF;
+  IF p_account_max_failures > 0 THEN
+    SELECT f.at INTO nth FROM fluxbase.auth_password_failures f
+    WHERE f.identifier = p_identifier AND f.at > since
+    ORDER BY f.at DESC OFFSET p_account_max_failures - 1 LIMIT 1;
+    until := greatest(until, nth + make_interval(secs => p_window_seconds));
+  END IF;
+  IF until IS NULL OR until <= now() THEN
+    RETURN 0;
+  END IF;
+  RETURN greatest(ceil(extract(epoch FROM until - now()))::int, 1);
+END
+$$;
+
+-- A locked identifier: 429 with the wait in DETAIL (the proxy's
+-- Retry-After), the same for unknown and known accounts.
+CREATE FUNCTION fluxbase.auth_password_refuse_locked(p_wait int)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+BEGIN
+  IF p_wait > 0 THEN
+    RAISE EXCEPTION 'over_request_rate_limit' USING ERRCODE = 'FA429', DETAIL = p_wait::text,
+      HINT = format('Too many failed sign-in attempts. Try again in %s seconds.', p_wait);
+  END IF;
+END
+$$;
+
+-- A password sign-in's candidate: {user_id, password_hash, confirmed,
+-- banned}, or {} when no user has the address (the proxy still hashes, so
+-- both take as long, and reports the outcome either way). A locked
+-- identifier is refused first (auth_password_lock_wait), before any
+-- hashing, whether or not a user has it.
+CREATE FUNCTION fluxbase.auth_password_candidate(p_email text, p_phone text, p_max_failures int,
+  p_account_max_failures int, p_window_seconds int)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  u auth.users;
+BEGIN
+  PERFORM fluxbase.auth_password_refuse_locked(fluxbase.auth_password_lock_wait(coalesce(p_email, p_phone),
+    p_max_failures, p_account_max_failures, p_window_seconds));
+  SELECT * INTO u FROM auth.users
+  WHERE deleted_at IS NULL
+    AND ((p_email IS NOT NULL AND email = p_email AND NOT is_sso_user) OR (p_phone IS NOT NULL AND phone = p_phone))
+  LIMIT 1;
+  IF NOT FOUND THEN
+    RETURN '{}';
+  END IF;
+  RETURN jsonb_build_object('user_id', u.id, 'password_hash', u.encrypted_password,
+    'confirmed', CASE WHEN p_email IS NOT NULL THEN u.email_confirmed_at IS NOT NULL ELSE u.phone_confirmed_at IS NOT NULL END,
+    'banned', u.banned_until IS NOT NULL AND u.banned_until > now());
+END
+$$;
+
+-- The outcome of a password check for p_identifier (p_user: its user, NULL
+-- when none). Outcomes of one identifier are recorded one at a time and
+-- the lockout is checked again under that lock, so guesses sent all at
+-- once cannot slip past it. A failure is recorded for the request's
+-- client address, whether or not a user has the identifier, and returned,
+-- not raised, so it commits; a success forgets this address's failures,
+-- stores a rehash (bcrypt → argon2id, or new parameters) and opens a
+-- session.
+CREATE FUNCTION fluxbase.auth_password_outcome(p_identifier text, p_user uuid, p_ok boolean, p_max_failures int,
+  p_account_max_failures int, p_window_seconds int, p_rehash text, p_refresh_hash text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  v_ip text := coalesce(current_setting('request.ip', true), '');
+  since timestamptz := now() - make_interval(secs => p_window_seconds);
+  wait int;
+BEGIN
+  PERFORM pg_advisory_xact_lock(hashtextextended('fluxbase.auth_password:' || p_identifier, 0));
+  PERFORM fluxbase.auth_password_refuse_locked(fluxbase.auth_password_lock_wait(p_identifier,
+    p_max_failures, p_account_max_failures, p_window_seconds));
   IF NOT p_ok THEN
-    INSERT INTO fluxbase.auth_failures AS f (user_id, failures) VALUES (p_user, 1)
-    ON CONFLICT (user_id) DO UPDATE SET failures = f.failures + 1
-    RETURNING failures INTO n;
-    PERFORM fluxbase.auth_audit('login_failed', p_user);
-    IF p_max_failures > 0 AND n >= p_max_failures THEN
-      UPDATE fluxbase.auth_failures SET locked_until = now() + make_interval(secs => p_lockout_seconds), failures = 0
-      WHERE user_id = p_user;
-      PERFORM fluxbase.auth_audit('user_locked', p_user,
-        jsonb_build_object('seconds', p_lockout_seconds));
+    IF p_max_failures > 0 OR p_account_max_failures > 0 THEN
+      -- Expired rows of any identifier go a few at a time, skipping rows
+      -- another sign-in is deleting.
+      DELETE FROM fluxbase.auth_password_failures WHERE ctid = ANY (ARRAY(
+        SELECT f.ctid FROM fluxbase.auth_password_failures f WHERE f.at <= since
+        LIMIT 100 FOR UPDATE SKIP LOCKED));
+      INSERT INTO fluxbase.auth_password_failures (identifier, ip) VALUES (p_identifier, v_ip);
+    END IF;
+    IF p_user IS NOT NULL THEN
+      PERFORM fluxbase.auth_audit('login_failed', p_user);
+      wait := fluxbase.auth_password_lock_wait(p_identifier, p_max_failures, p_account_max_failures, p_window_seconds);
+      IF wait > 0 THEN
+        PERFORM fluxbase.auth_audit('user_locked', p_user, jsonb_build_object('seconds', wait));
+      END IF;
     END IF;
     RETURN jsonb_build_object('error', 'invalid_credentials', 'status', 400, 'msg', 'Invalid login credentials');
   END IF;
-  DELETE FROM fluxbase.auth_failures WHERE user_id = p_user;
+  DELETE FROM fluxbase.auth_password_failures WHERE identifier = p_identifier AND ip = v_ip;
   IF p_rehash IS NOT NULL THEN
     UPDATE auth.users SET encrypted_password = p_rehash WHERE id = p_user;
   END IF;

@@ -12,6 +12,24 @@
 --     its writes must commit: sql/auth/helpers.sql lists them);
 --   * sql/auth_functions.sql is split by area into sql/auth/*.sql (no
 --     change to the installed objects).
+--   * password lockout per (identifier, client address) with a per-identifier
+--     ceiling, in a sliding window, the same for unknown identifiers:
+--     fluxbase.auth_failures (per user, never decaying) is replaced by
+--     fluxbase.auth_password_failures; auth_password_candidate and
+--     auth_password_outcome take the identifier and the limits;
+--   * sign-up of a confirmed address with confirmations on answers a made-up
+--     user (auth_obfuscated_user), as Supabase Auth does.
+
+-- lockout
+ALTER EXTENSION fluxbase DROP TABLE fluxbase.auth_failures;
+DROP TABLE fluxbase.auth_failures;
+CREATE TABLE fluxbase.auth_password_failures (
+  identifier text NOT NULL,
+  ip text NOT NULL,
+  at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX auth_password_failures_identifier_at ON fluxbase.auth_password_failures (identifier, at);
+CREATE INDEX auth_password_failures_at ON fluxbase.auth_password_failures (at);
 
 -- helpers
 DROP FUNCTION fluxbase.auth_audit(text, uuid, text, text, jsonb);
@@ -30,11 +48,20 @@ DROP FUNCTION fluxbase.auth_signup(text, text, text, jsonb, boolean, boolean, te
 DROP FUNCTION fluxbase.auth_password_outcome(uuid, boolean, int, int, text, text, text, text, text);
 DROP FUNCTION fluxbase.auth_refresh(text, text, int, text, text);
 DROP FUNCTION fluxbase.auth_logout(uuid, uuid, text, text, text);
--- @include-functions sql/auth/session.sql auth_signup auth_password_outcome auth_refresh auth_logout
+DROP FUNCTION fluxbase.auth_password_candidate(text, text);
+-- @include-functions sql/auth/session.sql auth_signup auth_obfuscated_user auth_password_lock_wait auth_password_refuse_locked auth_password_candidate auth_password_outcome auth_refresh auth_logout
 REVOKE ALL ON FUNCTION fluxbase.auth_signup(text, text, text, jsonb, boolean, boolean, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION fluxbase.auth_signup(text, text, text, jsonb, boolean, boolean, text) TO authenticator;
-REVOKE ALL ON FUNCTION fluxbase.auth_password_outcome(uuid, boolean, int, int, text, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION fluxbase.auth_password_outcome(uuid, boolean, int, int, text, text) TO authenticator;
+REVOKE ALL ON FUNCTION fluxbase.auth_obfuscated_user(text, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.auth_obfuscated_user(text, jsonb) TO authenticator;
+REVOKE ALL ON FUNCTION fluxbase.auth_password_lock_wait(text, int, int, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.auth_password_lock_wait(text, int, int, int) TO authenticator;
+REVOKE ALL ON FUNCTION fluxbase.auth_password_refuse_locked(int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.auth_password_refuse_locked(int) TO authenticator;
+REVOKE ALL ON FUNCTION fluxbase.auth_password_candidate(text, text, int, int, int) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.auth_password_candidate(text, text, int, int, int) TO authenticator;
+REVOKE ALL ON FUNCTION fluxbase.auth_password_outcome(text, uuid, boolean, int, int, int, text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.auth_password_outcome(text, uuid, boolean, int, int, int, text, text) TO authenticator;
 REVOKE ALL ON FUNCTION fluxbase.auth_refresh(text, text, int) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION fluxbase.auth_refresh(text, text, int) TO authenticator;
 REVOKE ALL ON FUNCTION fluxbase.auth_logout(uuid, uuid, text) FROM PUBLIC;

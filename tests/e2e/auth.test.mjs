@@ -115,8 +115,116 @@ test('lockout after repeated failures, shared state in Postgres', async () => {
   }
   const locked = await client().auth.signInWithPassword({ email, password: 'the-right-one' });
   assert.equal(locked.error?.status, 429);
-  assert.match(sql(`SELECT locked_until > now() FROM fluxbase.auth_failures f JOIN auth.users u ON u.id = f.user_id
-                    WHERE u.email = '${email}'`), /^t$/);
+  assert.equal(locked.error?.code, 'over_request_rate_limit');
+  assert.equal(sql(`SELECT count(*) FROM fluxbase.auth_password_failures WHERE identifier = '${email}' AND ip = '127.0.0.1'`), '5');
+});
+
+/** POST /token?grant_type=password through `url`, as the client at `ip` behind a trusted proxy. */
+const passwordSignIn = async (url, email, password, ip) => {
+  const headers = { apikey: env.anonKey, 'content-type': 'application/json' };
+  if (ip) headers['x-forwarded-for'] = ip;
+  const res = await fetch(`${url}/auth/v1/token?grant_type=password`, {
+    method: 'POST', headers, body: JSON.stringify({ email, password }),
+  });
+  return { status: res.status, retryAfter: res.headers.get('retry-after'), body: await res.json() };
+};
+
+/** An answer without its request id and the seconds of a lockout's wait (two lockouts a moment apart may differ by one). */
+const shape = ({ body: { request_id, ...body }, ...answer }) => ({ ...answer, retryAfter: answer.retryAfter && 'n',
+  body: { ...body, msg: body.msg?.replace(/\d+/g, 'n') } });
+
+test('account enumeration: known and unknown addresses get the same answers, before and after the lockout', async () => {
+  const known = unique('enum-known');
+  const unknown = unique('enum-unknown');
+  assert.equal((await client().auth.signUp({ email: known, password: 'the-right-one' })).error, null);
+  // Six tries each: five wrong passwords, then the lockout (429, not 400).
+  for (let i = 0; i < 6; i++) {
+    const a = await passwordSignIn(env.url, known, `wrong-${i}`);
+    const b = await passwordSignIn(env.url, unknown, `wrong-${i}`);
+    assert.deepEqual(shape(a), shape(b), `attempt ${i + 1}`);
+    assert.equal(a.status, i < 5 ? 400 : 429, `attempt ${i + 1}`);
+  }
+  const locked = await passwordSignIn(env.url, known, 'the-right-one');
+  assert.deepEqual(shape(locked), shape(await passwordSignIn(env.url, unknown, 'the-right-one')));
+  assert.equal(locked.body.error_code, 'over_request_rate_limit');
+  assert.ok(Number(locked.retryAfter) > 850 && Number(locked.retryAfter) <= 900, locked.retryAfter);
+  // supabase-js sees the same error for both.
+  const viaJs = await client().auth.signInWithPassword({ email: unknown, password: 'x-whatever' });
+  assert.equal(viaJs.error?.status, 429);
+  assert.equal(viaJs.error?.code, 'over_request_rate_limit');
+});
+
+test('lockout is per client address; the account-wide ceiling locks everyone out', async () => {
+  const proxy = await proxyWith({
+    FLUXBASE_SERVER_TRUSTED_PROXIES: '["127.0.0.1"]',
+    FLUXBASE_AUTH_LOCKOUT_MAX_FAILURES: '2',
+    FLUXBASE_AUTH_LOCKOUT_ACCOUNT_MAX_FAILURES: '5',
+  });
+  try {
+    const from = (ip) => createClient(proxy.url, env.anonKey, {
+      auth: { persistSession: false, autoRefreshToken: false }, global: { headers: { 'x-forwarded-for': ip } },
+    });
+    const email = unique('per-ip');
+    assert.equal((await client().auth.signUp({ email, password: 'the-right-one' })).error, null);
+    const attacker = from('198.51.100.1');
+    for (let i = 0; i < 2; i++) {
+      assert.equal((await attacker.auth.signInWithPassword({ email, password: `guess-${i}` })).error?.code, 'invalid_credentials');
+    }
+    const lockedOut = await attacker.auth.signInWithPassword({ email, password: 'the-right-one' });
+    assert.equal(lockedOut.error?.status, 429, 'the guessing address is locked');
+    // The owner, elsewhere, is not.
+    const owner = await from('203.0.113.5').auth.signInWithPassword({ email, password: 'the-right-one' });
+    assert.equal(owner.error, null);
+    assert.equal((await attacker.auth.signInWithPassword({ email, password: 'the-right-one' })).error?.status, 429,
+      "the owner's sign-in does not unlock the guessing address");
+    // Five wrong passwords from all addresses within the window: locked for everyone.
+    const second = from('198.51.100.2');
+    for (let i = 0; i < 2; i++) {
+      assert.equal((await second.auth.signInWithPassword({ email, password: `guess-b${i}` })).error?.code, 'invalid_credentials');
+    }
+    assert.equal((await from('198.51.100.3').auth.signInWithPassword({ email, password: 'guess-c' })).error?.code,
+      'invalid_credentials');
+    const ceiling = await from('203.0.113.5').auth.signInWithPassword({ email, password: 'the-right-one' });
+    assert.equal(ceiling.error?.status, 429, 'the account-wide ceiling is reached');
+    assert.equal(ceiling.error?.code, 'over_request_rate_limit');
+    // An unknown address reaches the same ceiling with the same answers.
+    const nobody = unique('per-ip-nobody');
+    for (const ip of ['198.51.100.1', '198.51.100.1', '198.51.100.2', '198.51.100.2', '198.51.100.3']) {
+      assert.equal((await from(ip).auth.signInWithPassword({ email: nobody, password: 'guess' })).error?.code, 'invalid_credentials');
+    }
+    assert.equal((await from('203.0.113.5').auth.signInWithPassword({ email: nobody, password: 'guess' })).error?.status, 429);
+  } finally {
+    proxy.stop();
+  }
+});
+
+test('wrong passwords decay: those older than the lockout window no longer count', async () => {
+  const proxy = await proxyWith({ FLUXBASE_AUTH_LOCKOUT_MAX_FAILURES: '3', FLUXBASE_AUTH_LOCKOUT_SECONDS: '2' });
+  try {
+    const sb = () => createClient(proxy.url, env.anonKey, { auth: { persistSession: false, autoRefreshToken: false } });
+    const email = unique('decay');
+    assert.equal((await client().auth.signUp({ email, password: 'the-right-one' })).error, null);
+    for (let i = 0; i < 2; i++) {
+      assert.equal((await sb().auth.signInWithPassword({ email, password: `typo-${i}` })).error?.code, 'invalid_credentials');
+    }
+    await new Promise((r) => setTimeout(r, 2200));
+    for (let i = 0; i < 2; i++) {
+      assert.equal((await sb().auth.signInWithPassword({ email, password: `typo-b${i}` })).error?.code, 'invalid_credentials');
+    }
+    assert.equal((await sb().auth.signInWithPassword({ email, password: 'the-right-one' })).error, null,
+      'four wrong passwords, but only two within the window');
+    // Three within the window lock; the lock ends with the window.
+    const burst = unique('decay-burst');
+    assert.equal((await client().auth.signUp({ email: burst, password: 'the-right-one' })).error, null);
+    for (let i = 0; i < 3; i++) await sb().auth.signInWithPassword({ email: burst, password: `typo-${i}` });
+    const locked = await passwordSignIn(proxy.url, burst, 'the-right-one');
+    assert.equal(locked.status, 429);
+    assert.ok(['1', '2'].includes(locked.retryAfter), locked.retryAfter);
+    await new Promise((r) => setTimeout(r, 2200));
+    assert.equal((await sb().auth.signInWithPassword({ email: burst, password: 'the-right-one' })).error, null);
+  } finally {
+    proxy.stop();
+  }
 });
 
 test('sign-ins per account are rate limited: 429 with Retry-After, counted in Postgres', async () => {

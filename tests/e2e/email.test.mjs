@@ -208,6 +208,52 @@ test('with confirmations on, signUp mails a confirmation; its code confirms and 
   }
 });
 
+test('with confirmations on, signUp of a registered address answers as Supabase does: a made-up user, nothing sent', async () => {
+  const proxy = await proxyWith({ FLUXBASE_AUTH_EMAIL_AUTOCONFIRM: 'false' });
+  try {
+    const options = { auth: { persistSession: false, autoRefreshToken: false } };
+    const sb = createClient(proxy.url, env.anonKey, options);
+    const admin = createClient(proxy.url, env.serviceKey, options);
+    // A confirmed user: the answer looks like a new sign-up, without identities (GoTrue's sanitizeUser).
+    const taken = unique('taken');
+    const { data: created } = await admin.auth.admin.createUser({ email: taken, password: 'owner-password', email_confirm: true });
+    const { data, error } = await sb.auth.signUp({ email: taken, password: 'attacker-1', options: { data: { x: 1 } } });
+    assert.equal(error, null);
+    assert.equal(data.session, null);
+    assert.equal(data.user.email, taken);
+    assert.notEqual(data.user.id, created.user.id);
+    assert.deepEqual(data.user.identities, []);
+    assert.equal(data.user.email_confirmed_at, null);
+    assert.deepEqual(data.user.user_metadata, { x: 1 });
+    assert.equal(sql(`SELECT count(*) FROM auth.users WHERE email = '${taken}' OR id = '${data.user.id}'`), '1');
+    assert.equal(sql(`SELECT count(*) FROM auth.audit_log_entries WHERE payload->>'action' = 'user_repeated_signup'
+                      AND payload->>'actor_id' = '${created.user.id}'`), '1');
+    await sleep(1000);
+    assert.equal(mails(taken).length, 0, 'nothing is sent to the owner');
+    assert.equal((await sb.auth.signInWithPassword({ email: taken, password: 'owner-password' })).error, null,
+      'the password is unchanged');
+    // An unconfirmed user: the confirmation again, the first password kept (as GoTrue).
+    const pending = unique('pending');
+    const first = await sb.auth.signUp({ email: pending, password: 'first-password' });
+    assert.equal(first.error, null);
+    await nextMail(pending, 1);
+    await sleep(2100);
+    const again = await sb.auth.signUp({ email: pending, password: 'second-password' });
+    assert.equal(again.error, null);
+    assert.equal(again.data.user.id, first.data.user.id);
+    assert.equal(again.data.user.identities.length, 1);
+    const mail = await nextMail(pending, 2);
+    assert.equal((await sb.auth.verifyOtp({ email: pending, token: mail.code, type: 'signup' })).error, null);
+    assert.equal((await sb.auth.signInWithPassword({ email: pending, password: 'first-password' })).error, null);
+    // With sign-ups confirmed at once, the address is said to be taken (GoTrue too).
+    const autoconfirmed = await client().auth.signUp({ email: taken, password: 'attacker-1' });
+    assert.equal(autoconfirmed.error?.code, 'user_already_exists');
+    assert.equal(autoconfirmed.error?.status, 422);
+  } finally {
+    proxy.stop();
+  }
+});
+
 test('updateUser({email}) waits for both addresses; a password change can demand a reauthentication code', async () => {
   const proxy = await proxyWith({
     FLUXBASE_AUTH_EMAIL_AUTOCONFIRM: 'false',

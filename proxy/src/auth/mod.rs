@@ -241,12 +241,17 @@ fn unix_now() -> u64 {
 }
 
 /// Postgres errors `FAnnn` are auth refusals: status nnn, `error_code` in
-/// the message, the client's message in the hint.
+/// the message, the client's message in the hint; a 429 whose detail is a
+/// number of seconds is sent with that `Retry-After`.
 pub(crate) fn db_error(e: tokio_postgres::Error) -> ApiError {
     if let Some(db) = e.as_db_error() {
         let code = db.code().code();
         if let Some(status) = code.strip_prefix("FA").and_then(|n| n.parse::<u16>().ok()) {
-            return ApiError::auth(status, db.message(), db.hint().unwrap_or(db.message()));
+            let msg = db.hint().unwrap_or(db.message());
+            if let Some(wait) = db.detail().and_then(|d| d.parse::<u64>().ok()).filter(|_| status == 429) {
+                return ApiError::RateLimited { retry_after: wait, msg: msg.to_string() };
+            }
+            return ApiError::auth(status, db.message(), msg);
         }
     }
     crate::db::query_error(e, true)

@@ -268,23 +268,27 @@ impl AuthCall<'_> {
         })
     }
 
+    /// Whether a user has this e-mail (or phone) and has not confirmed it:
+    /// the password sign-in's candidate, without its lockout.
+    async fn unconfirmed(&self, email: Option<&str>, phone: Option<&str>) -> Result<bool, ApiError> {
+        let client = self.state.client().await?;
+        let row = client
+            .query_one_cached(
+                "SELECT (fluxbase.auth_password_candidate($1, $2, 0, 0, 1) ->> 'confirmed') IS NOT DISTINCT FROM 'false'",
+                &[&email, &phone],
+            )
+            .await
+            .map_err(db_error)?;
+        Ok(row.get(0))
+    }
+
     /// POST /resend `{type: "signup", email}`: the confirmation mail again,
     /// for an address that is registered and not confirmed (else nothing).
     pub(super) async fn resend(&self, body: &Value, redirect: Option<String>) -> Result<Response, ApiError> {
         if text(body, "type") == Some("sms") {
             let phone = normalise_phone(body)?
                 .ok_or_else(|| ApiError::auth(422, "validation_failed", "A phone number is required"))?;
-            let client = self.state.client().await?;
-            let unconfirmed = client
-                .query_opt_cached(
-                    "SELECT 1 FROM fluxbase.auth_password_candidate(NULL, $1) WHERE NOT confirmed",
-                    &[&phone],
-                )
-                .await
-                .map_err(db_error)?
-                .is_some();
-            drop(client);
-            if unconfirmed {
+            if self.unconfirmed(None, Some(&phone)).await? {
                 self.sms_token(&phone, "signup", false, None).await?;
             }
             return Ok(json_response(StatusCode::OK, &json!({})));
@@ -299,14 +303,7 @@ impl AuthCall<'_> {
         let email = normalise_email(body)?
             .ok_or_else(|| ApiError::auth(422, "validation_failed", "An email address is required"))?;
         let redirect = self.redirect_target(redirect)?;
-        let client = self.state.client().await?;
-        let unconfirmed = client
-            .query_opt_cached("SELECT 1 FROM fluxbase.auth_password_candidate($1, NULL) WHERE NOT confirmed", &[&email])
-            .await
-            .map_err(db_error)?
-            .is_some();
-        drop(client);
-        if unconfirmed {
+        if self.unconfirmed(Some(&email), None).await? {
             let pkce = pkce_of(body)?;
             self.email_token(Mail {
                 email: &email,

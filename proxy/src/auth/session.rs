@@ -2,13 +2,11 @@
 //! the session JSON (a signed access token beside the refresh token).
 use http::StatusCode;
 use serde_json::{json, Value};
-use std::time::SystemTime;
 
 use super::otp::Mail;
 use super::password::Verdict;
 use super::signing::sign_hs256;
 use super::*;
-use crate::db::Cached;
 use crate::error::ApiError;
 use crate::http::{empty_response, form_encode, json_response, Response};
 use crate::jwt::Caller;
@@ -176,6 +174,10 @@ impl AuthCall<'_> {
         if issued.get("session_id").is_some() {
             return self.session(&issued, &refresh);
         }
+        // A confirmed address signed up again: a made-up user, nothing sent.
+        if issued.get("obfuscated").and_then(Value::as_bool) == Some(true) {
+            return Ok(json_response(StatusCode::OK, issued.get("user").unwrap_or(&Value::Null)));
+        }
         // Not confirmed yet: the confirmation mail goes out; no session until its link or code.
         if let Some(email) = &email {
             let redirect = self.redirect_target(redirect)?;
@@ -188,6 +190,10 @@ impl AuthCall<'_> {
         Ok(json_response(StatusCode::OK, issued.get("user").unwrap_or(&Value::Null)))
     }
 
+    /// Known and unknown accounts get the same answers and the same work:
+    /// a lockout check (before any hashing), a hash, and an outcome that
+    /// counts a wrong password for the identifier and client address
+    /// whether or not a user has it (sql/auth/session.sql).
     pub(super) async fn password_grant(&self, body: &Value) -> Result<Response, ApiError> {
         let email = normalise_email(body).unwrap_or(None);
         let phone = if email.is_none() { normalise_phone(body).unwrap_or(None) } else { None };
@@ -196,46 +202,41 @@ impl AuthCall<'_> {
             return Err(ApiError::auth(400, "validation_failed", "An email address or phone number is required"));
         }
         let config = &self.state.config.auth;
-        let account = email.as_deref().or(phone.as_deref()).unwrap_or("");
+        let account = email.as_deref().or(phone.as_deref()).unwrap_or("").to_string();
         self.rate_limit(&[
             (format!("signin:ip:{}", self.ctx.ip), config.rate_limit_signins_per_ip),
             (format!("signin:account:{account}"), config.rate_limit_signins_per_account),
         ])
         .await?;
-        let invalid = || ApiError::auth(400, "invalid_credentials", "Invalid login credentials");
-        let client = self.state.client().await?;
-        let row = client
-            .query_opt_cached("SELECT * FROM fluxbase.auth_password_candidate($1, $2)", &[&email, &phone])
-            .await
-            .map_err(db_error)?;
-        drop(client);
-        let stored: Option<String> = row.as_ref().and_then(|r| r.get("password_hash"));
+        let max = config.lockout_max_failures as i32;
+        let account_max = config.lockout_account_max_failures as i32;
+        let window = config.lockout_seconds as i32;
+        // Refused here (429) while the identifier is locked for this address.
+        let candidate = self
+            .query_json(
+                "SELECT fluxbase.auth_password_candidate($1, $2, $3, $4, $5)",
+                &[&email, &phone, &max, &account_max, &window],
+            )
+            .await?;
+        let stored = candidate.get("password_hash").and_then(Value::as_str).map(str::to_string);
         let verdict = self
             .service
             .hasher
             .run(move |h| h.verify(&password, stored.as_deref()))
             .await
             .ok_or_else(|| ApiError::Internal("password check failed".into()))?;
-        let Some(row) = row else { return Err(invalid()) };
-        let user: uuid::Uuid = row.get("user_id");
-        let locked: Option<std::time::SystemTime> = row.get("locked_until");
-        if let Some(until) = locked.filter(|t| *t > SystemTime::now()) {
-            let wait = until.duration_since(SystemTime::now()).map(|d| d.as_secs()).unwrap_or(1);
-            return Err(ApiError::auth(
-                429,
-                "over_request_rate_limit",
-                format!("Too many failed sign-in attempts. Try again in {wait} seconds."),
-            ));
-        }
+        let user: Option<uuid::Uuid> = candidate.get("user_id").and_then(Value::as_str).and_then(|id| id.parse().ok());
+        let flag = |key: &str| candidate.get(key).and_then(Value::as_bool).unwrap_or(false);
         let (ok, rehash) = match verdict {
-            Verdict::Wrong => (false, None),
-            Verdict::Right => (true, None),
-            Verdict::RightRehashed(h) => (true, Some(h)),
+            Verdict::Right if user.is_some() => (true, None),
+            Verdict::RightRehashed(h) if user.is_some() => (true, Some(h)),
+            _ => (false, None),
         };
-        if ok && row.get::<_, bool>("banned") {
+        // Only the right password learns these, as in Supabase.
+        if ok && flag("banned") {
             return Err(ApiError::auth(400, "user_banned", "User is banned"));
         }
-        if ok && !row.get::<_, bool>("confirmed") {
+        if ok && !flag("confirmed") {
             return Err(match phone {
                 Some(_) => ApiError::auth(400, "phone_not_confirmed", "Phone not confirmed"),
                 None => ApiError::auth(400, "email_not_confirmed", "Email not confirmed"),
@@ -244,15 +245,8 @@ impl AuthCall<'_> {
         let (refresh, refresh_hash) = new_refresh_token();
         let issued = self
             .query_json(
-                "SELECT fluxbase.auth_password_outcome($1, $2, $3, $4, $5, $6)",
-                &[
-                    &user,
-                    &ok,
-                    &(config.lockout_max_failures as i32),
-                    &(config.lockout_seconds as i32),
-                    &rehash,
-                    &refresh_hash,
-                ],
+                "SELECT fluxbase.auth_password_outcome($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[&account, &user, &ok, &max, &account_max, &window, &rehash, &refresh_hash],
             )
             .await?;
         refusal(&issued)?;
