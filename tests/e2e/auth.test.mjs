@@ -227,7 +227,7 @@ test('wrong passwords decay: those older than the lockout window no longer count
   }
 });
 
-test('sign-ins per account are rate limited: 429 with Retry-After, counted in Postgres', async () => {
+test('sign-ins per account and address are rate limited: 429 with Retry-After, counted in Postgres', async () => {
   // Windows are 300 s, aligned to the epoch: do not straddle a boundary.
   const left = 300 - ((Date.now() / 1000) % 300);
   if (left < 15) await new Promise((r) => setTimeout(r, (left + 1) * 1000));
@@ -244,7 +244,8 @@ test('sign-ins per account are rate limited: 429 with Retry-After, counted in Po
   assert.equal(limited.status, 429);
   assert.ok(Number(limited.headers.get('retry-after')) >= 1);
   assert.equal((await limited.json()).error_code, 'over_request_rate_limit');
-  assert.match(sql(`SELECT max(hits) FROM fluxbase.auth_rate_limits WHERE key = 'signin:account:${email}'`), /^1[01]$/);
+  // Counted per account and client address: a stranger elsewhere cannot use it up.
+  assert.match(sql(`SELECT max(hits) FROM fluxbase.auth_rate_limits WHERE key = 'signin:account:${email}:ip:127.0.0.1'`), /^1[01]$/);
 });
 
 test('admin API: create, list, get, update (ban), delete; not for users', async () => {

@@ -54,7 +54,7 @@ impl AuthCall<'_> {
     /// POST /admin/generate_link: the link and code an e-mail would carry,
     /// returned instead of sent (for your own mail provider).
     pub(super) async fn generate_link(&self, body: &Value, redirect: Option<String>) -> Result<Response, ApiError> {
-        let kind = match text(body, "type") {
+        let kind = match body_text(body, "type") {
             Some(k @ ("magiclink" | "recovery" | "invite")) => k,
             Some(other) => {
                 return Err(ApiError::auth(
@@ -67,7 +67,7 @@ impl AuthCall<'_> {
         };
         let email = normalise_email(body)?
             .ok_or_else(|| ApiError::auth(422, "validation_failed", "An email address is required"))?;
-        let redirect = self.redirect_target(redirect.or_else(|| text(body, "redirect_to").map(str::to_string)))?;
+        let redirect = self.redirect_target(redirect.or_else(|| body_text(body, "redirect_to").map(str::to_string)))?;
         let data = body.get("data").filter(|d| d.is_object()).cloned();
         let create = kind != "recovery";
         let mail = Mail { email: &email, kind, create, redirect: &redirect, data, pkce: None };
@@ -127,10 +127,10 @@ impl AuthCall<'_> {
             }
         }
         if body.get("password").is_some() {
-            let hash = self.hash(self.check_password(text(body, "password")).await?).await?;
+            let hash = self.hash(self.check_password(body_text(body, "password")).await?).await?;
             fields.insert("password_hash".into(), json!(hash));
         }
-        if let Some(ban) = text(body, "ban_duration") {
+        if let Some(ban) = body_text(body, "ban_duration") {
             fields.insert("ban_duration_seconds".into(), json!(ban_seconds(ban)?));
         }
         if user.is_none() && !fields.contains_key("email") && !fields.contains_key("phone") {

@@ -14,7 +14,7 @@ impl AuthCall<'_> {
     pub(super) async fn mfa_enroll(&self, caller: &Caller, body: &Value) -> Result<Response, ApiError> {
         let (user, session) = session_of(caller)?;
         let config = &self.state.config.auth;
-        match text(body, "factor_type") {
+        match body_text(body, "factor_type") {
             Some("totp") => {}
             Some("phone") => return self.mfa_enroll_phone(caller, body).await,
             Some(other) => {
@@ -35,7 +35,7 @@ impl AuthCall<'_> {
         };
         let secret = super::totp::new_secret();
         let sealed = super::totp::encrypt(key, &secret);
-        let friendly = text(body, "friendly_name").map(str::to_string);
+        let friendly = body_text(body, "friendly_name").map(str::to_string);
         let aal = caller.claims.get("aal").and_then(Value::as_str).unwrap_or("aal1").to_string();
         let row = self
             .query_row(
@@ -44,7 +44,7 @@ impl AuthCall<'_> {
             )
             .await?;
         let id: uuid::Uuid = row.get(0);
-        let issuer = text(body, "issuer").unwrap_or(&config.mfa_issuer);
+        let issuer = body_text(body, "issuer").unwrap_or(&config.mfa_issuer);
         let account = caller.claims.get("email").and_then(Value::as_str).filter(|e| !e.is_empty());
         let uri = super::totp::uri(&secret, issuer, account.unwrap_or(&user.to_string()));
         Ok(json_response(
@@ -67,7 +67,7 @@ impl AuthCall<'_> {
         if self.service.sms.is_none() && !config.sms_test_otp.contains_key(&phone) {
             return Err(ApiError::auth(422, "mfa_phone_enroll_not_enabled", "MFA by phone needs auth.sms_provider"));
         }
-        let friendly = text(body, "friendly_name").map(str::to_string);
+        let friendly = body_text(body, "friendly_name").map(str::to_string);
         let aal = caller.claims.get("aal").and_then(Value::as_str).unwrap_or("aal1").to_string();
         let id: uuid::Uuid = self
             .query_row(
@@ -121,10 +121,10 @@ impl AuthCall<'_> {
     ) -> Result<Response, ApiError> {
         let (user, session) = session_of(caller)?;
         let config = &self.state.config.auth;
-        let challenge = text(body, "challenge_id")
+        let challenge = body_text(body, "challenge_id")
             .and_then(|c| uuid::Uuid::parse_str(c).ok())
             .ok_or_else(|| ApiError::auth(400, "validation_failed", "challenge_id is required"))?;
-        let code = text(body, "code").unwrap_or("").to_string();
+        let code = body_text(body, "code").unwrap_or("").to_string();
         self.rate_limit(&[(format!("verify:ip:{}", self.ctx.ip), config.rate_limit_verify_per_ip)]).await?;
         let client = self.state.client().await?;
         let row = client

@@ -128,7 +128,7 @@ pub(crate) struct AuthCall<'a> {
 /// `code_challenge` and `code_challenge_method` of a supabase-js request in
 /// the PKCE flow (both or neither).
 pub(crate) fn pkce_of(body: &Value) -> Result<Option<(String, String)>, ApiError> {
-    match (text(body, "code_challenge"), text(body, "code_challenge_method").map(str::to_ascii_lowercase)) {
+    match (body_text(body, "code_challenge"), body_text(body, "code_challenge_method").map(str::to_ascii_lowercase)) {
         (None, _) => Ok(None),
         (Some(c), Some(m)) if providers::valid_pkce(c) && (m == "s256" || m == "plain") => Ok(Some((c.to_string(), m))),
         _ => Err(ApiError::auth(
@@ -166,7 +166,9 @@ fn parse_body(body: &Bytes) -> Result<Value, ApiError> {
     }
 }
 
-pub(crate) fn text<'v>(body: &'v Value, key: &str) -> Option<&'v str> {
+/// A string field of a request body, trimmed; absent when missing, not a
+/// string, or empty.
+pub(crate) fn body_text<'v>(body: &'v Value, key: &str) -> Option<&'v str> {
     body.get(key).and_then(Value::as_str).map(str::trim).filter(|s| !s.is_empty())
 }
 
@@ -206,7 +208,7 @@ fn valid_email(email: &str) -> bool {
 
 /// `phone` of a request body, as stored: digits only (E.164 without `+`).
 fn normalise_phone(body: &Value) -> Result<Option<String>, ApiError> {
-    match text(body, "phone") {
+    match body_text(body, "phone") {
         None => Ok(None),
         Some(p) => sms::normalise_phone(p)
             .map(Some)
@@ -215,7 +217,7 @@ fn normalise_phone(body: &Value) -> Result<Option<String>, ApiError> {
 }
 
 fn normalise_email(body: &Value) -> Result<Option<String>, ApiError> {
-    match text(body, "email") {
+    match body_text(body, "email") {
         None => Ok(None),
         Some(e) if valid_email(e) => Ok(Some(e.to_lowercase())),
         Some(_) => Err(ApiError::auth(400, "validation_failed", "Unable to validate email address: invalid format")),

@@ -6,7 +6,7 @@ use http::StatusCode;
 use serde_json::{json, Value};
 
 use super::providers::{s256, valid_pkce};
-use super::{db_error, new_refresh_token, refusal, sha256_hex, text, AuthCall};
+use super::{body_text, db_error, new_refresh_token, refusal, sha256_hex, AuthCall};
 use crate::db::Cached;
 use crate::error::ApiError;
 use crate::http::form_encode;
@@ -279,7 +279,7 @@ impl AuthCall<'_> {
 
     /// `POST /token?grant_type=pkce` `{auth_code, code_verifier}`.
     pub(crate) async fn pkce_grant(&self, body: &Value) -> Result<Response, ApiError> {
-        let (Some(code), Some(verifier)) = (text(body, "auth_code"), text(body, "code_verifier")) else {
+        let (Some(code), Some(verifier)) = (body_text(body, "auth_code"), body_text(body, "code_verifier")) else {
             return Err(ApiError::auth(
                 400,
                 "validation_failed",
@@ -322,7 +322,7 @@ impl AuthCall<'_> {
     /// With `link_identity: true` (supabase-js `linkIdentity({token})`) the
     /// identity is linked to the signed-in caller.
     pub(crate) async fn id_token_grant(&self, caller: &Caller, body: &Value) -> Result<Response, ApiError> {
-        let (Some(name), Some(token)) = (text(body, "provider"), text(body, "id_token")) else {
+        let (Some(name), Some(token)) = (body_text(body, "provider"), body_text(body, "id_token")) else {
             return Err(ApiError::auth(400, "validation_failed", "provider and id_token are required"));
         };
         let provider = self.service.providers.get(name)?;
@@ -337,7 +337,7 @@ impl AuthCall<'_> {
         };
         let claims =
             self.service.providers.verify_id_token(provider, token, &provider.audiences(), None).await.map_err(bad)?;
-        match (claims.get("nonce").and_then(Value::as_str), text(body, "nonce")) {
+        match (claims.get("nonce").and_then(Value::as_str), body_text(body, "nonce")) {
             (None, None) => {}
             (Some(claim), Some(raw)) if crate::jwt::constant_time_eq(claim.as_bytes(), sha256_hex(raw).as_bytes()) => {}
             (Some(_), Some(_)) => return Err(ApiError::auth(400, "bad_jwt", "Nonces mismatch")),

@@ -97,7 +97,7 @@ impl AuthCall<'_> {
     ) -> Result<Response, ApiError> {
         let email = normalise_email(body)?
             .ok_or_else(|| ApiError::auth(422, "validation_failed", "An email address is required"))?;
-        let redirect = self.redirect_target(redirect.or_else(|| text(body, "redirect_to").map(str::to_string)))?;
+        let redirect = self.redirect_target(redirect.or_else(|| body_text(body, "redirect_to").map(str::to_string)))?;
         let data = body.get("data").filter(|d| d.is_object()).cloned();
         let create = create && !self.state.config.auth.disable_signup;
         let pkce = pkce_of(body)?;
@@ -285,7 +285,7 @@ impl AuthCall<'_> {
     /// POST /resend `{type: "signup", email}`: the confirmation mail again,
     /// for an address that is registered and not confirmed (else nothing).
     pub(super) async fn resend(&self, body: &Value, redirect: Option<String>) -> Result<Response, ApiError> {
-        if text(body, "type") == Some("sms") {
+        if body_text(body, "type") == Some("sms") {
             let phone = normalise_phone(body)?
                 .ok_or_else(|| ApiError::auth(422, "validation_failed", "A phone number is required"))?;
             if self.unconfirmed(None, Some(&phone)).await? {
@@ -293,7 +293,7 @@ impl AuthCall<'_> {
             }
             return Ok(json_response(StatusCode::OK, &json!({})));
         }
-        if text(body, "type") != Some("signup") {
+        if body_text(body, "type") != Some("signup") {
             return Err(ApiError::auth(
                 400,
                 "validation_failed",
@@ -406,7 +406,7 @@ impl AuthCall<'_> {
 
     /// POST /verify `{type, email, token}` (the code) or `{type, token_hash}` (the link token).
     pub(super) async fn verify_code(&self, body: &Value) -> Result<Response, ApiError> {
-        let (channel, kind) = match text(body, "type") {
+        let (channel, kind) = match body_text(body, "type") {
             Some("recovery") => ("email", "recovery"),
             Some("signup") | Some("invite") => ("email", "signup"),
             Some("email") | Some("magiclink") => ("email", "magiclink"),
@@ -423,7 +423,7 @@ impl AuthCall<'_> {
             }
         };
         let address = if channel == "phone" { normalise_phone(body)? } else { normalise_email(body)? };
-        let (link_hash, code_hash) = match (text(body, "token_hash"), &address, text(body, "token")) {
+        let (link_hash, code_hash) = match (body_text(body, "token_hash"), &address, body_text(body, "token")) {
             (Some(link), _, _) if channel == "email" => (Some(sha256_hex(link)), None),
             (_, Some(address), Some(code)) => (None, Some(sha256_hex(&format!("{address}:{code}")))),
             _ => {

@@ -8,7 +8,7 @@ use rand::RngCore;
 use serde_json::{json, Value};
 
 use super::webauthn::{b64url, RelyingParty};
-use super::{db_error, new_refresh_token, refusal, session_of, text, AuthCall};
+use super::{body_text, db_error, new_refresh_token, refusal, session_of, AuthCall};
 use crate::db::Cached;
 use crate::error::ApiError;
 use crate::http::{empty_response, json_response, Response};
@@ -27,7 +27,7 @@ pub(super) fn expired() -> ApiError {
 }
 
 pub(super) fn challenge_id(body: &Value) -> Result<uuid::Uuid, ApiError> {
-    text(body, "challenge_id").and_then(|c| uuid::Uuid::parse_str(c).ok()).ok_or_else(expired)
+    body_text(body, "challenge_id").and_then(|c| uuid::Uuid::parse_str(c).ok()).ok_or_else(expired)
 }
 
 pub(super) fn hex_to_b64url(hex: &str) -> Option<String> {
@@ -158,7 +158,7 @@ impl AuthCall<'_> {
         let rp = RelyingParty { id: &rp_id, origins: &origins };
         let credential = body.get("credential").ok_or_else(|| failed("no credential".into()))?;
         let new = super::webauthn::verify_registration(credential, &challenge, &rp).map_err(failed)?;
-        let name = text(body, "friendly_name").map(str::to_string);
+        let name = body_text(body, "friendly_name").map(str::to_string);
         self.call_json(
             "SELECT fluxbase.auth_passkey_register($1, $2, $3, $4, $5, $6)",
             &[&user, &new.id, &new.public_key, &(new.sign_count as i64), &new.aaguid, &name],
@@ -233,7 +233,7 @@ impl AuthCall<'_> {
             ),
             None => None,
         };
-        let name = rename.and_then(|b| text(b, "friendly_name")).map(str::to_string);
+        let name = rename.and_then(|b| body_text(b, "friendly_name")).map(str::to_string);
         if passkey.is_some() && !delete && name.is_none() {
             return Err(ApiError::auth(400, "validation_failed", "friendly_name is required"));
         }

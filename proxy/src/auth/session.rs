@@ -161,7 +161,7 @@ impl AuthCall<'_> {
             if email.is_none() && phone.is_none() {
                 return Err(ApiError::auth(422, "validation_failed", "To signup, please provide your email"));
             }
-            Some(self.hash(self.check_password(text(body, "password")).await?).await?)
+            Some(self.hash(self.check_password(body_text(body, "password")).await?).await?)
         };
         let confirmed = if phone.is_some() { config.sms_autoconfirm } else { config.autoconfirm() };
         let (refresh, refresh_hash) = new_refresh_token();
@@ -205,7 +205,10 @@ impl AuthCall<'_> {
         let account = email.as_deref().or(phone.as_deref()).unwrap_or("").to_string();
         self.rate_limit(&[
             (format!("signin:ip:{}", self.ctx.ip), config.rate_limit_signins_per_ip),
-            (format!("signin:account:{account}"), config.rate_limit_signins_per_account),
+            // Per account *and* address: one stranger's attempts cannot use
+            // up the owner's sign-ins (the lockout's account-wide ceiling
+            // covers attacks spread over many addresses).
+            (format!("signin:account:{account}:ip:{}", self.ctx.ip), config.rate_limit_signins_per_account),
         ])
         .await?;
         let max = config.lockout_max_failures as i32;
@@ -254,7 +257,7 @@ impl AuthCall<'_> {
     }
 
     pub(super) async fn refresh_grant(&self, body: &Value) -> Result<Response, ApiError> {
-        let Some(old) = text(body, "refresh_token") else {
+        let Some(old) = body_text(body, "refresh_token") else {
             return Err(ApiError::auth(400, "validation_failed", "refresh_token is required"));
         };
         let config = &self.state.config.auth;

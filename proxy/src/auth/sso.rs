@@ -18,10 +18,10 @@ impl AuthCall<'_> {
         let Some(saml) = &self.service.saml else {
             return Err(ApiError::auth(404, "sso_provider_not_found", "SAML SSO is not configured"));
         };
-        let idp = saml.find(text(body, "provider_id"), text(body, "domain"))?;
+        let idp = saml.find(body_text(body, "provider_id"), body_text(body, "domain"))?;
         let config = &self.state.config.auth;
         self.rate_limit(&[(format!("signin:ip:{}", self.ctx.ip), config.rate_limit_signins_per_ip)]).await?;
-        let redirect = self.redirect_target(text(body, "redirect_to").map(str::to_string))?;
+        let redirect = self.redirect_target(body_text(body, "redirect_to").map(str::to_string))?;
         let pkce = super::pkce_of(body)?;
         let (relay, request_id) = (random_token(), format!("_{}", uuid::Uuid::new_v4().simple()));
         let (challenge, method) = pkce.unzip();

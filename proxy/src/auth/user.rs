@@ -31,8 +31,8 @@ impl AuthCall<'_> {
         let phone = normalise_phone(body)?;
         let hash = match body.get("password") {
             Some(_) => {
-                let password = self.check_password(text(body, "password")).await?;
-                self.check_nonce(user, caller, text(body, "nonce")).await?;
+                let password = self.check_password(body_text(body, "password")).await?;
+                self.check_nonce(user, caller, body_text(body, "nonce")).await?;
                 Some(self.hash(password).await?)
             }
             None => None,
