@@ -3,11 +3,16 @@
 -- owned by the extension (DROP EXTENSION leaves them alone, as it should).
 DO $roles$
 BEGIN
+  -- Supabase's statement timeouts for the API roles; the REST engine
+  -- applies a role's settings when it switches to it, as PostgREST does.
+  -- Only for roles created here: a role that exists keeps its settings.
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'anon') THEN
     CREATE ROLE anon NOLOGIN NOINHERIT;
+    ALTER ROLE anon SET statement_timeout = '3s';
   END IF;
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'authenticated') THEN
     CREATE ROLE authenticated NOLOGIN NOINHERIT;
+    ALTER ROLE authenticated SET statement_timeout = '8s';
   END IF;
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'service_role') THEN
     CREATE ROLE service_role NOLOGIN NOINHERIT BYPASSRLS;

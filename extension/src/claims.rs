@@ -5,7 +5,7 @@ use pgrx::pg_sys;
 use serde::Deserialize;
 use std::ffi::{CStr, CString};
 
-use crate::{error, gucs};
+use crate::{error, gucs, schema_cache};
 
 /// The claims of a request's JWT that the engine reads, borrowed from the
 /// claims' JSON text (which `request.jwt.claims` is set to as it is). Claims
@@ -65,6 +65,7 @@ pub fn authenticate(claims: &Claims<'_>, request: Option<&RequestInfo<'_>>) {
         Some(role) => role.to_string(),
         None => gucs::string(&gucs::ANON_ROLE, "anon"),
     };
+    apply_role_settings(&role);
     set_local(c"request.jwt.claims", claims.text);
     // Supabase's auth.uid(), auth.role() and auth.email() read PostgREST's
     // legacy per-claim settings first: with them set, a policy that calls
@@ -83,6 +84,54 @@ pub fn authenticate(claims: &Claims<'_>, request: Option<&RequestInfo<'_>>) {
     // Last, so that a refused role (42501 from Postgres' own membership check)
     // is the error the caller sees.
     set_local(c"role", &role);
+}
+
+unsafe extern "C-unwind" {
+    // utils/timeout.h, not in pgrx's bindings.
+    fn enable_timeout_after(id: std::ffi::c_int, delay_ms: std::ffi::c_int);
+    fn disable_timeout(id: std::ffi::c_int, keep_indicator: bool);
+}
+
+/// `STATEMENT_TIMEOUT` of `TimeoutId` (utils/timeout.h, the same in 15–18).
+const STATEMENT_TIMEOUT: std::ffi::c_int = 3;
+
+/// Applies `role`'s own settings (`ALTER ROLE … SET`, Supabase's
+/// `statement_timeout` of anon and authenticated among them)
+/// transaction-locally, as logging in as that role would. A setting the
+/// session user may not set is skipped. `statement_timeout` is armed anew:
+/// Postgres arms it when a statement starts, and the request's statement
+/// has started.
+fn apply_role_settings(role: &str) {
+    let settings = schema_cache::role_settings(role);
+    let mut timeout = false;
+    for (name, value) in settings.iter() {
+        // SAFETY: valid C strings; with elevel DEBUG1 a refused setting
+        // returns 0 instead of raising.
+        let applied = unsafe {
+            pg_sys::set_config_option(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_USERSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_LOCAL,
+                true,
+                pg_sys::DEBUG1 as i32,
+                false,
+            )
+        };
+        timeout |= applied > 0 && name.to_bytes().eq_ignore_ascii_case(b"statement_timeout");
+    }
+    if timeout {
+        // SAFETY: reads a GUC variable and (re)schedules a predefined timeout,
+        // as postgres.c does at a statement's start; an ERROR it could raise
+        // is caught at the boundary.
+        unsafe {
+            pg_sys::ffi::pg_guard_ffi_boundary(|| match pg_sys::StatementTimeout {
+                ms if ms > 0 => enable_timeout_after(STATEMENT_TIMEOUT, ms),
+                _ => disable_timeout(STATEMENT_TIMEOUT, false),
+            })
+        }
+    }
 }
 
 pub fn set_local(name: &CStr, value: &str) {

@@ -9,8 +9,13 @@ pub static DB_SCHEMAS: GucSetting<Option<CString>> = GucSetting::<Option<CString
 pub static ANON_ROLE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(Some(c"anon"));
 /// How long an `Idempotency-Key` is remembered, in seconds.
 pub static IDEMPOTENCY_TTL: GucSetting<i32> = GucSetting::<i32>::new(86_400);
-/// Upper bound on rows a read returns; 0: PostgREST's `pgrst.db_max_rows`, else none.
-pub static MAX_ROWS: GucSetting<i32> = GucSetting::<i32>::new(0);
+/// Upper bound on rows a read returns (Supabase's default, 1000); 0: none.
+/// PostgREST's `pgrst.db_max_rows` wins where it is set.
+pub static MAX_ROWS: GucSetting<i32> = GucSetting::<i32>::new(1000);
+/// Upper bound on the items of a request's `select`, embedded ones included.
+pub static MAX_SELECT_ITEMS: GucSetting<i32> = GucSetting::<i32>::new(100);
+/// Upper bound on a response body, in bytes (32 MiB); 0: none.
+pub static MAX_RESPONSE_BYTES: GucSetting<i32> = GucSetting::<i32>::new(32 * 1024 * 1024);
 /// Aggregates in `select` (`count()`, `col.sum()`…); also on when PostgREST's
 /// `pgrst.db_aggregates_enabled` is.
 pub static AGGREGATES_ENABLED: GucSetting<bool> = GucSetting::<bool>::new(false);
@@ -85,8 +90,28 @@ pub fn init() {
     GucRegistry::define_int_guc(
         c"fluxbase.max_rows",
         c"Maximum rows returned by one REST read (0 = unlimited).",
-        c"",
+        c"pgrst.db_max_rows wins where it is set.",
         &MAX_ROWS,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"fluxbase.max_select_items",
+        c"Maximum items in one REST request's select, embedded resources included.",
+        c"Past it the request is refused with 400 PGRST100.",
+        &MAX_SELECT_ITEMS,
+        1,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"fluxbase.max_response_bytes",
+        c"Maximum size of one REST response body, in bytes (0 = unlimited).",
+        c"Past it the request fails with 54000 and nothing is sent; a write is rolled back.",
+        &MAX_RESPONSE_BYTES,
         0,
         i32::MAX,
         GucContext::Suset,
@@ -94,10 +119,21 @@ pub fn init() {
     );
 }
 
+/// The row cap of a read: `pgrst.db_max_rows` where set, else
+/// `fluxbase.max_rows`; 0: none.
 pub fn max_rows() -> i32 {
-    match MAX_ROWS.get() {
-        0 => placeholder(c"pgrst.db_max_rows").and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(0),
-        n => n,
+    placeholder(c"pgrst.db_max_rows").and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or_else(|| MAX_ROWS.get())
+}
+
+pub fn max_select_items() -> usize {
+    MAX_SELECT_ITEMS.get().max(1) as usize
+}
+
+/// The response body cap in bytes; `usize::MAX`: none.
+pub fn max_response_bytes() -> usize {
+    match MAX_RESPONSE_BYTES.get() {
+        n if n <= 0 => usize::MAX,
+        n => n as usize,
     }
 }
 

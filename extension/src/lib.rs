@@ -61,8 +61,10 @@ fn version() -> &'static str {
 /// them. The role must be one the session user may switch to.
 #[pg_extern(volatile)]
 fn authenticate(claims: pgrx::JsonB) {
-    let text = claims.0.to_string();
-    claims::authenticate(&claims_from(&text, "fluxbase.authenticate"), None);
+    error::without_backtraces(|| {
+        let text = claims.0.to_string();
+        claims::authenticate(&claims_from(&text, "fluxbase.authenticate"), None);
+    })
 }
 
 /// The REST engine: one HTTP request in, status, headers and body out.
@@ -73,9 +75,11 @@ fn rest(
     request: pgrx::Json,
     claims: pgrx::Json,
 ) -> TableIterator<'static, (name!(status, i32), name!(headers, pgrx::Json), name!(body, String))> {
-    let (request, claims) = (request.0.to_string(), claims.0.to_string());
-    let response = rest::handle(&request_from(&request, "fluxbase.rest"), &claims_from(&claims, "fluxbase.rest"));
-    TableIterator::once((response.status as i32, pgrx::Json(response.headers), response.body))
+    error::without_backtraces(|| {
+        let (request, claims) = (request.0.to_string(), claims.0.to_string());
+        let response = rest::handle(&request_from(&request, "fluxbase.rest"), &claims_from(&claims, "fluxbase.rest"));
+        TableIterator::once((response.status as i32, pgrx::Json(response.headers), response.body))
+    })
 }
 
 /// The REST engine as the proxy calls it: `text` in (the proxy always sends
@@ -85,16 +89,19 @@ fn rest(
 /// reading results in SQL).
 #[pg_extern(volatile)]
 fn rest_raw(request: &str, claims: &str) -> String {
-    // The claims text is kept: request.jwt.claims gets it as sent.
-    let response = rest::handle(&request_from(request, "fluxbase.rest_raw"), &claims_from(claims, "fluxbase.rest_raw"));
-    let headers = response.headers.to_string();
-    let mut out = String::with_capacity(8 + headers.len() + response.body.len());
-    out.push_str(&response.status.to_string());
-    out.push('\n');
-    out.push_str(&headers);
-    out.push('\n');
-    out.push_str(&response.body);
-    out
+    error::without_backtraces(|| {
+        // The claims text is kept: request.jwt.claims gets it as sent.
+        let response =
+            rest::handle(&request_from(request, "fluxbase.rest_raw"), &claims_from(claims, "fluxbase.rest_raw"));
+        let headers = response.headers.to_string();
+        let mut out = String::with_capacity(8 + headers.len() + response.body.len());
+        out.push_str(&response.status.to_string());
+        out.push('\n');
+        out.push_str(&headers);
+        out.push('\n');
+        out.push_str(&response.body);
+        out
+    })
 }
 
 fn request_from<'a>(text: &'a str, function: &str) -> HttpRequest<'a> {
@@ -159,6 +166,48 @@ mod tests {
             r#"fluxbase.rest_raw('{"path": "fb_probe", "query": "id=eq.abc"}', '{"role": "postgres"}')"#,
             "invalid_text_representation",
         );
+    }
+
+    /// Hardening: with RUST_BACKTRACE set in the server's environment, every
+    /// engine error carried a Rust backtrace (27 frames) in its `detail`,
+    /// which the proxy sends to the client. The variable is set here, in
+    /// this test's own backend, before anything in it captured a backtrace.
+    #[pg_test]
+    fn errors_carry_no_backtrace_whatever_the_environment() {
+        std::env::set_var("RUST_BACKTRACE", "1");
+        std::env::set_var("RUST_LIB_BACKTRACE", "1");
+        assert_eq!(
+            std::backtrace::Backtrace::capture().status(),
+            std::backtrace::BacktraceStatus::Captured,
+            "this backend must capture backtraces, or the test could not see one leak"
+        );
+        Spi::run("CREATE TABLE public.fb_trace_probe (id int PRIMARY KEY)").unwrap();
+        Spi::run(
+            "CREATE FUNCTION pg_temp.error_of(call text) RETURNS text LANGUAGE plpgsql AS $$ \
+             DECLARE m text; d text; h text; s text; \
+             BEGIN EXECUTE call; RETURN 'no error'; \
+             EXCEPTION WHEN OTHERS THEN GET STACKED DIAGNOSTICS s = RETURNED_SQLSTATE, m = MESSAGE_TEXT, \
+               d = PG_EXCEPTION_DETAIL, h = PG_EXCEPTION_HINT; \
+             RETURN s || ' | ' || m || ' | ' || coalesce(d, '') || ' | ' || coalesce(h, ''); END $$",
+        )
+        .unwrap();
+        let error_of = |call: &str| {
+            Spi::get_one_with_args::<String>("SELECT pg_temp.error_of($1)", &[call.into()]).unwrap().unwrap()
+        };
+        // A Postgres error of the request's statement keeps its SQLSTATE and
+        // message, and gains nothing.
+        let bad_value = error_of(
+            r#"SELECT fluxbase.rest_raw('{"path": "fb_trace_probe", "query": "id=eq.abc"}', '{"role": "postgres"}')"#,
+        );
+        assert!(bad_value.starts_with("22P02 | invalid input syntax for type integer"), "{bad_value}");
+        // A refusal of the extension's own, and an error from authenticate.
+        let refused = error_of(r#"SELECT fluxbase.rest_raw('{"path": "fb_trace_probe"}', '{"role": "a\u0000b"}')"#);
+        assert!(refused.starts_with("22021 |"), "{refused}");
+        let no_role = error_of(r#"SELECT fluxbase.authenticate('{"role": "fb_no_such_role"}')"#);
+        assert!(no_role.starts_with("22023 | role \"fb_no_such_role\" does not exist"), "{no_role}");
+        for text in [bad_value, refused, no_role] {
+            assert!(!text.contains("backtrace") && !text.contains("  0: "), "a backtrace reached the caller: {text}");
+        }
     }
 
     #[pg_test]

@@ -3,8 +3,11 @@
 //! change (signalled through Postgres' cache invalidation, so a request pays
 //! nothing to check) or when the exposed schemas change.
 use fluxbase_rest::catalog::Catalog;
+use fluxbase_rest::openapi::Privileges;
 use pgrx::prelude::*;
+use rustc_hash::FxHashMap as HashMap;
 use std::cell::{Cell, RefCell};
+use std::ffi::CString;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -20,10 +23,20 @@ struct Cached {
 /// reloads, at most this often.
 const MISS_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
+/// A role's `ALTER ROLE … SET` settings (this database's after the
+/// cluster-wide ones), as `name`, `value`.
+pub type RoleSettings = Rc<[(CString, CString)]>;
+
+/// Bound on roles whose settings a backend keeps; past it the cache starts over.
+const MAX_ROLES: usize = 256;
+
 thread_local! {
     static CACHE: RefCell<Option<Cached>> = const { RefCell::new(None) };
     /// Set by the relcache callback: a schema change may have happened.
     static STALE: Cell<bool> = const { Cell::new(true) };
+    /// Role settings by role name, dropped with the schema cache.
+    static ROLE_SETTINGS: RefCell<HashMap<String, RoleSettings>> = RefCell::new(HashMap::default());
+    static ROLE_SETTINGS_STALE: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Registers the invalidation callback (once per backend, from `_PG_init`).
@@ -44,6 +57,7 @@ pub fn init() {
 unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
     if relid == pg_sys::InvalidOid {
         STALE.with(|s| s.set(true));
+        ROLE_SETTINGS_STALE.with(|s| s.set(true));
     }
 }
 
@@ -97,4 +111,55 @@ fn load(schemas: &[String]) -> Catalog {
         .map(|j| j.0)
         .unwrap_or(serde_json::Value::Null);
     Catalog::from_json(json, schemas).unwrap_or_else(|e| error::catalog_unreadable(e))
+}
+
+/// What the current role may use in `schema`, for the OpenAPI description
+/// (`GET /rest/v1/`, rare enough not to be cached): run after the role
+/// switch, so Postgres' own privilege checks answer.
+pub fn privileges(schema: &str) -> Privileges {
+    let json =
+        Spi::get_one_with_args::<pgrx::JsonB>(include_str!("../../sql/openapi_privileges.sql"), &[schema.into()])
+            .unwrap_or_else(|e| error::spi_failed("privileges query failed", e))
+            .map(|j| j.0)
+            .unwrap_or(serde_json::Value::Null);
+    serde_json::from_value(json).unwrap_or_else(|e| error::catalog_unreadable(e))
+}
+
+/// The settings `ALTER ROLE role SET …` gave `role`, which Postgres applies
+/// only at login, never on `SET ROLE`: the engine applies them itself, as
+/// PostgREST does ("impersonated role settings"). Kept per backend and
+/// dropped with the schema cache (`fluxbase.reload_schema()`, `NOTIFY pgrst,
+/// 'reload schema'`, or DDL); a new connection reads them afresh. Read as
+/// the session user, before the role switch.
+pub fn role_settings(role: &str) -> RoleSettings {
+    if ROLE_SETTINGS_STALE.with(|s| s.replace(false)) {
+        ROLE_SETTINGS.with(|r| r.borrow_mut().clear());
+    }
+    if let Some(hit) = ROLE_SETTINGS.with(|r| r.borrow().get(role).cloned()) {
+        return hit;
+    }
+    let settings: RoleSettings = Spi::get_one_with_args::<Vec<String>>(
+        "SELECT coalesce(array_agg(u.setting ORDER BY s.setdatabase, u.n), '{}') \
+         FROM pg_catalog.pg_db_role_setting s \
+         CROSS JOIN LATERAL unnest(s.setconfig) WITH ORDINALITY AS u(setting, n) \
+         WHERE s.setrole = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1) \
+           AND s.setdatabase IN (0, (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()))",
+        &[role.into()],
+    )
+    .unwrap_or_else(|e| error::spi_failed("role settings query failed", e))
+    .unwrap_or_default()
+    .iter()
+    .filter_map(|s| {
+        let (name, value) = s.split_once('=')?;
+        Some((CString::new(name).ok()?, CString::new(value).ok()?))
+    })
+    .collect();
+    ROLE_SETTINGS.with(|r| {
+        let mut r = r.borrow_mut();
+        if r.len() >= MAX_ROLES {
+            r.clear();
+        }
+        r.insert(role.to_string(), settings.clone());
+    });
+    settings
 }

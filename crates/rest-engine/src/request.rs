@@ -24,6 +24,9 @@ pub struct HttpRequest<'a> {
     /// The headers object as sent: `request.headers` is set to it.
     pub headers_json: &'a str,
     pub body: Option<Cow<'a, str>>,
+    /// The proxy's fingerprint of the caller, sent with an `Idempotency-Key`
+    /// only: whose key it is.
+    pub idempotency_scope: Option<Cow<'a, str>>,
 }
 
 /// `Text`, not `Cow<str>`: serde copies a `Cow` inside an `Option`.
@@ -39,6 +42,8 @@ struct Wire<'a> {
     headers: Option<&'a RawValue>,
     #[serde(borrow, default)]
     body: Text<'a>,
+    #[serde(borrow, default)]
+    idempotency_scope: Text<'a>,
 }
 
 impl<'a> HttpRequest<'a> {
@@ -58,6 +63,7 @@ impl<'a> HttpRequest<'a> {
             headers,
             headers_json,
             body: wire.body.0,
+            idempotency_scope: wire.idempotency_scope.0,
         })
     }
 
@@ -194,6 +200,21 @@ pub struct Aggregate {
     pub legacy: bool,
 }
 
+/// Refuses a `select` of more than `max` items, embedded ones counted: a
+/// column repeated without bound multiplies the response (`400 PGRST100`).
+pub fn check_select_items(select: &[SelectItem], max: usize) -> Result<(), RestError> {
+    fn count(select: &[SelectItem]) -> usize {
+        select.iter().map(|item| if let SelectItem::Embed(e) = item { 1 + count(&e.select) } else { 1 }).sum()
+    }
+    let n = count(select);
+    if n > max {
+        return Err(RestError::InvalidRequest(format!(
+            "select has {n} items; at most {max} are allowed (fluxbase.max_select_items)"
+        )));
+    }
+    Ok(())
+}
+
 /// Whether a select list uses aggregates (the legacy `rel(count)` aside).
 pub fn has_aggregates(select: &[SelectItem]) -> bool {
     select.iter().any(|item| match item {
@@ -328,6 +349,9 @@ pub fn parse(request: &HttpRequest<'_>) -> Result<ApiRequest, RestError> {
         other => return Err(RestError::Method { method: other.to_string() }),
     };
     let path = request.path.trim_matches('/');
+    if path.contains('\0') {
+        return Err(nul_refused("the path"));
+    }
     let target = match path.split('/').collect::<Vec<_>>().as_slice() {
         [""] => Target::Root,
         ["rpc", name] if !name.is_empty() => Target::Rpc(name.to_string()),
@@ -416,7 +440,9 @@ pub fn parse(request: &HttpRequest<'_>) -> Result<ApiRequest, RestError> {
         let content_type = header("content-type").unwrap_or("application/json");
         let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
         if media == "text/csv" {
-            api.body = Some(crate::csv::to_rows(body)?);
+            let rows = crate::csv::to_rows(body)?;
+            refuse_nul_keys(&rows)?;
+            api.body = Some(rows);
             return Ok(api);
         }
         if !matches!(media.as_str(), "application/json" | "" | "application/vnd.pgrst.object+json") {
@@ -426,10 +452,33 @@ pub fn parse(request: &HttpRequest<'_>) -> Result<ApiRequest, RestError> {
             // serde_json's recursion limit (128) bounds nesting depth.
             let parsed: Value = serde_json::from_str(body)
                 .map_err(|e| RestError::InvalidBody(format!("Empty or invalid json: {e}")))?;
+            refuse_nul_keys(&parsed)?;
             api.body = Some(parsed);
         }
     }
     Ok(api)
+}
+
+/// A NUL can be in no identifier, alias, JSON key or text value Postgres
+/// takes: refused while parsing (`400 PGRST100`), before it reaches SQL.
+fn nul_refused(place: &str) -> RestError {
+    RestError::InvalidRequest(format!("{place} must not contain NUL characters"))
+}
+
+/// Body keys name columns and arguments: none may hold a NUL.
+fn refuse_nul_keys(body: &Value) -> Result<(), RestError> {
+    let rows = match body {
+        Value::Array(rows) => rows.as_slice(),
+        row => std::slice::from_ref(row),
+    };
+    for row in rows {
+        if let Value::Object(members) = row {
+            if members.keys().any(|k| k.contains('\0')) {
+                return Err(nul_refused("a body key"));
+            }
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn filter_error(column: &str, value: &str, e: FilterError) -> RestError {
@@ -729,6 +778,9 @@ fn decode(s: &str) -> Result<String, RestError> {
         }
         i += 1;
     }
+    if out.contains(&0) {
+        return Err(nul_refused("the query string"));
+    }
     String::from_utf8(out).map_err(|_| RestError::InvalidRequest("query string is not valid UTF-8".into()))
 }
 
@@ -810,6 +862,44 @@ mod tests {
         assert_eq!(api.paging[&vec!["comments".to_string()]].limit, Some(2));
         assert_eq!(api.filters[0].0, vec!["author".to_string()]);
         assert!(matches!(api.filters[1].1, Filter::Logic { negated: true, op: LogicOp::Or, .. }));
+    }
+
+    /// Hardening: `select=x%00:id` reached SQL and came back as a 500 with
+    /// the generated statement in its message.
+    #[test]
+    fn nul_in_an_identifier_alias_or_json_key_is_refused_while_parsing() {
+        let bad = |req: Value| {
+            let err = parse_json(&req).unwrap_err();
+            assert_eq!((err.status(), err.body()["code"].as_str()), (400, Some("PGRST100")), "{req}");
+            assert!(!err.body().to_string().contains("\\u0000"), "the NUL is not echoed: {}", err.body());
+        };
+        bad(json!({"path": "t", "query": "select=x%00:id"}));
+        bad(json!({"path": "t", "query": "select=id,data->a%00b"}));
+        bad(json!({"path": "t", "query": "order=i%00d.desc"}));
+        bad(json!({"path": "t", "query": "id%00=eq.1"}));
+        bad(json!({"path": "t", "query": "id=eq.a%00"}));
+        bad(json!({"path": "t", "query": "columns=a,b%00"}));
+        bad(json!({"path": "t\u{0}x", "query": ""}));
+        bad(json!({"method": "POST", "path": "t", "body": "{\"a\\u0000\": 1}"}));
+        bad(json!({"method": "POST", "path": "t", "body": "[{\"a\": 1}, {\"b\\u0000\": 2}]"}));
+        // A NUL inside a JSON value is Postgres' to judge, not a name.
+        assert!(parse_json(&json!({"method": "POST", "path": "t", "body": "{\"a\": \"x\\u0000\"}"})).is_ok());
+    }
+
+    /// Hardening: `select=` repeating a column 400 times made one GET
+    /// allocate gigabytes.
+    #[test]
+    fn select_items_are_capped_embeds_included() {
+        let items = |q: &str| parse_json(&json!({"path": "t", "query": q})).unwrap().select;
+        assert!(check_select_items(&items("select=a,b,c"), 3).is_ok());
+        let err = check_select_items(&items("select=a,b,c,d"), 3).unwrap_err();
+        assert_eq!((err.status(), err.body()["code"].as_str()), (400, Some("PGRST100")));
+        assert!(err.body()["message"].as_str().unwrap().contains("fluxbase.max_select_items"));
+        // The embed counts, and so do its own items.
+        assert!(check_select_items(&items("select=a,r(b,c)"), 3).is_err());
+        assert!(check_select_items(&items("select=*,r(*)"), 3).is_ok());
+        let repeated = format!("select={}", vec!["id"; 400].join(","));
+        assert!(check_select_items(&items(&repeated), 100).is_err());
     }
 
     #[test]

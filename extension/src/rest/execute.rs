@@ -15,7 +15,7 @@ use pgrx::spi::{OwnedPreparedStatement, SpiError};
 use rustc_hash::FxHashMap as HashMap;
 use std::cell::{Cell, RefCell};
 
-use crate::error;
+use crate::{error, gucs};
 
 /// Bound on kept plans per backend; past it the cache starts over.
 const MAX_PLANS: usize = 1024;
@@ -41,10 +41,11 @@ pub fn run(query: &Query, mutating: bool) -> Outcome {
         let mut plans = plans.borrow_mut();
         let exec = |plan: &OwnedPreparedStatement| {
             let args = text_args(&query.params);
+            let max = gucs::max_response_bytes();
             let result = if mutating {
-                Spi::connect_mut(|client| collect(client.update(plan, None, &args)?, query.shape))
+                Spi::connect_mut(|client| collect(client.update(plan, None, &args)?, query.shape, max))
             } else {
-                Spi::connect(|client| collect(client.select(plan, None, &args)?, query.shape))
+                Spi::connect(|client| collect(client.select(plan, None, &args)?, query.shape, max))
             };
             result.unwrap_or_else(|e| error::spi_failed("REST query failed", e))
         };
@@ -179,12 +180,20 @@ fn text_types(params: &[String]) -> Vec<PgOid> {
     vec![PgOid::BuiltIn(PgBuiltInOids::TEXTOID); params.len()]
 }
 
-fn collect(table: pgrx::spi::SpiTupleTable<'_>, shape: Shape) -> Result<Outcome, SpiError> {
+/// The statement's result as a body of at most `max` bytes (past it the
+/// request fails: nothing partial is ever sent).
+fn collect(table: pgrx::spi::SpiTupleTable<'_>, shape: Shape, max: usize) -> Result<Outcome, SpiError> {
     let rows = table.len() as i64;
+    let bounded = |text: Option<&str>| {
+        if let Some(t) = text.filter(|t| t.len() > max) {
+            error::response_too_large(t.len(), max);
+        }
+        Ok::<_, SpiError>(text.map(str::to_string))
+    };
     match shape {
         Shape::Bare => return Ok(Outcome { body: None, rows, total: None }),
         Shape::Rows { object: true } => {
-            let body = if rows == 1 { table.first().get::<String>(1)? } else { None };
+            let body = if rows == 1 { bounded(table.first().get::<&str>(1)?)? } else { None };
             return Ok(Outcome { body, rows, total: None });
         }
         Shape::Rows { object: false } => {
@@ -194,6 +203,9 @@ fn collect(table: pgrx::spi::SpiTupleTable<'_>, shape: Shape) -> Result<Outcome,
                     body.push(',');
                 }
                 body.push_str(row.get::<&str>(1)?.unwrap_or("null"));
+                if body.len() >= max {
+                    error::response_too_large(body.len() + 1, max);
+                }
             }
             body.push(']');
             return Ok(Outcome { body: Some(body), rows, total: None });
@@ -202,7 +214,7 @@ fn collect(table: pgrx::spi::SpiTupleTable<'_>, shape: Shape) -> Result<Outcome,
     }
     let row = table.first();
     Ok(Outcome {
-        body: row.get::<String>(1)?,
+        body: bounded(row.get::<&str>(1)?)?,
         rows: row.get::<i64>(2)?.unwrap_or(0),
         total: if row.columns()? >= 3 { row.get::<i64>(3)? } else { None },
     })

@@ -1,7 +1,9 @@
 //! `Idempotency-Key` on REST writes: a retried request with the same key and
 //! the same content gets the first response and writes nothing twice; the
-//! same key with different content is a 422. Keys are scoped to the role and
-//! the user (`sub`) and kept `fluxbase.idempotency_ttl` seconds.
+//! same key with different content is a 422. Keys are scoped to the caller
+//! (role, `sub`, and the proxy's fingerprint of the credential: API key and
+//! client address for the anonymous role, the session for a user) and kept
+//! `fluxbase.idempotency_ttl` seconds.
 //!
 //! The key is claimed before the write, in the same transaction: a concurrent
 //! retry blocks on the key's row until the first request commits, then
@@ -55,7 +57,13 @@ pub fn claim(api: &ApiRequest, request: &HttpRequest<'_>, claims: &Claims<'_>) -
         header("content-type"),
         header("content-profile"),
     ]);
-    let scope = format!("{}:{}", claims.role().unwrap_or(""), claims.sub().unwrap_or(""));
+    // The proxy's fingerprint of the caller (API key and address for the
+    // anonymous role, whose key all clients share; the session for a user).
+    // Called from SQL, without one, the claims alone scope the key.
+    let scope = match request.idempotency_scope.as_deref() {
+        Some(caller) => format!("{}:{}:{caller}", claims.role().unwrap_or(""), claims.sub().unwrap_or("")),
+        None => format!("{}:{}", claims.role().unwrap_or(""), claims.sub().unwrap_or("")),
+    };
     let ttl = gucs::IDEMPOTENCY_TTL.get();
     match execute::claim_idempotency_key(&scope, key, &hash, ttl as f64) {
         None => Ok(Some(Outcome::Fresh(Claim { scope, key: key.to_string() }))),

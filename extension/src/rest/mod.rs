@@ -36,6 +36,7 @@ fn is_cache_miss(err: &RestError) -> bool {
 
 fn run(request: &HttpRequest<'_>, claims: &Claims<'_>) -> Result<Response, RestError> {
     let api = request::parse(request)?;
+    request::check_select_items(&api.select, gucs::max_select_items())?;
     let exposed = gucs::db_schemas();
     let schema = plan::resolve_schema(api.schema.as_deref(), &exposed)?;
     // The catalog is read as the session user, before the role switch.
@@ -44,7 +45,10 @@ fn run(request: &HttpRequest<'_>, claims: &Claims<'_>) -> Result<Response, RestE
         if !api.method.is_read() {
             return Err(RestError::Method { method: api.method.as_str().into() });
         }
-        return Ok(response::openapi(&api, &openapi::describe(&catalog, &schema, request)));
+        // Described as the caller may use it: its privileges are read as its role.
+        claims::authenticate(claims, None);
+        let privileges = schema_cache::privileges(&schema);
+        return Ok(response::openapi(&api, &openapi::describe(&catalog, &schema, &privileges, request)));
     }
     if request::has_aggregates(&api.select) && !gucs::aggregates_enabled() {
         return Err(RestError::AggregatesDisabled);
@@ -72,8 +76,9 @@ fn run(request: &HttpRequest<'_>, claims: &Claims<'_>) -> Result<Response, RestE
         Some(idempotency::Outcome::Fresh(claim)) => Some(claim),
         None => None,
     };
-    claims::ensure_session(c"search_path", &search_path(&schema));
     claims::authenticate(claims, Some(&info));
+    // After the role's own settings, which may name a search_path.
+    claims::ensure_session(c"search_path", &search_path(&schema));
     let result = if rollback {
         execute::in_subtransaction(|| respond(&api, &plan, request), |_| false)
     } else {

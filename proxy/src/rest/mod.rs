@@ -32,6 +32,47 @@ struct EngineRequest<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     body: Option<&'a str>,
     request_id: &'a str,
+    /// Who an `Idempotency-Key` belongs to (`idempotency_scope`); only sent
+    /// with that header.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idempotency_scope: Option<String>,
+}
+
+/// A fingerprint of the caller an `Idempotency-Key` is scoped to, so a
+/// stored response is never replayed to someone else: for the anonymous
+/// role, whose key every client holds, the API key and the client address;
+/// for a user, role, `sub` and `session_id`; for a token without `sub`, the
+/// credential itself. SHA-256, hex. Nothing is computed without the header.
+fn idempotency_scope(headers: &http::HeaderMap, ctx: &RequestContext, caller: &Caller) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    headers.get("idempotency-key")?;
+    let header = |name: &str| headers.get(name).map(|v| v.as_bytes()).unwrap_or_default();
+    let claim = |name: &str| caller.claims.get(name).and_then(Value::as_str);
+    let credential = if headers.contains_key("apikey") { header("apikey") } else { header("authorization") };
+    let mut hash = Sha256::new();
+    let mut part = |bytes: &[u8]| {
+        hash.update(bytes);
+        hash.update([0]);
+    };
+    match (caller.anonymous, claim("sub")) {
+        (true, _) => {
+            part(b"anon");
+            part(credential);
+            part(ctx.ip.as_bytes());
+        }
+        (false, Some(sub)) => {
+            part(b"user");
+            part(caller.role().as_bytes());
+            part(sub.as_bytes());
+            part(claim("session_id").unwrap_or("").as_bytes());
+        }
+        (false, None) => {
+            part(b"token");
+            part(header("authorization"));
+            part(header("apikey"));
+        }
+    }
+    Some(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// The request headers as a JSON object (lower-case names), without the
@@ -85,6 +126,7 @@ pub async fn handle(
         headers: PublicHeaders(&parts.headers),
         body,
         request_id: &ctx.request_id,
+        idempotency_scope: idempotency_scope(&parts.headers, ctx, caller),
     })
     .map_err(|e| ApiError::Internal(format!("encoding the request: {e}")))?;
     let claims = caller.claims.to_string();
@@ -137,4 +179,43 @@ pub async fn handle(
         }
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Surface;
+    use std::sync::Arc;
+
+    fn ctx(ip: &str) -> RequestContext {
+        RequestContext { request_id: "r".into(), surface: Surface::Rest, ip: ip.into(), user_agent: String::new() }
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> http::HeaderMap {
+        pairs.iter().map(|(n, v)| (HeaderName::from_static(n), HeaderValue::from_str(v).unwrap())).collect()
+    }
+
+    /// Hardening: every anonymous client shared one Idempotency-Key scope.
+    #[test]
+    fn an_idempotency_key_is_scoped_to_the_caller() {
+        let anon = Caller { claims: Arc::new(serde_json::json!({"role": "anon"})), anonymous: true };
+        let keyed = headers(&[("apikey", "anon-key"), ("idempotency-key", "k")]);
+        let a = idempotency_scope(&keyed, &ctx("203.0.113.1"), &anon).unwrap();
+        assert_eq!(a.len(), 64);
+        assert_eq!(Some(&a), idempotency_scope(&keyed, &ctx("203.0.113.1"), &anon).as_ref());
+        assert_ne!(Some(&a), idempotency_scope(&keyed, &ctx("203.0.113.2"), &anon).as_ref());
+        let other_key = headers(&[("apikey", "publishable-key"), ("idempotency-key", "k")]);
+        assert_ne!(Some(&a), idempotency_scope(&other_key, &ctx("203.0.113.1"), &anon).as_ref());
+        // Users: per sub and session, wherever they connect from.
+        let user = |sub: &str, session: &str| Caller {
+            claims: Arc::new(serde_json::json!({"role": "authenticated", "sub": sub, "session_id": session})),
+            anonymous: false,
+        };
+        let ada = idempotency_scope(&keyed, &ctx("203.0.113.1"), &user("ada", "s1"));
+        assert_eq!(ada, idempotency_scope(&keyed, &ctx("198.51.100.7"), &user("ada", "s1")));
+        assert_ne!(ada, idempotency_scope(&keyed, &ctx("203.0.113.1"), &user("grace", "s1")));
+        assert_ne!(ada, idempotency_scope(&keyed, &ctx("203.0.113.1"), &user("ada", "s2")));
+        // Nothing is computed for a request without the header.
+        assert_eq!(idempotency_scope(&headers(&[("apikey", "anon-key")]), &ctx("203.0.113.1"), &anon), None);
+    }
 }
