@@ -382,4 +382,60 @@ mod tests {
         assert_eq!(hash, sha256_hex(&token));
         assert_eq!(hash.len(), 64);
     }
+
+    fn code(r: Result<impl std::fmt::Debug, ApiError>) -> (u16, String) {
+        let e = r.unwrap_err();
+        (e.status().as_u16(), e.code().to_string())
+    }
+
+    #[test]
+    fn request_bodies_are_read_as_gotrue_reads_them() {
+        let body = json!({ "email": "  Ada@Example.com ", "phone": "+1 (555) 010-9999", "blank": "  ", "n": 5 });
+        assert_eq!(body_text(&body, "email"), Some("Ada@Example.com"));
+        assert_eq!(body_text(&body, "blank"), None);
+        assert_eq!(body_text(&body, "n"), None, "not a string");
+        assert_eq!(normalise_email(&body).unwrap().as_deref(), Some("ada@example.com"));
+        assert_eq!(normalise_phone(&body).unwrap().as_deref(), Some("15550109999"));
+        assert_eq!(code(normalise_email(&json!({ "email": "nope" }))), (400, "validation_failed".into()));
+        assert_eq!(code(normalise_phone(&json!({ "phone": "0123" }))), (400, "validation_failed".into()));
+        assert_eq!(code(parse_body(&Bytes::from_static(b"[1]"))), (400, "bad_json".into()), "an array is no body");
+        assert_eq!(parse_body(&Bytes::new()).unwrap(), json!({}));
+    }
+
+    #[test]
+    fn pkce_needs_a_valid_challenge_and_method() {
+        let challenge = "a".repeat(43);
+        let ok = json!({ "code_challenge": challenge, "code_challenge_method": "S256" });
+        assert_eq!(pkce_of(&ok).unwrap(), Some((challenge.clone(), "s256".into())));
+        assert_eq!(pkce_of(&json!({})).unwrap(), None);
+        for bad in [
+            json!({ "code_challenge": "short", "code_challenge_method": "s256" }),
+            json!({ "code_challenge": challenge, "code_challenge_method": "md5" }),
+            json!({ "code_challenge": challenge }),
+        ] {
+            assert_eq!(code(pkce_of(&bad)), (400, "validation_failed".into()), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_session_needs_a_signed_in_user() {
+        let user = uuid::Uuid::new_v4();
+        let caller = |claims: Value, anonymous| Caller { claims: std::sync::Arc::new(claims), anonymous };
+        let signed_in = caller(json!({ "role": "authenticated", "sub": user.to_string() }), false);
+        assert_eq!(session_of(&signed_in).unwrap(), (user, None));
+        assert_eq!(code(session_of(&caller(json!({ "role": "anon" }), true))), (401, "no_authorization".into()));
+        let anon_with_sub = caller(json!({ "role": "anon", "sub": user.to_string() }), true);
+        assert_eq!(code(session_of(&anon_with_sub)), (401, "no_authorization".into()));
+        assert_eq!(code(require_service_role(&signed_in)), (403, "not_admin".into()));
+        assert!(require_service_role(&caller(json!({ "role": "service_role" }), false)).is_ok());
+    }
+
+    #[test]
+    fn refusals_that_commit_come_back_as_json() {
+        assert!(refusal(&json!({ "user": {} })).is_ok());
+        let reused = json!({ "error": "refresh_token_already_used", "status": 400, "msg": "Invalid Refresh Token" });
+        assert_eq!(code(refusal(&reused)), (400, "refresh_token_already_used".into()));
+        assert_eq!(code(user_id("not-a-uuid")), (404, "user_not_found".into()));
+        assert_eq!(code(factor_id("x")), (404, "mfa_factor_not_found".into()));
+    }
 }
