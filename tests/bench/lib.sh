@@ -83,3 +83,44 @@ wrk_url() { # wrk_url LUA URL -> req/s; a run with non-2xx answers is invalid
   if echo "$out" | grep -q "Non-2xx"; then echo "non-2xx answers in $1 $2: $out" >&2; exit 1; fi
   echo "$out" | awk '/Requests\/sec/ {print $2}'
 }
+
+# rest_bench_schema: the REST benchmarks' tables in database `bench`: 10k
+# items under an auth.uid() policy (half of them UID_ONE's), 50 categories,
+# and an events table for writes.
+rest_bench_schema() {
+  UID_ONE=5a0e4f3c-1b6f-4c57-9f0e-6b1d7f2f1a01
+  cluster_psql "$MAJOR" "$dir" "$port" -d bench <<SQL
+create table public.categories (id int primary key, name text not null);
+insert into public.categories select i, 'category ' || i from generate_series(1, 50) i;
+create table public.items (id int primary key, owner uuid not null, name text not null, price numeric not null,
+    category_id int references public.categories(id));
+insert into public.items select i, case when i % 2 = 0 then '$UID_ONE'::uuid else gen_random_uuid() end, 'item ' || i, i * 1.5, 1 + i % 50
+  from generate_series(1, 10000) i;
+alter table public.items enable row level security;
+create policy own on public.items for select using (owner = auth.uid());
+grant select on public.items, public.categories to authenticated;
+create table public.events (id bigint generated always as identity primary key, owner uuid not null default auth.uid(), kind text not null, n int);
+alter table public.events enable row level security;
+create policy own_events on public.events using (owner = auth.uid()) with check (owner = auth.uid());
+grant select, insert on public.events to authenticated;
+analyze;
+SQL
+}
+
+# The exact statements the proxy sends for the benchmarked requests (headers
+# as wrk sends them, a request id, the token's claims with exp and iat),
+# read back from the server log with their parameters.
+captured() { # captured FILE CURL_ARGS...: the proxy's statement for that request, as SQL in FILE
+  local out="$1"; shift
+  local mark
+  mark="$(as_root wc -l < "$dir/server.log")"
+  curl -fsS -o /dev/null -H "Authorization: Bearer $TOKEN" -H 'User-Agent:' -H 'Accept:' "$@"
+  sleep 0.3
+  as_root tail -n +"$((mark + 1))" "$dir/server.log" | python3 -c '
+import re, sys
+params = [l for l in sys.stdin if "DETAIL:  parameters: $1 = " in l][-1]
+one, two = re.match(r".*parameters: \$1 = (.*), \$2 = (.*)$", params.rstrip("\n")).groups()
+# pgbench would read ":null" (and :true, :false) as a variable; JSON allows a space.
+one, two = (re.sub(r"\":(null|true|false)\b", r"\": \1", v) for v in (one, two))
+print("SELECT fluxbase.rest_raw(%s, %s);" % (one, two))' > "$work/$out"
+}

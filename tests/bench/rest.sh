@@ -11,23 +11,7 @@
 # Prints one line per measurement, RATIO lines last, and writes a CSV.
 source "$(dirname "$0")/lib.sh"
 bench_start
-UID_ONE=5a0e4f3c-1b6f-4c57-9f0e-6b1d7f2f1a01
-cluster_psql "$MAJOR" "$dir" "$port" -d bench <<SQL
-create table public.categories (id int primary key, name text not null);
-insert into public.categories select i, 'category ' || i from generate_series(1, 50) i;
-create table public.items (id int primary key, owner uuid not null, name text not null, price numeric not null,
-  category_id int references public.categories(id));
-insert into public.items select i, case when i % 2 = 0 then '$UID_ONE'::uuid else gen_random_uuid() end, 'item ' || i, i * 1.5, 1 + i % 50
-  from generate_series(1, 10000) i;
-alter table public.items enable row level security;
-create policy own on public.items for select using (owner = auth.uid());
-grant select on public.items, public.categories to authenticated;
-create table public.events (id bigint generated always as identity primary key, owner uuid not null default auth.uid(), kind text not null, n int);
-alter table public.events enable row level security;
-create policy own_events on public.events using (owner = auth.uid()) with check (owner = auth.uid());
-grant select, insert on public.events to authenticated;
-analyze;
-SQL
+rest_bench_schema
 
 TOKEN="$("$BIN" sign "{\"role\":\"authenticated\",\"sub\":\"$UID_ONE\"}" --expires-in 86400)"
 READ="items?select=*&id=eq.42" WRITE="events?select=id,kind,n" EMBED="items?select=id,name,price,category%3Acategories(name)&order=id&limit=100"
@@ -39,23 +23,6 @@ for base in "$FLUX" "$PGRST"; do
     = '[{"id":42,"owner":"5a0e4f3c-1b6f-4c57-9f0e-6b1d7f2f1a01","name":"item 42","price":63.0,"category_id":43}]'
 done
 
-# The exact statements the proxy sends for the benchmarked requests (headers
-# as wrk sends them, a request id, the token's claims with exp and iat),
-# read back from the server log with their parameters.
-captured() { # captured FILE CURL_ARGS...: the proxy's statement for that request, as SQL in FILE
-  local out="$1"; shift
-  local mark
-  mark="$(as_root wc -l < "$dir/server.log")"
-  curl -fsS -o /dev/null -H "Authorization: Bearer $TOKEN" -H 'User-Agent:' -H 'Accept:' "$@"
-  sleep 0.3
-  as_root tail -n +"$((mark + 1))" "$dir/server.log" | python3 -c '
-import re, sys
-params = [l for l in sys.stdin if "DETAIL:  parameters: $1 = " in l][-1]
-one, two = re.match(r".*parameters: \$1 = (.*), \$2 = (.*)$", params.rstrip("\n")).groups()
-# pgbench would read ":null" (and :true, :false) as a variable; JSON allows a space.
-one, two = (re.sub(r"\":(null|true|false)\b", r"\": \1", v) for v in (one, two))
-print("SELECT fluxbase.rest_raw(%s, %s);" % (one, two))' > "$work/$out"
-}
 cluster_psql "$MAJOR" "$dir" "$port" -d bench -c "ALTER SYSTEM SET log_min_duration_statement = 0" -c "SELECT pg_reload_conf()" >/dev/null
 sleep 0.3
 captured engine.sql "$FLUX/$READ"
