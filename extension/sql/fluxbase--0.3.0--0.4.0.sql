@@ -1,7 +1,8 @@
 -- Generated from sql/upgrade/0.3.0--0.4.0.sql by scripts/pg.sh (upgrade_scripts_build): edit that file.
 \echo Use "ALTER EXTENSION fluxbase UPDATE" to load this file. \quit
--- Fluxbase 0.3.0 → 0.4.0. Source of extension/sql/fluxbase--0.3.0--0.4.0.sql
--- (scripts/pg.sh, upgrade_scripts_build). What changed:
+-- Fluxbase 0.3.0 → 0.4.0. Frozen at the 0.5.0 release: the functions it once
+-- pulled in with `-- @include-functions` are expanded below as they were at
+-- 0.4.0, so later changes to sql/*.sql cannot rewrite history. What changed:
 --   * the request context (client address, user agent, request id) is read
 --     from the transaction-local settings request.ip, request.user_agent and
 --     request.id, which the proxy sets in the same statement, instead of
