@@ -87,21 +87,62 @@ fn rest(
 /// parses it), one `text` value out, `status \n headers-json \n body`, which
 /// skips the row-returning machinery (`rest()` is the same engine for people
 /// reading results in SQL).
+///
+/// A body longer than [`STREAM_ABOVE`] is not returned inline: the first line
+/// becomes `status length`, the body stays in this backend, and the proxy
+/// reads it with `SELECT fluxbase.rest_body()` on the same connection, a chunk
+/// per row, while it writes the chunks to the client. So the proxy holds a few
+/// chunks of a large response, never the whole of it.
 #[pg_extern(volatile)]
 fn rest_raw(request: &str, claims: &str) -> String {
+    // A body nobody collected (the client went away) is not kept for the
+    // next request on this connection.
+    PENDING_BODY.take();
     error::without_backtraces(|| {
         // The claims text is kept: request.jwt.claims gets it as sent.
         let response =
             rest::handle(&request_from(request, "fluxbase.rest_raw"), &claims_from(claims, "fluxbase.rest_raw"));
         let headers = response.headers.to_string();
-        let mut out = String::with_capacity(8 + headers.len() + response.body.len());
+        let streamed = response.body.len() > STREAM_ABOVE;
+        let inline = if streamed { 0 } else { response.body.len() };
+        let mut out = String::with_capacity(16 + headers.len() + inline);
         out.push_str(&response.status.to_string());
+        if streamed {
+            out.push(' ');
+            out.push_str(&response.body.len().to_string());
+        }
         out.push('\n');
         out.push_str(&headers);
         out.push('\n');
-        out.push_str(&response.body);
+        if streamed {
+            PENDING_BODY.set(response.body);
+        } else {
+            out.push_str(&response.body);
+        }
         out
     })
+}
+
+/// Bodies above this size are streamed (`rest_raw`, `rest_body`).
+const STREAM_ABOVE: usize = 1 << 20;
+/// The size of one `rest_body()` row.
+const BODY_CHUNK: usize = 256 << 10;
+
+thread_local! {
+    /// The body `rest_raw` left for `rest_body` to send.
+    static PENDING_BODY: std::cell::Cell<String> = const { std::cell::Cell::new(String::new()) };
+}
+
+/// The body of this session's last `rest_raw` call that was too large to
+/// return inline, in chunks of 256 KiB, and then forgotten. Called in the
+/// select list (`SELECT fluxbase.rest_body()`), rows go to the client as they
+/// are made; in `FROM` Postgres would collect them all first. Empty when
+/// there is none.
+#[pg_extern(volatile)]
+fn rest_body() -> SetOfIterator<'static, Vec<u8>> {
+    let body = PENDING_BODY.take().into_bytes();
+    let chunks = body.len().div_ceil(BODY_CHUNK);
+    SetOfIterator::new((0..chunks).map(move |i| body[i * BODY_CHUNK..body.len().min((i + 1) * BODY_CHUNK)].to_vec()))
 }
 
 fn request_from<'a>(text: &'a str, function: &str) -> HttpRequest<'a> {
@@ -149,6 +190,51 @@ mod tests {
             "DO $$ BEGIN PERFORM {call}; RAISE EXCEPTION 'no error'; EXCEPTION WHEN {condition} THEN NULL; END $$"
         ))
         .unwrap();
+    }
+
+    /// Hardening: a large body was returned whole, and the proxy held it
+    /// whole again. Past 1 MiB it stays here and `rest_body()` hands it
+    /// out in 256 KiB rows; small bodies are still inline.
+    #[pg_test]
+    fn large_bodies_are_left_for_rest_body() {
+        Spi::run("CREATE TABLE public.fb_big (id int PRIMARY KEY, t text)").unwrap();
+        Spi::run("INSERT INTO public.fb_big SELECT i, repeat('x', 3000) FROM generate_series(1, 1000) i").unwrap();
+        let claims = r#"'{"role": "postgres"}'"#;
+        let raw = |query: &str| {
+            Spi::get_one::<String>(&format!(
+                r#"SELECT fluxbase.rest_raw('{{"path": "fb_big", "query": "{query}"}}', {claims})"#
+            ))
+            .unwrap()
+            .unwrap()
+        };
+        let small = raw("id=lt.10");
+        assert!(small.starts_with("200\n"), "{}", &small[..20]);
+        let chunks = || {
+            Spi::connect(|client| {
+                let rows = client.select("SELECT fluxbase.rest_body()", None, &[])?;
+                rows.map(|row| row.get::<Vec<u8>>(1).map(Option::unwrap_or_default)).collect::<Result<Vec<_>, _>>()
+            })
+            .unwrap()
+        };
+        assert!(chunks().is_empty(), "an inline body leaves nothing behind");
+        let large = raw("");
+        let (status, rest) = large.split_once('\n').unwrap();
+        let (_, inline) = rest.split_once('\n').unwrap();
+        assert!(inline.is_empty());
+        let length: usize = status.strip_prefix("200 ").expect("status and length").parse().unwrap();
+        let whole = Spi::get_one::<String>(r#"SELECT body FROM fluxbase.rest('{"path": "fb_big"}', '{"role": "postgres"}')"#)
+            .unwrap()
+            .unwrap();
+        let parts = chunks();
+        assert_eq!(length, whole.len());
+        assert_eq!(parts.len(), whole.len().div_ceil(256 << 10));
+        assert!(parts.iter().all(|c| c.len() <= 256 << 10));
+        assert_eq!(parts.concat(), whole.into_bytes());
+        assert!(chunks().is_empty(), "handed out once");
+        // A body nobody collected is dropped by the next request.
+        raw("");
+        raw("id=lt.10");
+        assert!(chunks().is_empty());
     }
 
     #[pg_test]

@@ -7,7 +7,6 @@
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode};
-use http_body_util::Full;
 use serde_json::json;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -17,7 +16,7 @@ use tracing::{info, Instrument};
 use crate::auth::AuthService;
 use crate::config::Config;
 use crate::error::{ApiError, Surface};
-use crate::http::{error_response, json_response, query_param, read_body, RequestContext, Response};
+use crate::http::{error_response, json_response, query_param, read_body, Body, RequestContext, Response};
 use crate::metrics::PoolState;
 use crate::realtime::RealtimeService;
 use crate::state::AppState;
@@ -173,7 +172,7 @@ impl App {
                 let pool = PoolState { size: s.size, available: s.available, waiting: s.waiting, max_size: s.max_size };
                 Ok(http::Response::builder()
                     .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
-                    .body(Full::new(Bytes::from(state.metrics.render(&pool))))
+                    .body(Body::full(state.metrics.render(&pool)))
                     .expect("static response parts"))
             }
             Route::Rest | Route::Auth => {
@@ -186,7 +185,7 @@ impl App {
                 let (parts, body) = req.into_parts();
                 let body = read_body(&parts.headers, body, state.config.server.body_limit_bytes).await?;
                 match route {
-                    Route::Rest => rest::handle(state, parts, body, ctx, &caller).await,
+                    Route::Rest => rest::handle(&self.state, parts, body, ctx, &caller).await,
                     _ => auth::handle(state, &self.auth, parts, body, ctx, caller).await,
                 }
             }
@@ -278,7 +277,7 @@ fn preflight() -> Response {
         .header("access-control-allow-methods", "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS")
         .header("access-control-allow-headers", CORS_ALLOW_HEADERS)
         .header("access-control-max-age", "86400")
-        .body(Full::new(Bytes::new()))
+        .body(Body::empty())
         .expect("static response parts")
 }
 

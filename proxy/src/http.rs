@@ -4,11 +4,70 @@
 use bytes::Bytes;
 use http::header::{self, HeaderMap};
 use http::StatusCode;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::{Frame, SizeHint};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use crate::error::{ApiError, Surface};
 
-pub type Response = http::Response<Full<Bytes>>;
+pub type Response = http::Response<Body>;
+
+/// What went wrong while a streamed body was being produced; hyper then
+/// cuts the connection, so the client sees a short body, never a wrong one.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A response body: whole, or streamed in chunks from a producer task with
+/// its length known up front (so `Content-Length` is still sent).
+pub enum Body {
+    Full(Option<Bytes>),
+    Stream { chunks: tokio::sync::mpsc::Receiver<Result<Bytes, BodyError>>, remaining: u64 },
+}
+
+impl Body {
+    pub fn full(bytes: impl Into<Bytes>) -> Body {
+        let bytes = bytes.into();
+        Body::Full((!bytes.is_empty()).then_some(bytes))
+    }
+
+    pub fn empty() -> Body {
+        Body::Full(None)
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            Body::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Body::Stream { chunks, remaining } => match chunks.poll_recv(cx) {
+                Poll::Ready(Some(Ok(chunk))) => {
+                    *remaining = remaining.saturating_sub(chunk.len() as u64);
+                    Poll::Ready(Some(Ok(Frame::data(chunk))))
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) if *remaining > 0 => {
+                    Poll::Ready(Some(Err(format!("the body ended {remaining} bytes short").into())))
+                }
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self, Body::Full(None))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Full(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Body::Stream { remaining, .. } => SizeHint::with_exact(*remaining),
+        }
+    }
+}
 
 /// What one request carries through the handlers besides its parts.
 pub struct RequestContext {
@@ -25,7 +84,7 @@ pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
     http::Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
-        .body(Full::new(Bytes::from(body.to_string())))
+        .body(Body::full(body.to_string()))
         .expect("static response parts")
 }
 
@@ -36,7 +95,7 @@ pub fn empty_response(status: StatusCode, location: Option<&str>) -> Response {
         builder = builder.header(header::LOCATION, location);
     }
     builder
-        .body(Full::new(Bytes::new()))
+        .body(Body::empty())
         .unwrap_or_else(|_| json_response(StatusCode::BAD_REQUEST, &serde_json::json!({ "error": "bad redirect" })))
 }
 

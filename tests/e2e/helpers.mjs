@@ -73,5 +73,5 @@ export async function proxyWith(overrides) {
     child.kill('SIGTERM');
     throw new Error(`the proxy on ${url} did not become ready (exit code ${exited})`);
   }
-  return { url, stop: () => child.kill('SIGTERM') };
+  return { url, pid: child.pid, stop: () => child.kill('SIGTERM') };
 }

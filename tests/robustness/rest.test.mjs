@@ -2,6 +2,7 @@
 // attacks of the issue "Hardening" on a fresh setup, each now refused.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { env, sign, sql, proxyWith, ADA, GRACE } from '../e2e/helpers.mjs';
 
 const anon = { apikey: env.anonKey, 'content-type': 'application/json' };
@@ -113,4 +114,55 @@ test('anonymous statements stop at the anon role\'s statement_timeout (3 s), as 
   assert.ok(took >= 2900 && took < 6000, `cancelled after ${took} ms`);
   const fast = await fetch(`${env.url}/rest/v1/rpc/slow`, { method: 'POST', headers: as(ADA), body: '{"seconds": 0.01}' });
   assert.equal(fast.status, 200);
+});
+
+/** The proxy's peak resident memory so far (VmHWM), in bytes. */
+const peakRss = (pid) => {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmHWM:\s+(\d+) kB/.exec(status)[1]) * 1024;
+};
+
+test('a large response streams through the proxy: its memory grows by a few chunks, not the body', async () => {
+  const table = `fb_wide_${process.pid}`;
+  sql(`create table public.${table} (id int primary key, t text);
+       insert into public.${table} select i, repeat(md5(i::text), 625) from generate_series(1, 1000) i;
+       grant select on public.${table} to anon;
+       notify pgrst, 'reload schema';`);
+  const proxy = await proxyWith({});
+  try {
+    // Warm up: the same request shape, small, so the peak below is the body's.
+    const warm = await fetch(`${proxy.url}/rest/v1/${table}?limit=1`, { headers: anon });
+    assert.equal(warm.status, 200);
+    await warm.arrayBuffer();
+    const before = peakRss(proxy.pid);
+    const response = await fetch(`${proxy.url}/rest/v1/${table}?order=id`, { headers: anon });
+    assert.equal(response.status, 200);
+    const length = Number(response.headers.get('content-length'));
+    assert.ok(length > 20_000_000, `a body of ${length} bytes`);
+    const body = Buffer.from(await response.arrayBuffer());
+    assert.equal(body.length, length);
+    const rows = JSON.parse(body);
+    assert.equal(rows.length, 1000);
+    assert.deepEqual([rows[0].id, rows[999].id], [1, 1000]);
+    assert.equal(rows[0].t.length, 20_000);
+    const grew = peakRss(proxy.pid) - before;
+    assert.ok(grew < 6_000_000, `the proxy's peak memory grew by ${grew} bytes for a ${length}-byte body`);
+
+    // A client that leaves mid-body frees the connection: the statement is
+    // cancelled and the next requests are served.
+    const reader = (await fetch(`${proxy.url}/rest/v1/${table}`, { headers: anon })).body.getReader();
+    await reader.read();
+    await reader.cancel();
+    for (let i = 0; i < 10; i++) {
+      const next = await fetch(`${proxy.url}/rest/v1/${table}?id=eq.${i + 1}&select=id`, { headers: anon });
+      assert.deepEqual(await next.json(), [{ id: i + 1 }]);
+    }
+    assert.ok(
+      await eventually(() => sql(`select count(*) from pg_stat_activity where query like '%rest_body%' and state = 'active' and pid <> pg_backend_pid()`) === '0'),
+      'no statement left streaming',
+    );
+  } finally {
+    proxy.stop();
+    sql(`drop table public.${table}`);
+  }
 });

@@ -2,7 +2,7 @@
 //! error bodies, through `App::handle` without a socket. The database URL
 //! points at a closed port, so anything that reaches Postgres answers 503.
 use super::*;
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Full};
 use serde_json::Value;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";

@@ -1,6 +1,6 @@
 //! SAML single sign-on: `POST /sso`, `GET /sso/saml/metadata` and
 //! `POST /sso/saml/acs`, finishing as an OAuth sign-in does.
-use bytes::Bytes;
+
 use http::StatusCode;
 use serde_json::{json, Value};
 
@@ -54,7 +54,7 @@ impl AuthCall<'_> {
         Ok(http::Response::builder()
             .status(StatusCode::OK)
             .header(http::header::CONTENT_TYPE, "application/samlmetadata+xml")
-            .body(http_body_util::Full::new(Bytes::from(xml)))
+            .body(crate::http::Body::full(xml))
             .expect("static response parts"))
     }
 

@@ -12,9 +12,7 @@ mod protocol;
 mod socket;
 
 use base64::Engine;
-use bytes::Bytes;
 use http::{header, HeaderMap, Request, StatusCode};
-use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
@@ -105,7 +103,7 @@ impl RealtimeService {
             .header(header::UPGRADE, "websocket")
             .header(header::CONNECTION, "Upgrade")
             .header(header::SEC_WEBSOCKET_ACCEPT, accept)
-            .body(Full::new(Bytes::new()))
+            .body(crate::http::Body::empty())
             .expect("static response parts"))
     }
 
@@ -220,7 +218,7 @@ mod tests {
             serde_json::from_str(&service.shared.envelope("realtime:r", "ev", &Body::Json(json!({"a": 1})))).unwrap();
         assert_eq!((e["t"].as_str(), e["e"].as_str(), &e["p"]), (Some("realtime:r"), Some("ev"), &json!({"a": 1})));
         let e: Value =
-            serde_json::from_str(&service.shared.envelope("t", "e", &Body::Binary(Bytes::from_static(&[1, 2]))))
+            serde_json::from_str(&service.shared.envelope("t", "e", &Body::Binary(bytes::Bytes::from_static(&[1, 2]))))
                 .unwrap();
         assert_eq!(e["b"], "AQI=");
     }

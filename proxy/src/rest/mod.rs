@@ -3,7 +3,8 @@
 use bytes::Bytes;
 use http::header::{HeaderName, HeaderValue};
 use http::StatusCode;
-use http_body_util::Full;
+use futures_util::StreamExt;
+use std::sync::Arc;
 use serde::ser::SerializeMap;
 use serde::Serialize;
 use serde_json::Value;
@@ -11,12 +12,16 @@ use tokio_postgres::types::Type;
 
 use crate::db;
 use crate::error::ApiError;
-use crate::http::{RequestContext, Response};
+use crate::http::{Body, BodyError, RequestContext, Response};
 use crate::jwt::Caller;
 use crate::state::AppState;
 
 /// `status \n headers \n body` in one text value: the cheapest shape to return.
 const REST_SQL: &str = "SELECT fluxbase.rest_raw($1, $2)";
+
+/// A body `rest_raw` left behind, a chunk per row (in the select list, so
+/// rows are sent as they are made).
+const BODY_SQL: &str = "SELECT fluxbase.rest_body()";
 
 /// Headers never copied into `request.headers`: credentials stay out of
 /// settings that policies, functions and logs can read.
@@ -97,7 +102,7 @@ impl Serialize for PublicHeaders<'_> {
 
 /// Serves one `/rest/v1` request as `caller`, verified by the dispatcher.
 pub async fn handle(
-    state: &AppState,
+    state: &Arc<AppState>,
     parts: http::request::Parts,
     body: Bytes,
     ctx: &RequestContext,
@@ -136,7 +141,7 @@ pub async fn handle(
     // and only for reads: a write may have committed before the loss.
     let retryable = matches!(parts.method, http::Method::GET | http::Method::HEAD);
     let mut attempt = 0;
-    let row = loop {
+    let (row, client) = loop {
         attempt += 1;
         let running = db::InFlight::new(state.client().await?, &state.metrics);
         let client = running.client();
@@ -147,7 +152,7 @@ pub async fn handle(
         };
         let client = running.finish();
         match result {
-            Ok(row) => break row,
+            Ok(row) => break (row, client),
             Err(e) if retryable && attempt == 1 && db::is_connection_failure(&e) => {
                 tracing::warn!(error = %e, "database connection lost; retrying once");
                 drop(deadpool_postgres::Object::take(client));
@@ -158,17 +163,26 @@ pub async fn handle(
 
     let raw: String = row.get(0);
     let malformed = || ApiError::Internal("malformed response from fluxbase.rest_raw()".into());
-    let (status, rest) = raw.split_once('\n').ok_or_else(malformed)?;
+    let (status_line, rest) = raw.split_once('\n').ok_or_else(malformed)?;
     let (headers, body) = rest.split_once('\n').ok_or_else(malformed)?;
+    // `status` alone, or `status length` when the body waits in the backend.
+    let (status, streamed) = match status_line.split_once(' ') {
+        Some((status, length)) => (status, Some(length.parse::<u64>().map_err(|_| malformed())?)),
+        None => (status_line, None),
+    };
     let status = status.parse::<u16>().ok().and_then(|s| StatusCode::from_u16(s).ok()).ok_or_else(malformed)?;
     let headers: Result<Value, _> = serde_json::from_str(headers);
-    let body_start = raw.len() - body.len();
-    // The body is handed to hyper without a copy.
-    let body = Bytes::from(raw).slice(body_start..);
-    let mut response = http::Response::builder()
-        .status(status)
-        .body(Full::new(body))
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let body = match streamed {
+        Some(length) => stream_body(state.clone(), client, length),
+        None => {
+            drop(client);
+            // The body is handed to hyper without a copy.
+            let body_start = raw.len() - body.len();
+            Body::full(Bytes::from(raw).slice(body_start..))
+        }
+    };
+    let mut response =
+        http::Response::builder().status(status).body(body).map_err(|e| ApiError::Internal(e.to_string()))?;
     if let Ok(Value::Object(map)) = headers {
         for (name, value) in map {
             if let (Ok(n), Some(Ok(v))) =
@@ -179,6 +193,46 @@ pub async fn handle(
         }
     }
     Ok(response)
+}
+
+/// Chunks of a streamed body in flight between Postgres and the client.
+const CHUNKS_IN_FLIGHT: usize = 2;
+
+/// Streams the body `fluxbase.rest_raw()` left in the backend of `client`:
+/// `SELECT fluxbase.rest_body()` yields it 256 KiB a row, and each row goes
+/// to the client as it arrives, so the proxy holds a few chunks, not the
+/// body. The connection is busy until the client has taken the last chunk;
+/// a client that goes away cancels the statement and closes the connection
+/// (`db::InFlight`), and hyper cuts a body that ends short.
+fn stream_body(state: Arc<AppState>, client: deadpool_postgres::Object, length: u64) -> Body {
+    let (sender, chunks) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
+    tokio::spawn(async move {
+        let running = db::InFlight::new(client, &state.metrics);
+        let rows = match running.client().prepare_cached(BODY_SQL).await {
+            Ok(stmt) => running.client().query_raw(&stmt, std::iter::empty::<&str>()).await,
+            Err(e) => Err(e),
+        };
+        let mut rows = match rows {
+            Ok(rows) => std::pin::pin!(rows),
+            Err(e) => {
+                tracing::error!(error = %e, "reading a streamed body failed");
+                let _ = sender.send(Err(e.into())).await;
+                return;
+            }
+        };
+        while let Some(row) = rows.next().await {
+            let chunk = row.and_then(|row| row.try_get::<_, &[u8]>(0).map(Bytes::copy_from_slice));
+            let failed = chunk.is_err();
+            if let Err(e) = &chunk {
+                tracing::error!(error = %e, "reading a streamed body failed");
+            }
+            if sender.send(chunk.map_err(BodyError::from)).await.is_err() || failed {
+                return; // the client is gone, or the body is cut: `running` cancels
+            }
+        }
+        drop(running.finish()); // back to the pool
+    });
+    Body::Stream { chunks, remaining: length }
 }
 
 #[cfg(test)]
