@@ -70,6 +70,9 @@ unix_socket_directories = '$dir'
 max_connections = 200
 shared_buffers = 128MB
 fsync = ${FLUXBASE_PG_FSYNC:-on}
+# As Supabase's Postgres: realtime messages sent from SQL reach the proxies
+# by logical decoding (docs/realtime.md).
+wal_level = logical
 CONF
   fi
   as_pg "$bin/pg_ctl" -D "$dir" -o "-p $port" -l "$dir/server.log" -w -t 60 start >/dev/null

@@ -12,3 +12,355 @@ STRICT VOLATILE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'rest_body_wrapper';
 
+--   * Realtime's database side (sql/realtime.sql): the realtime schema with
+--     Supabase's realtime.messages, realtime.topic(), realtime.send(),
+--     realtime.send_binary() and realtime.broadcast_changes(); the trigger
+--     that hands broadcast rows to the proxies (fluxbase.realtime_emit), and
+--     the proxy's functions for private channels, replay, the HTTP API, the
+--     logical-decoding feed and pruning (fluxbase.realtime_*).
+
+-- ---- sql/realtime.sql ----
+-- Supabase Realtime's database side, in its names, so migrations, policies
+-- and triggers written for Supabase work unchanged:
+--   * realtime.messages: what private channels are authorised against (RLS
+--     policies: SELECT decides who may join and receive, INSERT who may send
+--     or track, per `extension` 'broadcast' or 'presence'), and the messages
+--     sent from SQL;
+--   * realtime.topic(): the topic being authorised or sent to, for policies;
+--   * realtime.send(), realtime.send_binary(), realtime.broadcast_changes():
+--     broadcast from SQL. A row inserted into realtime.messages with
+--     extension 'broadcast' and an event is delivered to the topic's sockets
+--     on every proxy once its transaction commits, never if it rolls back, in
+--     commit order (fluxbase.realtime_emit()).
+-- In a database that moved over from Supabase the schema and table exist
+-- already and are kept; only what is missing is added.
+
+DO $schema$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = 'realtime') THEN
+    CREATE SCHEMA realtime;
+  END IF;
+END
+$schema$;
+GRANT USAGE ON SCHEMA realtime TO anon, authenticated, service_role, authenticator;
+
+CREATE TABLE IF NOT EXISTS realtime.messages (
+  topic text NOT NULL,
+  extension text NOT NULL,
+  payload jsonb,
+  event text,
+  private boolean DEFAULT false,
+  updated_at timestamp NOT NULL DEFAULT now(),
+  inserted_at timestamp NOT NULL DEFAULT now(),
+  id uuid NOT NULL DEFAULT gen_random_uuid(),
+  PRIMARY KEY (id, inserted_at)
+);
+-- realtime.send_binary()'s bytes (Supabase keeps them beside `payload`).
+ALTER TABLE realtime.messages ADD COLUMN IF NOT EXISTS binary_payload bytea;
+CREATE INDEX IF NOT EXISTS messages_inserted_at_topic_index ON realtime.messages (inserted_at DESC, topic);
+ALTER TABLE realtime.messages ENABLE ROW LEVEL SECURITY;
+GRANT SELECT, INSERT, UPDATE ON realtime.messages TO anon, authenticated;
+GRANT ALL ON realtime.messages TO service_role;
+SELECT pg_catalog.pg_extension_config_dump('realtime.messages', '');
+
+CREATE OR REPLACE FUNCTION realtime.topic() RETURNS text
+LANGUAGE sql STABLE
+AS $$
+SELECT nullif(current_setting('realtime.topic', true), '')::text;
+$$;
+
+-- As Supabase's: the insert runs as the caller, so a private message needs
+-- an INSERT policy; a failure does not fail the caller's transaction, it is
+-- reported on the `realtime:system` NOTIFY channel.
+CREATE OR REPLACE FUNCTION realtime.send(payload jsonb, event text, topic text, private boolean DEFAULT true) RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  BEGIN
+    PERFORM set_config('realtime.topic', topic, true);
+    INSERT INTO realtime.messages (payload, event, topic, private, extension)
+    VALUES (payload, event, topic, private, 'broadcast');
+  EXCEPTION
+    WHEN OTHERS THEN
+      PERFORM pg_notify('realtime:system', jsonb_build_object('error', SQLERRM, 'function', 'realtime.send',
+        'event', event, 'topic', topic, 'private', private)::text);
+  END;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION realtime.send_binary(payload bytea, event text, topic text, private boolean DEFAULT true) RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  BEGIN
+    PERFORM set_config('realtime.topic', topic, true);
+    INSERT INTO realtime.messages (binary_payload, event, topic, private, extension)
+    VALUES (payload, event, topic, private, 'broadcast');
+  EXCEPTION
+    WHEN OTHERS THEN
+      PERFORM pg_notify('realtime:system', jsonb_build_object('error', SQLERRM, 'function', 'realtime.send_binary',
+        'event', event, 'topic', topic, 'private', private)::text);
+  END;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION realtime.broadcast_changes(topic_name text, event_name text, operation text, table_name text,
+    table_schema text, new record, old record, level text DEFAULT 'ROW') RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  row_data jsonb := '{}'::jsonb;
+BEGIN
+  IF level = 'STATEMENT' THEN
+    RAISE EXCEPTION 'function can only be triggered for each row, not for each statement';
+  END IF;
+  IF operation = 'INSERT' OR operation = 'UPDATE' OR operation = 'DELETE' THEN
+    row_data := jsonb_build_object('old_record', OLD, 'record', NEW, 'operation', operation, 'table', table_name,
+      'schema', table_schema);
+    PERFORM realtime.send(row_data, event_name, topic_name);
+  ELSE
+    RAISE EXCEPTION 'Unexpected operation type: %', operation;
+  END IF;
+EXCEPTION
+  WHEN OTHERS THEN
+    RAISE EXCEPTION 'Failed to process the row: %', SQLERRM;
+END;
+$$;
+
+-- Hands a broadcast row to the proxies, as part of the inserting
+-- transaction: a transactional logical-decoding message where wal_level is
+-- logical (no lock: commits stay parallel; each proxy reads them from its
+-- own slot, fluxbase.realtime_feed_read), else (or with the setting
+-- fluxbase.realtime_transport = 'notify') NOTIFY fluxbase_realtime, which
+-- Postgres delivers at commit and in commit order too but for which it
+-- serialises the commits of transactions that notify. The envelope is the one proxies exchange:
+-- {t: topic, e: event, p: payload | b: base64 bytes, private}. A NOTIFY is
+-- at most 8000 bytes: a larger message travels as its id ({id, at}) and
+-- each proxy reads it with fluxbase.realtime_message().
+CREATE FUNCTION fluxbase.realtime_emit() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog
+AS $$
+DECLARE
+  envelope jsonb;
+  text_envelope text;
+BEGIN
+  IF NEW.extension <> 'broadcast' OR NEW.event IS NULL THEN
+    RETURN NULL;
+  END IF;
+  envelope := jsonb_build_object('t', 'realtime:' || NEW.topic, 'e', NEW.event, 'private', coalesce(NEW.private, false));
+  IF NEW.binary_payload IS NOT NULL THEN
+    envelope := envelope || jsonb_build_object('b', encode(NEW.binary_payload, 'base64'));
+  ELSE
+    envelope := envelope || jsonb_build_object('p', coalesce(NEW.payload, '{}'::jsonb));
+  END IF;
+  text_envelope := envelope::text;
+  IF current_setting('wal_level') = 'logical'
+     AND coalesce(current_setting('fluxbase.realtime_transport', true), '') <> 'notify' THEN
+    PERFORM pg_logical_emit_message(true, 'fluxbase_realtime', text_envelope);
+  ELSIF octet_length(text_envelope) < 8000 THEN
+    PERFORM pg_notify('fluxbase_realtime', text_envelope);
+  ELSE
+    PERFORM pg_notify('fluxbase_realtime', jsonb_build_object('id', NEW.id, 'at', NEW.inserted_at)::text);
+  END IF;
+  RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER fluxbase_emit AFTER INSERT ON realtime.messages
+FOR EACH ROW EXECUTE FUNCTION fluxbase.realtime_emit();
+
+-- A message too large for NOTIFY, by id, in the envelope's shape.
+CREATE FUNCTION fluxbase.realtime_message(p_id uuid, p_at timestamp) RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog
+AS $$
+SELECT jsonb_build_object('t', 'realtime:' || m.topic, 'e', m.event, 'private', coalesce(m.private, false))
+  || CASE WHEN m.binary_payload IS NOT NULL THEN jsonb_build_object('b', encode(m.binary_payload, 'base64'))
+          ELSE jsonb_build_object('p', coalesce(m.payload, '{}'::jsonb)) END
+FROM realtime.messages m WHERE m.id = p_id AND m.inserted_at = p_at;
+$$;
+REVOKE ALL ON FUNCTION fluxbase.realtime_message(uuid, timestamp) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.realtime_message(uuid, timestamp) TO authenticator;
+
+-- Supabase Realtime's authorisation of a private channel, for the caller of
+-- `p_claims` on `p_topic` (without the `realtime:` prefix): one probe row
+-- per extension is inserted as the extension's owner, read back as the
+-- caller (SELECT policies: may read), then inserted as the caller (INSERT
+-- policies: may write), with realtime.topic() set. Nothing of it stays: the
+-- work runs in a subtransaction that is always rolled back.
+CREATE FUNCTION fluxbase.realtime_probe(p_topic text) RETURNS uuid[]
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog
+AS $$
+WITH probe AS (
+  INSERT INTO realtime.messages (topic, extension, private)
+  VALUES (p_topic, 'broadcast', true), (p_topic, 'presence', true)
+  RETURNING id
+)
+SELECT array_agg(id) FROM probe;
+$$;
+REVOKE ALL ON FUNCTION fluxbase.realtime_probe(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.realtime_probe(text) TO authenticator;
+
+CREATE FUNCTION fluxbase.realtime_authorize(p_claims jsonb, p_topic text) RETURNS jsonb
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  probes uuid[];
+  result jsonb;
+  extension text;
+BEGIN
+  BEGIN
+    probes := fluxbase.realtime_probe(p_topic);
+    PERFORM set_config('realtime.topic', p_topic, true);
+    PERFORM fluxbase.authenticate(p_claims);
+    SELECT jsonb_build_object(
+        'broadcast_read', coalesce(bool_or(m.extension = 'broadcast'), false),
+        'presence_read', coalesce(bool_or(m.extension = 'presence'), false))
+      INTO result
+      FROM realtime.messages m WHERE m.id = ANY (probes);
+    FOREACH extension IN ARRAY ARRAY['broadcast', 'presence'] LOOP
+      BEGIN
+        INSERT INTO realtime.messages (topic, extension, private) VALUES (p_topic, extension, true);
+        result := result || jsonb_build_object(extension || '_write', true);
+      EXCEPTION WHEN insufficient_privilege THEN
+        result := result || jsonb_build_object(extension || '_write', false);
+      END;
+    END LOOP;
+    RAISE EXCEPTION USING ERRCODE = 'FBR00', MESSAGE = result::text;
+  EXCEPTION WHEN SQLSTATE 'FBR00' THEN
+    RETURN SQLERRM::jsonb;
+  END;
+END;
+$$;
+REVOKE ALL ON FUNCTION fluxbase.realtime_authorize(jsonb, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.realtime_authorize(jsonb, text) TO authenticator;
+
+-- A broadcast row, inserted as the extension's owner once the sender was
+-- authorised (fluxbase.realtime_broadcast).
+CREATE FUNCTION fluxbase.realtime_insert(p_topic text, p_event text, p_payload jsonb, p_binary bytea, p_private boolean)
+RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog
+AS $$
+INSERT INTO realtime.messages (topic, event, payload, binary_payload, private, extension)
+VALUES (p_topic, p_event, CASE WHEN p_binary IS NULL THEN coalesce(p_payload, '{}'::jsonb) END, p_binary, p_private,
+  'broadcast');
+$$;
+REVOKE ALL ON FUNCTION fluxbase.realtime_insert(text, text, jsonb, bytea, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.realtime_insert(text, text, jsonb, bytea, boolean) TO authenticator;
+
+-- POST /realtime/v1/api/broadcast: `p_messages` ([{topic, event, payload
+-- or binary (base64), private}]) sent in order, as the caller of `p_claims` may: a public topic
+-- needs only the key the proxy verified, a private one an INSERT policy on
+-- realtime.messages for its topic (fluxbase.realtime_authorize); refused
+-- ones are left out. Returns how many were sent.
+CREATE FUNCTION fluxbase.realtime_broadcast(p_claims jsonb, p_messages jsonb) RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+  m jsonb;
+  private boolean;
+  allowed jsonb := '{}'::jsonb;
+  sent integer := 0;
+BEGIN
+  FOR m IN SELECT value FROM jsonb_array_elements(p_messages) LOOP
+    private := coalesce((m->>'private')::boolean, false);
+    IF private AND NOT allowed ? (m->>'topic') THEN
+      allowed := allowed || jsonb_build_object(m->>'topic',
+        (fluxbase.realtime_authorize(p_claims, m->>'topic')->>'broadcast_write')::boolean);
+    END IF;
+    IF NOT private OR (allowed->>(m->>'topic'))::boolean THEN
+      PERFORM fluxbase.realtime_insert(m->>'topic', m->>'event', m->'payload', decode(m->>'binary', 'base64'), private);
+      sent := sent + 1;
+    END IF;
+  END LOOP;
+  RETURN sent;
+END;
+$$;
+REVOKE ALL ON FUNCTION fluxbase.realtime_broadcast(jsonb, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.realtime_broadcast(jsonb, jsonb) TO authenticator;
+
+-- Messages older than `p_keep` are deleted (the proxies call it every
+-- minute with realtime.message_retention_seconds).
+CREATE FUNCTION fluxbase.realtime_prune(p_keep interval) RETURNS bigint
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog
+AS $$
+WITH gone AS (DELETE FROM realtime.messages WHERE inserted_at < (now() - p_keep)::timestamp RETURNING 1)
+SELECT count(*) FROM gone;
+$$;
+REVOKE ALL ON FUNCTION fluxbase.realtime_prune(interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.realtime_prune(interval) TO authenticator;
+
+-- The logical-decoding feed of one proxy: a temporary slot (dropped with the
+-- session that made it) read with pgoutput, which passes on only logical
+-- messages here (the publication is empty). Slots are named fluxbase_rt_*;
+-- no other slot can be opened or read through these functions.
+-- The (empty) publication pgoutput is given; in its own transaction, since a
+-- slot cannot be made in one that wrote.
+CREATE FUNCTION fluxbase.realtime_feed_prepare() RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog
+AS $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'fluxbase_realtime_feed') THEN
+    CREATE PUBLICATION fluxbase_realtime_feed;
+  END IF;
+END;
+$$;
+REVOKE ALL ON FUNCTION fluxbase.realtime_feed_prepare() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.realtime_feed_prepare() TO authenticator;
+
+CREATE FUNCTION fluxbase.realtime_feed_open(p_slot text) RETURNS pg_lsn
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog
+AS $$
+DECLARE
+  at pg_lsn;
+BEGIN
+  IF p_slot !~ '^fluxbase_rt_[a-z0-9_]{1,40}$' THEN
+    RAISE EXCEPTION 'not a realtime slot name: %', p_slot USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  SELECT lsn INTO at FROM pg_create_logical_replication_slot(p_slot, 'pgoutput', true);
+  RETURN at;
+END;
+$$;
+REVOKE ALL ON FUNCTION fluxbase.realtime_feed_open(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.realtime_feed_open(text) TO authenticator;
+
+-- The envelopes committed since the last read, in commit order (at most
+-- `p_max` decoded changes a call). A pgoutput message record is 'M', flags,
+-- its LSN (8 bytes), the prefix with a NUL, the length (4 bytes), content.
+CREATE FUNCTION fluxbase.realtime_feed_read(p_slot text, p_max integer) RETURNS SETOF text
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog
+AS $$
+BEGIN
+  IF p_slot !~ '^fluxbase_rt_[a-z0-9_]{1,40}$' THEN
+    RAISE EXCEPTION 'not a realtime slot name: %', p_slot USING ERRCODE = 'invalid_parameter_value';
+  END IF;
+  RETURN QUERY
+  SELECT convert_from(substring(c.data FROM 33), 'UTF8')
+  FROM pg_logical_slot_get_binary_changes(p_slot, NULL, p_max, 'proto_version', '1',
+    'publication_names', 'fluxbase_realtime_feed', 'messages', 'true') c
+  WHERE get_byte(c.data, 0) = 77
+    AND substring(c.data FROM 11 FOR 18) = '\x666c7578626173655f7265616c74696d6500'::bytea;
+END;
+$$;
+REVOKE ALL ON FUNCTION fluxbase.realtime_feed_read(text, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.realtime_feed_read(text, integer) TO authenticator;
+
+-- Replay of a private channel (`config.broadcast.replay`): its stored JSON
+-- broadcasts since `p_since_ms` (ms since the epoch), the newest
+-- `p_limit` of them (at most 25), oldest first. The proxy calls it once the
+-- caller's SELECT policies admitted the join.
+CREATE FUNCTION fluxbase.realtime_replay(p_topic text, p_since_ms bigint, p_limit integer)
+RETURNS TABLE (id uuid, event text, payload jsonb)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog
+AS $$
+SELECT r.id, r.event, r.payload FROM (
+  SELECT m.id, m.event, m.payload, m.inserted_at
+  FROM realtime.messages m
+  WHERE m.topic = p_topic AND m.private AND m.extension = 'broadcast' AND m.event IS NOT NULL
+    AND m.binary_payload IS NULL AND m.inserted_at >= to_timestamp(p_since_ms / 1000.0)::timestamp
+  ORDER BY m.inserted_at DESC
+  LIMIT least(greatest(p_limit, 0), 25)
+) r
+ORDER BY r.inserted_at;
+$$;
+REVOKE ALL ON FUNCTION fluxbase.realtime_replay(text, bigint, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.realtime_replay(text, bigint, integer) TO authenticator;

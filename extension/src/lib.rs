@@ -31,6 +31,7 @@ extension_sql_file!(
     name = "auth_grants",
     requires = ["auth_session", "auth_user", "auth_otp", "auth_mfa", "auth_admin", "auth_oauth", "auth_passkey"]
 );
+extension_sql_file!("../../sql/realtime.sql", name = "realtime", requires = ["auth_grants"]);
 extension_sql_file!("../../sql/drop_guard.sql", name = "drop_guard", requires = ["auth_grants"]);
 extension_sql_file!("../../sql/schema_triggers.sql", name = "schema_triggers", finalize);
 

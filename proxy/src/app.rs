@@ -7,6 +7,7 @@
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode};
+
 use serde_json::json;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -201,6 +202,14 @@ impl App {
                     None => credential(headers, "apikey")?.map(str::to_string),
                 };
                 let caller = state.verifier.authenticate(credential(headers, "authorization")?, apikey.as_deref())?;
+                if req.uri().path().starts_with("/realtime/v1/api/broadcast") {
+                    if req.method() != Method::POST {
+                        return Err(ApiError::NotFound);
+                    }
+                    let (parts, body) = req.into_parts();
+                    let body = read_body(&parts.headers, body, state.config.server.body_limit_bytes).await?;
+                    return self.realtime.http_broadcast(state, &caller, &parts, &body).await;
+                }
                 self.realtime.handle(&self.state, &mut req, caller, apikey)
             }
             Route::Unbuilt(name) => Err(ApiError::NotImplemented(name)),

@@ -452,6 +452,9 @@ pub struct Realtime {
     /// A socket that sends nothing (realtime-js sends a heartbeat every
     /// 25 s) for this long is closed.
     pub heartbeat_timeout_ms: u64,
+    /// Messages kept in `realtime.messages` (sent from SQL or over HTTP)
+    /// this long; older ones are deleted every minute.
+    pub message_retention_seconds: u64,
 }
 
 impl Default for Realtime {
@@ -463,6 +466,7 @@ impl Default for Realtime {
             max_payload_bytes: 7500,
             send_queue_frames: 1024,
             heartbeat_timeout_ms: 60_000,
+            message_retention_seconds: 3 * 24 * 3600,
         }
     }
 }

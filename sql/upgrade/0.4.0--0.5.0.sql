@@ -10,3 +10,10 @@ STRICT VOLATILE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'rest_body_wrapper';
 
+--   * Realtime's database side (sql/realtime.sql): the realtime schema with
+--     Supabase's realtime.messages, realtime.topic(), realtime.send(),
+--     realtime.send_binary() and realtime.broadcast_changes(); the trigger
+--     that hands broadcast rows to the proxies (fluxbase.realtime_emit), and
+--     the proxy's functions for private channels, replay, the HTTP API, the
+--     logical-decoding feed and pruning (fluxbase.realtime_*).
+-- @include sql/realtime.sql

@@ -14,6 +14,22 @@ use super::protocol::Body;
 
 pub type SocketId = u64;
 
+/// The hub's key of a channel. Public and private channels of one name are
+/// separate, as in Supabase Realtime: a private one is keyed with a leading
+/// control character no client topic can start with.
+pub fn key(topic: &str, private: bool) -> String {
+    if private {
+        format!("\u{1}{topic}")
+    } else {
+        topic.to_string()
+    }
+}
+
+/// The topic clients see for a hub key.
+fn client_topic(key: &str) -> &str {
+    key.strip_prefix('\u{1}').unwrap_or(key)
+}
+
 /// What a socket's writer sends; it encodes in the socket's protocol version.
 pub enum Outgoing {
     /// A frame encoded for this socket already (replies).
@@ -42,6 +58,9 @@ pub struct Member {
     pub join_ref: Option<Arc<str>>,
     /// `config.broadcast.self`: receives its own broadcasts.
     pub receive_own: bool,
+    /// Receives broadcasts (on a private channel: its SELECT policies allow
+    /// reading `broadcast` messages).
+    pub broadcasts: bool,
     /// Receives `presence_state`/`presence_diff`.
     pub presence: bool,
 }
@@ -137,7 +156,7 @@ impl Hub {
             member.kill.cancel();
         }
         if let Some(state) = state {
-            let event = Arc::new(Event { topic: topic.into(), kind: EventKind::PresenceState(state) });
+            let event = Arc::new(Event { topic: client_topic(topic).into(), kind: EventKind::PresenceState(state) });
             if member.tx.try_send(Outgoing::Event { join_ref: member.join_ref.clone(), event }).is_err() {
                 member.kill.cancel();
             }
@@ -158,7 +177,7 @@ impl Hub {
             }
             (recipients, json!({ "joins": {}, "leaves": leaves }))
         };
-        deliver(recipients, &Arc::new(Event { topic: topic.into(), kind: EventKind::PresenceDiff(diff) }))
+        deliver(recipients, &Arc::new(Event { topic: client_topic(topic).into(), kind: EventKind::PresenceDiff(diff) }))
     }
 
     /// Sends a user broadcast to the topic's members on this proxy; `from`
@@ -169,11 +188,11 @@ impl Hub {
             let Some(t) = topics.get(topic) else { return };
             t.members
                 .iter()
-                .filter(|(id, m)| Some(**id) != from || m.receive_own)
+                .filter(|(id, m)| m.broadcasts && (Some(**id) != from || m.receive_own))
                 .map(|(_, m)| (m.tx.clone(), m.kill.clone(), m.join_ref.clone()))
                 .collect()
         };
-        deliver(recipients, &Arc::new(Event { topic: topic.into(), kind: EventKind::Broadcast { event, body } }))
+        deliver(recipients, &Arc::new(Event { topic: client_topic(topic).into(), kind: EventKind::Broadcast { event, body } }))
     }
 
     /// Tracks (or re-tracks) `socket` under `key`; the sender starts
@@ -197,7 +216,7 @@ impl Hub {
             metas.push(meta);
             (presence_recipients(t), json!({ "joins": { key: { "metas": [joined] } }, "leaves": leaves }))
         };
-        deliver(recipients, &Arc::new(Event { topic: topic.into(), kind: EventKind::PresenceDiff(diff) }))
+        deliver(recipients, &Arc::new(Event { topic: client_topic(topic).into(), kind: EventKind::PresenceDiff(diff) }))
     }
 
     pub fn untrack(&self, topic: &str, socket: SocketId) {
@@ -210,7 +229,7 @@ impl Hub {
             }
             (presence_recipients(t), json!({ "joins": {}, "leaves": leaves }))
         };
-        deliver(recipients, &Arc::new(Event { topic: topic.into(), kind: EventKind::PresenceDiff(diff) }))
+        deliver(recipients, &Arc::new(Event { topic: client_topic(topic).into(), kind: EventKind::PresenceDiff(diff) }))
     }
 }
 
@@ -224,7 +243,7 @@ mod tests {
 
     fn member(capacity: usize, receive_own: bool) -> (Member, mpsc::Receiver<Outgoing>) {
         let (tx, rx) = mpsc::channel(capacity);
-        (Member { tx, kill: CancellationToken::new(), join_ref: Some("1".into()), receive_own, presence: true }, rx)
+        (Member { tx, kill: CancellationToken::new(), join_ref: Some("1".into()), receive_own, broadcasts: true, presence: true }, rx)
     }
 
     fn event_names(rx: &mut mpsc::Receiver<Outgoing>) -> Vec<String> {
@@ -258,6 +277,24 @@ mod tests {
         assert!(!fast_kill.is_cancelled());
         assert_eq!(event_names(&mut fast_rx).len(), 1 + 1 + 5, "reply, presence_state, five broadcasts");
         assert_eq!(event_names(&mut slow_rx), ["reply", "presence_state"]);
+    }
+
+    #[test]
+    fn a_private_channel_is_not_the_public_one_of_the_same_name() {
+        let hub = Hub::default();
+        let (public, mut public_rx) = member(64, false);
+        let (private, mut private_rx) = member(64, false);
+        hub.join(&key("realtime:room", false), 1, public, "r".into());
+        hub.join(&key("realtime:room", true), 2, private, "r".into());
+        hub.broadcast(&key("realtime:room", true), None, "secret".into(), Body::Json(Value::Null));
+        hub.broadcast(&key("realtime:room", false), None, "open".into(), Body::Json(Value::Null));
+        assert_eq!(event_names(&mut public_rx), ["reply", "presence_state", "broadcast:open"]);
+        assert_eq!(event_names(&mut private_rx), ["reply", "presence_state", "broadcast:secret"]);
+        hub.broadcast(&key("realtime:room", true), None, "again".into(), Body::Json(Value::Null));
+        match private_rx.try_recv() {
+            Ok(Outgoing::Event { event, .. }) => assert_eq!(event.topic, "realtime:room", "clients see their own topic"),
+            _ => panic!("an event"),
+        }
     }
 
     #[test]

@@ -1,18 +1,26 @@
 //! `/realtime/v1`: Supabase Realtime's Phoenix channels over WebSocket, as
-//! realtime-js 2.x speaks them: broadcast and presence on public channels.
+//! realtime-js 2.x speaks them: broadcast and presence, public and private
+//! channels, broadcast from SQL and over HTTP.
 //! - `protocol.rs`: the wire format (vsn 1.0.0 objects, 2.0.0 arrays and
 //!   binary broadcasts);
 //! - `hub.rs`: who listens where on this proxy, presence, fan-out;
-//! - `socket.rs`: one connection: its channels, limits and send queue;
-//! - here: the upgrade, and the bridge that makes proxies one service (a
-//!   broadcast is delivered locally, then sent as `NOTIFY
-//!   fluxbase_realtime`; every other proxy delivers it to its sockets).
+//! - `socket.rs`: one connection: its channels, their authorisation
+//!   (`fluxbase.realtime_authorize`), limits and send queue;
+//! - `feed.rs`: messages sent from SQL, by logical decoding;
+//! - here: the upgrade, the HTTP broadcast API, and the bridge that makes
+//!   proxies one service (a socket's broadcast is delivered locally, then
+//!   sent as `NOTIFY fluxbase_realtime`; every other proxy delivers it to its
+//!   sockets; messages from SQL come the same way where `wal_level` is not
+//!   `logical`).
+mod feed;
 mod hub;
 mod protocol;
 mod socket;
 
 use base64::Engine;
+
 use http::{header, HeaderMap, Request, StatusCode};
+
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
@@ -51,6 +59,8 @@ pub(crate) struct Shared {
     bridge: Once,
     /// True while the bridge is listening.
     ready: watch::Sender<bool>,
+    /// True while messages from SQL can arrive (feed.rs).
+    feed_ready: watch::Sender<bool>,
 }
 
 impl Default for RealtimeService {
@@ -61,6 +71,7 @@ impl Default for RealtimeService {
                 instance: uuid::Uuid::new_v4().to_string(),
                 bridge: Once::new(),
                 ready: watch::Sender::new(false),
+                feed_ready: watch::Sender::new(false),
             }),
         }
     }
@@ -117,6 +128,8 @@ impl RealtimeService {
             };
             let (shared, state) = (self.shared.clone(), state.clone());
             let ready = self.shared.ready.clone();
+            tokio::spawn(prune(state.clone()));
+            tokio::spawn(feed::run(state.clone(), shared.clone(), pg.clone()));
             tokio::spawn(crate::listener::run_channel(
                 pg,
                 CHANNEL,
@@ -131,13 +144,21 @@ impl Shared {
     /// Waits (briefly) until broadcasts from other proxies can arrive, so a
     /// join acknowledged is a join that receives them.
     async fn bridge_ready(&self) {
-        let mut ready = self.ready.subscribe();
-        let _ = tokio::time::timeout(Duration::from_secs(2), ready.wait_for(|r| *r)).await;
+        let (mut ready, mut feed) = (self.ready.subscribe(), self.feed_ready.subscribe());
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let _ = ready.wait_for(|r| *r).await;
+            let _ = feed.wait_for(|r| *r).await;
+        })
+        .await;
     }
 
-    /// The envelope a broadcast travels in between proxies.
-    fn envelope(&self, topic: &str, event: &str, body: &Body) -> String {
+    /// The envelope a broadcast travels in between proxies; messages sent
+    /// from SQL (`fluxbase.realtime_emit()`) have the same shape without `o`.
+    fn envelope(&self, topic: &str, private: bool, event: &str, body: &Body) -> String {
         let mut e = json!({ "o": self.instance, "t": topic, "e": event });
+        if private {
+            e["private"] = Value::Bool(true);
+        }
         match body {
             Body::Json(v) => e["p"] = v.clone(),
             Body::Binary(b) => e["b"] = Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
@@ -145,13 +166,47 @@ impl Shared {
         e.to_string()
     }
 
-    fn deliver_from_other_proxy(&self, state: &AppState, payload: &str) {
+    /// A `NOTIFY fluxbase_realtime`: another proxy's broadcast, or a message
+    /// from SQL. One from SQL too large for NOTIFY carries only its row's
+    /// id; it is read from `realtime.messages` and then delivered.
+    fn deliver_from_other_proxy(self: &Arc<Self>, state: &Arc<AppState>, payload: &str) {
         let Ok(e) = serde_json::from_str::<Value>(payload) else {
             return tracing::warn!("unreadable {CHANNEL} NOTIFY payload ignored");
         };
         if e["o"].as_str() == Some(self.instance.as_str()) {
             return;
         }
+        if let (Some(id), Some(at)) = (e["id"].as_str(), e["at"].as_str()) {
+            let (id, at, shared, state) = (id.to_string(), at.to_string(), self.clone(), state.clone());
+            tokio::spawn(async move {
+                let read = async {
+                    let client = state.client().await.map_err(|e| e.to_string())?;
+                    let statement = client
+                        .prepare_cached("SELECT fluxbase.realtime_message($1::text::uuid, $2::text::timestamp)")
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let row = client.query_one(&statement, &[&id, &at]).await.map_err(|e| e.to_string())?;
+                    Ok::<Option<String>, String>(row.get(0))
+                };
+                match read.await {
+                    Ok(Some(envelope)) => shared.deliver(&state, &envelope),
+                    Ok(None) => tracing::warn!(id, "a realtime message from SQL was gone before it was read"),
+                    Err(e) => tracing::warn!(error = %e, id, "a realtime message from SQL could not be read"),
+                }
+            });
+            return;
+        }
+        self.deliver_value(state, e);
+    }
+
+    fn deliver(&self, state: &AppState, envelope: &str) {
+        match serde_json::from_str::<Value>(envelope) {
+            Ok(e) => self.deliver_value(state, e),
+            Err(_) => tracing::warn!("unreadable realtime envelope ignored"),
+        }
+    }
+
+    fn deliver_value(&self, state: &AppState, e: Value) {
         let (Some(topic), Some(event)) = (e["t"].as_str(), e["e"].as_str()) else { return };
         let body = match e.get("b").and_then(Value::as_str) {
             Some(b) => match base64::engine::general_purpose::STANDARD.decode(b) {
@@ -160,8 +215,103 @@ impl Shared {
             },
             None => Body::Json(e.get("p").cloned().unwrap_or(Value::Null)),
         };
-        self.hub.broadcast(topic, None, event.to_string(), body);
+        let private = e["private"].as_bool() == Some(true);
+        self.hub.broadcast(&hub::key(topic, private), None, event.to_string(), body);
         state.metrics.realtime_broadcast_received();
+    }
+}
+
+impl RealtimeService {
+    /// Broadcast over HTTP, as Supabase Realtime has it, answered `202`:
+    /// - `POST /realtime/v1/api/broadcast` with `{messages: [{topic, event,
+    ///   payload, private}]}` (realtime-js's `send()` before a channel is
+    ///   joined);
+    /// - `POST /realtime/v1/api/broadcast/{topic}/events/{event}[?private=true]`
+    ///   with the payload as the body, JSON or bytes (`httpSend()`).
+    ///
+    /// Each message is authorised like a socket's send (a private topic by
+    /// the caller's INSERT policies on `realtime.messages`; one refused is
+    /// left out) and delivered through the database to every proxy.
+    pub async fn http_broadcast(
+        &self,
+        state: &AppState,
+        caller: &Caller,
+        parts: &http::request::Parts,
+        body: &[u8],
+    ) -> Result<Response, ApiError> {
+        let rest = parts.uri.path().strip_prefix("/realtime/v1/api/broadcast").unwrap_or("");
+        let messages = match rest.trim_matches('/').split('/').collect::<Vec<_>>()[..] {
+            [""] => {
+                let request: Value =
+                    serde_json::from_slice(body).map_err(|e| bad_request(&format!("the body is not JSON: {e}")))?;
+                match request.get("messages").and_then(Value::as_array) {
+                    Some(messages) => messages.clone(),
+                    None => return Err(bad_request("the body needs `messages`, an array")),
+                }
+            }
+            [topic, "events", event] => {
+                let (topic, event) = (crate::http::percent_decode(topic), crate::http::percent_decode(event));
+                let private = crate::http::query_param(parts.uri.query().unwrap_or(""), "private").as_deref() == Some("true");
+                let binary = parts
+                    .headers
+                    .get(header::CONTENT_TYPE)
+                    .is_some_and(|v| v.as_bytes().starts_with(b"application/octet-stream"));
+                let mut m = json!({ "topic": topic, "event": event, "private": private });
+                if binary {
+                    m["binary"] = Value::String(base64::engine::general_purpose::STANDARD.encode(body));
+                } else {
+                    m["payload"] =
+                        serde_json::from_slice(body).map_err(|e| bad_request(&format!("the body is not JSON: {e}")))?;
+                }
+                vec![m]
+            }
+            _ => return Err(ApiError::NotFound),
+        };
+        let limit = state.config.realtime.max_payload_bytes;
+        for m in &messages {
+            if m.get("topic").and_then(Value::as_str).is_none_or(str::is_empty)
+                || m.get("event").and_then(Value::as_str).is_none()
+            {
+                return Err(bad_request("each message needs `topic` and `event` as strings"));
+            }
+            let size = m.get("payload").map_or(0, |p| p.to_string().len())
+                + m.get("binary").and_then(Value::as_str).map_or(0, |b| b.len() * 3 / 4);
+            if size > limit {
+                return Err(ApiError::BodyTooLarge { limit });
+            }
+        }
+        let client = state.client().await?;
+        let statement = client
+            .prepare_cached("SELECT fluxbase.realtime_broadcast($1::jsonb, $2::jsonb)")
+            .await
+            .map_err(|e| crate::db::query_error(e, !caller.anonymous))?;
+        client
+            .execute(&statement, &[&*caller.claims, &Value::Array(messages)])
+            .await
+            .map_err(|e| crate::db::query_error(e, !caller.anonymous))?;
+        Ok(crate::http::empty_response(StatusCode::ACCEPTED, None))
+    }
+}
+
+/// Deletes `realtime.messages` rows past `realtime.message_retention_seconds`, every minute.
+async fn prune(state: Arc<AppState>) {
+    let keep = state.config.realtime.message_retention_seconds as f64;
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        every.tick().await;
+        let pruned = async {
+            let client = state.client().await.map_err(|e| e.to_string())?;
+            let statement = client
+                .prepare_cached("SELECT fluxbase.realtime_prune(make_interval(secs => $1))")
+                .await
+                .map_err(|e| e.to_string())?;
+            client.query_one(&statement, &[&keep]).await.map(|row| row.get::<_, i64>(0)).map_err(|e| e.to_string())
+        };
+        match pruned.await {
+            Ok(0) => {}
+            Ok(n) => tracing::debug!(rows = n, "realtime messages pruned"),
+            Err(e) => tracing::warn!(error = %e, "pruning realtime messages failed"),
+        }
     }
 }
 
@@ -215,11 +365,12 @@ mod tests {
     fn the_envelope_carries_json_and_bytes_and_skips_our_own() {
         let service = RealtimeService::default();
         let e: Value =
-            serde_json::from_str(&service.shared.envelope("realtime:r", "ev", &Body::Json(json!({"a": 1})))).unwrap();
+            serde_json::from_str(&service.shared.envelope("realtime:r", false, "ev", &Body::Json(json!({"a": 1})))).unwrap();
         assert_eq!((e["t"].as_str(), e["e"].as_str(), &e["p"]), (Some("realtime:r"), Some("ev"), &json!({"a": 1})));
         let e: Value =
-            serde_json::from_str(&service.shared.envelope("t", "e", &Body::Binary(bytes::Bytes::from_static(&[1, 2]))))
+            serde_json::from_str(&service.shared.envelope("t", true, "e", &Body::Binary(bytes::Bytes::from_static(&[1, 2]))))
                 .unwrap();
         assert_eq!(e["b"], "AQI=");
+        assert_eq!(e["private"], true);
     }
 }

@@ -31,9 +31,25 @@ pub struct Conn {
 
 /// A channel this socket joined.
 struct Joined {
+    /// Its key in the hub (`hub::key`: private channels apart).
+    key: String,
+    private: bool,
     join_ref: Option<String>,
     ack: bool,
     presence_key: String,
+    /// May broadcast and track: always on a public channel; on a private
+    /// one, what its INSERT policies on `realtime.messages` allowed at join.
+    may_send: bool,
+    may_track: bool,
+}
+
+/// What a caller may do on a private channel (`fluxbase.realtime_authorize`).
+#[derive(serde::Deserialize)]
+struct Access {
+    broadcast_read: bool,
+    presence_read: bool,
+    broadcast_write: bool,
+    presence_write: bool,
 }
 
 /// Counts events in the current second.
@@ -103,8 +119,8 @@ where
         }
     }
     let state = session.conn.state.clone();
-    for topic in session.channels.keys() {
-        session.conn.shared.hub.leave(topic, id);
+    for joined in session.channels.values() {
+        session.conn.shared.hub.leave(&joined.key, id);
     }
     // The writer ends once the queue is drained and closed.
     drop(session);
@@ -178,6 +194,9 @@ fn encode_event(vsn: Vsn, join_ref: Option<&str>, e: &Event) -> Option<Frame> {
     Some(Frame::text(text))
 }
 
+/// Messages one join may replay (`config.broadcast.replay.limit`), as Supabase.
+const REPLAY_MAX: i64 = 25;
+
 /// Reasons in Supabase Realtime's `Code: message` shape.
 mod reason {
     pub const UNMATCHED_TOPIC: &str = "unmatched topic";
@@ -185,8 +204,7 @@ mod reason {
     pub const TOO_MANY_JOINS: &str = "ClientJoinRateLimitReached: Too many joins per second";
     pub const TOO_MANY_EVENTS: &str = "MessagePerSecondRateLimitReached: Too many messages per second";
     pub const TOPIC_REQUIRED: &str = "TopicNameRequired: You must provide a topic name";
-    pub const PRIVATE: &str =
-        "Unauthorized: private channels are not available on this server yet; join without config.private";
+    pub const CANNOT_WRITE: &str = "Unauthorized: You do not have permissions to write to this Channel topic";
     pub const POSTGRES_CHANGES: &str =
         "RealtimeDisabledForConfiguration: postgres_changes are not available on this server yet";
 }
@@ -320,24 +338,40 @@ impl Session {
             return self.refuse_m(&m, "channels", reason::TOO_MANY_CHANNELS);
         }
         let config = &m.payload["config"];
-        if config["private"].as_bool() == Some(true) {
-            return self.refuse_m(&m, "private", reason::PRIVATE);
-        }
         if config["postgres_changes"].as_array().is_some_and(|a| !a.is_empty()) {
             return self.refuse_m(&m, "postgres_changes", reason::POSTGRES_CHANGES);
         }
-        if let Some(token) = m.payload.get("access_token").and_then(Value::as_str) {
-            if let Err(reason) = self.verify_token(token) {
-                return self.refuse_m(&m, "token", &reason);
+        let caller = match m.payload.get("access_token").and_then(Value::as_str) {
+            Some(token) => match self.verify_token(token) {
+                Ok(caller) => caller,
+                Err(reason) => return self.refuse_m(&m, "token", &reason),
+            },
+            None => self.conn.caller.clone(),
+        };
+        let private = config["private"].as_bool() == Some(true);
+        let access = if private {
+            match self.authorize(&caller, sub_topic).await {
+                Ok(access) if access.broadcast_read || access.presence_read => Some(access),
+                Ok(_) => {
+                    let reason = format!("Unauthorized: You do not have permissions to read from this Channel topic: {sub_topic}");
+                    return self.refuse_m(&m, "unauthorized", &reason);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "private channel authorisation failed");
+                    return self.refuse_m(&m, "database", "UnableToConnectToProject: the channel's policies could not be checked");
+                }
             }
-        }
+        } else {
+            None
+        };
         let presence_key = match config["presence"]["key"].as_str() {
             Some(key) if !key.is_empty() => key.to_string(),
             _ => uuid::Uuid::new_v4().to_string(),
         };
+        let key = super::hub::key(&m.topic, private);
         let shared = self.conn.shared.clone();
-        if rejoin {
-            self.conn.shared.hub.leave(&m.topic, self.id);
+        if let Some(earlier) = self.channels.get(&m.topic) {
+            shared.hub.leave(&earlier.key, self.id);
         }
         shared.bridge_ready().await;
         let member = Member {
@@ -345,20 +379,63 @@ impl Session {
             kill: self.kill.clone(),
             join_ref: m.join_ref.as_deref().map(Arc::from),
             receive_own: config["broadcast"]["self"].as_bool() == Some(true),
+            broadcasts: access.as_ref().is_none_or(|a| a.broadcast_read),
             // Clients before `enabled` existed always received presence.
-            presence: config["presence"]["enabled"].as_bool().unwrap_or(true),
+            presence: config["presence"]["enabled"].as_bool().unwrap_or(true)
+                && access.as_ref().is_none_or(|a| a.presence_read),
         };
         let reply = protocol::reply_ok(json!({ "postgres_changes": [] }));
         let reply =
             protocol::encode(self.conn.vsn, m.join_ref.as_deref(), m.msg_ref.as_deref(), &m.topic, "phx_reply", &reply);
-        shared.hub.join(&m.topic, self.id, member, reply);
+        shared.hub.join(&key, self.id, member, reply);
+        if let (Some(replay), true) = (config["broadcast"]["replay"].as_object(), access.as_ref().is_some_and(|a| a.broadcast_read)) {
+            let since = replay.get("since").and_then(Value::as_i64).unwrap_or(0);
+            let limit = replay.get("limit").and_then(Value::as_i64).unwrap_or(REPLAY_MAX).clamp(0, REPLAY_MAX);
+            match self.replayed(sub_topic, since, limit).await {
+                Ok(rows) => {
+                    for (id, event, payload) in rows {
+                        let mut message = protocol::broadcast_payload(&event, &payload);
+                        message["meta"] = json!({ "replayed": true, "id": id });
+                        self.send(m.join_ref.as_deref(), None, &m.topic, "broadcast", &message);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "replaying a private channel's messages failed"),
+            }
+        }
         let ack = config["broadcast"]["ack"].as_bool() == Some(true);
-        self.channels.insert(m.topic, Joined { join_ref: m.join_ref, ack, presence_key });
+        let (may_send, may_track) = access.as_ref().map_or((true, true), |a| (a.broadcast_write, a.presence_write));
+        let joined = Joined { key, private, join_ref: m.join_ref, ack, presence_key, may_send, may_track };
+        self.channels.insert(m.topic, joined);
+    }
+
+    /// Stored broadcasts of a private channel since `since` (ms since the
+    /// epoch), oldest first, at most `limit`.
+    async fn replayed(&self, sub_topic: &str, since: i64, limit: i64) -> Result<Vec<(String, String, Value)>, String> {
+        let client = self.conn.state.client().await.map_err(|e| e.to_string())?;
+        let statement = client
+            .prepare_cached("SELECT id::text, event, payload FROM fluxbase.realtime_replay($1, $2, $3::int)")
+            .await
+            .map_err(|e| e.to_string())?;
+        let rows = client.query(&statement, &[&sub_topic, &since, &(limit as i32)]).await.map_err(|e| e.to_string())?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+    }
+
+    /// Supabase Realtime's check of a private channel, as `caller`.
+    async fn authorize(&self, caller: &Caller, sub_topic: &str) -> Result<Access, String> {
+        let client = self.conn.state.client().await.map_err(|e| e.to_string())?;
+        let statement = client
+            .prepare_cached("SELECT fluxbase.realtime_authorize($1::jsonb, $2)")
+            .await
+            .map_err(|e| e.to_string())?;
+        let row = client.query_one(&statement, &[&*caller.claims, &sub_topic]).await.map_err(|e| e.to_string())?;
+        serde_json::from_value(row.get::<_, Value>(0)).map_err(|e| e.to_string())
     }
 
     fn leave(&mut self, m: &Message) {
-        self.conn.shared.hub.leave(&m.topic, self.id);
         let joined = self.channels.remove(&m.topic);
+        if let Some(joined) = &joined {
+            self.conn.shared.hub.leave(&joined.key, self.id);
+        }
         self.reply(m, protocol::reply_ok(json!({})));
         let join_ref = joined.and_then(|j| j.join_ref);
         self.send(join_ref.as_deref(), join_ref.as_deref(), &m.topic, "phx_close", &json!({}));
@@ -376,8 +453,9 @@ impl Session {
             let join_ref = self.channels.get(&m.topic).and_then(|j| j.join_ref.clone());
             let system = json!({ "status": "error", "extension": "system", "message": reason, "channel": sub_topic });
             self.send(join_ref.as_deref(), None, &m.topic, "system", &system);
-            self.conn.shared.hub.leave(&m.topic, self.id);
-            self.channels.remove(&m.topic);
+            if let Some(joined) = self.channels.remove(&m.topic) {
+                self.conn.shared.hub.leave(&joined.key, self.id);
+            }
             self.send(join_ref.as_deref(), join_ref.as_deref(), &m.topic, "phx_close", &json!({}));
         }
     }
@@ -401,9 +479,14 @@ impl Session {
     }
 
     async fn on_broadcast(&mut self, m: &Message, event: String, body: Body) {
-        let Some(ack) = self.channels.get(&m.topic).map(|j| j.ack) else {
+        let Some((ack, key, private, may_send)) =
+            self.channels.get(&m.topic).map(|j| (j.ack, j.key.clone(), j.private, j.may_send))
+        else {
             return self.refuse_m(m, "unmatched_topic", reason::UNMATCHED_TOPIC);
         };
+        if !may_send {
+            return self.refuse_m(m, "unauthorized", reason::CANNOT_WRITE);
+        }
         let size = match &body {
             Body::Json(v) => v.to_string().len(),
             Body::Binary(b) => b.len(),
@@ -412,7 +495,7 @@ impl Session {
             return;
         }
         let shared = self.conn.shared.clone();
-        let envelope = shared.envelope(&m.topic, &event, &body);
+        let envelope = shared.envelope(&m.topic, private, &event, &body);
         if envelope.len() > NOTIFY_MAX {
             let reason = format!(
                 "PayloadTooLarge: the message is {} bytes with its topic and event, more than {NOTIFY_MAX}",
@@ -422,7 +505,7 @@ impl Session {
         }
         let state = self.conn.state.clone();
         state.metrics.realtime_broadcast_sent();
-        shared.hub.broadcast(&m.topic, Some(self.id), event, body);
+        shared.hub.broadcast(&key, Some(self.id), event, body);
         let sent = async {
             let client = state.client().await.map_err(|e| e.to_string())?;
             let statement = client.prepare_cached("SELECT pg_notify($1, $2)").await.map_err(|e| e.to_string())?;
@@ -448,6 +531,9 @@ impl Session {
     fn presence(&mut self, m: &Message) {
         let shared = self.conn.shared.clone();
         let hub = &shared.hub;
+        let Some((key, may_track)) = self.channels.get(&m.topic).map(|j| (j.key.clone(), j.may_track)) else {
+            return self.refuse_m(m, "unmatched_topic", reason::UNMATCHED_TOPIC);
+        };
         match m.payload.get("event").and_then(Value::as_str) {
             Some("track") => {
                 let payload = match m.payload.get("payload") {
@@ -460,12 +546,15 @@ impl Session {
                 if !self.admit(m, Value::Object(payload.clone()).to_string().len()) {
                     return;
                 }
-                let key = self.channels.get(&m.topic).map(|j| j.presence_key.clone()).unwrap_or_default();
-                hub.track(&m.topic, self.id, &key, payload);
+                if !may_track {
+                    return self.refuse_m(m, "unauthorized", reason::CANNOT_WRITE);
+                }
+                let presence_key = self.channels.get(&m.topic).map(|j| j.presence_key.clone()).unwrap_or_default();
+                hub.track(&key, self.id, &presence_key, payload);
                 self.reply(m, protocol::reply_ok(json!({})));
             }
             Some("untrack") => {
-                hub.untrack(&m.topic, self.id);
+                hub.untrack(&key, self.id);
                 self.reply(m, protocol::reply_ok(json!({})));
             }
             _ => self.refuse_m(m, "unknown_event", "UnknownPresenceEvent: presence events are track and untrack"),

@@ -1,0 +1,74 @@
+//! Messages sent from SQL (`realtime.send`, rows inserted into
+//! `realtime.messages`), read from this proxy's own logical-decoding slot
+//! where `wal_level` is `logical`: `fluxbase.realtime_emit()` writes each as
+//! a transactional logical message, so it is decoded once its transaction
+//! commits, never if it rolls back, in commit order, and without the lock
+//! `NOTIFY` takes at commit. The slot is temporary: it goes with this
+//! connection, and a proxy that dies leaves nothing behind. Elsewhere the
+//! same messages come by `NOTIFY` (mod.rs's bridge).
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_postgres::NoTls;
+
+use super::Shared;
+use crate::state::AppState;
+
+/// How long an idle feed waits before it asks the slot again: the most a
+/// message from SQL waits beyond its commit.
+const IDLE_POLL: Duration = Duration::from_millis(10);
+/// Decoded changes one read takes at most.
+const READ_AT_MOST: i32 = 1000;
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const LAST_RETRY: Duration = Duration::from_secs(10);
+
+pub async fn run(state: Arc<AppState>, shared: Arc<Shared>, mut pg: tokio_postgres::Config) {
+    pg.application_name("fluxbase-realtime-feed");
+    let slot = format!("fluxbase_rt_{}", shared.instance.replace('-', ""));
+    let mut backoff = FIRST_RETRY;
+    loop {
+        match read(&state, &shared, &pg, &slot, &mut backoff).await {
+            Ok(()) => return,
+            Err(e) => tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "realtime feed lost"),
+        }
+        // Messages committed while the slot was gone are lost, as NOTIFYs
+        // sent while a listener reconnects are.
+        shared.feed_ready.send_replace(false);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(LAST_RETRY);
+    }
+}
+
+/// Reads until the connection fails; `Ok` when this database has no
+/// logical decoding (the NOTIFY bridge carries the messages then).
+async fn read(
+    state: &AppState,
+    shared: &Shared,
+    pg: &tokio_postgres::Config,
+    slot: &str,
+    backoff: &mut Duration,
+) -> Result<(), tokio_postgres::Error> {
+    let (client, connection) = pg.connect(NoTls).await?;
+    let driver = tokio::spawn(connection);
+    let level: String = client.query_one("SELECT current_setting('wal_level')", &[]).await?.get(0);
+    if level != "logical" {
+        tracing::info!(wal_level = level, "realtime messages from SQL arrive by NOTIFY (wal_level is not logical)");
+        shared.feed_ready.send_replace(true);
+        driver.abort();
+        return Ok(());
+    }
+    client.execute("SELECT fluxbase.realtime_feed_prepare()", &[]).await?;
+    client.execute("SELECT fluxbase.realtime_feed_open($1)", &[&slot]).await?;
+    let next = client.prepare("SELECT fluxbase.realtime_feed_read($1, $2)").await?;
+    tracing::info!(slot, "reading realtime messages from SQL by logical decoding");
+    shared.feed_ready.send_replace(true);
+    *backoff = FIRST_RETRY;
+    loop {
+        let rows = client.query(&next, &[&slot, &READ_AT_MOST]).await?;
+        for row in &rows {
+            shared.deliver(state, row.get(0));
+        }
+        if rows.is_empty() {
+            tokio::time::sleep(IDLE_POLL).await;
+        }
+    }
+}

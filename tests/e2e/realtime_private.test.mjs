@@ -1,0 +1,230 @@
+// Realtime, end to end, beyond public channels: private channels authorised
+// by RLS policies on realtime.messages (auth.uid(), realtime.topic()),
+// broadcast from SQL (realtime.send, realtime.send_binary, a trigger with
+// realtime.broadcast_changes) after commit and in commit order, and the HTTP
+// broadcast API (realtime-js's send() before joining, and httpSend()).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createClient } from '@supabase/supabase-js';
+import { env, eventually, proxyWith, sign, sql, ADA, GRACE } from './helpers.mjs';
+
+const clients = [];
+const client = (token, url = env.url) => {
+  const c = createClient(url, env.anonKey, {
+    auth: { persistSession: false, autoRefreshToken: false },
+    realtime: { params: { log_level: 'error' } },
+  });
+  if (token) c.realtime.setAuth(token);
+  clients.push(c);
+  return c;
+};
+const user = (sub) => sign({ role: 'authenticated', sub, session_id: sub });
+
+function subscribe(channel) {
+  return new Promise((resolve) => {
+    channel.subscribe((status, err) => {
+      if (status !== 'CLOSED') resolve({ status, err });
+    });
+  });
+}
+
+const suffix = Math.random().toString(36).slice(2, 8);
+const room = `team-${suffix}`;
+
+test.before(() => {
+  sql(`
+    create table if not exists public.rt_members (room text not null, user_id uuid not null);
+    insert into public.rt_members values ('${room}', '${ADA}');
+    grant select on public.rt_members to authenticated;
+    drop policy if exists rt_read on realtime.messages;
+    drop policy if exists rt_write on realtime.messages;
+    create policy rt_read on realtime.messages for select to authenticated using (
+      exists (select 1 from public.rt_members m where m.room = (select realtime.topic()) and m.user_id = auth.uid()));
+    create policy rt_write on realtime.messages for insert to authenticated with check (
+      extension = 'broadcast' and exists (select 1 from public.rt_members m
+        where m.room = (select realtime.topic()) and m.user_id = auth.uid()));
+  `);
+});
+
+test.after(async () => {
+  for (const c of clients) await c.removeAllChannels();
+  sql(`drop policy if exists rt_read on realtime.messages; drop policy if exists rt_write on realtime.messages;
+       delete from public.rt_members where room = '${room}';`);
+});
+
+test('a private channel admits whom its SELECT policy admits; others get Supabase\'s reason', async () => {
+  const ada = client(user(ADA)).channel(room, { config: { private: true } });
+  assert.equal((await subscribe(ada)).status, 'SUBSCRIBED');
+  const grace = client(user(GRACE)).channel(room, { config: { private: true } });
+  const refused = await subscribe(grace);
+  assert.equal(refused.status, 'CHANNEL_ERROR');
+  assert.match(refused.err.message, new RegExp(`You do not have permissions to read from this Channel topic: ${room}`));
+  const anon = client().channel(room, { config: { private: true } });
+  assert.equal((await subscribe(anon)).status, 'CHANNEL_ERROR');
+});
+
+test('private and public channels of one name are apart; sending needs the INSERT policy', async () => {
+  const got = { private: [], public: [] };
+  const ada = client(user(ADA));
+  const priv = ada.channel(room, { config: { private: true, broadcast: { self: true, ack: true } } });
+  priv.on('broadcast', { event: '*' }, (m) => got.private.push(m.payload));
+  assert.equal((await subscribe(priv)).status, 'SUBSCRIBED');
+  const pub = client().channel(room, { config: { broadcast: { self: true, ack: true } } });
+  pub.on('broadcast', { event: '*' }, (m) => got.public.push(m.payload));
+  assert.equal((await subscribe(pub)).status, 'SUBSCRIBED');
+  assert.equal(await priv.send({ type: 'broadcast', event: 'note', payload: { secret: 1 } }), 'ok');
+  assert.equal(await pub.send({ type: 'broadcast', event: 'note', payload: { open: 1 } }), 'ok');
+  assert.ok(await eventually(() => got.private.length === 1 && got.public.length === 1));
+  await new Promise((r) => setTimeout(r, 200));
+  assert.deepEqual(got, { private: [{ secret: 1 }], public: [{ open: 1 }] });
+
+  // Grace may read a room whose SELECT policy lets everyone in, but not write.
+  const open = `lobby-${suffix}`;
+  sql(`create policy rt_lobby on realtime.messages for select to authenticated using ((select realtime.topic()) = '${open}')`);
+  try {
+    const grace = client(user(GRACE)).channel(open, { config: { private: true, broadcast: { ack: true } } });
+    assert.equal((await subscribe(grace)).status, 'SUBSCRIBED');
+    assert.equal(await grace.send({ type: 'broadcast', event: 'note', payload: {} }), 'error');
+  } finally {
+    sql('drop policy rt_lobby on realtime.messages');
+  }
+});
+
+test('realtime.send from SQL: delivered after commit, in commit order, never when rolled back', async () => {
+  const name = `sql-${suffix}`;
+  const got = [];
+  const ch = client().channel(name);
+  ch.on('broadcast', { event: '*' }, (m) => got.push([m.event, m.payload]));
+  assert.equal((await subscribe(ch)).status, 'SUBSCRIBED');
+  sql(`select realtime.send('{"n": 1}', 'first', '${name}', false);
+       begin; select realtime.send('{"n": 2}', 'gone', '${name}', false); rollback;
+       begin; select realtime.send('{"n": 3}', 'second', '${name}', false); select realtime.send('{"n": 4}', 'third', '${name}', false); commit;
+       select realtime.send_binary('\\x0102ff', 'bytes', '${name}', false);`);
+  assert.ok(await eventually(() => got.length >= 4), `got ${JSON.stringify(got)}`);
+  await new Promise((r) => setTimeout(r, 200));
+  assert.deepEqual(got.slice(0, 3), [['first', { n: 1 }], ['second', { n: 3 }], ['third', { n: 4 }]]);
+  assert.equal(got[3][0], 'bytes');
+  assert.deepEqual([...new Uint8Array(got[3][1])], [1, 2, 255]);
+  assert.equal(got.length, 4, 'the rolled back message never arrives');
+  // A private message from SQL reaches the private channel only.
+  const priv = client(user(ADA)).channel(room, { config: { private: true } });
+  const secret = [];
+  priv.on('broadcast', { event: 'from-sql' }, (m) => secret.push(m.payload));
+  assert.equal((await subscribe(priv)).status, 'SUBSCRIBED');
+  sql(`select realtime.send('{"big": "${'y'.repeat(9000)}"}', 'from-sql', '${room}', true)`);
+  assert.ok(await eventually(() => secret.length === 1), 'a message over NOTIFY\'s 8000 bytes arrives too');
+  assert.equal(secret[0].big.length, 9000);
+
+  // The same through NOTIFY, the transport where wal_level is not logical.
+  got.length = 0;
+  sql(`set fluxbase.realtime_transport = 'notify';
+       begin; select realtime.send('{"n": 5}', 'n5', '${name}', false); rollback;
+       select realtime.send('{"n": 6}', 'n6', '${name}', false);
+       begin; select realtime.send('{"n": 7}', 'n7', '${name}', false); select realtime.send('{"n": 8}', 'n8', '${name}', false); commit;
+       select realtime.send('{"big": "${'z'.repeat(9000)}"}', 'from-sql', '${room}', true);`);
+  assert.ok(await eventually(() => got.length === 3 && secret.length === 2), `got ${JSON.stringify(got)}`);
+  assert.deepEqual(got.map(([e]) => e), ['n6', 'n7', 'n8']);
+  assert.equal(secret[1].big.length, 9000, 'read back by id when too large for NOTIFY');
+});
+
+test('a trigger with realtime.broadcast_changes sends each row change', async () => {
+  const name = `rows-${suffix}`;
+  sql(`create table public.rt_notes_${suffix} (id int primary key, body text);
+       create function public.rt_notes_${suffix}_changed() returns trigger language plpgsql security definer as $$
+       begin
+         perform realtime.broadcast_changes('${name}', tg_op, tg_op, tg_table_name, tg_table_schema, new, old);
+         return null;
+       end $$;
+       create trigger rt_changed after insert or update or delete on public.rt_notes_${suffix}
+         for each row execute function public.rt_notes_${suffix}_changed();
+       create policy rt_rows on realtime.messages for select to authenticated using ((select realtime.topic()) = '${name}');`);
+  try {
+    const got = [];
+    const ch = client(user(GRACE)).channel(name, { config: { private: true } });
+    ch.on('broadcast', { event: '*' }, (m) => got.push(m));
+    assert.equal((await subscribe(ch)).status, 'SUBSCRIBED');
+    sql(`insert into public.rt_notes_${suffix} values (1, 'hello');
+         update public.rt_notes_${suffix} set body = 'hi' where id = 1;
+         delete from public.rt_notes_${suffix} where id = 1;`);
+    assert.ok(await eventually(() => got.length === 3), `got ${got.length}`);
+    assert.deepEqual(got.map((m) => m.event), ['INSERT', 'UPDATE', 'DELETE']);
+    assert.deepEqual(got[1].payload, {
+      operation: 'UPDATE', table: `rt_notes_${suffix}`, schema: 'public',
+      record: { id: 1, body: 'hi' }, old_record: { id: 1, body: 'hello' },
+    });
+    assert.equal(got[0].payload.old_record, null);
+  } finally {
+    sql(`drop table public.rt_notes_${suffix}; drop function public.rt_notes_${suffix}_changed();
+         drop policy rt_rows on realtime.messages;`);
+  }
+});
+
+test('HTTP broadcast: send() before joining and httpSend() answer 202 and reach sockets on every proxy', async () => {
+  const other = await proxyWith({});
+  try {
+    const name = `http-${suffix}`;
+    const got = [];
+    const listener = client(undefined, other.url).channel(name);
+    listener.on('broadcast', { event: '*' }, (m) => got.push([m.event, m.payload]));
+    assert.equal((await subscribe(listener)).status, 'SUBSCRIBED');
+    const sender = client().channel(name);
+    const warn = console.warn;
+    console.warn = () => {};
+    try {
+      assert.equal(await sender.send({ type: 'broadcast', event: 'rest', payload: { via: 'batch' } }), 'ok');
+    } finally {
+      console.warn = warn;
+    }
+    assert.deepEqual(await sender.httpSend('direct', { via: 'path' }), { success: true });
+    assert.ok(await eventually(() => got.length === 2), `got ${JSON.stringify(got)}`);
+    assert.deepEqual(got, [['rest', { via: 'batch' }], ['direct', { via: 'path' }]]);
+
+    // A private topic needs the INSERT policy: refused messages are left out.
+    const priv = client(user(ADA), other.url).channel(room, { config: { private: true } });
+    const secret = [];
+    priv.on('broadcast', { event: '*' }, (m) => secret.push(m.payload));
+    assert.equal((await subscribe(priv)).status, 'SUBSCRIBED');
+    const post = (token, payload) => fetch(`${env.url}/realtime/v1/api/broadcast`, {
+      method: 'POST',
+      headers: { apikey: env.anonKey, authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ messages: [{ topic: room, event: 'e', payload, private: true }] }),
+    });
+    assert.equal((await post(user(GRACE), { from: 'grace' })).status, 202);
+    assert.equal((await post(user(ADA), { from: 'ada' })).status, 202);
+    assert.ok(await eventually(() => secret.length === 1));
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(secret, [{ from: 'ada' }]);
+
+    const bad = await fetch(`${env.url}/realtime/v1/api/broadcast`, {
+      method: 'POST', headers: { apikey: env.anonKey, 'content-type': 'application/json' }, body: '{"messages": 1}',
+    });
+    assert.equal(bad.status, 400);
+    const badToken = await fetch(`${env.url}/realtime/v1/api/broadcast`, {
+      method: 'POST', headers: { apikey: env.anonKey, authorization: 'Bearer not.a.jwt' }, body: '{"messages": []}',
+    });
+    assert.equal(badToken.status, 401);
+  } finally {
+    other.stop();
+  }
+});
+
+test('replay: a private channel joined with replay gets its stored messages first, marked replayed', async () => {
+  const since = Date.now() - 60_000;
+  sql(`select realtime.send('{"seq": 1}', 'stored', '${room}', true);
+       select realtime.send('{"seq": 2}', 'stored', '${room}', true);
+       select realtime.send('{"seq": 3}', 'stored', '${room}', false);`);
+  const got = [];
+  const ch = client(user(ADA)).channel(room, { config: { private: true, broadcast: { replay: { since, limit: 2 } } } });
+  ch.on('broadcast', { event: 'stored' }, (m) => got.push(m));
+  assert.equal((await subscribe(ch)).status, 'SUBSCRIBED');
+  assert.ok(await eventually(() => got.length === 2));
+  assert.deepEqual(got.map((m) => [m.payload.seq, m.meta.replayed]), [[1, true], [2, true]]);
+  assert.match(got[0].meta.id, /^[0-9a-f-]{36}$/);
+  sql(`select realtime.send('{"seq": 4}', 'stored', '${room}', true)`);
+  assert.ok(await eventually(() => got.length === 3));
+  assert.equal(got[2].payload.seq, 4);
+  assert.equal(got[2].meta, undefined, 'live messages are not marked');
+  // Grace may not read the room: no replay, no join.
+  const refused = client(user(GRACE)).channel(room, { config: { private: true, broadcast: { replay: { since } } } });
+  assert.equal((await subscribe(refused)).status, 'CHANNEL_ERROR');
+});
