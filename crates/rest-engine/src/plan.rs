@@ -10,7 +10,7 @@ use crate::filter::{Condition, Field, Filter, LogicOp};
 use crate::keyset::{self, KeyColumn, Keyset};
 use crate::prefer::{Resolution, Return};
 use crate::request::{
-    Aggregate, AggregateFn, ApiRequest, Embed, EmbedPath, Method, OrderTerm, Paging, SelectItem, Target,
+    has_aggregates, Aggregate, AggregateFn, ApiRequest, Embed, EmbedPath, Method, OrderTerm, Paging, SelectItem, Target,
 };
 
 #[derive(Debug, Clone)]
@@ -242,6 +242,19 @@ fn column<'a>(table: &'a Table, name: &str) -> Result<&'a crate::catalog::Column
     table.column(name).ok_or_else(|| RestError::Column { table: table.name.clone(), column: name.to_string() })
 }
 
+/// The type of `name` on `table`: a column's, or a computed field's (a
+/// function of the table's row type, `table.name` in SQL), as PostgREST
+/// lets both appear in `select`, filters and `order`.
+fn field_type<'a>(catalog: &'a Catalog, table: &'a Table, name: &str) -> Result<&'a str, RestError> {
+    match table.column(name) {
+        Some(col) => Ok(&col.type_name),
+        None => catalog
+            .computed_field(table, name)
+            .map(|f| f.return_type.as_str())
+            .ok_or_else(|| RestError::Column { table: table.name.clone(), column: name.to_string() }),
+    }
+}
+
 /// A read over `table`: the root level plus its embedded resources.
 fn read_plan(api: &ApiRequest, catalog: &Catalog, table: &Table, source: Source) -> Result<ReadPlan, RestError> {
     let mut used_paths = BTreeSet::new();
@@ -273,24 +286,16 @@ fn read_level(
         .iter()
         .map(|item| plan_select_item(api, catalog, table, item, path, used_paths))
         .collect::<Result<Vec<_>, _>>()?;
-    let aggregated = projection.iter().any(|p| matches!(p, Projection::Aggregate { .. }));
-    if aggregated && projection.iter().any(|p| matches!(p, Projection::Embed(_))) {
-        return Err(RestError::InvalidRequest(format!(
-            "aggregates and embedded resources in the same select of '{}' are not supported; \
-             aggregate inside the embedded resource instead",
-            table.name
-        )));
-    }
     let filters = api
         .filters
         .iter()
         .filter(|(p, _)| p == path)
-        .map(|(_, f)| plan_filter(table, f))
+        .map(|(_, f)| plan_filter(catalog, table, f))
         .collect::<Result<Vec<_>, _>>()?;
     let order = api
         .order
         .get(path)
-        .map(|terms| terms.iter().map(|t| plan_order(table, t)).collect::<Result<Vec<_>, _>>())
+        .map(|terms| terms.iter().map(|t| plan_order(catalog, table, t)).collect::<Result<Vec<_>, _>>())
         .transpose()?
         .unwrap_or_default();
     Ok(ReadPlan {
@@ -336,13 +341,13 @@ fn plan_select_item(
         }
         SelectItem::Aggregate(aggregate) => {
             if let Some(field) = &aggregate.field {
-                column(table, &field.name)?;
+                field_type(catalog, table, &field.name)?;
             }
             let key = aggregate.alias.clone().unwrap_or_else(|| aggregate.function.name().to_string());
             Projection::Aggregate { aggregate: aggregate.clone(), key }
         }
         SelectItem::Field { field, alias, cast } => {
-            column(table, &field.name)?;
+            field_type(catalog, table, &field.name)?;
             let key = alias.clone().unwrap_or_else(|| field.output_name().to_string());
             Projection::Column { field: field.clone(), key, cast: cast.clone() }
         }
@@ -364,26 +369,27 @@ fn plan_embed(
         catalog.relationship(&table.schema, &table.name, &embed.name, embed.hint.as_deref()).map_err(|candidates| {
             if candidates.is_empty() {
                 RestError::NoRelationship {
+                    schema: table.schema.clone(),
                     table: table.name.clone(),
                     target: embed.name.clone(),
                     hint: embed.hint.clone(),
+                    suggestion: crate::catalog::no_relationship_hint(catalog, &table.schema, &table.name, &embed.name),
                 }
             } else {
                 RestError::AmbiguousRelationship {
                     table: table.name.clone(),
                     target: embed.name.clone(),
-                    candidates: candidates.iter().map(Relationship::describe).collect(),
+                    candidates: candidates.iter().map(Relationship::summary).collect(),
                 }
             }
         })?;
     let target = catalog.table(&relationship.target_schema, &relationship.target_table).ok_or_else(|| {
         RestError::Table { schema: relationship.target_schema.clone(), table: relationship.target_table.clone() }
     })?;
-    if embed.spread && !relationship.cardinality.is_to_one() {
-        return Err(RestError::InvalidRequest(format!(
-            "A spread operation on '{}' is only possible on a to-one relationship",
-            embed.name
-        )));
+    if embed.spread && !relationship.cardinality.is_to_one() && has_aggregates(&embed.select) {
+        return Err(RestError::NotImplemented(
+            "Aggregates are not implemented for one-to-many or many-to-many spreads.".into(),
+        ));
     }
     let mut child_path = path.to_vec();
     child_path.push(embed.key().to_string());
@@ -399,12 +405,12 @@ fn plan_embed(
     })))
 }
 
-fn plan_filter(table: &Table, filter: &Filter) -> Result<PlannedFilter, RestError> {
+fn plan_filter(catalog: &Catalog, table: &Table, filter: &Filter) -> Result<PlannedFilter, RestError> {
     Ok(match filter {
         Filter::Condition { field, condition } => {
-            let col = column(table, &field.name)?;
+            let field_type = field_type(catalog, table, &field.name)?;
             let type_name = match field.json_path.last() {
-                None => col.type_name.clone(),
+                None => field_type.to_string(),
                 Some(step) if step.as_text => "text".into(),
                 Some(_) => "jsonb".into(),
             };
@@ -413,13 +419,13 @@ fn plan_filter(table: &Table, filter: &Filter) -> Result<PlannedFilter, RestErro
         Filter::Logic { op, negated, children } => PlannedFilter::Logic {
             op: *op,
             negated: *negated,
-            children: children.iter().map(|c| plan_filter(table, c)).collect::<Result<_, _>>()?,
+            children: children.iter().map(|c| plan_filter(catalog, table, c)).collect::<Result<_, _>>()?,
         },
     })
 }
 
-fn plan_order(table: &Table, term: &OrderTerm) -> Result<PlannedOrder, RestError> {
-    column(table, &term.field.name)?;
+fn plan_order(catalog: &Catalog, table: &Table, term: &OrderTerm) -> Result<PlannedOrder, RestError> {
+    field_type(catalog, table, &term.field.name)?;
     Ok(PlannedOrder { field: term.field.clone(), descending: term.descending, nulls_first: term.nulls_first })
 }
 
@@ -441,7 +447,7 @@ fn write_plan(api: &ApiRequest, catalog: &Catalog, table: &Table) -> Result<Writ
                     api.method.as_str()
                 )));
             }
-            let order = order.iter().map(|t| plan_order(table, t)).collect::<Result<Vec<_>, _>>()?;
+            let order = order.iter().map(|t| plan_order(catalog, table, t)).collect::<Result<Vec<_>, _>>()?;
             Some(Limited { order, paging: paging.clone() })
         }
         _ => None,
@@ -450,7 +456,7 @@ fn write_plan(api: &ApiRequest, catalog: &Catalog, table: &Table) -> Result<Writ
         .filters
         .iter()
         .filter(|(p, _)| p.is_empty())
-        .map(|(_, f)| plan_filter(table, f))
+        .map(|(_, f)| plan_filter(catalog, table, f))
         .collect::<Result<Vec<_>, _>>()?;
     let (kind, payload) = match api.method {
         Method::Post => {
