@@ -282,21 +282,33 @@ fn read_level(
     path: &[String],
     used_paths: &mut BTreeSet<EmbedPath>,
 ) -> Result<ReadPlan, RestError> {
+    // An unknown column of an embedded level is named by the alias
+    // PostgREST's query gives that level (`orders_1`): Postgres' message
+    // names it so, for columns and aggregates alike.
+    let aliased = |e: RestError| match e {
+        RestError::Column { table: t, column } if !path.is_empty() && t == table.name => {
+            RestError::Column { table: format!("{t}_{}", path.len()), column }
+        }
+        other => other,
+    };
     let projection = select
         .iter()
         .map(|item| plan_select_item(api, catalog, table, item, path, used_paths))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(aliased)?;
     let filters = api
         .filters
         .iter()
         .filter(|(p, _)| p == path)
         .map(|(_, f)| plan_filter(catalog, table, f))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(aliased)?;
     let order = api
         .order
         .get(path)
         .map(|terms| terms.iter().map(|t| plan_order(catalog, table, t)).collect::<Result<Vec<_>, _>>())
-        .transpose()?
+        .transpose()
+        .map_err(aliased)?
         .unwrap_or_default();
     Ok(ReadPlan {
         source,
@@ -887,7 +899,12 @@ mod tests {
         assert_eq!(plan_get("users", "order=nickname").unwrap_err(), column("users", "nickname"));
         assert_eq!(
             plan_get("posts", "select=id,author:users!posts_author_fkey(nickname)").unwrap_err(),
-            column("users", "nickname")
+            // Named by the embedded level's alias in PostgREST's query.
+            column("users_1", "nickname")
+        );
+        assert_eq!(
+            plan_get("posts", "select=id,author:users!posts_author_fkey(nickname.max())").unwrap_err(),
+            column("users_1", "nickname")
         );
         assert_eq!(
             plan_get("people", "").unwrap_err(),
