@@ -31,6 +31,7 @@ create function public.shout(public.messages) returns text
 create function public.message_count(public.channels) returns bigint
   language sql stable as $$ select count(*) from public.messages where channel_id = $1.id $$;
 grant select on all tables in schema public to anon;
+grant insert, update on public.messages to anon;
 insert into public.users values (1, 'supabot', '2024-01-01'), (2, 'kiwi', '2024-02-01'), (3, 'awailas', '2024-03-01');
 insert into public.channels values (1, 'public', 1), (2, 'random', 2), (3, 'empty', 1);
 insert into public.messages values (1, 'Hello World', 1, 1), (2, 'Perfection is attained', 1, 2), (3, 'Nope', 2, 3);
@@ -43,6 +44,14 @@ language sql as $$
     'query', split_part(query, '?', 2), 'headers', headers::json), '{"role": "anon"}')
 $$;
 
+-- 2. computed fields over the rows of a write (records of the table: the call
+-- casts them), first: a GET makes the transaction read-only
+select status, body from fluxbase.rest(json_build_object('method', 'POST', 'path', 'messages', 'query', 'select=id,shout,channels(slug)',
+  'headers', json_build_object('prefer', 'return=representation'), 'body', '{"id": 9, "message": "new", "channel_id": 2}'), '{"role": "anon"}');
+select status, body from fluxbase.rest(json_build_object('method', 'PATCH', 'path', 'messages', 'query', 'id=eq.9&shout=eq.NEW&select=shout,message',
+  'headers', json_build_object('prefer', 'return=representation'), 'body', '{"message": "newer"}'), '{"role": "anon"}');
+reset role;
+delete from public.messages where id = 9;
 -- 1. computed relationships: to-many with filters, order and limit on it; to-one
 select * from rest('channels?select=id,msgs:get_messages(id,message)&msgs.order=id.desc&order=id');
 select * from rest('channels?select=id,msgs:get_messages(id)&msgs.limit=1&msgs.order=id&id=eq.1');

@@ -84,6 +84,60 @@ pub struct ReadPlan {
     pub capped: Option<i64>,
     /// Keyset pagination of the root level.
     pub keyset: Option<Keyset>,
+    /// The computed fields this level uses, called explicitly.
+    pub computed: Vec<ComputedField>,
+}
+
+/// A computed field, written `"s"."fn"(alias::"s"."table")` rather than
+/// `alias.fn`: the cast lets it apply to rows that are records of the table
+/// (a write's `RETURNING`), as PostgREST casts a computed relationship's argument.
+#[derive(Debug, Clone)]
+pub struct ComputedField {
+    pub name: String,
+    /// The function, quoted and qualified.
+    pub function: String,
+    /// The table's row type, quoted and qualified.
+    pub row_type: String,
+}
+
+/// The computed fields (names that are not columns) of a level's select, filters and order.
+fn computed_fields(
+    catalog: &Catalog,
+    table: &Table,
+    projection: &[Projection],
+    filters: &[PlannedFilter],
+    order: &[PlannedOrder],
+) -> Vec<ComputedField> {
+    fn filter_fields<'a>(f: &'a PlannedFilter, out: &mut Vec<&'a str>) {
+        match f {
+            PlannedFilter::Condition { field, .. } => out.push(&field.name),
+            PlannedFilter::Logic { children, .. } => children.iter().for_each(|c| filter_fields(c, out)),
+        }
+    }
+    let mut names: Vec<&str> = Vec::new();
+    for p in projection {
+        match p {
+            Projection::Column { field, .. } => names.push(&field.name),
+            Projection::Aggregate { aggregate: Aggregate { field: Some(field), .. }, .. } => names.push(&field.name),
+            _ => {}
+        }
+    }
+    filters.iter().for_each(|f| filter_fields(f, &mut names));
+    names.extend(order.iter().map(|o| o.field.name.as_str()));
+    let mut out: Vec<ComputedField> = Vec::new();
+    for name in names {
+        if table.column(name).is_some() || out.iter().any(|c| c.name == name) {
+            continue;
+        }
+        if let Some(f) = catalog.computed_field(table, name) {
+            out.push(ComputedField {
+                name: name.to_string(),
+                function: crate::sql::qualified_name(&f.schema, &f.name),
+                row_type: crate::sql::qualified_name(&table.schema, &table.name),
+            });
+        }
+    }
+    out
 }
 
 #[derive(Debug, Clone)]
@@ -310,6 +364,7 @@ fn read_level(
         .transpose()
         .map_err(aliased)?
         .unwrap_or_default();
+    let computed = computed_fields(catalog, table, &projection, &filters, &order);
     Ok(ReadPlan {
         source,
         name: table.name.clone(),
@@ -320,6 +375,7 @@ fn read_level(
         paging: api.paging.get(path).cloned().unwrap_or_default(),
         capped: None,
         keyset: None,
+        computed,
     })
 }
 
@@ -518,6 +574,7 @@ fn write_plan(api: &ApiRequest, catalog: &Catalog, table: &Table) -> Result<Writ
                 paging: Paging::default(),
                 capped: None,
                 keyset: None,
+                computed: vec![],
             }
         }
         _ => {

@@ -4,7 +4,8 @@
 use crate::filter::{Field, IsValue, LogicOp, Operand, Quantifier};
 use crate::keyset::{KeyColumn, Keyset};
 use crate::plan::{
-    CallPlan, EmbedPlan, Payload, PlannedFilter, PlannedOrder, Projection, ReadPlan, Source, WriteKind, WritePlan,
+    CallPlan, ComputedField, EmbedPlan, Payload, PlannedFilter, PlannedOrder, Projection, ReadPlan, Source, WriteKind,
+    WritePlan,
 };
 use crate::prefer::{Resolution, Return};
 use crate::request::{Explain, Paging};
@@ -57,6 +58,11 @@ fn push_ident(out: &mut String, name: &str) {
     out.push('"');
 }
 
+/// `"a"."b"`.
+pub(crate) fn qualified_name(a: &str, b: &str) -> String {
+    qualified(a, b, None)
+}
+
 /// `"a"."b"`, and `"a"."b" AS "c"` with an alias.
 fn qualified(a: &str, b: &str, alias: Option<&str>) -> String {
     let mut out = String::with_capacity(a.len() + b.len() + alias.map_or(0, |c| c.len() + 6) + 5);
@@ -86,6 +92,8 @@ struct Builder {
     call_from: Option<String>,
     /// FROM clause of the next level, when an embed decides it (computed relationships).
     from_override: Option<String>,
+    /// Computed fields of the level being written.
+    computed: Vec<ComputedField>,
     /// Lock the root level's rows (`FOR UPDATE OF`), for preconditions.
     lock_root: bool,
 }
@@ -100,7 +108,10 @@ impl Builder {
     }
 
     fn field(&mut self, alias: &str, field: &Field) -> String {
-        let mut expr = qualified(alias, &field.name, None);
+        let mut expr = match self.computed.iter().find(|c| c.name == field.name) {
+            Some(c) => format!("{}({}::{})", c.function, ident(alias), c.row_type),
+            None => qualified(alias, &field.name, None),
+        };
         for step in &field.json_path {
             let op = if step.as_text { "->>" } else { "->" };
             let key = match step.key.parse::<i32>() {
@@ -203,6 +214,7 @@ impl Builder {
             Some(from) => from,
             None => self.from(plan, alias),
         };
+        let outer_computed = std::mem::replace(&mut self.computed, plan.computed.clone());
         let mut columns = Vec::new();
         let mut joins = Vec::new();
         let aggregated = plan.projection.iter().any(|p| matches!(p, Projection::Aggregate { .. }));
@@ -274,6 +286,7 @@ impl Builder {
         if paged {
             self.order_and_page(&mut sql, alias, &plan.order, &plan.paging);
         }
+        self.computed = outer_computed;
         sql
     }
 
@@ -729,6 +742,7 @@ mod tests {
             paging: Paging { limit: Some(5), offset: None },
             capped: None,
             keyset: None,
+            computed: vec![],
         };
         let q = read(&plan, Body::Array, false, false);
         assert_eq!(
