@@ -6,6 +6,18 @@ use serde_json::{json, Value};
 use crate::catalog::RelationshipSummary;
 use thiserror::Error;
 
+/// `PGRST200`'s particulars, boxed: errors travel in every `Result` of
+/// the planner, whose size the largest variant sets.
+#[derive(Debug, PartialEq)]
+pub struct MissingRelationship {
+    pub schema: String,
+    pub table: String,
+    pub target: String,
+    pub hint: Option<String>,
+    /// PostgREST's "Perhaps you meant …" hint.
+    pub suggestion: Option<String>,
+}
+
 #[derive(Debug, Error, PartialEq)]
 pub enum RestError {
     #[error("failed to parse {param}")]
@@ -37,7 +49,7 @@ pub enum RestError {
     #[error("max-affected exceeded")]
     MaxAffected { affected: i64, max: i64 },
     #[error("relationship not found")]
-    NoRelationship { schema: String, table: String, target: String, hint: Option<String>, suggestion: Option<String> },
+    NoRelationship(Box<MissingRelationship>),
     #[error("ambiguous relationship")]
     AmbiguousRelationship { table: String, target: String, candidates: Vec<RelationshipSummary> },
     #[error("function not found")]
@@ -71,7 +83,7 @@ impl RestError {
             Parse { .. } | UnknownOperator { .. } | InvalidRequest(_) | EmbedFilter(_) => 400,
             LimitWithoutOrder | AggregatesDisabled | NotImplemented(_) => 400,
             InvalidBody(_) | InvalidPreferences(_) | MaxAffected { .. } | PutMismatch => 400,
-            NoRelationship { .. } | PayloadColumn { .. } | Column { .. } => 400,
+            NoRelationship(_) | PayloadColumn { .. } | Column { .. } => 400,
             Range(_) => 416,
             Method { .. } | Put(_) => 405,
             Schema { .. } | Accept(_) | Singular { .. } => 406,
@@ -136,7 +148,9 @@ impl RestError {
                 Some(format!("The query affects {affected} rows; max-affected is {max}")),
                 none(),
             ),
-            NoRelationship { schema, table, target, hint, suggestion } => (
+            NoRelationship(missing) => {
+                let MissingRelationship { schema, table, target, hint, suggestion } = &**missing;
+                (
                 "PGRST200",
                 format!("Could not find a relationship between '{table}' and '{target}' in the schema cache"),
                 Some(format!(
@@ -144,7 +158,8 @@ impl RestError {
                     hint.as_ref().map(|h| format!(" using the hint '{h}'")).unwrap_or_default()
                 )),
                 suggestion.clone(),
-            ),
+            )
+            }
             AmbiguousRelationship { table, target, candidates } => {
                 // `details` is an array of objects here, as PostgREST sends it.
                 let details: Vec<Value> = candidates

@@ -5,7 +5,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::catalog::{Catalog, Function, Relationship, Table};
-use crate::error::RestError;
+use crate::error::{MissingRelationship, RestError};
 use crate::filter::{Condition, Field, Filter, LogicOp};
 use crate::keyset::{self, KeyColumn, Keyset};
 use crate::prefer::{Resolution, Return};
@@ -108,26 +108,14 @@ fn computed_fields(
     filters: &[PlannedFilter],
     order: &[PlannedOrder],
 ) -> Vec<ComputedField> {
-    fn filter_fields<'a>(f: &'a PlannedFilter, out: &mut Vec<&'a str>) {
-        match f {
-            PlannedFilter::Condition { field, .. } => out.push(&field.name),
-            PlannedFilter::Logic { children, .. } => children.iter().for_each(|c| filter_fields(c, out)),
-        }
-    }
-    let mut names: Vec<&str> = Vec::new();
-    for p in projection {
-        match p {
-            Projection::Column { field, .. } => names.push(&field.name),
-            Projection::Aggregate { aggregate: Aggregate { field: Some(field), .. }, .. } => names.push(&field.name),
-            _ => {}
-        }
-    }
-    filters.iter().for_each(|f| filter_fields(f, &mut names));
-    names.extend(order.iter().map(|o| o.field.name.as_str()));
+    // No allocation unless a name is not a column (the common read has none).
     let mut out: Vec<ComputedField> = Vec::new();
-    for name in names {
+    if !catalog.row_functions {
+        return out;
+    }
+    let mut consider = |name: &str| {
         if table.column(name).is_some() || out.iter().any(|c| c.name == name) {
-            continue;
+            return;
         }
         if let Some(f) = catalog.computed_field(table, name) {
             out.push(ComputedField {
@@ -136,7 +124,22 @@ fn computed_fields(
                 row_type: crate::sql::qualified_name(&table.schema, &table.name),
             });
         }
+    };
+    fn filter_fields(f: &PlannedFilter, consider: &mut dyn FnMut(&str)) {
+        match f {
+            PlannedFilter::Condition { field, .. } => consider(&field.name),
+            PlannedFilter::Logic { children, .. } => children.iter().for_each(|c| filter_fields(c, consider)),
+        }
     }
+    for p in projection {
+        match p {
+            Projection::Column { field, .. } => consider(&field.name),
+            Projection::Aggregate { aggregate: Aggregate { field: Some(field), .. }, .. } => consider(&field.name),
+            _ => {}
+        }
+    }
+    filters.iter().for_each(|f| filter_fields(f, &mut consider));
+    order.iter().for_each(|o| consider(&o.field.name));
     out
 }
 
@@ -436,13 +439,13 @@ fn plan_embed(
     let relationship =
         catalog.relationship(&table.schema, &table.name, &embed.name, embed.hint.as_deref()).map_err(|candidates| {
             if candidates.is_empty() {
-                RestError::NoRelationship {
+                RestError::NoRelationship(Box::new(MissingRelationship {
                     schema: table.schema.clone(),
                     table: table.name.clone(),
                     target: embed.name.clone(),
                     hint: embed.hint.clone(),
                     suggestion: crate::catalog::no_relationship_hint(catalog, &table.schema, &table.name, &embed.name),
-                }
+                }))
             } else {
                 RestError::AmbiguousRelationship {
                     table: table.name.clone(),

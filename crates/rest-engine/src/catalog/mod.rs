@@ -173,6 +173,9 @@ pub struct Catalog {
     tables: HashMap<(String, String), Table>,
     pub foreign_keys: Vec<ForeignKey>,
     functions: HashMap<(String, String), Vec<Function>>,
+    /// Some function takes a table's row type: computed fields are possible
+    /// (reads skip looking for them otherwise).
+    pub row_functions: bool,
 }
 
 impl Catalog {
@@ -195,7 +198,8 @@ impl Catalog {
         let mut foreign_keys = origins.through_views(&json.foreign_keys);
         // Keep what touches an exposed schema: the rest cannot be embedded.
         foreign_keys.retain(|fk| exposed.contains(&fk.schema) || exposed.contains(&fk.foreign_schema));
-        Catalog { tables, foreign_keys, functions, postgis: json.postgis }
+        let row_functions = functions.values().flatten().any(|f| f.row_arg.is_some());
+        Catalog { tables, foreign_keys, functions, postgis: json.postgis, row_functions }
     }
 
     pub fn table(&self, schema: &str, name: &str) -> Option<&Table> {
