@@ -140,6 +140,18 @@ SELECT jsonb_build_object(
         SELECT jsonb_build_object('schema', rn.nspname, 'name', rc.relname)
         FROM pg_class rc JOIN pg_namespace rn ON rn.oid = rc.relnamespace
         WHERE rc.oid = t.typrelid AND rc.relkind IN ('r', 'v', 'm', 'f', 'p')),
+      -- The one argument is a table's (or view's) row type: a computed field
+      -- (`tbl.fn` in SQL), or, returning rows of a table, a computed
+      -- relationship (embedded as `fn(...)`).
+      'row_arg', (
+        SELECT jsonb_build_object('schema', an.nspname, 'name', ac.relname)
+        FROM pg_type at
+        JOIN pg_class ac ON ac.oid = at.typrelid
+        JOIN pg_namespace an ON an.oid = ac.relnamespace
+        WHERE p.pronargs = 1 AND at.oid = p.proargtypes[0] AND ac.relkind IN ('r', 'v', 'm', 'f', 'p')),
+      'return_type', format_type(p.prorettype, NULL),
+      -- To-one as a computed relationship: not SETOF, or `ROWS 1`.
+      'single_row', NOT p.proretset OR p.prorows = 1,
       'volatility', p.provolatile::text
     ) ORDER BY n.nspname, p.proname, p.oid), '[]'::jsonb)
     FROM pg_proc p

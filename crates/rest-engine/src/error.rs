@@ -2,7 +2,21 @@
 //! (code, HTTP status, message, details, hint). Errors from executing SQL are
 //! Postgres errors with their SQLSTATE; the proxy maps those to HTTP.
 use serde_json::{json, Value};
+
+use crate::catalog::RelationshipSummary;
 use thiserror::Error;
+
+/// `PGRST200`'s particulars, boxed: errors travel in every `Result` of
+/// the planner, whose size the largest variant sets.
+#[derive(Debug, PartialEq)]
+pub struct MissingRelationship {
+    pub schema: String,
+    pub table: String,
+    pub target: String,
+    pub hint: Option<String>,
+    /// PostgREST's "Perhaps you meant …" hint.
+    pub suggestion: Option<String>,
+}
 
 #[derive(Debug, Error, PartialEq)]
 pub enum RestError {
@@ -35,9 +49,9 @@ pub enum RestError {
     #[error("max-affected exceeded")]
     MaxAffected { affected: i64, max: i64 },
     #[error("relationship not found")]
-    NoRelationship { table: String, target: String, hint: Option<String> },
+    NoRelationship(Box<MissingRelationship>),
     #[error("ambiguous relationship")]
-    AmbiguousRelationship { table: String, target: String, candidates: Vec<String> },
+    AmbiguousRelationship { table: String, target: String, candidates: Vec<RelationshipSummary> },
     #[error("function not found")]
     Function { schema: String, name: String, args: Vec<String> },
     #[error("ambiguous function")]
@@ -58,6 +72,8 @@ pub enum RestError {
     AggregatesDisabled,
     #[error("invalid request")]
     InvalidRequest(String),
+    #[error("not implemented")]
+    NotImplemented(String),
 }
 
 impl RestError {
@@ -65,9 +81,9 @@ impl RestError {
         use RestError::*;
         match self {
             Parse { .. } | UnknownOperator { .. } | InvalidRequest(_) | EmbedFilter(_) => 400,
-            LimitWithoutOrder | AggregatesDisabled => 400,
+            LimitWithoutOrder | AggregatesDisabled | NotImplemented(_) => 400,
             InvalidBody(_) | InvalidPreferences(_) | MaxAffected { .. } | PutMismatch => 400,
-            NoRelationship { .. } | PayloadColumn { .. } | Column { .. } => 400,
+            NoRelationship(_) | PayloadColumn { .. } | Column { .. } => 400,
             Range(_) => 416,
             Method { .. } | Put(_) => 405,
             Schema { .. } | Accept(_) | Singular { .. } => 406,
@@ -132,18 +148,32 @@ impl RestError {
                 Some(format!("The query affects {affected} rows; max-affected is {max}")),
                 none(),
             ),
-            NoRelationship { table, target, hint } => (
+            NoRelationship(missing) => {
+                let MissingRelationship { schema, table, target, hint, suggestion } = &**missing;
+                (
                 "PGRST200",
                 format!("Could not find a relationship between '{table}' and '{target}' in the schema cache"),
-                hint.as_ref().map(|h| format!("Searched for a foreign key relationship between '{table}' and '{target}' using the hint '{h}' in the schema cache, but no matches were found.")),
-                none(),
-            ),
-            AmbiguousRelationship { table, target, candidates } => (
-                "PGRST201",
-                format!("Could not embed because more than one relationship was found for '{table}' and '{target}'"),
-                Some(candidates.join("; ")),
-                Some(format!("Try changing '{target}' to one of: {}", candidates.iter().map(|c| format!("'{target}!{}'", c.rsplit(' ').next().unwrap_or(c))).collect::<Vec<_>>().join(", "))),
-            ),
+                Some(format!(
+                    "Searched for a foreign key relationship between '{table}' and '{target}'{} in the schema '{schema}', but no matches were found.",
+                    hint.as_ref().map(|h| format!(" using the hint '{h}'")).unwrap_or_default()
+                )),
+                suggestion.clone(),
+            )
+            }
+            AmbiguousRelationship { table, target, candidates } => {
+                // `details` is an array of objects here, as PostgREST sends it.
+                let details: Vec<Value> = candidates
+                    .iter()
+                    .map(|c| json!({"cardinality": c.cardinality, "embedding": c.embedding, "relationship": c.relationship}))
+                    .collect();
+                let hints: Vec<String> = candidates.iter().map(|c| format!("'{}'", c.hint)).collect();
+                return json!({
+                    "code": "PGRST201",
+                    "message": format!("Could not embed because more than one relationship was found for '{table}' and '{target}'"),
+                    "details": details,
+                    "hint": format!("Try changing '{target}' to one of the following: {}. Find the desired relationship in the 'details' key.", hints.join(", ")),
+                });
+            }
             Function { schema, name, args } => (
                 "PGRST202",
                 format!("Could not find the function {schema}.{name}({}) in the schema cache", args.join(", ")),
@@ -189,6 +219,7 @@ impl RestError {
             ),
             AggregatesDisabled => ("PGRST123", "Use of aggregate functions is not allowed".into(), none(), none()),
             InvalidRequest(msg) => ("PGRST100", msg.clone(), none(), none()),
+            NotImplemented(what) => ("PGRST127", "Feature not implemented".into(), Some(what.clone()), none()),
         };
         json!({ "code": code, "message": message, "details": details, "hint": hint })
     }

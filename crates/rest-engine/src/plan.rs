@@ -5,12 +5,12 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::catalog::{Catalog, Function, Relationship, Table};
-use crate::error::RestError;
+use crate::error::{MissingRelationship, RestError};
 use crate::filter::{Condition, Field, Filter, LogicOp};
 use crate::keyset::{self, KeyColumn, Keyset};
 use crate::prefer::{Resolution, Return};
 use crate::request::{
-    Aggregate, AggregateFn, ApiRequest, Embed, EmbedPath, Method, OrderTerm, Paging, SelectItem, Target,
+    has_aggregates, Aggregate, AggregateFn, ApiRequest, Embed, EmbedPath, Method, OrderTerm, Paging, SelectItem, Target,
 };
 
 #[derive(Debug, Clone)]
@@ -84,6 +84,63 @@ pub struct ReadPlan {
     pub capped: Option<i64>,
     /// Keyset pagination of the root level.
     pub keyset: Option<Keyset>,
+    /// The computed fields this level uses, called explicitly.
+    pub computed: Vec<ComputedField>,
+}
+
+/// A computed field, written `"s"."fn"(alias::"s"."table")` rather than
+/// `alias.fn`: the cast lets it apply to rows that are records of the table
+/// (a write's `RETURNING`), as PostgREST casts a computed relationship's argument.
+#[derive(Debug, Clone)]
+pub struct ComputedField {
+    pub name: String,
+    /// The function, quoted and qualified.
+    pub function: String,
+    /// The table's row type, quoted and qualified.
+    pub row_type: String,
+}
+
+/// The computed fields (names that are not columns) of a level's select, filters and order.
+fn computed_fields(
+    catalog: &Catalog,
+    table: &Table,
+    projection: &[Projection],
+    filters: &[PlannedFilter],
+    order: &[PlannedOrder],
+) -> Vec<ComputedField> {
+    // No allocation unless a name is not a column (the common read has none).
+    let mut out: Vec<ComputedField> = Vec::new();
+    if !catalog.row_functions {
+        return out;
+    }
+    let mut consider = |name: &str| {
+        if table.column(name).is_some() || out.iter().any(|c| c.name == name) {
+            return;
+        }
+        if let Some(f) = catalog.computed_field(table, name) {
+            out.push(ComputedField {
+                name: name.to_string(),
+                function: crate::sql::qualified_name(&f.schema, &f.name),
+                row_type: crate::sql::qualified_name(&table.schema, &table.name),
+            });
+        }
+    };
+    fn filter_fields(f: &PlannedFilter, consider: &mut dyn FnMut(&str)) {
+        match f {
+            PlannedFilter::Condition { field, .. } => consider(&field.name),
+            PlannedFilter::Logic { children, .. } => children.iter().for_each(|c| filter_fields(c, consider)),
+        }
+    }
+    for p in projection {
+        match p {
+            Projection::Column { field, .. } => consider(&field.name),
+            Projection::Aggregate { aggregate: Aggregate { field: Some(field), .. }, .. } => consider(&field.name),
+            _ => {}
+        }
+    }
+    filters.iter().for_each(|f| filter_fields(f, &mut consider));
+    order.iter().for_each(|o| consider(&o.field.name));
+    out
 }
 
 #[derive(Debug, Clone)]
@@ -242,6 +299,19 @@ fn column<'a>(table: &'a Table, name: &str) -> Result<&'a crate::catalog::Column
     table.column(name).ok_or_else(|| RestError::Column { table: table.name.clone(), column: name.to_string() })
 }
 
+/// The type of `name` on `table`: a column's, or a computed field's (a
+/// function of the table's row type, `table.name` in SQL), as PostgREST
+/// lets both appear in `select`, filters and `order`.
+fn field_type<'a>(catalog: &'a Catalog, table: &'a Table, name: &str) -> Result<&'a str, RestError> {
+    match table.column(name) {
+        Some(col) => Ok(&col.type_name),
+        None => catalog
+            .computed_field(table, name)
+            .map(|f| f.return_type.as_str())
+            .ok_or_else(|| RestError::Column { table: table.name.clone(), column: name.to_string() }),
+    }
+}
+
 /// A read over `table`: the root level plus its embedded resources.
 fn read_plan(api: &ApiRequest, catalog: &Catalog, table: &Table, source: Source) -> Result<ReadPlan, RestError> {
     let mut used_paths = BTreeSet::new();
@@ -269,30 +339,35 @@ fn read_level(
     path: &[String],
     used_paths: &mut BTreeSet<EmbedPath>,
 ) -> Result<ReadPlan, RestError> {
+    // An unknown column of an embedded level is named by the alias
+    // PostgREST's query gives that level (`orders_1`): Postgres' message
+    // names it so, for columns and aggregates alike.
+    let aliased = |e: RestError| match e {
+        RestError::Column { table: t, column } if !path.is_empty() && t == table.name => {
+            RestError::Column { table: format!("{t}_{}", path.len()), column }
+        }
+        other => other,
+    };
     let projection = select
         .iter()
         .map(|item| plan_select_item(api, catalog, table, item, path, used_paths))
-        .collect::<Result<Vec<_>, _>>()?;
-    let aggregated = projection.iter().any(|p| matches!(p, Projection::Aggregate { .. }));
-    if aggregated && projection.iter().any(|p| matches!(p, Projection::Embed(_))) {
-        return Err(RestError::InvalidRequest(format!(
-            "aggregates and embedded resources in the same select of '{}' are not supported; \
-             aggregate inside the embedded resource instead",
-            table.name
-        )));
-    }
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(aliased)?;
     let filters = api
         .filters
         .iter()
         .filter(|(p, _)| p == path)
-        .map(|(_, f)| plan_filter(table, f))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|(_, f)| plan_filter(catalog, table, f))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(aliased)?;
     let order = api
         .order
         .get(path)
-        .map(|terms| terms.iter().map(|t| plan_order(table, t)).collect::<Result<Vec<_>, _>>())
-        .transpose()?
+        .map(|terms| terms.iter().map(|t| plan_order(catalog, table, t)).collect::<Result<Vec<_>, _>>())
+        .transpose()
+        .map_err(aliased)?
         .unwrap_or_default();
+    let computed = computed_fields(catalog, table, &projection, &filters, &order);
     Ok(ReadPlan {
         source,
         name: table.name.clone(),
@@ -303,6 +378,7 @@ fn read_level(
         paging: api.paging.get(path).cloned().unwrap_or_default(),
         capped: None,
         keyset: None,
+        computed,
     })
 }
 
@@ -336,13 +412,13 @@ fn plan_select_item(
         }
         SelectItem::Aggregate(aggregate) => {
             if let Some(field) = &aggregate.field {
-                column(table, &field.name)?;
+                field_type(catalog, table, &field.name)?;
             }
             let key = aggregate.alias.clone().unwrap_or_else(|| aggregate.function.name().to_string());
             Projection::Aggregate { aggregate: aggregate.clone(), key }
         }
         SelectItem::Field { field, alias, cast } => {
-            column(table, &field.name)?;
+            field_type(catalog, table, &field.name)?;
             let key = alias.clone().unwrap_or_else(|| field.output_name().to_string());
             Projection::Column { field: field.clone(), key, cast: cast.clone() }
         }
@@ -363,27 +439,28 @@ fn plan_embed(
     let relationship =
         catalog.relationship(&table.schema, &table.name, &embed.name, embed.hint.as_deref()).map_err(|candidates| {
             if candidates.is_empty() {
-                RestError::NoRelationship {
+                RestError::NoRelationship(Box::new(MissingRelationship {
+                    schema: table.schema.clone(),
                     table: table.name.clone(),
                     target: embed.name.clone(),
                     hint: embed.hint.clone(),
-                }
+                    suggestion: crate::catalog::no_relationship_hint(catalog, &table.schema, &table.name, &embed.name),
+                }))
             } else {
                 RestError::AmbiguousRelationship {
                     table: table.name.clone(),
                     target: embed.name.clone(),
-                    candidates: candidates.iter().map(Relationship::describe).collect(),
+                    candidates: candidates.iter().map(Relationship::summary).collect(),
                 }
             }
         })?;
     let target = catalog.table(&relationship.target_schema, &relationship.target_table).ok_or_else(|| {
         RestError::Table { schema: relationship.target_schema.clone(), table: relationship.target_table.clone() }
     })?;
-    if embed.spread && !relationship.cardinality.is_to_one() {
-        return Err(RestError::InvalidRequest(format!(
-            "A spread operation on '{}' is only possible on a to-one relationship",
-            embed.name
-        )));
+    if embed.spread && !relationship.cardinality.is_to_one() && has_aggregates(&embed.select) {
+        return Err(RestError::NotImplemented(
+            "Aggregates are not implemented for one-to-many or many-to-many spreads.".into(),
+        ));
     }
     let mut child_path = path.to_vec();
     child_path.push(embed.key().to_string());
@@ -399,12 +476,12 @@ fn plan_embed(
     })))
 }
 
-fn plan_filter(table: &Table, filter: &Filter) -> Result<PlannedFilter, RestError> {
+fn plan_filter(catalog: &Catalog, table: &Table, filter: &Filter) -> Result<PlannedFilter, RestError> {
     Ok(match filter {
         Filter::Condition { field, condition } => {
-            let col = column(table, &field.name)?;
+            let field_type = field_type(catalog, table, &field.name)?;
             let type_name = match field.json_path.last() {
-                None => col.type_name.clone(),
+                None => field_type.to_string(),
                 Some(step) if step.as_text => "text".into(),
                 Some(_) => "jsonb".into(),
             };
@@ -413,13 +490,13 @@ fn plan_filter(table: &Table, filter: &Filter) -> Result<PlannedFilter, RestErro
         Filter::Logic { op, negated, children } => PlannedFilter::Logic {
             op: *op,
             negated: *negated,
-            children: children.iter().map(|c| plan_filter(table, c)).collect::<Result<_, _>>()?,
+            children: children.iter().map(|c| plan_filter(catalog, table, c)).collect::<Result<_, _>>()?,
         },
     })
 }
 
-fn plan_order(table: &Table, term: &OrderTerm) -> Result<PlannedOrder, RestError> {
-    column(table, &term.field.name)?;
+fn plan_order(catalog: &Catalog, table: &Table, term: &OrderTerm) -> Result<PlannedOrder, RestError> {
+    field_type(catalog, table, &term.field.name)?;
     Ok(PlannedOrder { field: term.field.clone(), descending: term.descending, nulls_first: term.nulls_first })
 }
 
@@ -441,7 +518,7 @@ fn write_plan(api: &ApiRequest, catalog: &Catalog, table: &Table) -> Result<Writ
                     api.method.as_str()
                 )));
             }
-            let order = order.iter().map(|t| plan_order(table, t)).collect::<Result<Vec<_>, _>>()?;
+            let order = order.iter().map(|t| plan_order(catalog, table, t)).collect::<Result<Vec<_>, _>>()?;
             Some(Limited { order, paging: paging.clone() })
         }
         _ => None,
@@ -450,7 +527,7 @@ fn write_plan(api: &ApiRequest, catalog: &Catalog, table: &Table) -> Result<Writ
         .filters
         .iter()
         .filter(|(p, _)| p.is_empty())
-        .map(|(_, f)| plan_filter(table, f))
+        .map(|(_, f)| plan_filter(catalog, table, f))
         .collect::<Result<Vec<_>, _>>()?;
     let (kind, payload) = match api.method {
         Method::Post => {
@@ -500,6 +577,7 @@ fn write_plan(api: &ApiRequest, catalog: &Catalog, table: &Table) -> Result<Writ
                 paging: Paging::default(),
                 capped: None,
                 keyset: None,
+                computed: vec![],
             }
         }
         _ => {
@@ -881,7 +959,12 @@ mod tests {
         assert_eq!(plan_get("users", "order=nickname").unwrap_err(), column("users", "nickname"));
         assert_eq!(
             plan_get("posts", "select=id,author:users!posts_author_fkey(nickname)").unwrap_err(),
-            column("users", "nickname")
+            // Named by the embedded level's alias in PostgREST's query.
+            column("users_1", "nickname")
+        );
+        assert_eq!(
+            plan_get("posts", "select=id,author:users!posts_author_fkey(nickname.max())").unwrap_err(),
+            column("users_1", "nickname")
         );
         assert_eq!(
             plan_get("people", "").unwrap_err(),

@@ -4,7 +4,8 @@
 use crate::filter::{Field, IsValue, LogicOp, Operand, Quantifier};
 use crate::keyset::{KeyColumn, Keyset};
 use crate::plan::{
-    CallPlan, EmbedPlan, Payload, PlannedFilter, PlannedOrder, Projection, ReadPlan, Source, WriteKind, WritePlan,
+    CallPlan, ComputedField, EmbedPlan, Payload, PlannedFilter, PlannedOrder, Projection, ReadPlan, Source, WriteKind,
+    WritePlan,
 };
 use crate::prefer::{Resolution, Return};
 use crate::request::{Explain, Paging};
@@ -57,6 +58,11 @@ fn push_ident(out: &mut String, name: &str) {
     out.push('"');
 }
 
+/// `"a"."b"`.
+pub(crate) fn qualified_name(a: &str, b: &str) -> String {
+    qualified(a, b, None)
+}
+
 /// `"a"."b"`, and `"a"."b" AS "c"` with an alias.
 fn qualified(a: &str, b: &str, alias: Option<&str>) -> String {
     let mut out = String::with_capacity(a.len() + b.len() + alias.map_or(0, |c| c.len() + 6) + 5);
@@ -80,9 +86,14 @@ fn array_literal(items: &[String]) -> String {
 #[derive(Default)]
 struct Builder {
     params: Vec<String>,
-    aliases: usize,
+    /// Embedding depth of the level being written (0: the root).
+    depth: usize,
     /// FROM clause of `Source::Call` levels.
     call_from: Option<String>,
+    /// FROM clause of the next level, when an embed decides it (computed relationships).
+    from_override: Option<String>,
+    /// Computed fields of the level being written.
+    computed: Vec<ComputedField>,
     /// Lock the root level's rows (`FOR UPDATE OF`), for preconditions.
     lock_root: bool,
 }
@@ -96,13 +107,11 @@ impl Builder {
         p
     }
 
-    fn alias(&mut self) -> String {
-        self.aliases += 1;
-        format!("fb_{}", self.aliases)
-    }
-
     fn field(&mut self, alias: &str, field: &Field) -> String {
-        let mut expr = qualified(alias, &field.name, None);
+        let mut expr = match self.computed.iter().find(|c| c.name == field.name) {
+            Some(c) => format!("{}({}::{})", c.function, ident(alias), c.row_type),
+            None => qualified(alias, &field.name, None),
+        };
         for step in &field.json_path {
             let op = if step.as_text { "->>" } else { "->" };
             let key = match step.key.parse::<i32>() {
@@ -201,6 +210,11 @@ impl Builder {
     /// `SELECT … FROM … [joins] WHERE … ORDER BY … LIMIT … OFFSET …` of one level.
     /// `link` is the join condition to the parent level, for embeds.
     fn select(&mut self, plan: &ReadPlan, alias: &str, link: Option<String>, paged: bool) -> String {
+        let from = match self.from_override.take() {
+            Some(from) => from,
+            None => self.from(plan, alias),
+        };
+        let outer_computed = std::mem::replace(&mut self.computed, plan.computed.clone());
         let mut columns = Vec::new();
         let mut joins = Vec::new();
         let aggregated = plan.projection.iter().any(|p| matches!(p, Projection::Aggregate { .. }));
@@ -240,19 +254,25 @@ impl Builder {
                     }
                 }
                 Projection::Embed(embed) => {
-                    let (column, join) = self.embed(alias, embed);
-                    columns.extend(column);
+                    let (embed_columns, join) = self.embed(alias, &plan.name, embed, aggregated);
+                    for column in embed_columns {
+                        columns.push(column);
+                        // Next to aggregates, embedded values are grouped by, as PostgREST groups them.
+                        if aggregated {
+                            group_by.push(columns.len().to_string());
+                        }
+                    }
                     joins.push(join);
                 }
             }
         }
         // No columns (`rel()`) is a valid zero-column SELECT: an empty object.
-        let mut sql = ["SELECT ", &columns.join(", "), " FROM ", &self.from(plan, alias)].concat();
+        let mut sql = ["SELECT ", &columns.join(", "), " FROM ", &from].concat();
         for j in joins {
             sql.push(' ');
             sql.push_str(&j);
         }
-        let root = link.is_none();
+        let root = self.depth == 0;
         let mut conditions: Vec<String> = link.into_iter().collect();
         conditions.extend(self.filters(alias, &plan.filters));
         if let (true, Some(Keyset { columns, after: Some(values) })) = (root, &plan.keyset) {
@@ -266,6 +286,7 @@ impl Builder {
         if paged {
             self.order_and_page(&mut sql, alias, &plan.order, &plan.paging);
         }
+        self.computed = outer_computed;
         sql
     }
 
@@ -340,47 +361,108 @@ impl Builder {
         format!("({})", alternatives.join(" OR "))
     }
 
-    /// The parent's output column(s) for an embed, and the lateral join that computes it.
-    fn embed(&mut self, parent: &str, embed: &EmbedPlan) -> (Vec<String>, String) {
-        let alias = self.alias();
+    /// The parent's output column(s) for an embed, and the lateral join that
+    /// computes it. Aliases are PostgREST's, so that messages naming them
+    /// (Postgres errors of aggregates, say) read the same: the embedded table
+    /// is `{table}_{depth}`, the joined result `{parent}_{name}_{depth}`.
+    /// Next to aggregates (`grouped`), embedded objects and arrays are jsonb,
+    /// which can be grouped by.
+    fn embed(&mut self, parent: &str, parent_name: &str, embed: &EmbedPlan, grouped: bool) -> (Vec<String>, String) {
+        self.depth += 1;
+        let depth = self.depth;
+        let mut alias = String::with_capacity(embed.plan.name.len() + 3);
+        alias.push_str(&embed.plan.name);
+        alias.push('_');
+        push_number(&mut alias, depth);
+        let mut agg = String::with_capacity(parent_name.len() + embed.key.len() + 4);
+        agg.push_str(parent_name);
+        agg.push('_');
+        agg.push_str(&embed.key);
+        agg.push('_');
+        push_number(&mut agg, depth);
         let rel = &embed.relationship;
-        let (link, junction_join) = match &rel.junction {
-            None => (equalities(&alias, parent, rel.columns.iter().map(|(s, t)| (t, s))), None),
-            Some(j) => {
+        let (link, junction_join) = match (&rel.junction, &rel.computed) {
+            (_, Some(f)) => {
+                // `fn(parent::table)`: the cast picks the overload for the
+                // parent's row type, even when the parent is a CTE's row.
+                self.from_override = Some(format!(
+                    "{}({}::{}) AS {}",
+                    qualified(&f.schema, &f.name, None),
+                    ident(parent),
+                    qualified(&f.arg_schema, &f.arg_table, None),
+                    ident(&alias)
+                ));
+                (None, None)
+            }
+            (None, None) => (Some(equalities(&alias, parent, rel.columns.iter().map(|(s, t)| (t, s)))), None),
+            (Some(j), None) => {
                 let jalias = format!("{alias}_j");
                 let on = equalities(&jalias, &alias, j.target_columns.iter().map(|(jc, tc)| (jc, tc)));
                 let link = equalities(&jalias, parent, j.source_columns.iter().map(|(jc, sc)| (jc, sc)));
                 let join =
                     format!("INNER JOIN {}.{} AS {} ON {}", ident(&j.schema), ident(&j.table), ident(&jalias), on);
-                (link, Some(join))
+                (Some(link), Some(join))
             }
         };
-        let mut inner = self.select(&embed.plan, &alias, Some(link), true);
+        let mut inner = self.select(&embed.plan, &alias, link, true);
+        self.depth -= 1;
         if let Some(join) = junction_join {
             // The junction join goes right after the FROM item of the child level.
             let from = self.from(&embed.plan, &alias);
             inner = inner.replacen(&from, &format!("{from} {join}"), 1);
         }
         let kind = if embed.inner { "INNER" } else { "LEFT" };
+        let a = ident(&agg);
+        // `rel()` only filters (with `!inner`): nothing of it is output.
+        let output = !is_empty_embed(&embed.plan);
         if embed.to_one() {
-            let join = format!("{kind} JOIN LATERAL ({inner}) AS {} ON TRUE", ident(&alias));
-            let columns = if embed.spread {
-                spread_keys(&embed.plan).into_iter().map(|k| qualified(&alias, &k, Some(&k))).collect()
-            } else {
-                vec![format!("row_to_json({}.*) AS {}", ident(&alias), ident(&embed.key))]
+            let join = format!("{kind} JOIN LATERAL ({inner}) AS {a} ON TRUE");
+            let columns = match (output, embed.spread) {
+                (false, _) => vec![],
+                (true, true) => spread_keys(&embed.plan).into_iter().map(|k| qualified(&agg, &k, Some(&k))).collect(),
+                (true, false) => {
+                    let cast = if grouped { "::jsonb" } else { "" };
+                    vec![format!("row_to_json({a}.*){cast} AS {}", ident(&embed.key))]
+                }
             };
             (columns, join)
+        } else if embed.spread {
+            // A spread to-many embed: each of its columns becomes an array
+            // (PostgREST 13), in the embed's order.
+            let keys = spread_keys(&embed.plan);
+            let mut aggregates: Vec<String> = keys
+                .iter()
+                .map(|k| format!("coalesce(json_agg({}), '[]'::json) AS {}", qualified(&agg, k, None), ident(k)))
+                .collect();
+            let on = if embed.inner {
+                aggregates.push(format!("json_agg({a}) AS {a}"));
+                format!("{a}.{a} IS NOT NULL")
+            } else {
+                "TRUE".into()
+            };
+            let join =
+                format!("{kind} JOIN LATERAL (SELECT {} FROM ({inner}) AS {a}) AS {a} ON {on}", aggregates.join(", "));
+            let cast = if grouped { "::jsonb" } else { "" };
+            let columns = keys.iter().map(|k| format!("{}{cast} AS {}", qualified(&agg, k, None), ident(k))).collect();
+            (columns, join)
         } else {
-            let rows = format!("{alias}_r");
-            let on = if embed.inner { format!("{}.agg IS NOT NULL", ident(&alias)) } else { "TRUE".into() };
-            let join = format!(
-                "{kind} JOIN LATERAL (SELECT json_agg({r}) AS agg FROM ({inner}) AS {r}) AS {a} ON {on}",
-                r = ident(&rows),
-                a = ident(&alias)
-            );
-            (vec![format!("coalesce({}.agg, '[]'::json) AS {}", ident(&alias), ident(&embed.key))], join)
+            let on = if embed.inner { format!("{a}.{a} IS NOT NULL") } else { "TRUE".into() };
+            let join =
+                format!("{kind} JOIN LATERAL (SELECT json_agg({a}) AS {a} FROM ({inner}) AS {a}) AS {a} ON {on}");
+            let columns = if output {
+                let cast = if grouped { "::jsonb" } else { "" };
+                vec![format!("coalesce({a}.{a}, '[]'::json){cast} AS {}", ident(&embed.key))]
+            } else {
+                vec![]
+            };
+            (columns, join)
         }
     }
+}
+
+/// An embed with nothing to output: no columns of its own, and only such embeds.
+fn is_empty_embed(plan: &ReadPlan) -> bool {
+    plan.projection.iter().all(|p| matches!(p, Projection::Embed(e) if is_empty_embed(&e.plan)))
 }
 
 /// ` WHERE a AND b`, or nothing without conditions.
@@ -415,6 +497,7 @@ fn spread_keys(plan: &ReadPlan) -> Vec<String> {
         match p {
             Projection::Star => keys.extend(plan.columns.iter().cloned()),
             Projection::Column { key, .. } | Projection::Aggregate { key, .. } => keys.push(key.clone()),
+            Projection::Embed(e) if is_empty_embed(&e.plan) => {}
             Projection::Embed(e) if e.spread => keys.extend(spread_keys(&e.plan)),
             Projection::Embed(e) => keys.push(e.key.clone()),
         }
@@ -659,6 +742,7 @@ mod tests {
             paging: Paging { limit: Some(5), offset: None },
             capped: None,
             keyset: None,
+            computed: vec![],
         };
         let q = read(&plan, Body::Array, false, false);
         assert_eq!(

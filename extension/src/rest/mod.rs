@@ -30,7 +30,7 @@ fn is_cache_miss(err: &RestError) -> bool {
         RestError::Table { .. }
             | RestError::Column { .. }
             | RestError::Function { .. }
-            | RestError::NoRelationship { .. }
+            | RestError::NoRelationship(_)
     )
 }
 

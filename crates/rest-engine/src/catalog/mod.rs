@@ -5,8 +5,11 @@
 use serde::Deserialize;
 use std::collections::HashMap;
 
+mod fuzzy;
 mod relationships;
-pub use relationships::{Cardinality, Junction, Relationship};
+pub use relationships::{
+    no_relationship_hint, Cardinality, ComputedRelationship, Junction, Relationship, RelationshipSummary,
+};
 
 #[derive(Debug, Deserialize, Clone)]
 pub struct Column {
@@ -85,6 +88,15 @@ pub struct Function {
     /// Returns rows of this table or view (`SETOF t`, `t`).
     #[serde(default)]
     pub returns_table: Option<RelationName>,
+    /// Its one argument is this table's row type (computed field or relationship).
+    #[serde(default)]
+    pub row_arg: Option<RelationName>,
+    /// The return type as Postgres names it (for filters on a computed field).
+    #[serde(default)]
+    pub return_type: String,
+    /// Not `SETOF`, or `ROWS 1`: a computed relationship to one row.
+    #[serde(default)]
+    pub single_row: bool,
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -161,6 +173,9 @@ pub struct Catalog {
     tables: HashMap<(String, String), Table>,
     pub foreign_keys: Vec<ForeignKey>,
     functions: HashMap<(String, String), Vec<Function>>,
+    /// Some function takes a table's row type: computed fields are possible
+    /// (reads skip looking for them otherwise).
+    pub row_functions: bool,
 }
 
 impl Catalog {
@@ -183,7 +198,8 @@ impl Catalog {
         let mut foreign_keys = origins.through_views(&json.foreign_keys);
         // Keep what touches an exposed schema: the rest cannot be embedded.
         foreign_keys.retain(|fk| exposed.contains(&fk.schema) || exposed.contains(&fk.foreign_schema));
-        Catalog { tables, foreign_keys, functions, postgis: json.postgis }
+        let row_functions = functions.values().flatten().any(|f| f.row_arg.is_some());
+        Catalog { tables, foreign_keys, functions, postgis: json.postgis, row_functions }
     }
 
     pub fn table(&self, schema: &str, name: &str) -> Option<&Table> {
@@ -197,6 +213,17 @@ impl Catalog {
 
     pub fn functions(&self, schema: &str, name: &str) -> &[Function] {
         self.functions.get(&(schema.to_string(), name.to_string())).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// A computed field of `table`: a function of the table's row type,
+    /// `name(table)`, written `table.name` in SQL. Looked up only for names
+    /// that are not columns.
+    pub fn computed_field(&self, table: &Table, name: &str) -> Option<&Function> {
+        self.functions(&table.schema, name).iter().find(|f| {
+            f.row_arg.as_ref().is_some_and(|a| a.schema == table.schema && a.name == table.name)
+                && !f.returns_set
+                && !f.returns_void
+        })
     }
 
     pub fn functions_in<'a>(&'a self, schema: &'a str) -> impl Iterator<Item = &'a Function> + 'a {

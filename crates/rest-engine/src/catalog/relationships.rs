@@ -144,6 +144,15 @@ impl Cardinality {
     pub fn is_to_one(&self) -> bool {
         matches!(self, Cardinality::ManyToOne | Cardinality::OneToOne)
     }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Cardinality::ManyToOne => "many-to-one",
+            Cardinality::OneToMany => "one-to-many",
+            Cardinality::OneToOne => "one-to-one",
+            Cardinality::ManyToMany => "many-to-many",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -158,8 +167,21 @@ pub struct Junction {
     pub target_fk: String,
 }
 
+/// A function of the source table's row type that returns rows of the
+/// target table: `FROM schema.name(parent::source)` replaces the join.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ComputedRelationship {
+    pub schema: String,
+    pub name: String,
+    /// The argument's type: the source table (`parent::"s"."t"` picks the overload).
+    pub arg_schema: String,
+    pub arg_table: String,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Relationship {
+    /// The table the relationship starts from (for messages).
+    pub source_table: String,
     pub target_schema: String,
     pub target_table: String,
     pub cardinality: Cardinality,
@@ -168,27 +190,79 @@ pub struct Relationship {
     /// (source column, target column) for direct relationships.
     pub columns: Vec<(String, String)>,
     pub junction: Option<Junction>,
+    pub computed: Option<ComputedRelationship>,
+}
+
+/// One candidate of an ambiguous embed, as PostgREST's `PGRST201` lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelationshipSummary {
+    pub cardinality: &'static str,
+    pub embedding: String,
+    pub relationship: String,
+    /// `target!hint`, the form that selects this one.
+    pub hint: String,
 }
 
 impl Relationship {
-    /// Whether `hint` (the `!hint` of `rel!hint(...)`) selects this one: a
-    /// constraint name, a column of the relationship, or the junction table.
-    fn matches_hint(&self, hint: &str) -> bool {
-        self.constraint == hint
-            || self.columns.iter().any(|(s, t)| s == hint || t == hint)
-            || self.junction.as_ref().is_some_and(|j| j.table == hint || j.source_fk == hint || j.target_fk == hint)
+    fn is_self(&self, schema: &str) -> bool {
+        self.computed.is_none() && self.target_schema == schema && self.target_table == self.source_table
     }
 
-    pub fn describe(&self) -> String {
-        let kind = match self.cardinality {
-            Cardinality::ManyToOne => "many-to-one",
-            Cardinality::OneToMany => "one-to-many",
-            Cardinality::OneToOne => "one-to-one",
-            Cardinality::ManyToMany => "many-to-many",
+    /// The source column of a single-column foreign key.
+    fn single_column(&self) -> Option<&str> {
+        match self.columns.as_slice() {
+            [(source, _)] if self.junction.is_none() => Some(source),
+            _ => None,
+        }
+    }
+
+    /// The target column of a single-column foreign key.
+    fn single_target_column(&self) -> Option<&str> {
+        match self.columns.as_slice() {
+            [(_, target)] if self.junction.is_none() => Some(target),
+            _ => None,
+        }
+    }
+
+    /// The constraint of a direct (not many-to-many) relationship.
+    fn direct_constraint(&self) -> Option<&str> {
+        (self.junction.is_none() && self.computed.is_none()).then_some(self.constraint.as_str())
+    }
+
+    /// How PostgREST describes this relationship in `PGRST201`'s details.
+    pub fn summary(&self) -> RelationshipSummary {
+        let list = |cols: &mut dyn Iterator<Item = &String>| {
+            format!("({})", cols.map(String::as_str).collect::<Vec<_>>().join(", "))
         };
-        match &self.junction {
-            Some(j) => format!("{kind} via {}.{} using {} and {}", j.schema, j.table, j.source_fk, j.target_fk),
-            None => format!("{kind} using {}", self.constraint),
+        let (relationship, hint) = match &self.junction {
+            Some(j) => (
+                format!(
+                    "{} using {}{} and {}{}",
+                    j.table,
+                    j.source_fk,
+                    list(&mut j.source_columns.iter().map(|(jc, _)| jc)),
+                    j.target_fk,
+                    list(&mut j.target_columns.iter().map(|(jc, _)| jc))
+                ),
+                j.table.clone(),
+            ),
+            None => (
+                format!(
+                    "{} using {}{} and {}{}",
+                    self.constraint,
+                    self.source_table,
+                    list(&mut self.columns.iter().map(|(s, _)| s)),
+                    self.target_table,
+                    list(&mut self.columns.iter().map(|(_, t)| t))
+                ),
+                self.constraint.clone(),
+            ),
+        };
+        RelationshipSummary {
+            cardinality: self.cardinality.name(),
+            embedding: format!("{} with {}", self.source_table, self.target_table),
+            relationship,
+            hint: format!("{}!{hint}", self.target_table),
         }
     }
 }
@@ -198,37 +272,45 @@ fn pairs(a: &[String], b: &[String]) -> Vec<(String, String)> {
 }
 
 impl Catalog {
-    /// Every relationship from `schema.table` to a table named `target` in `schema`.
-    pub fn relationships(&self, schema: &str, table: &str, target: &str) -> Vec<Relationship> {
+    /// Every relationship from `schema.table` to a relation of `schema`:
+    /// through foreign keys (either way), junction tables, and functions of
+    /// the table's row type that return rows of a table (computed).
+    pub fn relationships(&self, schema: &str, table: &str) -> Vec<Relationship> {
         let mut out = Vec::new();
         let is = |s: &str, t: &str, want_s: &str, want_t: &str| s == want_s && t == want_t;
+        let unique = |s: &str, t: &str, cols: &[String]| self.table(s, t).is_some_and(|t| t.is_unique(cols));
+        let direct = |target: &str, cardinality, constraint: &str, columns| Relationship {
+            source_table: table.into(),
+            target_schema: schema.into(),
+            target_table: target.into(),
+            cardinality,
+            constraint: constraint.into(),
+            columns,
+            junction: None,
+            computed: None,
+        };
         for fk in &self.foreign_keys {
-            if is(&fk.schema, &fk.table, schema, table) && is(&fk.foreign_schema, &fk.foreign_table, schema, target) {
-                out.push(Relationship {
-                    target_schema: schema.into(),
-                    target_table: target.into(),
-                    cardinality: Cardinality::ManyToOne,
-                    constraint: fk.name.clone(),
-                    columns: pairs(&fk.columns, &fk.foreign_columns),
-                    junction: None,
-                });
+            if is(&fk.schema, &fk.table, schema, table) && fk.foreign_schema == schema {
+                let cardinality = if unique(&fk.schema, &fk.table, &fk.columns) {
+                    Cardinality::OneToOne
+                } else {
+                    Cardinality::ManyToOne
+                };
+                out.push(direct(&fk.foreign_table, cardinality, &fk.name, pairs(&fk.columns, &fk.foreign_columns)));
             }
-            if is(&fk.foreign_schema, &fk.foreign_table, schema, table) && is(&fk.schema, &fk.table, schema, target) {
-                let unique = self.table(&fk.schema, &fk.table).is_some_and(|t| t.is_unique(&fk.columns));
-                out.push(Relationship {
-                    target_schema: schema.into(),
-                    target_table: target.into(),
-                    cardinality: if unique { Cardinality::OneToOne } else { Cardinality::OneToMany },
-                    constraint: fk.name.clone(),
-                    columns: pairs(&fk.foreign_columns, &fk.columns),
-                    junction: None,
-                });
+            if is(&fk.foreign_schema, &fk.foreign_table, schema, table) && fk.schema == schema {
+                let cardinality = if unique(&fk.schema, &fk.table, &fk.columns) {
+                    Cardinality::OneToOne
+                } else {
+                    Cardinality::OneToMany
+                };
+                out.push(direct(&fk.table, cardinality, &fk.name, pairs(&fk.foreign_columns, &fk.columns)));
             }
         }
         // Many-to-many: a third table with a foreign key to each side.
         for to_source in self.foreign_keys.iter().filter(|fk| is(&fk.foreign_schema, &fk.foreign_table, schema, table))
         {
-            if to_source.table == table || to_source.table == target || to_source.schema != schema {
+            if to_source.table == table || to_source.schema != schema {
                 continue;
             }
             // Junctions are tables: a view of one would make every
@@ -240,15 +322,44 @@ impl Catalog {
                 fk.schema == to_source.schema
                     && fk.table == to_source.table
                     && fk.name != to_source.name
-                    && is(&fk.foreign_schema, &fk.foreign_table, schema, target)
+                    && fk.foreign_schema == schema
+                    && fk.foreign_table != to_source.table
             }) {
-                out.push(junction_relationship(schema, target, to_source, to_target));
+                out.push(junction_relationship(schema, table, to_source, to_target));
             }
+        }
+        for f in self.functions_in(schema) {
+            let (Some(arg), Some(ret)) = (&f.row_arg, &f.returns_table) else { continue };
+            if !is(&arg.schema, &arg.name, schema, table) || self.table(&ret.schema, &ret.name).is_none() {
+                continue;
+            }
+            out.push(Relationship {
+                source_table: table.into(),
+                target_schema: ret.schema.clone(),
+                target_table: ret.name.clone(),
+                cardinality: if f.single_row { Cardinality::ManyToOne } else { Cardinality::OneToMany },
+                constraint: f.name.clone(),
+                columns: vec![],
+                junction: None,
+                computed: Some(ComputedRelationship {
+                    schema: f.schema.clone(),
+                    name: f.name.clone(),
+                    arg_schema: arg.schema.clone(),
+                    arg_table: arg.name.clone(),
+                }),
+            });
         }
         out
     }
 
-    /// The one relationship `hint` selects, or why there is not exactly one.
+    /// The one relationship `select=target!hint(…)` on `schema.table`
+    /// names, found as PostgREST finds it, or the candidates when there is
+    /// not exactly one (none: `PGRST200`, several: `PGRST201`). The target
+    /// is a table or view, a function of the table's row type, or (for
+    /// tables) a foreign key's constraint name or single column. In a
+    /// self-referencing table the table's name is the one-to-many side (the
+    /// children) and the column's name the many-to-one side (the parent); a
+    /// hint there is the children's referencing column.
     pub fn relationship(
         &self,
         schema: &str,
@@ -256,10 +367,34 @@ impl Catalog {
         target: &str,
         hint: Option<&str>,
     ) -> Result<Relationship, Vec<Relationship>> {
-        let mut found = self.relationships(schema, table, target);
-        if let Some(hint) = hint {
-            found.retain(|r| r.matches_hint(hint));
-        }
+        let target_is_view =
+            |r: &Relationship| self.table(&r.target_schema, &r.target_table).is_some_and(Table::is_view);
+        let mut found = self.relationships(schema, table);
+        found.retain(|r| {
+            if let Some(f) = &r.computed {
+                return f.name == target;
+            }
+            let one_to_many = r.cardinality == Cardinality::OneToMany;
+            match (r.is_self(schema), hint) {
+                (true, None) => {
+                    (r.target_table == target && one_to_many)
+                        || (r.single_column() == Some(target) && r.cardinality == Cardinality::ManyToOne)
+                }
+                (true, Some(h)) => r.target_table == target && one_to_many && r.single_target_column() == Some(h),
+                (false, None) => {
+                    r.target_table == target
+                        || (r.direct_constraint() == Some(target) && !target_is_view(r))
+                        || (r.single_column() == Some(target) && !target_is_view(r))
+                }
+                (false, Some(h)) => {
+                    r.target_table == target
+                        && (r.direct_constraint() == Some(h)
+                            || r.single_column() == Some(h)
+                            || r.single_target_column() == Some(h)
+                            || r.junction.as_ref().is_some_and(|j| j.table == h))
+                }
+            }
+        });
         if found.len() == 1 {
             Ok(found.remove(0))
         } else {
@@ -268,10 +403,34 @@ impl Catalog {
     }
 }
 
-fn junction_relationship(schema: &str, target: &str, to_source: &ForeignKey, to_target: &ForeignKey) -> Relationship {
+/// PostgREST's hint for `PGRST200`: when `table` has relationships, the
+/// target closest to `target` among them (never `target` itself); else the
+/// table with relationships closest to `table`.
+pub fn no_relationship_hint(catalog: &Catalog, schema: &str, table: &str, target: &str) -> Option<String> {
+    let own = catalog.relationships(schema, table);
+    if own.is_empty() {
+        let mut parents: Vec<&str> = catalog
+            .tables_in(schema)
+            .filter(|t| !catalog.relationships(schema, &t.name).is_empty())
+            .map(|t| t.name.as_str())
+            .collect();
+        parents.sort();
+        let (_, best) = super::fuzzy::matches(&parents, table).into_iter().next()?;
+        Some(format!("Perhaps you meant '{best}' instead of '{table}'."))
+    } else {
+        let mut children: Vec<&str> = own.iter().map(|r| r.target_table.as_str()).collect();
+        children.sort();
+        children.dedup();
+        let (_, best) = super::fuzzy::matches(&children, target).into_iter().find(|(score, _)| *score < 1.0)?;
+        Some(format!("Perhaps you meant '{best}' instead of '{target}'."))
+    }
+}
+
+fn junction_relationship(schema: &str, table: &str, to_source: &ForeignKey, to_target: &ForeignKey) -> Relationship {
     Relationship {
+        source_table: table.into(),
         target_schema: schema.into(),
-        target_table: target.into(),
+        target_table: to_target.foreign_table.clone(),
         cardinality: Cardinality::ManyToMany,
         constraint: to_target.name.clone(),
         columns: vec![],
@@ -283,6 +442,7 @@ fn junction_relationship(schema: &str, target: &str, to_source: &ForeignKey, to_
             source_fk: to_source.name.clone(),
             target_fk: to_target.name.clone(),
         }),
+        computed: None,
     }
 }
 
@@ -366,6 +526,98 @@ mod tests {
         assert_eq!(c.table("public", "recent_posts").unwrap().primary_key, vec!["post_id".to_string()]);
         // And back: one-to-many from the table to the view.
         assert!(c.relationship("public", "users", "recent_posts", None).is_ok());
+    }
+
+    /// A real project's shape: a self-reference, two foreign keys to one
+    /// table, a view, and functions of a table's row type.
+    fn project() -> Catalog {
+        let function = |name: &str, arg: &str, ret: &str, set: bool| {
+            json!({"schema": "public", "name": name, "args": [{"name": "", "type": arg}], "defaults": 0,
+                   "returns_set": set, "returns_composite": true, "returns_void": false, "result_columns": null,
+                   "volatility": "s", "returns_table": {"schema": "public", "name": ret},
+                   "row_arg": {"schema": "public", "name": arg}, "return_type": ret, "single_row": !set})
+        };
+        test_catalog(json!({
+            "tables": [
+                table("users", json!([["id"]])), table("collections", json!([["id"]])),
+                table("best_friends", json!([["id"]])), table("channels", json!([["id"]])),
+                table("messages", json!([["id"]])),
+                {"schema": "public", "name": "active_users", "kind": "v", "comment": null, "columns": [], "primary_key": [], "unique_keys": []},
+            ],
+            "foreign_keys": [
+                fk("collections_parent_id_fkey", "collections", &["parent_id"], "collections"),
+                fk("best_friends_first_user_fkey", "best_friends", &["first_user"], "users"),
+                fk("best_friends_second_user_fkey", "best_friends", &["second_user"], "users"),
+                fk("messages_channel_id_fkey", "messages", &["channel_id"], "channels"),
+                fk("messages_user_id_fkey", "messages", &["user_id"], "active_users"),
+            ],
+            "functions": [
+                function("get_messages", "channels", "messages", true),
+                function("last_message", "channels", "messages", false),
+            ]
+        }))
+    }
+
+    #[test]
+    fn self_references_resolve_as_postgrest_resolves_them() {
+        let c = project();
+        // The table's name: the children (one-to-many).
+        let r = c.relationship("public", "collections", "collections", None).unwrap();
+        assert_eq!((r.cardinality, r.columns), (Cardinality::OneToMany, vec![("id".into(), "parent_id".into())]));
+        // The column's name: the parent (many-to-one).
+        let r = c.relationship("public", "collections", "parent_id", None).unwrap();
+        assert_eq!(r.cardinality, Cardinality::ManyToOne);
+        // A hint is the children's referencing column; a constraint name does not apply.
+        assert!(c.relationship("public", "collections", "collections", Some("parent_id")).is_ok());
+        assert!(c
+            .relationship("public", "collections", "collections", Some("collections_parent_id_fkey"))
+            .unwrap_err()
+            .is_empty());
+        assert!(c.relationship("public", "collections", "collections", Some("id")).unwrap_err().is_empty());
+    }
+
+    #[test]
+    fn constraint_names_and_columns_are_targets() {
+        let c = project();
+        let r = c.relationship("public", "users", "best_friends_first_user_fkey", None).unwrap();
+        assert_eq!((r.target_table.as_str(), r.cardinality), ("best_friends", Cardinality::OneToMany));
+        let r = c.relationship("public", "best_friends", "second_user", None).unwrap();
+        assert_eq!((r.target_table.as_str(), r.constraint.as_str()), ("users", "best_friends_second_user_fkey"));
+        // Not when the target is a view (PostgREST#2277).
+        assert!(c.relationship("public", "messages", "user_id", None).unwrap_err().is_empty());
+        assert!(c.relationship("public", "messages", "active_users", None).is_ok());
+        // Ambiguous without a hint, with PostgREST's details.
+        let err = c.relationship("public", "users", "best_friends", None).unwrap_err();
+        let s = err[0].summary();
+        assert_eq!(
+            (s.cardinality, s.embedding.as_str(), s.relationship.as_str(), s.hint.as_str()),
+            (
+                "one-to-many",
+                "users with best_friends",
+                "best_friends_first_user_fkey using users(id) and best_friends(first_user)",
+                "best_friends!best_friends_first_user_fkey"
+            )
+        );
+    }
+
+    #[test]
+    fn functions_of_a_row_type_are_computed_relationships() {
+        let c = project();
+        let r = c.relationship("public", "channels", "get_messages", None).unwrap();
+        assert_eq!((r.target_table.as_str(), r.cardinality.is_to_one()), ("messages", false));
+        assert_eq!(r.computed.unwrap().arg_table, "channels");
+        assert!(c.relationship("public", "channels", "last_message", None).unwrap().cardinality.is_to_one());
+        // Only from the table whose row type the function takes.
+        assert!(c.relationship("public", "users", "get_messages", None).unwrap_err().is_empty());
+    }
+
+    #[test]
+    fn no_relationship_hints_suggest_a_close_name() {
+        let c = project();
+        let hint = |t: &str, target: &str| no_relationship_hint(&c, "public", t, target);
+        assert_eq!(hint("channels", "message").as_deref(), Some("Perhaps you meant 'messages' instead of 'message'."));
+        assert_eq!(hint("channel", "messages").as_deref(), Some("Perhaps you meant 'channels' instead of 'channel'."));
+        assert_eq!(hint("channels", "zzz"), None);
     }
 
     #[test]
