@@ -210,7 +210,7 @@ impl App {
                     let body = read_body(&parts.headers, body, state.config.server.body_limit_bytes).await?;
                     return self.realtime.http_broadcast(state, &caller, &parts, &body).await;
                 }
-                self.realtime.handle(&self.state, &mut req, caller, apikey)
+                self.realtime.handle(&self.state, &mut req, caller, apikey, &ctx.ip)
             }
             Route::Unbuilt(name) => Err(ApiError::NotImplemented(name)),
             Route::NotFound => Err(ApiError::NotFound),

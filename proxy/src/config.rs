@@ -435,6 +435,8 @@ impl Default for Log {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Realtime {
+    /// Realtime sockets open at once from one client address.
+    pub max_connections_per_ip: usize,
     /// Channels one socket may have joined at once.
     pub max_channels_per_connection: usize,
     /// Channel joins one socket may make per second.
@@ -460,6 +462,7 @@ pub struct Realtime {
 impl Default for Realtime {
     fn default() -> Self {
         Realtime {
+            max_connections_per_ip: 100,
             max_channels_per_connection: 100,
             max_joins_per_second: 100,
             max_events_per_second: 100,

@@ -6,6 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createClient } from '@supabase/supabase-js';
+import { request } from 'node:http';
 import { env, eventually, proxyWith, sign, sql, ADA, GRACE } from './helpers.mjs';
 
 const clients = [];
@@ -227,4 +228,57 @@ test('replay: a private channel joined with replay gets its stored messages firs
   // Grace may not read the room: no replay, no join.
   const refused = client(user(GRACE)).channel(room, { config: { private: true, broadcast: { replay: { since } } } });
   assert.equal((await subscribe(refused)).status, 'CHANNEL_ERROR');
+});
+
+test('a channel whose token expires is closed with a system message; a fresh access_token keeps it', async () => {
+  const soon = (seconds) => sign({ role: 'authenticated', sub: ADA, exp: Math.floor(Date.now() / 1000) + seconds });
+  const ws = new WebSocket(`${env.url.replace('http', 'ws')}/realtime/v1/websocket?apikey=${env.anonKey}&vsn=2.0.0`);
+  const inbox = [];
+  ws.onmessage = (e) => inbox.push(JSON.parse(e.data));
+  await new Promise((resolve) => { ws.onopen = resolve; });
+  ws.send(JSON.stringify(['1', '1', 'realtime:short', 'phx_join', { config: {}, access_token: soon(2) }]));
+  ws.send(JSON.stringify(['2', '2', 'realtime:renewed', 'phx_join', { config: {}, access_token: soon(2) }]));
+  ws.send(JSON.stringify(['2', '3', 'realtime:renewed', 'access_token', { access_token: soon(60) }]));
+  assert.ok(await eventually(() => inbox.some((m) => m[3] === 'phx_close' && m[2] === 'realtime:short'), 6000));
+  const system = inbox.find((m) => m[3] === 'system' && m[2] === 'realtime:short');
+  assert.equal(system[4].status, 'error');
+  assert.equal(system[4].extension, 'system');
+  assert.equal(system[4].channel, 'short');
+  assert.match(system[4].message, /^Token has expired \d+ seconds ago$/);
+  assert.ok(!inbox.some((m) => m[2] === 'realtime:renewed' && ['system', 'phx_close'].includes(m[3])), 'the renewed channel stays');
+  ws.close();
+});
+
+test('realtime sockets per client address are capped: one more upgrade is 429', async () => {
+  const proxy = await proxyWith({ FLUXBASE_REALTIME_MAX_CONNECTIONS_PER_IP: '2' });
+  const url = `${proxy.url.replace('http', 'ws')}/realtime/v1/websocket?apikey=${env.anonKey}&vsn=2.0.0`;
+  const open = () => new Promise((resolve) => {
+    const ws = new WebSocket(url);
+    ws.onopen = () => resolve({ ws, ok: true });
+    ws.onerror = () => resolve({ ws, ok: false });
+  });
+  try {
+    const [a, b] = [await open(), await open()];
+    assert.ok(a.ok && b.ok);
+    const refused = await new Promise((resolve, reject) => {
+      const req = request(`${proxy.url}/realtime/v1/websocket?apikey=${env.anonKey}&vsn=2.0.0`, {
+        headers: { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==' },
+      });
+      req.on('response', (res) => {
+        let body = '';
+        res.on('data', (d) => { body += d; });
+        res.on('end', () => resolve({ status: res.statusCode, retryAfter: res.headers['retry-after'], body: JSON.parse(body) }));
+      });
+      req.on('upgrade', () => reject(new Error('upgraded past the limit')));
+      req.on('error', reject);
+      req.end();
+    });
+    assert.equal(refused.status, 429);
+    assert.equal(refused.retryAfter, '1');
+    assert.match(refused.body.message, /^ConnectionRateLimitReached/);
+    a.ws.close();
+    assert.ok(await eventually(async () => (await open()).ok), 'a closed socket gives its place back');
+  } finally {
+    proxy.stop();
+  }
 });

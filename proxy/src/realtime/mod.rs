@@ -46,6 +46,11 @@ const NOTIFY_MAX: usize = 7999;
 /// payload between `realtime.max_payload_bytes` and this is refused with
 /// a reply and the socket stays.
 const MAX_FRAME_BYTES: usize = 1 << 20;
+/// Bytes read from a socket at a time (tungstenite's default: 128 KiB).
+const READ_BUFFER_BYTES: usize = 4 << 10;
+/// Frames are written once this many bytes are queued, or when the queue
+/// is empty (tungstenite's default: 128 KiB).
+const WRITE_BUFFER_BYTES: usize = 16 << 10;
 
 pub struct RealtimeService {
     shared: Arc<Shared>,
@@ -61,6 +66,42 @@ pub(crate) struct Shared {
     ready: watch::Sender<bool>,
     /// True while messages from SQL can arrive (feed.rs).
     feed_ready: watch::Sender<bool>,
+    /// Open sockets per client address.
+    per_ip: Arc<PerIp>,
+}
+
+/// Counts open sockets per client address.
+#[derive(Default)]
+struct PerIp(std::sync::Mutex<std::collections::HashMap<String, usize>>);
+
+/// One socket's place in its address's count, given back when dropped.
+struct IpSlot {
+    counts: Arc<PerIp>,
+    ip: String,
+}
+
+impl PerIp {
+    fn enter(self: &Arc<Self>, ip: &str, limit: usize) -> Option<IpSlot> {
+        let mut counts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = counts.entry(ip.to_string()).or_default();
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot { counts: self.clone(), ip: ip.to_string() })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = counts.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
 }
 
 impl Default for RealtimeService {
@@ -72,6 +113,7 @@ impl Default for RealtimeService {
                 bridge: Once::new(),
                 ready: watch::Sender::new(false),
                 feed_ready: watch::Sender::new(false),
+                per_ip: Arc::default(),
             }),
         }
     }
@@ -87,10 +129,21 @@ impl RealtimeService {
         req: &mut Request<B>,
         caller: Caller,
         apikey: Option<String>,
+        ip: &str,
     ) -> Result<Response, ApiError> {
         if req.uri().path() != "/realtime/v1/websocket" {
             return Err(ApiError::NotFound);
         }
+        let Some(slot) = self.shared.per_ip.enter(ip, state.config.realtime.max_connections_per_ip) else {
+            state.metrics.realtime_refused("connections_per_ip");
+            return Err(ApiError::RateLimited {
+                retry_after: 1,
+                msg: format!(
+                    "ConnectionRateLimitReached: more than {} realtime connections from this address",
+                    state.config.realtime.max_connections_per_ip
+                ),
+            });
+        };
         let query = req.uri().query().unwrap_or("");
         let vsn = crate::http::query_param(query, "vsn");
         let vsn = Vsn::parse(vsn.as_deref()).ok_or_else(|| bad_request("vsn must be 1.0.0 or 2.0.0"))?;
@@ -103,11 +156,17 @@ impl RealtimeService {
                 Ok(u) => u,
                 Err(e) => return tracing::debug!(error = %e, "WebSocket upgrade failed"),
             };
+            // tungstenite reads in 128 KiB chunks into a buffer of that size
+            // by default: most of an idle socket's memory. Frames are small;
+            // a large one grows the buffer as it is read.
             let config = WebSocketConfig::default()
                 .max_message_size(Some(MAX_FRAME_BYTES))
-                .max_frame_size(Some(MAX_FRAME_BYTES));
+                .max_frame_size(Some(MAX_FRAME_BYTES))
+                .read_buffer_size(READ_BUFFER_BYTES)
+                .write_buffer_size(WRITE_BUFFER_BYTES);
             let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
             socket::run(ws, socket::Conn { state, shared, vsn, caller, apikey }).await;
+            drop(slot);
         });
         Ok(http::Response::builder()
             .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -359,6 +418,17 @@ mod tests {
         assert!(accept_key(&http::Method::POST, &h).is_err());
         h.remove(header::SEC_WEBSOCKET_KEY);
         assert!(accept_key(&http::Method::GET, &h).is_err());
+    }
+
+    #[test]
+    fn sockets_per_address_are_counted_and_given_back() {
+        let counts = Arc::new(PerIp::default());
+        let a = counts.enter("203.0.113.1", 2).unwrap();
+        let _b = counts.enter("203.0.113.1", 2).unwrap();
+        assert!(counts.enter("203.0.113.1", 2).is_none(), "the third from one address is refused");
+        let _other = counts.enter("198.51.100.7", 2).expect("another address has its own count");
+        drop(a);
+        assert!(counts.enter("203.0.113.1", 2).is_some(), "a closed socket gives its place back");
     }
 
     #[test]

@@ -41,6 +41,16 @@ struct Joined {
     /// one, what its INSERT policies on `realtime.messages` allowed at join.
     may_send: bool,
     may_track: bool,
+    /// When the channel's token (the join's `access_token`, the latest one
+    /// sent, or the socket's key) expires; the channel is closed then.
+    expires: Option<Instant>,
+}
+
+/// When `caller`'s token expires (`exp`), if it does.
+fn expiry(caller: &Caller) -> Option<Instant> {
+    let exp = caller.claims.get("exp")?.as_f64()?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs_f64();
+    Some(Instant::now() + Duration::from_secs_f64((exp - now).clamp(0.0, 1e9)))
 }
 
 /// What a caller may do on a private channel (`fluxbase.realtime_authorize`).
@@ -98,8 +108,15 @@ where
     let mut session =
         Session { conn, id, tx, kill, channels: HashMap::new(), joins: Window::new(), events: Window::new() };
     loop {
+        let expires = session.channels.values().filter_map(|j| j.expires).min();
         tokio::select! {
             _ = session.kill.cancelled() => break,
+            _ = async {
+                match expires {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            } => session.expire_channels(),
             frame = tokio::time::timeout(heartbeat_timeout, stream.next()) => match frame {
                 Err(_) => {
                     session.close(CloseCode::Policy, "HeartbeatTimeout: no message from the client in time");
@@ -404,7 +421,8 @@ impl Session {
         }
         let ack = config["broadcast"]["ack"].as_bool() == Some(true);
         let (may_send, may_track) = access.as_ref().map_or((true, true), |a| (a.broadcast_write, a.presence_write));
-        let joined = Joined { key, private, join_ref: m.join_ref, ack, presence_key, may_send, may_track };
+        let expires = expiry(&caller);
+        let joined = Joined { key, private, join_ref: m.join_ref, ack, presence_key, may_send, may_track, expires };
         self.channels.insert(m.topic, joined);
     }
 
@@ -441,23 +459,53 @@ impl Session {
         self.send(join_ref.as_deref(), join_ref.as_deref(), &m.topic, "phx_close", &json!({}));
     }
 
-    /// A new token for the channel; one that does not verify closes it
-    /// with a `system` message, as Supabase does.
+    /// A new token for the channel: it expires the channel at its own
+    /// `exp`; one that does not verify closes it with a `system` message,
+    /// as Supabase does.
     fn access_token(&mut self, m: &Message) {
         let Some(token) = m.payload.get("access_token").and_then(Value::as_str) else {
             return self.refuse_m(m, "malformed", "MalformedMessage: access_token must be a string");
         };
-        if let Err(reason) = self.verify_token(token) {
-            self.conn.state.metrics.realtime_refused("token");
-            let sub_topic = m.topic.strip_prefix("realtime:").unwrap_or(&m.topic).to_string();
-            let join_ref = self.channels.get(&m.topic).and_then(|j| j.join_ref.clone());
-            let system = json!({ "status": "error", "extension": "system", "message": reason, "channel": sub_topic });
-            self.send(join_ref.as_deref(), None, &m.topic, "system", &system);
-            if let Some(joined) = self.channels.remove(&m.topic) {
-                self.conn.shared.hub.leave(&joined.key, self.id);
+        match self.verify_token(token) {
+            Ok(caller) => {
+                if let Some(joined) = self.channels.get_mut(&m.topic) {
+                    joined.expires = expiry(&caller);
+                }
             }
-            self.send(join_ref.as_deref(), join_ref.as_deref(), &m.topic, "phx_close", &json!({}));
+            Err(reason) => {
+                self.conn.state.metrics.realtime_refused("token");
+                self.close_channel(&m.topic, &reason);
+            }
         }
+    }
+
+    /// Closes the channels whose token expired, each with a `system`
+    /// message, as Supabase Realtime does.
+    fn expire_channels(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<(String, Instant)> = self
+            .channels
+            .iter()
+            .filter_map(|(topic, j)| j.expires.filter(|at| *at <= now).map(|at| (topic.clone(), at)))
+            .collect();
+        for (topic, at) in expired {
+            self.conn.state.metrics.realtime_refused("token_expired");
+            let reason = format!("Token has expired {} seconds ago", now.duration_since(at).as_secs());
+            self.close_channel(&topic, &reason);
+        }
+    }
+
+    /// A `system` error message on the channel, then `phx_close`; the
+    /// socket leaves it.
+    fn close_channel(&mut self, topic: &str, reason: &str) {
+        let sub_topic = topic.strip_prefix("realtime:").unwrap_or(topic).to_string();
+        let join_ref = self.channels.get(topic).and_then(|j| j.join_ref.clone());
+        let system = json!({ "status": "error", "extension": "system", "message": reason, "channel": sub_topic });
+        self.send(join_ref.as_deref(), None, topic, "system", &system);
+        if let Some(joined) = self.channels.remove(topic) {
+            self.conn.shared.hub.leave(&joined.key, self.id);
+        }
+        self.send(join_ref.as_deref(), join_ref.as_deref(), topic, "phx_close", &json!({}));
     }
 
     /// Checks an event's rate and size; refuses (and says why) if over.
