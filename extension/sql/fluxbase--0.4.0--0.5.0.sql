@@ -28,10 +28,13 @@ AS 'MODULE_PATHNAME', 'rest_body_wrapper';
 --     sent from SQL;
 --   * realtime.topic(): the topic being authorised or sent to, for policies;
 --   * realtime.send(), realtime.send_binary(), realtime.broadcast_changes():
---     broadcast from SQL. A row inserted into realtime.messages with
---     extension 'broadcast' and an event is delivered to the topic's sockets
---     on every proxy once its transaction commits, never if it rolls back, in
---     commit order (fluxbase.realtime_emit()).
+--     broadcast from SQL, delivered to the topic's sockets on every proxy
+--     once the transaction commits, never if it rolls back, in commit order
+--     (fluxbase.realtime_deliver()). A private message is stored in
+--     realtime.messages (its INSERT policies decide, and it can be
+--     replayed); a public one goes straight to the proxies. Any row inserted
+--     into realtime.messages with extension 'broadcast' and an event is
+--     delivered too (fluxbase.realtime_emit()).
 -- In a database that moved over from Supabase the schema and table exist
 -- already and are kept; only what is missing is added.
 
@@ -69,15 +72,22 @@ AS $$
 SELECT nullif(current_setting('realtime.topic', true), '')::text;
 $$;
 
--- As Supabase's: the insert runs as the caller, so a private message needs
--- an INSERT policy; a failure does not fail the caller's transaction, it is
--- reported on the `realtime:system` NOTIFY channel.
+-- As Supabase's, for a private message: the insert runs as the caller, so
+-- it needs an INSERT policy, and a failure does not fail the caller's
+-- transaction: it is reported on the `realtime:system` NOTIFY channel. A
+-- public message is not stored (replay is for private channels) and needs
+-- no policy: it goes to the proxies at once, without the subtransaction the
+-- insert needs, which keeps writers that send fast (docs/realtime.md).
 CREATE OR REPLACE FUNCTION realtime.send(payload jsonb, event text, topic text, private boolean DEFAULT true) RETURNS void
 LANGUAGE plpgsql
 AS $$
 BEGIN
+  PERFORM set_config('realtime.topic', topic, true);
+  IF NOT coalesce(private, true) THEN
+    PERFORM fluxbase.realtime_publish(topic, event, payload, NULL);
+    RETURN;
+  END IF;
   BEGIN
-    PERFORM set_config('realtime.topic', topic, true);
     INSERT INTO realtime.messages (payload, event, topic, private, extension)
     VALUES (payload, event, topic, private, 'broadcast');
   EXCEPTION
@@ -92,8 +102,12 @@ CREATE OR REPLACE FUNCTION realtime.send_binary(payload bytea, event text, topic
 LANGUAGE plpgsql
 AS $$
 BEGIN
+  PERFORM set_config('realtime.topic', topic, true);
+  IF NOT coalesce(private, true) THEN
+    PERFORM fluxbase.realtime_publish(topic, event, NULL, payload);
+    RETURN;
+  END IF;
   BEGIN
-    PERFORM set_config('realtime.topic', topic, true);
     INSERT INTO realtime.messages (binary_payload, event, topic, private, extension)
     VALUES (payload, event, topic, private, 'broadcast');
   EXCEPTION
@@ -127,40 +141,67 @@ EXCEPTION
 END;
 $$;
 
--- Hands a broadcast row to the proxies, as part of the inserting
--- transaction: a transactional logical-decoding message where wal_level is
--- logical (no lock: commits stay parallel; each proxy reads them from its
--- own slot, fluxbase.realtime_feed_read), else (or with the setting
+-- Hands a broadcast to the proxies as part of the current transaction: a
+-- transactional logical-decoding message where wal_level is logical (no
+-- lock: commits stay parallel; each proxy reads them from its own slot,
+-- fluxbase.realtime_feed_read), else (or with the setting
 -- fluxbase.realtime_transport = 'notify') NOTIFY fluxbase_realtime, which
 -- Postgres delivers at commit and in commit order too but for which it
--- serialises the commits of transactions that notify. The envelope is the one proxies exchange:
--- {t: topic, e: event, p: payload | b: base64 bytes, private}. A NOTIFY is
--- at most 8000 bytes: a larger message travels as its id ({id, at}) and
--- each proxy reads it with fluxbase.realtime_message().
-CREATE FUNCTION fluxbase.realtime_emit() RETURNS trigger
+-- serialises the commits of transactions that notify. The envelope is the
+-- one proxies exchange: {t: topic, e: event, private, p: payload | b: base64
+-- bytes}, written as text directly. A NOTIFY is at most 8000 bytes: a larger
+-- message travels as its row's id ({id, at}; a public one is stored for it)
+-- and each proxy reads it with fluxbase.realtime_message().
+CREATE FUNCTION fluxbase.realtime_deliver(p_topic text, p_event text, p_payload jsonb, p_binary bytea,
+    p_private boolean, p_id uuid, p_at timestamp) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog
 AS $$
 DECLARE
-  envelope jsonb;
-  text_envelope text;
+  envelope text := '{"t":' || to_json('realtime:' || p_topic)::text || ',"e":' || to_json(p_event)::text
+    || CASE WHEN p_private THEN ',"private":true' ELSE '' END
+    || CASE WHEN p_binary IS NOT NULL THEN ',"b":"' || translate(encode(p_binary, 'base64'), E'\n', '') || '"'
+            ELSE ',"p":' || coalesce(p_payload, '{}'::jsonb)::text END
+    || '}';
 BEGIN
-  IF NEW.extension <> 'broadcast' OR NEW.event IS NULL THEN
-    RETURN NULL;
-  END IF;
-  envelope := jsonb_build_object('t', 'realtime:' || NEW.topic, 'e', NEW.event, 'private', coalesce(NEW.private, false));
-  IF NEW.binary_payload IS NOT NULL THEN
-    envelope := envelope || jsonb_build_object('b', encode(NEW.binary_payload, 'base64'));
-  ELSE
-    envelope := envelope || jsonb_build_object('p', coalesce(NEW.payload, '{}'::jsonb));
-  END IF;
-  text_envelope := envelope::text;
   IF current_setting('wal_level') = 'logical'
      AND coalesce(current_setting('fluxbase.realtime_transport', true), '') <> 'notify' THEN
-    PERFORM pg_logical_emit_message(true, 'fluxbase_realtime', text_envelope);
-  ELSIF octet_length(text_envelope) < 8000 THEN
-    PERFORM pg_notify('fluxbase_realtime', text_envelope);
+    PERFORM pg_logical_emit_message(true, 'fluxbase_realtime', envelope);
+  ELSIF octet_length(envelope) < 8000 THEN
+    PERFORM pg_notify('fluxbase_realtime', envelope);
   ELSE
-    PERFORM pg_notify('fluxbase_realtime', jsonb_build_object('id', NEW.id, 'at', NEW.inserted_at)::text);
+    IF p_id IS NULL THEN
+      PERFORM set_config('fluxbase.realtime_storing', 'on', true);
+      INSERT INTO realtime.messages (topic, event, payload, binary_payload, private, extension)
+      VALUES (p_topic, p_event, CASE WHEN p_binary IS NULL THEN coalesce(p_payload, '{}'::jsonb) END, p_binary,
+        p_private, 'broadcast')
+      RETURNING id, inserted_at INTO p_id, p_at;
+      PERFORM set_config('fluxbase.realtime_storing', '', true);
+    END IF;
+    PERFORM pg_notify('fluxbase_realtime', json_build_object('id', p_id, 'at', p_at)::text);
+  END IF;
+END;
+$$;
+REVOKE ALL ON FUNCTION fluxbase.realtime_deliver(text, text, jsonb, bytea, boolean, uuid, timestamp) FROM PUBLIC;
+
+-- A public broadcast from SQL (realtime.send with private false): anyone
+-- who may call realtime.send may send one, as anyone with the key may on a
+-- public channel. Nothing private can be sent through it.
+CREATE FUNCTION fluxbase.realtime_publish(p_topic text, p_event text, p_payload jsonb, p_binary bytea) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog
+AS $$
+SELECT fluxbase.realtime_deliver(p_topic, p_event, p_payload, p_binary, false, NULL, NULL);
+$$;
+
+-- A broadcast row inserted into realtime.messages (by realtime.send for a
+-- private message, or by anyone) is delivered by this trigger.
+CREATE FUNCTION fluxbase.realtime_emit() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog
+AS $$
+BEGIN
+  IF NEW.extension = 'broadcast' AND NEW.event IS NOT NULL
+     AND coalesce(current_setting('fluxbase.realtime_storing', true), '') <> 'on' THEN
+    PERFORM fluxbase.realtime_deliver(NEW.topic, NEW.event, NEW.payload, NEW.binary_payload,
+      coalesce(NEW.private, false), NEW.id, NEW.inserted_at);
   END IF;
   RETURN NULL;
 END;
@@ -234,8 +275,8 @@ $$;
 REVOKE ALL ON FUNCTION fluxbase.realtime_authorize(jsonb, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION fluxbase.realtime_authorize(jsonb, text) TO authenticator;
 
--- A broadcast row, inserted as the extension's owner once the sender was
--- authorised (fluxbase.realtime_broadcast).
+-- A private broadcast row, inserted as the extension's owner once the
+-- sender was authorised (fluxbase.realtime_broadcast).
 CREATE FUNCTION fluxbase.realtime_insert(p_topic text, p_event text, p_payload jsonb, p_binary bytea, p_private boolean)
 RETURNS void
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog
@@ -267,8 +308,11 @@ BEGIN
       allowed := allowed || jsonb_build_object(m->>'topic',
         (fluxbase.realtime_authorize(p_claims, m->>'topic')->>'broadcast_write')::boolean);
     END IF;
-    IF NOT private OR (allowed->>(m->>'topic'))::boolean THEN
-      PERFORM fluxbase.realtime_insert(m->>'topic', m->>'event', m->'payload', decode(m->>'binary', 'base64'), private);
+    IF NOT private THEN
+      PERFORM fluxbase.realtime_publish(m->>'topic', m->>'event', m->'payload', decode(m->>'binary', 'base64'));
+      sent := sent + 1;
+    ELSIF (allowed->>(m->>'topic'))::boolean THEN
+      PERFORM fluxbase.realtime_insert(m->>'topic', m->>'event', m->'payload', decode(m->>'binary', 'base64'), true);
       sent := sent + 1;
     END IF;
   END LOOP;

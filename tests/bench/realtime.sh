@@ -20,7 +20,7 @@ SQL
 test "$(cluster_psql "$MAJOR" "$dir" "$port" -d bench -tA -c 'show wal_level')" = logical
 export FLUXBASE_API_KEYS_ANON="$("$BIN" sign '{"role":"anon"}' --expires-in 86400)"
 export FLUXBASE_REALTIME_MAX_EVENTS_PER_SECOND=100000 FLUXBASE_REALTIME_MAX_CHANNELS_PER_CONNECTION=10
-export FLUXBASE_SERVER_MAX_CONNECTIONS=5000
+export FLUXBASE_SERVER_MAX_CONNECTIONS=5000 FLUXBASE_REALTIME_MAX_CONNECTIONS_PER_IP=5000
 proxy_start
 # One joined socket starts the proxy's realtime feed (its logical slot).
 "$NODE22" -e "

@@ -122,9 +122,13 @@ test('realtime.send from SQL: delivered after commit, in commit order, never whe
        begin; select realtime.send('{"n": 5}', 'n5', '${name}', false); rollback;
        select realtime.send('{"n": 6}', 'n6', '${name}', false);
        begin; select realtime.send('{"n": 7}', 'n7', '${name}', false); select realtime.send('{"n": 8}', 'n8', '${name}', false); commit;
-       select realtime.send('{"big": "${'z'.repeat(9000)}"}', 'from-sql', '${room}', true);`);
-  assert.ok(await eventually(() => got.length === 3 && secret.length === 2), `got ${JSON.stringify(got)}`);
-  assert.deepEqual(got.map(([e]) => e), ['n6', 'n7', 'n8']);
+       select realtime.send('{"big": "${'z'.repeat(9000)}"}', 'from-sql', '${room}', true);
+       select realtime.send('{"big": "${'p'.repeat(9000)}"}', 'n9', '${name}', false);
+       select realtime.send_binary(decode(repeat('ab', 100), 'hex'), 'n10', '${name}', false);`);
+  assert.ok(await eventually(() => got.length === 5 && secret.length === 2), `got ${JSON.stringify(got).slice(0, 300)}`);
+  assert.deepEqual(got.map(([e]) => e), ['n6', 'n7', 'n8', 'n9', 'n10']);
+  assert.equal(got[3][1].big.length, 9000, 'a public message too large for NOTIFY arrives too');
+  assert.deepEqual([...new Uint8Array(got[4][1])], Array(100).fill(0xab), 'bytes over 57 (base64 lines) arrive whole');
   assert.equal(secret[1].big.length, 9000, 'read back by id when too large for NOTIFY');
 });
 
