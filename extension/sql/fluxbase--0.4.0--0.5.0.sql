@@ -408,3 +408,79 @@ ORDER BY r.inserted_at;
 $$;
 REVOKE ALL ON FUNCTION fluxbase.realtime_replay(text, bigint, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION fluxbase.realtime_replay(text, bigint, integer) TO authenticator;
+
+-- Presence shared by the proxies of one database. Each proxy writes the
+-- presence of its own sockets here and tells the others by NOTIFY
+-- (fluxbase_realtime, {o, kind: "presence", op, t, s, k, r, m}); a proxy
+-- whose first member joins a topic loads the others' entries from here.
+-- Every proxy says it is alive every 5 s; one not heard from for 15 s is
+-- gone: its entries are deleted and the others told ({kind: "gone", i}), so
+-- its sockets leave presence everywhere. Unlogged: presence does not outlive
+-- a database crash, as it does not outlive the proxies.
+CREATE UNLOGGED TABLE fluxbase.realtime_presence (
+  instance text NOT NULL,
+  topic text NOT NULL,
+  socket bigint NOT NULL,
+  key text NOT NULL,
+  ref text NOT NULL,
+  meta jsonb NOT NULL,
+  PRIMARY KEY (topic, instance, socket)
+);
+CREATE INDEX realtime_presence_instance ON fluxbase.realtime_presence (instance);
+CREATE UNLOGGED TABLE fluxbase.realtime_instances (
+  instance text PRIMARY KEY,
+  seen_at timestamptz NOT NULL
+);
+
+CREATE FUNCTION fluxbase.realtime_presence_track(p_instance text, p_topic text, p_socket bigint, p_key text,
+    p_ref text, p_meta jsonb) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog
+AS $$
+INSERT INTO fluxbase.realtime_presence (instance, topic, socket, key, ref, meta)
+VALUES (p_instance, p_topic, p_socket, p_key, p_ref, p_meta)
+ON CONFLICT (topic, instance, socket) DO UPDATE SET key = EXCLUDED.key, ref = EXCLUDED.ref, meta = EXCLUDED.meta;
+SELECT pg_notify('fluxbase_realtime', json_build_object('o', p_instance, 'kind', 'presence', 'op', 'join', 't', p_topic,
+  's', p_socket, 'k', p_key, 'r', p_ref, 'm', p_meta)::text);
+$$;
+REVOKE ALL ON FUNCTION fluxbase.realtime_presence_track(text, text, bigint, text, text, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.realtime_presence_track(text, text, bigint, text, text, jsonb) TO authenticator;
+
+CREATE FUNCTION fluxbase.realtime_presence_untrack(p_instance text, p_topic text, p_socket bigint) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog
+AS $$
+DELETE FROM fluxbase.realtime_presence WHERE topic = p_topic AND instance = p_instance AND socket = p_socket;
+SELECT pg_notify('fluxbase_realtime', json_build_object('o', p_instance, 'kind', 'presence', 'op', 'leave',
+  't', p_topic, 's', p_socket)::text);
+$$;
+REVOKE ALL ON FUNCTION fluxbase.realtime_presence_untrack(text, text, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.realtime_presence_untrack(text, text, bigint) TO authenticator;
+
+-- The other proxies' entries of a topic: [{i, s, k, r, m}].
+CREATE FUNCTION fluxbase.realtime_presence_state(p_topic text, p_instance text) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog
+AS $$
+SELECT coalesce(jsonb_agg(jsonb_build_object('i', instance, 's', socket, 'k', key, 'r', ref, 'm', meta)), '[]'::jsonb)
+FROM fluxbase.realtime_presence WHERE topic = p_topic AND instance <> p_instance;
+$$;
+REVOKE ALL ON FUNCTION fluxbase.realtime_presence_state(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.realtime_presence_state(text, text) TO authenticator;
+
+-- A proxy's heartbeat; proxies silent for `p_dead_after` are reaped.
+CREATE FUNCTION fluxbase.realtime_presence_alive(p_instance text, p_dead_after interval) RETURNS void
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog
+AS $$
+DECLARE
+  gone text;
+BEGIN
+  INSERT INTO fluxbase.realtime_instances (instance, seen_at) VALUES (p_instance, now())
+  ON CONFLICT (instance) DO UPDATE SET seen_at = now();
+  FOR gone IN
+    DELETE FROM fluxbase.realtime_instances WHERE seen_at < now() - p_dead_after RETURNING instance
+  LOOP
+    DELETE FROM fluxbase.realtime_presence WHERE instance = gone;
+    PERFORM pg_notify('fluxbase_realtime', json_build_object('kind', 'gone', 'i', gone)::text);
+  END LOOP;
+END;
+$$;
+REVOKE ALL ON FUNCTION fluxbase.realtime_presence_alive(text, interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.realtime_presence_alive(text, interval) TO authenticator;

@@ -286,3 +286,34 @@ test('realtime sockets per client address are capped: one more upgrade is 429', 
     proxy.stop();
   }
 });
+
+test('presence is shared across proxies; a proxy that dies leaves presence within 20 s', { timeout: 60_000 }, async () => {
+  const other = await proxyWith({});
+  const name = `presence-${suffix}`;
+  try {
+    const here = client().channel(name, { config: { presence: { key: 'ada' } } });
+    let state = {};
+    here.on('presence', { event: 'sync' }, () => { state = here.presenceState(); });
+    assert.equal((await subscribe(here)).status, 'SUBSCRIBED');
+    assert.equal(await here.track({ where: 'first proxy' }), 'ok');
+    // A client of the other proxy joining later sees Ada.
+    const there = client(undefined, other.url).channel(name, { config: { presence: { key: 'grace' } } });
+    let thereState = {};
+    there.on('presence', { event: 'sync' }, () => { thereState = there.presenceState(); });
+    assert.equal((await subscribe(there)).status, 'SUBSCRIBED');
+    assert.ok(await eventually(() => thereState.ada?.[0]?.where === 'first proxy'), JSON.stringify(thereState));
+    assert.equal(await there.track({ where: 'second proxy' }), 'ok');
+    assert.ok(await eventually(() => state.grace?.[0]?.where === 'second proxy'), JSON.stringify(state));
+    // Untrack travels too.
+    await there.untrack();
+    assert.ok(await eventually(() => !state.grace), JSON.stringify(state));
+    assert.equal(await there.track({ where: 'second proxy, again' }), 'ok');
+    assert.ok(await eventually(() => state.grace?.[0]?.where === 'second proxy, again'));
+    // The second proxy dies without a word: its sockets leave presence here.
+    process.kill(other.pid, 'SIGKILL');
+    assert.ok(await eventually(() => !state.grace, 25_000), 'gone within the heartbeat window');
+    assert.equal(state.ada?.[0]?.where, 'first proxy');
+  } finally {
+    other.stop();
+  }
+});

@@ -67,6 +67,8 @@ pub struct Member {
 
 struct Meta {
     phx_ref: String,
+    /// The proxy whose socket tracked it; `None`: this one.
+    origin: Option<Arc<str>>,
     socket: SocketId,
     payload: Map<String, Value>,
 }
@@ -101,12 +103,15 @@ impl Topic {
         Value::Object(state)
     }
 
-    /// Removes `socket`'s metas; the `leaves` of a diff, if any.
-    fn drop_presence(&mut self, socket: SocketId) -> Map<String, Value> {
+    /// Removes the metas of `socket` of `origin`; the `leaves` of a diff, if any.
+    fn drop_presence(&mut self, origin: Option<&str>, socket: SocketId) -> Map<String, Value> {
+        self.drop_where(|m| m.socket == socket && m.origin.as_deref() == origin)
+    }
+
+    fn drop_where(&mut self, gone: impl Fn(&Meta) -> bool) -> Map<String, Value> {
         let mut leaves = Map::new();
         self.presence.retain(|key, metas| {
-            let (gone, kept): (Vec<Meta>, Vec<Meta>) =
-                std::mem::take(metas).into_iter().partition(|m| m.socket == socket);
+            let (gone, kept): (Vec<Meta>, Vec<Meta>) = std::mem::take(metas).into_iter().partition(&gone);
             if !gone.is_empty() {
                 leaves
                     .insert(key.clone(), json!({ "metas": gone.iter().map(|m| m.to_json(None)).collect::<Vec<_>>() }));
@@ -118,11 +123,24 @@ impl Topic {
     }
 }
 
-#[derive(Default)]
 pub struct Hub {
     topics: Mutex<HashMap<String, Topic>>,
     next_socket: AtomicU64,
     next_ref: AtomicU64,
+    /// Makes this proxy's `phx_ref`s unlike other proxies' (clients tell
+    /// metas apart by them).
+    ref_base: u32,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub {
+            topics: Mutex::default(),
+            next_socket: AtomicU64::new(0),
+            next_ref: AtomicU64::new(0),
+            ref_base: rand::random(),
+        }
+    }
 }
 
 /// Queues to each recipient; a full queue marks a slow consumer, whose
@@ -165,19 +183,84 @@ impl Hub {
     }
 
     /// Removes `socket` from `topic`; its presence leaves are announced.
-    pub fn leave(&self, topic: &str, socket: SocketId) {
+    /// True if it was present (other proxies are to be told).
+    pub fn leave(&self, topic: &str, socket: SocketId) -> bool {
+        let (recipients, diff, was_present) = {
+            let mut topics = self.lock();
+            let Some(t) = topics.get_mut(topic) else { return false };
+            t.members.remove(&socket);
+            let leaves = t.drop_presence(None, socket);
+            let was_present = !leaves.is_empty();
+            let recipients = if leaves.is_empty() { vec![] } else { presence_recipients(t) };
+            // Remote presence is kept only while this proxy has members.
+            if t.members.is_empty() {
+                topics.remove(topic);
+            }
+            (recipients, json!({ "joins": {}, "leaves": leaves }), was_present)
+        };
+        deliver(recipients, &Arc::new(Event { topic: client_topic(topic).into(), kind: EventKind::PresenceDiff(diff) }));
+        was_present
+    }
+
+    /// Whether this proxy has members in `topic` (and so its remote presence).
+    pub fn has_topic(&self, topic: &str) -> bool {
+        self.lock().contains_key(topic)
+    }
+
+    /// Other proxies' presence in `topic`, loaded before this proxy's first
+    /// member joins it: `(origin, socket, key, phx_ref, payload)`.
+    pub fn load_remote(&self, topic: &str, entries: Vec<(Arc<str>, SocketId, String, String, Map<String, Value>)>) {
+        let mut topics = self.lock();
+        let t = topics.entry(topic.to_string()).or_default();
+        for (origin, socket, key, phx_ref, payload) in entries {
+            t.drop_presence(Some(&origin), socket);
+            t.presence.entry(key).or_default().push(Meta { phx_ref, origin: Some(origin), socket, payload });
+        }
+    }
+
+    /// Another proxy's socket tracked (`Some`) or left (`None`) presence in
+    /// `topic`; ignored unless this proxy has members there.
+    pub fn remote_presence(
+        &self,
+        topic: &str,
+        origin: Arc<str>,
+        socket: SocketId,
+        joined: Option<(String, String, Map<String, Value>)>,
+    ) {
         let (recipients, diff) = {
             let mut topics = self.lock();
             let Some(t) = topics.get_mut(topic) else { return };
-            t.members.remove(&socket);
-            let leaves = t.drop_presence(socket);
-            let recipients = if leaves.is_empty() { vec![] } else { presence_recipients(t) };
-            if t.members.is_empty() && t.presence.is_empty() {
-                topics.remove(topic);
+            let leaves = t.drop_presence(Some(&origin), socket);
+            let mut joins = Map::new();
+            if let Some((key, phx_ref, payload)) = joined {
+                let meta = Meta { phx_ref, origin: Some(origin), socket, payload };
+                joins.insert(key.clone(), json!({ "metas": [meta.to_json(None)] }));
+                t.presence.entry(key).or_default().push(meta);
             }
-            (recipients, json!({ "joins": {}, "leaves": leaves }))
+            if leaves.is_empty() && joins.is_empty() {
+                return;
+            }
+            (presence_recipients(t), json!({ "joins": joins, "leaves": leaves }))
         };
         deliver(recipients, &Arc::new(Event { topic: client_topic(topic).into(), kind: EventKind::PresenceDiff(diff) }))
+    }
+
+    /// A proxy is gone: its sockets leave every topic's presence here.
+    pub fn drop_origin(&self, origin: &str) {
+        let diffs: Vec<_> = {
+            let mut topics = self.lock();
+            topics
+                .iter_mut()
+                .filter_map(|(topic, t)| {
+                    let leaves = t.drop_where(|m| m.origin.as_deref() == Some(origin));
+                    (!leaves.is_empty())
+                        .then(|| (topic.clone(), presence_recipients(t), json!({ "joins": {}, "leaves": leaves })))
+                })
+                .collect()
+        };
+        for (topic, recipients, diff) in diffs {
+            deliver(recipients, &Arc::new(Event { topic: client_topic(&topic).into(), kind: EventKind::PresenceDiff(diff) }));
+        }
     }
 
     /// Sends a user broadcast to the topic's members on this proxy; `from`
@@ -196,19 +279,19 @@ impl Hub {
     }
 
     /// Tracks (or re-tracks) `socket` under `key`; the sender starts
-    /// receiving presence too.
-    pub fn track(&self, topic: &str, socket: SocketId, key: &str, payload: Map<String, Value>) {
-        let phx_ref = format!("F{:x}", self.next_ref.fetch_add(1, Ordering::Relaxed));
+    /// receiving presence too. The new meta's `phx_ref`, for other proxies.
+    pub fn track(&self, topic: &str, socket: SocketId, key: &str, payload: Map<String, Value>) -> Option<String> {
+        let phx_ref = format!("F{:08x}{:x}", self.ref_base, self.next_ref.fetch_add(1, Ordering::Relaxed));
         let (recipients, diff) = {
             let mut topics = self.lock();
-            let Some(t) = topics.get_mut(topic) else { return };
+            let t = topics.get_mut(topic)?;
             if let Some(m) = t.members.get_mut(&socket) {
                 m.presence = true;
             }
             let mut leaves = Map::new();
             let metas = t.presence.entry(key.to_string()).or_default();
-            let prev = metas.iter().position(|m| m.socket == socket).map(|i| metas.remove(i));
-            let meta = Meta { phx_ref, socket, payload };
+            let prev = metas.iter().position(|m| m.socket == socket && m.origin.is_none()).map(|i| metas.remove(i));
+            let meta = Meta { phx_ref: phx_ref.clone(), origin: None, socket, payload };
             let joined = meta.to_json(prev.as_ref().map(|p| p.phx_ref.as_str()));
             if let Some(prev) = &prev {
                 leaves.insert(key.into(), json!({ "metas": [prev.to_json(None)] }));
@@ -216,20 +299,23 @@ impl Hub {
             metas.push(meta);
             (presence_recipients(t), json!({ "joins": { key: { "metas": [joined] } }, "leaves": leaves }))
         };
-        deliver(recipients, &Arc::new(Event { topic: client_topic(topic).into(), kind: EventKind::PresenceDiff(diff) }))
+        deliver(recipients, &Arc::new(Event { topic: client_topic(topic).into(), kind: EventKind::PresenceDiff(diff) }));
+        Some(phx_ref)
     }
 
-    pub fn untrack(&self, topic: &str, socket: SocketId) {
+    /// True if `socket` was present (other proxies are to be told).
+    pub fn untrack(&self, topic: &str, socket: SocketId) -> bool {
         let (recipients, diff) = {
             let mut topics = self.lock();
-            let Some(t) = topics.get_mut(topic) else { return };
-            let leaves = t.drop_presence(socket);
+            let Some(t) = topics.get_mut(topic) else { return false };
+            let leaves = t.drop_presence(None, socket);
             if leaves.is_empty() {
-                return;
+                return false;
             }
             (presence_recipients(t), json!({ "joins": {}, "leaves": leaves }))
         };
-        deliver(recipients, &Arc::new(Event { topic: client_topic(topic).into(), kind: EventKind::PresenceDiff(diff) }))
+        deliver(recipients, &Arc::new(Event { topic: client_topic(topic).into(), kind: EventKind::PresenceDiff(diff) }));
+        true
     }
 }
 
@@ -295,6 +381,31 @@ mod tests {
             Ok(Outgoing::Event { event, .. }) => assert_eq!(event.topic, "realtime:room", "clients see their own topic"),
             _ => panic!("an event"),
         }
+    }
+
+    #[test]
+    fn presence_of_other_proxies_joins_leaves_and_goes_with_its_proxy() {
+        let hub = Hub::default();
+        let (a, mut a_rx) = member(64, false);
+        hub.load_remote("t", vec![("p2".into(), 7, "grace".into(), "R1".into(), Map::new())]);
+        hub.join("t", 1, a, "r".into());
+        match (a_rx.try_recv(), a_rx.try_recv()) {
+            (Ok(Outgoing::Text(_)), Ok(Outgoing::Event { event, .. })) => match &event.kind {
+                EventKind::PresenceState(state) => assert_eq!(state["grace"]["metas"][0]["phx_ref"], "R1"),
+                _ => panic!("presence_state"),
+            },
+            _ => panic!("reply, then presence_state"),
+        }
+        hub.remote_presence("t", "p2".into(), 8, Some(("linus".into(), "R2".into(), Map::new())));
+        hub.remote_presence("t", "p3".into(), 7, Some(("ada".into(), "R3".into(), Map::new())));
+        hub.remote_presence("t", "p2".into(), 7, None);
+        hub.remote_presence("elsewhere", "p2".into(), 9, Some(("x".into(), "R4".into(), Map::new())));
+        assert_eq!(event_names(&mut a_rx), ["presence_diff", "presence_diff", "presence_diff"]);
+        hub.drop_origin("p2");
+        assert_eq!(event_names(&mut a_rx), ["presence_diff"], "p2's remaining socket leaves when p2 is gone");
+        let topics = hub.lock();
+        assert_eq!(topics["t"].presence.keys().collect::<Vec<_>>(), ["ada"], "p3's socket stays");
+        assert!(!topics.contains_key("elsewhere"), "no members here: not kept");
     }
 
     #[test]

@@ -68,7 +68,22 @@ pub(crate) struct Shared {
     feed_ready: watch::Sender<bool>,
     /// Open sockets per client address.
     per_ip: Arc<PerIp>,
+    /// This proxy's presence changes, for the other proxies, in order.
+    presence_out: tokio::sync::mpsc::UnboundedSender<PresenceOut>,
+    presence_queue: std::sync::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<PresenceOut>>>,
 }
+
+/// A presence change of one of this proxy's sockets: tracked (`Some(key,
+/// phx_ref, payload)`) or gone (`None`), in hub key `topic`.
+pub(crate) struct PresenceOut {
+    topic: String,
+    socket: hub::SocketId,
+    tracked: Option<(String, String, serde_json::Map<String, Value>)>,
+}
+
+/// Heartbeat of a proxy's presence; one silent for `PRESENCE_DEAD_AFTER` is gone.
+const PRESENCE_HEARTBEAT: Duration = Duration::from_secs(5);
+const PRESENCE_DEAD_AFTER_SECONDS: f64 = 15.0;
 
 /// Counts open sockets per client address.
 #[derive(Default)]
@@ -106,6 +121,7 @@ impl Drop for IpSlot {
 
 impl Default for RealtimeService {
     fn default() -> Self {
+        let (presence_out, queue) = tokio::sync::mpsc::unbounded_channel();
         RealtimeService {
             shared: Arc::new(Shared {
                 hub: Hub::default(),
@@ -114,6 +130,8 @@ impl Default for RealtimeService {
                 ready: watch::Sender::new(false),
                 feed_ready: watch::Sender::new(false),
                 per_ip: Arc::default(),
+                presence_out,
+                presence_queue: std::sync::Mutex::new(Some(queue)),
             }),
         }
     }
@@ -188,11 +206,25 @@ impl RealtimeService {
             let (shared, state) = (self.shared.clone(), state.clone());
             let ready = self.shared.ready.clone();
             tokio::spawn(prune(state.clone()));
+            let queue = self.shared.presence_queue.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(queue) = queue {
+                tokio::spawn(presence_outbox(state.clone(), self.shared.clone(), queue));
+            }
             tokio::spawn(feed::run(state.clone(), shared.clone(), pg.clone()));
+            // One at a time, in the order Postgres sent them: a message read
+            // back by id must not be overtaken by the next one.
+            let (inbound, mut queue) = tokio::sync::mpsc::unbounded_channel::<String>();
+            tokio::spawn(async move {
+                while let Some(payload) = queue.recv().await {
+                    shared.on_notify(&state, &payload).await;
+                }
+            });
             tokio::spawn(crate::listener::run_channel(
                 pg,
                 CHANNEL,
-                move |payload| shared.deliver_from_other_proxy(&state, payload),
+                move |payload| {
+                    let _ = inbound.send(payload.to_string());
+                },
                 ready,
             ));
         });
@@ -225,37 +257,91 @@ impl Shared {
         e.to_string()
     }
 
-    /// A `NOTIFY fluxbase_realtime`: another proxy's broadcast, or a message
-    /// from SQL. One from SQL too large for NOTIFY carries only its row's
-    /// id; it is read from `realtime.messages` and then delivered.
-    fn deliver_from_other_proxy(self: &Arc<Self>, state: &Arc<AppState>, payload: &str) {
+    /// A `NOTIFY fluxbase_realtime`: another proxy's broadcast or presence
+    /// change, or a message from SQL. One from SQL too large for NOTIFY
+    /// carries only its row's id; it is read from `realtime.messages` and
+    /// then delivered.
+    async fn on_notify(&self, state: &AppState, payload: &str) {
         let Ok(e) = serde_json::from_str::<Value>(payload) else {
             return tracing::warn!("unreadable {CHANNEL} NOTIFY payload ignored");
         };
         if e["o"].as_str() == Some(self.instance.as_str()) {
             return;
         }
-        if let (Some(id), Some(at)) = (e["id"].as_str(), e["at"].as_str()) {
-            let (id, at, shared, state) = (id.to_string(), at.to_string(), self.clone(), state.clone());
-            tokio::spawn(async move {
-                let read = async {
-                    let client = state.client().await.map_err(|e| e.to_string())?;
-                    let statement = client
-                        .prepare_cached("SELECT fluxbase.realtime_message($1::text::uuid, $2::text::timestamp)")
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let row = client.query_one(&statement, &[&id, &at]).await.map_err(|e| e.to_string())?;
-                    Ok::<Option<String>, String>(row.get(0))
-                };
-                match read.await {
-                    Ok(Some(envelope)) => shared.deliver(&state, &envelope),
-                    Ok(None) => tracing::warn!(id, "a realtime message from SQL was gone before it was read"),
-                    Err(e) => tracing::warn!(error = %e, id, "a realtime message from SQL could not be read"),
-                }
-            });
+        match e["kind"].as_str() {
+            Some("presence") => return self.remote_presence(&e),
+            Some("gone") => return self.hub.drop_origin(e["i"].as_str().unwrap_or("")),
+            _ => {}
+        }
+        let (Some(id), Some(at)) = (e["id"].as_str(), e["at"].as_str()) else {
+            return self.deliver_value(state, e);
+        };
+        let read = async {
+            let client = state.client().await.map_err(|e| e.to_string())?;
+            let statement = client
+                .prepare_cached("SELECT fluxbase.realtime_message($1::text::uuid, $2::text::timestamp)")
+                .await
+                .map_err(|e| e.to_string())?;
+            let row = client.query_one(&statement, &[&id, &at]).await.map_err(|e| e.to_string())?;
+            Ok::<Option<String>, String>(row.get(0))
+        };
+        match read.await {
+            Ok(Some(envelope)) => self.deliver(state, &envelope),
+            Ok(None) => tracing::warn!(id, "a realtime message from SQL was gone before it was read"),
+            Err(e) => tracing::warn!(error = %e, id, "a realtime message from SQL could not be read"),
+        }
+    }
+
+    fn remote_presence(&self, e: &Value) {
+        let (Some(origin), Some(topic), Some(socket)) = (e["o"].as_str(), e["t"].as_str(), e["s"].as_u64()) else {
+            return;
+        };
+        let tracked = match (e["op"].as_str(), e["k"].as_str(), e["r"].as_str(), e["m"].as_object()) {
+            (Some("join"), Some(key), Some(phx_ref), Some(meta)) => Some((key.into(), phx_ref.into(), meta.clone())),
+            _ => None,
+        };
+        self.hub.remote_presence(topic, origin.into(), socket, tracked);
+    }
+
+    /// Tells the other proxies (through the database) of a presence change.
+    pub(crate) fn presence_changed(&self, out: PresenceOut) {
+        let _ = self.presence_out.send(out);
+    }
+
+    /// Before this proxy's first member joins `topic`: the other proxies'
+    /// presence there.
+    pub(crate) async fn load_presence(&self, state: &AppState, topic: &str) {
+        if self.hub.has_topic(topic) {
             return;
         }
-        self.deliver_value(state, e);
+        let loaded = async {
+            let client = state.client().await.map_err(|e| e.to_string())?;
+            let statement = client
+                .prepare_cached("SELECT fluxbase.realtime_presence_state($1, $2)")
+                .await
+                .map_err(|e| e.to_string())?;
+            let row = client.query_one(&statement, &[&topic, &self.instance]).await.map_err(|e| e.to_string())?;
+            Ok::<Value, String>(row.get(0))
+        };
+        match loaded.await {
+            Ok(Value::Array(entries)) => {
+                let entries = entries
+                    .iter()
+                    .filter_map(|e| {
+                        Some((
+                            Arc::from(e["i"].as_str()?),
+                            e["s"].as_u64()?,
+                            e["k"].as_str()?.to_string(),
+                            e["r"].as_str()?.to_string(),
+                            e["m"].as_object()?.clone(),
+                        ))
+                    })
+                    .collect();
+                self.hub.load_remote(topic, entries);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "loading other proxies' presence failed"),
+        }
     }
 
     fn deliver(&self, state: &AppState, envelope: &str) {
@@ -349,6 +435,59 @@ impl RealtimeService {
             .await
             .map_err(|e| crate::db::query_error(e, !caller.anonymous))?;
         Ok(crate::http::empty_response(StatusCode::ACCEPTED, None))
+    }
+}
+
+/// Writes this proxy's presence changes to the database in order (each
+/// also a NOTIFY to the other proxies), and beats this proxy's heartbeat,
+/// reaping proxies that stopped beating.
+async fn presence_outbox(
+    state: Arc<AppState>,
+    shared: Arc<Shared>,
+    mut queue: tokio::sync::mpsc::UnboundedReceiver<PresenceOut>,
+) {
+    let mut beat = tokio::time::interval(PRESENCE_HEARTBEAT);
+    loop {
+        let written = tokio::select! {
+            _ = beat.tick() => async {
+                let client = state.client().await.map_err(|e| e.to_string())?;
+                let statement = client
+                    .prepare_cached("SELECT fluxbase.realtime_presence_alive($1, make_interval(secs => $2))")
+                    .await
+                    .map_err(|e| e.to_string())?;
+                client.execute(&statement, &[&shared.instance, &PRESENCE_DEAD_AFTER_SECONDS]).await.map_err(|e| e.to_string())
+            }.await,
+            out = queue.recv() => {
+                let Some(out) = out else { return };
+                async {
+                    let client = state.client().await.map_err(|e| e.to_string())?;
+                    let socket = out.socket as i64;
+                    match out.tracked {
+                        Some((key, phx_ref, payload)) => {
+                            let statement = client
+                                .prepare_cached("SELECT fluxbase.realtime_presence_track($1, $2, $3, $4, $5, $6)")
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            let meta = Value::Object(payload);
+                            client
+                                .execute(&statement, &[&shared.instance, &out.topic, &socket, &key, &phx_ref, &meta])
+                                .await
+                        }
+                        None => {
+                            let statement = client
+                                .prepare_cached("SELECT fluxbase.realtime_presence_untrack($1, $2, $3)")
+                                .await
+                                .map_err(|e| e.to_string())?;
+                            client.execute(&statement, &[&shared.instance, &out.topic, &socket]).await
+                        }
+                    }
+                    .map_err(|e| e.to_string())
+                }.await
+            }
+        };
+        if let Err(e) = written {
+            tracing::warn!(error = %e, "presence not shared with other proxies");
+        }
     }
 }
 

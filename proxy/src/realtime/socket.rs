@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::hub::{Event, EventKind, Member, Outgoing, SocketId};
 use super::protocol::{self, Body, Inbound, Message, Vsn};
-use super::{Shared, CHANNEL, NOTIFY_MAX};
+use super::{PresenceOut, Shared, CHANNEL, NOTIFY_MAX};
 use crate::jwt::Caller;
 use crate::state::AppState;
 
@@ -137,7 +137,7 @@ where
     }
     let state = session.conn.state.clone();
     for joined in session.channels.values() {
-        session.conn.shared.hub.leave(&joined.key, id);
+        session.hub_leave(&joined.key);
     }
     // The writer ends once the queue is drained and closed.
     drop(session);
@@ -388,9 +388,10 @@ impl Session {
         let key = super::hub::key(&m.topic, private);
         let shared = self.conn.shared.clone();
         if let Some(earlier) = self.channels.get(&m.topic) {
-            shared.hub.leave(&earlier.key, self.id);
+            self.hub_leave(&earlier.key);
         }
         shared.bridge_ready().await;
+        shared.load_presence(&self.conn.state, &key).await;
         let member = Member {
             tx: self.tx.clone(),
             kill: self.kill.clone(),
@@ -438,6 +439,14 @@ impl Session {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
     }
 
+    /// Leaves a hub topic; presence it had there leaves the other proxies too.
+    fn hub_leave(&self, key: &str) {
+        if self.conn.shared.hub.leave(key, self.id) {
+            let out = PresenceOut { topic: key.to_string(), socket: self.id, tracked: None };
+            self.conn.shared.presence_changed(out);
+        }
+    }
+
     /// Supabase Realtime's check of a private channel, as `caller`.
     async fn authorize(&self, caller: &Caller, sub_topic: &str) -> Result<Access, String> {
         let client = self.conn.state.client().await.map_err(|e| e.to_string())?;
@@ -452,7 +461,7 @@ impl Session {
     fn leave(&mut self, m: &Message) {
         let joined = self.channels.remove(&m.topic);
         if let Some(joined) = &joined {
-            self.conn.shared.hub.leave(&joined.key, self.id);
+            self.hub_leave(&joined.key);
         }
         self.reply(m, protocol::reply_ok(json!({})));
         let join_ref = joined.and_then(|j| j.join_ref);
@@ -503,7 +512,7 @@ impl Session {
         let system = json!({ "status": "error", "extension": "system", "message": reason, "channel": sub_topic });
         self.send(join_ref.as_deref(), None, topic, "system", &system);
         if let Some(joined) = self.channels.remove(topic) {
-            self.conn.shared.hub.leave(&joined.key, self.id);
+            self.hub_leave(&joined.key);
         }
         self.send(join_ref.as_deref(), join_ref.as_deref(), topic, "phx_close", &json!({}));
     }
@@ -598,11 +607,16 @@ impl Session {
                     return self.refuse_m(m, "unauthorized", reason::CANNOT_WRITE);
                 }
                 let presence_key = self.channels.get(&m.topic).map(|j| j.presence_key.clone()).unwrap_or_default();
-                hub.track(&key, self.id, &presence_key, payload);
+                if let Some(phx_ref) = hub.track(&key, self.id, &presence_key, payload.clone()) {
+                    let tracked = Some((presence_key, phx_ref, payload));
+                    shared.presence_changed(PresenceOut { topic: key, socket: self.id, tracked });
+                }
                 self.reply(m, protocol::reply_ok(json!({})));
             }
             Some("untrack") => {
-                hub.untrack(&key, self.id);
+                if hub.untrack(&key, self.id) {
+                    shared.presence_changed(PresenceOut { topic: key, socket: self.id, tracked: None });
+                }
                 self.reply(m, protocol::reply_ok(json!({})));
             }
             _ => self.refuse_m(m, "unknown_event", "UnknownPresenceEvent: presence events are track and untrack"),
