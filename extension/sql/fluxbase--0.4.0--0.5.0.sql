@@ -76,17 +76,18 @@ $$;
 -- it needs an INSERT policy, and a failure does not fail the caller's
 -- transaction: it is reported on the `realtime:system` NOTIFY channel. A
 -- public message is not stored (replay is for private channels) and needs
--- no policy: it goes to the proxies at once, without the subtransaction the
--- insert needs, which keeps writers that send fast (docs/realtime.md).
+-- no policy: it goes to the proxies at once (fluxbase.realtime_publish, in
+-- Rust: extension/src/realtime.rs), without the subtransaction the insert
+-- needs, which keeps writers that send fast (docs/realtime.md).
 CREATE OR REPLACE FUNCTION realtime.send(payload jsonb, event text, topic text, private boolean DEFAULT true) RETURNS void
 LANGUAGE plpgsql
 AS $$
 BEGIN
-  PERFORM set_config('realtime.topic', topic, true);
   IF NOT coalesce(private, true) THEN
-    PERFORM fluxbase.realtime_publish(topic, event, payload, NULL);
+    PERFORM fluxbase.realtime_publish(topic, event, payload::text, NULL);
     RETURN;
   END IF;
+  PERFORM set_config('realtime.topic', topic, true);
   BEGIN
     INSERT INTO realtime.messages (payload, event, topic, private, extension)
     VALUES (payload, event, topic, private, 'broadcast');
@@ -102,11 +103,11 @@ CREATE OR REPLACE FUNCTION realtime.send_binary(payload bytea, event text, topic
 LANGUAGE plpgsql
 AS $$
 BEGIN
-  PERFORM set_config('realtime.topic', topic, true);
   IF NOT coalesce(private, true) THEN
     PERFORM fluxbase.realtime_publish(topic, event, NULL, payload);
     RETURN;
   END IF;
+  PERFORM set_config('realtime.topic', topic, true);
   BEGIN
     INSERT INTO realtime.messages (binary_payload, event, topic, private, extension)
     VALUES (payload, event, topic, private, 'broadcast');
@@ -182,15 +183,6 @@ BEGIN
 END;
 $$;
 REVOKE ALL ON FUNCTION fluxbase.realtime_deliver(text, text, jsonb, bytea, boolean, uuid, timestamp) FROM PUBLIC;
-
--- A public broadcast from SQL (realtime.send with private false): anyone
--- who may call realtime.send may send one, as anyone with the key may on a
--- public channel. Nothing private can be sent through it.
-CREATE FUNCTION fluxbase.realtime_publish(p_topic text, p_event text, p_payload jsonb, p_binary bytea) RETURNS void
-LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = pg_catalog
-AS $$
-SELECT fluxbase.realtime_deliver(p_topic, p_event, p_payload, p_binary, false, NULL, NULL);
-$$;
 
 -- A broadcast row inserted into realtime.messages (by realtime.send for a
 -- private message, or by anyone) is delivered by this trigger.
@@ -309,7 +301,7 @@ BEGIN
         (fluxbase.realtime_authorize(p_claims, m->>'topic')->>'broadcast_write')::boolean);
     END IF;
     IF NOT private THEN
-      PERFORM fluxbase.realtime_publish(m->>'topic', m->>'event', m->'payload', decode(m->>'binary', 'base64'));
+      PERFORM fluxbase.realtime_publish(m->>'topic', m->>'event', (m->'payload')::text, decode(m->>'binary', 'base64'));
       sent := sent + 1;
     ELSIF (allowed->>(m->>'topic'))::boolean THEN
       PERFORM fluxbase.realtime_insert(m->>'topic', m->>'event', m->'payload', decode(m->>'binary', 'base64'), true);
@@ -484,3 +476,14 @@ END;
 $$;
 REVOKE ALL ON FUNCTION fluxbase.realtime_presence_alive(text, interval) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION fluxbase.realtime_presence_alive(text, interval) TO authenticator;
+--   * fluxbase.realtime_publish (Rust, extension/src/realtime.rs): a public
+--     broadcast from SQL handed to the proxies in one C call.
+CREATE FUNCTION fluxbase."realtime_publish"(
+	"topic" TEXT,
+	"event" TEXT,
+	"payload" TEXT,
+	"binary" bytea
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'realtime_publish_wrapper';

@@ -7,6 +7,7 @@ use pgrx::prelude::*;
 mod claims;
 mod error;
 mod gucs;
+mod realtime;
 mod rest;
 mod schema_cache;
 

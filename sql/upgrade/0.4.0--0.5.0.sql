@@ -17,3 +17,14 @@ AS 'MODULE_PATHNAME', 'rest_body_wrapper';
 --     the proxy's functions for private channels, replay, the HTTP API, the
 --     logical-decoding feed and pruning (fluxbase.realtime_*).
 -- @include sql/realtime.sql
+--   * fluxbase.realtime_publish (Rust, extension/src/realtime.rs): a public
+--     broadcast from SQL handed to the proxies in one C call.
+CREATE FUNCTION fluxbase."realtime_publish"(
+	"topic" TEXT,
+	"event" TEXT,
+	"payload" TEXT,
+	"binary" bytea
+) RETURNS void
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'realtime_publish_wrapper';
