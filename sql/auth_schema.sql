@@ -143,6 +143,13 @@ CREATE TABLE IF NOT EXISTS auth.mfa_challenges (
   otp_code text
 );
 
+-- WebAuthn factors, in Supabase's columns: a factor's credential (as
+-- go-webauthn's Credential: id, publicKey, authenticator.signCount) and a
+-- challenge's ceremony (go-webauthn's SessionData: challenge, rpId, user_id).
+ALTER TABLE auth.mfa_factors ADD COLUMN IF NOT EXISTS web_authn_credential jsonb,
+  ADD COLUMN IF NOT EXISTS web_authn_aaguid uuid;
+ALTER TABLE auth.mfa_challenges ADD COLUMN IF NOT EXISTS web_authn_session_data jsonb;
+
 -- `token_hash` is a SHA-256 (hex), never the code or link token itself.
 CREATE TABLE IF NOT EXISTS auth.one_time_tokens (
   id uuid NOT NULL PRIMARY KEY,

@@ -487,3 +487,335 @@ CREATE FUNCTION fluxbase."realtime_publish"(
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'realtime_publish_wrapper';
+
+--   * Auth parity with GoTrue 2.18x (issue 14, docs/auth.md): the admin
+--     user list is newest first; a user's factors for an unknown user are
+--     404 user_not_found; generate_link email_change_current/_new
+--     (fluxbase.auth_admin_email_change_link); a user made for an e-mail or
+--     SMS that could not be delivered is removed again
+--     (auth_send_token says 'created', fluxbase.auth_withdraw_new_user); a
+--     replayed passkey challenge is told from an expired one; WebAuthn MFA
+--     factors in Supabase's columns (mfa_factors.web_authn_credential,
+--     web_authn_aaguid, mfa_challenges.web_authn_session_data) with
+--     fluxbase.auth_mfa_webauthn_begin/_state/_result, and auth_mfa_result's
+--     wording and amr method for them.
+ALTER TABLE auth.mfa_factors ADD COLUMN IF NOT EXISTS web_authn_credential jsonb,
+  ADD COLUMN IF NOT EXISTS web_authn_aaguid uuid;
+ALTER TABLE auth.mfa_challenges ADD COLUMN IF NOT EXISTS web_authn_session_data jsonb;
+
+-- ---- sql/auth/mfa.sql: fluxbase.auth_mfa_result ----
+CREATE OR REPLACE FUNCTION fluxbase.auth_mfa_result(p_user uuid, p_session uuid, p_factor uuid, p_challenge uuid, p_ok boolean,
+  p_refresh_hash text, p_step bigint DEFAULT NULL,
+  p_max_failures int DEFAULT 0, p_window_seconds int DEFAULT 300)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  u auth.users;
+BEGIN
+  PERFORM pg_advisory_xact_lock(hashtextextended('fluxbase.auth_mfa_result:' || p_user, 0));
+  IF p_max_failures > 0 AND (SELECT count(*) FROM fluxbase.auth_mfa_failures m
+      WHERE m.user_id = p_user AND m.at > now() - make_interval(secs => p_window_seconds)) >= p_max_failures THEN
+    RAISE EXCEPTION 'over_request_rate_limit' USING ERRCODE = 'FA429',
+      HINT = 'Too many wrong MFA codes. Try again in a few minutes.';
+  END IF;
+  -- A TOTP step at or before the last accepted one is a replayed code, as
+  -- wrong as any other.
+  IF p_ok AND p_step IS NOT NULL THEN
+    IF EXISTS (SELECT 1 FROM fluxbase.auth_totp_steps WHERE factor_id = p_factor AND step >= p_step) THEN
+      p_ok := false;
+    ELSE
+      INSERT INTO fluxbase.auth_totp_steps (factor_id, step) VALUES (p_factor, p_step)
+      ON CONFLICT (factor_id) DO UPDATE SET step = excluded.step;
+    END IF;
+  END IF;
+  IF NOT p_ok THEN
+    INSERT INTO fluxbase.auth_mfa_failures (user_id, at) VALUES (p_user, now());
+    PERFORM fluxbase.auth_audit('mfa_verify_failed', p_user, jsonb_build_object('factor_id', p_factor));
+    RETURN jsonb_build_object('error', 'mfa_verification_failed', 'status', 422,
+      'msg', (SELECT CASE factor_type WHEN 'phone' THEN 'Invalid MFA Phone code entered'
+                WHEN 'webauthn' THEN 'WebAuthn MFA response could not be verified' ELSE 'Invalid TOTP code entered' END
+              FROM auth.mfa_factors WHERE id = p_factor));
+  END IF;
+  UPDATE auth.mfa_challenges SET verified_at = now() WHERE id = p_challenge AND verified_at IS NULL;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'mfa_challenge_expired' USING ERRCODE = 'FA422', HINT = 'MFA challenge was already verified';
+  END IF;
+  UPDATE auth.mfa_factors SET status = 'verified', updated_at = now() WHERE id = p_factor;
+  UPDATE auth.sessions SET aal = 'aal2', factor_id = p_factor, updated_at = now() WHERE id = p_session;
+  INSERT INTO auth.mfa_amr_claims (session_id, created_at, updated_at, authentication_method)
+  VALUES (p_session, now(), now(), (SELECT CASE factor_type WHEN 'webauthn' THEN 'mfa/webauthn' ELSE factor_type::text END
+                                     FROM auth.mfa_factors WHERE id = p_factor))
+  ON CONFLICT (session_id, authentication_method) DO UPDATE SET updated_at = now();
+  UPDATE auth.refresh_tokens SET revoked = true, updated_at = now() WHERE session_id = p_session AND NOT revoked;
+  INSERT INTO auth.refresh_tokens (token, user_id, revoked, created_at, updated_at, session_id)
+  VALUES (p_refresh_hash, p_user::text, false, now(), now(), p_session);
+  DELETE FROM fluxbase.auth_mfa_failures WHERE user_id = p_user;
+  PERFORM fluxbase.auth_audit('mfa_verified', p_user, jsonb_build_object('factor_id', p_factor));
+  SELECT * INTO u FROM auth.users WHERE id = p_user;
+  RETURN jsonb_build_object('session_id', p_session, 'aal', 'aal2',
+    'amr', (SELECT jsonb_agg(jsonb_build_object('method', c.authentication_method,
+      'timestamp', extract(epoch FROM c.updated_at)::bigint) ORDER BY c.updated_at DESC)
+      FROM auth.mfa_amr_claims c WHERE c.session_id = p_session),
+    'user', fluxbase.auth_user_json(u));
+END
+$$;
+
+-- ---- sql/auth/mfa.sql: fluxbase.auth_mfa_webauthn_begin ----
+CREATE OR REPLACE FUNCTION fluxbase.auth_mfa_webauthn_begin(p_user uuid, p_challenge uuid, p_session_data jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  f auth.mfa_factors;
+  u auth.users;
+BEGIN
+  SELECT fa.* INTO f FROM auth.mfa_challenges c JOIN auth.mfa_factors fa ON fa.id = c.factor_id
+  WHERE c.id = p_challenge AND fa.user_id = p_user AND fa.factor_type = 'webauthn';
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'mfa_factor_not_found' USING ERRCODE = 'FA404', HINT = 'Factor not found';
+  END IF;
+  UPDATE auth.mfa_challenges SET web_authn_session_data = p_session_data WHERE id = p_challenge;
+  SELECT * INTO u FROM auth.users WHERE id = p_user;
+  RETURN jsonb_build_object('status', f.status, 'credential', f.web_authn_credential,
+    'name', coalesce(nullif(u.email, ''), nullif(u.phone, ''), u.id::text),
+    'exclude', coalesce((SELECT jsonb_agg(o.web_authn_credential -> 'id') FROM auth.mfa_factors o
+                         WHERE o.user_id = p_user AND o.web_authn_credential ? 'id'), '[]'::jsonb)
+      || coalesce((SELECT jsonb_agg(to_jsonb(encode(w.credential_id, 'base64'))) FROM auth.webauthn_credentials w
+                   WHERE w.user_id = p_user), '[]'::jsonb));
+END
+$$;
+
+-- ---- sql/auth/mfa.sql: fluxbase.auth_mfa_webauthn_state ----
+CREATE OR REPLACE FUNCTION fluxbase.auth_mfa_webauthn_state(p_user uuid, p_session uuid, p_factor uuid, p_challenge uuid)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  f auth.mfa_factors;
+  c auth.mfa_challenges;
+BEGIN
+  PERFORM fluxbase.auth_require_factor(p_user, p_session, p_factor);
+  SELECT * INTO c FROM auth.mfa_challenges WHERE id = p_challenge AND factor_id = p_factor
+    AND verified_at IS NULL AND created_at > now() - interval '5 minutes' AND web_authn_session_data IS NOT NULL;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'mfa_challenge_expired' USING ERRCODE = 'FA422',
+      HINT = 'MFA challenge has expired, verify against another challenge or create a new challenge';
+  END IF;
+  SELECT * INTO f FROM auth.mfa_factors WHERE id = p_factor;
+  RETURN jsonb_build_object('factor_type', f.factor_type, 'status', f.status, 'credential', f.web_authn_credential,
+    'session_data', c.web_authn_session_data);
+END
+$$;
+
+-- ---- sql/auth/mfa.sql: fluxbase.auth_mfa_webauthn_result ----
+CREATE OR REPLACE FUNCTION fluxbase.auth_mfa_webauthn_result(p_user uuid, p_session uuid, p_factor uuid, p_challenge uuid,
+  p_ok boolean, p_credential jsonb, p_aaguid uuid, p_sign_count bigint, p_refresh_hash text,
+  p_max_failures int, p_window_seconds int)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  f auth.mfa_factors;
+  stored bigint;
+BEGIN
+  SELECT * INTO f FROM auth.mfa_factors WHERE id = p_factor AND user_id = p_user FOR UPDATE;
+  IF p_ok AND p_credential IS NOT NULL THEN
+    UPDATE auth.mfa_factors SET web_authn_credential = p_credential, web_authn_aaguid = p_aaguid, updated_at = now()
+    WHERE id = p_factor;
+  ELSIF p_ok AND p_sign_count IS NOT NULL THEN
+    stored := coalesce((f.web_authn_credential #>> '{authenticator,signCount}')::bigint, 0);
+    IF (p_sign_count <> 0 OR stored <> 0) AND p_sign_count <= stored THEN
+      PERFORM fluxbase.auth_audit('webauthn_clone_suspected', p_user,
+        jsonb_build_object('factor_id', p_factor, 'stored', stored, 'presented', p_sign_count));
+      p_ok := false;
+    ELSE
+      UPDATE auth.mfa_factors SET web_authn_credential = jsonb_set(web_authn_credential, '{authenticator,signCount}',
+        to_jsonb(p_sign_count)), updated_at = now()
+      WHERE id = p_factor;
+    END IF;
+  END IF;
+  RETURN fluxbase.auth_mfa_result(p_user, p_session, p_factor, p_challenge, p_ok, p_refresh_hash, NULL,
+    p_max_failures, p_window_seconds);
+END
+$$;
+
+-- ---- sql/auth/admin.sql: fluxbase.auth_admin_list ----
+CREATE OR REPLACE FUNCTION fluxbase.auth_admin_list(p_page int, p_per_page int) RETURNS jsonb
+LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+  SELECT jsonb_build_object(
+    'users', coalesce((SELECT jsonb_agg(fluxbase.auth_user_json(u) ORDER BY u.created_at DESC, u.id DESC)
+      FROM (SELECT * FROM auth.users WHERE deleted_at IS NULL ORDER BY created_at DESC, id DESC
+            LIMIT p_per_page OFFSET (p_page - 1) * p_per_page) u), '[]'::jsonb),
+    'total', (SELECT count(*) FROM auth.users WHERE deleted_at IS NULL))
+$$;
+
+-- ---- sql/auth/admin.sql: fluxbase.auth_admin_factors ----
+CREATE OR REPLACE FUNCTION fluxbase.auth_admin_factors(p_user uuid) RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM auth.users WHERE id = p_user AND deleted_at IS NULL) THEN
+    RAISE EXCEPTION 'user_not_found' USING ERRCODE = 'FA404', HINT = 'User not found';
+  END IF;
+  RETURN (SELECT coalesce(jsonb_agg(jsonb_build_object('id', f.id, 'friendly_name', f.friendly_name,
+    'factor_type', f.factor_type, 'status', f.status, 'created_at', f.created_at, 'updated_at', f.updated_at)
+    ORDER BY f.created_at), '[]'::jsonb)
+  FROM auth.mfa_factors f WHERE f.user_id = p_user);
+END
+$$;
+
+-- ---- sql/auth/admin.sql: fluxbase.auth_admin_email_change_link ----
+CREATE OR REPLACE FUNCTION fluxbase.auth_admin_email_change_link(p_email text, p_new_email text, p_kind text,
+  p_link_hash text, p_code_hash text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  u auth.users;
+  tt auth.one_time_token_type := CASE p_kind WHEN 'email_change_current' THEN 'email_change_token_current'
+    ELSE 'email_change_token_new' END;
+BEGIN
+  SELECT * INTO u FROM auth.users WHERE email = p_email AND NOT is_sso_user AND deleted_at IS NULL FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'user_not_found' USING ERRCODE = 'FA404', HINT = 'User with this email not found';
+  END IF;
+  IF EXISTS (SELECT 1 FROM auth.users WHERE email = p_new_email AND id <> u.id AND NOT is_sso_user) THEN
+    RAISE EXCEPTION 'email_exists' USING ERRCODE = 'FA422', HINT = 'A user with this email address has already been registered';
+  END IF;
+  IF u.email_change IS DISTINCT FROM p_new_email THEN
+    DELETE FROM auth.one_time_tokens WHERE user_id = u.id
+      AND token_type IN ('email_change_token_new', 'email_change_token_current');
+  END IF;
+  INSERT INTO auth.one_time_tokens (id, user_id, token_type, token_hash, relates_to, created_at, updated_at)
+  VALUES (gen_random_uuid(), u.id, tt, p_link_hash, p_code_hash, now(), now())
+  ON CONFLICT (user_id, token_type) DO UPDATE SET token_hash = EXCLUDED.token_hash, relates_to = EXCLUDED.relates_to,
+    created_at = now(), updated_at = now();
+  UPDATE auth.users SET email_change = p_new_email, email_change_sent_at = now(), email_change_confirm_status = 0,
+    updated_at = now()
+  WHERE id = u.id
+  RETURNING * INTO u;
+  PERFORM fluxbase.auth_audit('user_modified', u.id, jsonb_build_object('email_change', p_new_email, 'by', 'admin'));
+  RETURN fluxbase.auth_user_json(u);
+END
+$$;
+
+-- ---- sql/auth/otp.sql: fluxbase.auth_send_token ----
+CREATE OR REPLACE FUNCTION fluxbase.auth_send_token(p_channel text, p_address text, p_kind text, p_link_hash text,
+  p_code_hash text, p_create boolean, p_user_meta jsonb, p_interval_seconds int, p_code_challenge text,
+  p_code_challenge_method text)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  u auth.users;
+  tt auth.one_time_token_type := CASE p_kind WHEN 'recovery' THEN 'recovery_token'
+    WHEN 'reauthentication' THEN 'reauthentication_token' ELSE 'confirmation_token' END;
+  uid uuid;
+  by_phone boolean := p_channel = 'phone';
+BEGIN
+  SELECT * INTO u FROM auth.users
+  WHERE deleted_at IS NULL
+    AND ((by_phone AND phone = p_address) OR (NOT by_phone AND email = p_address AND NOT is_sso_user));
+  IF NOT FOUND THEN
+    IF NOT p_create THEN
+      RETURN 'no_user';
+    END IF;
+    uid := gen_random_uuid();
+    INSERT INTO auth.users (id, aud, role, email, phone, raw_app_meta_data, raw_user_meta_data, created_at, updated_at,
+      is_super_admin)
+    VALUES (uid, 'authenticated', 'authenticated', CASE WHEN NOT by_phone THEN p_address END,
+      CASE WHEN by_phone THEN p_address END,
+      jsonb_build_object('provider', p_channel, 'providers', jsonb_build_array(p_channel)),
+      coalesce(p_user_meta, '{}'::jsonb), now(), now(), false)
+    RETURNING * INTO u;
+    INSERT INTO auth.identities (provider_id, user_id, identity_data, provider, created_at, updated_at)
+    VALUES (uid::text, uid, jsonb_build_object('sub', uid::text, CASE WHEN by_phone THEN 'phone' ELSE 'email' END, p_address,
+      CASE WHEN by_phone THEN 'phone_verified' ELSE 'email_verified' END, false), p_channel, now(), now());
+    PERFORM fluxbase.auth_audit('user_signedup', uid, jsonb_build_object('provider', p_channel));
+  END IF;
+  IF EXISTS (SELECT 1 FROM auth.one_time_tokens WHERE user_id = u.id AND token_type = tt
+             AND created_at > now() - make_interval(secs => p_interval_seconds)) THEN
+    RETURN 'too_soon';
+  END IF;
+  -- A sign-up confirmation's code is marked: redeeming it keeps the
+  -- password its owner chose (see auth_verify_token).
+  INSERT INTO auth.one_time_tokens (id, user_id, token_type, token_hash, relates_to, created_at, updated_at)
+  VALUES (gen_random_uuid(), u.id, tt, p_link_hash,
+    CASE WHEN p_kind = 'signup' THEN 'signup:' || p_code_hash ELSE p_code_hash END, now(), now())
+  ON CONFLICT (user_id, token_type) DO UPDATE SET token_hash = EXCLUDED.token_hash, relates_to = EXCLUDED.relates_to,
+    created_at = now(), updated_at = now();
+  DELETE FROM fluxbase.auth_token_failures WHERE user_id = u.id AND token_type = tt;
+  -- PKCE (the app sent a code_challenge): the link will lead to ?code=,
+  -- which only the app holding the verifier can trade for a session. Until
+  -- the link is used, the flow state waits under 'pending:' + its hash.
+  DELETE FROM auth.flow_state WHERE user_id = u.id AND provider_type = 'email' AND authentication_method = p_kind
+    AND auth_code LIKE 'pending:%';
+  IF p_code_challenge IS NOT NULL AND NOT by_phone THEN
+    INSERT INTO auth.flow_state (id, user_id, auth_code, code_challenge_method, code_challenge, provider_type,
+      created_at, updated_at, authentication_method)
+    VALUES (gen_random_uuid(), u.id, 'pending:' || p_link_hash, lower(p_code_challenge_method)::auth.code_challenge_method,
+      p_code_challenge, 'email', now(), now(), p_kind);
+  END IF;
+  IF p_kind = 'recovery' THEN
+    UPDATE auth.users SET recovery_sent_at = now() WHERE id = u.id;
+  ELSIF p_kind = 'reauthentication' THEN
+    UPDATE auth.users SET reauthentication_sent_at = now() WHERE id = u.id;
+  ELSE
+    UPDATE auth.users SET confirmation_sent_at = now() WHERE id = u.id;
+  END IF;
+  PERFORM fluxbase.auth_audit(CASE p_kind WHEN 'recovery' THEN 'user_recovery_requested'
+    ELSE 'user_confirmation_requested' END, u.id,
+    jsonb_build_object('kind', p_kind, 'channel', p_channel));
+  RETURN CASE WHEN uid IS NOT NULL THEN 'created' ELSE 'sent' END;
+END
+$$;
+
+-- ---- sql/auth/otp.sql: fluxbase.auth_withdraw_new_user ----
+CREATE OR REPLACE FUNCTION fluxbase.auth_withdraw_new_user(p_code_hash text)
+RETURNS void
+LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+  DELETE FROM auth.users u USING auth.one_time_tokens t
+  WHERE t.relates_to IN (p_code_hash, 'signup:' || p_code_hash) AND u.id = t.user_id
+    AND u.last_sign_in_at IS NULL AND u.email_confirmed_at IS NULL AND u.phone_confirmed_at IS NULL
+    AND u.encrypted_password IS NULL;
+$$;
+
+-- ---- sql/auth/passkey.sql: fluxbase.auth_passkey_take_challenge ----
+CREATE OR REPLACE FUNCTION fluxbase.auth_passkey_take_challenge(p_id uuid, p_kind text, p_user uuid, p_expiry_seconds int)
+RETURNS text
+LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+  WITH taken AS (DELETE FROM fluxbase.auth_webauthn_challenges WHERE id = p_id RETURNING *)
+  SELECT CASE WHEN created_at >= now() - make_interval(secs => p_expiry_seconds) THEN challenge ELSE '' END
+  FROM taken
+  WHERE kind = p_kind AND user_id IS NOT DISTINCT FROM p_user
+$$;
+
+-- ---- sql/auth/grants.sql ----
+-- Every fluxbase.auth_* function: EXECUTE for `authenticator` only. Loaded
+-- after all of sql/auth/.
+DO $grants$
+DECLARE
+  f regprocedure;
+BEGIN
+  FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
+    WHERE p.pronamespace = 'fluxbase'::regnamespace AND p.proname LIKE 'auth\_%'
+  LOOP
+    EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO authenticator', f);
+  END LOOP;
+END
+$grants$;

@@ -181,7 +181,10 @@ impl App {
                 // so a refused caller costs no body read.
                 let headers = req.headers();
                 let (authorization, apikey) = (credential(headers, "authorization")?, credential(headers, "apikey")?);
-                let caller = state.verifier.authenticate(authorization, apikey)?;
+                let caller = state.verifier.authenticate(authorization, apikey).map_err(|e| match route {
+                    Route::Auth => auth::gotrue_jwt_error(e),
+                    _ => e,
+                })?;
                 tracing::debug!(role = caller.role(), "authenticated");
                 let (parts, body) = req.into_parts();
                 let body = read_body(&parts.headers, body, state.config.server.body_limit_bytes).await?;

@@ -125,7 +125,14 @@ pub fn gen_config(path: &Path, database_url: &str) -> Result<(), String> {
          [jwt]\nsecret = {secret:?}\n\n\
          [api_keys]\nanon = {anon:?}\nservice_role = {service:?}\n\
          publishable = [\"sb_publishable_{p}\"]\nsecret = [\"sb_secret_{s}\"]\n\n\
-         [log]\nlevel = \"info\"\nformat = \"pretty\"\n",
+         [log]\nlevel = \"info\"\nformat = \"pretty\"\n\n\
+         # Development limits: a test suite that signs up and signs in a few\n\
+         # hundred users a minute from one address gets through. The secure\n\
+         # defaults (docs/auth.md, Security) are for production.\n\
+         [auth]\nrate_limit_signups_per_ip = 2000\nrate_limit_signins_per_ip = 2000\n\
+         rate_limit_signins_per_account = 200\nrate_limit_refresh_per_ip = 5000\n\
+         rate_limit_verify_per_ip = 2000\nrate_limit_email_per_ip = 2000\nrate_limit_sms_per_ip = 2000\n\
+         lockout_max_failures = 50\nemail_interval_seconds = 1\nsms_interval_seconds = 1\n",
         url = database_url,
         anon = key("anon")?,
         service = key("service_role")?,
@@ -223,6 +230,12 @@ mod tests {
         let config = Config::load(Some(&path), std::iter::empty()).unwrap();
         assert!(config.api_keys.anon.is_some());
         assert!(keys(&config).contains("service_role key"));
+        // ~100 sign-ups a minute from one address fit in one window.
+        let a = &config.auth;
+        let per_window = |limit: u32| limit as u64 * 60 / a.rate_limit_window_seconds as u64;
+        for limit in [a.rate_limit_signups_per_ip, a.rate_limit_signins_per_ip, a.rate_limit_email_per_ip, a.rate_limit_verify_per_ip] {
+            assert!(per_window(limit) >= 300, "{limit} per {} s", a.rate_limit_window_seconds);
+        }
         assert!(gen_config(&path, "postgres://x@y/z").is_err(), "never overwrites");
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -97,13 +97,16 @@ pub struct Auth {
     pub mfa_failure_window_seconds: u32,
     /// Rate limits per window (0: none), counted in Postgres so that every
     /// proxy shares them: sign-ups and sign-ins per client IP, sign-ins per
-    /// account (e-mail or phone), refresh grants per IP, MFA verifications per IP.
+    /// account (e-mail or phone) and IP, refresh grants per IP, code and MFA
+    /// verifications per IP, e-mails and SMS asked for per IP.
     pub rate_limit_window_seconds: u32,
     pub rate_limit_signups_per_ip: u32,
     pub rate_limit_signins_per_ip: u32,
     pub rate_limit_signins_per_account: u32,
     pub rate_limit_refresh_per_ip: u32,
     pub rate_limit_verify_per_ip: u32,
+    pub rate_limit_email_per_ip: u32,
+    pub rate_limit_sms_per_ip: u32,
     /// Where e-mail links land by default (`redirect_to` otherwise); unset:
     /// `server.public_url`.
     pub site_url: Option<String>,
@@ -249,6 +252,8 @@ impl Default for Auth {
             rate_limit_signins_per_account: 10,
             rate_limit_refresh_per_ip: 150,
             rate_limit_verify_per_ip: 30,
+            rate_limit_email_per_ip: 30,
+            rate_limit_sms_per_ip: 30,
             site_url: None,
             redirect_urls: vec![],
             smtp_host: None,

@@ -1,13 +1,14 @@
 -- The admin API, service_role only (proxy/src/auth/admin.rs).
 
--- Admin API (service_role): list, create, read, update and delete users.
+-- Admin API (service_role): list (newest first, as GoTrue), create, read,
+-- update and delete users.
 CREATE FUNCTION fluxbase.auth_admin_list(p_page int, p_per_page int) RETURNS jsonb
 LANGUAGE sql STABLE SECURITY DEFINER
 SET search_path = pg_catalog
 AS $$
   SELECT jsonb_build_object(
-    'users', coalesce((SELECT jsonb_agg(fluxbase.auth_user_json(u) ORDER BY u.created_at, u.id)
-      FROM (SELECT * FROM auth.users WHERE deleted_at IS NULL ORDER BY created_at, id
+    'users', coalesce((SELECT jsonb_agg(fluxbase.auth_user_json(u) ORDER BY u.created_at DESC, u.id DESC)
+      FROM (SELECT * FROM auth.users WHERE deleted_at IS NULL ORDER BY created_at DESC, id DESC
             LIMIT p_per_page OFFSET (p_page - 1) * p_per_page) u), '[]'::jsonb),
     'total', (SELECT count(*) FROM auth.users WHERE deleted_at IS NULL))
 $$;
@@ -107,14 +108,20 @@ AS $$
 $$;
 
 -- Admin: a user's factors, removing one, and the audit log.
+-- An unknown user is 404 user_not_found, as GoTrue's loadUser.
 CREATE FUNCTION fluxbase.auth_admin_factors(p_user uuid) RETURNS jsonb
-LANGUAGE sql STABLE SECURITY DEFINER
+LANGUAGE plpgsql STABLE SECURITY DEFINER
 SET search_path = pg_catalog
 AS $$
-  SELECT coalesce(jsonb_agg(jsonb_build_object('id', f.id, 'friendly_name', f.friendly_name,
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM auth.users WHERE id = p_user AND deleted_at IS NULL) THEN
+    RAISE EXCEPTION 'user_not_found' USING ERRCODE = 'FA404', HINT = 'User not found';
+  END IF;
+  RETURN (SELECT coalesce(jsonb_agg(jsonb_build_object('id', f.id, 'friendly_name', f.friendly_name,
     'factor_type', f.factor_type, 'status', f.status, 'created_at', f.created_at, 'updated_at', f.updated_at)
     ORDER BY f.created_at), '[]'::jsonb)
-  FROM auth.mfa_factors f WHERE f.user_id = p_user
+  FROM auth.mfa_factors f WHERE f.user_id = p_user);
+END
 $$;
 
 CREATE FUNCTION fluxbase.auth_admin_delete_factor(p_user uuid, p_factor uuid) RETURNS jsonb
@@ -141,4 +148,43 @@ AS $$
       FROM (SELECT * FROM auth.audit_log_entries ORDER BY created_at DESC, id
             LIMIT p_per_page OFFSET (p_page - 1) * p_per_page) a), '[]'::jsonb),
     'total', (SELECT count(*) FROM auth.audit_log_entries))
+$$;
+
+-- generate_link `email_change_current` / `email_change_new` (GoTrue's
+-- adminGenerateLink): the user of p_email is to move to p_new_email; the
+-- link and code of that kind replace an earlier one of the same kind, and
+-- one of the other kind for the same new address is kept. Nothing is sent.
+CREATE FUNCTION fluxbase.auth_admin_email_change_link(p_email text, p_new_email text, p_kind text,
+  p_link_hash text, p_code_hash text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  u auth.users;
+  tt auth.one_time_token_type := CASE p_kind WHEN 'email_change_current' THEN 'email_change_token_current'
+    ELSE 'email_change_token_new' END;
+BEGIN
+  SELECT * INTO u FROM auth.users WHERE email = p_email AND NOT is_sso_user AND deleted_at IS NULL FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'user_not_found' USING ERRCODE = 'FA404', HINT = 'User with this email not found';
+  END IF;
+  IF EXISTS (SELECT 1 FROM auth.users WHERE email = p_new_email AND id <> u.id AND NOT is_sso_user) THEN
+    RAISE EXCEPTION 'email_exists' USING ERRCODE = 'FA422', HINT = 'A user with this email address has already been registered';
+  END IF;
+  IF u.email_change IS DISTINCT FROM p_new_email THEN
+    DELETE FROM auth.one_time_tokens WHERE user_id = u.id
+      AND token_type IN ('email_change_token_new', 'email_change_token_current');
+  END IF;
+  INSERT INTO auth.one_time_tokens (id, user_id, token_type, token_hash, relates_to, created_at, updated_at)
+  VALUES (gen_random_uuid(), u.id, tt, p_link_hash, p_code_hash, now(), now())
+  ON CONFLICT (user_id, token_type) DO UPDATE SET token_hash = EXCLUDED.token_hash, relates_to = EXCLUDED.relates_to,
+    created_at = now(), updated_at = now();
+  UPDATE auth.users SET email_change = p_new_email, email_change_sent_at = now(), email_change_confirm_status = 0,
+    updated_at = now()
+  WHERE id = u.id
+  RETURNING * INTO u;
+  PERFORM fluxbase.auth_audit('user_modified', u.id, jsonb_build_object('email_change', p_new_email, 'by', 'admin'));
+  RETURN fluxbase.auth_user_json(u);
+END
 $$;

@@ -1,4 +1,4 @@
--- MFA, TOTP and phone factors (proxy/src/auth/mfa.rs). The proxy generates
+-- MFA, TOTP, phone and WebAuthn factors (proxy/src/auth/mfa.rs). The proxy generates
 -- and encrypts secrets (AES-256-GCM) and checks codes; these functions keep
 -- factors, challenges and the per-user failure count atomic.
 
@@ -130,7 +130,8 @@ BEGIN
     INSERT INTO fluxbase.auth_mfa_failures (user_id, at) VALUES (p_user, now());
     PERFORM fluxbase.auth_audit('mfa_verify_failed', p_user, jsonb_build_object('factor_id', p_factor));
     RETURN jsonb_build_object('error', 'mfa_verification_failed', 'status', 422,
-      'msg', (SELECT CASE WHEN factor_type = 'phone' THEN 'Invalid MFA Phone code entered' ELSE 'Invalid TOTP code entered' END
+      'msg', (SELECT CASE factor_type WHEN 'phone' THEN 'Invalid MFA Phone code entered'
+                WHEN 'webauthn' THEN 'WebAuthn MFA response could not be verified' ELSE 'Invalid TOTP code entered' END
               FROM auth.mfa_factors WHERE id = p_factor));
   END IF;
   UPDATE auth.mfa_challenges SET verified_at = now() WHERE id = p_challenge AND verified_at IS NULL;
@@ -140,7 +141,8 @@ BEGIN
   UPDATE auth.mfa_factors SET status = 'verified', updated_at = now() WHERE id = p_factor;
   UPDATE auth.sessions SET aal = 'aal2', factor_id = p_factor, updated_at = now() WHERE id = p_session;
   INSERT INTO auth.mfa_amr_claims (session_id, created_at, updated_at, authentication_method)
-  VALUES (p_session, now(), now(), (SELECT factor_type::text FROM auth.mfa_factors WHERE id = p_factor))
+  VALUES (p_session, now(), now(), (SELECT CASE factor_type WHEN 'webauthn' THEN 'mfa/webauthn' ELSE factor_type::text END
+                                     FROM auth.mfa_factors WHERE id = p_factor))
   ON CONFLICT (session_id, authentication_method) DO UPDATE SET updated_at = now();
   UPDATE auth.refresh_tokens SET revoked = true, updated_at = now() WHERE session_id = p_session AND NOT revoked;
   INSERT INTO auth.refresh_tokens (token, user_id, revoked, created_at, updated_at, session_id)
@@ -175,5 +177,97 @@ BEGIN
   DELETE FROM auth.mfa_factors WHERE id = p_factor;
   PERFORM fluxbase.auth_audit('factor_deleted', p_user, jsonb_build_object('factor_id', p_factor));
   RETURN jsonb_build_object('id', p_factor);
+END
+$$;
+
+-- WebAuthn factors. A challenge auth_mfa_challenge made gets its ceremony
+-- (p_session_data: the challenge the proxy drew, the relying party); the
+-- answer is what the options need: the factor's status (unverified:
+-- registration, verified: assertion), its credential, a name for the
+-- authenticator and the credential ids (base64) not to register again.
+CREATE FUNCTION fluxbase.auth_mfa_webauthn_begin(p_user uuid, p_challenge uuid, p_session_data jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  f auth.mfa_factors;
+  u auth.users;
+BEGIN
+  SELECT fa.* INTO f FROM auth.mfa_challenges c JOIN auth.mfa_factors fa ON fa.id = c.factor_id
+  WHERE c.id = p_challenge AND fa.user_id = p_user AND fa.factor_type = 'webauthn';
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'mfa_factor_not_found' USING ERRCODE = 'FA404', HINT = 'Factor not found';
+  END IF;
+  UPDATE auth.mfa_challenges SET web_authn_session_data = p_session_data WHERE id = p_challenge;
+  SELECT * INTO u FROM auth.users WHERE id = p_user;
+  RETURN jsonb_build_object('status', f.status, 'credential', f.web_authn_credential,
+    'name', coalesce(nullif(u.email, ''), nullif(u.phone, ''), u.id::text),
+    'exclude', coalesce((SELECT jsonb_agg(o.web_authn_credential -> 'id') FROM auth.mfa_factors o
+                         WHERE o.user_id = p_user AND o.web_authn_credential ? 'id'), '[]'::jsonb)
+      || coalesce((SELECT jsonb_agg(to_jsonb(encode(w.credential_id, 'base64'))) FROM auth.webauthn_credentials w
+                   WHERE w.user_id = p_user), '[]'::jsonb));
+END
+$$;
+
+-- What checking a WebAuthn answer needs: the factor's status and
+-- credential and the challenge's ceremony, while the challenge can still
+-- be answered (as auth_mfa_secret for codes).
+CREATE FUNCTION fluxbase.auth_mfa_webauthn_state(p_user uuid, p_session uuid, p_factor uuid, p_challenge uuid)
+RETURNS jsonb
+LANGUAGE plpgsql STABLE SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  f auth.mfa_factors;
+  c auth.mfa_challenges;
+BEGIN
+  PERFORM fluxbase.auth_require_factor(p_user, p_session, p_factor);
+  SELECT * INTO c FROM auth.mfa_challenges WHERE id = p_challenge AND factor_id = p_factor
+    AND verified_at IS NULL AND created_at > now() - interval '5 minutes' AND web_authn_session_data IS NOT NULL;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'mfa_challenge_expired' USING ERRCODE = 'FA422',
+      HINT = 'MFA challenge has expired, verify against another challenge or create a new challenge';
+  END IF;
+  SELECT * INTO f FROM auth.mfa_factors WHERE id = p_factor;
+  RETURN jsonb_build_object('factor_type', f.factor_type, 'status', f.status, 'credential', f.web_authn_credential,
+    'session_data', c.web_authn_session_data);
+END
+$$;
+
+-- The outcome of a WebAuthn answer: a new credential (registration) is
+-- kept on the factor, an assertion's sign count must grow (when the
+-- authenticator counts; else a cloned key: wrong), then as
+-- auth_mfa_result (failures counted, or the session at aal2), all in one
+-- transaction.
+CREATE FUNCTION fluxbase.auth_mfa_webauthn_result(p_user uuid, p_session uuid, p_factor uuid, p_challenge uuid,
+  p_ok boolean, p_credential jsonb, p_aaguid uuid, p_sign_count bigint, p_refresh_hash text,
+  p_max_failures int, p_window_seconds int)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  f auth.mfa_factors;
+  stored bigint;
+BEGIN
+  SELECT * INTO f FROM auth.mfa_factors WHERE id = p_factor AND user_id = p_user FOR UPDATE;
+  IF p_ok AND p_credential IS NOT NULL THEN
+    UPDATE auth.mfa_factors SET web_authn_credential = p_credential, web_authn_aaguid = p_aaguid, updated_at = now()
+    WHERE id = p_factor;
+  ELSIF p_ok AND p_sign_count IS NOT NULL THEN
+    stored := coalesce((f.web_authn_credential #>> '{authenticator,signCount}')::bigint, 0);
+    IF (p_sign_count <> 0 OR stored <> 0) AND p_sign_count <= stored THEN
+      PERFORM fluxbase.auth_audit('webauthn_clone_suspected', p_user,
+        jsonb_build_object('factor_id', p_factor, 'stored', stored, 'presented', p_sign_count));
+      p_ok := false;
+    ELSE
+      UPDATE auth.mfa_factors SET web_authn_credential = jsonb_set(web_authn_credential, '{authenticator,signCount}',
+        to_jsonb(p_sign_count)), updated_at = now()
+      WHERE id = p_factor;
+    END IF;
+  END IF;
+  RETURN fluxbase.auth_mfa_result(p_user, p_session, p_factor, p_challenge, p_ok, p_refresh_hash, NULL,
+    p_max_failures, p_window_seconds);
 END
 $$;

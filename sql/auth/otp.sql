@@ -8,8 +8,9 @@
 -- Stores a one-time link (p_link_hash) and code (p_code_hash) of p_kind
 -- (magiclink, recovery, signup) for the user whose e-mail or phone
 -- (p_channel 'email' | 'phone') is p_address; creates that user when
--- unknown and p_create. Returns 'sent', 'no_user' or 'too_soon' (one per
--- p_interval_seconds). A new token replaces the user's previous one.
+-- unknown and p_create. Returns 'sent' ('created' when it made the user),
+-- 'no_user' or 'too_soon' (one per p_interval_seconds). A new token
+-- replaces the user's previous one.
 CREATE FUNCTION fluxbase.auth_send_token(p_channel text, p_address text, p_kind text, p_link_hash text,
   p_code_hash text, p_create boolean, p_user_meta jsonb, p_interval_seconds int, p_code_challenge text,
   p_code_challenge_method text)
@@ -77,7 +78,7 @@ BEGIN
   PERFORM fluxbase.auth_audit(CASE p_kind WHEN 'recovery' THEN 'user_recovery_requested'
     ELSE 'user_confirmation_requested' END, u.id,
     jsonb_build_object('kind', p_kind, 'channel', p_channel));
-  RETURN 'sent';
+  RETURN CASE WHEN uid IS NOT NULL THEN 'created' ELSE 'sent' END;
 END
 $$;
 
@@ -264,4 +265,18 @@ AS $$
     phone_change = CASE WHEN gone.token_type = 'phone_change_token' THEN '' ELSE u.phone_change END
   FROM gone WHERE u.id = gone.user_id
     AND gone.token_type IN ('email_change_token_new', 'email_change_token_current', 'phone_change_token');
+$$;
+
+-- A user auth_send_token made for a code that could not be delivered
+-- (invite, sign-in code): removed with the code, as GoTrue's transaction
+-- would roll it back, unless it has been used since.
+CREATE FUNCTION fluxbase.auth_withdraw_new_user(p_code_hash text)
+RETURNS void
+LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+  DELETE FROM auth.users u USING auth.one_time_tokens t
+  WHERE t.relates_to IN (p_code_hash, 'signup:' || p_code_hash) AND u.id = t.user_id
+    AND u.last_sign_in_at IS NULL AND u.email_confirmed_at IS NULL AND u.phone_confirmed_at IS NULL
+    AND u.encrypted_password IS NULL;
 $$;

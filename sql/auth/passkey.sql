@@ -29,16 +29,18 @@ BEGIN
 END
 $$;
 
--- The challenge of p_id, once, if it is of p_kind, for p_user and fresh.
+-- The challenge of p_id, once, if it is of p_kind and for p_user: NULL when
+-- there is none such (unknown, used, another ceremony's or user's), '' when
+-- it is older than p_expiry_seconds.
 CREATE FUNCTION fluxbase.auth_passkey_take_challenge(p_id uuid, p_kind text, p_user uuid, p_expiry_seconds int)
 RETURNS text
 LANGUAGE sql SECURITY DEFINER
 SET search_path = pg_catalog
 AS $$
   WITH taken AS (DELETE FROM fluxbase.auth_webauthn_challenges WHERE id = p_id RETURNING *)
-  SELECT challenge FROM taken
+  SELECT CASE WHEN created_at >= now() - make_interval(secs => p_expiry_seconds) THEN challenge ELSE '' END
+  FROM taken
   WHERE kind = p_kind AND user_id IS NOT DISTINCT FROM p_user
-    AND created_at >= now() - make_interval(secs => p_expiry_seconds)
 $$;
 
 CREATE FUNCTION fluxbase.auth_passkey_json(c auth.webauthn_credentials) RETURNS jsonb

@@ -28,3 +28,23 @@ CREATE FUNCTION fluxbase."realtime_publish"(
 VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'realtime_publish_wrapper';
+
+--   * Auth parity with GoTrue 2.18x (issue 14, docs/auth.md): the admin
+--     user list is newest first; a user's factors for an unknown user are
+--     404 user_not_found; generate_link email_change_current/_new
+--     (fluxbase.auth_admin_email_change_link); a user made for an e-mail or
+--     SMS that could not be delivered is removed again
+--     (auth_send_token says 'created', fluxbase.auth_withdraw_new_user); a
+--     replayed passkey challenge is told from an expired one; WebAuthn MFA
+--     factors in Supabase's columns (mfa_factors.web_authn_credential,
+--     web_authn_aaguid, mfa_challenges.web_authn_session_data) with
+--     fluxbase.auth_mfa_webauthn_begin/_state/_result, and auth_mfa_result's
+--     wording and amr method for them.
+ALTER TABLE auth.mfa_factors ADD COLUMN IF NOT EXISTS web_authn_credential jsonb,
+  ADD COLUMN IF NOT EXISTS web_authn_aaguid uuid;
+ALTER TABLE auth.mfa_challenges ADD COLUMN IF NOT EXISTS web_authn_session_data jsonb;
+-- @include-functions sql/auth/mfa.sql auth_mfa_result auth_mfa_webauthn_begin auth_mfa_webauthn_state auth_mfa_webauthn_result
+-- @include-functions sql/auth/admin.sql auth_admin_list auth_admin_factors auth_admin_email_change_link
+-- @include-functions sql/auth/otp.sql auth_send_token auth_withdraw_new_user
+-- @include-functions sql/auth/passkey.sql auth_passkey_take_challenge
+-- @include sql/auth/grants.sql

@@ -12,6 +12,16 @@ const server = new SMTPServer({
   authOptional: true,
   disabledCommands: ['STARTTLS'],
   logger: false,
+  // A mailbox that does not exist: recipients named reject-… are refused for
+  // good (550), as a relay refuses an unknown address.
+  onRcptTo(address, session, callback) {
+    if (address.address.startsWith('reject-')) {
+      const err = new Error('5.1.1 No such user');
+      err.responseCode = 550;
+      return callback(err);
+    }
+    callback();
+  },
   onData(stream, session, callback) {
     const chunks = [];
     stream.on('data', (c) => chunks.push(c));

@@ -35,12 +35,54 @@ pub(super) fn ban_seconds(s: &str) -> Result<i64, ApiError> {
     Ok(total as i64)
 }
 
+/// The user plus what an e-mail would carry, as GoTrue's GenerateLinkResponse.
+fn link_answer(mut user: Value, url: &str, code: &str, link: &str, redirect: &str, kind: &str) -> Value {
+    if let Some(o) = user.as_object_mut() {
+        o.insert("action_link".into(), json!(url));
+        o.insert("email_otp".into(), json!(code));
+        o.insert("hashed_token".into(), json!(link));
+        o.insert("redirect_to".into(), json!(redirect));
+        o.insert("verification_type".into(), json!(kind));
+    }
+    user
+}
+
+/// `page` and `per_page` as GoTrue's `paginate` reads them: unsigned
+/// decimal integers (default 1 and 50), `per_page` above 0; anything else is
+/// `400 validation_failed` "Bad Pagination Parameters: …" with Go's
+/// `strconv.ParseUint` wording. `per_page` is capped at 1000 here.
+pub(super) fn pagination(page: Option<&str>, per_page: Option<&str>) -> Result<(i32, i32), ApiError> {
+    let parse = |s: &str| -> Result<u64, ApiError> {
+        let syntax = s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit());
+        match s.parse::<u64>() {
+            Ok(n) if !syntax => Ok(n),
+            _ => {
+                let why = if syntax { "invalid syntax" } else { "value out of range" };
+                Err(ApiError::auth(
+                    400,
+                    "validation_failed",
+                    format!("Bad Pagination Parameters: strconv.ParseUint: parsing {s:?}: {why}"),
+                ))
+            }
+        }
+    };
+    let page = page.filter(|p| !p.is_empty()).map(parse).transpose()?.unwrap_or(1);
+    let per_page = per_page.filter(|p| !p.is_empty()).map(parse).transpose()?.unwrap_or(50);
+    if per_page == 0 {
+        return Err(ApiError::auth(400, "validation_failed", "Bad Pagination Parameters: per_page must be greater than 0"));
+    }
+    // Page 0 is the first page, as in GoTrue.
+    Ok((page.clamp(1, i32::MAX as u64) as i32, per_page.min(1000) as i32))
+}
+
 impl AuthCall<'_> {
     /// POST /invite (service_role): creates the user and mails an invitation.
+    /// A confirmed address is `422 email_exists`; when the e-mail cannot be
+    /// sent, the user made for it is removed again.
     pub(super) async fn invite(&self, body: &Value, redirect: Option<String>) -> Result<Response, ApiError> {
-        let email = normalise_email(body)?
-            .ok_or_else(|| ApiError::auth(422, "validation_failed", "An email address is required"))?;
+        let email = required_email(body)?;
         let redirect = self.redirect_target(redirect)?;
+        self.refuse_confirmed(&email).await?;
         let data = body.get("data").filter(|d| d.is_object()).cloned();
         self.email_token(Mail { email: &email, kind: "invite", create: true, redirect: &redirect, data, pkce: None })
             .await?;
@@ -51,38 +93,93 @@ impl AuthCall<'_> {
         self.query_json("SELECT fluxbase.auth_user_by_email($1)", &[&email]).await
     }
 
+    /// Invites and sign-up links are for addresses nobody has confirmed.
+    async fn refuse_confirmed(&self, email: &str) -> Result<(), ApiError> {
+        let user = self.user_by_email(email).await?;
+        if user.get("email_confirmed_at").is_some_and(|c| !c.is_null()) {
+            return Err(ApiError::auth(422, "email_exists", "A user with this email address has already been registered"));
+        }
+        Ok(())
+    }
+
     /// POST /admin/generate_link: the link and code an e-mail would carry,
-    /// returned instead of sent (for your own mail provider).
+    /// returned instead of sent (for your own mail provider). Types as
+    /// GoTrue's: magiclink, recovery, invite, signup (with `password`),
+    /// email_change_current and email_change_new (with `new_email`).
     pub(super) async fn generate_link(&self, body: &Value, redirect: Option<String>) -> Result<Response, ApiError> {
-        let kind = match body_text(body, "type") {
-            Some(k @ ("magiclink" | "recovery" | "invite")) => k,
-            Some(other) => {
-                return Err(ApiError::auth(
-                    422,
-                    "validation_failed",
-                    format!("generate_link type {other} is not supported in this release"),
-                ))
-            }
-            None => return Err(ApiError::auth(422, "validation_failed", "type is required")),
-        };
-        let email = normalise_email(body)?
-            .ok_or_else(|| ApiError::auth(422, "validation_failed", "An email address is required"))?;
+        let kind = body.get("type").and_then(Value::as_str).unwrap_or("");
+        if !matches!(kind, "magiclink" | "recovery" | "invite" | "signup" | "email_change_current" | "email_change_new")
+        {
+            return Err(ApiError::auth(
+                400,
+                "validation_failed",
+                format!("Invalid email action link type requested: {kind}"),
+            ));
+        }
+        let email = required_email(body)?;
         let redirect = self.redirect_target(redirect.or_else(|| body_text(body, "redirect_to").map(str::to_string)))?;
         let data = body.get("data").filter(|d| d.is_object()).cloned();
-        let create = kind != "recovery";
-        let mail = Mail { email: &email, kind, create, redirect: &redirect, data, pkce: None };
-        let Some((url, link, code)) = self.store_token(mail, "email", None, 0).await? else {
+        if kind.starts_with("email_change_") {
+            return self.email_change_link(kind, &email, body, &redirect).await;
+        }
+        if kind == "invite" || kind == "signup" {
+            self.refuse_confirmed(&email).await?;
+        }
+        // An unknown address's magic link is a sign-up, as in GoTrue.
+        let unknown = kind == "magiclink" && self.user_by_email(&email).await?.is_null();
+        let verification = if unknown { "signup" } else { kind };
+        if kind == "signup" {
+            let hash = self.hash(self.check_password(body_text(body, "password")).await?).await?;
+            let (_, refresh_hash) = new_refresh_token();
+            self.query_json(
+                "SELECT fluxbase.auth_signup($1, NULL, $2, $3, false, false, $4)",
+                &[&email, &hash, &data, &refresh_hash],
+            )
+            .await?;
+        }
+        let create = kind == "invite" || unknown;
+        let mail = Mail { email: &email, kind: verification, create, redirect: &redirect, data, pkce: None };
+        let Some((url, link, code, _)) = self.store_token(mail, "email", None, 0).await? else {
             return Err(ApiError::auth(404, "user_not_found", "User with this email not found"));
         };
-        let mut out = self.user_by_email(&email).await?;
-        if let Some(o) = out.as_object_mut() {
-            o.insert("action_link".into(), json!(url));
-            o.insert("email_otp".into(), json!(code));
-            o.insert("hashed_token".into(), json!(link));
-            o.insert("redirect_to".into(), json!(redirect));
-            o.insert("verification_type".into(), json!(kind));
+        let out = self.user_by_email(&email).await?;
+        Ok(json_response(StatusCode::OK, &link_answer(out, &url, &code, &link, &redirect, verification)))
+    }
+
+    /// generate_link `email_change_current` / `email_change_new`: one link
+    /// and code, for the current address or `new_email`.
+    async fn email_change_link(
+        &self,
+        kind: &str,
+        email: &str,
+        body: &Value,
+        redirect: &str,
+    ) -> Result<Response, ApiError> {
+        if kind == "email_change_current" && !self.state.config.auth.secure_email_change {
+            return Err(ApiError::auth(
+                400,
+                "validation_failed",
+                "Enable secure email change to generate link for current email",
+            ));
         }
-        Ok(json_response(StatusCode::OK, &out))
+        let new_email = normalise_email(&json!({ "email": body.get("new_email") }))?
+            .ok_or_else(|| ApiError::auth(400, "validation_failed", "An email address is required"))?;
+        let (link, link_hash) = new_refresh_token();
+        let code = super::otp::six_digits();
+        let to = if kind == "email_change_current" { email } else { new_email.as_str() };
+        let code_hash = sha256_hex(&format!("{to}:{code}"));
+        let out = self
+            .query_json(
+                "SELECT fluxbase.auth_admin_email_change_link($1, $2, $3, $4, $5)",
+                &[&email, &new_email, &kind, &link_hash, &code_hash],
+            )
+            .await?;
+        let url = format!(
+            "{}/auth/v1/verify?token={link}&type=email_change&redirect_to={}",
+            self.state.config.public_url(),
+            crate::http::form_encode(redirect)
+        );
+        Ok(json_response(StatusCode::OK, &link_answer(out, &url, &code, &link, redirect, kind)))
     }
 
     pub(super) async fn admin_list(
@@ -90,8 +187,7 @@ impl AuthCall<'_> {
         page: Option<String>,
         per_page: Option<String>,
     ) -> Result<Response, ApiError> {
-        let page: i32 = page.and_then(|p| p.parse().ok()).filter(|p| *p >= 1).unwrap_or(1);
-        let per_page: i32 = per_page.and_then(|p| p.parse().ok()).filter(|p| (1..=1000).contains(p)).unwrap_or(50);
+        let (page, per_page) = pagination(page.as_deref(), per_page.as_deref())?;
         let listed = self.query_json("SELECT fluxbase.auth_admin_list($1, $2)", &[&page, &per_page]).await?;
         let total = listed.get("total").and_then(Value::as_i64).unwrap_or(0);
         let mut response = json_response(

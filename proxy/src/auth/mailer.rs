@@ -132,16 +132,44 @@ impl Mailer {
             .unwrap_or_else(|| kind.default_body().to_string())
     }
 
-    pub async fn send(&self, to: &str, kind: Kind, fill: &Fill<'_>) -> Result<(), String> {
+    /// Sends one e-mail. Errors say whether the address itself was refused
+    /// (unparseable, or a permanent 5xx from the relay, as for an unknown
+    /// mailbox): `SendError::Address`, which GoTrue answers 400.
+    pub async fn send(&self, to: &str, kind: Kind, fill: &Fill<'_>) -> Result<(), SendError> {
         let body = render(&self.template(kind), fill);
+        let recipient = to.parse().map_err(|e| SendError::Address(format!("recipient: {e}")))?;
         let message = Message::builder()
             .from(self.sender.clone())
-            .to(to.parse().map_err(|e| format!("recipient: {e}"))?)
+            .to(recipient)
             .subject(kind.subject())
             .header(ContentType::TEXT_HTML)
             .body(body)
-            .map_err(|e| e.to_string())?;
-        self.transport.send(message).await.map(|_| ()).map_err(|e| e.to_string())
+            .map_err(|e| SendError::Other(e.to_string()))?;
+        self.transport.send(message).await.map(|_| ()).map_err(|e| {
+            if e.is_permanent() {
+                SendError::Address(e.to_string())
+            } else {
+                SendError::Other(e.to_string())
+            }
+        })
+    }
+}
+
+/// Why an e-mail was not sent.
+#[derive(Debug)]
+pub enum SendError {
+    /// The relay refused the recipient for good, or the address does not parse.
+    Address(String),
+    /// Anything else: the relay could not be reached, refused us, timed out.
+    Other(String),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Address(e) => write!(f, "address refused: {e}"),
+            SendError::Other(e) => f.write_str(e),
+        }
     }
 }
 

@@ -197,13 +197,20 @@ pub(crate) fn session_of(caller: &Caller) -> Result<(uuid::Uuid, Option<uuid::Uu
     }
 }
 
+/// An e-mail address as GoTrue accepts it (`checkmail.ValidateFormat`):
+/// a local part of `a-zA-Z0-9.!#$%&'*+/=?^_`{|}~-`, one `@`, and a domain of
+/// dot-separated labels (letters, digits, inner hyphens, 1–63 each).
 fn valid_email(email: &str) -> bool {
-    let Some((local, domain)) = email.rsplit_once('@') else { return false };
-    !local.is_empty()
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && email.len() <= 255
+    let Some((local, domain)) = email.split_once('@') else { return false };
+    let local_ok = !local.is_empty()
+        && local.bytes().all(|b| b.is_ascii_alphanumeric() || b"\x2e!#$%&'*+/=?^_`{|}~-".contains(&b));
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    local_ok && domain.split('.').all(label_ok)
 }
 
 /// `phone` of a request body, as stored: digits only (E.164 without `+`).
@@ -216,12 +223,46 @@ fn normalise_phone(body: &Value) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// `email` of a request body, lower-cased, checked as GoTrue's
+/// `validateEmail` checks it on every path (sign-up, sign-in codes, admin
+/// createUser, invite, generate_link): `400 validation_failed`.
 fn normalise_email(body: &Value) -> Result<Option<String>, ApiError> {
     match body_text(body, "email") {
         None => Ok(None),
+        Some(e) if e.len() > 255 => Err(ApiError::auth(400, "validation_failed", "An email address is too long")),
         Some(e) if valid_email(e) => Ok(Some(e.to_lowercase())),
         Some(_) => Err(ApiError::auth(400, "validation_failed", "Unable to validate email address: invalid format")),
     }
+}
+
+/// As `normalise_email`, for a route that needs the address.
+fn required_email(body: &Value) -> Result<String, ApiError> {
+    normalise_email(body)?.ok_or_else(|| ApiError::auth(400, "validation_failed", "An email address is required"))
+}
+
+/// A bearer token refused on `/auth/v1`, worded as GoTrue's
+/// `parseJWTClaims` words it (golang-jwt's reasons): `403 bad_jwt`
+/// "invalid JWT: unable to parse or verify signature, …".
+pub fn gotrue_jwt_error(e: ApiError) -> ApiError {
+    let ApiError::Jwt { message, .. } = &e else { return e };
+    let reason = if message.starts_with("Expected 3 parts") {
+        "token is malformed: token contains an invalid number of segments".to_string()
+    } else if message == "JWT expired" {
+        "token has invalid claims: token is expired".to_string()
+    } else if message == "JWT not yet valid" {
+        "token has invalid claims: token is not valid yet".to_string()
+    } else if message == "JWT issued at future" {
+        "token has invalid claims: token used before issued".to_string()
+    } else if message == "JWT cryptographic operation failed" {
+        "token signature is invalid: signature is invalid".to_string()
+    } else if message == "Wrong or unsupported encoding algorithm" {
+        "token is malformed: could not JSON decode header".to_string()
+    } else if message == "No suitable key or wrong key type" {
+        "token is unverifiable: error while executing keyfunc: no suitable key".to_string()
+    } else {
+        format!("token is malformed: {message}")
+    };
+    ApiError::auth(403, "bad_jwt", format!("invalid JWT: unable to parse or verify signature, {reason}"))
 }
 
 /// A refresh token: 32 random bytes, URL-safe; the database sees only its SHA-256.
@@ -371,7 +412,7 @@ mod tests {
     #[test]
     fn emails_and_ban_durations() {
         assert!(valid_email("ada@example.com"));
-        assert!(!valid_email("ada@localhost"));
+        assert!(valid_email("ada@localhost"), "GoTrue (checkmail) needs no dot in the domain");
         assert!(!valid_email("@example.com"));
         assert_eq!(ban_seconds("24h").unwrap(), 86_400);
         assert_eq!(ban_seconds("1h30m").unwrap(), 5_400);
@@ -397,6 +438,13 @@ mod tests {
         assert_eq!(normalise_email(&body).unwrap().as_deref(), Some("ada@example.com"));
         assert_eq!(normalise_phone(&body).unwrap().as_deref(), Some("15550109999"));
         assert_eq!(code(normalise_email(&json!({ "email": "nope" }))), (400, "validation_failed".into()));
+        for bad in ["a b@example.com", "a@-x.com", "a@x..com", "@x.com", "a@", "a@x.com.", "a@b@c.com", "a\"b@x.com"] {
+            assert_eq!(code(normalise_email(&json!({ "email": bad }))), (400, "validation_failed".into()), "{bad}");
+        }
+        for good in ["user@localhost", "a.b+tag@sub.example.co", "o'neil@x-y.example"] {
+            assert!(normalise_email(&json!({ "email": good })).unwrap().is_some(), "{good}");
+        }
+        assert_eq!(code(required_email(&json!({}))), (400, "validation_failed".into()));
         assert_eq!(code(normalise_phone(&json!({ "phone": "0123" }))), (400, "validation_failed".into()));
         assert_eq!(code(parse_body(&Bytes::from_static(b"[1]"))), (400, "bad_json".into()), "an array is no body");
         assert_eq!(parse_body(&Bytes::new()).unwrap(), json!({}));

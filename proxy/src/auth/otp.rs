@@ -34,9 +34,25 @@ pub(super) async fn deliver(
     kind: super::mailer::Kind,
     fill: &super::mailer::Fill<'_>,
 ) -> Result<(), ApiError> {
-    mailer.send(to, kind, fill).await.map_err(|e| {
-        tracing::error!(error = %e, "sending e-mail failed");
-        ApiError::auth(500, "unexpected_failure", "Error sending the e-mail")
+    mailer.send(to, kind, fill).await.map_err(|e| match e {
+        // GoTrue's sendEmail: an address the mail service refuses is the
+        // caller's mistake, 400 `email_address_invalid`.
+        super::mailer::SendError::Address(reason) => {
+            tracing::info!(reason = %reason, "the mail relay refused a recipient");
+            ApiError::auth(400, "email_address_invalid", format!("Email address \"{to}\" is invalid"))
+        }
+        super::mailer::SendError::Other(reason) => {
+            tracing::error!(error = %reason, "sending e-mail failed");
+            let msg = match kind {
+                super::mailer::Kind::Invite => "Error sending invite email",
+                super::mailer::Kind::Confirmation => "Error sending confirmation email",
+                super::mailer::Kind::Recovery => "Error sending recovery email",
+                super::mailer::Kind::EmailChange => "Error sending email change email",
+                super::mailer::Kind::Reauthentication => "Error sending reauthentication email",
+                super::mailer::Kind::MagicLink => "Error sending magic link email",
+            };
+            ApiError::auth(500, "unexpected_failure", msg)
+        }
     })
 }
 
@@ -68,8 +84,10 @@ pub(super) fn redirect_allowed(candidate: &str, allowed: &str, prefix: bool) -> 
 }
 
 impl AuthCall<'_> {
-    /// The `redirect_to` of an e-mail link: the site URL by default; anything
-    /// but the site URL or an allowed URL is refused.
+    /// The `redirect_to` of an e-mail link or sign-in: the site URL by
+    /// default; anything but the site URL or an allowed URL is replaced by
+    /// the site URL, as GoTrue does (`getRedirectURLOrReferrer`): the caller
+    /// gets 200 and links never lead elsewhere.
     pub(crate) fn redirect_target(&self, asked: Option<String>) -> Result<String, ApiError> {
         let config = &self.state.config.auth;
         let site = config.site_url.clone().unwrap_or_else(|| self.state.config.public_url());
@@ -82,7 +100,8 @@ impl AuthCall<'_> {
         if allowed {
             Ok(url)
         } else {
-            Err(ApiError::auth(422, "validation_failed", "redirect_to is not an allowed redirect URL"))
+            tracing::info!(redirect_to = %url, "redirect_to is not allowed: the site URL is used");
+            Ok(site)
         }
     }
 
@@ -95,8 +114,7 @@ impl AuthCall<'_> {
         create: bool,
         redirect: Option<String>,
     ) -> Result<Response, ApiError> {
-        let email = normalise_email(body)?
-            .ok_or_else(|| ApiError::auth(422, "validation_failed", "An email address is required"))?;
+        let email = required_email(body)?;
         let redirect = self.redirect_target(redirect.or_else(|| body_text(body, "redirect_to").map(str::to_string)))?;
         let data = body.get("data").filter(|d| d.is_object()).cloned();
         let create = create && !self.state.config.auth.disable_signup;
@@ -107,14 +125,15 @@ impl AuthCall<'_> {
 
     /// Stores a link and code of `kind` (magiclink, recovery, signup,
     /// invite) for `email`; `None` for an unknown address unless `create`.
-    /// Returns the link URL and the code.
+    /// Returns the link URL, the link token, the code and whether the user
+    /// was made for it.
     pub(super) async fn store_token(
         &self,
         mail: Mail<'_>,
         channel: &str,
         fixed_code: Option<String>,
         interval_seconds: u32,
-    ) -> Result<Option<(String, String, String)>, ApiError> {
+    ) -> Result<Option<(String, String, String, bool)>, ApiError> {
         let Mail { email, kind, create, redirect, data, pkce } = mail;
         let (challenge, method) = pkce.unzip();
         let (link, link_hash) = new_refresh_token();
@@ -145,13 +164,13 @@ impl AuthCall<'_> {
                 retry_after: interval_seconds as u64,
                 msg: format!("For security purposes, you can only request this after {interval_seconds} seconds."),
             }),
-            "sent" => {
+            "sent" | "created" => {
                 let url = format!(
                     "{}/auth/v1/verify?token={link}&type={kind}&redirect_to={}",
                     self.state.config.public_url(),
                     form_encode(redirect)
                 );
-                Ok(Some((url, link, code)))
+                Ok(Some((url, link, code, outcome == "created")))
             }
             _ => Ok(None),
         }
@@ -165,8 +184,8 @@ impl AuthCall<'_> {
         let Some(mailer) = &self.service.mailer else {
             return Err(ApiError::auth(422, "email_provider_disabled", "E-mail needs auth.smtp_host"));
         };
-        self.rate_limit(&[(format!("email:ip:{}", self.ctx.ip), config.rate_limit_signins_per_ip)]).await?;
-        let Some((url, link, code)) = self.store_token(mail, "email", None, config.email_interval_seconds).await?
+        self.rate_limit(&[(format!("email:ip:{}", self.ctx.ip), config.rate_limit_email_per_ip)]).await?;
+        let Some((url, link, code, created)) = self.store_token(mail, "email", None, config.email_interval_seconds).await?
         else {
             return Ok(());
         };
@@ -189,13 +208,21 @@ impl AuthCall<'_> {
         };
         let sent = deliver(mailer, email, mail_kind, &fill).await;
         if sent.is_err() {
-            self.withdraw(&sha256_hex(&format!("{email}:{code}"))).await;
+            // As GoTrue's transaction would: the code is taken back, and a
+            // user made for this e-mail (invite, sign-in code) is removed.
+            self.withdraw(&sha256_hex(&format!("{email}:{code}")), created).await;
         }
         sent
     }
 
-    /// Takes back a stored code that never reached its recipient.
-    pub(super) async fn withdraw(&self, code_hash: &str) {
+    /// Takes back a stored code that never reached its recipient, and the
+    /// user made for it (`created`).
+    pub(super) async fn withdraw(&self, code_hash: &str, created: bool) {
+        if created {
+            if let Err(e) = self.execute("SELECT fluxbase.auth_withdraw_new_user($1)", &[&code_hash]).await {
+                tracing::warn!(error = %e, "removing the user of an undelivered code failed");
+            }
+        }
         if let Err(e) = self.execute("SELECT fluxbase.auth_withdraw_token($1)", &[&code_hash]).await {
             tracing::warn!(error = %e, "withdrawing an undelivered code failed");
         }
@@ -228,14 +255,16 @@ impl AuthCall<'_> {
         if !test_number && self.service.sms.is_none() {
             return Err(missing());
         }
-        self.rate_limit(&[(format!("sms:ip:{}", self.ctx.ip), config.rate_limit_signins_per_ip)]).await?;
+        self.rate_limit(&[(format!("sms:ip:{}", self.ctx.ip), config.rate_limit_sms_per_ip)]).await?;
         let mail = Mail { email: phone, kind, create, redirect: "", data, pkce: None };
-        if self.store_token(mail, "phone", Some(code.clone()), config.sms_interval_seconds).await?.is_none() {
+        let Some((_, _, _, created)) =
+            self.store_token(mail, "phone", Some(code.clone()), config.sms_interval_seconds).await?
+        else {
             return Ok(());
-        }
+        };
         if !test_number {
             if let Err(e) = self.text_code(phone, &code, missing).await {
-                self.withdraw(&sha256_hex(&format!("{phone}:{code}"))).await;
+                self.withdraw(&sha256_hex(&format!("{phone}:{code}")), created).await;
                 return Err(e);
             }
         }
@@ -300,8 +329,7 @@ impl AuthCall<'_> {
                 "Only types signup and sms can be resent in this release",
             ));
         }
-        let email = normalise_email(body)?
-            .ok_or_else(|| ApiError::auth(422, "validation_failed", "An email address is required"))?;
+        let email = required_email(body)?;
         let redirect = self.redirect_target(redirect)?;
         if self.unconfirmed(Some(&email), None).await? {
             let pkce = pkce_of(body)?;

@@ -22,12 +22,20 @@ pub(super) fn failed(e: String) -> ApiError {
     ApiError::auth(400, "webauthn_verification_failed", "The passkey could not be verified")
 }
 
+/// GoTrue's answers for a challenge that is past its time, and one that
+/// never was, was used already, or is another ceremony's or user's.
 pub(super) fn expired() -> ApiError {
-    ApiError::auth(400, "webauthn_challenge_expired", "The challenge is unknown, used or expired; start again")
+    ApiError::auth(400, "webauthn_challenge_expired", "Challenge has expired")
+}
+
+pub(super) fn not_found() -> ApiError {
+    ApiError::auth(400, "webauthn_challenge_not_found", "Challenge not found or already used")
 }
 
 pub(super) fn challenge_id(body: &Value) -> Result<uuid::Uuid, ApiError> {
-    body_text(body, "challenge_id").and_then(|c| uuid::Uuid::parse_str(c).ok()).ok_or_else(expired)
+    body_text(body, "challenge_id")
+        .and_then(|c| uuid::Uuid::parse_str(c).ok())
+        .ok_or_else(|| ApiError::auth(400, "validation_failed", "challenge_id must be a valid UUID"))
 }
 
 pub(super) fn hex_to_b64url(hex: &str) -> Option<String> {
@@ -91,7 +99,11 @@ impl AuthCall<'_> {
                 &[&id, &kind, &user, &CHALLENGE_SECONDS],
             )
             .await?;
-        row.get::<_, Option<String>>(0).ok_or_else(expired)
+        match row.get::<_, Option<String>>(0) {
+            None => Err(not_found()),
+            Some(c) if c.is_empty() => Err(expired()),
+            Some(c) => Ok(c),
+        }
     }
 
     pub(super) fn expires_at() -> u64 {

@@ -151,9 +151,15 @@ pub async fn handle(
         (&Method::PUT, ["user"]) => req.update_user(&caller, &parse_body(&body)?, param("redirect_to")).await,
         (&Method::GET, ["reauthenticate"]) => req.reauthenticate(&caller).await,
         (&Method::POST, ["factors"]) => req.mfa_enroll(&caller, &parse_body(&body)?).await,
-        (&Method::POST, ["factors", id, "challenge"]) => req.mfa_challenge(&caller, factor_id(id)?).await,
+        // The session is checked before the factor is looked up: without
+        // one, 401 whatever the factor id (GoTrue's requireAuthentication).
+        (&Method::POST, ["factors", id, "challenge"]) => {
+            let factor = req.factor_of_session(&caller, id).await?;
+            req.mfa_challenge(&caller, factor).await
+        }
         (&Method::POST, ["factors", id, "verify"]) => {
-            req.mfa_verify(&caller, factor_id(id)?, &parse_body(&body)?).await
+            let factor = req.factor_of_session(&caller, id).await?;
+            req.mfa_verify(&caller, factor, &parse_body(&body)?).await
         }
         (&Method::DELETE, ["factors", id]) => {
             let (user, session) = session_of(&caller)?;

@@ -61,37 +61,69 @@ fn rsa_key(jwk: &Value, kid: &str) -> Result<(EncodingKey, Value), String> {
     Ok((EncodingKey::from_rsa_der(der.as_bytes()), public))
 }
 
+/// The members `names` of a JWK (a public key from a public-only JWK).
+fn pick(jwk: &Value, names: &[&str]) -> Value {
+    Value::Object(names.iter().filter_map(|k| jwk.get(*k).map(|v| (k.to_string(), v.clone()))).collect())
+}
+
 fn kid_of(jwk: &Value) -> Result<String, String> {
     jwk.get("kid").and_then(Value::as_str).map(str::to_string).ok_or_else(|| "every key needs a \"kid\"".into())
 }
 
 impl SigningKeys {
+    /// Reads `jwt.signing_jwks_file`: a JWK set `{"keys": [...]}` (ours,
+    /// the first key signs) or GoTrue's `GOTRUE_JWT_KEYS` format, a bare
+    /// array of JWKs where the key whose `key_ops` has `sign` signs and
+    /// the others only verify (public-only keys allowed). Symmetric (`oct`)
+    /// keys are skipped: HS256 is `jwt.secret`'s.
     pub fn load(path: &Path) -> Result<SigningKeys, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let set: Value = serde_json::from_str(&text).map_err(|e| format!("not a JWK set: {e}"))?;
-        let keys = set.get("keys").and_then(Value::as_array).filter(|k| !k.is_empty()).ok_or("no keys")?;
+        let keys = match &set {
+            Value::Array(keys) => keys,
+            _ => set.get("keys").and_then(Value::as_array).ok_or("not a JWK set: no \"keys\"")?,
+        };
+        let ops = |jwk: &Value, op: &str| {
+            jwk.get("key_ops").and_then(Value::as_array).map(|o| o.iter().any(|v| v.as_str() == Some(op)))
+        };
+        // With `key_ops` (GoTrue), the key marked `sign`; else the first.
+        let signer = keys
+            .iter()
+            .position(|k| ops(k, "sign") == Some(true))
+            .or_else(|| keys.iter().position(|k| k.get("key_ops").is_none() && k.get("kty").and_then(Value::as_str) != Some("oct")));
         let mut public = Vec::new();
         let mut current = None;
-        for jwk in keys {
+        for (i, jwk) in keys.iter().enumerate() {
+            if jwk.get("kty").and_then(Value::as_str) == Some("oct") {
+                tracing::warn!("jwt.signing_jwks_file: a symmetric (oct) key is skipped; HS256 uses jwt.secret");
+                continue;
+            }
             let kid = kid_of(jwk)?;
-            let (algorithm, (signing, mut public_jwk)) =
-                match (jwk.get("kty").and_then(Value::as_str), jwk.get("crv").and_then(Value::as_str)) {
-                    (Some("EC"), Some("P-256")) => (Algorithm::ES256, ec_key(jwk, &kid)?),
-                    (Some("RSA"), _) => (Algorithm::RS256, rsa_key(jwk, &kid)?),
-                    _ => return Err(format!("key {kid}: signing keys are EC P-256 (ES256) or RSA (RS256)")),
-                };
+            let private = jwk.get("d").is_some();
+            let algorithm = match (jwk.get("kty").and_then(Value::as_str), jwk.get("crv").and_then(Value::as_str)) {
+                (Some("EC"), Some("P-256")) => Algorithm::ES256,
+                (Some("RSA"), _) => Algorithm::RS256,
+                _ => return Err(format!("key {kid}: signing keys are EC P-256 (ES256) or RSA (RS256)")),
+            };
+            let (signing, mut public_jwk) = match (algorithm, private) {
+                (Algorithm::ES256, true) => { let (s, p) = ec_key(jwk, &kid)?; (Some(s), p) }
+                (_, true) => { let (s, p) = rsa_key(jwk, &kid)?; (Some(s), p) }
+                (Algorithm::ES256, false) => (None, pick(jwk, &["kty", "crv", "x", "y"])),
+                (_, false) => (None, pick(jwk, &["kty", "n", "e"])),
+            };
             if let Some(o) = public_jwk.as_object_mut() {
                 o.insert("kid".into(), json!(kid));
                 o.insert("alg".into(), json!(format!("{algorithm:?}")));
                 o.insert("use".into(), json!("sig"));
                 o.insert("key_ops".into(), json!(["verify"]));
             }
-            if current.is_none() {
+            if Some(i) == signer {
+                let signing = signing.ok_or_else(|| format!("key {kid}: the signing key needs its private part (\"d\")"))?;
                 current = Some((kid.clone(), algorithm, signing));
             }
             public.push((kid, algorithm, public_jwk));
         }
-        Ok(SigningKeys { current: current.ok_or("no keys")?, public })
+        Ok(SigningKeys { current: current.ok_or("no signing key (a private key, with \"sign\" in key_ops in an array)")?, public })
     }
 
     pub fn sign(&self, claims: &Value) -> Result<String, jsonwebtoken::errors::Error> {
@@ -231,6 +263,33 @@ mod tests {
         assert!(keys.public_jwks().iter().all(|k| k.get("d").is_none()));
         assert!(generate(&path, Some("k1".into()), "ES256").is_err());
         assert!(generate(&path, None, "HS256").is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn gotrue_bare_arrays_sign_with_the_key_marked_sign() {
+        let dir = std::env::temp_dir().join(format!("fluxbase-signing-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ours = dir.join("ours.json");
+        generate(&ours, Some("old".into()), "ES256").unwrap();
+        generate(&ours, Some("new".into()), "ES256").unwrap();
+        let set: Value = serde_json::from_str(&std::fs::read_to_string(&ours).unwrap()).unwrap();
+        let (mut newer, mut older) = (set["keys"][0].clone(), set["keys"][1].clone());
+        // As `supabase gen signing-key` writes them: the signer second, an
+        // old key public-only, and the legacy symmetric key.
+        newer["key_ops"] = json!(["sign", "verify"]);
+        older["key_ops"] = json!(["verify"]);
+        older.as_object_mut().unwrap().remove("d");
+        let array = json!([older, { "kty": "oct", "kid": "legacy", "k": "c2VjcmV0" }, newer]);
+        let path = dir.join("gotrue.json");
+        std::fs::write(&path, array.to_string()).unwrap();
+        let keys = SigningKeys::load(&path).unwrap();
+        assert_eq!(keys.current.0, "new");
+        assert_eq!(keys.public_jwks().len(), 2, "the oct key is skipped");
+        assert_eq!(keys.verifying_keys().unwrap().len(), 2);
+        let no_signer = json!([older]);
+        std::fs::write(&path, no_signer.to_string()).unwrap();
+        assert!(SigningKeys::load(&path).is_err(), "a public key cannot sign");
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

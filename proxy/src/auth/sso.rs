@@ -16,7 +16,7 @@ impl AuthCall<'_> {
     /// URL with an AuthnRequest.
     pub(crate) async fn sso_start(&self, body: &Value) -> Result<Response, ApiError> {
         let Some(saml) = &self.service.saml else {
-            return Err(ApiError::auth(404, "sso_provider_not_found", "SAML SSO is not configured"));
+            return Err(ApiError::auth(404, "saml_provider_disabled", "SAML 2.0 is disabled"));
         };
         let idp = saml.find(body_text(body, "provider_id"), body_text(body, "domain"))?;
         let config = &self.state.config.auth;
@@ -48,7 +48,7 @@ impl AuthCall<'_> {
     /// `GET /sso/saml/metadata`: Fluxbase as a SAML service provider.
     pub(crate) fn sso_metadata(&self) -> Result<Response, ApiError> {
         let Some(saml) = &self.service.saml else {
-            return Err(ApiError::auth(404, "sso_provider_not_found", "SAML SSO is not configured"));
+            return Err(ApiError::auth(404, "saml_provider_disabled", "SAML 2.0 is disabled"));
         };
         let xml = saml.metadata_xml().map_err(ApiError::Internal)?;
         Ok(http::Response::builder()
@@ -65,7 +65,7 @@ impl AuthCall<'_> {
             |k: &str| params.iter().find(|(name, _)| name == k).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty());
         let site = self.redirect_target(None)?;
         let Some(saml) = &self.service.saml else {
-            return Err(ApiError::auth(404, "sso_provider_not_found", "SAML SSO is not configured"));
+            return Err(ApiError::auth(404, "saml_provider_disabled", "SAML 2.0 is disabled"));
         };
         let bad_state = || {
             error_redirect(

@@ -77,7 +77,7 @@ impl AuthCall<'_> {
         new: &str,
     ) -> Result<Value, ApiError> {
         let config = &self.state.config.auth;
-        self.rate_limit(&[(format!("sms:ip:{}", self.ctx.ip), config.rate_limit_signins_per_ip)]).await?;
+        self.rate_limit(&[(format!("sms:ip:{}", self.ctx.ip), config.rate_limit_sms_per_ip)]).await?;
         let (code, test_number) = self.code_for(new);
         let code_hash = sha256_hex(&format!("{new}:{code}"));
         let (_, link_hash) = new_refresh_token();
@@ -90,7 +90,7 @@ impl AuthCall<'_> {
         if !test_number {
             let missing = || ApiError::auth(422, "phone_provider_disabled", "Unsupported phone provider");
             if let Err(e) = self.text_code(new, &code, missing).await {
-                self.withdraw(&code_hash).await;
+                self.withdraw(&code_hash, false).await;
                 return Err(e);
             }
         }
@@ -140,7 +140,7 @@ impl AuthCall<'_> {
             return Err(ApiError::auth(
                 422,
                 "validation_failed",
-                "Reauthentication requires the user to have an email",
+                "Reauthentication requires the user to have an email or a phone number",
             ));
         };
         let site = self.redirect_target(None)?;
@@ -163,7 +163,7 @@ impl AuthCall<'_> {
         let Some(mailer) = &self.service.mailer else {
             return Err(ApiError::auth(422, "email_provider_disabled", "E-mail needs auth.smtp_host"));
         };
-        self.rate_limit(&[(format!("email:ip:{}", self.ctx.ip), config.rate_limit_signins_per_ip)]).await?;
+        self.rate_limit(&[(format!("email:ip:{}", self.ctx.ip), config.rate_limit_email_per_ip)]).await?;
         let token = |address: &str| {
             let (link, link_hash) = new_refresh_token();
             let code = six_digits();
@@ -207,9 +207,9 @@ impl AuthCall<'_> {
             if let Err(e) = deliver(mailer, to, super::mailer::Kind::EmailChange, &fill).await {
                 // Both confirmations or none: with one withdrawn, the other
                 // alone would complete a secure change.
-                self.withdraw(&to_new.3).await;
+                self.withdraw(&to_new.3, false).await;
                 if let Some(current) = &to_current {
-                    self.withdraw(&current.3).await;
+                    self.withdraw(&current.3, false).await;
                 }
                 return Err(e);
             }
