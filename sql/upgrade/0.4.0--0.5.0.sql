@@ -17,3 +17,12 @@ AS 'MODULE_PATHNAME', 'rest_body_wrapper';
 --     the proxy's functions for private channels, replay, the HTTP API, the
 --     logical-decoding feed and pruning (fluxbase.realtime_*).
 -- @include sql/realtime.sql
+
+--   * The OAuth 2.1 server (sql/auth/oauth_server.sql): GoTrue's
+--     auth.oauth_clients, auth.oauth_authorizations and auth.oauth_consents
+--     (with their enum types), auth.sessions.oauth_client_id and .scopes,
+--     and the fluxbase.auth_oauth_client_*, auth_oauth_authorize,
+--     auth_oauth_authorization_details, auth_oauth_consent,
+--     auth_oauth_code_exchange, auth_oauth_refresh and auth_oauth_grant*
+--     functions (granted to authenticator only, in the file itself).
+-- @include sql/auth/oauth_server.sql
