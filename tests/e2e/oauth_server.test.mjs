@@ -15,6 +15,11 @@ const CALLBACK = 'http://localhost:4000/callback';
 const unique = (name) => `${name}-${Date.now()}-${Math.floor(Math.random() * 1e6)}@example.com`;
 const options = { auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false } };
 const insecure = { [oauth.allowInsecureRequests]: true };
+/** An error body without Fluxbase's `request_id`. */
+const body = async (res) => {
+  const { request_id: _, ...rest } = await res.json();
+  return rest;
+};
 
 let proxy;
 let admin;
@@ -223,7 +228,7 @@ test('discovery, consent and the code grant with client_secret_basic, then refre
   // A wrong secret is refused before any grant.
   const wrong = await oauth.refreshTokenGrantRequest(as, client, oauth.ClientSecretBasic('nope'), refreshed.refresh_token, insecure);
   assert.equal(wrong.status, 400);
-  assert.deepEqual(await wrong.json(), { code: 400, error_code: 'invalid_credentials', msg: 'invalid client credentials' });
+  assert.deepEqual(await body(wrong), { code: 400, error_code: 'invalid_credentials', msg: 'invalid client credentials' });
 
   // The user's grants list the client; a second request is approved without asking.
   const grants = await supabase.auth.oauth.listGrants();
@@ -308,7 +313,7 @@ test('a public client (PKCE, no secret) registered dynamically; client_secret_po
 test('/oauth/authorize refuses in JSON before the redirect_uri is trusted, at the redirect_uri after', async () => {
   const as = await discover();
   const { data: registered } = await admin.oauth.createClient({ client_name: 'Checks', redirect_uris: [CALLBACK] });
-  const json = async (res) => [res.status, await res.json()];
+  const json = async (res) => [res.status, await body(res)];
   const unknown = await authorize(as, '00000000-0000-4000-8000-000000000000', { verifier: oauth.generateRandomCodeVerifier() });
   assert.deepEqual(await json(unknown), [400, { code: 400, error_code: 'oauth_client_not_found', msg: 'invalid client_id' }]);
   const url = new URL(as.authorization_endpoint);
