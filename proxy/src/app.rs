@@ -180,7 +180,8 @@ impl App {
                 // The caller, once, for every service: credentials first,
                 // so a refused caller costs no body read.
                 let headers = req.headers();
-                let (mut authorization, apikey) = (credential(headers, "authorization")?, credential(headers, "apikey")?);
+                let (mut authorization, apikey) =
+                    (credential(headers, "authorization")?, credential(headers, "apikey")?);
                 // An OAuth client authenticates itself at the token endpoint
                 // with `Basic` (client_secret_basic): that is no caller token.
                 if route == Route::Auth

@@ -308,10 +308,8 @@ struct Credentials {
 }
 
 fn credentials(headers: &HeaderMap, params: &[(String, String)]) -> Result<Credentials, String> {
-    if let Some(basic) = headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
+    if let Some(basic) =
+        headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Basic "))
     {
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(basic.trim())
@@ -337,7 +335,10 @@ fn token_error(e: ApiError) -> Result<Response, ApiError> {
     match e {
         ApiError::Auth { status, error_code, msg } if status == StatusCode::BAD_REQUEST => {
             let code = match error_code.as_str() {
-                "refresh_token_not_found" | "refresh_token_already_used" | "session_not_found" | "session_expired"
+                "refresh_token_not_found"
+                | "refresh_token_already_used"
+                | "session_not_found"
+                | "session_expired"
                 | "user_banned" => "invalid_grant",
                 _ => "invalid_request",
             };
@@ -504,7 +505,12 @@ impl AuthCall<'_> {
     }
 
     /// `GET|DELETE /user/oauth/grants`.
-    pub(crate) async fn oauth_grants(&self, method: &Method, query: &str, caller: &Caller) -> Result<Response, ApiError> {
+    pub(crate) async fn oauth_grants(
+        &self,
+        method: &Method,
+        query: &str,
+        caller: &Caller,
+    ) -> Result<Response, ApiError> {
         let (user, _) = session_of(caller)?;
         self.server_enabled()?;
         match *method {
@@ -581,7 +587,18 @@ impl AuthCall<'_> {
         let ttl = server.authorization_ttl_seconds as i32;
         self.execute(
             "SELECT fluxbase.auth_oauth_authorize($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            &[&id, &authorization_id, &redirect, &scope, &state, &get("resource"), &challenge, &method, &get("nonce"), &ttl],
+            &[
+                &id,
+                &authorization_id,
+                &redirect,
+                &scope,
+                &state,
+                &get("resource"),
+                &challenge,
+                &method,
+                &get("nonce"),
+                &ttl,
+            ],
         )
         .await?;
         if server.authorization_url_path.is_empty() {
@@ -606,7 +623,13 @@ impl AuthCall<'_> {
                 Ok(Value::Object(o)) => {
                     o.into_iter().filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_string()))).collect()
                 }
-                _ => return Err(ApiError::auth(400, "invalid_credentials", "Invalid client credentials: failed to parse JSON body")),
+                _ => {
+                    return Err(ApiError::auth(
+                        400,
+                        "invalid_credentials",
+                        "Invalid client credentials: failed to parse JSON body",
+                    ))
+                }
             }
         } else {
             query_pairs(std::str::from_utf8(body).unwrap_or(""))
@@ -640,7 +663,10 @@ impl AuthCall<'_> {
         }
         let allowed = client.get("grant_types").and_then(strings).unwrap_or_default();
         if !allowed.iter().any(|g| g == grant) {
-            return Ok(oauth_error("unsupported_grant_type", &format!("Client is not allowed to use grant type: {grant}")));
+            return Ok(oauth_error(
+                "unsupported_grant_type",
+                &format!("Client is not allowed to use grant type: {grant}"),
+            ));
         }
         let config = &self.state.config.auth;
         let (refresh, refresh_hash) = new_refresh_token();
@@ -656,7 +682,15 @@ impl AuthCall<'_> {
                 let issued = self
                     .query_json(
                         "SELECT fluxbase.auth_oauth_code_exchange($1, $2, $3, $4, $5, $6, $7)",
-                        &[&id, &sha256_hex(code), &get("redirect_uri"), &get("resource"), &verifier, &verifier_s256, &refresh_hash],
+                        &[
+                            &id,
+                            &sha256_hex(code),
+                            &get("redirect_uri"),
+                            &get("resource"),
+                            &verifier,
+                            &verifier_s256,
+                            &refresh_hash,
+                        ],
                     )
                     .await?;
                 if let Some(error) = issued.get("error").and_then(Value::as_str) {
@@ -729,7 +763,9 @@ impl AuthCall<'_> {
         let signed = match (&self.service.signing, self.state.config.jwt.secret.as_deref()) {
             (Some(keys), _) => keys.sign(&claims),
             (None, Some(secret)) => super::signing::sign_hs256(secret, &claims),
-            (None, None) => return Err(ApiError::Internal("ID tokens need jwt.signing_jwks_file or jwt.secret".into())),
+            (None, None) => {
+                return Err(ApiError::Internal("ID tokens need jwt.signing_jwks_file or jwt.secret".into()))
+            }
         };
         signed.map_err(|e| ApiError::Internal(format!("signing: {e}")))
     }
@@ -773,15 +809,19 @@ mod tests {
 
     #[test]
     fn registrations_are_checked_as_gotrue_checks_them() {
-        let ok = registration(&json!({ "redirect_uris": ["http://localhost:3000/cb"], "client_name": "App" }), "manual")
-            .unwrap();
+        let ok =
+            registration(&json!({ "redirect_uris": ["http://localhost:3000/cb"], "client_name": "App" }), "manual")
+                .unwrap();
         assert_eq!(ok["client_type"], "confidential");
         assert_eq!(ok["token_endpoint_auth_method"], "client_secret_basic");
         assert_eq!(ok["grant_types"], json!(["authorization_code", "refresh_token"]));
         let public =
             registration(&json!({ "redirect_uris": ["myapp://cb"], "token_endpoint_auth_method": "none" }), "dynamic")
                 .unwrap();
-        assert_eq!((public["client_type"].as_str(), public["token_endpoint_auth_method"].as_str()), (Some("public"), Some("none")));
+        assert_eq!(
+            (public["client_type"].as_str(), public["token_endpoint_auth_method"].as_str()),
+            (Some("public"), Some("none"))
+        );
         let refused = |b: Value| registration(&b, "manual").unwrap_err();
         assert_eq!(refused(json!({})), "redirect_uris is required");
         assert_eq!(
@@ -807,7 +847,10 @@ mod tests {
         let c = "a".repeat(43);
         assert_eq!(authorize_scope("", "", "", &c, "S256", "email").unwrap(), "email");
         assert_eq!(authorize_scope("code", "openid  profile", "", &c, "s256", "email").unwrap(), "openid profile");
-        assert_eq!(authorize_scope("token", "", "", &c, "S256", "email").unwrap_err(), "only response_type=code is supported");
+        assert_eq!(
+            authorize_scope("token", "", "", &c, "S256", "email").unwrap_err(),
+            "only response_type=code is supported"
+        );
         assert_eq!(authorize_scope("", "admin", "", &c, "S256", "email").unwrap_err(), "unsupported scope: admin");
         assert_eq!(
             authorize_scope("", "email", "", "", "", "email").unwrap_err(),
@@ -827,7 +870,8 @@ mod tests {
         headers.insert(http::header::AUTHORIZATION, format!("Basic {basic}").parse().unwrap());
         let c = credentials(&headers, &[]).unwrap();
         assert_eq!((c.client_id.as_str(), c.secret.as_str(), c.method), ("id", "sec:ret", "client_secret_basic"));
-        let body = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        let body =
+            |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
         let c = credentials(&HeaderMap::new(), &body(&[("client_id", "id"), ("client_secret", "s")])).unwrap();
         assert_eq!(c.method, "client_secret_post");
         assert_eq!(credentials(&HeaderMap::new(), &body(&[("client_id", "id")])).unwrap().method, "none");
