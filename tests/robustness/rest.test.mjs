@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { env, sign, sql, proxyWith, ADA, GRACE } from '../e2e/helpers.mjs';
+import { env, sign, sql, proxyWith, eventually, ADA, GRACE } from '../e2e/helpers.mjs';
 
 const anon = { apikey: env.anonKey, 'content-type': 'application/json' };
 const as = (sub) => ({ ...anon, Authorization: `Bearer ${sign({ role: 'authenticated', sub, session_id: sub })}` });

@@ -570,6 +570,9 @@ impl AuthCall<'_> {
         if !registered.iter().any(|r| r == redirect) {
             return Err(bad("invalid redirect_uri"));
         }
+        // Each call stores a request: limited per client IP like sign-ins.
+        let limit = self.state.config.auth.rate_limit_signins_per_ip;
+        self.rate_limit(&[(format!("signin:ip:{}", self.ctx.ip), limit)]).await?;
         let server = &self.state.config.auth.oauth_server;
         let (challenge, method) = (get("code_challenge"), get("code_challenge_method"));
         let scope = match authorize_scope(
