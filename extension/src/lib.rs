@@ -27,10 +27,11 @@ extension_sql_file!("../../sql/auth/mfa.sql", name = "auth_mfa", requires = ["au
 extension_sql_file!("../../sql/auth/admin.sql", name = "auth_admin", requires = ["auth_helpers"]);
 extension_sql_file!("../../sql/auth/oauth.sql", name = "auth_oauth", requires = ["auth_helpers"]);
 extension_sql_file!("../../sql/auth/passkey.sql", name = "auth_passkey", requires = ["auth_helpers"]);
+extension_sql_file!("../../sql/auth/oauth_server.sql", name = "auth_oauth_server", requires = ["auth_session"]);
 extension_sql_file!(
     "../../sql/auth/grants.sql",
     name = "auth_grants",
-    requires = ["auth_session", "auth_user", "auth_otp", "auth_mfa", "auth_admin", "auth_oauth", "auth_passkey"]
+    requires = ["auth_session", "auth_user", "auth_otp", "auth_mfa", "auth_admin", "auth_oauth", "auth_passkey", "auth_oauth_server"]
 );
 extension_sql_file!("../../sql/realtime.sql", name = "realtime", requires = ["auth_grants"]);
 extension_sql_file!("../../sql/drop_guard.sql", name = "drop_guard", requires = ["auth_grants"]);

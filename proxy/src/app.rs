@@ -180,7 +180,16 @@ impl App {
                 // The caller, once, for every service: credentials first,
                 // so a refused caller costs no body read.
                 let headers = req.headers();
-                let (authorization, apikey) = (credential(headers, "authorization")?, credential(headers, "apikey")?);
+                let (mut authorization, apikey) =
+                    (credential(headers, "authorization")?, credential(headers, "apikey")?);
+                // An OAuth client authenticates itself at the token endpoint
+                // with `Basic` (client_secret_basic): that is no caller token.
+                if route == Route::Auth
+                    && req.uri().path() == "/auth/v1/oauth/token"
+                    && authorization.is_some_and(|a| a.starts_with("Basic "))
+                {
+                    authorization = None;
+                }
                 let caller = state.verifier.authenticate(authorization, apikey).map_err(|e| match route {
                     Route::Auth => auth::gotrue_jwt_error(e),
                     _ => e,

@@ -178,6 +178,38 @@ pub struct Auth {
     /// Allow `linkIdentity()`/`unlinkIdentity()` (Supabase's
     /// `GOTRUE_SECURITY_MANUAL_LINKING_ENABLED`, off by default there too).
     pub manual_linking: bool,
+    /// The OAuth 2.1 server: Supabase Auth as the identity provider of
+    /// third-party apps (`[auth.oauth_server]`, GoTrue's `GOTRUE_OAUTH_SERVER_*`).
+    pub oauth_server: OAuthServer,
+}
+
+/// `[auth.oauth_server]`: off by default, as in Supabase.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OAuthServer {
+    pub enabled: bool,
+    /// The app's consent page, joined to `site_url`: `/oauth/authorize`
+    /// sends the browser there with `?authorization_id=`.
+    pub authorization_url_path: String,
+    /// Anyone may register a client at `POST /oauth/clients/register` (RFC 7591).
+    pub allow_dynamic_registration: bool,
+    /// Scope of an authorization request that names none.
+    pub default_scope: String,
+    /// How long a request may wait for consent, and its code for the token
+    /// exchange.
+    pub authorization_ttl_seconds: u32,
+}
+
+impl Default for OAuthServer {
+    fn default() -> Self {
+        OAuthServer {
+            enabled: false,
+            authorization_url_path: String::new(),
+            allow_dynamic_registration: false,
+            default_scope: "email".into(),
+            authorization_ttl_seconds: 600,
+        }
+    }
 }
 
 /// One SAML identity provider: its metadata (signing certificates and an
@@ -268,6 +300,7 @@ impl Default for Auth {
             providers: Default::default(),
             flow_state_expiry_seconds: 300,
             manual_linking: false,
+            oauth_server: OAuthServer::default(),
             secure_email_change: true,
             saml_providers: Default::default(),
             passkeys: true,
@@ -534,6 +567,9 @@ impl Config {
         }
         if !["starttls", "tls", "none"].contains(&self.auth.smtp_tls.as_str()) {
             return Err(invalid("auth.smtp_tls", "must be starttls, tls or none"));
+        }
+        if self.auth.oauth_server.authorization_ttl_seconds == 0 {
+            return Err(invalid("auth.oauth_server.authorization_ttl_seconds", "must be greater than 0"));
         }
         if self.auth.rate_limit_window_seconds == 0 {
             return Err(invalid("auth.rate_limit_window_seconds", "must be greater than 0"));

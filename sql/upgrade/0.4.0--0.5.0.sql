@@ -48,3 +48,12 @@ ALTER TABLE auth.mfa_challenges ADD COLUMN IF NOT EXISTS web_authn_session_data 
 -- @include-functions sql/auth/otp.sql auth_send_token auth_withdraw_new_user
 -- @include-functions sql/auth/passkey.sql auth_passkey_take_challenge
 -- @include sql/auth/grants.sql
+
+--   * The OAuth 2.1 server (sql/auth/oauth_server.sql): GoTrue's
+--     auth.oauth_clients, auth.oauth_authorizations and auth.oauth_consents
+--     (with their enum types), auth.sessions.oauth_client_id and .scopes,
+--     and the fluxbase.auth_oauth_client_*, auth_oauth_authorize,
+--     auth_oauth_authorization_details, auth_oauth_consent,
+--     auth_oauth_code_exchange, auth_oauth_refresh and auth_oauth_grant*
+--     functions (granted to authenticator only, in the file itself).
+-- @include sql/auth/oauth_server.sql

@@ -32,6 +32,7 @@ pub mod breach;
 pub mod mailer;
 mod mfa;
 mod oauth;
+mod oauth_server;
 mod otp;
 mod passkey;
 pub mod password;

@@ -35,22 +35,22 @@ pub async fn handle(
             Ok(json_response(StatusCode::OK, &json!({ "keys": keys })))
         }
         (&Method::GET, [".well-known", "openid-configuration"]) => {
-            let issuer = format!("{}/auth/v1", state.config.public_url());
-            let algs = json!([service.signing.as_ref().map(|s| s.algorithm()).unwrap_or("HS256")]);
-            Ok(json_response(
-                StatusCode::OK,
-                &json!({
-                    "issuer": issuer,
-                    "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
-                    "token_endpoint": format!("{issuer}/token"),
-                    "userinfo_endpoint": format!("{issuer}/user"),
-                    "response_types_supported": ["token"],
-                    "subject_types_supported": ["public"],
-                    "id_token_signing_alg_values_supported": algs,
-                    "grant_types_supported": ["password", "refresh_token", "pkce", "id_token"],
-                }),
-            ))
+            let alg = service.signing.as_ref().map(|s| s.algorithm()).unwrap_or("HS256");
+            Ok(json_response(StatusCode::OK, &oauth_server::metadata(&state.config, alg)))
         }
+        (&Method::GET, [".well-known", "oauth-authorization-server"]) => {
+            if !state.config.auth.oauth_server.enabled {
+                return Err(ApiError::auth(404, "feature_disabled", "OAuth server is disabled"));
+            }
+            let alg = service.signing.as_ref().map(|s| s.algorithm()).unwrap_or("HS256");
+            Ok(json_response(StatusCode::OK, &oauth_server::metadata(&state.config, alg)))
+        }
+        (_, ["oauth", rest @ ..]) => req.oauth_server(&parts, rest, &body, &caller).await,
+        (method, ["admin", "oauth", "clients", rest @ ..]) => {
+            require_service_role(&caller)?;
+            req.oauth_admin(method, rest, query, &body).await
+        }
+        (method, ["user", "oauth", "grants"]) => req.oauth_grants(method, query, &caller).await,
         (&Method::POST, ["signup"]) => req.signup(&parse_body(&body)?, param("redirect_to")).await,
         (&Method::POST, ["token"]) => match param("grant_type").as_deref() {
             Some("password") => req.password_grant(&parse_body(&body)?).await,

@@ -120,6 +120,11 @@ impl AuthCall<'_> {
             "session_id": issued.get("session_id"),
             "is_anonymous": user.get("is_anonymous").and_then(Value::as_bool).unwrap_or(false),
         });
+        // A session an OAuth client obtained (oauth_server.rs) names it.
+        let mut claims = claims;
+        if let Some(client) = issued.get("client_id").filter(|c| !c.is_null()) {
+            claims["client_id"] = client.clone();
+        }
         let signed = match (&self.service.signing, self.state.config.jwt.secret.as_deref()) {
             (Some(keys), _) => keys.sign(&claims),
             (None, Some(secret)) => sign_hs256(secret, &claims),
