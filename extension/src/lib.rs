@@ -31,7 +31,16 @@ extension_sql_file!("../../sql/auth/oauth_server.sql", name = "auth_oauth_server
 extension_sql_file!(
     "../../sql/auth/grants.sql",
     name = "auth_grants",
-    requires = ["auth_session", "auth_user", "auth_otp", "auth_mfa", "auth_admin", "auth_oauth", "auth_passkey", "auth_oauth_server"]
+    requires = [
+        "auth_session",
+        "auth_user",
+        "auth_otp",
+        "auth_mfa",
+        "auth_admin",
+        "auth_oauth",
+        "auth_passkey",
+        "auth_oauth_server"
+    ]
 );
 extension_sql_file!("../../sql/realtime.sql", name = "realtime", requires = ["auth_grants"]);
 extension_sql_file!("../../sql/drop_guard.sql", name = "drop_guard", requires = ["auth_grants"]);
@@ -225,9 +234,10 @@ mod tests {
         let (_, inline) = rest.split_once('\n').unwrap();
         assert!(inline.is_empty());
         let length: usize = status.strip_prefix("200 ").expect("status and length").parse().unwrap();
-        let whole = Spi::get_one::<String>(r#"SELECT body FROM fluxbase.rest('{"path": "fb_big"}', '{"role": "postgres"}')"#)
-            .unwrap()
-            .unwrap();
+        let whole =
+            Spi::get_one::<String>(r#"SELECT body FROM fluxbase.rest('{"path": "fb_big"}', '{"role": "postgres"}')"#)
+                .unwrap()
+                .unwrap();
         let parts = chunks();
         assert_eq!(length, whole.len());
         assert_eq!(parts.len(), whole.len().div_ceil(256 << 10));

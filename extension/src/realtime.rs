@@ -110,7 +110,8 @@ mod tests {
 
     #[test]
     fn the_envelope_is_what_proxies_read() {
-        let e: serde_json::Value = serde_json::from_str(&envelope("room \"1\"", "ev", Some(r#"{"a": [1]}"#), None)).unwrap();
+        let e: serde_json::Value =
+            serde_json::from_str(&envelope("room \"1\"", "ev", Some(r#"{"a": [1]}"#), None)).unwrap();
         assert_eq!(e, serde_json::json!({"t": "realtime:room \"1\"", "e": "ev", "p": {"a": [1]}}));
         let e: serde_json::Value = serde_json::from_str(&envelope("r", "ev", None, Some(&[0xab; 100]))).unwrap();
         assert_eq!(e["b"].as_str().unwrap().len(), 136, "base64 without line breaks");

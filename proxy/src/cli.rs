@@ -233,7 +233,12 @@ mod tests {
         // ~100 sign-ups a minute from one address fit in one window.
         let a = &config.auth;
         let per_window = |limit: u32| limit as u64 * 60 / a.rate_limit_window_seconds as u64;
-        for limit in [a.rate_limit_signups_per_ip, a.rate_limit_signins_per_ip, a.rate_limit_email_per_ip, a.rate_limit_verify_per_ip] {
+        for limit in [
+            a.rate_limit_signups_per_ip,
+            a.rate_limit_signins_per_ip,
+            a.rate_limit_email_per_ip,
+            a.rate_limit_verify_per_ip,
+        ] {
             assert!(per_window(limit) >= 300, "{limit} per {} s", a.rate_limit_window_seconds);
         }
         assert!(gen_config(&path, "postgres://x@y/z").is_err(), "never overwrites");

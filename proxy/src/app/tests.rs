@@ -120,7 +120,10 @@ async fn bad_tokens_are_refused_once_for_every_service_in_its_shape() {
     let (status, _, body) = send(&app, request("GET", "/auth/v1/user", &bad, b"")).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!((body["code"].as_u64(), body["error_code"].as_str()), (Some(403), Some("bad_jwt")));
-    assert_eq!(body["msg"], "invalid JWT: unable to parse or verify signature, token is malformed: could not JSON decode header");
+    assert_eq!(
+        body["msg"],
+        "invalid JWT: unable to parse or verify signature, token is malformed: could not JSON decode header"
+    );
     // An unknown opaque key is refused before any body is read.
     let (status, _, body) =
         send(&app, request("POST", "/rest/v1/todos", &[("apikey", "sb_publishable_unknown")], &[b'x'; 4096])).await;

@@ -69,7 +69,11 @@ pub(super) fn pagination(page: Option<&str>, per_page: Option<&str>) -> Result<(
     let page = page.filter(|p| !p.is_empty()).map(parse).transpose()?.unwrap_or(1);
     let per_page = per_page.filter(|p| !p.is_empty()).map(parse).transpose()?.unwrap_or(50);
     if per_page == 0 {
-        return Err(ApiError::auth(400, "validation_failed", "Bad Pagination Parameters: per_page must be greater than 0"));
+        return Err(ApiError::auth(
+            400,
+            "validation_failed",
+            "Bad Pagination Parameters: per_page must be greater than 0",
+        ));
     }
     // Page 0 is the first page, as in GoTrue.
     Ok((page.clamp(1, i32::MAX as u64) as i32, per_page.min(1000) as i32))
@@ -97,7 +101,11 @@ impl AuthCall<'_> {
     async fn refuse_confirmed(&self, email: &str) -> Result<(), ApiError> {
         let user = self.user_by_email(email).await?;
         if user.get("email_confirmed_at").is_some_and(|c| !c.is_null()) {
-            return Err(ApiError::auth(422, "email_exists", "A user with this email address has already been registered"));
+            return Err(ApiError::auth(
+                422,
+                "email_exists",
+                "A user with this email address has already been registered",
+            ));
         }
         Ok(())
     }

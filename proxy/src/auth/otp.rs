@@ -185,7 +185,8 @@ impl AuthCall<'_> {
             return Err(ApiError::auth(422, "email_provider_disabled", "E-mail needs auth.smtp_host"));
         };
         self.rate_limit(&[(format!("email:ip:{}", self.ctx.ip), config.rate_limit_email_per_ip)]).await?;
-        let Some((url, link, code, created)) = self.store_token(mail, "email", None, config.email_interval_seconds).await?
+        let Some((url, link, code, created)) =
+            self.store_token(mail, "email", None, config.email_interval_seconds).await?
         else {
             return Ok(());
         };

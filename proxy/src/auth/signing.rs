@@ -87,10 +87,9 @@ impl SigningKeys {
             jwk.get("key_ops").and_then(Value::as_array).map(|o| o.iter().any(|v| v.as_str() == Some(op)))
         };
         // With `key_ops` (GoTrue), the key marked `sign`; else the first.
-        let signer = keys
-            .iter()
-            .position(|k| ops(k, "sign") == Some(true))
-            .or_else(|| keys.iter().position(|k| k.get("key_ops").is_none() && k.get("kty").and_then(Value::as_str) != Some("oct")));
+        let signer = keys.iter().position(|k| ops(k, "sign") == Some(true)).or_else(|| {
+            keys.iter().position(|k| k.get("key_ops").is_none() && k.get("kty").and_then(Value::as_str) != Some("oct"))
+        });
         let mut public = Vec::new();
         let mut current = None;
         for (i, jwk) in keys.iter().enumerate() {
@@ -106,8 +105,14 @@ impl SigningKeys {
                 _ => return Err(format!("key {kid}: signing keys are EC P-256 (ES256) or RSA (RS256)")),
             };
             let (signing, mut public_jwk) = match (algorithm, private) {
-                (Algorithm::ES256, true) => { let (s, p) = ec_key(jwk, &kid)?; (Some(s), p) }
-                (_, true) => { let (s, p) = rsa_key(jwk, &kid)?; (Some(s), p) }
+                (Algorithm::ES256, true) => {
+                    let (s, p) = ec_key(jwk, &kid)?;
+                    (Some(s), p)
+                }
+                (_, true) => {
+                    let (s, p) = rsa_key(jwk, &kid)?;
+                    (Some(s), p)
+                }
                 (Algorithm::ES256, false) => (None, pick(jwk, &["kty", "crv", "x", "y"])),
                 (_, false) => (None, pick(jwk, &["kty", "n", "e"])),
             };
@@ -118,12 +123,16 @@ impl SigningKeys {
                 o.insert("key_ops".into(), json!(["verify"]));
             }
             if Some(i) == signer {
-                let signing = signing.ok_or_else(|| format!("key {kid}: the signing key needs its private part (\"d\")"))?;
+                let signing =
+                    signing.ok_or_else(|| format!("key {kid}: the signing key needs its private part (\"d\")"))?;
                 current = Some((kid.clone(), algorithm, signing));
             }
             public.push((kid, algorithm, public_jwk));
         }
-        Ok(SigningKeys { current: current.ok_or("no signing key (a private key, with \"sign\" in key_ops in an array)")?, public })
+        Ok(SigningKeys {
+            current: current.ok_or("no signing key (a private key, with \"sign\" in key_ops in an array)")?,
+            public,
+        })
     }
 
     pub fn sign(&self, claims: &Value) -> Result<String, jsonwebtoken::errors::Error> {

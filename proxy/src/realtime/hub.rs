@@ -198,7 +198,10 @@ impl Hub {
             }
             (recipients, json!({ "joins": {}, "leaves": leaves }), was_present)
         };
-        deliver(recipients, &Arc::new(Event { topic: client_topic(topic).into(), kind: EventKind::PresenceDiff(diff) }));
+        deliver(
+            recipients,
+            &Arc::new(Event { topic: client_topic(topic).into(), kind: EventKind::PresenceDiff(diff) }),
+        );
         was_present
     }
 
@@ -259,7 +262,10 @@ impl Hub {
                 .collect()
         };
         for (topic, recipients, diff) in diffs {
-            deliver(recipients, &Arc::new(Event { topic: client_topic(&topic).into(), kind: EventKind::PresenceDiff(diff) }));
+            deliver(
+                recipients,
+                &Arc::new(Event { topic: client_topic(&topic).into(), kind: EventKind::PresenceDiff(diff) }),
+            );
         }
     }
 
@@ -275,7 +281,10 @@ impl Hub {
                 .map(|(_, m)| (m.tx.clone(), m.kill.clone(), m.join_ref.clone()))
                 .collect()
         };
-        deliver(recipients, &Arc::new(Event { topic: client_topic(topic).into(), kind: EventKind::Broadcast { event, body } }))
+        deliver(
+            recipients,
+            &Arc::new(Event { topic: client_topic(topic).into(), kind: EventKind::Broadcast { event, body } }),
+        )
     }
 
     /// Tracks (or re-tracks) `socket` under `key`; the sender starts
@@ -299,7 +308,10 @@ impl Hub {
             metas.push(meta);
             (presence_recipients(t), json!({ "joins": { key: { "metas": [joined] } }, "leaves": leaves }))
         };
-        deliver(recipients, &Arc::new(Event { topic: client_topic(topic).into(), kind: EventKind::PresenceDiff(diff) }));
+        deliver(
+            recipients,
+            &Arc::new(Event { topic: client_topic(topic).into(), kind: EventKind::PresenceDiff(diff) }),
+        );
         Some(phx_ref)
     }
 
@@ -314,7 +326,10 @@ impl Hub {
             }
             (presence_recipients(t), json!({ "joins": {}, "leaves": leaves }))
         };
-        deliver(recipients, &Arc::new(Event { topic: client_topic(topic).into(), kind: EventKind::PresenceDiff(diff) }));
+        deliver(
+            recipients,
+            &Arc::new(Event { topic: client_topic(topic).into(), kind: EventKind::PresenceDiff(diff) }),
+        );
         true
     }
 }
@@ -329,7 +344,17 @@ mod tests {
 
     fn member(capacity: usize, receive_own: bool) -> (Member, mpsc::Receiver<Outgoing>) {
         let (tx, rx) = mpsc::channel(capacity);
-        (Member { tx, kill: CancellationToken::new(), join_ref: Some("1".into()), receive_own, broadcasts: true, presence: true }, rx)
+        (
+            Member {
+                tx,
+                kill: CancellationToken::new(),
+                join_ref: Some("1".into()),
+                receive_own,
+                broadcasts: true,
+                presence: true,
+            },
+            rx,
+        )
     }
 
     fn event_names(rx: &mut mpsc::Receiver<Outgoing>) -> Vec<String> {
@@ -378,7 +403,9 @@ mod tests {
         assert_eq!(event_names(&mut private_rx), ["reply", "presence_state", "broadcast:secret"]);
         hub.broadcast(&key("realtime:room", true), None, "again".into(), Body::Json(Value::Null));
         match private_rx.try_recv() {
-            Ok(Outgoing::Event { event, .. }) => assert_eq!(event.topic, "realtime:room", "clients see their own topic"),
+            Ok(Outgoing::Event { event, .. }) => {
+                assert_eq!(event.topic, "realtime:room", "clients see their own topic")
+            }
             _ => panic!("an event"),
         }
     }

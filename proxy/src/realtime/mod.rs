@@ -396,7 +396,8 @@ impl RealtimeService {
             }
             [topic, "events", event] => {
                 let (topic, event) = (crate::http::percent_decode(topic), crate::http::percent_decode(event));
-                let private = crate::http::query_param(parts.uri.query().unwrap_or(""), "private").as_deref() == Some("true");
+                let private =
+                    crate::http::query_param(parts.uri.query().unwrap_or(""), "private").as_deref() == Some("true");
                 let binary = parts
                     .headers
                     .get(header::CONTENT_TYPE)
@@ -574,11 +575,16 @@ mod tests {
     fn the_envelope_carries_json_and_bytes_and_skips_our_own() {
         let service = RealtimeService::default();
         let e: Value =
-            serde_json::from_str(&service.shared.envelope("realtime:r", false, "ev", &Body::Json(json!({"a": 1})))).unwrap();
-        assert_eq!((e["t"].as_str(), e["e"].as_str(), &e["p"]), (Some("realtime:r"), Some("ev"), &json!({"a": 1})));
-        let e: Value =
-            serde_json::from_str(&service.shared.envelope("t", true, "e", &Body::Binary(bytes::Bytes::from_static(&[1, 2]))))
+            serde_json::from_str(&service.shared.envelope("realtime:r", false, "ev", &Body::Json(json!({"a": 1}))))
                 .unwrap();
+        assert_eq!((e["t"].as_str(), e["e"].as_str(), &e["p"]), (Some("realtime:r"), Some("ev"), &json!({"a": 1})));
+        let e: Value = serde_json::from_str(&service.shared.envelope(
+            "t",
+            true,
+            "e",
+            &Body::Binary(bytes::Bytes::from_static(&[1, 2])),
+        ))
+        .unwrap();
         assert_eq!(e["b"], "AQI=");
         assert_eq!(e["private"], true);
     }

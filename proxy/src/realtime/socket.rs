@@ -370,12 +370,18 @@ impl Session {
             match self.authorize(&caller, sub_topic).await {
                 Ok(access) if access.broadcast_read || access.presence_read => Some(access),
                 Ok(_) => {
-                    let reason = format!("Unauthorized: You do not have permissions to read from this Channel topic: {sub_topic}");
+                    let reason = format!(
+                        "Unauthorized: You do not have permissions to read from this Channel topic: {sub_topic}"
+                    );
                     return self.refuse_m(&m, "unauthorized", &reason);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "private channel authorisation failed");
-                    return self.refuse_m(&m, "database", "UnableToConnectToProject: the channel's policies could not be checked");
+                    return self.refuse_m(
+                        &m,
+                        "database",
+                        "UnableToConnectToProject: the channel's policies could not be checked",
+                    );
                 }
             }
         } else {
@@ -406,7 +412,9 @@ impl Session {
         let reply =
             protocol::encode(self.conn.vsn, m.join_ref.as_deref(), m.msg_ref.as_deref(), &m.topic, "phx_reply", &reply);
         shared.hub.join(&key, self.id, member, reply);
-        if let (Some(replay), true) = (config["broadcast"]["replay"].as_object(), access.as_ref().is_some_and(|a| a.broadcast_read)) {
+        if let (Some(replay), true) =
+            (config["broadcast"]["replay"].as_object(), access.as_ref().is_some_and(|a| a.broadcast_read))
+        {
             let since = replay.get("since").and_then(Value::as_i64).unwrap_or(0);
             let limit = replay.get("limit").and_then(Value::as_i64).unwrap_or(REPLAY_MAX).clamp(0, REPLAY_MAX);
             match self.replayed(sub_topic, since, limit).await {

@@ -1,13 +1,13 @@
 //! `/rest/v1`: authenticate, hand the request to `fluxbase.rest()` in one
 //! round trip, write back the status, headers and body Postgres built.
 use bytes::Bytes;
+use futures_util::StreamExt;
 use http::header::{HeaderName, HeaderValue};
 use http::StatusCode;
-use futures_util::StreamExt;
-use std::sync::Arc;
 use serde::ser::SerializeMap;
 use serde::Serialize;
 use serde_json::Value;
+use std::sync::Arc;
 use tokio_postgres::types::Type;
 
 use crate::db;
