@@ -4,6 +4,16 @@
 use serde_json::{json, Value};
 use thiserror::Error;
 
+/// How a POST to a function carried its arguments (PGRST202's wording
+/// depends on it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CallBody {
+    Json,
+    Text,
+    Xml,
+    Bytea,
+}
+
 #[derive(Debug, Error, PartialEq)]
 pub enum RestError {
     #[error("failed to parse {param}")]
@@ -38,10 +48,18 @@ pub enum RestError {
     NoRelationship { table: String, target: String, hint: Option<String> },
     #[error("ambiguous relationship")]
     AmbiguousRelationship { table: String, target: String, candidates: Vec<String> },
+    /// PGRST202. `args`: the argument names given, sorted; `raw_body`: the
+    /// body's media type when a raw body (text, xml, bytea) was posted, or
+    /// `json` for a JSON body; `hint`: a close function or parameter list.
     #[error("function not found")]
-    Function { schema: String, name: String, args: Vec<String> },
+    Function { schema: String, name: String, args: Vec<String>, body: Option<CallBody>, hint: Option<String> },
+    /// PGRST203, with the candidates as `schema.name(arg => type, …)`.
     #[error("ambiguous function")]
-    AmbiguousFunction { schema: String, name: String },
+    AmbiguousFunction { candidates: Vec<String> },
+    /// PGRST128: `max-affected` with `handling=strict` on a function that
+    /// does not return a set.
+    #[error("max-affected on a function not returning a set")]
+    MaxAffectedRpc,
     #[error("column not in payload target")]
     PayloadColumn { table: String, column: String },
     #[error("table not found")]
@@ -66,7 +84,7 @@ impl RestError {
         match self {
             Parse { .. } | UnknownOperator { .. } | InvalidRequest(_) | EmbedFilter(_) => 400,
             LimitWithoutOrder | AggregatesDisabled => 400,
-            InvalidBody(_) | InvalidPreferences(_) | MaxAffected { .. } | PutMismatch => 400,
+            InvalidBody(_) | InvalidPreferences(_) | MaxAffected { .. } | MaxAffectedRpc | PutMismatch => 400,
             NoRelationship { .. } | PayloadColumn { .. } | Column { .. } => 400,
             Range(_) => 416,
             Method { .. } | Put(_) => 405,
@@ -114,7 +132,7 @@ impl RestError {
             ),
             Singular { rows } => (
                 "PGRST116",
-                "JSON object requested, multiple (or no) rows returned".into(),
+                "Cannot coerce the result to a single JSON object".into(),
                 Some(format!("The result contains {rows} rows")),
                 none(),
             ),
@@ -126,10 +144,16 @@ impl RestError {
                 Some(format!("Invalid preferences: {}", p.join(", "))),
                 none(),
             ),
-            MaxAffected { affected, max } => (
+            MaxAffected { affected, .. } => (
                 "PGRST124",
                 "Query result exceeds max-affected preference constraint".into(),
-                Some(format!("The query affects {affected} rows; max-affected is {max}")),
+                Some(format!("The query affects {affected} rows")),
+                none(),
+            ),
+            MaxAffectedRpc => (
+                "PGRST128",
+                "Function must return SETOF or TABLE when max-affected preference is used with handling=strict".into(),
+                none(),
                 none(),
             ),
             NoRelationship { table, target, hint } => (
@@ -144,15 +168,32 @@ impl RestError {
                 Some(candidates.join("; ")),
                 Some(format!("Try changing '{target}' to one of: {}", candidates.iter().map(|c| format!("'{target}!{}'", c.rsplit(' ').next().unwrap_or(c))).collect::<Vec<_>>().join(", "))),
             ),
-            Function { schema, name, args } => (
-                "PGRST202",
-                format!("Could not find the function {schema}.{name}({}) in the schema cache", args.join(", ")),
-                none(),
-                Some("If a new function was created in the database with this name and parameters, try reloading the schema cache.".into()),
-            ),
-            AmbiguousFunction { schema, name } => (
+            Function { schema, name, args, body, hint } => {
+                // PostgREST's wording (Error.hs, NoRpc).
+                let raw = matches!(body, Some(CallBody::Text | CallBody::Xml | CallBody::Bytea));
+                let listed = if args.is_empty() { " without parameters".to_string() } else { format!("({})", args.join(", ")) };
+                let with = if args.is_empty() {
+                    " without parameters".to_string()
+                } else {
+                    format!(" with parameter{} {}", if args.len() > 1 { "s" } else { "" }, args.join(", "))
+                };
+                let searched = match body {
+                    Some(CallBody::Text) => " with a single unnamed text parameter".to_string(),
+                    Some(CallBody::Xml) => " with a single unnamed xml parameter".to_string(),
+                    Some(CallBody::Bytea) => " with a single unnamed bytea parameter".to_string(),
+                    Some(CallBody::Json) => format!("{with} or with a single unnamed json/jsonb parameter"),
+                    None => with,
+                };
+                (
+                    "PGRST202",
+                    format!("Could not find the function {schema}.{name}{} in the schema cache", if raw { "" } else { &listed }),
+                    Some(format!("Searched for the function {schema}.{name}{searched}, but no matches were found in the schema cache.")),
+                    if raw { None } else { hint.clone() },
+                )
+            }
+            AmbiguousFunction { candidates } => (
                 "PGRST203",
-                format!("Could not choose the best candidate function between overloads of {schema}.{name}"),
+                format!("Could not choose the best candidate function between: {}", candidates.join(", ")),
                 none(),
                 Some("Try renaming the parameters or the function itself in the database so function overloading can be resolved".into()),
             ),
