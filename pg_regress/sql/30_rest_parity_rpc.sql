@@ -58,6 +58,7 @@ select status, body from r('GET', 'rpc/p30_over?a=y');
 select status, headers ->> 'Content-Range' as range, body from r('GET', 'rpc/p30_ids', null, '{"prefer": "count=exact"}');
 select status, headers ->> 'Content-Range' as range, body from r('GET', 'rpc/p30_ids?limit=2', null, '{"prefer": "count=exact"}');
 select status, headers ->> 'Content-Range' as range, body from r('GET', 'rpc/p30_answer', null, '{"prefer": "count=exact"}');
+select status, headers ->> 'Content-Type' as ct, body from r('GET', 'rpc/p30_ids?offset=2', null, '{"accept": "text/csv"}');
 
 -- PGRST202: details and hint in PostgREST's wording
 select status, body from r('POST', 'rpc/p30_gret', '{"name": "a"}');

@@ -234,3 +234,43 @@ impl RestError {
         json!({ "code": code, "message": message, "details": details, "hint": hint })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PostgREST's wording (Error.hs), which apps and snapshots compare.
+    #[test]
+    fn function_errors_speak_postgrest() {
+        let missing = |args: &[&str], body| RestError::Function {
+            schema: "public".into(),
+            name: "f".into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            body,
+            hint: Some("Perhaps you meant to call the function public.g".into()),
+        };
+        let b = missing(&["a", "b"], Some(CallBody::Json)).body();
+        assert_eq!(b["message"], "Could not find the function public.f(a, b) in the schema cache");
+        assert_eq!(
+            b["details"],
+            "Searched for the function public.f with parameters a, b or with a single unnamed json/jsonb parameter, but no matches were found in the schema cache."
+        );
+        assert_eq!(b["hint"], "Perhaps you meant to call the function public.g");
+        let b = missing(&[], None).body();
+        assert_eq!(b["message"], "Could not find the function public.f without parameters in the schema cache");
+        let b = missing(&[], Some(CallBody::Bytea)).body();
+        assert_eq!(b["message"], "Could not find the function public.f in the schema cache");
+        assert_eq!(b["hint"], Value::Null);
+        let b =
+            RestError::AmbiguousFunction { candidates: vec!["public.f()".into(), "public.f(a => text)".into()] }.body();
+        assert_eq!(
+            b["message"],
+            "Could not choose the best candidate function between: public.f(), public.f(a => text)"
+        );
+        let b = RestError::Singular { rows: 3 }.body();
+        assert_eq!(
+            (b["message"].as_str(), b["details"].as_str()),
+            (Some("Cannot coerce the result to a single JSON object"), Some("The result contains 3 rows"))
+        );
+    }
+}

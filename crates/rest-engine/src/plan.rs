@@ -1022,6 +1022,14 @@ mod tests {
     }
 
     #[test]
+    fn similarity_is_one_minus_the_normalised_edit_distance() {
+        assert_eq!(similarity("search", "search"), 1.0);
+        assert!((similarity("serach", "search") - (1.0 - 2.0 / 6.0)).abs() < 1e-9);
+        assert_eq!(similarity("", ""), 1.0);
+        assert_eq!(similarity("abc", "xyz"), 0.0);
+    }
+
+    #[test]
     fn max_rows_caps_the_page_and_says_so() {
         let text = json!({"method": "GET", "path": "users", "query": "limit=50"}).to_string();
         let api = parse(&HttpRequest::from_json(&text).unwrap()).unwrap();

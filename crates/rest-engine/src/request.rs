@@ -984,6 +984,24 @@ mod tests {
                 .unwrap_err(),
             RestError::Accept(_)
         ));
+        // supabase-js' `.explain()` sends an empty options list (issue 13)
+        let empty = parse_json(&json!({"path": "t", "headers": {"accept": "application/vnd.pgrst.plan+json; for=\"application/json\"; options=;"}})).unwrap();
+        assert_eq!(empty.explain.unwrap().options, Vec::<&str>::new());
+    }
+
+    #[test]
+    fn a_raw_body_to_a_function_is_its_one_unnamed_argument() {
+        let text = parse_json(
+            &json!({"method": "POST", "path": "rpc/f", "body": "a b", "headers": {"content-type": "text/plain"}}),
+        )
+        .unwrap();
+        assert_eq!(text.raw_body, Some((CallBody::Text, "a b".to_string())));
+        let bytes = parse_json(&json!({"method": "POST", "path": "rpc/f", "body": "\\x00", "headers": {"content-type": "application/octet-stream"}})).unwrap();
+        assert_eq!(bytes.raw_body.map(|b| b.0), Some(CallBody::Bytea));
+        // on a table it is still not a media type for writes
+        let table =
+            parse_json(&json!({"method": "POST", "path": "t", "body": "a", "headers": {"content-type": "text/plain"}}));
+        assert!(matches!(table, Err(RestError::ContentType(_))));
     }
 
     #[test]

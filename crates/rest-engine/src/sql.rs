@@ -689,6 +689,18 @@ pub fn call(plan: &CallPlan, body: Body, nulls_stripped: bool, exact_count: bool
             let mut page = String::new();
             b.order_and_page(&mut page, "_fb_r", &[], &plan.paging);
             let total = if exact_count { ", (SELECT count(*) FROM _fb_r)" } else { "" };
+            if body == Body::Csv {
+                // PostgREST's column name for scalars, and its CSV.
+                return aggregated(
+                    format!(
+                        "WITH _fb_r AS (SELECT _fb_v AS pgrst_scalar FROM {lateral}{call} AS _fb_v), \
+                         _fb_s AS (SELECT pgrst_scalar FROM _fb_r{page}) \
+                         SELECT {}, count(*){total} FROM _fb_s AS _fb_t",
+                        body_expr(Body::Csv, false)
+                    ),
+                    b.params,
+                );
+            }
             aggregated(
                 format!(
                     "WITH _fb_r AS (SELECT _fb_v FROM {lateral}{call} AS _fb_v) \

@@ -183,10 +183,9 @@ fn respond(api: &ApiRequest, plan: &Plan, request: &HttpRequest<'_>) -> Result<R
             if max.is_some() && !f.returns_set {
                 return Err(RestError::MaxAffectedRpc);
             }
-            // CSV is built by the statement for rows; a set of scalars is
-            // converted from its JSON.
+            // CSV is built by the statement for rows and sets of scalars.
             let body = match array_or_object {
-                Body::Csv if call.read.is_none() => Body::Array,
+                Body::Csv if call.read.is_none() && !f.returns_set => Body::Array,
                 _ if call.read.is_some() || !singular => array_or_object,
                 _ => Body::Array,
             };
