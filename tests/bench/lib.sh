@@ -118,8 +118,9 @@ captured() { # captured FILE CURL_ARGS...: the proxy's statement for that reques
   sleep 0.3
   as_root tail -n +"$((mark + 1))" "$dir/server.log" | python3 -c '
 import re, sys
-params = [l for l in sys.stdin if "DETAIL:  parameters: $1 = " in l][-1]
-one, two = re.match(r".*parameters: \$1 = (.*), \$2 = (.*)$", params.rstrip("\n")).groups()
+# "parameters:" up to PostgreSQL 15, "Parameters:" from 16 on.
+params = [l for l in sys.stdin if re.search(r"DETAIL:  [Pp]arameters: \$1 = ", l)][-1]
+one, two = re.match(r".*[Pp]arameters: \$1 = (.*), \$2 = (.*)$", params.rstrip("\n")).groups()
 # pgbench would read ":null" (and :true, :false) as a variable; JSON allows a space.
 one, two = (re.sub(r"\":(null|true|false)\b", r"\": \1", v) for v in (one, two))
 print("SELECT fluxbase.rest_raw(%s, %s);" % (one, two))' > "$work/$out"
