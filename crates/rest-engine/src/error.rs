@@ -14,6 +14,17 @@ pub enum CallBody {
     Bytea,
 }
 
+/// What PGRST202 says: the function searched for, the argument names given
+/// (sorted), how the body carried them (`None` for GET), a close candidate.
+#[derive(Debug, PartialEq)]
+pub struct MissingFunction {
+    pub schema: String,
+    pub name: String,
+    pub args: Vec<String>,
+    pub body: Option<CallBody>,
+    pub hint: Option<String>,
+}
+
 #[derive(Debug, Error, PartialEq)]
 pub enum RestError {
     #[error("failed to parse {param}")]
@@ -48,11 +59,9 @@ pub enum RestError {
     NoRelationship { table: String, target: String, hint: Option<String> },
     #[error("ambiguous relationship")]
     AmbiguousRelationship { table: String, target: String, candidates: Vec<String> },
-    /// PGRST202. `args`: the argument names given, sorted; `raw_body`: the
-    /// body's media type when a raw body (text, xml, bytea) was posted, or
-    /// `json` for a JSON body; `hint`: a close function or parameter list.
+    /// PGRST202; boxed, so that every `Result` of the engine stays small.
     #[error("function not found")]
-    Function { schema: String, name: String, args: Vec<String>, body: Option<CallBody>, hint: Option<String> },
+    Function(Box<MissingFunction>),
     /// PGRST203, with the candidates as `schema.name(arg => type, …)`.
     #[error("ambiguous function")]
     AmbiguousFunction { candidates: Vec<String> },
@@ -91,7 +100,7 @@ impl RestError {
             Schema { .. } | Accept(_) | Singular { .. } => 406,
             ContentType(_) => 415,
             AmbiguousRelationship { .. } | AmbiguousFunction { .. } => 300,
-            Table { .. } | Function { .. } => 404,
+            Table { .. } | Function(_) => 404,
             IdempotencyMismatch => 422,
             PreconditionFailed => 412,
         }
@@ -168,7 +177,8 @@ impl RestError {
                 Some(candidates.join("; ")),
                 Some(format!("Try changing '{target}' to one of: {}", candidates.iter().map(|c| format!("'{target}!{}'", c.rsplit(' ').next().unwrap_or(c))).collect::<Vec<_>>().join(", "))),
             ),
-            Function { schema, name, args, body, hint } => {
+            Function(missing) => {
+                let MissingFunction { schema, name, args, body, hint } = missing.as_ref();
                 // PostgREST's wording (Error.hs, NoRpc).
                 let raw = matches!(body, Some(CallBody::Text | CallBody::Xml | CallBody::Bytea));
                 let listed = if args.is_empty() { " without parameters".to_string() } else { format!("({})", args.join(", ")) };
@@ -242,12 +252,14 @@ mod tests {
     /// PostgREST's wording (Error.hs), which apps and snapshots compare.
     #[test]
     fn function_errors_speak_postgrest() {
-        let missing = |args: &[&str], body| RestError::Function {
-            schema: "public".into(),
-            name: "f".into(),
-            args: args.iter().map(|a| a.to_string()).collect(),
-            body,
-            hint: Some("Perhaps you meant to call the function public.g".into()),
+        let missing = |args: &[&str], body| {
+            RestError::Function(Box::new(MissingFunction {
+                schema: "public".into(),
+                name: "f".into(),
+                args: args.iter().map(|a| a.to_string()).collect(),
+                body,
+                hint: Some("Perhaps you meant to call the function public.g".into()),
+            }))
         };
         let b = missing(&["a", "b"], Some(CallBody::Json)).body();
         assert_eq!(b["message"], "Could not find the function public.f(a, b) in the schema cache");

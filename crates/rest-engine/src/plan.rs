@@ -5,7 +5,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::catalog::{Catalog, Function, Relationship, Table};
-use crate::error::{CallBody, RestError};
+use crate::error::{CallBody, MissingFunction, RestError};
 use crate::filter::{Condition, Field, Filter, LogicOp};
 use crate::keyset::{self, KeyColumn, Keyset};
 use crate::prefer::{Resolution, Return};
@@ -647,12 +647,14 @@ fn call_plan(
         (None, Method::Post) => Some(CallBody::Json),
         _ => None,
     };
-    let not_found = || RestError::Function {
-        schema: schema.into(),
-        name: name.into(),
-        args: given.clone(),
-        body: body_kind,
-        hint: function_hint(catalog, schema, name, candidates, &given),
+    let not_found = || {
+        RestError::Function(Box::new(MissingFunction {
+            schema: schema.into(),
+            name: name.into(),
+            args: given.clone(),
+            body: body_kind,
+            hint: function_hint(catalog, schema, name, candidates, &given),
+        }))
     };
     // A raw body (text, xml, bytea): the one unnamed argument of that type.
     if let Some((kind, text)) = &api.raw_body {
@@ -1018,7 +1020,7 @@ mod tests {
         let Ok(Plan::Call(call)) = plan_get("rpc/scale", "x=2&times=3") else { panic!() };
         assert_eq!(call.args, [("x".to_string(), "numeric".to_string()), ("times".to_string(), "numeric".to_string())]);
         assert_eq!(call.args_json, r#"{"x":"2","times":"3"}"#);
-        assert!(matches!(plan_get("rpc/add", "b=2").unwrap_err(), RestError::Function { .. }));
+        assert!(matches!(plan_get("rpc/add", "b=2").unwrap_err(), RestError::Function(_)));
     }
 
     #[test]

@@ -27,10 +27,7 @@ pub fn handle(request: &HttpRequest<'_>, claims: &Claims<'_>) -> Response {
 fn is_cache_miss(err: &RestError) -> bool {
     matches!(
         err,
-        RestError::Table { .. }
-            | RestError::Column { .. }
-            | RestError::Function { .. }
-            | RestError::NoRelationship { .. }
+        RestError::Table { .. } | RestError::Column { .. } | RestError::Function(_) | RestError::NoRelationship { .. }
     )
 }
 
