@@ -19,8 +19,16 @@ SELECT jsonb_build_object(
           -- What `Prefer: missing=default` puts in a missing key.
           'default', CASE
             WHEN a.attgenerated <> '' OR a.attidentity = 'a' THEN NULL
-            WHEN a.attidentity = 'd' THEN format('nextval(%L::regclass)',
-              pg_get_serial_sequence(format('%I.%I', n.nspname, c.relname), a.attname))
+            -- The identity's sequence found by OID (pg_depend), not by
+            -- pg_get_serial_sequence(text), which needs USAGE on the schema.
+            WHEN a.attidentity = 'd' THEN (
+              SELECT format('nextval(%L::regclass)', format('%I.%I', sn.nspname, s.relname))
+              FROM pg_depend dep
+              JOIN pg_class s ON s.oid = dep.objid AND s.relkind = 'S'
+              JOIN pg_namespace sn ON sn.oid = s.relnamespace
+              WHERE dep.classid = 'pg_class'::regclass AND dep.refclassid = 'pg_class'::regclass
+                AND dep.refobjid = c.oid AND dep.refobjsubid = a.attnum AND dep.deptype = 'i'
+              LIMIT 1)
             ELSE pg_get_expr(ad.adbin, ad.adrelid)
           END
         ) ORDER BY a.attnum), '[]'::jsonb)

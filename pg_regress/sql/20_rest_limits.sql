@@ -69,7 +69,7 @@ savepoint s;
 select status from r('GET', 'many?select=id,label&limit=100');
 rollback to s;
 savepoint s;
-select status from r('GET', 'many?select=id,label&limit=100', null, '{"accept": "text/csv"}');
+select status from r('GET', 'many?select=id,label&limit=200', null, '{"accept": "text/csv"}');
 rollback to s;
 \set VERBOSITY default
 do $$ begin

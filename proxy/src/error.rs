@@ -148,12 +148,21 @@ impl ApiError {
             _ => (None, None),
         };
         match surface {
-            Surface::Rest => json!({
+            // PostgREST's body is exactly code, message, details and hint; the
+            // request id travels in `X-Request-Id`. Fluxbase's own FB codes
+            // keep it in the body too.
+            Surface::Rest if self.code().starts_with("FB") => json!({
                 "code": self.code(),
                 "message": self.public_message(),
                 "details": details,
                 "hint": hint,
                 "request_id": request_id,
+            }),
+            Surface::Rest => json!({
+                "code": self.code(),
+                "message": self.public_message(),
+                "details": details,
+                "hint": hint,
             }),
             Surface::Auth => {
                 let mut body = json!({
@@ -208,7 +217,19 @@ mod tests {
         let rest = e.body(Surface::Rest, "r1");
         assert_eq!(rest["code"], "PGRST303");
         assert_eq!(rest["message"], "JWT expired");
-        assert_eq!(rest["request_id"], "r1");
+        // PostgREST's four members, no more (the id is in X-Request-Id).
+        assert_eq!(rest.as_object().unwrap().len(), 4, "{rest}");
+        let db = ApiError::Database {
+            status: StatusCode::CONFLICT,
+            code: "23505".into(),
+            message: "duplicate key value violates unique constraint \"t_pkey\"".into(),
+            details: Some("Key (id)=(1) already exists.".into()),
+            hint: None,
+        };
+        let body = db.body(Surface::Rest, "r1");
+        let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["code", "details", "hint", "message"]);
+        assert_eq!(ApiError::NotFound.body(Surface::Rest, "r1")["request_id"], "r1");
         let auth = e.body(Surface::Auth, "r1");
         assert_eq!(auth["code"], 401);
         assert_eq!(auth["error_code"], "bad_jwt");

@@ -118,7 +118,7 @@ captured() { # captured FILE CURL_ARGS...: the proxy's statement for that reques
   sleep 0.3
   as_root tail -n +"$((mark + 1))" "$dir/server.log" | python3 -c '
 import re, sys
-# PostgreSQL 18 writes "Parameters:", earlier majors "parameters:".
+# "parameters:" up to PostgreSQL 15, "Parameters:" from 16 on.
 params = [l for l in sys.stdin if re.search(r"DETAIL:  [Pp]arameters: \$1 = ", l)][-1]
 one, two = re.match(r".*[Pp]arameters: \$1 = (.*), \$2 = (.*)$", params.rstrip("\n")).groups()
 # pgbench would read ":null" (and :true, :false) as a variable; JSON allows a space.

@@ -18,6 +18,27 @@ pub struct MissingRelationship {
     pub suggestion: Option<String>,
 }
 
+/// How a POST to a function carried its arguments (PGRST202's wording
+/// depends on it).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum CallBody {
+    Json,
+    Text,
+    Xml,
+    Bytea,
+}
+
+/// What PGRST202 says: the function searched for, the argument names given
+/// (sorted), how the body carried them (`None` for GET), a close candidate.
+#[derive(Debug, PartialEq)]
+pub struct MissingFunction {
+    pub schema: String,
+    pub name: String,
+    pub args: Vec<String>,
+    pub body: Option<CallBody>,
+    pub hint: Option<String>,
+}
+
 #[derive(Debug, Error, PartialEq)]
 pub enum RestError {
     #[error("failed to parse {param}")]
@@ -52,10 +73,16 @@ pub enum RestError {
     NoRelationship(Box<MissingRelationship>),
     #[error("ambiguous relationship")]
     AmbiguousRelationship { table: String, target: String, candidates: Vec<RelationshipSummary> },
+    /// PGRST202; boxed, so that every `Result` of the engine stays small.
     #[error("function not found")]
-    Function { schema: String, name: String, args: Vec<String> },
+    Function(Box<MissingFunction>),
+    /// PGRST203, with the candidates as `schema.name(arg => type, …)`.
     #[error("ambiguous function")]
-    AmbiguousFunction { schema: String, name: String },
+    AmbiguousFunction { candidates: Vec<String> },
+    /// PGRST128: `max-affected` with `handling=strict` on a function that
+    /// does not return a set.
+    #[error("max-affected on a function not returning a set")]
+    MaxAffectedRpc,
     #[error("column not in payload target")]
     PayloadColumn { table: String, column: String },
     #[error("table not found")]
@@ -82,14 +109,14 @@ impl RestError {
         match self {
             Parse { .. } | UnknownOperator { .. } | InvalidRequest(_) | EmbedFilter(_) => 400,
             LimitWithoutOrder | AggregatesDisabled | NotImplemented(_) => 400,
-            InvalidBody(_) | InvalidPreferences(_) | MaxAffected { .. } | PutMismatch => 400,
+            InvalidBody(_) | InvalidPreferences(_) | MaxAffected { .. } | MaxAffectedRpc | PutMismatch => 400,
             NoRelationship(_) | PayloadColumn { .. } | Column { .. } => 400,
             Range(_) => 416,
             Method { .. } | Put(_) => 405,
             Schema { .. } | Accept(_) | Singular { .. } => 406,
             ContentType(_) => 415,
             AmbiguousRelationship { .. } | AmbiguousFunction { .. } => 300,
-            Table { .. } | Function { .. } => 404,
+            Table { .. } | Function(_) => 404,
             IdempotencyMismatch => 422,
             PreconditionFailed => 412,
         }
@@ -130,7 +157,7 @@ impl RestError {
             ),
             Singular { rows } => (
                 "PGRST116",
-                "JSON object requested, multiple (or no) rows returned".into(),
+                "Cannot coerce the result to a single JSON object".into(),
                 Some(format!("The result contains {rows} rows")),
                 none(),
             ),
@@ -142,10 +169,16 @@ impl RestError {
                 Some(format!("Invalid preferences: {}", p.join(", "))),
                 none(),
             ),
-            MaxAffected { affected, max } => (
+            MaxAffected { affected, .. } => (
                 "PGRST124",
                 "Query result exceeds max-affected preference constraint".into(),
-                Some(format!("The query affects {affected} rows; max-affected is {max}")),
+                Some(format!("The query affects {affected} rows")),
+                none(),
+            ),
+            MaxAffectedRpc => (
+                "PGRST128",
+                "Function must return SETOF or TABLE when max-affected preference is used with handling=strict".into(),
+                none(),
                 none(),
             ),
             NoRelationship(missing) => {
@@ -174,15 +207,33 @@ impl RestError {
                     "hint": format!("Try changing '{target}' to one of the following: {}. Find the desired relationship in the 'details' key.", hints.join(", ")),
                 });
             }
-            Function { schema, name, args } => (
-                "PGRST202",
-                format!("Could not find the function {schema}.{name}({}) in the schema cache", args.join(", ")),
-                none(),
-                Some("If a new function was created in the database with this name and parameters, try reloading the schema cache.".into()),
-            ),
-            AmbiguousFunction { schema, name } => (
+            Function(missing) => {
+                let MissingFunction { schema, name, args, body, hint } = missing.as_ref();
+                // PostgREST's wording (Error.hs, NoRpc).
+                let raw = matches!(body, Some(CallBody::Text | CallBody::Xml | CallBody::Bytea));
+                let listed = if args.is_empty() { " without parameters".to_string() } else { format!("({})", args.join(", ")) };
+                let with = if args.is_empty() {
+                    " without parameters".to_string()
+                } else {
+                    format!(" with parameter{} {}", if args.len() > 1 { "s" } else { "" }, args.join(", "))
+                };
+                let searched = match body {
+                    Some(CallBody::Text) => " with a single unnamed text parameter".to_string(),
+                    Some(CallBody::Xml) => " with a single unnamed xml parameter".to_string(),
+                    Some(CallBody::Bytea) => " with a single unnamed bytea parameter".to_string(),
+                    Some(CallBody::Json) => format!("{with} or with a single unnamed json/jsonb parameter"),
+                    None => with,
+                };
+                (
+                    "PGRST202",
+                    format!("Could not find the function {schema}.{name}{} in the schema cache", if raw { "" } else { &listed }),
+                    Some(format!("Searched for the function {schema}.{name}{searched}, but no matches were found in the schema cache.")),
+                    if raw { None } else { hint.clone() },
+                )
+            }
+            AmbiguousFunction { candidates } => (
                 "PGRST203",
-                format!("Could not choose the best candidate function between overloads of {schema}.{name}"),
+                format!("Could not choose the best candidate function between: {}", candidates.join(", ")),
                 none(),
                 Some("Try renaming the parameters or the function itself in the database so function overloading can be resolved".into()),
             ),
@@ -222,5 +273,47 @@ impl RestError {
             NotImplemented(what) => ("PGRST127", "Feature not implemented".into(), Some(what.clone()), none()),
         };
         json!({ "code": code, "message": message, "details": details, "hint": hint })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// PostgREST's wording (Error.hs), which apps and snapshots compare.
+    #[test]
+    fn function_errors_speak_postgrest() {
+        let missing = |args: &[&str], body| {
+            RestError::Function(Box::new(MissingFunction {
+                schema: "public".into(),
+                name: "f".into(),
+                args: args.iter().map(|a| a.to_string()).collect(),
+                body,
+                hint: Some("Perhaps you meant to call the function public.g".into()),
+            }))
+        };
+        let b = missing(&["a", "b"], Some(CallBody::Json)).body();
+        assert_eq!(b["message"], "Could not find the function public.f(a, b) in the schema cache");
+        assert_eq!(
+            b["details"],
+            "Searched for the function public.f with parameters a, b or with a single unnamed json/jsonb parameter, but no matches were found in the schema cache."
+        );
+        assert_eq!(b["hint"], "Perhaps you meant to call the function public.g");
+        let b = missing(&[], None).body();
+        assert_eq!(b["message"], "Could not find the function public.f without parameters in the schema cache");
+        let b = missing(&[], Some(CallBody::Bytea)).body();
+        assert_eq!(b["message"], "Could not find the function public.f in the schema cache");
+        assert_eq!(b["hint"], Value::Null);
+        let b =
+            RestError::AmbiguousFunction { candidates: vec!["public.f()".into(), "public.f(a => text)".into()] }.body();
+        assert_eq!(
+            b["message"],
+            "Could not choose the best candidate function between: public.f(), public.f(a => text)"
+        );
+        let b = RestError::Singular { rows: 3 }.body();
+        assert_eq!(
+            (b["message"].as_str(), b["details"].as_str()),
+            (Some("Cannot coerce the result to a single JSON object"), Some("The result contains 3 rows"))
+        );
     }
 }

@@ -5,7 +5,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::catalog::{Catalog, Function, Relationship, Table};
-use crate::error::{MissingRelationship, RestError};
+use crate::error::{CallBody, MissingFunction, MissingRelationship, RestError};
 use crate::filter::{Condition, Field, Filter, LogicOp};
 use crate::keyset::{self, KeyColumn, Keyset};
 use crate::prefer::{Resolution, Return};
@@ -193,6 +193,8 @@ pub struct CallPlan {
     /// The function takes one unnamed json/jsonb argument: the whole body.
     pub whole_body: bool,
     pub read: Option<ReadPlan>,
+    /// `limit`/`offset` of a set of scalars (rows are paged by `read`).
+    pub paging: Paging,
 }
 
 /// One per request, never in a collection: variant sizes do not matter.
@@ -706,7 +708,8 @@ fn call_plan(
 ) -> Result<CallPlan, RestError> {
     let candidates = catalog.functions(schema, name);
     // Named arguments given: POST body keys, or GET parameters.
-    let (given, body_object): (Vec<String>, Option<serde_json::Map<String, Value>>) = if api.method == Method::Post {
+    let (mut given, body_object): (Vec<String>, Option<serde_json::Map<String, Value>>) = if api.method == Method::Post
+    {
         match &api.body {
             Some(Value::Object(o)) => (o.keys().cloned().collect(), Some(o.clone())),
             None => (vec![], Some(serde_json::Map::new())),
@@ -715,14 +718,50 @@ fn call_plan(
     } else {
         (api.rpc_params.iter().map(|(k, _)| k.clone()).collect(), None)
     };
+    given.sort();
+    given.dedup();
+    let body_kind = match (&api.raw_body, api.method) {
+        (Some((kind, _)), _) => Some(*kind),
+        (None, Method::Post) => Some(CallBody::Json),
+        _ => None,
+    };
+    let not_found = || {
+        RestError::Function(Box::new(MissingFunction {
+            schema: schema.into(),
+            name: name.into(),
+            args: given.clone(),
+            body: body_kind,
+            hint: function_hint(catalog, schema, name, candidates, &given),
+        }))
+    };
+    // A raw body (text, xml, bytea): the one unnamed argument of that type.
+    if let Some((kind, text)) = &api.raw_body {
+        let type_name = match kind {
+            CallBody::Text => "text",
+            CallBody::Xml => "xml",
+            CallBody::Bytea => "bytea",
+            CallBody::Json => "json",
+        };
+        let f = candidates
+            .iter()
+            .find(|f| f.args.len() == 1 && f.args[0].name.is_empty() && f.args[0].type_name == type_name)
+            .ok_or_else(not_found)?;
+        return Ok(CallPlan {
+            function: f.clone(),
+            args: vec![],
+            args_json: text.clone(),
+            whole_body: true,
+            read: result_plan(api, catalog, f, max_rows)?,
+            paging: root_paging(api),
+        });
+    }
     let whole_body_fn = candidates.iter().find(|f| {
         f.args.len() == 1 && f.args[0].name.is_empty() && matches!(f.args[0].type_name.as_str(), "json" | "jsonb")
     });
-    let not_found = || RestError::Function { schema: schema.into(), name: name.into(), args: given.clone() };
     if api.method == Method::Post {
         if let Some(f) = whole_body_fn {
             if candidates.len() > 1 {
-                return Err(RestError::AmbiguousFunction { schema: schema.into(), name: name.into() });
+                return Err(ambiguous(candidates.iter().collect()));
             }
             return Ok(CallPlan {
                 function: f.clone(),
@@ -730,6 +769,7 @@ fn call_plan(
                 args_json: api.body.as_ref().map(Value::to_string).unwrap_or_else(|| "{}".into()),
                 whole_body: true,
                 read: result_plan(api, catalog, f, max_rows)?,
+                paging: root_paging(api),
             });
         }
         if body_object.is_none() {
@@ -750,15 +790,13 @@ fn call_plan(
         [one] => (*one).clone(),
         many => {
             // Prefer the overload that uses the most of the given names.
-            let best = many
-                .iter()
-                .max_by_key(|f| f.args.iter().filter(|a| given.contains(&a.name)).count())
-                .expect("non-empty");
-            let best_n = best.args.iter().filter(|a| given.contains(&a.name)).count();
-            if many.iter().filter(|f| f.args.iter().filter(|a| given.contains(&a.name)).count() == best_n).count() > 1 {
-                return Err(RestError::AmbiguousFunction { schema: schema.into(), name: name.into() });
+            let used = |f: &Function| f.args.iter().filter(|a| given.contains(&a.name)).count();
+            let best_n = many.iter().map(|f| used(f)).max().unwrap_or(0);
+            let best: Vec<&Function> = many.iter().copied().filter(|f| used(f) == best_n).collect();
+            if best.len() > 1 {
+                return Err(ambiguous(best));
             }
-            (*best).clone()
+            best[0].clone()
         }
     };
     let mut args_obj = serde_json::Map::new();
@@ -779,7 +817,82 @@ fn call_plan(
         args,
         args_json: Value::Object(args_obj).to_string(),
         whole_body: false,
+        paging: root_paging(api),
     })
+}
+
+fn root_paging(api: &ApiRequest) -> Paging {
+    api.paging.get(&vec![]).cloned().unwrap_or_default()
+}
+
+/// PGRST203 with PostgREST's candidate list: `schema.name(arg => type, …)`.
+fn ambiguous(functions: Vec<&Function>) -> RestError {
+    let candidates = functions
+        .iter()
+        .map(|f| {
+            let args: Vec<String> = f.args.iter().map(|a| format!("{} => {}", a.name, a.type_name)).collect();
+            format!("{}.{}({})", f.schema, f.name, args.join(", "))
+        })
+        .collect();
+    RestError::AmbiguousFunction { candidates }
+}
+
+/// PGRST202's hint, as PostgREST words it: a function of a close name
+/// (similarity at least 0.75) when none has this name, else the closest
+/// parameter list of its overloads (at least 0.33). PostgREST ranks with a
+/// fuzzy set rescored by Levenshtein distance; this ranks by that distance.
+fn function_hint(
+    catalog: &Catalog,
+    schema: &str,
+    name: &str,
+    overloads: &[Function],
+    given: &[String],
+) -> Option<String> {
+    fn best<'a>(target: &str, options: impl Iterator<Item = &'a str>, min: f64) -> Option<&'a str> {
+        let target = target.to_lowercase();
+        let mut found: Option<(&str, f64)> = None;
+        for option in options {
+            let score = similarity(&target, &option.to_lowercase());
+            if score >= min && found.is_none_or(|(_, s)| score > s) {
+                found = Some((option, score));
+            }
+        }
+        found.map(|(o, _)| o)
+    }
+    fn listed(names: &[&str]) -> String {
+        let mut names = names.to_vec();
+        names.sort();
+        format!("({})", names.join(", "))
+    }
+    let prefix = format!("Perhaps you meant to call the function {schema}.");
+    if overloads.is_empty() {
+        let names: BTreeSet<&str> = catalog.functions_in(schema).map(|f| f.name.as_str()).collect();
+        return best(name, names.into_iter(), 0.75).map(|n| format!("{prefix}{n}"));
+    }
+    let lists: Vec<String> =
+        overloads.iter().map(|f| listed(&f.args.iter().map(|a| a.name.as_str()).collect::<Vec<_>>())).collect();
+    let wanted = listed(&given.iter().map(String::as_str).collect::<Vec<_>>());
+    best(&wanted, lists.iter().map(String::as_str), 0.33).map(|l| format!("{prefix}{name}{l}"))
+}
+
+/// 1 − Levenshtein distance ÷ the longer length (1.0: equal).
+fn similarity(a: &str, b: &str) -> f64 {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let longest = a.len().max(b.len());
+    if longest == 0 {
+        return 1.0;
+    }
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (diagonal + usize::from(ca != cb)).min(above + 1).min(row[j] + 1);
+            diagonal = above;
+        }
+    }
+    1.0 - row[b.len()] as f64 / longest as f64
 }
 
 /// Rows of a set- or composite-returning function can be selected, filtered,
@@ -984,11 +1097,21 @@ mod tests {
         assert_eq!(called("a=1&b=2"), 2);
         // Both overloads of scale take x and have a defaulted second argument.
         let err = plan_get("rpc/scale", "x=2").unwrap_err();
-        assert_eq!(err, RestError::AmbiguousFunction { schema: "public".into(), name: "scale".into() });
+        let RestError::AmbiguousFunction { candidates } = &err else { panic!("{err:?}") };
+        assert_eq!(candidates.len(), 2, "{candidates:?}");
+        assert!(candidates[0].starts_with("public.scale(x => "), "{candidates:?}");
         let Ok(Plan::Call(call)) = plan_get("rpc/scale", "x=2&times=3") else { panic!() };
         assert_eq!(call.args, [("x".to_string(), "numeric".to_string()), ("times".to_string(), "numeric".to_string())]);
         assert_eq!(call.args_json, r#"{"x":"2","times":"3"}"#);
-        assert!(matches!(plan_get("rpc/add", "b=2").unwrap_err(), RestError::Function { .. }));
+        assert!(matches!(plan_get("rpc/add", "b=2").unwrap_err(), RestError::Function(_)));
+    }
+
+    #[test]
+    fn similarity_is_one_minus_the_normalised_edit_distance() {
+        assert_eq!(similarity("search", "search"), 1.0);
+        assert!((similarity("serach", "search") - (1.0 - 2.0 / 6.0)).abs() < 1e-9);
+        assert_eq!(similarity("", ""), 1.0);
+        assert_eq!(similarity("abc", "xyz"), 0.0);
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::borrowed::Text;
-use crate::error::RestError;
+use crate::error::{CallBody, RestError};
 use crate::filter::{self, Field, Filter, FilterError, LogicOp};
 use crate::prefer::Preferences;
 
@@ -277,6 +277,10 @@ pub struct ApiRequest {
     /// `If-Match` of a write: the ETag the rows must still have.
     pub if_match: Option<String>,
     pub body: Option<Value>,
+    /// POST to a function with a raw body (`text/plain`, `text/xml`,
+    /// `application/octet-stream`): the one unnamed argument of that type.
+    /// A bytea body arrives in bytea's text form (`\\x…` hex, as the proxy sends it).
+    pub raw_body: Option<(CallBody, String)>,
     /// GET/HEAD on a function: parameters that may be its arguments (the
     /// planner knows the argument names; the rest are filters on the result).
     pub rpc_params: Vec<(String, String)>,
@@ -320,7 +324,8 @@ fn parse_explain(media: &str, params: &[&str]) -> Option<Result<Explain, String>
         match key.trim().to_ascii_lowercase().as_str() {
             "for" => explain.for_media = value.trim().trim_matches('"').to_ascii_lowercase(),
             "options" => {
-                for option in value.split('|').map(str::trim) {
+                // `options=` (empty, as some clients send it): no options.
+                for option in value.split('|').map(str::trim).filter(|o| !o.is_empty()) {
                     if !["analyze", "verbose", "settings", "buffers", "wal"].contains(&option) {
                         return Some(Err(format!("unknown plan option \"{option}\"")));
                     }
@@ -382,6 +387,7 @@ pub fn parse(request: &HttpRequest<'_>) -> Result<ApiRequest, RestError> {
         if_none_match: header("if-none-match").map(str::to_string),
         if_match: header("if-match").map(str::to_string),
         body: None,
+        raw_body: None,
         rpc_params: vec![],
         cursor: None,
         explain,
@@ -443,6 +449,16 @@ pub fn parse(request: &HttpRequest<'_>) -> Result<ApiRequest, RestError> {
             let rows = crate::csv::to_rows(body)?;
             refuse_nul_keys(&rows)?;
             api.body = Some(rows);
+            return Ok(api);
+        }
+        let raw = match media.as_str() {
+            "text/plain" => Some(CallBody::Text),
+            "text/xml" => Some(CallBody::Xml),
+            "application/octet-stream" => Some(CallBody::Bytea),
+            _ => None,
+        };
+        if let (Some(kind), Target::Rpc(_), Method::Post) = (raw, &target, method) {
+            api.raw_body = Some((kind, body.to_string()));
             return Ok(api);
         }
         if !matches!(media.as_str(), "application/json" | "" | "application/vnd.pgrst.object+json") {
@@ -968,6 +984,24 @@ mod tests {
                 .unwrap_err(),
             RestError::Accept(_)
         ));
+        // supabase-js' `.explain()` sends an empty options list (issue 13)
+        let empty = parse_json(&json!({"path": "t", "headers": {"accept": "application/vnd.pgrst.plan+json; for=\"application/json\"; options=;"}})).unwrap();
+        assert_eq!(empty.explain.unwrap().options, Vec::<&str>::new());
+    }
+
+    #[test]
+    fn a_raw_body_to_a_function_is_its_one_unnamed_argument() {
+        let text = parse_json(
+            &json!({"method": "POST", "path": "rpc/f", "body": "a b", "headers": {"content-type": "text/plain"}}),
+        )
+        .unwrap();
+        assert_eq!(text.raw_body, Some((CallBody::Text, "a b".to_string())));
+        let bytes = parse_json(&json!({"method": "POST", "path": "rpc/f", "body": "\\x00", "headers": {"content-type": "application/octet-stream"}})).unwrap();
+        assert_eq!(bytes.raw_body.map(|b| b.0), Some(CallBody::Bytea));
+        // on a table it is still not a media type for writes
+        let table =
+            parse_json(&json!({"method": "POST", "path": "t", "body": "a", "headers": {"content-type": "text/plain"}}));
+        assert!(matches!(table, Err(RestError::ContentType(_))));
     }
 
     #[test]

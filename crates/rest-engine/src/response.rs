@@ -33,8 +33,12 @@ pub struct Outcome {
     pub body: Option<String>,
     /// Rows in the body (reads) or rows written (writes).
     pub rows: i64,
-    /// `count=exact` total, when asked for.
+    /// `count=exact` total, when asked for; for an upsert that merges
+    /// duplicates, the rows it inserted.
     pub total: Option<i64>,
+    /// The body is already in the negotiated media type (CSV built by the
+    /// statement); otherwise it is JSON rows.
+    pub rendered: bool,
 }
 
 /// `GET /rest/v1/`: the OpenAPI description (no body for HEAD).
@@ -57,10 +61,14 @@ pub fn empty_update() -> Response {
 }
 
 /// A call of a function that returns one scalar or composite value: its
-/// JSON (`null` when it returned no row).
-pub fn scalar_call(api: &ApiRequest, body: Option<String>) -> Response {
+/// JSON (`null` when it returned no row), one row in `Content-Range` (its
+/// total with `count=exact`), as PostgREST answers.
+pub fn scalar_call(api: &ApiRequest, body: Option<String>, counted: bool) -> Response {
     let body = body.unwrap_or_else(|| "null".into());
-    Response { status: 200, headers: Value::Object(content_type(MediaType::Json)), body: head_aware(api, body) }
+    let mut headers = content_type(MediaType::Json);
+    headers.insert("Content-Range".into(), Value::String(if counted { "0-0/1" } else { "0-0/*" }.into()));
+    applied(api, &mut headers);
+    Response { status: 200, headers: Value::Object(headers), body: head_aware(api, body) }
 }
 
 /// `Accept: application/vnd.pgrst.plan`: the lines `EXPLAIN` printed.
@@ -123,9 +131,10 @@ fn content_type(media: MediaType) -> Map<String, Value> {
     headers
 }
 
-/// The body in the negotiated media type (CSV is converted from the rows).
-fn render(media: MediaType, body: String) -> String {
-    if media == MediaType::Csv {
+/// The body in the negotiated media type (CSV is converted from JSON rows
+/// the statement did not already render).
+fn render(media: MediaType, body: String, rendered: bool) -> String {
+    if media == MediaType::Csv && !rendered {
         crate::csv::from_rows(&body)
     } else {
         body
@@ -194,7 +203,8 @@ pub fn read_response(
             Value::String(format!("299 fluxbase \"result limited to fluxbase.max_rows = {max} rows\"")),
         );
     }
-    let body = render(api.accept, outcome.body.unwrap_or_else(|| "[]".into()));
+    let rendered = outcome.rendered;
+    let body = render(api.accept, outcome.body.unwrap_or_else(|| "[]".into()), rendered);
     let tag = etag(&body);
     let not_modified = etag_matches(api.if_none_match.as_deref(), &tag);
     headers.insert("ETag".into(), Value::String(tag));
@@ -222,16 +232,23 @@ pub fn write_response(api: &ApiRequest, write: &WritePlan, outcome: Outcome) -> 
             headers.insert("Location".into(), Value::String(location));
         }
     }
-    let status = match (api.method, representation) {
-        (Method::Post, _) => 201,
-        (_, true) => 200,
-        (_, false) => 204,
+    // An upsert that merges duplicates answers 201 only when it inserted a
+    // row, 200 when it only updated (PostgREST's Response.hs); PUT with a
+    // representation likewise, 204 without one.
+    let inserted = crate::sql::counts_inserted(write).then(|| outcome.total.unwrap_or(0));
+    let status = match (api.method, representation, inserted) {
+        (Method::Post, _, Some(n)) if n <= 0 => 200,
+        (Method::Post, _, _) => 201,
+        (Method::Put, true, Some(n)) if n > 0 => 201,
+        (_, true, _) => 200,
+        (_, false, _) => 204,
     };
     if !representation {
         return Ok(Response { status, headers: Value::Object(headers), body: String::new() });
     }
     headers.extend(content_type(api.accept));
-    let body = render(api.accept, outcome.body.unwrap_or_else(|| "[]".into()));
+    let rendered = outcome.rendered;
+    let body = render(api.accept, outcome.body.unwrap_or_else(|| "[]".into()), rendered);
     Ok(Response { status, headers: Value::Object(headers), body })
 }
 
@@ -274,7 +291,7 @@ mod tests {
     }
 
     fn rows(body: &str, rows: i64, total: Option<i64>) -> Outcome {
-        Outcome { body: Some(body.into()), rows, total }
+        Outcome { body: Some(body.into()), rows, total, rendered: false }
     }
 
     #[test]

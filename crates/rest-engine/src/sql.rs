@@ -37,8 +37,27 @@ pub enum Body {
     Object,
     /// The rows as GeoJSON features of a FeatureCollection (needs PostGIS).
     GeoJson,
+    /// The rows as CSV, quoted as PostgREST's statement quotes them: each
+    /// row's record text without its parentheses, after a header row.
+    Csv,
     None,
 }
+
+/// The third column of an aggregated statement.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Total {
+    None,
+    /// `count=exact`: the unpaged row count.
+    Exact,
+    /// An upsert's inserted rows (`pgrst.inserted`, as PostgREST counts them).
+    Inserted,
+}
+
+/// The rows an upsert inserted (not updated): counted by the statement's
+/// own `set_config` calls, as PostgREST's statement counts them.
+const INSERTED: &str = "nullif(current_setting('pgrst.inserted', true), '')::int8";
+const COUNT_INSERT: &str = "set_config('pgrst.inserted', (coalesce(nullif(current_setting('pgrst.inserted', true), '')::int, 0) + 1)::text, true) <> '0'";
+const COUNT_UPDATE: &str = "set_config('pgrst.inserted', (coalesce(nullif(current_setting('pgrst.inserted', true), '')::int, 0) - 1)::text, true) <> '-1'";
 
 pub fn ident(name: &str) -> String {
     let mut out = String::with_capacity(name.len() + 2);
@@ -525,6 +544,11 @@ fn body_expr(body: Body, nulls_stripped: bool) -> String {
              coalesce(json_agg(ST_AsGeoJSON(_fb_t)::json), '[]'))::text"
             .into(),
         Body::Object => format!("CASE WHEN count(*) = 1 THEN string_agg({row}, ',') END"),
+        // PostgREST's asCsvF: the keys of the first row, then each record's text.
+        Body::Csv => "coalesce((SELECT string_agg(_fb_k, ',') FROM json_object_keys((SELECT row_to_json(_fb_h) \
+             FROM _fb_s AS _fb_h LIMIT 1)) AS _fb_k), '') || chr(10) || \
+             coalesce(string_agg(substring(_fb_t::text, 2, length(_fb_t::text) - 2), chr(10)), '')"
+            .into(),
         Body::None => "NULL::text".into(),
     }
 }
@@ -533,7 +557,7 @@ fn body_expr(body: Body, nulls_stripped: bool) -> String {
 /// until the write that follows commits.
 pub fn locked_read(plan: &ReadPlan) -> Query {
     let mut b = Builder { lock_root: true, ..Builder::default() };
-    read_with(&mut b, plan, Body::Array, false, false, "")
+    read_with(&mut b, plan, Body::Array, false, Total::None, "")
 }
 
 /// The planner's row estimate of a read (for `count=planned`): `EXPLAIN` of
@@ -547,31 +571,53 @@ pub fn planned_count(plan: &ReadPlan) -> Query {
 /// A read: `(body, rows[, total])`.
 pub fn read(plan: &ReadPlan, body: Body, nulls_stripped: bool, exact_count: bool) -> Query {
     let mut b = Builder::default();
-    read_with(&mut b, plan, body, nulls_stripped, exact_count, "")
+    let total = if exact_count { Total::Exact } else { Total::None };
+    read_with(&mut b, plan, body, nulls_stripped, total, "")
 }
 
-fn read_with(
-    b: &mut Builder,
-    plan: &ReadPlan,
-    body: Body,
-    nulls_stripped: bool,
-    exact_count: bool,
-    prefix: &str,
-) -> Query {
+/// A read as one aggregate over its rows (never the per-row shape), as
+/// PostgREST's statement is: what `Accept: application/vnd.pgrst.plan`
+/// explains, so the plan's top node is the aggregate over the query's own.
+pub fn read_aggregated(plan: &ReadPlan, body: Body, nulls_stripped: bool) -> Query {
+    let mut b = Builder::default();
+    if !matches!(body, Body::Array | Body::Object) {
+        return read_with(&mut b, plan, body, nulls_stripped, Total::None, "");
+    }
+    // PostgREST's shape: the query in `pgrst_source`, aggregated.
+    let select = b.select(plan, &plan.name, None, true);
+    let sql = format!(
+        "WITH pgrst_source AS ({select}) SELECT {}, count(*) FROM (SELECT * FROM pgrst_source) AS _fb_t",
+        body_expr(body, nulls_stripped)
+    );
+    Query { sql, params: b.params, shape: Shape::Aggregated }
+}
+
+fn read_with(b: &mut Builder, plan: &ReadPlan, body: Body, nulls_stripped: bool, total: Total, prefix: &str) -> Query {
     let mut select = b.select(plan, &plan.name, None, true);
     if b.lock_root {
         select.push_str(&format!(" FOR UPDATE OF {}", ident(&plan.name)));
     }
-    let total = if exact_count {
-        let unpaged = b.select(plan, &plan.name, None, false);
-        format!(", (SELECT count(*) FROM ({unpaged}) AS _fb_c)")
-    } else {
-        String::new()
+    let total = match total {
+        Total::Exact => {
+            let unpaged = b.select(plan, &plan.name, None, false);
+            format!(", (SELECT count(*) FROM ({unpaged}) AS _fb_c)")
+        }
+        Total::Inserted => format!(", {INSERTED}"),
+        Total::None => String::new(),
     };
     let params = std::mem::take(&mut b.params);
-    if let (Body::Array | Body::Object, false) = (body, exact_count) {
+    if let (Body::Array | Body::Object, true) = (body, total.is_empty()) {
         let sql = [prefix, "SELECT ", row_expr(nulls_stripped), " FROM (", &select, ") AS _fb_t"].concat();
         return Query { sql, params, shape: Shape::Rows { object: body == Body::Object } };
+    }
+    if body == Body::Csv {
+        // The rows once, in a CTE the header and the body both read.
+        let with = if prefix.is_empty() { "WITH ".to_string() } else { format!("{}, ", prefix.trim_end()) };
+        let sql = format!(
+            "{with}_fb_s AS ({select}) SELECT {}, count(*){total} FROM _fb_s AS _fb_t",
+            body_expr(body, nulls_stripped)
+        );
+        return Query { sql, params, shape: Shape::Aggregated };
     }
     let sql = format!("{prefix}SELECT {}, count(*){total} FROM ({select}) AS _fb_t", body_expr(body, nulls_stripped));
     Query { sql, params, shape: Shape::Aggregated }
@@ -589,21 +635,16 @@ fn payload_records(table: &str, payload: Option<&Payload>, param: Option<&str>) 
     let param = param.unwrap_or("'[]'");
     match payload {
         Some(p) if !p.defaults.is_empty() => {
-            // A default runs only for rows that lack the key (no sequence
-            // value is spent on a row that brings its own).
-            let defaults: Vec<String> = p
-                .defaults
-                .iter()
-                .map(|(c, expr)| {
-                    let key = literal(c);
-                    format!("{key}, CASE WHEN _fb_e.v ? {key} THEN _fb_e.v -> {key} ELSE to_jsonb(({expr})) END")
-                })
-                .collect();
+            // As PostgREST's statement: the defaults are evaluated for every
+            // row and the row's own keys win (`defaults || row`), so a
+            // sequence advances for rows that bring their own key too.
+            let defaults: Vec<String> =
+                p.defaults.iter().map(|(c, expr)| format!("{}, to_jsonb(({expr}))", literal(c))).collect();
             // jsonb_build_object takes at most 100 arguments: 40 pairs per call.
             let objects: Vec<String> =
                 defaults.chunks(40).map(|pairs| format!("jsonb_build_object({})", pairs.join(", "))).collect();
             format!(
-                "jsonb_populate_recordset(NULL::{table}, (SELECT jsonb_agg(_fb_e.v || {} ORDER BY _fb_e.n) \
+                "jsonb_populate_recordset(NULL::{table}, (SELECT jsonb_agg({} || _fb_e.v ORDER BY _fb_e.n) \
                  FROM jsonb_array_elements({param}::jsonb) WITH ORDINALITY AS _fb_e(v, n)))",
                 objects.join(" || ")
             )
@@ -622,7 +663,11 @@ pub fn write(plan: &WritePlan, body: Body, nulls_stripped: bool) -> Query {
     let records = payload_records(&table, plan.payload.as_ref(), payload.as_deref());
     let mut sql = match &plan.kind {
         WriteKind::Insert { on_conflict } => {
-            let source = format!("SELECT {} FROM {records} AS _fb_p", columns.join(", "));
+            let mut source = format!("SELECT {} FROM {records} AS _fb_p", columns.join(", "));
+            if counts_inserted(plan) {
+                source.push_str(" WHERE ");
+                source.push_str(COUNT_INSERT);
+            }
             let mut s = if columns.is_empty() {
                 format!("INSERT INTO {table} AS {alias} {source}")
             } else {
@@ -635,6 +680,10 @@ pub fn write(plan: &WritePlan, body: Body, nulls_stripped: bool) -> Query {
                     s.push_str(&format!(" ON CONFLICT ({}) DO NOTHING", target.join(", ")));
                 } else {
                     s.push_str(&format!(" ON CONFLICT ({}) DO UPDATE SET {}", target.join(", "), sets.join(", ")));
+                    if counts_inserted(plan) {
+                        s.push_str(" WHERE ");
+                        s.push_str(COUNT_UPDATE);
+                    }
                 }
             }
             s
@@ -654,12 +703,27 @@ pub fn write(plan: &WritePlan, body: Body, nulls_stripped: bool) -> Query {
             s
         }
     };
+    let total = if counts_inserted(plan) { Total::Inserted } else { Total::None };
     if plan.returning == Return::Minimal {
+        if total == Total::Inserted {
+            let sql = format!(
+                "WITH pgrst_source AS ({sql} RETURNING 1) SELECT NULL::text, count(*), {INSERTED} FROM pgrst_source"
+            );
+            return Query { sql, params: b.params, shape: Shape::Aggregated };
+        }
         return Query { sql, params: b.params, shape: Shape::Bare };
     }
     sql.push_str(&format!(" RETURNING {alias}.*"));
     let body = if plan.returning == Return::HeadersOnly { Body::Array } else { body };
-    read_with(&mut b, &plan.read, body, nulls_stripped, false, &format!("WITH pgrst_source AS ({sql}) "))
+    read_with(&mut b, &plan.read, body, nulls_stripped, total, &format!("WITH pgrst_source AS ({sql}) "))
+}
+
+/// Whether the write is an upsert that updates on conflict (POST with
+/// `resolution=merge-duplicates`, PUT): its answer depends on whether it
+/// inserted (201) or only updated (200), as in PostgREST.
+pub fn counts_inserted(plan: &WritePlan) -> bool {
+    let merges = matches!(&plan.kind, WriteKind::Insert { on_conflict: Some((_, Resolution::MergeDuplicates)) });
+    merges && plan.payload.as_ref().is_some_and(|p| !p.columns.is_empty())
 }
 
 pub fn call(plan: &CallPlan, body: Body, nulls_stripped: bool, exact_count: bool) -> Query {
@@ -686,18 +750,49 @@ pub fn call(plan: &CallPlan, body: Body, nulls_stripped: bool, exact_count: bool
     let from = args_from.as_ref().map(|a| format!(" FROM {a}")).unwrap_or_default();
     let aggregated = |sql: String, params: Vec<String>| Query { sql, params, shape: Shape::Aggregated };
     match &plan.read {
+        Some(read) if exact_count => {
+            // Counted: the call runs once, in a CTE read twice (page and total),
+            // as PostgREST's pgrst_source; a volatile function never runs twice.
+            let name = ident(&read.name);
+            let prefix = format!("WITH pgrst_source AS (SELECT {name}.* FROM {lateral}{call} AS {name}) ");
+            b.call_from = Some(format!("pgrst_source AS {name}"));
+            let body = if f.returns_set { body } else { Body::Object };
+            read_with(&mut b, read, body, nulls_stripped, Total::Exact, &prefix)
+        }
         Some(read) => {
             b.call_from = Some(format!("{lateral}{call} AS {}", ident(&read.name)));
             let body = if f.returns_set { body } else { Body::Object };
-            read_with(&mut b, read, body, nulls_stripped, exact_count, "")
+            read_with(&mut b, read, body, nulls_stripped, Total::None, "")
         }
         None if f.returns_void => {
             aggregated(format!("SELECT NULL::text, count(*) FROM (SELECT {call}{from}) AS _fb_t"), b.params)
         }
-        None if f.returns_set => aggregated(
-            format!("SELECT coalesce(json_agg(_fb_v), '[]')::text, count(*) FROM {lateral}{call} AS _fb_v"),
-            b.params,
-        ),
+        None if f.returns_set => {
+            // A set of scalars: paged, and counted when asked, as rows are.
+            let mut page = String::new();
+            b.order_and_page(&mut page, "_fb_r", &[], &plan.paging);
+            let total = if exact_count { ", (SELECT count(*) FROM _fb_r)" } else { "" };
+            if body == Body::Csv {
+                // PostgREST's column name for scalars, and its CSV.
+                return aggregated(
+                    format!(
+                        "WITH _fb_r AS (SELECT _fb_v AS pgrst_scalar FROM {lateral}{call} AS _fb_v), \
+                         _fb_s AS (SELECT pgrst_scalar FROM _fb_r{page}) \
+                         SELECT {}, count(*){total} FROM _fb_s AS _fb_t",
+                        body_expr(Body::Csv, false)
+                    ),
+                    b.params,
+                );
+            }
+            aggregated(
+                format!(
+                    "WITH _fb_r AS (SELECT _fb_v FROM {lateral}{call} AS _fb_v) \
+                     SELECT coalesce(json_agg(_fb_p._fb_v), '[]')::text, count(*){total} \
+                     FROM (SELECT _fb_v FROM _fb_r{page}) AS _fb_p"
+                ),
+                b.params,
+            )
+        }
         None => aggregated(format!("SELECT to_json({call})::text, 1::int8{from}"), b.params),
     }
 }

@@ -191,10 +191,10 @@ fn collect(table: pgrx::spi::SpiTupleTable<'_>, shape: Shape, max: usize) -> Res
         Ok::<_, SpiError>(text.map(str::to_string))
     };
     match shape {
-        Shape::Bare => return Ok(Outcome { body: None, rows, total: None }),
+        Shape::Bare => return Ok(Outcome { body: None, rows, total: None, rendered: false }),
         Shape::Rows { object: true } => {
             let body = if rows == 1 { bounded(table.first().get::<&str>(1)?)? } else { None };
-            return Ok(Outcome { body, rows, total: None });
+            return Ok(Outcome { body, rows, total: None, rendered: false });
         }
         Shape::Rows { object: false } => {
             let mut body = String::from("[");
@@ -208,7 +208,7 @@ fn collect(table: pgrx::spi::SpiTupleTable<'_>, shape: Shape, max: usize) -> Res
                 }
             }
             body.push(']');
-            return Ok(Outcome { body: Some(body), rows, total: None });
+            return Ok(Outcome { body: Some(body), rows, total: None, rendered: false });
         }
         Shape::Aggregated => {}
     }
@@ -217,6 +217,7 @@ fn collect(table: pgrx::spi::SpiTupleTable<'_>, shape: Shape, max: usize) -> Res
         body: bounded(row.get::<&str>(1)?)?,
         rows: row.get::<i64>(2)?.unwrap_or(0),
         total: if row.columns()? >= 3 { row.get::<i64>(3)? } else { None },
+        rendered: false,
     })
 }
 

@@ -27,7 +27,7 @@ pub fn handle(request: &HttpRequest<'_>, claims: &Claims<'_>) -> Response {
 fn is_cache_miss(err: &RestError) -> bool {
     matches!(
         err,
-        RestError::Table { .. } | RestError::Column { .. } | RestError::Function { .. } | RestError::NoRelationship(_)
+        RestError::Table { .. } | RestError::Column { .. } | RestError::Function(_) | RestError::NoRelationship(_)
     )
 }
 
@@ -133,6 +133,7 @@ fn respond(api: &ApiRequest, plan: &Plan, request: &HttpRequest<'_>) -> Result<R
     let array_or_object = match api.accept {
         MediaType::Object => Body::Object,
         MediaType::GeoJson => Body::GeoJson,
+        MediaType::Csv => Body::Csv,
         _ => Body::Array,
     };
     if let Some(explain) = &api.explain {
@@ -153,6 +154,7 @@ fn respond(api: &ApiRequest, plan: &Plan, request: &HttpRequest<'_>) -> Result<R
             };
             let query = sql::read(read, array_or_object, api.nulls_stripped, exact && planned.is_none());
             let mut outcome = execute::run(&query, false);
+            outcome.rendered = array_or_object == Body::Csv;
             if planned.is_some() {
                 outcome.total = planned;
             }
@@ -172,21 +174,38 @@ fn respond(api: &ApiRequest, plan: &Plan, request: &HttpRequest<'_>) -> Result<R
         Plan::Call(call) => {
             let f = &call.function;
             let mutating = api.method == Method::Post && f.volatility == "v";
-            let body = if call.read.is_some() || !singular { array_or_object } else { Body::Array };
+            // max-affected with handling=strict: only on functions returning
+            // sets (PGRST128), and rolled back past the limit (PGRST124).
+            let max = api.prefer.max_affected.filter(|_| api.prefer.strict);
+            if max.is_some() && !f.returns_set {
+                return Err(RestError::MaxAffectedRpc);
+            }
+            // CSV is built by the statement for rows and sets of scalars.
+            let body = match array_or_object {
+                Body::Csv if call.read.is_none() && !f.returns_set => Body::Array,
+                _ if call.read.is_some() || !singular => array_or_object,
+                _ => Body::Array,
+            };
             let query = sql::call(call, body, api.nulls_stripped, exact && f.returns_set);
-            let guard = singular && mutating;
-            let outcome = if guard {
-                execute::in_subtransaction(|| execute::run(&query, true), |o| o.rows == 1)
+            let mut outcome = if (singular && mutating) || max.is_some() {
+                execute::in_subtransaction(
+                    || execute::run(&query, mutating),
+                    |o| (!singular || !mutating || o.rows == 1) && max.is_none_or(|m| o.rows <= m),
+                )
             } else {
                 execute::run(&query, mutating)
             };
+            if let Some(m) = max.filter(|m| outcome.rows > *m) {
+                return Err(RestError::MaxAffected { affected: outcome.rows, max: m });
+            }
+            outcome.rendered = body == Body::Csv;
             if f.returns_void {
                 return Ok(response::void_call());
             }
             if !f.returns_set {
-                return Ok(response::scalar_call(api, outcome.body));
+                return Ok(response::scalar_call(api, outcome.body, exact));
             }
-            let offset = call.read.as_ref().and_then(|r| r.paging.offset).unwrap_or(0);
+            let offset = call.read.as_ref().and_then(|r| r.paging.offset).or(call.paging.offset).unwrap_or(0);
             response::read_response(api, outcome, offset, singular, call.read.as_ref().and_then(|r| r.capped))
         }
         Plan::Write(write) => {
@@ -204,8 +223,12 @@ fn respond(api: &ApiRequest, plan: &Plan, request: &HttpRequest<'_>) -> Result<R
                 }
             }
             let query = sql::write(write, body, api.nulls_stripped);
+            if sql::counts_inserted(write) {
+                // The statement counts its inserted rows from zero.
+                claims::set_local(c"pgrst.inserted", "");
+            }
             let max = api.prefer.max_affected.filter(|_| api.prefer.strict);
-            let outcome = if singular || max.is_some() {
+            let mut outcome = if singular || max.is_some() {
                 execute::in_subtransaction(
                     || execute::run(&query, true),
                     |o| (!singular || o.rows == 1) && max.is_none_or(|m| o.rows <= m),
@@ -213,6 +236,7 @@ fn respond(api: &ApiRequest, plan: &Plan, request: &HttpRequest<'_>) -> Result<R
             } else {
                 execute::run(&query, true)
             };
+            outcome.rendered = body == Body::Csv;
             if singular && outcome.rows != 1 {
                 return Err(RestError::Singular { rows: outcome.rows });
             }
@@ -234,7 +258,7 @@ fn explained(api: &ApiRequest, plan: &Plan, explain: &Explain, body: Body) -> Re
         return Err(RestError::Accept(explain.content_type()));
     }
     let query = match plan {
-        Plan::Read(read) => sql::read(read, body, api.nulls_stripped, false),
+        Plan::Read(read) => sql::read_aggregated(read, body, api.nulls_stripped),
         Plan::Write(write) => sql::write(write, body, api.nulls_stripped),
         Plan::Call(call) => sql::call(call, body, api.nulls_stripped, false),
     };

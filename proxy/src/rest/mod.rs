@@ -80,6 +80,18 @@ fn idempotency_scope(headers: &http::HeaderMap, ctx: &RequestContext, caller: &C
     Some(hash.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// `\\x0aff…`: bytea's text input form of `bytes`.
+fn bytea_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(2 + bytes.len() * 2);
+    out.push_str("\\x");
+    for b in bytes {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 15) as usize] as char);
+    }
+    out
+}
+
 /// The request headers as a JSON object (lower-case names), without the
 /// private ones and without values that are not text.
 struct PublicHeaders<'a>(&'a http::HeaderMap);
@@ -109,8 +121,18 @@ pub async fn handle(
     caller: &Caller,
 ) -> Result<Response, ApiError> {
     let relation = parts.uri.path().strip_prefix("/rest/v1").unwrap_or("").trim_start_matches('/');
+    let octets =
+        parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|ct| {
+            ct.split(';').next().unwrap_or("").trim().eq_ignore_ascii_case("application/octet-stream")
+        });
+    // A binary body (a function's one unnamed bytea argument) travels in
+    // bytea's hex text form.
+    let hex;
     let body = if body.is_empty() {
         None
+    } else if octets {
+        hex = bytea_hex(&body);
+        Some(hex.as_str())
     } else {
         match std::str::from_utf8(&body) {
             Ok(text) => Some(text),
@@ -247,6 +269,11 @@ mod tests {
 
     fn headers(pairs: &[(&'static str, &str)]) -> http::HeaderMap {
         pairs.iter().map(|(n, v)| (HeaderName::from_static(n), HeaderValue::from_str(v).unwrap())).collect()
+    }
+
+    #[test]
+    fn a_binary_body_travels_as_bytea_hex() {
+        assert_eq!(bytea_hex(&[0, 0xff, 0x10]), "\\x00ff10");
     }
 
     /// Hardening: every anonymous client shared one Idempotency-Key scope.
