@@ -50,3 +50,7 @@ RUN cargo pgrx init --pg15 /usr/lib/postgresql/15/bin/pg_config \
 FROM postgres:15-bookworm AS postgres
 COPY --from=extension-build /out/usr/ /usr/
 COPY docker/initdb-fluxbase.sh /docker-entrypoint-initdb.d/10-fluxbase.sh
+# As Supabase's Postgres: realtime messages sent from SQL reach the proxies by
+# logical decoding (docs/realtime.md); each proxy with a realtime socket holds
+# one temporary slot.
+CMD ["postgres", "-c", "wal_level=logical", "-c", "max_replication_slots=20"]
