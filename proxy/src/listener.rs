@@ -15,8 +15,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
 
-const FIRST_RETRY: Duration = Duration::from_millis(100);
-const LAST_RETRY: Duration = Duration::from_secs(10);
+/// Reconnect backoff of the proxy's dedicated connections: doubling from
+/// the first to the last.
+pub const FIRST_RETRY: Duration = Duration::from_millis(100);
+pub const LAST_RETRY: Duration = Duration::from_secs(10);
 
 pub async fn run(state: Arc<AppState>, mut pg: tokio_postgres::Config, shutdown: CancellationToken) {
     pg.application_name("fluxbase-listener");

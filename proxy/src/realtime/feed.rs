@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio_postgres::NoTls;
 
 use super::Shared;
+use crate::listener::{FIRST_RETRY, LAST_RETRY};
 use crate::state::AppState;
 
 /// How long an idle feed waits before it asks the slot again: the most a
@@ -18,8 +19,6 @@ use crate::state::AppState;
 const IDLE_POLL: Duration = Duration::from_millis(10);
 /// Decoded changes one read takes at most.
 const READ_AT_MOST: i32 = 1000;
-const FIRST_RETRY: Duration = Duration::from_millis(100);
-const LAST_RETRY: Duration = Duration::from_secs(10);
 
 pub async fn run(state: Arc<AppState>, shared: Arc<Shared>, mut pg: tokio_postgres::Config) {
     pg.application_name("fluxbase-realtime-feed");

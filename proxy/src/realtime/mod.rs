@@ -276,16 +276,8 @@ impl Shared {
         let (Some(id), Some(at)) = (e["id"].as_str(), e["at"].as_str()) else {
             return self.deliver_value(state, e);
         };
-        let read = async {
-            let client = state.client().await.map_err(|e| e.to_string())?;
-            let statement = client
-                .prepare_cached("SELECT fluxbase.realtime_message($1::text::uuid, $2::text::timestamp)")
-                .await
-                .map_err(|e| e.to_string())?;
-            let row = client.query_one(&statement, &[&id, &at]).await.map_err(|e| e.to_string())?;
-            Ok::<Option<String>, String>(row.get(0))
-        };
-        match read.await {
+        let sql = "SELECT fluxbase.realtime_message($1::text::uuid, $2::text::timestamp)";
+        match query_one(state, sql, &[&id, &at]).await.map(|row| row.get::<_, Option<String>>(0)) {
             Ok(Some(envelope)) => self.deliver(state, &envelope),
             Ok(None) => tracing::warn!(id, "a realtime message from SQL was gone before it was read"),
             Err(e) => tracing::warn!(error = %e, id, "a realtime message from SQL could not be read"),
@@ -314,16 +306,8 @@ impl Shared {
         if self.hub.has_topic(topic) {
             return;
         }
-        let loaded = async {
-            let client = state.client().await.map_err(|e| e.to_string())?;
-            let statement = client
-                .prepare_cached("SELECT fluxbase.realtime_presence_state($1, $2)")
-                .await
-                .map_err(|e| e.to_string())?;
-            let row = client.query_one(&statement, &[&topic, &self.instance]).await.map_err(|e| e.to_string())?;
-            Ok::<Value, String>(row.get(0))
-        };
-        match loaded.await {
+        let sql = "SELECT fluxbase.realtime_presence_state($1, $2)";
+        match query_one(state, sql, &[&topic, &self.instance]).await.map(|row| row.get::<_, Value>(0)) {
             Ok(Value::Array(entries)) => {
                 let entries = entries
                     .iter()
@@ -450,40 +434,24 @@ async fn presence_outbox(
     let mut beat = tokio::time::interval(PRESENCE_HEARTBEAT);
     loop {
         let written = tokio::select! {
-            _ = beat.tick() => async {
-                let client = state.client().await.map_err(|e| e.to_string())?;
-                let statement = client
-                    .prepare_cached("SELECT fluxbase.realtime_presence_alive($1, make_interval(secs => $2))")
-                    .await
-                    .map_err(|e| e.to_string())?;
-                client.execute(&statement, &[&shared.instance, &PRESENCE_DEAD_AFTER_SECONDS]).await.map_err(|e| e.to_string())
-            }.await,
+            _ = beat.tick() => {
+                let sql = "SELECT fluxbase.realtime_presence_alive($1, make_interval(secs => $2))";
+                query_one(&state, sql, &[&shared.instance, &PRESENCE_DEAD_AFTER_SECONDS]).await
+            }
             out = queue.recv() => {
                 let Some(out) = out else { return };
-                async {
-                    let client = state.client().await.map_err(|e| e.to_string())?;
-                    let socket = out.socket as i64;
-                    match out.tracked {
-                        Some((key, phx_ref, payload)) => {
-                            let statement = client
-                                .prepare_cached("SELECT fluxbase.realtime_presence_track($1, $2, $3, $4, $5, $6)")
-                                .await
-                                .map_err(|e| e.to_string())?;
-                            let meta = Value::Object(payload);
-                            client
-                                .execute(&statement, &[&shared.instance, &out.topic, &socket, &key, &phx_ref, &meta])
-                                .await
-                        }
-                        None => {
-                            let statement = client
-                                .prepare_cached("SELECT fluxbase.realtime_presence_untrack($1, $2, $3)")
-                                .await
-                                .map_err(|e| e.to_string())?;
-                            client.execute(&statement, &[&shared.instance, &out.topic, &socket]).await
-                        }
+                let socket = out.socket as i64;
+                match out.tracked {
+                    Some((key, phx_ref, payload)) => {
+                        let sql = "SELECT fluxbase.realtime_presence_track($1, $2, $3, $4, $5, $6)";
+                        let meta = Value::Object(payload);
+                        query_one(&state, sql, &[&shared.instance, &out.topic, &socket, &key, &phx_ref, &meta]).await
                     }
-                    .map_err(|e| e.to_string())
-                }.await
+                    None => {
+                        let sql = "SELECT fluxbase.realtime_presence_untrack($1, $2, $3)";
+                        query_one(&state, sql, &[&shared.instance, &out.topic, &socket]).await
+                    }
+                }
             }
         };
         if let Err(e) = written {
@@ -498,20 +466,36 @@ async fn prune(state: Arc<AppState>) {
     let mut every = tokio::time::interval(Duration::from_secs(60));
     loop {
         every.tick().await;
-        let pruned = async {
-            let client = state.client().await.map_err(|e| e.to_string())?;
-            let statement = client
-                .prepare_cached("SELECT fluxbase.realtime_prune(make_interval(secs => $1))")
-                .await
-                .map_err(|e| e.to_string())?;
-            client.query_one(&statement, &[&keep]).await.map(|row| row.get::<_, i64>(0)).map_err(|e| e.to_string())
-        };
-        match pruned.await {
+        let sql = "SELECT fluxbase.realtime_prune(make_interval(secs => $1))";
+        match query_one(&state, sql, &[&keep]).await.map(|row| row.get::<_, i64>(0)) {
             Ok(0) => {}
             Ok(n) => tracing::debug!(rows = n, "realtime messages pruned"),
             Err(e) => tracing::warn!(error = %e, "pruning realtime messages failed"),
         }
     }
+}
+
+/// One of realtime's own statements (not a client's request) on a pooled
+/// connection, kept prepared; a failure as text, for the log.
+async fn query(
+    state: &AppState,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<Vec<tokio_postgres::Row>, String> {
+    let client = state.client().await.map_err(|e| e.to_string())?;
+    let statement = client.prepare_cached(sql).await.map_err(|e| e.to_string())?;
+    client.query(&statement, params).await.map_err(|e| e.to_string())
+}
+
+/// `query` of a statement that returns one row (`SELECT f(…)`).
+async fn query_one(
+    state: &AppState,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Result<tokio_postgres::Row, String> {
+    let client = state.client().await.map_err(|e| e.to_string())?;
+    let statement = client.prepare_cached(sql).await.map_err(|e| e.to_string())?;
+    client.query_one(&statement, params).await.map_err(|e| e.to_string())
 }
 
 fn bad_request(message: &str) -> ApiError {

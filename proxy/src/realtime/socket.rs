@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::hub::{Event, EventKind, Member, Outgoing, SocketId};
 use super::protocol::{self, Body, Inbound, Message, Vsn};
-use super::{PresenceOut, Shared, CHANNEL, NOTIFY_MAX};
+use super::{query, query_one, PresenceOut, Shared, CHANNEL, NOTIFY_MAX};
 use crate::jwt::Caller;
 use crate::state::AppState;
 
@@ -438,12 +438,8 @@ impl Session {
     /// Stored broadcasts of a private channel since `since` (ms since the
     /// epoch), oldest first, at most `limit`.
     async fn replayed(&self, sub_topic: &str, since: i64, limit: i64) -> Result<Vec<(String, String, Value)>, String> {
-        let client = self.conn.state.client().await.map_err(|e| e.to_string())?;
-        let statement = client
-            .prepare_cached("SELECT id::text, event, payload FROM fluxbase.realtime_replay($1, $2, $3::int)")
-            .await
-            .map_err(|e| e.to_string())?;
-        let rows = client.query(&statement, &[&sub_topic, &since, &(limit as i32)]).await.map_err(|e| e.to_string())?;
+        let sql = "SELECT id::text, event, payload FROM fluxbase.realtime_replay($1, $2, $3::int)";
+        let rows = query(&self.conn.state, sql, &[&sub_topic, &since, &(limit as i32)]).await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
     }
 
@@ -457,12 +453,8 @@ impl Session {
 
     /// Supabase Realtime's check of a private channel, as `caller`.
     async fn authorize(&self, caller: &Caller, sub_topic: &str) -> Result<Access, String> {
-        let client = self.conn.state.client().await.map_err(|e| e.to_string())?;
-        let statement = client
-            .prepare_cached("SELECT fluxbase.realtime_authorize($1::jsonb, $2)")
-            .await
-            .map_err(|e| e.to_string())?;
-        let row = client.query_one(&statement, &[&*caller.claims, &sub_topic]).await.map_err(|e| e.to_string())?;
+        let sql = "SELECT fluxbase.realtime_authorize($1::jsonb, $2)";
+        let row = query_one(&self.conn.state, sql, &[&*caller.claims, &sub_topic]).await?;
         serde_json::from_value(row.get::<_, Value>(0)).map_err(|e| e.to_string())
     }
 
@@ -571,12 +563,7 @@ impl Session {
         let state = self.conn.state.clone();
         state.metrics.realtime_broadcast_sent();
         shared.hub.broadcast(&key, Some(self.id), event, body);
-        let sent = async {
-            let client = state.client().await.map_err(|e| e.to_string())?;
-            let statement = client.prepare_cached("SELECT pg_notify($1, $2)").await.map_err(|e| e.to_string())?;
-            client.execute(&statement, &[&CHANNEL, &envelope]).await.map_err(|e| e.to_string())
-        }
-        .await;
+        let sent = query_one(&state, "SELECT pg_notify($1, $2)", &[&CHANNEL, &envelope]).await;
         match sent {
             Ok(_) if ack => self.reply(m, protocol::reply_ok(json!({}))),
             Ok(_) => {}
