@@ -1,7 +1,8 @@
 -- Generated from sql/upgrade/0.4.0--0.5.0.sql by scripts/pg.sh (upgrade_scripts_build): edit that file.
 \echo Use "ALTER EXTENSION fluxbase UPDATE" to load this file. \quit
--- Fluxbase 0.4.0 → 0.5.0. Source of extension/sql/fluxbase--0.4.0--0.5.0.sql
--- (scripts/pg.sh, upgrade_scripts_build). What changed:
+-- Fluxbase 0.4.0 → 0.5.0. Frozen at the 0.6.0 release: the files and functions it once
+-- pulled in with `-- @include` and `-- @include-functions` are expanded below as they were
+-- at 0.5.0, so later changes to sql/*.sql cannot rewrite history. What changed:
 --   * fluxbase.rest_raw returns a body over 1 MiB in pieces: its first line
 --     becomes `status length` and the proxy reads the body with the new
 --     fluxbase.rest_body(), 256 KiB a row, while it sends it (a 0.4.0 proxy
