@@ -1,0 +1,2 @@
+-- Fluxbase 0.5.0 → 0.6.0. Source of extension/sql/fluxbase--0.5.0--0.6.0.sql
+-- (scripts/pg.sh, upgrade_scripts_build). What changed:
