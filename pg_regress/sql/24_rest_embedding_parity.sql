@@ -87,6 +87,22 @@ select * from rest('messages?select=id.max(),channels(slug)&channel_id=eq.2');
 select * from rest('channels?select=slug,...get_messages(message)&order=id');
 select * from rest('channels?select=slug,...messages(id,message)&messages.order=id.desc&order=id');
 select * from rest('channels?select=slug,...messages(count())&order=id');
+-- aggregates in to-one spreads are hoisted to the level above (PostgREST's
+-- hoistSpreadAggFunctions): grouped by that level's other columns
+select * from rest('messages?select=...channels(slug,n:count())&order=channels(slug)');
+select * from rest('messages?select=total:id.sum(),...users(username,uid:id.sum())&order=users(username)');
+select * from rest('messages?select=...channels(id.sum())');
+select * from rest('messages?select=user_id,...channels(id.max())&order=user_id');
+select * from rest('messages?select=...channels(...users!channels_created_by_fkey(username,msgs:count()))&order=channels(username)');
+select * from rest('messages?select=...channels(slug,users!channels_created_by_fkey(username),created_by.sum())&order=channels(slug)');
+select * from rest('messages?select=...channels(slug,id_text:id::text.max()::int)&order=channels(slug)');
+-- 5b. related orders: a column of a to-one embed (order=rel(col)); a
+-- to-many or unselected embed is PostgREST's PGRST118 / PGRST108
+select * from rest('messages?select=id,channels(slug)&order=channels(slug).desc,id');
+select * from rest('messages?select=id,ch:channels(slug)&order=ch(slug).asc.nullslast,id.desc');
+select * from rest('messages?select=id,...users(username)&order=users(username).desc');
+select * from rest('channels?select=slug,messages(id)&order=messages(id)');
+select * from rest('messages?select=id&order=channels(slug)');
 -- 6. an embed with no fields filters only
 select * from rest('messages?select=message,users()&order=id');
 select * from rest('messages?select=message,users!inner()&users.username=eq.kiwi');

@@ -59,6 +59,8 @@ pub enum RestError {
     Accept(String),
     #[error("filter on an embedded resource that is not selected")]
     EmbedFilter(String),
+    #[error("related order on an embed that is not to-one")]
+    RelatedOrder { origin: String, target: String },
     #[error("singular response")]
     Singular { rows: i64 },
     #[error("invalid PUT")]
@@ -107,7 +109,7 @@ impl RestError {
     pub fn status(&self) -> u16 {
         use RestError::*;
         match self {
-            Parse { .. } | UnknownOperator { .. } | InvalidRequest(_) | EmbedFilter(_) => 400,
+            Parse { .. } | UnknownOperator { .. } | InvalidRequest(_) | EmbedFilter(_) | RelatedOrder { .. } => 400,
             LimitWithoutOrder | AggregatesDisabled | NotImplemented(_) => 400,
             InvalidBody(_) | InvalidPreferences(_) | MaxAffected { .. } | MaxAffectedRpc | PutMismatch => 400,
             NoRelationship(_) | PayloadColumn { .. } | Column { .. } => 400,
@@ -154,6 +156,12 @@ impl RestError {
                 format!("'{name}' is not an embedded resource in this request"),
                 none(),
                 Some(format!("Verify that '{name}' is included in the 'select' query parameter.")),
+            ),
+            RelatedOrder { origin, target } => (
+                "PGRST118",
+                format!("A related order on '{target}' is not possible"),
+                Some(format!("'{origin}' and '{target}' do not form a many-to-one or one-to-one relationship")),
+                none(),
             ),
             Singular { rows } => (
                 "PGRST116",

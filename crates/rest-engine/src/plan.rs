@@ -52,6 +52,8 @@ pub enum PlannedFilter {
 
 #[derive(Debug, Clone)]
 pub struct PlannedOrder {
+    /// The key of the to-one embed whose column this orders by (`rel(col)`).
+    pub relation: Option<String>,
     pub field: Field,
     pub descending: bool,
     pub nulls_first: Option<bool>,
@@ -139,7 +141,7 @@ fn computed_fields(
         }
     }
     filters.iter().for_each(|f| filter_fields(f, &mut consider));
-    order.iter().for_each(|o| consider(&o.field.name));
+    order.iter().filter(|o| o.relation.is_none()).for_each(|o| consider(&o.field.name));
     out
 }
 
@@ -279,6 +281,7 @@ fn plan_keyset(api: &ApiRequest, table: &Table, read: &mut ReadPlan) -> Result<(
     read.order = columns
         .iter()
         .map(|c| PlannedOrder {
+            relation: None,
             field: Field { name: c.name.clone(), json_path: vec![] },
             descending: c.descending,
             nulls_first: None,
@@ -365,7 +368,15 @@ fn read_level(
     let order = api
         .order
         .get(path)
-        .map(|terms| terms.iter().map(|t| plan_order(catalog, table, t)).collect::<Result<Vec<_>, _>>())
+        .map(|terms| {
+            terms
+                .iter()
+                .map(|t| match &t.relation {
+                    Some(relation) => related_order(table, &projection, relation, t),
+                    None => plan_order(catalog, table, t),
+                })
+                .collect::<Result<Vec<_>, _>>()
+        })
         .transpose()
         .map_err(aliased)?
         .unwrap_or_default();
@@ -498,8 +509,43 @@ fn plan_filter(catalog: &Catalog, table: &Table, filter: &Filter) -> Result<Plan
 }
 
 fn plan_order(catalog: &Catalog, table: &Table, term: &OrderTerm) -> Result<PlannedOrder, RestError> {
+    if let Some(relation) = &term.relation {
+        return Err(RestError::EmbedFilter(relation.clone()));
+    }
     field_type(catalog, table, &term.field.name)?;
-    Ok(PlannedOrder { field: term.field.clone(), descending: term.descending, nulls_first: term.nulls_first })
+    Ok(PlannedOrder {
+        relation: None,
+        field: term.field.clone(),
+        descending: term.descending,
+        nulls_first: term.nulls_first,
+    })
+}
+
+/// `order=rel(col)`: `rel` must be a to-one embed of this level (by alias or
+/// name), as PostgREST's addRelatedOrders checks; its column is left to
+/// Postgres, which names a missing one.
+fn related_order(
+    table: &Table,
+    projection: &[Projection],
+    relation: &str,
+    term: &OrderTerm,
+) -> Result<PlannedOrder, RestError> {
+    let embed = projection
+        .iter()
+        .find_map(|p| match p {
+            Projection::Embed(e) if e.key == relation => Some(e),
+            _ => None,
+        })
+        .ok_or_else(|| RestError::EmbedFilter(relation.to_string()))?;
+    if !embed.to_one() {
+        return Err(RestError::RelatedOrder { origin: table.name.clone(), target: relation.to_string() });
+    }
+    Ok(PlannedOrder {
+        relation: Some(relation.to_string()),
+        field: term.field.clone(),
+        descending: term.descending,
+        nulls_first: term.nulls_first,
+    })
 }
 
 fn write_plan(api: &ApiRequest, catalog: &Catalog, table: &Table) -> Result<WritePlan, RestError> {

@@ -244,6 +244,8 @@ impl Embed {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct OrderTerm {
+    /// `order=rel(col)`: a column of the to-one embed `rel` (PostgREST 11+).
+    pub relation: Option<String>,
     pub field: Field,
     pub descending: bool,
     pub nulls_first: Option<bool>,
@@ -807,8 +809,12 @@ fn parse_order(value: &str) -> Result<Vec<OrderTerm>, RestError> {
             let bad = |details: String| RestError::Parse { param: "order".into(), value: value.into(), details };
             let arrow = term.rfind("->").map(|i| i + 2).unwrap_or(0);
             let first_dot = term[arrow..].find('.').map(|i| i + arrow).unwrap_or(term.len());
-            let field = Field::parse(&term[..first_dot]).map_err(|_| bad("empty column".into()))?;
-            let mut order = OrderTerm { field, descending: false, nulls_first: None };
+            let (relation, column) = match term[..first_dot].strip_suffix(')').and_then(|t| t.split_once('(')) {
+                Some((relation, column)) if !relation.is_empty() => (Some(relation.to_string()), column),
+                _ => (None, &term[..first_dot]),
+            };
+            let field = Field::parse(column).map_err(|_| bad("empty column".into()))?;
+            let mut order = OrderTerm { relation, field, descending: false, nulls_first: None };
             for modifier in term[first_dot..].split('.').filter(|m| !m.is_empty()) {
                 match modifier {
                     "asc" => order.descending = false,
@@ -847,6 +853,16 @@ mod tests {
         assert_eq!((bare.method.as_ref(), bare.headers_json, bare.body), ("GET", "{}", None));
         assert!(HttpRequest::from_json(r#"{"path":1}"#).is_err());
         assert!(HttpRequest::from_json(r#"["POST","t"]"#).is_err());
+    }
+
+    #[test]
+    fn parses_related_order_terms() {
+        let terms = parse_order("channels(slug).desc.nullslast,id,ch(data->>k)").unwrap();
+        assert_eq!(terms[0].relation.as_deref(), Some("channels"));
+        assert_eq!((terms[0].field.name.as_str(), terms[0].descending, terms[0].nulls_first), ("slug", true, Some(false)));
+        assert_eq!((terms[1].relation.as_deref(), terms[1].field.name.as_str()), (None, "id"));
+        assert_eq!((terms[2].relation.as_deref(), terms[2].field.name.as_str()), (Some("ch"), "data"));
+        assert!(parse_order("(slug)").unwrap()[0].relation.is_none());
     }
 
     #[test]

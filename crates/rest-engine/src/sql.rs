@@ -8,7 +8,7 @@ use crate::plan::{
     WritePlan,
 };
 use crate::prefer::{Resolution, Return};
-use crate::request::{Explain, Paging};
+use crate::request::{Aggregate, Explain, Paging};
 
 #[derive(Debug, PartialEq)]
 pub struct Query {
@@ -115,6 +115,13 @@ struct Builder {
     computed: Vec<ComputedField>,
     /// Lock the root level's rows (`FOR UPDATE OF`), for preconditions.
     lock_root: bool,
+    /// The level being written is a to-one spread: its aggregates are
+    /// hoisted to the nearest level that is not (PostgREST's
+    /// hoistSpreadAggFunctions), so it selects their inputs instead.
+    hoisting: bool,
+    /// The level above groups its rows (to-one spreads pass its columns up
+    /// to be grouped by).
+    parent_grouped: bool,
 }
 
 impl Builder {
@@ -236,9 +243,19 @@ impl Builder {
         let outer_computed = std::mem::replace(&mut self.computed, plan.computed.clone());
         let mut columns = Vec::new();
         let mut joins = Vec::new();
-        let aggregated = plan.projection.iter().any(|p| matches!(p, Projection::Aggregate { .. }));
+        let hoisting = self.hoisting;
+        // This level aggregates its own aggregates, unless it hoists them,
+        // and those its to-one spreads hoist to it.
+        let aggregated = !hoisting
+            && plan.projection.iter().any(|p| match p {
+                Projection::Aggregate { .. } => true,
+                Projection::Embed(e) => e.spread && e.to_one() && hoists_aggregates(&e.plan),
+                _ => false,
+            });
         // With aggregates, every other output column is grouped by (by position).
         let mut group_by = Vec::new();
+        // Embed keys and the aliases of their joined results, for `order=rel(col)`.
+        let mut related = Vec::new();
         for p in &plan.projection {
             match p {
                 Projection::Star if aggregated => {
@@ -248,6 +265,18 @@ impl Builder {
                     }
                 }
                 Projection::Star => columns.push(ident(alias) + ".*"),
+                Projection::Aggregate { aggregate: a, key } if hoisting => {
+                    // The input of an aggregate a level above; `count()`
+                    // counts the rows this (outer-joined) level matched.
+                    let mut arg = match &a.field {
+                        Some(field) => self.field(alias, field),
+                        None => "TRUE".into(),
+                    };
+                    if let Some(cast) = &a.input_cast {
+                        arg = format!("({arg})::{cast}");
+                    }
+                    columns.push(format!("{arg} AS {}", ident(key)));
+                }
                 Projection::Aggregate { aggregate: a, key } => {
                     let mut arg = match &a.field {
                         Some(field) => self.field(alias, field),
@@ -273,11 +302,14 @@ impl Builder {
                     }
                 }
                 Projection::Embed(embed) => {
-                    let (embed_columns, join) = self.embed(alias, &plan.name, embed, aggregated);
-                    for column in embed_columns {
+                    // Embedded values that end up grouped by are jsonb.
+                    let grouped = aggregated || (hoisting && self.parent_grouped);
+                    let (embed_columns, join, agg) = self.embed(alias, &plan.name, embed, grouped);
+                    related.push((embed.key.as_str(), agg));
+                    for (column, is_aggregate) in embed_columns {
                         columns.push(column);
                         // Next to aggregates, embedded values are grouped by, as PostgREST groups them.
-                        if aggregated {
+                        if aggregated && !is_aggregate {
                             group_by.push(columns.len().to_string());
                         }
                     }
@@ -303,19 +335,35 @@ impl Builder {
             sql.push_str(&group_by.join(", "));
         }
         if paged {
-            self.order_and_page(&mut sql, alias, &plan.order, &plan.paging);
+            self.order_and_page(&mut sql, alias, &related, &plan.order, &plan.paging);
         }
         self.computed = outer_computed;
         sql
     }
 
     /// ` ORDER BY … LIMIT … OFFSET …`
-    fn order_and_page(&mut self, sql: &mut String, alias: &str, order: &[PlannedOrder], paging: &Paging) {
+    fn order_and_page(
+        &mut self,
+        sql: &mut String,
+        alias: &str,
+        related: &[(&str, String)],
+        order: &[PlannedOrder],
+        paging: &Paging,
+    ) {
         if !order.is_empty() {
             let terms: Vec<String> = order
                 .iter()
                 .map(|o| {
-                    let mut t = self.field(alias, &o.field);
+                    let relation = o.relation.as_deref().and_then(|r| related.iter().find(|(k, _)| *k == r));
+                    let mut t = match relation {
+                        Some((_, agg)) => {
+                            let computed = std::mem::take(&mut self.computed);
+                            let t = self.field(agg, &o.field);
+                            self.computed = computed;
+                            t
+                        }
+                        None => self.field(alias, &o.field),
+                    };
                     t.push_str(if o.descending { " DESC" } else { " ASC" });
                     match o.nulls_first {
                         Some(true) => t.push_str(" NULLS FIRST"),
@@ -353,7 +401,7 @@ impl Builder {
         let inner: Vec<String> = key.iter().map(|k| format!("_fb_l.{k}")).collect();
         let mut pick = format!("SELECT {} FROM {table} AS _fb_l", inner.join(", "));
         pick.push_str(&where_clause(&self.filters("_fb_l", &plan.filters)));
-        self.order_and_page(&mut pick, "_fb_l", &limited.order, &limited.paging);
+        self.order_and_page(&mut pick, "_fb_l", &[], &limited.order, &limited.paging);
         format!(" WHERE ({}) IN ({pick})", outer.join(", "))
     }
 
@@ -386,7 +434,15 @@ impl Builder {
     /// is `{table}_{depth}`, the joined result `{parent}_{name}_{depth}`.
     /// Next to aggregates (`grouped`), embedded objects and arrays are jsonb,
     /// which can be grouped by.
-    fn embed(&mut self, parent: &str, parent_name: &str, embed: &EmbedPlan, grouped: bool) -> (Vec<String>, String) {
+    /// Each output column comes with whether it is an aggregate hoisted out
+    /// of a to-one spread (not grouped by).
+    fn embed(
+        &mut self,
+        parent: &str,
+        parent_name: &str,
+        embed: &EmbedPlan,
+        grouped: bool,
+    ) -> (Vec<(String, bool)>, String, String) {
         self.depth += 1;
         let depth = self.depth;
         let mut alias = String::with_capacity(embed.plan.name.len() + 3);
@@ -423,7 +479,11 @@ impl Builder {
                 (Some(link), Some(join))
             }
         };
+        let outer_hoisting = std::mem::replace(&mut self.hoisting, embed.spread && embed.to_one());
+        let outer_grouped = std::mem::replace(&mut self.parent_grouped, grouped);
         let mut inner = self.select(&embed.plan, &alias, link, true);
+        self.hoisting = outer_hoisting;
+        self.parent_grouped = outer_grouped;
         self.depth -= 1;
         if let Some(join) = junction_join {
             // The junction join goes right after the FROM item of the child level.
@@ -438,17 +498,31 @@ impl Builder {
             let join = format!("{kind} JOIN LATERAL ({inner}) AS {a} ON TRUE");
             let columns = match (output, embed.spread) {
                 (false, _) => vec![],
-                (true, true) => spread_keys(&embed.plan).into_iter().map(|k| qualified(&agg, &k, Some(&k))).collect(),
+                (true, true) => spread_keys(&embed.plan)
+                    .into_iter()
+                    .map(|(k, hoisted)| match hoisted {
+                        // A to-one spread inside a to-one spread hands its
+                        // aggregates' inputs on up, as plain columns.
+                        Some(a) if !self.hoisting => {
+                            let mut expr = format!("{}({})", a.function.name(), qualified(&agg, &k, None));
+                            if let Some(cast) = &a.output_cast {
+                                expr = format!("({expr})::{cast}");
+                            }
+                            (format!("{expr} AS {}", ident(&k)), true)
+                        }
+                        _ => (qualified(&agg, &k, Some(&k)), false),
+                    })
+                    .collect(),
                 (true, false) => {
                     let cast = if grouped { "::jsonb" } else { "" };
-                    vec![format!("row_to_json({a}.*){cast} AS {}", ident(&embed.key))]
+                    vec![(format!("row_to_json({a}.*){cast} AS {}", ident(&embed.key)), false)]
                 }
             };
-            (columns, join)
+            (columns, join, agg)
         } else if embed.spread {
             // A spread to-many embed: each of its columns becomes an array
             // (PostgREST 13), in the embed's order.
-            let keys = spread_keys(&embed.plan);
+            let keys: Vec<String> = spread_keys(&embed.plan).into_iter().map(|(k, _)| k).collect();
             let mut aggregates: Vec<String> = keys
                 .iter()
                 .map(|k| format!("coalesce(json_agg({}), '[]'::json) AS {}", qualified(&agg, k, None), ident(k)))
@@ -462,19 +536,20 @@ impl Builder {
             let join =
                 format!("{kind} JOIN LATERAL (SELECT {} FROM ({inner}) AS {a}) AS {a} ON {on}", aggregates.join(", "));
             let cast = if grouped { "::jsonb" } else { "" };
-            let columns = keys.iter().map(|k| format!("{}{cast} AS {}", qualified(&agg, k, None), ident(k))).collect();
-            (columns, join)
+            let columns =
+                keys.iter().map(|k| (format!("{}{cast} AS {}", qualified(&agg, k, None), ident(k)), false)).collect();
+            (columns, join, agg)
         } else {
             let on = if embed.inner { format!("{a}.{a} IS NOT NULL") } else { "TRUE".into() };
             let join =
                 format!("{kind} JOIN LATERAL (SELECT json_agg({a}) AS {a} FROM ({inner}) AS {a}) AS {a} ON {on}");
             let columns = if output {
                 let cast = if grouped { "::jsonb" } else { "" };
-                vec![format!("coalesce({a}.{a}, '[]'::json){cast} AS {}", ident(&embed.key))]
+                vec![(format!("coalesce({a}.{a}, '[]'::json){cast} AS {}", ident(&embed.key)), false)]
             } else {
                 vec![]
             };
-            (columns, join)
+            (columns, join, agg)
         }
     }
 }
@@ -509,19 +584,32 @@ fn equalities<'a>(left: &str, right: &str, pairs: impl Iterator<Item = (&'a Stri
         .join(" AND ")
 }
 
-/// Output keys of a spread embed (its `*` expands to the table's columns).
-fn spread_keys(plan: &ReadPlan) -> Vec<String> {
+/// Output keys of a spread embed (its `*` expands to the table's columns),
+/// each with its aggregate where it is one hoisted out of to-one spreads.
+fn spread_keys(plan: &ReadPlan) -> Vec<(String, Option<&Aggregate>)> {
     let mut keys = Vec::new();
     for p in &plan.projection {
         match p {
-            Projection::Star => keys.extend(plan.columns.iter().cloned()),
-            Projection::Column { key, .. } | Projection::Aggregate { key, .. } => keys.push(key.clone()),
+            Projection::Star => keys.extend(plan.columns.iter().map(|c| (c.clone(), None))),
+            Projection::Column { key, .. } => keys.push((key.clone(), None)),
+            Projection::Aggregate { key, aggregate } => keys.push((key.clone(), Some(aggregate))),
             Projection::Embed(e) if is_empty_embed(&e.plan) => {}
-            Projection::Embed(e) if e.spread => keys.extend(spread_keys(&e.plan)),
-            Projection::Embed(e) => keys.push(e.key.clone()),
+            Projection::Embed(e) if e.spread && e.to_one() => keys.extend(spread_keys(&e.plan)),
+            Projection::Embed(e) if e.spread => keys.extend(spread_keys(&e.plan).into_iter().map(|(k, _)| (k, None))),
+            Projection::Embed(e) => keys.push((e.key.clone(), None)),
         }
     }
     keys
+}
+
+/// A to-one spread level hands aggregates up: its own, or those of to-one
+/// spreads inside it.
+fn hoists_aggregates(plan: &ReadPlan) -> bool {
+    plan.projection.iter().any(|p| match p {
+        Projection::Aggregate { .. } => true,
+        Projection::Embed(e) => e.spread && e.to_one() && hoists_aggregates(&e.plan),
+        _ => false,
+    })
 }
 
 /// One row of the result as JSON text.
@@ -770,7 +858,7 @@ pub fn call(plan: &CallPlan, body: Body, nulls_stripped: bool, exact_count: bool
         None if f.returns_set => {
             // A set of scalars: paged, and counted when asked, as rows are.
             let mut page = String::new();
-            b.order_and_page(&mut page, "_fb_r", &[], &plan.paging);
+            b.order_and_page(&mut page, "_fb_r", &[], &[], &plan.paging);
             let total = if exact_count { ", (SELECT count(*) FROM _fb_r)" } else { "" };
             if body == Body::Csv {
                 // PostgREST's column name for scalars, and its CSV.
@@ -833,7 +921,12 @@ mod tests {
                     condition: parse_condition("in.(a,\"b\\\"c\")").unwrap(),
                 },
             ],
-            order: vec![PlannedOrder { field: field("id"), descending: true, nulls_first: Some(false) }],
+            order: vec![PlannedOrder {
+                relation: None,
+                field: field("id"),
+                descending: true,
+                nulls_first: Some(false),
+            }],
             paging: Paging { limit: Some(5), offset: None },
             capped: None,
             keyset: None,
