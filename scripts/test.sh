@@ -100,6 +100,11 @@ run_upgrade() { # run_upgrade MAJOR DIR PORT
   done
 }
 
+# The end-to-end test files; FLUXBASE_E2E_TESTS (paths, space-separated)
+# runs only those, for a tight loop.
+E2E_TESTS=("$FLUXBASE_ROOT"/tests/e2e/*.test.mjs "$FLUXBASE_ROOT"/tests/robustness/*.test.mjs)
+[ -n "${FLUXBASE_E2E_TESTS:-}" ] && read -ra E2E_TESTS <<<"$FLUXBASE_E2E_TESTS"
+
 run_e2e() { # run_e2e MAJOR DIR PORT PASSWORD
   local major="$1" dir="$2" port="$3" password="$4" http_port secret
   http_port="$(free_port)"
@@ -169,8 +174,7 @@ authorize_url = \"$idp_url/auth\", token_url = \"$idp_url/token\", userinfo_url 
   FLUXBASE_MAILDIR="$maildir" FLUXBASE_BIN="$FLUXBASE_BIN" FLUXBASE_IDP_URL="$idp_url" \
   FLUXBASE_PSQL="bash -c 'source $FLUXBASE_ROOT/scripts/env.sh; as_pg $(pg_bin "$major")/psql -X -q -tA -v ON_ERROR_STOP=1 -h $dir -p $port -U postgres -d fluxbase_e2e'" \
   FLUXBASE_PG_RESTART="bash -c 'source $FLUXBASE_ROOT/scripts/env.sh; as_pg $(pg_bin "$major")/pg_ctl -D $dir -m fast -w restart -o \"-p $port\" >/dev/null'" \
-    "$NODE22" --test --test-reporter=spec "$FLUXBASE_ROOT"/tests/e2e/*.test.mjs "$FLUXBASE_ROOT"/tests/robustness/*.test.mjs \
-    || status=1
+    "$NODE22" --test --test-reporter=spec "${E2E_TESTS[@]}" || status=1
   # Graceful shutdown must finish well inside the grace period.
   kill -TERM "$proxy"
   local waited=0

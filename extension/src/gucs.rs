@@ -27,6 +27,9 @@ pub static TX_END: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::
 /// Schemas appended to the request schema in `search_path`. Unset:
 /// `pgrst.db_extra_search_path`, else `public`.
 pub static EXTRA_SEARCH_PATH: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// A function every REST request calls first, under its role (PostgREST's
+/// db-pre-request). Unset: `pgrst.db_pre_request`, else none.
+pub static PRE_REQUEST: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 pub fn init() {
     GucRegistry::define_bool_guc(
@@ -58,6 +61,14 @@ pub fn init() {
         c"Schemas added after the request's schema in search_path, comma-separated.",
         c"",
         &EXTRA_SEARCH_PATH,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"fluxbase.pre_request",
+        c"Function (schema.name) every REST request calls first, as the request's role.",
+        c"PostgREST's db-pre-request: it may raise to refuse the request or set response.headers/response.status.",
+        &PRE_REQUEST,
         GucContext::Suset,
         GucFlags::default(),
     );
@@ -186,6 +197,17 @@ pub fn db_schemas() -> Vec<String> {
 
 pub fn extra_search_path() -> Vec<String> {
     list(&with_fallback(&EXTRA_SEARCH_PATH, c"pgrst.db_extra_search_path", "public"))
+}
+
+/// The pre-request function's name as configured (`schema.name` or `name`).
+pub fn pre_request() -> Option<String> {
+    Some(with_fallback(&PRE_REQUEST, c"pgrst.db_pre_request", "")).filter(|s| !s.is_empty())
+}
+
+/// `response.status` and `response.headers` as the request's SQL left them
+/// (PostgREST's response GUCs), unset or empty as `None`.
+pub fn response_settings() -> (Option<String>, Option<String>) {
+    (placeholder(c"response.status"), placeholder(c"response.headers"))
 }
 
 pub fn aggregates_enabled() -> bool {

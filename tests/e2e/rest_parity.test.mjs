@@ -46,6 +46,16 @@ create function public.parity_keys(jsonb) returns setof text language sql immuta
 grant execute on function public.parity_search(text), public.parity_search(text, bigint), public.parity_titles(),
   public.parity_post_count(), public.parity_archive(int), public.parity_slugify(text), public.parity_byte_count(bytea),
   public.parity_keys(jsonb) to anon, authenticated, service_role;
+-- PostgREST's response GUCs
+drop function if exists public.parity_login(text);
+create function public.parity_login(name text) returns text language plpgsql volatile as $$
+begin
+  perform set_config('response.status', '201', true);
+  perform set_config('response.headers', json_build_array(json_build_object('Set-Cookie', 'user=' || name),
+    json_build_object('Set-Cookie', 'theme=dark'), json_build_object('Cache-Control', 'no-store'))::text, true);
+  return 'welcome ' || name;
+end $$;
+grant execute on function public.parity_login(text) to anon, authenticated, service_role;
 `;
 
 const db = () => service;
@@ -193,4 +203,19 @@ grant usage on all sequences in schema public to anon;`);
     sql("select pg_terminate_backend(pid) from pg_stat_activity where datname = 'parity_reset'");
     sql('drop database if exists parity_reset');
   }
+});
+
+test('response.status and response.headers set by a function shape the response, as PostgREST does', async () => {
+  const { data, error, status } = await anon.rpc('parity_login', { name: 'ada' });
+  assert.equal(error, null);
+  assert.equal(status, 201);
+  assert.equal(data, 'welcome ada');
+  const res = await fetch(`${env.url}/rest/v1/rpc/parity_login`, {
+    method: 'POST',
+    headers: { apikey: env.anonKey, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ name: 'grace' }),
+  });
+  assert.equal(res.status, 201);
+  assert.deepEqual(res.headers.getSetCookie(), ['user=grace', 'theme=dark']);
+  assert.equal(res.headers.get('cache-control'), 'no-store');
 });

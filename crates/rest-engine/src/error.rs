@@ -59,6 +59,10 @@ pub enum RestError {
     Accept(String),
     #[error("filter on an embedded resource that is not selected")]
     EmbedFilter(String),
+    #[error("response.headers is not a JSON array of one-key objects")]
+    GucHeaders,
+    #[error("response.status is not a status code")]
+    GucStatus,
     #[error("related order on an embed that is not to-one")]
     RelatedOrder { origin: String, target: String },
     #[error("singular response")]
@@ -121,6 +125,7 @@ impl RestError {
             Table { .. } | Function(_) => 404,
             IdempotencyMismatch => 422,
             PreconditionFailed => 412,
+            GucHeaders | GucStatus => 500,
         }
     }
 
@@ -157,6 +162,14 @@ impl RestError {
                 none(),
                 Some(format!("Verify that '{name}' is included in the 'select' query parameter.")),
             ),
+            GucHeaders => (
+                "PGRST111",
+                "response.headers guc must be a JSON array composed of objects with a single key and a string value"
+                    .into(),
+                none(),
+                none(),
+            ),
+            GucStatus => ("PGRST112", "response.status guc must be a valid status code".into(), none(), none()),
             RelatedOrder { origin, target } => (
                 "PGRST118",
                 format!("A related order on '{target}' is not possible"),

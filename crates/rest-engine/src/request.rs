@@ -859,7 +859,10 @@ mod tests {
     fn parses_related_order_terms() {
         let terms = parse_order("channels(slug).desc.nullslast,id,ch(data->>k)").unwrap();
         assert_eq!(terms[0].relation.as_deref(), Some("channels"));
-        assert_eq!((terms[0].field.name.as_str(), terms[0].descending, terms[0].nulls_first), ("slug", true, Some(false)));
+        assert_eq!(
+            (terms[0].field.name.as_str(), terms[0].descending, terms[0].nulls_first),
+            ("slug", true, Some(false))
+        );
         assert_eq!((terms[1].relation.as_deref(), terms[1].field.name.as_str()), (None, "id"));
         assert_eq!((terms[2].relation.as_deref(), terms[2].field.name.as_str()), (Some("ch"), "data"));
         assert!(parse_order("(slug)").unwrap()[0].relation.is_none());

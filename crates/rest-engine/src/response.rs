@@ -27,6 +27,56 @@ impl Response {
     }
 }
 
+/// PostgREST's response GUCs, as the request's SQL set them:
+/// `response.status` replaces the status, `response.headers` (a JSON array
+/// of one-key objects, `[{"Cache-Control": "max-age=60"}]`) adds headers and
+/// replaces those of the same name; a name given twice (`Set-Cookie`) is
+/// sent twice. Malformed: PostgREST's `500 PGRST111` / `PGRST112`.
+pub fn apply_settings(response: &mut Response, status: Option<&str>, headers: Option<&str>) -> Result<(), RestError> {
+    let status = match status {
+        Some(s) => Some(s.trim().parse::<u16>().ok().filter(|s| (100..=599).contains(s)).ok_or(RestError::GucStatus)?),
+        None => None,
+    };
+    if let Some(headers) = headers {
+        let Ok(Value::Array(items)) = serde_json::from_str::<Value>(headers) else {
+            return Err(RestError::GucHeaders);
+        };
+        let mut set: Vec<(String, Value)> = Vec::with_capacity(items.len());
+        for item in items {
+            let pair = match item {
+                Value::Object(map) if map.len() == 1 => map.into_iter().next(),
+                _ => None,
+            };
+            let Some((name, Value::String(value))) = pair else {
+                return Err(RestError::GucHeaders);
+            };
+            if !is_token(&name) || value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+                return Err(RestError::GucHeaders);
+            }
+            match set.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(&name)) {
+                Some((_, Value::Array(values))) => values.push(Value::String(value)),
+                Some((_, first)) => *first = Value::Array(vec![first.take(), Value::String(value)]),
+                None => set.push((name, Value::String(value))),
+            }
+        }
+        if let Some(map) = response.headers.as_object_mut() {
+            for (name, value) in set {
+                map.retain(|n, _| !n.eq_ignore_ascii_case(&name));
+                map.insert(name, value);
+            }
+        }
+    }
+    if let Some(status) = status {
+        response.status = status;
+    }
+    Ok(())
+}
+
+/// An HTTP header name (RFC 9110 token).
+fn is_token(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 /// What running one statement of the engine gave.
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -284,6 +334,22 @@ fn encode(s: &str) -> String {
 mod tests {
     use super::*;
     use crate::request::parse;
+
+    #[test]
+    fn response_settings_replace_the_status_and_headers() {
+        let mut r = Response { status: 200, headers: json!({"Content-Type": "application/json"}), body: "[]".into() };
+        let headers = r#"[{"content-type": "text/plain"}, {"Set-Cookie": "a=1"}, {"Set-Cookie": "b=2"}]"#;
+        apply_settings(&mut r, Some(" 201"), Some(headers)).unwrap();
+        assert_eq!(r.status, 201);
+        assert_eq!(r.headers, json!({"content-type": "text/plain", "Set-Cookie": ["a=1", "b=2"]}));
+        for bad in [r#"{"a": "b"}"#, r#"[{"a": 1}]"#, r#"[{"a": "b", "c": "d"}]"#, r#"[{"a b": "c"}]"#, "nope"] {
+            assert_eq!(apply_settings(&mut r, None, Some(bad)), Err(RestError::GucHeaders), "{bad}");
+        }
+        for bad in ["abc", "99", "600", ""] {
+            assert_eq!(apply_settings(&mut r, Some(bad), None), Err(RestError::GucStatus), "{bad}");
+        }
+        assert_eq!(r.status, 201);
+    }
 
     fn api(request: Value) -> ApiRequest {
         let text = request.to_string();

@@ -84,6 +84,23 @@ pub fn planned_rows(query: &Query) -> i64 {
     plan.and_then(|j| j.0.get(0)?.get("Plan")?.get("Plan Rows")?.as_f64()).map(|r| r.round() as i64).unwrap_or(0)
 }
 
+/// Calls the pre-request function (`SELECT schema.name()`) as the request's
+/// role; an error it raises is the request's.
+pub fn pre_request(function: &str) {
+    let sql = ["SELECT ", &qualified_name(function), "()"].concat();
+    Spi::connect_mut(|client| client.update(sql.as_str(), None, &[]).map(|_| ()))
+        .unwrap_or_else(|e| error::spi_failed("the pre-request function failed", e));
+}
+
+/// `schema.name` or `name`, each part quoted, as PostgREST reads
+/// db-pre-request.
+fn qualified_name(name: &str) -> String {
+    match name.split_once('.') {
+        Some((schema, function)) => [fluxbase_rest::sql::ident(schema), fluxbase_rest::sql::ident(function)].join("."),
+        None => fluxbase_rest::sql::ident(name),
+    }
+}
+
 /// The lines of an `EXPLAIN` (one JSON document with FORMAT JSON).
 pub fn explain(sql: &str, params: &[String], json: bool) -> Vec<String> {
     let (args, types) = (text_args(params), text_types(params));

@@ -77,9 +77,9 @@ fn run(request: &HttpRequest<'_>, claims: &Claims<'_>) -> Result<Response, RestE
     // After the role's own settings, which may name a search_path.
     claims::ensure_session(c"search_path", &search_path(&schema));
     let result = if rollback {
-        execute::in_subtransaction(|| respond(&api, &plan, request), |_| false)
+        execute::in_subtransaction(|| respond_as_set(&api, &plan, request), |_| false)
     } else {
-        respond(&api, &plan, request)
+        respond_as_set(&api, &plan, request)
     };
     let mut result = match claim {
         Some(claim) => {
@@ -122,11 +122,25 @@ fn search_path(schema: &str) -> String {
     path
 }
 
+/// `respond`, then the status and headers the request's SQL set in
+/// `response.status` / `response.headers`, read before a rollback undoes them.
+fn respond_as_set(api: &ApiRequest, plan: &Plan, request: &HttpRequest<'_>) -> Result<Response, RestError> {
+    let mut response = respond(api, plan, request)?;
+    let (status, headers) = gucs::response_settings();
+    if status.is_some() || headers.is_some() {
+        response::apply_settings(&mut response, status.as_deref(), headers.as_deref())?;
+    }
+    Ok(response)
+}
+
 /// Runs the plan under the request's role and shapes the response.
 fn respond(api: &ApiRequest, plan: &Plan, request: &HttpRequest<'_>) -> Result<Response, RestError> {
     if api.method.is_read() {
         // As PostgREST: GET and HEAD run read-only, whatever they call.
         claims::set_local(c"transaction_read_only", "on");
+    }
+    if let Some(function) = gucs::pre_request() {
+        execute::pre_request(&function);
     }
     let exact = api.prefer.count.is_some();
     let singular = api.accept == MediaType::Object;

@@ -207,10 +207,15 @@ pub async fn handle(
         http::Response::builder().status(status).body(body).map_err(|e| ApiError::Internal(e.to_string()))?;
     if let Ok(Value::Object(map)) = headers {
         for (name, value) in map {
-            if let (Ok(n), Some(Ok(v))) =
-                (HeaderName::from_bytes(name.as_bytes()), value.as_str().map(HeaderValue::from_str))
-            {
-                response.headers_mut().insert(n, v);
+            let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else { continue };
+            // An array is a header sent once per value (`Set-Cookie` from
+            // `response.headers`).
+            let values = match &value {
+                Value::Array(values) => values.iter().filter_map(Value::as_str).collect(),
+                other => other.as_str().into_iter().collect::<Vec<_>>(),
+            };
+            for v in values.into_iter().filter_map(|v| HeaderValue::from_str(v).ok()) {
+                response.headers_mut().append(name.clone(), v);
             }
         }
     }
