@@ -58,7 +58,13 @@ select status, body from r('GET', 'rpc/p30_over?a=y');
 select status, headers ->> 'Content-Range' as range, body from r('GET', 'rpc/p30_ids', null, '{"prefer": "count=exact"}');
 select status, headers ->> 'Content-Range' as range, body from r('GET', 'rpc/p30_ids?limit=2', null, '{"prefer": "count=exact"}');
 select status, headers ->> 'Content-Range' as range, body from r('GET', 'rpc/p30_answer', null, '{"prefer": "count=exact"}');
+-- count=planned on a function: no total; estimated: counted (PostgREST's shouldCount)
+select status, headers ->> 'Content-Range' as range from r('GET', 'rpc/p30_ids', null, '{"prefer": "count=planned"}');
+select status, headers ->> 'Content-Range' as range from r('GET', 'rpc/p30_ids', null, '{"prefer": "count=estimated"}');
 select status, headers ->> 'Content-Type' as ct, body from r('GET', 'rpc/p30_ids?offset=2', null, '{"accept": "text/csv"}');
+-- one scalar as CSV: PostgREST's pgrst_scalar column
+select status, headers ->> 'Content-Type' as ct, body from r('GET', 'rpc/p30_answer', null, '{"accept": "text/csv"}');
+select status, headers ->> 'Content-Type' as ct, body from r('GET', 'rpc/p30_greet?name=a,%20b', null, '{"accept": "text/csv"}');
 
 -- PGRST202: details and hint in PostgREST's wording
 select status, body from r('POST', 'rpc/p30_gret', '{"name": "a"}');

@@ -114,8 +114,9 @@ pub fn empty_update() -> Response {
 /// JSON (`null` when it returned no row), one row in `Content-Range` (its
 /// total with `count=exact`), as PostgREST answers.
 pub fn scalar_call(api: &ApiRequest, body: Option<String>, counted: bool) -> Response {
-    let body = body.unwrap_or_else(|| "null".into());
-    let mut headers = content_type(MediaType::Json);
+    let csv = api.accept == MediaType::Csv;
+    let body = body.unwrap_or_else(|| if csv { String::new() } else { "null".into() });
+    let mut headers = content_type(if csv { MediaType::Csv } else { MediaType::Json });
     headers.insert("Content-Range".into(), Value::String(if counted { "0-0/1" } else { "0-0/*" }.into()));
     applied(api, &mut headers);
     Response { status: 200, headers: Value::Object(headers), body: head_aware(api, body) }

@@ -881,6 +881,14 @@ pub fn call(plan: &CallPlan, body: Body, nulls_stripped: bool, exact_count: bool
                 b.params,
             )
         }
+        // One scalar as CSV: PostgREST's `pgrst_scalar` column and its value.
+        None if body == Body::Csv => aggregated(
+            format!(
+                "WITH _fb_s AS (SELECT {call} AS pgrst_scalar{from}) SELECT {}, count(*) FROM _fb_s AS _fb_t",
+                body_expr(Body::Csv, false)
+            ),
+            b.params,
+        ),
         None => aggregated(format!("SELECT to_json({call})::text, 1::int8{from}"), b.params),
     }
 }

@@ -194,12 +194,14 @@ fn respond(api: &ApiRequest, plan: &Plan, request: &HttpRequest<'_>) -> Result<R
             if max.is_some() && !f.returns_set {
                 return Err(RestError::MaxAffectedRpc);
             }
-            // CSV is built by the statement for rows and sets of scalars.
+            // CSV is built by the statement, for scalars too (`pgrst_scalar`).
             let body = match array_or_object {
-                Body::Csv if call.read.is_none() && !f.returns_set => Body::Array,
                 _ if call.read.is_some() || !singular => array_or_object,
                 _ => Body::Array,
             };
+            // As PostgREST: a call counts for count=exact and estimated (no
+            // EXPLAIN of a function call), not for planned.
+            let exact = matches!(api.prefer.count, Some(Count::Exact | Count::Estimated));
             let query = sql::call(call, body, api.nulls_stripped, exact && f.returns_set);
             let mut outcome = if (singular && mutating) || max.is_some() {
                 execute::in_subtransaction(
