@@ -110,6 +110,11 @@ select * from rest('messages?select=message,users!inner()&users.username=eq.kiwi
 select * from rest('channels?select=slug,messages(nope.sum())');
 select * from rest('channels?select=slug,messages(nope)');
 select * from rest('channels?select=nope.sum()');
+-- 7b. an unknown table names a close one of its schema (PostgREST's
+-- tableNotFoundHint, score 0.75 at least), else no hint
+select * from rest('user?select=id');
+select * from rest('chanels?select=id');
+select * from rest('xyz?select=id');
 -- 8. PGRST200 and PGRST201 as PostgREST sends them
 select * from rest('users?select=*,best_friends(*)');
 select * from rest('channels?select=*,message(*)');

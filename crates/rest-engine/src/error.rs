@@ -92,7 +92,7 @@ pub enum RestError {
     #[error("column not in payload target")]
     PayloadColumn { table: String, column: String },
     #[error("table not found")]
-    Table { schema: String, table: String },
+    Table { schema: String, table: String, hint: Option<String> },
     #[error("column not found")]
     Column { table: String, column: String },
     #[error("precondition failed")]
@@ -264,11 +264,11 @@ impl RestError {
                 none(),
                 none(),
             ),
-            Table { schema, table } => (
+            Table { schema, table, hint } => (
                 "PGRST205",
                 format!("Could not find the table '{schema}.{table}' in the schema cache"),
                 none(),
-                none(),
+                hint.clone(),
             ),
             Column { table, column } => ("42703", format!("column {table}.{column} does not exist"), none(), none()),
             PreconditionFailed => (

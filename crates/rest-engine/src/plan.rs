@@ -4,7 +4,7 @@
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::catalog::{Catalog, Function, Relationship, Table};
+use crate::catalog::{fuzzy, Catalog, Function, Relationship, Table};
 use crate::error::{CallBody, MissingFunction, MissingRelationship, RestError};
 use crate::filter::{Condition, Field, Filter, LogicOp};
 use crate::keyset::{self, KeyColumn, Keyset};
@@ -220,9 +220,11 @@ pub fn plan(api: &ApiRequest, schema: &str, catalog: &Catalog, max_rows: i32) ->
     match &api.target {
         Target::Root => Err(RestError::InvalidRequest("the OpenAPI description is served by the proxy".into())),
         Target::Table(name) => {
-            let table = catalog
-                .table(schema, name)
-                .ok_or_else(|| RestError::Table { schema: schema.into(), table: name.clone() })?;
+            let table = catalog.table(schema, name).ok_or_else(|| RestError::Table {
+                schema: schema.into(),
+                table: name.clone(),
+                hint: table_hint(catalog, schema, name),
+            })?;
             if api.method.is_read() {
                 let mut read =
                     read_plan(api, catalog, table, Source::Table { schema: schema.into(), name: name.clone() })?;
@@ -467,9 +469,12 @@ fn plan_embed(
                 }
             }
         })?;
-    let target = catalog.table(&relationship.target_schema, &relationship.target_table).ok_or_else(|| {
-        RestError::Table { schema: relationship.target_schema.clone(), table: relationship.target_table.clone() }
-    })?;
+    let target =
+        catalog.table(&relationship.target_schema, &relationship.target_table).ok_or_else(|| RestError::Table {
+            schema: relationship.target_schema.clone(),
+            table: relationship.target_table.clone(),
+            hint: None,
+        })?;
     if embed.spread && !relationship.cardinality.is_to_one() && has_aggregates(&embed.select) {
         return Err(RestError::NotImplemented(
             "Aggregates are not implemented for one-to-many or many-to-many spreads.".into(),
@@ -883,10 +888,18 @@ fn ambiguous(functions: Vec<&Function>) -> RestError {
     RestError::AmbiguousFunction { candidates }
 }
 
+/// PGRST205's hint, as PostgREST's tableNotFoundHint words it: a table or
+/// view of that schema with a close name (fuzzy score at least 0.75).
+fn table_hint(catalog: &Catalog, schema: &str, name: &str) -> Option<String> {
+    let names: BTreeSet<&str> = catalog.tables_in(schema).map(|t| t.name.as_str()).collect();
+    let names: Vec<&str> = names.into_iter().collect();
+    fuzzy::best(&names, name, 0.75).map(|t| format!("Perhaps you meant the table '{schema}.{t}'"))
+}
+
 /// PGRST202's hint, as PostgREST words it: a function of a close name
-/// (similarity at least 0.75) when none has this name, else the closest
-/// parameter list of its overloads (at least 0.33). PostgREST ranks with a
-/// fuzzy set rescored by Levenshtein distance; this ranks by that distance.
+/// (fuzzy score at least 0.75) when none has this name, else the closest
+/// parameter list of its overloads (at least 0.33), scored by the same
+/// fuzzy set PostgREST uses (catalog/fuzzy.rs).
 fn function_hint(
     catalog: &Catalog,
     schema: &str,
@@ -894,17 +907,6 @@ fn function_hint(
     overloads: &[Function],
     given: &[String],
 ) -> Option<String> {
-    fn best<'a>(target: &str, options: impl Iterator<Item = &'a str>, min: f64) -> Option<&'a str> {
-        let target = target.to_lowercase();
-        let mut found: Option<(&str, f64)> = None;
-        for option in options {
-            let score = similarity(&target, &option.to_lowercase());
-            if score >= min && found.is_none_or(|(_, s)| score > s) {
-                found = Some((option, score));
-            }
-        }
-        found.map(|(o, _)| o)
-    }
     fn listed(names: &[&str]) -> String {
         let mut names = names.to_vec();
         names.sort();
@@ -913,32 +915,14 @@ fn function_hint(
     let prefix = format!("Perhaps you meant to call the function {schema}.");
     if overloads.is_empty() {
         let names: BTreeSet<&str> = catalog.functions_in(schema).map(|f| f.name.as_str()).collect();
-        return best(name, names.into_iter(), 0.75).map(|n| format!("{prefix}{n}"));
+        let names: Vec<&str> = names.into_iter().collect();
+        return fuzzy::best(&names, name, 0.75).map(|n| format!("{prefix}{n}"));
     }
     let lists: Vec<String> =
         overloads.iter().map(|f| listed(&f.args.iter().map(|a| a.name.as_str()).collect::<Vec<_>>())).collect();
+    let lists: Vec<&str> = lists.iter().map(String::as_str).collect();
     let wanted = listed(&given.iter().map(String::as_str).collect::<Vec<_>>());
-    best(&wanted, lists.iter().map(String::as_str), 0.33).map(|l| format!("{prefix}{name}{l}"))
-}
-
-/// 1 − Levenshtein distance ÷ the longer length (1.0: equal).
-fn similarity(a: &str, b: &str) -> f64 {
-    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
-    let longest = a.len().max(b.len());
-    if longest == 0 {
-        return 1.0;
-    }
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.iter().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let above = row[j + 1];
-            row[j + 1] = (diagonal + usize::from(ca != cb)).min(above + 1).min(row[j] + 1);
-            diagonal = above;
-        }
-    }
-    1.0 - row[b.len()] as f64 / longest as f64
+    fuzzy::best(&lists, &wanted, fuzzy::MIN_SCORE).map(|l| format!("{prefix}{name}{l}"))
 }
 
 /// Rows of a set- or composite-returning function can be selected, filtered,
@@ -1127,7 +1111,7 @@ mod tests {
         );
         assert_eq!(
             plan_get("people", "").unwrap_err(),
-            RestError::Table { schema: "public".into(), table: "people".into() }
+            RestError::Table { schema: "public".into(), table: "people".into(), hint: None }
         );
         // A filter addressed to an embed that is not selected.
         assert_eq!(plan_get("users", "posts.id=eq.1").unwrap_err(), RestError::EmbedFilter("posts".into()));
@@ -1150,14 +1134,6 @@ mod tests {
         assert_eq!(call.args, [("x".to_string(), "numeric".to_string()), ("times".to_string(), "numeric".to_string())]);
         assert_eq!(call.args_json, r#"{"x":"2","times":"3"}"#);
         assert!(matches!(plan_get("rpc/add", "b=2").unwrap_err(), RestError::Function(_)));
-    }
-
-    #[test]
-    fn similarity_is_one_minus_the_normalised_edit_distance() {
-        assert_eq!(similarity("search", "search"), 1.0);
-        assert!((similarity("serach", "search") - (1.0 - 2.0 / 6.0)).abs() < 1e-9);
-        assert_eq!(similarity("", ""), 1.0);
-        assert_eq!(similarity("abc", "xyz"), 0.0);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use serde::Deserialize;
 use std::collections::HashMap;
 
-mod fuzzy;
+pub(crate) mod fuzzy;
 mod relationships;
 pub use relationships::{
     no_relationship_hint, Cardinality, ComputedRelationship, Junction, Relationship, RelationshipSummary,
