@@ -37,6 +37,22 @@ insert into public.channels values (1, 'public', 1), (2, 'random', 2), (3, 'empt
 insert into public.messages values (1, 'Hello World', 1, 1), (2, 'Perfection is attained', 1, 2), (3, 'Nope', 2, 3);
 insert into public.best_friends values (1, 1, 2), (2, 3, 1);
 insert into public.collections values (1, 'root', null), (2, 'child a', 1), (3, 'child b', 1), (4, 'grandchild', 2);
+-- Many-to-many (section 7c): a view as the junction; a table with its own key is none.
+create table public.teams (id int primary key, name text not null);
+create schema p24;
+create table p24.memberships (
+  user_id int references public.users(id), team_id int references public.teams(id), role text,
+  primary key (user_id, team_id)
+);
+create view public.memberships as select user_id, team_id, role from p24.memberships;
+create table public.likes (
+  id int primary key, message_id int not null references public.messages(id),
+  user_id int not null references public.users(id), unique (message_id, user_id)
+);
+grant select on public.teams, public.memberships, public.likes to anon;
+insert into public.teams values (1, 'core'), (2, 'docs');
+insert into p24.memberships values (1, 1, 'owner'), (2, 1, 'member'), (2, 2, 'owner');
+insert into public.likes values (1, 1, 2), (2, 2, 1);
 
 create function rest(query text, headers text default '{}') returns table(status int, body text)
 language sql as $$
@@ -115,6 +131,13 @@ select * from rest('channels?select=nope.sum()');
 select * from rest('user?select=id');
 select * from rest('chanels?select=id');
 select * from rest('xyz?select=id');
+-- 7c. many-to-many as PostgREST's addM2MRels finds it: a junction's foreign
+-- key columns are part of its primary key (likes has its own id: not a
+-- junction, so messages → users stays the one many-to-one); a view can be
+-- the junction (memberships over a table of an unexposed schema)
+select * from rest('users?select=username,teams(name)&order=id&teams.order=id');
+select * from rest('teams?select=name,users(username)&order=id&users.order=id');
+select * from rest('messages?select=id,users(username)&order=id');
 -- 8. PGRST200 and PGRST201 as PostgREST sends them
 select * from rest('users?select=*,best_friends(*)');
 select * from rest('channels?select=*,message(*)');

@@ -307,15 +307,18 @@ impl Catalog {
                 out.push(direct(&fk.table, cardinality, &fk.name, pairs(&fk.foreign_columns, &fk.columns)));
             }
         }
-        // Many-to-many: a third table with a foreign key to each side.
+        // Many-to-many, as PostgREST's addM2MRels: a third table (or view)
+        // with a many-to-one foreign key to each side, whose columns are all
+        // part of its primary key (a view's inferred from its base table).
+        let many_to_one = |fk: &ForeignKey| !unique(&fk.schema, &fk.table, &fk.columns);
         for to_source in self.foreign_keys.iter().filter(|fk| is(&fk.foreign_schema, &fk.foreign_table, schema, table))
         {
-            if to_source.table == table || to_source.schema != schema {
+            if to_source.table == table || to_source.schema != schema || !many_to_one(to_source) {
                 continue;
             }
-            // Junctions are tables: a view of one would make every
-            // many-to-many through it ambiguous.
-            if self.table(&to_source.schema, &to_source.table).is_none_or(Table::is_view) {
+            let Some(junction) = self.table(&to_source.schema, &to_source.table) else { continue };
+            let in_key = |fk: &ForeignKey| fk.columns.iter().all(|c| junction.primary_key.contains(c));
+            if !in_key(to_source) {
                 continue;
             }
             for to_target in self.foreign_keys.iter().filter(|fk| {
@@ -324,6 +327,8 @@ impl Catalog {
                     && fk.name != to_source.name
                     && fk.foreign_schema == schema
                     && fk.foreign_table != to_source.table
+                    && many_to_one(fk)
+                    && in_key(fk)
             }) {
                 out.push(junction_relationship(schema, table, to_source, to_target));
             }
@@ -453,7 +458,8 @@ mod tests {
     use serde_json::json;
 
     fn table(name: &str, unique: serde_json::Value) -> serde_json::Value {
-        json!({"schema": "public", "name": name, "kind": "r", "comment": null, "columns": [], "primary_key": ["id"], "unique_keys": unique})
+        let key = unique.get(0).cloned().unwrap_or(json!(["id"]));
+        json!({"schema": "public", "name": name, "kind": "r", "comment": null, "columns": [], "primary_key": key, "unique_keys": unique})
     }
 
     fn fk(name: &str, t: &str, cols: &[&str], ft: &str) -> serde_json::Value {
@@ -466,6 +472,9 @@ mod tests {
                 table("users", json!([["id"]])), table("posts", json!([["id"]])),
                 table("tags", json!([["id"]])), table("post_tags", json!([["post_id", "tag_id"]])),
                 table("profiles", json!([["id"], ["user_id"]])),
+                // A key of its own: not a junction (PostgREST's addM2MRels
+                // wants the foreign key columns in the primary key).
+                table("likes", json!([["id"], ["post_id", "user_id"]])),
             ],
             "foreign_keys": [
                 fk("posts_author_fkey", "posts", &["author_id"], "users"),
@@ -473,6 +482,8 @@ mod tests {
                 fk("post_tags_post_fkey", "post_tags", &["post_id"], "posts"),
                 fk("post_tags_tag_fkey", "post_tags", &["tag_id"], "tags"),
                 fk("profiles_user_fkey", "profiles", &["user_id"], "users"),
+                fk("likes_post_fkey", "likes", &["post_id"], "posts"),
+                fk("likes_user_fkey", "likes", &["user_id"], "users"),
             ],
             "functions": []
         }))
@@ -491,6 +502,9 @@ mod tests {
         assert_eq!(r.junction.unwrap().table, "post_tags");
         let r = c.relationship("public", "tags", "post_tags", None).unwrap();
         assert_eq!(r.cardinality, Cardinality::OneToMany);
+        // posts → users: the two foreign keys of posts, and no many-to-many through likes.
+        let all = c.relationships("public", "posts");
+        assert!(all.iter().all(|r| r.junction.as_ref().is_none_or(|j| j.table != "likes")), "{all:?}");
     }
 
     #[test]
