@@ -1,4 +1,4 @@
-//! Every `fluxbase.*` setting, registered once in `init()`.
+//! Every `fluxbase.*` setting, and the `pgrst.*` and `response.*` ones Fluxbase reads as PostgREST does, registered once in `init()`.
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 use std::ffi::CString;
 
@@ -31,7 +31,47 @@ pub static EXTRA_SEARCH_PATH: GucSetting<Option<CString>> = GucSetting::<Option<
 /// db-pre-request). Unset: `pgrst.db_pre_request`, else none.
 pub static PRE_REQUEST: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
+/// PostgREST's in-database settings (`ALTER ROLE authenticator SET
+/// pgrst.db_schemas = 'api'`), honoured where the Fluxbase one is unset.
+/// Registered rather than read as placeholders: a registered setting is a
+/// pointer read, a placeholder a search of every setting by name, on each
+/// request. Users may set them, as they may set any placeholder.
+pub static PGRST_DB_SCHEMAS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static PGRST_DB_MAX_ROWS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static PGRST_DB_AGGREGATES_ENABLED: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static PGRST_DB_PLAN_ENABLED: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static PGRST_DB_TX_END: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static PGRST_DB_EXTRA_SEARCH_PATH: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static PGRST_DB_PRE_REQUEST: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// PostgREST's response settings, which the request's SQL sets.
+pub static RESPONSE_STATUS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static RESPONSE_HEADERS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
+/// Registered with their PostgREST names, for anyone to set.
+const BORROWED: [(&std::ffi::CStr, &std::ffi::CStr, &GucSetting<Option<CString>>); 9] = [
+    (c"pgrst.db_schemas", c"PostgREST's db-schemas; fluxbase.db_schemas wins where set.", &PGRST_DB_SCHEMAS),
+    (c"pgrst.db_max_rows", c"PostgREST's db-max-rows; wins over fluxbase.max_rows where set.", &PGRST_DB_MAX_ROWS),
+    (c"pgrst.db_aggregates_enabled", c"PostgREST's db-aggregates-enabled.", &PGRST_DB_AGGREGATES_ENABLED),
+    (c"pgrst.db_plan_enabled", c"PostgREST's db-plan-enabled.", &PGRST_DB_PLAN_ENABLED),
+    (c"pgrst.db_tx_end", c"PostgREST's db-tx-end; fluxbase.tx_end wins where set.", &PGRST_DB_TX_END),
+    (
+        c"pgrst.db_extra_search_path",
+        c"PostgREST's db-extra-search-path; fluxbase.extra_search_path wins where set.",
+        &PGRST_DB_EXTRA_SEARCH_PATH,
+    ),
+    (
+        c"pgrst.db_pre_request",
+        c"PostgREST's db-pre-request; fluxbase.pre_request wins where set.",
+        &PGRST_DB_PRE_REQUEST,
+    ),
+    (c"response.status", c"The status of the REST response (set by the request's SQL).", &RESPONSE_STATUS),
+    (c"response.headers", c"Headers of the REST response, a JSON array of one-key objects.", &RESPONSE_HEADERS),
+];
+
 pub fn init() {
+    for (name, description, setting) in BORROWED {
+        GucRegistry::define_string_guc(name, description, c"", setting, GucContext::Userset, GucFlags::default());
+    }
     GucRegistry::define_bool_guc(
         c"fluxbase.aggregates_enabled",
         c"Allow aggregate functions (count(), sum(), avg(), min(), max()) in select.",
@@ -133,7 +173,7 @@ pub fn init() {
 /// The row cap of a read: `pgrst.db_max_rows` where set, else
 /// `fluxbase.max_rows`; 0: none.
 pub fn max_rows() -> i32 {
-    placeholder(c"pgrst.db_max_rows").and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or_else(|| MAX_ROWS.get())
+    text(&PGRST_DB_MAX_ROWS).and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or_else(|| MAX_ROWS.get())
 }
 
 pub fn max_select_items() -> usize {
@@ -156,15 +196,14 @@ pub fn string(setting: &GucSetting<Option<CString>>, default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
-/// A setting Postgres only knows as a placeholder (`pgrst.*`, set with
-/// `ALTER ROLE authenticator SET pgrst.db_schemas = '…'` in a database that
-/// moved over from PostgREST).
-fn placeholder(name: &std::ffi::CStr) -> Option<String> {
-    // SAFETY: a valid C string in; the result is NULL or a C string owned by
-    // the GUC machinery, copied before anything else runs.
+/// A string setting's text, trimmed, without copying it unless it is set
+/// (the common case reads one pointer).
+fn text(setting: &GucSetting<Option<CString>>) -> Option<String> {
+    // SAFETY: the pointer is NULL or a C string owned by the GUC machinery,
+    // read and copied before anything else runs.
     unsafe {
-        let value = pgrx::pg_sys::GetConfigOption(name.as_ptr(), true, false);
-        if value.is_null() {
+        let value = *setting.as_ptr();
+        if value.is_null() || *value == 0 {
             return None;
         }
         std::ffi::CStr::from_ptr(value).to_str().ok().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
@@ -172,14 +211,8 @@ fn placeholder(name: &std::ffi::CStr) -> Option<String> {
 }
 
 /// A Fluxbase string setting, else its PostgREST counterpart, else `default`.
-fn with_fallback(setting: &GucSetting<Option<CString>>, pgrst: &std::ffi::CStr, default: &str) -> String {
-    setting
-        .get()
-        .and_then(|s| s.into_string().ok())
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .or_else(|| placeholder(pgrst))
-        .unwrap_or_else(|| default.to_string())
+fn with_fallback(setting: &GucSetting<Option<CString>>, pgrst: &GucSetting<Option<CString>>, default: &str) -> String {
+    text(setting).or_else(|| text(pgrst)).unwrap_or_else(|| default.to_string())
 }
 
 fn list(value: &str) -> Vec<String> {
@@ -192,30 +225,30 @@ fn is_true(value: Option<String>) -> bool {
 }
 
 pub fn db_schemas() -> Vec<String> {
-    list(&with_fallback(&DB_SCHEMAS, c"pgrst.db_schemas", "public"))
+    list(&with_fallback(&DB_SCHEMAS, &PGRST_DB_SCHEMAS, "public"))
 }
 
 pub fn extra_search_path() -> Vec<String> {
-    list(&with_fallback(&EXTRA_SEARCH_PATH, c"pgrst.db_extra_search_path", "public"))
+    list(&with_fallback(&EXTRA_SEARCH_PATH, &PGRST_DB_EXTRA_SEARCH_PATH, "public"))
 }
 
 /// The pre-request function's name as configured (`schema.name` or `name`).
 pub fn pre_request() -> Option<String> {
-    Some(with_fallback(&PRE_REQUEST, c"pgrst.db_pre_request", "")).filter(|s| !s.is_empty())
+    text(&PRE_REQUEST).or_else(|| text(&PGRST_DB_PRE_REQUEST))
 }
 
 /// `response.status` and `response.headers` as the request's SQL left them
 /// (PostgREST's response GUCs), unset or empty as `None`.
 pub fn response_settings() -> (Option<String>, Option<String>) {
-    (placeholder(c"response.status"), placeholder(c"response.headers"))
+    (text(&RESPONSE_STATUS), text(&RESPONSE_HEADERS))
 }
 
 pub fn aggregates_enabled() -> bool {
-    AGGREGATES_ENABLED.get() || is_true(placeholder(c"pgrst.db_aggregates_enabled"))
+    AGGREGATES_ENABLED.get() || is_true(text(&PGRST_DB_AGGREGATES_ENABLED))
 }
 
 pub fn plan_enabled() -> bool {
-    PLAN_ENABLED.get() || is_true(placeholder(c"pgrst.db_plan_enabled"))
+    PLAN_ENABLED.get() || is_true(text(&PGRST_DB_PLAN_ENABLED))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -226,7 +259,7 @@ pub struct TxEnd {
 }
 
 pub fn tx_end() -> TxEnd {
-    match with_fallback(&TX_END, c"pgrst.db_tx_end", "commit").as_str() {
+    match with_fallback(&TX_END, &PGRST_DB_TX_END, "commit").as_str() {
         "commit-allow-override" => TxEnd { rollback: false, overridable: true },
         "rollback" => TxEnd { rollback: true, overridable: false },
         "rollback-allow-override" => TxEnd { rollback: true, overridable: true },
