@@ -106,6 +106,9 @@ fn rest(
 /// per row, while it writes the chunks to the client. So the proxy holds a few
 /// chunks of a large response, never the whole of it.
 #[pg_extern(volatile)]
+// Never inlined into its wrapper: tests/bench/engine-instructions.sh
+// measures it by this symbol.
+#[inline(never)]
 fn rest_raw(request: &str, claims: &str) -> String {
     // A body nobody collected (the client went away) is not kept for the
     // next request on this connection.
