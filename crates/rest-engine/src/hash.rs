@@ -1,4 +1,4 @@
-//! FNV-1a, the one hash behind ETags, cursors and idempotency fingerprints:
+//! FNV-1a, the hash behind cursors and idempotency fingerprints (ETags use XXH3):
 //! small, and its output never changes between releases or Rust versions.
 
 pub const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;

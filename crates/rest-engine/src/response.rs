@@ -4,7 +4,6 @@
 use serde_json::{json, Map, Value};
 
 use crate::error::RestError;
-use crate::hash::{fnv1a, FNV_OFFSET};
 use crate::plan::WritePlan;
 use crate::prefer::Return;
 use crate::request::{ApiRequest, Explain, HttpRequest, MediaType, Method};
@@ -192,10 +191,12 @@ fn render(media: MediaType, body: String, rendered: bool) -> String {
     }
 }
 
-/// A weak validator of a read's body: equal bodies, equal ETags (FNV-1a, a
-/// hash that never changes between releases, over the body and its length).
+/// A weak validator of a read's body: equal bodies, equal ETags (XXH3, a
+/// frozen specification, so the tag never changes between releases, over
+/// the body, and its length). FNV-1a, byte at a time, cost a 1 MB body
+/// about a millisecond.
 fn etag(body: &str) -> String {
-    let hash = fnv1a(FNV_OFFSET, body.as_bytes());
+    let hash = xxhash_rust::xxh3::xxh3_64(body.as_bytes());
     format!("W/\"{hash:016x}{:08x}\"", body.len())
 }
 
