@@ -1,2 +1,9 @@
 -- Fluxbase 0.5.0 → 0.6.0. Source of extension/sql/fluxbase--0.5.0--0.6.0.sql
 -- (scripts/pg.sh, upgrade_scripts_build). What changed:
+
+-- ---- Auth parity (issue 14): Web3 sign-in, OAuth sessions refreshed by their client only ----
+--   * Web3 sign-in (grant_type=web3): fluxbase.auth_web3_messages (signed
+--     messages already used) and fluxbase.auth_web3_signin.
+-- @include sql/auth/web3.sql
+REVOKE ALL ON FUNCTION fluxbase.auth_web3_signin(text, jsonb, text, int, boolean, text, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.auth_web3_signin(text, jsonb, text, int, boolean, text, jsonb) TO authenticator;

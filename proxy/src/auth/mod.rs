@@ -8,7 +8,7 @@
 //!
 //! The room: `routes.rs` is the route table; each area's handlers are an
 //! `impl AuthCall` in their own file (`session`, `user`, `mfa`, `otp`,
-//! `admin`, `oauth`, `sso`, `passkey`); the clients of the outside world
+//! `admin`, `oauth`, `sso`, `passkey`, `web3`); the clients of the outside world
 //! (`mailer`, `sms`, `providers`, `saml`, `breach`) and the crypto
 //! (`password`, `signing`, `totp`, `webauthn`) sit beside them, built once
 //! into `AuthService` when the proxy starts.
@@ -45,6 +45,7 @@ pub mod sms;
 mod sso;
 pub mod totp;
 mod user;
+mod web3;
 pub mod webauthn;
 
 pub use routes::handle;

@@ -30,7 +30,7 @@ fn disabled() -> ApiError {
 }
 
 /// An RFC 6749 error body, as GoTrue's `apierrors.OAuthError`: 400.
-fn oauth_error(error: &str, description: &str) -> Response {
+pub(crate) fn oauth_error(error: &str, description: &str) -> Response {
     json_response(StatusCode::BAD_REQUEST, &json!({ "error": error, "error_description": description }))
 }
 

@@ -92,17 +92,23 @@ impl AuthCall<'_> {
         let config = &self.state.config.auth;
         let site = config.site_url.clone().unwrap_or_else(|| self.state.config.public_url());
         let Some(url) = asked.filter(|u| !u.is_empty()) else { return Ok(site) };
-        let allowed = redirect_allowed(&url, &site, true)
-            || config.redirect_urls.iter().any(|p| match p.strip_suffix('*') {
-                Some(prefix) => redirect_allowed(&url, prefix, true),
-                None => redirect_allowed(&url, p, false),
-            });
-        if allowed {
+        if self.redirect_allowed(&url) {
             Ok(url)
         } else {
             tracing::info!(redirect_to = %url, "redirect_to is not allowed: the site URL is used");
             Ok(site)
         }
+    }
+
+    /// `url` is under the site URL or an `auth.redirect_urls` entry.
+    pub(crate) fn redirect_allowed(&self, url: &str) -> bool {
+        let config = &self.state.config.auth;
+        let site = config.site_url.clone().unwrap_or_else(|| self.state.config.public_url());
+        redirect_allowed(url, &site, true)
+            || config.redirect_urls.iter().any(|p| match p.strip_suffix('*') {
+                Some(prefix) => redirect_allowed(url, prefix, true),
+                None => redirect_allowed(url, p, false),
+            })
     }
 
     /// POST /otp, /magiclink, /recover: e-mails a link and a 6-digit code.

@@ -57,6 +57,7 @@ pub async fn handle(
             Some("refresh_token") => req.refresh_grant(&parse_body(&body)?).await,
             Some("pkce") => req.pkce_grant(&parse_body(&body)?).await,
             Some("id_token") => req.id_token_grant(&caller, &parse_body(&body)?).await,
+            Some("web3") => req.web3_grant(&parse_body(&body)?).await,
             Some(other) => Err(ApiError::auth(
                 400,
                 "validation_failed",
