@@ -7,3 +7,12 @@
 -- @include sql/auth/web3.sql
 REVOKE ALL ON FUNCTION fluxbase.auth_web3_signin(text, jsonb, text, int, boolean, text, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION fluxbase.auth_web3_signin(text, jsonb, text, int, boolean, text, jsonb) TO authenticator;
+--   * fluxbase.auth_refresh takes the client that authenticated (p_client):
+--     an OAuth client's session is rotated by that client only, with GoTrue's
+--     invalid_client refusals; its new tokens keep client_id and scope.
+--     fluxbase.auth_oauth_refresh hands it the client.
+DROP FUNCTION fluxbase.auth_refresh(text, text, int);
+-- @include-functions sql/auth/session.sql auth_refresh
+-- @include-functions sql/auth/oauth_server.sql auth_oauth_refresh
+REVOKE ALL ON FUNCTION fluxbase.auth_refresh(text, text, int, uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.auth_refresh(text, text, int, uuid) TO authenticator;

@@ -315,6 +315,15 @@ pub(crate) fn refusal(issued: &Value) -> Result<(), ApiError> {
     }
 }
 
+/// An OAuth error an auth function returned, `{error, error_description}`
+/// (GoTrue's `apierrors.OAuthError`: a refusal of the token endpoints that
+/// commits nothing): the 400 body as GoTrue sends it.
+pub(crate) fn oauth_refusal(issued: &Value) -> Option<Response> {
+    let error = issued.get("error")?.as_str()?;
+    let description = issued.get("error_description")?.as_str()?;
+    Some(oauth_server::oauth_error(error, description))
+}
+
 /// `select` (`SELECT fluxbase.auth_…($1, …)`, no FROM) run after the
 /// request's context is set as transaction-local settings, in the same
 /// statement: the auth functions read `request.ip`, `request.user_agent`
