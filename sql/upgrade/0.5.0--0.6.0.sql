@@ -16,3 +16,6 @@ DROP FUNCTION fluxbase.auth_refresh(text, text, int);
 -- @include-functions sql/auth/oauth_server.sql auth_oauth_refresh
 REVOKE ALL ON FUNCTION fluxbase.auth_refresh(text, text, int, uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION fluxbase.auth_refresh(text, text, int, uuid) TO authenticator;
+--   * a phone factor's verification is recorded with GoTrue's amr method
+--     `mfa/phone` (was `phone`).
+-- @include-functions sql/auth/mfa.sql auth_mfa_result

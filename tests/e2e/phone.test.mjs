@@ -152,7 +152,7 @@ test('MFA by phone: enroll, the challenge texts a code, verify moves the session
     assert.equal(verifyError, null);
     const claims = JSON.parse(Buffer.from(verified.access_token.split('.')[1], 'base64url'));
     assert.equal(claims.aal, 'aal2');
-    assert.ok(claims.amr.some((m) => m.method === 'phone'));
+    assert.ok(claims.amr.some((m) => m.method === 'mfa/phone'), 'GoTrue\'s method for a phone factor');
     const { data: aal } = await sb.auth.mfa.getAuthenticatorAssuranceLevel();
     assert.equal(aal.currentLevel, 'aal2');
     // One SMS per factor per interval.
