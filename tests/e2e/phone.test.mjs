@@ -222,6 +222,30 @@ test('twilio SMS provider: the Messages API request Twilio expects', async () =>
   }
 });
 
+test('reauthentication texts its code to a user without an e-mail, as GoTrue; the nonce changes the password', async () => {
+  const { box, proxy } = await webhookProxy({ FLUXBASE_AUTH_SMS_AUTOCONFIRM: 'true', FLUXBASE_AUTH_SMS_INTERVAL_SECONDS: '0' });
+  try {
+    const phone = phoneNumber();
+    const sb = client(proxy.url);
+    const { data, error } = await sb.auth.signUp({ phone, password: 'phone-password-1' });
+    assert.equal(error, null);
+    assert.ok(data.session, 'sms_autoconfirm: a session at once');
+    assert.equal((await sb.auth.reauthenticate()).error, null);
+    const code = await codeFor(box, phone, 1);
+    const wrong = await sb.auth.updateUser({ password: 'phone-password-2', nonce: code === '000000' ? '111111' : '000000' });
+    assert.equal(wrong.error?.code, 'reauthentication_not_valid');
+    const changed = await sb.auth.updateUser({ password: 'phone-password-2', nonce: code });
+    assert.equal(changed.error, null);
+    const signedIn = await client(proxy.url).auth.signInWithPassword({ phone, password: 'phone-password-2' });
+    assert.equal(signedIn.error, null);
+    const used = await sb.auth.updateUser({ password: 'phone-password-3', nonce: code });
+    assert.equal(used.error?.code, 'reauthentication_not_valid', 'a code works once');
+  } finally {
+    proxy.stop();
+    box.close();
+  }
+});
+
 test('test numbers sign in with their fixed code; without a provider other numbers are refused', async () => {
   const test = phoneNumber();
   const proxy = await proxyWith({ FLUXBASE_AUTH_SMS_TEST_OTP: `{ "${test}" = "424242" }` });
