@@ -8,10 +8,10 @@
 //!
 //! The room: `routes.rs` is the route table; each area's handlers are an
 //! `impl AuthCall` in their own file (`session`, `user`, `mfa`, `otp`,
-//! `admin`, `oauth`, `sso`, `passkey`, `web3`); the clients of the outside world
-//! (`mailer`, `sms`, `providers`, `saml`, `breach`) and the crypto
-//! (`password`, `signing`, `totp`, `webauthn`) sit beside them, built once
-//! into `AuthService` when the proxy starts.
+//! `admin`, `oauth`, `oauth_server`, `sso`, `passkey`, `web3`); the clients
+//! of the outside world (`mailer`, `sms`, `providers`, `saml`, `breach`) and
+//! the crypto (`password`, `signing`, `totp`, `webauthn`) sit beside them,
+//! built once into `AuthService` when the proxy starts.
 use bytes::Bytes;
 use http::StatusCode;
 use rand::RngCore;

@@ -709,24 +709,21 @@ impl AuthCall<'_> {
                 }
                 self.rate_limit(&[(format!("refresh:ip:{}", self.ctx.ip), config.rate_limit_refresh_per_ip)]).await?;
                 let reuse = config.refresh_token_reuse_interval_seconds as i32;
-                let issued = match self
+                let issued = self
                     .query_json(
                         "SELECT fluxbase.auth_oauth_refresh($1, $2, $3, $4)",
                         &[&id, &sha256_hex(old), &refresh_hash, &reuse],
                     )
-                    .await
-                {
-                    Ok(issued) => match oauth_refusal(&issued) {
-                        Some(refused) => return Ok(refused),
-                        None => refusal(&issued).map(|_| issued),
-                    },
-                    Err(e) => Err(e),
-                };
-                let issued = match issued {
+                    .await;
+                // GoTrue's invalid_client refusals as they are; the session
+                // functions' other refusals as token_error maps them.
+                if let Some(refused) = issued.as_ref().ok().and_then(oauth_refusal) {
+                    return Ok(refused);
+                }
+                match issued.and_then(|issued| refusal(&issued).map(|_| issued)) {
                     Ok(issued) => issued,
                     Err(e) => return token_error(e),
-                };
-                issued
+                }
             }
             other => return Ok(oauth_error("unsupported_grant_type", &format!("Unsupported grant type: {other}"))),
         };
@@ -775,9 +772,7 @@ fn id_token_claims(issued: &Value, client: &str, iss: &str, now: u64) -> Value {
     let meta = &user["user_metadata"];
     let scopes: Vec<&str> = issued["scope"].as_str().unwrap_or("").split(' ').collect();
     let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
-    let unix = |v: &Value| {
-        v.as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).map(|t| t.timestamp())
-    };
+    let unix = |v: &Value| v.as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).map(|t| t.timestamp());
     let mut claims = json!({
         "iss": iss,
         "sub": user["id"],

@@ -102,9 +102,7 @@ fn valid_address(chain: Chain, address: &str) -> bool {
 fn valid_chain_id(chain: Chain, id: &str) -> bool {
     match chain {
         Chain::Ethereum => id.parse::<i64>().is_ok_and(|n| n > 0),
-        Chain::Solana => {
-            ["solana:mainnet", "solana:devnet", "solana:testnet", "solana:localnet"].contains(&id)
-        }
+        Chain::Solana => ["solana:mainnet", "solana:devnet", "solana:testnet", "solana:localnet"].contains(&id),
     }
 }
 
@@ -228,7 +226,7 @@ fn keccak256(data: &[u8]) -> [u8; 32] {
 }
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect()
@@ -386,9 +384,8 @@ impl AuthCall<'_> {
             return Ok(oauth_error("invalid_grant", &description));
         }
         // The message is remembered for as long as it could still be accepted.
-        let last_valid = parsed.expiration_time.map_or(parsed.issued_at + max_validity, |e| {
-            e.min(parsed.issued_at + max_validity)
-        });
+        let last_valid =
+            parsed.expiration_time.map_or(parsed.issued_at + max_validity, |e| e.min(parsed.issued_at + max_validity));
         let keep_seconds = ((last_valid - now).num_seconds() + 1).max(1) as i32;
 
         let provider_id = format!("web3:{}:{}", chain.name(), parsed.address);
@@ -466,10 +463,7 @@ mod tests {
             refused(&ETH.replace("app.example.com wants", "*** wants")),
             "siwe: domain in first line of message is not valid"
         );
-        assert_eq!(
-            refused(&ETH.replace("0x2c75", "0xzz75")),
-            "siwe: wallet address is not a valid Ethereum address"
-        );
+        assert_eq!(refused(&ETH.replace("0x2c75", "0xzz75")), "siwe: wallet address is not a valid Ethereum address");
         assert_eq!(refused(&ETH.replace("Chain ID: 1", "Chain ID: 0")), "siwe: Chain ID is not valid");
         assert_eq!(
             refused(&ETH.replace("Version: 1", "Version: 2")),
@@ -480,11 +474,11 @@ mod tests {
             refused(&ETH.replace("Issued At: 2026-12-01T10:00:00.000Z", "Issued At: yesterday")),
             "siwe: Issued At is not a valid ISO8601 timestamp"
         );
+        assert_eq!(refused(&ETH.replace("10:05:00Z", "09:05:00Z")), "siwe: Issued At is after Expiration Time");
         assert_eq!(
-            refused(&ETH.replace("10:05:00Z", "09:05:00Z")),
-            "siwe: Issued At is after Expiration Time"
+            refused(&ETH.replace("Nonce: 32891756", "Nonce 32891756")),
+            "siwe: encountered unparsable line at index 8"
         );
-        assert_eq!(refused(&ETH.replace("Nonce: 32891756", "Nonce 32891756")), "siwe: encountered unparsable line at index 8");
     }
 
     #[test]
@@ -525,8 +519,8 @@ mod tests {
             check_message(&m, Chain::Ethereum, at("2026-12-01T09:49:59Z"), ten, app).unwrap_err(),
             "Ethereum message was issued too far in the future"
         );
-        let no_expiry = parse_message(&ETH.replace("\nExpiration Time: 2026-12-01T10:05:00Z", ""), Chain::Ethereum)
-            .unwrap();
+        let no_expiry =
+            parse_message(&ETH.replace("\nExpiration Time: 2026-12-01T10:05:00Z", ""), Chain::Ethereum).unwrap();
         assert_eq!(
             check_message(&no_expiry, Chain::Ethereum, at("2026-12-01T10:10:01Z"), ten, app).unwrap_err(),
             "Ethereum message was issued too long ago"
@@ -536,8 +530,8 @@ mod tests {
             check_message(&http, Chain::Ethereum, ok, ten, |_| true).unwrap_err(),
             "Signed Ethereum message is using URI which does not use HTTPS"
         );
-        let other = parse_message(&ETH.replace("app.example.com wants", "evil.example wants"), Chain::Ethereum)
-            .unwrap();
+        let other =
+            parse_message(&ETH.replace("app.example.com wants", "evil.example wants"), Chain::Ethereum).unwrap();
         assert_eq!(
             check_message(&other, Chain::Ethereum, ok, ten, app).unwrap_err(),
             "Signed Ethereum message is using a Domain that does not match the one in URI which is not allowed on this server"
@@ -561,7 +555,8 @@ mod tests {
         let mut prefixed = format!("\x19Ethereum Signed Message:\n{}", message.len()).into_bytes();
         prefixed.extend_from_slice(message.as_bytes());
         let (sig, rec) = key.sign_prehash_recoverable(&keccak256(&prefixed)).unwrap();
-        let hex: String = sig.to_bytes().iter().chain([rec.to_byte() + 27].iter()).map(|b| format!("{b:02x}")).collect();
+        let hex: String =
+            sig.to_bytes().iter().chain([rec.to_byte() + 27].iter()).map(|b| format!("{b:02x}")).collect();
         let addr = format!("0x{address}");
         assert!(verify_ethereum(&message, &addr, &format!("0x{hex}")));
         assert!(!verify_ethereum(&format!("{message} "), &addr, &format!("0x{hex}")), "another message");
