@@ -10,8 +10,22 @@ use crate::jwt::Caller;
 
 /// Serves one `/auth/v1` request. `caller` was verified by the dispatcher:
 /// the apikey (or bearer) must be valid on every route, as behind
-/// Supabase's gateway.
+/// Supabase's gateway. A route that needs a user's session and has none is
+/// answered in GoTrue's words for what was sent (`no_session`).
 pub async fn handle(
+    state: &AppState,
+    service: &AuthService,
+    parts: http::request::Parts,
+    body: Bytes,
+    ctx: &RequestContext,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    let bearer = parts.headers.contains_key(http::header::AUTHORIZATION);
+    let claims = caller.clone();
+    route(state, service, parts, body, ctx, caller).await.map_err(|e| no_session(e, &claims, bearer))
+}
+
+async fn route(
     state: &AppState,
     service: &AuthService,
     parts: http::request::Parts,
