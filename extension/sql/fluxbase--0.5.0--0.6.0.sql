@@ -72,7 +72,8 @@ BEGIN
     RAISE EXCEPTION 'user_not_found' USING ERRCODE = 'FA404', HINT = 'User not found';
   END IF;
   IF u.banned_until IS NOT NULL AND u.banned_until > now() THEN
-    RAISE EXCEPTION 'user_banned' USING ERRCODE = 'FA400', HINT = 'User is banned';
+    -- 403, as GoTrue's createAccountFromExternalIdentity.
+    RAISE EXCEPTION 'user_banned' USING ERRCODE = 'FA403', HINT = 'User is banned';
   END IF;
   PERFORM fluxbase.auth_audit('login', uid, p_traits);
   RETURN fluxbase.auth_issue_session(uid, p_refresh_hash, 'web3');
@@ -129,7 +130,7 @@ BEGIN
     RAISE EXCEPTION 'user_not_found' USING ERRCODE = 'FA403', HINT = 'User from sub claim in JWT does not exist';
   END IF;
   IF u.banned_until IS NOT NULL AND u.banned_until > now() THEN
-    RAISE EXCEPTION 'user_banned' USING ERRCODE = 'FA400', HINT = 'User is banned';
+    RAISE EXCEPTION 'user_banned' USING ERRCODE = 'FA400', HINT = 'Invalid Refresh Token: User Banned';
   END IF;
   UPDATE auth.refresh_tokens SET revoked = true, updated_at = now() WHERE id = t.id AND NOT revoked;
   INSERT INTO auth.refresh_tokens (token, user_id, revoked, created_at, updated_at, parent, session_id)
@@ -159,3 +160,200 @@ END
 $$;
 REVOKE ALL ON FUNCTION fluxbase.auth_refresh(text, text, int, uuid) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION fluxbase.auth_refresh(text, text, int, uuid) TO authenticator;
+--   * a phone factor's verification is recorded with GoTrue's amr method
+--     `mfa/phone` (was `phone`).
+
+-- ---- sql/auth/mfa.sql: fluxbase.auth_mfa_result ----
+CREATE OR REPLACE FUNCTION fluxbase.auth_mfa_result(p_user uuid, p_session uuid, p_factor uuid, p_challenge uuid, p_ok boolean,
+  p_refresh_hash text, p_step bigint DEFAULT NULL,
+  p_max_failures int DEFAULT 0, p_window_seconds int DEFAULT 300)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  u auth.users;
+BEGIN
+  PERFORM pg_advisory_xact_lock(hashtextextended('fluxbase.auth_mfa_result:' || p_user, 0));
+  IF p_max_failures > 0 AND (SELECT count(*) FROM fluxbase.auth_mfa_failures m
+      WHERE m.user_id = p_user AND m.at > now() - make_interval(secs => p_window_seconds)) >= p_max_failures THEN
+    RAISE EXCEPTION 'over_request_rate_limit' USING ERRCODE = 'FA429',
+      HINT = 'Too many wrong MFA codes. Try again in a few minutes.';
+  END IF;
+  -- A TOTP step at or before the last accepted one is a replayed code, as
+  -- wrong as any other.
+  IF p_ok AND p_step IS NOT NULL THEN
+    IF EXISTS (SELECT 1 FROM fluxbase.auth_totp_steps WHERE factor_id = p_factor AND step >= p_step) THEN
+      p_ok := false;
+    ELSE
+      INSERT INTO fluxbase.auth_totp_steps (factor_id, step) VALUES (p_factor, p_step)
+      ON CONFLICT (factor_id) DO UPDATE SET step = excluded.step;
+    END IF;
+  END IF;
+  IF NOT p_ok THEN
+    INSERT INTO fluxbase.auth_mfa_failures (user_id, at) VALUES (p_user, now());
+    PERFORM fluxbase.auth_audit('mfa_verify_failed', p_user, jsonb_build_object('factor_id', p_factor));
+    RETURN jsonb_build_object('error', 'mfa_verification_failed', 'status', 422,
+      'msg', (SELECT CASE factor_type WHEN 'phone' THEN 'Invalid MFA Phone code entered'
+                WHEN 'webauthn' THEN 'WebAuthn MFA response could not be verified' ELSE 'Invalid TOTP code entered' END
+              FROM auth.mfa_factors WHERE id = p_factor));
+  END IF;
+  UPDATE auth.mfa_challenges SET verified_at = now() WHERE id = p_challenge AND verified_at IS NULL;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'mfa_challenge_expired' USING ERRCODE = 'FA422', HINT = 'MFA challenge was already verified';
+  END IF;
+  UPDATE auth.mfa_factors SET status = 'verified', updated_at = now() WHERE id = p_factor;
+  UPDATE auth.sessions SET aal = 'aal2', factor_id = p_factor, updated_at = now() WHERE id = p_session;
+  INSERT INTO auth.mfa_amr_claims (session_id, created_at, updated_at, authentication_method)
+  VALUES (p_session, now(), now(), (SELECT CASE factor_type WHEN 'webauthn' THEN 'mfa/webauthn'
+                                     WHEN 'phone' THEN 'mfa/phone' ELSE factor_type::text END
+                                     FROM auth.mfa_factors WHERE id = p_factor))
+  ON CONFLICT (session_id, authentication_method) DO UPDATE SET updated_at = now();
+  UPDATE auth.refresh_tokens SET revoked = true, updated_at = now() WHERE session_id = p_session AND NOT revoked;
+  INSERT INTO auth.refresh_tokens (token, user_id, revoked, created_at, updated_at, session_id)
+  VALUES (p_refresh_hash, p_user::text, false, now(), now(), p_session);
+  DELETE FROM fluxbase.auth_mfa_failures WHERE user_id = p_user;
+  PERFORM fluxbase.auth_audit('mfa_verified', p_user, jsonb_build_object('factor_id', p_factor));
+  SELECT * INTO u FROM auth.users WHERE id = p_user;
+  RETURN jsonb_build_object('session_id', p_session, 'aal', 'aal2',
+    'amr', (SELECT jsonb_agg(jsonb_build_object('method', c.authentication_method,
+      'timestamp', extract(epoch FROM c.updated_at)::bigint) ORDER BY c.updated_at DESC)
+      FROM auth.mfa_amr_claims c WHERE c.session_id = p_session),
+    'user', fluxbase.auth_user_json(u));
+END
+$$;
+--   * a banned user's sign-in through a provider or a passkey is 403
+--     user_banned (was 400), and a banned user's refresh token is answered
+--     "Invalid Refresh Token: User Banned", as GoTrue.
+
+-- ---- sql/auth/oauth.sql: fluxbase.auth_oauth_signin ----
+CREATE OR REPLACE FUNCTION fluxbase.auth_oauth_signin(p_provider text, p_provider_id text, p_identity jsonb, p_email text,
+  p_email_verified boolean, p_link_user uuid, p_allow_signup boolean, p_autoconfirm boolean,
+  p_refresh_hash text, p_flow jsonb, p_sso boolean DEFAULT false)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  ident auth.identities;
+  uid uuid;
+  u auth.users;
+  action text := 'login';
+BEGIN
+  IF coalesce(p_provider_id, '') = '' THEN
+    RAISE EXCEPTION 'bad_oauth_callback' USING ERRCODE = 'FA400', HINT = 'The provider returned no user id';
+  END IF;
+  SELECT * INTO ident FROM auth.identities i WHERE i.provider = p_provider AND i.provider_id = p_provider_id FOR UPDATE;
+  IF p_link_user IS NOT NULL THEN
+    IF FOUND AND ident.user_id <> p_link_user THEN
+      RAISE EXCEPTION 'identity_already_exists' USING ERRCODE = 'FA422',
+        HINT = 'Identity is already linked to another user';
+    END IF;
+    uid := p_link_user;
+    action := 'identity_linked';
+  ELSIF FOUND THEN
+    uid := ident.user_id;
+  ELSIF p_email IS NOT NULL AND NOT p_sso THEN
+    -- SAML users are users of their own (is_sso_user), as in Supabase:
+    -- an enterprise IdP never takes over an account made elsewhere.
+    SELECT id INTO uid FROM auth.users WHERE email = p_email AND NOT is_sso_user FOR UPDATE;
+    -- Joined automatically only when both sides proved the address: the
+    -- provider verified it, and the account's owner did (a link, a code, or
+    -- a provider that verified it). Otherwise whoever registered the
+    -- address first (perhaps without ever proving it) would receive the
+    -- newcomer's sign-ins. The owner can still link by hand.
+    IF uid IS NOT NULL AND NOT (p_email_verified AND EXISTS (
+        SELECT 1 FROM auth.identities i WHERE i.user_id = uid AND lower(i.identity_data ->> 'email') = p_email
+          AND (i.identity_data ->> 'email_verified') = 'true')) THEN
+      RAISE EXCEPTION 'email_exists' USING ERRCODE = 'FA422',
+        HINT = 'A user with this email address has already been registered';
+    END IF;
+  END IF;
+  IF uid IS NULL THEN
+    IF NOT p_allow_signup THEN
+      RAISE EXCEPTION 'signup_disabled' USING ERRCODE = 'FA422', HINT = 'Signups not allowed for this instance';
+    END IF;
+    uid := gen_random_uuid();
+    INSERT INTO auth.users (id, aud, role, email, email_confirmed_at, raw_app_meta_data, raw_user_meta_data,
+      created_at, updated_at, is_anonymous, is_super_admin, is_sso_user)
+    VALUES (uid, 'authenticated', 'authenticated', p_email,
+      CASE WHEN p_email IS NOT NULL AND (p_email_verified OR p_autoconfirm) THEN now() END,
+      jsonb_build_object('provider', p_provider, 'providers', jsonb_build_array(p_provider)),
+      p_identity, now(), now(), false, false, p_sso);
+    action := 'user_signedup';
+  END IF;
+  INSERT INTO auth.identities (provider_id, user_id, identity_data, provider, created_at, updated_at, last_sign_in_at)
+  VALUES (p_provider_id, uid, p_identity, p_provider, now(), now(), now())
+  ON CONFLICT (provider_id, provider) DO UPDATE
+    SET identity_data = excluded.identity_data, updated_at = now(), last_sign_in_at = now();
+  -- The user's metadata follows the provider; the provider list grows; an
+  -- anonymous user who links an identity becomes a permanent one; an
+  -- address the provider verified counts as confirmed.
+  UPDATE auth.users SET
+    raw_user_meta_data = coalesce(raw_user_meta_data, '{}'::jsonb) || p_identity,
+    raw_app_meta_data = jsonb_set(
+      jsonb_set(coalesce(raw_app_meta_data, '{}'::jsonb), '{provider}',
+        coalesce(raw_app_meta_data -> 'provider', to_jsonb(p_provider))),
+      '{providers}', (SELECT jsonb_agg(DISTINCT i.provider ORDER BY i.provider) FROM auth.identities i WHERE i.user_id = uid)),
+    email = coalesce(email, CASE WHEN p_email_verified THEN p_email END),
+    email_confirmed_at = coalesce(email_confirmed_at,
+      CASE WHEN p_email_verified AND (email IS NULL OR email = p_email) THEN now() END),
+    is_anonymous = false,
+    updated_at = now()
+  WHERE id = uid
+  RETURNING * INTO u;
+  IF u.banned_until IS NOT NULL AND u.banned_until > now() THEN
+    -- 403, as GoTrue's createAccountFromExternalIdentity.
+    RAISE EXCEPTION 'user_banned' USING ERRCODE = 'FA403', HINT = 'User is banned';
+  END IF;
+  IF u.email IS NOT NULL AND u.email_confirmed_at IS NULL THEN
+    RAISE EXCEPTION 'provider_email_needs_verification' USING ERRCODE = 'FA422',
+      HINT = format('Unverified email with %s. Verify the email with %s and sign in again', p_provider, p_provider);
+  END IF;
+  PERFORM fluxbase.auth_audit(action, uid, jsonb_build_object('provider', p_provider));
+  IF p_flow IS NOT NULL THEN
+    INSERT INTO auth.flow_state (id, user_id, auth_code, code_challenge_method, code_challenge, provider_type,
+      provider_access_token, provider_refresh_token, created_at, updated_at, authentication_method, auth_code_issued_at)
+    VALUES (gen_random_uuid(), uid, p_flow ->> 'code_hash', (p_flow ->> 'code_challenge_method')::auth.code_challenge_method,
+      p_flow ->> 'code_challenge', p_provider, p_flow ->> 'provider_access_token', p_flow ->> 'provider_refresh_token',
+      now(), now(), coalesce(p_flow ->> 'method', 'oauth'), now());
+    RETURN jsonb_build_object('user_id', uid);
+  END IF;
+  RETURN fluxbase.auth_issue_session(uid, p_refresh_hash, CASE WHEN p_sso THEN 'sso/saml' ELSE 'oauth' END);
+END
+$$;
+
+-- ---- sql/auth/passkey.sql: fluxbase.auth_passkey_signin ----
+CREATE OR REPLACE FUNCTION fluxbase.auth_passkey_signin(p_passkey uuid, p_sign_count bigint, p_refresh_hash text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  c auth.webauthn_credentials;
+  u auth.users;
+BEGIN
+  SELECT * INTO c FROM auth.webauthn_credentials WHERE id = p_passkey FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'passkey_not_found' USING ERRCODE = 'FA404', HINT = 'Passkey not found';
+  END IF;
+  IF (p_sign_count <> 0 OR c.sign_count <> 0) AND p_sign_count <= c.sign_count THEN
+    PERFORM fluxbase.auth_audit('passkey_clone_suspected', c.user_id,
+      jsonb_build_object('passkey_id', c.id, 'stored', c.sign_count, 'presented', p_sign_count));
+    RETURN jsonb_build_object('error', 'webauthn_verification_failed', 'status', 400,
+      'msg', 'The passkey''s signature counter went backwards: it may have been cloned');
+  END IF;
+  UPDATE auth.webauthn_credentials SET sign_count = p_sign_count, last_used_at = now(), updated_at = now()
+  WHERE id = c.id;
+  SELECT * INTO u FROM auth.users WHERE id = c.user_id AND deleted_at IS NULL;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'user_not_found' USING ERRCODE = 'FA404', HINT = 'User not found';
+  END IF;
+  IF u.banned_until IS NOT NULL AND u.banned_until > now() THEN
+    -- 403, as GoTrue's passkey sign-in.
+    RAISE EXCEPTION 'user_banned' USING ERRCODE = 'FA403', HINT = 'User is banned';
+  END IF;
+  PERFORM fluxbase.auth_audit('login', u.id, jsonb_build_object('provider', 'passkey'));
+  RETURN fluxbase.auth_issue_session(u.id, p_refresh_hash, 'passkey');
+END
+$$;

@@ -62,7 +62,8 @@ BEGIN
     RAISE EXCEPTION 'user_not_found' USING ERRCODE = 'FA404', HINT = 'User not found';
   END IF;
   IF u.banned_until IS NOT NULL AND u.banned_until > now() THEN
-    RAISE EXCEPTION 'user_banned' USING ERRCODE = 'FA400', HINT = 'User is banned';
+    -- 403, as GoTrue's createAccountFromExternalIdentity.
+    RAISE EXCEPTION 'user_banned' USING ERRCODE = 'FA403', HINT = 'User is banned';
   END IF;
   PERFORM fluxbase.auth_audit('login', uid, p_traits);
   RETURN fluxbase.auth_issue_session(uid, p_refresh_hash, 'web3');

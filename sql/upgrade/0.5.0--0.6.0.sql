@@ -19,3 +19,8 @@ GRANT EXECUTE ON FUNCTION fluxbase.auth_refresh(text, text, int, uuid) TO authen
 --   * a phone factor's verification is recorded with GoTrue's amr method
 --     `mfa/phone` (was `phone`).
 -- @include-functions sql/auth/mfa.sql auth_mfa_result
+--   * a banned user's sign-in through a provider or a passkey is 403
+--     user_banned (was 400), and a banned user's refresh token is answered
+--     "Invalid Refresh Token: User Banned", as GoTrue.
+-- @include-functions sql/auth/oauth.sql auth_oauth_signin
+-- @include-functions sql/auth/passkey.sql auth_passkey_signin

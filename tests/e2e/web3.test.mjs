@@ -150,6 +150,19 @@ test('Ethereum: supabase-js signs in with a wallet; one user per address, whatev
   });
   assert.equal(replay.error.status, 400);
   assert.equal(replay.error.message, 'Signed message has already been used');
+
+  // A banned wallet: 403 user_banned (GoTrue's external sign-in), and a
+  // refresh token that outlived the ban (set in SQL: the admin API's ban
+  // also ends the sessions) GoTrue's "Invalid Refresh Token: User Banned".
+  sql(`UPDATE auth.users SET banned_until = now() + interval '1 hour' WHERE id = '${user.id}'`);
+  const banned = siwe(address);
+  const refused = await client().auth.signInWithWeb3({
+    chain: 'ethereum', message: banned, signature: await provider.wallet.signMessage(banned),
+  });
+  assert.deepEqual([refused.error.status, refused.error.code, refused.error.message], [403, 'user_banned', 'User is banned']);
+  const refresh = await client().auth.refreshSession({ refresh_token: again.data.session.refresh_token });
+  assert.deepEqual([refresh.error.status, refresh.error.code, refresh.error.message],
+    [400, 'user_banned', 'Invalid Refresh Token: User Banned']);
 });
 
 test('Ethereum refusals, in GoTrue\'s words', async () => {
