@@ -51,9 +51,14 @@ BEGIN
   END IF;
   SELECT * INTO ident FROM auth.identities i WHERE i.provider = 'web3' AND i.provider_id = p_provider_id FOR UPDATE;
   IF FOUND THEN
+    -- As GoTrue's AccountExists: the identity takes this message's data and
+    -- the user's metadata is merged with it.
     uid := ident.user_id;
     UPDATE auth.identities SET identity_data = p_identity, updated_at = now(), last_sign_in_at = now()
     WHERE id = ident.id;
+    UPDATE auth.users SET raw_user_meta_data = coalesce(raw_user_meta_data, '{}'::jsonb) || p_identity,
+      updated_at = now()
+    WHERE id = uid;
   ELSE
     IF NOT p_allow_signup THEN
       RAISE EXCEPTION 'signup_disabled' USING ERRCODE = 'FA422', HINT = 'Signups not allowed for this instance';
