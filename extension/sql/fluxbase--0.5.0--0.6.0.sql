@@ -362,3 +362,110 @@ BEGIN
   RETURN fluxbase.auth_issue_session(u.id, p_refresh_hash, 'passkey');
 END
 $$;
+--   * fluxbase.auth_verify_email_change takes auth.secure_email_change
+--     (p_secure): with it, a change's first confirmation waits for a second
+--     as GoTrue's emailChangeVerify, also when only email_change_new was
+--     generated.
+DROP FUNCTION fluxbase.auth_verify_email_change(text, text, int, text, text);
+
+-- ---- sql/auth/otp.sql: fluxbase.auth_verify_email_change ----
+CREATE OR REPLACE FUNCTION fluxbase.auth_verify_email_change(p_link_hash text, p_code_hash text, p_expiry_seconds int,
+  p_refresh_hash text, p_address text DEFAULT NULL, p_secure boolean DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  t auth.one_time_tokens;
+  u auth.users;
+BEGIN
+  SELECT * INTO t FROM auth.one_time_tokens
+  WHERE token_type IN ('email_change_token_new', 'email_change_token_current')
+    AND ((p_link_hash IS NOT NULL AND token_hash = p_link_hash) OR (p_code_hash IS NOT NULL AND relates_to = p_code_hash))
+  LIMIT 1 FOR UPDATE;
+  IF FOUND THEN
+    DELETE FROM auth.one_time_tokens WHERE id = t.id;
+  END IF;
+  IF NOT FOUND OR t.created_at < now() - make_interval(secs => p_expiry_seconds) THEN
+    IF t.id IS NULL AND p_code_hash IS NOT NULL THEN
+      PERFORM fluxbase.auth_token_failed((SELECT id FROM auth.users WHERE deleted_at IS NULL AND NOT is_sso_user
+          AND (email = p_address OR email_change = p_address) LIMIT 1),
+        ARRAY['email_change_token_new', 'email_change_token_current']::auth.one_time_token_type[]);
+    END IF;
+    RETURN jsonb_build_object('error', 'otp_expired', 'status', 403, 'msg', 'Email link is invalid or has expired');
+  END IF;
+  SELECT * INTO u FROM auth.users WHERE id = t.user_id AND deleted_at IS NULL FOR UPDATE;
+  IF coalesce(u.email_change, '') = '' THEN
+    RETURN jsonb_build_object('error', 'otp_expired', 'status', 403, 'msg', 'Email link is invalid or has expired');
+  END IF;
+  -- GoTrue's emailChangeVerify: with secure e-mail change (p_secure) the
+  -- first confirmation of a change from an address waits for a second,
+  -- whichever tokens exist (a generate_link email_change_new alone waits
+  -- too); without it (or from a proxy that does not say, NULL) the change
+  -- waits only while the other address's token is outstanding.
+  IF (p_secure IS NULL AND EXISTS (SELECT 1 FROM auth.one_time_tokens WHERE user_id = u.id
+        AND token_type IN ('email_change_token_new', 'email_change_token_current')))
+     OR (p_secure AND u.email_change_confirm_status = 0 AND coalesce(u.email, '') <> '') THEN
+    UPDATE auth.users SET email_change_confirm_status = 1, updated_at = now() WHERE id = u.id;
+    RETURN jsonb_build_object('msg', 'Confirmation link accepted. Please proceed to confirm link sent to the other email');
+  END IF;
+  IF EXISTS (SELECT 1 FROM auth.users WHERE email = u.email_change AND id <> u.id AND NOT is_sso_user) THEN
+    RETURN jsonb_build_object('error', 'email_exists', 'status', 422,
+      'msg', 'A user with this email address has already been registered');
+  END IF;
+  UPDATE auth.users SET email = email_change, email_change = '', email_change_confirm_status = 0,
+    email_confirmed_at = now(), updated_at = now()
+  WHERE id = u.id;
+  IF u.is_anonymous THEN
+    PERFORM fluxbase.auth_make_permanent(u.id, 'email');
+  END IF;
+  UPDATE auth.identities SET identity_data = identity_data || jsonb_build_object('email', u.email_change,
+      'email_verified', true), updated_at = now()
+  WHERE user_id = u.id AND provider = 'email';
+  PERFORM fluxbase.auth_audit('user_modified', u.id, jsonb_build_object('email', u.email_change));
+  RETURN fluxbase.auth_issue_session(u.id, p_refresh_hash, 'email_change');
+END
+$$;
+REVOKE ALL ON FUNCTION fluxbase.auth_verify_email_change(text, text, int, text, text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.auth_verify_email_change(text, text, int, text, text, boolean) TO authenticator;
+--   * fluxbase.auth_admin_email_change_link keeps the confirmations of the
+--     change already pending.
+
+-- ---- sql/auth/admin.sql: fluxbase.auth_admin_email_change_link ----
+CREATE OR REPLACE FUNCTION fluxbase.auth_admin_email_change_link(p_email text, p_new_email text, p_kind text,
+  p_link_hash text, p_code_hash text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  u auth.users;
+  tt auth.one_time_token_type := CASE p_kind WHEN 'email_change_current' THEN 'email_change_token_current'
+    ELSE 'email_change_token_new' END;
+BEGIN
+  SELECT * INTO u FROM auth.users WHERE email = p_email AND NOT is_sso_user AND deleted_at IS NULL FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'user_not_found' USING ERRCODE = 'FA404', HINT = 'User with this email not found';
+  END IF;
+  IF EXISTS (SELECT 1 FROM auth.users WHERE email = p_new_email AND id <> u.id AND NOT is_sso_user) THEN
+    RAISE EXCEPTION 'email_exists' USING ERRCODE = 'FA422', HINT = 'A user with this email address has already been registered';
+  END IF;
+  IF u.email_change IS DISTINCT FROM p_new_email THEN
+    DELETE FROM auth.one_time_tokens WHERE user_id = u.id
+      AND token_type IN ('email_change_token_new', 'email_change_token_current');
+  END IF;
+  INSERT INTO auth.one_time_tokens (id, user_id, token_type, token_hash, relates_to, created_at, updated_at)
+  VALUES (gen_random_uuid(), u.id, tt, p_link_hash, p_code_hash, now(), now())
+  ON CONFLICT (user_id, token_type) DO UPDATE SET token_hash = EXCLUDED.token_hash, relates_to = EXCLUDED.relates_to,
+    created_at = now(), updated_at = now();
+  -- A link for the change already pending keeps its confirmations.
+  UPDATE auth.users SET email_change = p_new_email, email_change_sent_at = now(),
+    email_change_confirm_status = CASE WHEN email_change IS DISTINCT FROM p_new_email THEN 0
+      ELSE email_change_confirm_status END,
+    updated_at = now()
+  WHERE id = u.id
+  RETURNING * INTO u;
+  PERFORM fluxbase.auth_audit('user_modified', u.id, jsonb_build_object('email_change', p_new_email, 'by', 'admin'));
+  RETURN fluxbase.auth_user_json(u);
+END
+$$;

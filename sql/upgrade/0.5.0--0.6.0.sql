@@ -24,3 +24,14 @@ GRANT EXECUTE ON FUNCTION fluxbase.auth_refresh(text, text, int, uuid) TO authen
 --     "Invalid Refresh Token: User Banned", as GoTrue.
 -- @include-functions sql/auth/oauth.sql auth_oauth_signin
 -- @include-functions sql/auth/passkey.sql auth_passkey_signin
+--   * fluxbase.auth_verify_email_change takes auth.secure_email_change
+--     (p_secure): with it, a change's first confirmation waits for a second
+--     as GoTrue's emailChangeVerify, also when only email_change_new was
+--     generated.
+DROP FUNCTION fluxbase.auth_verify_email_change(text, text, int, text, text);
+-- @include-functions sql/auth/otp.sql auth_verify_email_change
+REVOKE ALL ON FUNCTION fluxbase.auth_verify_email_change(text, text, int, text, text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.auth_verify_email_change(text, text, int, text, text, boolean) TO authenticator;
+--   * fluxbase.auth_admin_email_change_link keeps the confirmations of the
+--     change already pending.
+-- @include-functions sql/auth/admin.sql auth_admin_email_change_link

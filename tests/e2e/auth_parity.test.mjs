@@ -196,6 +196,22 @@ test('generate_link email_change_current and email_change_new move the address w
   assert.equal(bad.error?.status, 400);
 });
 
+test('generate_link email_change_new alone waits for the current address too, as GoTrue with secure e-mail change', async () => {
+  const email = unique('genlink-alone');
+  const newEmail = unique('genlink-alone-new');
+  await admin().createUser({ email, password: 'change-pass-1', email_confirm: true });
+  const next = await admin().generateLink({ type: 'email_change_new', email, newEmail });
+  assert.equal(next.error, null);
+  const first = await client().auth.verifyOtp({ email: newEmail, token: next.data.properties.email_otp, type: 'email_change' });
+  assert.equal(first.error, null);
+  assert.equal(first.data.session, null, 'the first of two confirmations');
+  assert.equal(sql(`SELECT email FROM auth.users WHERE email_change = '${newEmail}'`), email, 'not moved yet');
+  const current = await admin().generateLink({ type: 'email_change_current', email, newEmail });
+  const second = await client().auth.verifyOtp({ email, token: current.data.properties.email_otp, type: 'email_change' });
+  assert.equal(second.error, null);
+  assert.equal(second.data.user.email, newEmail);
+});
+
 test('GoTrue messages: reauthenticate without e-mail or phone, a replayed passkey challenge', async () => {
   const proxy = await proxyWith({ FLUXBASE_AUTH_ANONYMOUS_USERS: 'true' });
   try {
