@@ -2,3 +2,470 @@
 \echo Use "ALTER EXTENSION fluxbase UPDATE" to load this file. \quit
 -- Fluxbase 0.5.0 → 0.6.0. Source of extension/sql/fluxbase--0.5.0--0.6.0.sql
 -- (scripts/pg.sh, upgrade_scripts_build). What changed:
+
+-- ---- Auth parity (issue 14): Web3 sign-in, OAuth sessions refreshed by their client only ----
+--   * Web3 sign-in (grant_type=web3): fluxbase.auth_web3_messages (signed
+--     messages already used) and fluxbase.auth_web3_signin.
+
+-- ---- sql/auth/web3.sql ----
+-- Web3 sign-in (proxy/src/auth/web3.rs): a wallet's signed message names
+-- its user, one user per wallet address.
+
+-- Signed messages already used, kept for as long as they could still be
+-- accepted (their Issued At plus the maximum validity, or their Expiration
+-- Time): a message seen on the way signs in nobody else.
+CREATE TABLE fluxbase.auth_web3_messages (
+  message_hash text PRIMARY KEY,
+  expires_at timestamptz NOT NULL
+);
+CREATE INDEX auth_web3_messages_expires_at ON fluxbase.auth_web3_messages (expires_at);
+
+-- grant_type=web3 once the proxy has verified the signature and checked
+-- the message: p_provider_id (`web3:<chain>:<address>`) is the identity of
+-- provider `web3`, with p_identity as GoTrue stores it (`sub`,
+-- `custom_claims` {address, chain, network, domain, statement}). Its user,
+-- or a new one without e-mail (when p_allow_signup), gets a session (`amr`
+-- method `web3`). The message (SHA-256 in p_message_hash) is taken for
+-- p_keep_seconds; a second use is refused as GoTrue's OAuth errors are
+-- written, {error, error_description}.
+CREATE FUNCTION fluxbase.auth_web3_signin(p_provider_id text, p_identity jsonb, p_message_hash text,
+  p_keep_seconds int, p_allow_signup boolean, p_refresh_hash text, p_traits jsonb)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  ident auth.identities;
+  uid uuid;
+  u auth.users;
+BEGIN
+  DELETE FROM fluxbase.auth_web3_messages WHERE message_hash = ANY (ARRAY(
+    SELECT m.message_hash FROM fluxbase.auth_web3_messages m WHERE m.expires_at < now()
+    LIMIT 100 FOR UPDATE SKIP LOCKED));
+  INSERT INTO fluxbase.auth_web3_messages (message_hash, expires_at)
+  VALUES (p_message_hash, now() + make_interval(secs => p_keep_seconds))
+  ON CONFLICT (message_hash) DO NOTHING;
+  IF NOT FOUND THEN
+    RETURN jsonb_build_object('error', 'invalid_grant',
+      'error_description', 'Signed message has already been used');
+  END IF;
+  SELECT * INTO ident FROM auth.identities i WHERE i.provider = 'web3' AND i.provider_id = p_provider_id FOR UPDATE;
+  IF FOUND THEN
+    -- As GoTrue's AccountExists: the identity takes this message's data and
+    -- the user's metadata is merged with it.
+    uid := ident.user_id;
+    UPDATE auth.identities SET identity_data = p_identity, updated_at = now(), last_sign_in_at = now()
+    WHERE id = ident.id;
+    UPDATE auth.users SET raw_user_meta_data = coalesce(raw_user_meta_data, '{}'::jsonb) || p_identity,
+      updated_at = now()
+    WHERE id = uid;
+  ELSE
+    IF NOT p_allow_signup THEN
+      RAISE EXCEPTION 'signup_disabled' USING ERRCODE = 'FA422', HINT = 'Signups not allowed for this instance';
+    END IF;
+    uid := gen_random_uuid();
+    INSERT INTO auth.users (id, aud, role, raw_app_meta_data, raw_user_meta_data, created_at, updated_at,
+      is_anonymous, is_super_admin, is_sso_user)
+    VALUES (uid, 'authenticated', 'authenticated', '{"provider": "web3", "providers": ["web3"]}', p_identity,
+      now(), now(), false, false, false);
+    INSERT INTO auth.identities (provider_id, user_id, identity_data, provider, created_at, updated_at, last_sign_in_at)
+    VALUES (p_provider_id, uid, p_identity, 'web3', now(), now(), now());
+    PERFORM fluxbase.auth_audit('user_signedup', uid, jsonb_build_object('provider', 'web3'));
+  END IF;
+  SELECT * INTO u FROM auth.users WHERE id = uid;
+  IF u.deleted_at IS NOT NULL THEN
+    RAISE EXCEPTION 'user_not_found' USING ERRCODE = 'FA404', HINT = 'User not found';
+  END IF;
+  IF u.banned_until IS NOT NULL AND u.banned_until > now() THEN
+    -- 403, as GoTrue's createAccountFromExternalIdentity.
+    RAISE EXCEPTION 'user_banned' USING ERRCODE = 'FA403', HINT = 'User is banned';
+  END IF;
+  PERFORM fluxbase.auth_audit('login', uid, p_traits);
+  RETURN fluxbase.auth_issue_session(uid, p_refresh_hash, 'web3');
+END
+$$;
+REVOKE ALL ON FUNCTION fluxbase.auth_web3_signin(text, jsonb, text, int, boolean, text, jsonb) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.auth_web3_signin(text, jsonb, text, int, boolean, text, jsonb) TO authenticator;
+--   * fluxbase.auth_refresh takes the client that authenticated (p_client):
+--     an OAuth client's session is rotated by that client only, with GoTrue's
+--     invalid_client refusals; its new tokens keep client_id and scope.
+--     fluxbase.auth_oauth_refresh hands it the client.
+DROP FUNCTION fluxbase.auth_refresh(text, text, int);
+
+-- ---- sql/auth/session.sql: fluxbase.auth_refresh ----
+CREATE OR REPLACE FUNCTION fluxbase.auth_refresh(p_old_hash text, p_new_hash text, p_reuse_seconds int,
+  p_client uuid DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  t auth.refresh_tokens;
+  s auth.sessions;
+  u auth.users;
+BEGIN
+  SELECT * INTO t FROM auth.refresh_tokens WHERE token = p_old_hash FOR UPDATE;
+  IF NOT FOUND OR t.session_id IS NULL THEN
+    RAISE EXCEPTION 'refresh_token_not_found' USING ERRCODE = 'FA400', HINT = 'Invalid Refresh Token: Refresh Token Not Found';
+  END IF;
+  SELECT * INTO s FROM auth.sessions WHERE id = t.session_id FOR UPDATE;
+  IF NOT FOUND OR (s.not_after IS NOT NULL AND s.not_after < now()) THEN
+    RAISE EXCEPTION 'session_expired' USING ERRCODE = 'FA400', HINT = 'Invalid Refresh Token: Session Expired';
+  END IF;
+  IF s.oauth_client_id IS NOT NULL AND p_client IS NULL THEN
+    RETURN jsonb_build_object('error', 'invalid_client',
+      'error_description', 'Client authentication required for OAuth session');
+  ELSIF s.oauth_client_id IS NOT NULL AND s.oauth_client_id <> p_client THEN
+    RETURN jsonb_build_object('error', 'invalid_client',
+      'error_description', 'Client does not match the session''s OAuth client');
+  ELSIF s.oauth_client_id IS NULL AND p_client IS NOT NULL THEN
+    RETURN jsonb_build_object('error', 'invalid_client',
+      'error_description', 'Client authentication not allowed for non-OAuth session');
+  END IF;
+  IF t.revoked AND t.updated_at < now() - make_interval(secs => p_reuse_seconds) THEN
+    -- Returned, not raised: the revocation must commit.
+    DELETE FROM auth.sessions WHERE id = s.id;
+    PERFORM fluxbase.auth_audit('token_revoked', s.user_id,
+      jsonb_build_object('reason', 'refresh_token_reuse', 'session_id', s.id));
+    RETURN jsonb_build_object('error', 'refresh_token_already_used', 'status', 400,
+      'msg', 'Invalid Refresh Token: Already Used');
+  END IF;
+  SELECT * INTO u FROM auth.users WHERE id = s.user_id;
+  IF NOT FOUND OR u.deleted_at IS NOT NULL THEN
+    RAISE EXCEPTION 'user_not_found' USING ERRCODE = 'FA403', HINT = 'User from sub claim in JWT does not exist';
+  END IF;
+  IF u.banned_until IS NOT NULL AND u.banned_until > now() THEN
+    RAISE EXCEPTION 'user_banned' USING ERRCODE = 'FA400', HINT = 'Invalid Refresh Token: User Banned';
+  END IF;
+  UPDATE auth.refresh_tokens SET revoked = true, updated_at = now() WHERE id = t.id AND NOT revoked;
+  INSERT INTO auth.refresh_tokens (token, user_id, revoked, created_at, updated_at, parent, session_id)
+  VALUES (p_new_hash, t.user_id, false, now(), now(), t.token, s.id);
+  UPDATE auth.sessions SET refreshed_at = now()::timestamp, updated_at = now() WHERE id = s.id;
+  PERFORM fluxbase.auth_audit('token_refreshed', u.id);
+  -- A session an OAuth client obtained keeps naming it (client_id and
+  -- scope in its tokens).
+  RETURN jsonb_build_object('session_id', s.id, 'aal', s.aal,
+    'amr', coalesce((SELECT jsonb_agg(jsonb_build_object('method', c.authentication_method,
+      'timestamp', extract(epoch FROM c.created_at)::bigint) ORDER BY c.created_at)
+      FROM auth.mfa_amr_claims c WHERE c.session_id = s.id), '[]'::jsonb),
+    'user', fluxbase.auth_user_json(u))
+    || jsonb_strip_nulls(jsonb_build_object('client_id', s.oauth_client_id, 'scope', s.scopes));
+END
+$$;
+
+-- ---- sql/auth/oauth_server.sql: fluxbase.auth_oauth_refresh ----
+CREATE OR REPLACE FUNCTION fluxbase.auth_oauth_refresh(p_client uuid, p_old_hash text, p_new_hash text, p_reuse_seconds int)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+BEGIN
+  RETURN fluxbase.auth_refresh(p_old_hash, p_new_hash, p_reuse_seconds, p_client);
+END
+$$;
+REVOKE ALL ON FUNCTION fluxbase.auth_refresh(text, text, int, uuid) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.auth_refresh(text, text, int, uuid) TO authenticator;
+--   * a phone factor's verification is recorded with GoTrue's amr method
+--     `mfa/phone` (was `phone`).
+
+-- ---- sql/auth/mfa.sql: fluxbase.auth_mfa_result ----
+CREATE OR REPLACE FUNCTION fluxbase.auth_mfa_result(p_user uuid, p_session uuid, p_factor uuid, p_challenge uuid, p_ok boolean,
+  p_refresh_hash text, p_step bigint DEFAULT NULL,
+  p_max_failures int DEFAULT 0, p_window_seconds int DEFAULT 300)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  u auth.users;
+BEGIN
+  PERFORM pg_advisory_xact_lock(hashtextextended('fluxbase.auth_mfa_result:' || p_user, 0));
+  IF p_max_failures > 0 AND (SELECT count(*) FROM fluxbase.auth_mfa_failures m
+      WHERE m.user_id = p_user AND m.at > now() - make_interval(secs => p_window_seconds)) >= p_max_failures THEN
+    RAISE EXCEPTION 'over_request_rate_limit' USING ERRCODE = 'FA429',
+      HINT = 'Too many wrong MFA codes. Try again in a few minutes.';
+  END IF;
+  -- A TOTP step at or before the last accepted one is a replayed code, as
+  -- wrong as any other.
+  IF p_ok AND p_step IS NOT NULL THEN
+    IF EXISTS (SELECT 1 FROM fluxbase.auth_totp_steps WHERE factor_id = p_factor AND step >= p_step) THEN
+      p_ok := false;
+    ELSE
+      INSERT INTO fluxbase.auth_totp_steps (factor_id, step) VALUES (p_factor, p_step)
+      ON CONFLICT (factor_id) DO UPDATE SET step = excluded.step;
+    END IF;
+  END IF;
+  IF NOT p_ok THEN
+    INSERT INTO fluxbase.auth_mfa_failures (user_id, at) VALUES (p_user, now());
+    PERFORM fluxbase.auth_audit('mfa_verify_failed', p_user, jsonb_build_object('factor_id', p_factor));
+    RETURN jsonb_build_object('error', 'mfa_verification_failed', 'status', 422,
+      'msg', (SELECT CASE factor_type WHEN 'phone' THEN 'Invalid MFA Phone code entered'
+                WHEN 'webauthn' THEN 'WebAuthn MFA response could not be verified' ELSE 'Invalid TOTP code entered' END
+              FROM auth.mfa_factors WHERE id = p_factor));
+  END IF;
+  UPDATE auth.mfa_challenges SET verified_at = now() WHERE id = p_challenge AND verified_at IS NULL;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'mfa_challenge_expired' USING ERRCODE = 'FA422', HINT = 'MFA challenge was already verified';
+  END IF;
+  UPDATE auth.mfa_factors SET status = 'verified', updated_at = now() WHERE id = p_factor;
+  UPDATE auth.sessions SET aal = 'aal2', factor_id = p_factor, updated_at = now() WHERE id = p_session;
+  INSERT INTO auth.mfa_amr_claims (session_id, created_at, updated_at, authentication_method)
+  VALUES (p_session, now(), now(), (SELECT CASE factor_type WHEN 'webauthn' THEN 'mfa/webauthn'
+                                     WHEN 'phone' THEN 'mfa/phone' ELSE factor_type::text END
+                                     FROM auth.mfa_factors WHERE id = p_factor))
+  ON CONFLICT (session_id, authentication_method) DO UPDATE SET updated_at = now();
+  UPDATE auth.refresh_tokens SET revoked = true, updated_at = now() WHERE session_id = p_session AND NOT revoked;
+  INSERT INTO auth.refresh_tokens (token, user_id, revoked, created_at, updated_at, session_id)
+  VALUES (p_refresh_hash, p_user::text, false, now(), now(), p_session);
+  DELETE FROM fluxbase.auth_mfa_failures WHERE user_id = p_user;
+  PERFORM fluxbase.auth_audit('mfa_verified', p_user, jsonb_build_object('factor_id', p_factor));
+  SELECT * INTO u FROM auth.users WHERE id = p_user;
+  RETURN jsonb_build_object('session_id', p_session, 'aal', 'aal2',
+    'amr', (SELECT jsonb_agg(jsonb_build_object('method', c.authentication_method,
+      'timestamp', extract(epoch FROM c.updated_at)::bigint) ORDER BY c.updated_at DESC)
+      FROM auth.mfa_amr_claims c WHERE c.session_id = p_session),
+    'user', fluxbase.auth_user_json(u));
+END
+$$;
+--   * a banned user's sign-in through a provider or a passkey is 403
+--     user_banned (was 400), and a banned user's refresh token is answered
+--     "Invalid Refresh Token: User Banned", as GoTrue.
+
+-- ---- sql/auth/oauth.sql: fluxbase.auth_oauth_signin ----
+CREATE OR REPLACE FUNCTION fluxbase.auth_oauth_signin(p_provider text, p_provider_id text, p_identity jsonb, p_email text,
+  p_email_verified boolean, p_link_user uuid, p_allow_signup boolean, p_autoconfirm boolean,
+  p_refresh_hash text, p_flow jsonb, p_sso boolean DEFAULT false)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  ident auth.identities;
+  uid uuid;
+  u auth.users;
+  action text := 'login';
+BEGIN
+  IF coalesce(p_provider_id, '') = '' THEN
+    RAISE EXCEPTION 'bad_oauth_callback' USING ERRCODE = 'FA400', HINT = 'The provider returned no user id';
+  END IF;
+  SELECT * INTO ident FROM auth.identities i WHERE i.provider = p_provider AND i.provider_id = p_provider_id FOR UPDATE;
+  IF p_link_user IS NOT NULL THEN
+    IF FOUND AND ident.user_id <> p_link_user THEN
+      RAISE EXCEPTION 'identity_already_exists' USING ERRCODE = 'FA422',
+        HINT = 'Identity is already linked to another user';
+    END IF;
+    uid := p_link_user;
+    action := 'identity_linked';
+  ELSIF FOUND THEN
+    uid := ident.user_id;
+  ELSIF p_email IS NOT NULL AND NOT p_sso THEN
+    -- SAML users are users of their own (is_sso_user), as in Supabase:
+    -- an enterprise IdP never takes over an account made elsewhere.
+    SELECT id INTO uid FROM auth.users WHERE email = p_email AND NOT is_sso_user FOR UPDATE;
+    -- Joined automatically only when both sides proved the address: the
+    -- provider verified it, and the account's owner did (a link, a code, or
+    -- a provider that verified it). Otherwise whoever registered the
+    -- address first (perhaps without ever proving it) would receive the
+    -- newcomer's sign-ins. The owner can still link by hand.
+    IF uid IS NOT NULL AND NOT (p_email_verified AND EXISTS (
+        SELECT 1 FROM auth.identities i WHERE i.user_id = uid AND lower(i.identity_data ->> 'email') = p_email
+          AND (i.identity_data ->> 'email_verified') = 'true')) THEN
+      RAISE EXCEPTION 'email_exists' USING ERRCODE = 'FA422',
+        HINT = 'A user with this email address has already been registered';
+    END IF;
+  END IF;
+  IF uid IS NULL THEN
+    IF NOT p_allow_signup THEN
+      RAISE EXCEPTION 'signup_disabled' USING ERRCODE = 'FA422', HINT = 'Signups not allowed for this instance';
+    END IF;
+    uid := gen_random_uuid();
+    INSERT INTO auth.users (id, aud, role, email, email_confirmed_at, raw_app_meta_data, raw_user_meta_data,
+      created_at, updated_at, is_anonymous, is_super_admin, is_sso_user)
+    VALUES (uid, 'authenticated', 'authenticated', p_email,
+      CASE WHEN p_email IS NOT NULL AND (p_email_verified OR p_autoconfirm) THEN now() END,
+      jsonb_build_object('provider', p_provider, 'providers', jsonb_build_array(p_provider)),
+      p_identity, now(), now(), false, false, p_sso);
+    action := 'user_signedup';
+  END IF;
+  INSERT INTO auth.identities (provider_id, user_id, identity_data, provider, created_at, updated_at, last_sign_in_at)
+  VALUES (p_provider_id, uid, p_identity, p_provider, now(), now(), now())
+  ON CONFLICT (provider_id, provider) DO UPDATE
+    SET identity_data = excluded.identity_data, updated_at = now(), last_sign_in_at = now();
+  -- The user's metadata follows the provider; the provider list grows; an
+  -- anonymous user who links an identity becomes a permanent one; an
+  -- address the provider verified counts as confirmed.
+  UPDATE auth.users SET
+    raw_user_meta_data = coalesce(raw_user_meta_data, '{}'::jsonb) || p_identity,
+    raw_app_meta_data = jsonb_set(
+      jsonb_set(coalesce(raw_app_meta_data, '{}'::jsonb), '{provider}',
+        coalesce(raw_app_meta_data -> 'provider', to_jsonb(p_provider))),
+      '{providers}', (SELECT jsonb_agg(DISTINCT i.provider ORDER BY i.provider) FROM auth.identities i WHERE i.user_id = uid)),
+    email = coalesce(email, CASE WHEN p_email_verified THEN p_email END),
+    email_confirmed_at = coalesce(email_confirmed_at,
+      CASE WHEN p_email_verified AND (email IS NULL OR email = p_email) THEN now() END),
+    is_anonymous = false,
+    updated_at = now()
+  WHERE id = uid
+  RETURNING * INTO u;
+  IF u.banned_until IS NOT NULL AND u.banned_until > now() THEN
+    -- 403, as GoTrue's createAccountFromExternalIdentity.
+    RAISE EXCEPTION 'user_banned' USING ERRCODE = 'FA403', HINT = 'User is banned';
+  END IF;
+  IF u.email IS NOT NULL AND u.email_confirmed_at IS NULL THEN
+    RAISE EXCEPTION 'provider_email_needs_verification' USING ERRCODE = 'FA422',
+      HINT = format('Unverified email with %s. Verify the email with %s and sign in again', p_provider, p_provider);
+  END IF;
+  PERFORM fluxbase.auth_audit(action, uid, jsonb_build_object('provider', p_provider));
+  IF p_flow IS NOT NULL THEN
+    INSERT INTO auth.flow_state (id, user_id, auth_code, code_challenge_method, code_challenge, provider_type,
+      provider_access_token, provider_refresh_token, created_at, updated_at, authentication_method, auth_code_issued_at)
+    VALUES (gen_random_uuid(), uid, p_flow ->> 'code_hash', (p_flow ->> 'code_challenge_method')::auth.code_challenge_method,
+      p_flow ->> 'code_challenge', p_provider, p_flow ->> 'provider_access_token', p_flow ->> 'provider_refresh_token',
+      now(), now(), coalesce(p_flow ->> 'method', 'oauth'), now());
+    RETURN jsonb_build_object('user_id', uid);
+  END IF;
+  RETURN fluxbase.auth_issue_session(uid, p_refresh_hash, CASE WHEN p_sso THEN 'sso/saml' ELSE 'oauth' END);
+END
+$$;
+
+-- ---- sql/auth/passkey.sql: fluxbase.auth_passkey_signin ----
+CREATE OR REPLACE FUNCTION fluxbase.auth_passkey_signin(p_passkey uuid, p_sign_count bigint, p_refresh_hash text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  c auth.webauthn_credentials;
+  u auth.users;
+BEGIN
+  SELECT * INTO c FROM auth.webauthn_credentials WHERE id = p_passkey FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'passkey_not_found' USING ERRCODE = 'FA404', HINT = 'Passkey not found';
+  END IF;
+  IF (p_sign_count <> 0 OR c.sign_count <> 0) AND p_sign_count <= c.sign_count THEN
+    PERFORM fluxbase.auth_audit('passkey_clone_suspected', c.user_id,
+      jsonb_build_object('passkey_id', c.id, 'stored', c.sign_count, 'presented', p_sign_count));
+    RETURN jsonb_build_object('error', 'webauthn_verification_failed', 'status', 400,
+      'msg', 'The passkey''s signature counter went backwards: it may have been cloned');
+  END IF;
+  UPDATE auth.webauthn_credentials SET sign_count = p_sign_count, last_used_at = now(), updated_at = now()
+  WHERE id = c.id;
+  SELECT * INTO u FROM auth.users WHERE id = c.user_id AND deleted_at IS NULL;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'user_not_found' USING ERRCODE = 'FA404', HINT = 'User not found';
+  END IF;
+  IF u.banned_until IS NOT NULL AND u.banned_until > now() THEN
+    -- 403, as GoTrue's passkey sign-in.
+    RAISE EXCEPTION 'user_banned' USING ERRCODE = 'FA403', HINT = 'User is banned';
+  END IF;
+  PERFORM fluxbase.auth_audit('login', u.id, jsonb_build_object('provider', 'passkey'));
+  RETURN fluxbase.auth_issue_session(u.id, p_refresh_hash, 'passkey');
+END
+$$;
+--   * fluxbase.auth_verify_email_change takes auth.secure_email_change
+--     (p_secure): with it, a change's first confirmation waits for a second
+--     as GoTrue's emailChangeVerify, also when only email_change_new was
+--     generated.
+DROP FUNCTION fluxbase.auth_verify_email_change(text, text, int, text, text);
+
+-- ---- sql/auth/otp.sql: fluxbase.auth_verify_email_change ----
+CREATE OR REPLACE FUNCTION fluxbase.auth_verify_email_change(p_link_hash text, p_code_hash text, p_expiry_seconds int,
+  p_refresh_hash text, p_address text DEFAULT NULL, p_secure boolean DEFAULT NULL)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  t auth.one_time_tokens;
+  u auth.users;
+BEGIN
+  SELECT * INTO t FROM auth.one_time_tokens
+  WHERE token_type IN ('email_change_token_new', 'email_change_token_current')
+    AND ((p_link_hash IS NOT NULL AND token_hash = p_link_hash) OR (p_code_hash IS NOT NULL AND relates_to = p_code_hash))
+  LIMIT 1 FOR UPDATE;
+  IF FOUND THEN
+    DELETE FROM auth.one_time_tokens WHERE id = t.id;
+  END IF;
+  IF NOT FOUND OR t.created_at < now() - make_interval(secs => p_expiry_seconds) THEN
+    IF t.id IS NULL AND p_code_hash IS NOT NULL THEN
+      PERFORM fluxbase.auth_token_failed((SELECT id FROM auth.users WHERE deleted_at IS NULL AND NOT is_sso_user
+          AND (email = p_address OR email_change = p_address) LIMIT 1),
+        ARRAY['email_change_token_new', 'email_change_token_current']::auth.one_time_token_type[]);
+    END IF;
+    RETURN jsonb_build_object('error', 'otp_expired', 'status', 403, 'msg', 'Email link is invalid or has expired');
+  END IF;
+  SELECT * INTO u FROM auth.users WHERE id = t.user_id AND deleted_at IS NULL FOR UPDATE;
+  IF coalesce(u.email_change, '') = '' THEN
+    RETURN jsonb_build_object('error', 'otp_expired', 'status', 403, 'msg', 'Email link is invalid or has expired');
+  END IF;
+  -- GoTrue's emailChangeVerify: with secure e-mail change (p_secure) the
+  -- first confirmation of a change from an address waits for a second,
+  -- whichever tokens exist (a generate_link email_change_new alone waits
+  -- too); without it (or from a proxy that does not say, NULL) the change
+  -- waits only while the other address's token is outstanding.
+  IF (p_secure IS NULL AND EXISTS (SELECT 1 FROM auth.one_time_tokens WHERE user_id = u.id
+        AND token_type IN ('email_change_token_new', 'email_change_token_current')))
+     OR (p_secure AND u.email_change_confirm_status = 0 AND coalesce(u.email, '') <> '') THEN
+    UPDATE auth.users SET email_change_confirm_status = 1, updated_at = now() WHERE id = u.id;
+    RETURN jsonb_build_object('msg', 'Confirmation link accepted. Please proceed to confirm link sent to the other email');
+  END IF;
+  IF EXISTS (SELECT 1 FROM auth.users WHERE email = u.email_change AND id <> u.id AND NOT is_sso_user) THEN
+    RETURN jsonb_build_object('error', 'email_exists', 'status', 422,
+      'msg', 'A user with this email address has already been registered');
+  END IF;
+  UPDATE auth.users SET email = email_change, email_change = '', email_change_confirm_status = 0,
+    email_confirmed_at = now(), updated_at = now()
+  WHERE id = u.id;
+  IF u.is_anonymous THEN
+    PERFORM fluxbase.auth_make_permanent(u.id, 'email');
+  END IF;
+  UPDATE auth.identities SET identity_data = identity_data || jsonb_build_object('email', u.email_change,
+      'email_verified', true), updated_at = now()
+  WHERE user_id = u.id AND provider = 'email';
+  PERFORM fluxbase.auth_audit('user_modified', u.id, jsonb_build_object('email', u.email_change));
+  RETURN fluxbase.auth_issue_session(u.id, p_refresh_hash, 'email_change');
+END
+$$;
+REVOKE ALL ON FUNCTION fluxbase.auth_verify_email_change(text, text, int, text, text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.auth_verify_email_change(text, text, int, text, text, boolean) TO authenticator;
+--   * fluxbase.auth_admin_email_change_link keeps the confirmations of the
+--     change already pending.
+
+-- ---- sql/auth/admin.sql: fluxbase.auth_admin_email_change_link ----
+CREATE OR REPLACE FUNCTION fluxbase.auth_admin_email_change_link(p_email text, p_new_email text, p_kind text,
+  p_link_hash text, p_code_hash text)
+RETURNS jsonb
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+DECLARE
+  u auth.users;
+  tt auth.one_time_token_type := CASE p_kind WHEN 'email_change_current' THEN 'email_change_token_current'
+    ELSE 'email_change_token_new' END;
+BEGIN
+  SELECT * INTO u FROM auth.users WHERE email = p_email AND NOT is_sso_user AND deleted_at IS NULL FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'user_not_found' USING ERRCODE = 'FA404', HINT = 'User with this email not found';
+  END IF;
+  IF EXISTS (SELECT 1 FROM auth.users WHERE email = p_new_email AND id <> u.id AND NOT is_sso_user) THEN
+    RAISE EXCEPTION 'email_exists' USING ERRCODE = 'FA422', HINT = 'A user with this email address has already been registered';
+  END IF;
+  IF u.email_change IS DISTINCT FROM p_new_email THEN
+    DELETE FROM auth.one_time_tokens WHERE user_id = u.id
+      AND token_type IN ('email_change_token_new', 'email_change_token_current');
+  END IF;
+  INSERT INTO auth.one_time_tokens (id, user_id, token_type, token_hash, relates_to, created_at, updated_at)
+  VALUES (gen_random_uuid(), u.id, tt, p_link_hash, p_code_hash, now(), now())
+  ON CONFLICT (user_id, token_type) DO UPDATE SET token_hash = EXCLUDED.token_hash, relates_to = EXCLUDED.relates_to,
+    created_at = now(), updated_at = now();
+  -- A link for the change already pending keeps its confirmations.
+  UPDATE auth.users SET email_change = p_new_email, email_change_sent_at = now(),
+    email_change_confirm_status = CASE WHEN email_change IS DISTINCT FROM p_new_email THEN 0
+      ELSE email_change_confirm_status END,
+    updated_at = now()
+  WHERE id = u.id
+  RETURNING * INTO u;
+  PERFORM fluxbase.auth_audit('user_modified', u.id, jsonb_build_object('email_change', p_new_email, 'by', 'admin'));
+  RETURN fluxbase.auth_user_json(u);
+END
+$$;

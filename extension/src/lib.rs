@@ -28,6 +28,7 @@ extension_sql_file!("../../sql/auth/admin.sql", name = "auth_admin", requires = 
 extension_sql_file!("../../sql/auth/oauth.sql", name = "auth_oauth", requires = ["auth_helpers"]);
 extension_sql_file!("../../sql/auth/passkey.sql", name = "auth_passkey", requires = ["auth_helpers"]);
 extension_sql_file!("../../sql/auth/oauth_server.sql", name = "auth_oauth_server", requires = ["auth_session"]);
+extension_sql_file!("../../sql/auth/web3.sql", name = "auth_web3", requires = ["auth_helpers"]);
 extension_sql_file!(
     "../../sql/auth/grants.sql",
     name = "auth_grants",
@@ -39,7 +40,8 @@ extension_sql_file!(
         "auth_admin",
         "auth_oauth",
         "auth_passkey",
-        "auth_oauth_server"
+        "auth_oauth_server",
+        "auth_web3"
     ]
 );
 extension_sql_file!("../../sql/realtime.sql", name = "realtime", requires = ["auth_grants"]);

@@ -64,9 +64,10 @@ FROM (SELECT cid, fluxbase.auth_oauth_code_exchange(cid, 'code-hash-1', 'http://
 SELECT fluxbase.auth_oauth_code_exchange(cid, 'code-hash-1', NULL, NULL, 'v', 'v', 'r2') AS replayed FROM ids;
 SELECT scopes, oauth_client_id = (SELECT cid FROM ids) AS client FROM auth.sessions WHERE oauth_client_id IS NOT NULL;
 
--- Refresh: only by the session's client.
-SELECT pg_temp.try(format('SELECT fluxbase.auth_oauth_refresh(%L, %L, %L, 10) ->> %L', gen_random_uuid(), 'r1', 'r3',
-  'client_id')) AS other_client_refresh;
+-- Refresh: only by the session's client (GoTrue's invalid_client, nothing
+-- consumed), and not at /token (auth_refresh without a client).
+SELECT fluxbase.auth_oauth_refresh(gen_random_uuid(), 'r1', 'r3', 10) AS other_client_refresh;
+SELECT fluxbase.auth_refresh('r1', 'r3', 10) AS refresh_without_client;
 SELECT (fluxbase.auth_oauth_refresh(cid, 'r1', 'r3', 10) ->> 'client_id')::uuid = cid AS refreshed FROM ids;
 
 -- A narrower request later is approved without asking; a wider one asks.

@@ -181,6 +181,16 @@ pub struct Auth {
     /// The OAuth 2.1 server: Supabase Auth as the identity provider of
     /// third-party apps (`[auth.oauth_server]`, GoTrue's `GOTRUE_OAUTH_SERVER_*`).
     pub oauth_server: OAuthServer,
+    /// Sign-in with an Ethereum wallet (EIP-4361 messages), as GoTrue's
+    /// `GOTRUE_EXTERNAL_WEB3_ETHEREUM_ENABLED`; off by default there too.
+    pub web3_ethereum_enabled: bool,
+    /// How far from its `Issued At` a signed Ethereum message is accepted
+    /// (`GOTRUE_EXTERNAL_WEB3_ETHEREUM_MAXIMUM_VALIDITY_DURATION`, 10m).
+    pub web3_ethereum_maximum_validity_seconds: u32,
+    /// Sign-in with a Solana wallet (`GOTRUE_EXTERNAL_WEB3_SOLANA_ENABLED`).
+    pub web3_solana_enabled: bool,
+    /// As for Ethereum (`GOTRUE_EXTERNAL_WEB3_SOLANA_MAXIMUM_VALIDITY_DURATION`).
+    pub web3_solana_maximum_validity_seconds: u32,
 }
 
 /// `[auth.oauth_server]`: off by default, as in Supabase.
@@ -301,6 +311,10 @@ impl Default for Auth {
             flow_state_expiry_seconds: 300,
             manual_linking: false,
             oauth_server: OAuthServer::default(),
+            web3_ethereum_enabled: false,
+            web3_ethereum_maximum_validity_seconds: 600,
+            web3_solana_enabled: false,
+            web3_solana_maximum_validity_seconds: 600,
             secure_email_change: true,
             saml_providers: Default::default(),
             passkeys: true,
@@ -570,6 +584,12 @@ impl Config {
         }
         if self.auth.oauth_server.authorization_ttl_seconds == 0 {
             return Err(invalid("auth.oauth_server.authorization_ttl_seconds", "must be greater than 0"));
+        }
+        if self.auth.web3_ethereum_maximum_validity_seconds == 0 {
+            return Err(invalid("auth.web3_ethereum_maximum_validity_seconds", "must be greater than 0"));
+        }
+        if self.auth.web3_solana_maximum_validity_seconds == 0 {
+            return Err(invalid("auth.web3_solana_maximum_validity_seconds", "must be greater than 0"));
         }
         if self.auth.rate_limit_window_seconds == 0 {
             return Err(invalid("auth.rate_limit_window_seconds", "must be greater than 0"));

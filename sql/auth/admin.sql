@@ -180,7 +180,10 @@ BEGIN
   VALUES (gen_random_uuid(), u.id, tt, p_link_hash, p_code_hash, now(), now())
   ON CONFLICT (user_id, token_type) DO UPDATE SET token_hash = EXCLUDED.token_hash, relates_to = EXCLUDED.relates_to,
     created_at = now(), updated_at = now();
-  UPDATE auth.users SET email_change = p_new_email, email_change_sent_at = now(), email_change_confirm_status = 0,
+  -- A link for the change already pending keeps its confirmations.
+  UPDATE auth.users SET email_change = p_new_email, email_change_sent_at = now(),
+    email_change_confirm_status = CASE WHEN email_change IS DISTINCT FROM p_new_email THEN 0
+      ELSE email_change_confirm_status END,
     updated_at = now()
   WHERE id = u.id
   RETURNING * INTO u;

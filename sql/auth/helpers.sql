@@ -32,6 +32,11 @@
 --     taken by its first attempt, right or wrong;
 --   * auth_passkey_signin, webauthn_verification_failed: a suspected cloned
 --     passkey is recorded in the audit log.
+-- The token endpoints' OAuth refusals (RFC 6749, as GoTrue's OAuthError)
+-- are returned as {error, error_description} and commit nothing:
+-- auth_oauth_code_exchange, auth_refresh's invalid_client (an OAuth
+-- client's session and the client that asks do not match) and
+-- auth_web3_signin's message used twice.
 --
 -- Refresh tokens and one-time tokens arrive as SHA-256 hex digests: clear
 -- tokens never reach the database.

@@ -141,7 +141,8 @@ BEGIN
   UPDATE auth.mfa_factors SET status = 'verified', updated_at = now() WHERE id = p_factor;
   UPDATE auth.sessions SET aal = 'aal2', factor_id = p_factor, updated_at = now() WHERE id = p_session;
   INSERT INTO auth.mfa_amr_claims (session_id, created_at, updated_at, authentication_method)
-  VALUES (p_session, now(), now(), (SELECT CASE factor_type WHEN 'webauthn' THEN 'mfa/webauthn' ELSE factor_type::text END
+  VALUES (p_session, now(), now(), (SELECT CASE factor_type WHEN 'webauthn' THEN 'mfa/webauthn'
+                                     WHEN 'phone' THEN 'mfa/phone' ELSE factor_type::text END
                                      FROM auth.mfa_factors WHERE id = p_factor))
   ON CONFLICT (session_id, authentication_method) DO UPDATE SET updated_at = now();
   UPDATE auth.refresh_tokens SET revoked = true, updated_at = now() WHERE session_id = p_session AND NOT revoked;

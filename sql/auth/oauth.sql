@@ -112,7 +112,8 @@ BEGIN
   WHERE id = uid
   RETURNING * INTO u;
   IF u.banned_until IS NOT NULL AND u.banned_until > now() THEN
-    RAISE EXCEPTION 'user_banned' USING ERRCODE = 'FA400', HINT = 'User is banned';
+    -- 403, as GoTrue's createAccountFromExternalIdentity.
+    RAISE EXCEPTION 'user_banned' USING ERRCODE = 'FA403', HINT = 'User is banned';
   END IF;
   IF u.email IS NOT NULL AND u.email_confirmed_at IS NULL THEN
     RAISE EXCEPTION 'provider_email_needs_verification' USING ERRCODE = 'FA422',

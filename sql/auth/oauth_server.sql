@@ -441,25 +441,17 @@ BEGIN
 END
 $$;
 
--- grant_type=refresh_token at /oauth/token: only the client the session
--- was issued to may rotate its tokens (then as auth_refresh, with its
--- reuse detection); the new tokens keep the client and scopes.
+-- grant_type=refresh_token at /oauth/token: auth_refresh with the client
+-- that authenticated, so only the client the session was issued to may
+-- rotate its tokens (GoTrue's invalid_client refusals otherwise); the new
+-- tokens keep the client and scopes.
 CREATE FUNCTION fluxbase.auth_oauth_refresh(p_client uuid, p_old_hash text, p_new_hash text, p_reuse_seconds int)
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog
 AS $$
-DECLARE
-  s auth.sessions;
 BEGIN
-  SELECT se.* INTO s FROM auth.refresh_tokens t JOIN auth.sessions se ON se.id = t.session_id
-  WHERE t.token = p_old_hash;
-  IF FOUND AND s.oauth_client_id IS DISTINCT FROM p_client THEN
-    RAISE EXCEPTION 'refresh_token_not_found' USING ERRCODE = 'FA400',
-      HINT = 'Invalid Refresh Token: Refresh Token Not Found';
-  END IF;
-  RETURN fluxbase.auth_refresh(p_old_hash, p_new_hash, p_reuse_seconds)
-    || jsonb_strip_nulls(jsonb_build_object('client_id', s.oauth_client_id, 'scope', s.scopes));
+  RETURN fluxbase.auth_refresh(p_old_hash, p_new_hash, p_reuse_seconds, p_client);
 END
 $$;
 

@@ -154,7 +154,7 @@ $$;
 -- Redeems an e-mail change link or code once. The first of two (secure
 -- change) only counts; the last one moves the address and starts a session.
 CREATE FUNCTION fluxbase.auth_verify_email_change(p_link_hash text, p_code_hash text, p_expiry_seconds int,
-  p_refresh_hash text, p_address text DEFAULT NULL)
+  p_refresh_hash text, p_address text DEFAULT NULL, p_secure boolean DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog
@@ -182,8 +182,14 @@ BEGIN
   IF coalesce(u.email_change, '') = '' THEN
     RETURN jsonb_build_object('error', 'otp_expired', 'status', 403, 'msg', 'Email link is invalid or has expired');
   END IF;
-  IF EXISTS (SELECT 1 FROM auth.one_time_tokens WHERE user_id = u.id
-             AND token_type IN ('email_change_token_new', 'email_change_token_current')) THEN
+  -- GoTrue's emailChangeVerify: with secure e-mail change (p_secure) the
+  -- first confirmation of a change from an address waits for a second,
+  -- whichever tokens exist (a generate_link email_change_new alone waits
+  -- too); without it (or from a proxy that does not say, NULL) the change
+  -- waits only while the other address's token is outstanding.
+  IF (p_secure IS NULL AND EXISTS (SELECT 1 FROM auth.one_time_tokens WHERE user_id = u.id
+        AND token_type IN ('email_change_token_new', 'email_change_token_current')))
+     OR (p_secure AND u.email_change_confirm_status = 0 AND coalesce(u.email, '') <> '') THEN
     UPDATE auth.users SET email_change_confirm_status = 1, updated_at = now() WHERE id = u.id;
     RETURN jsonb_build_object('msg', 'Confirmation link accepted. Please proceed to confirm link sent to the other email');
   END IF;

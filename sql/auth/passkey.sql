@@ -109,7 +109,8 @@ BEGIN
     RAISE EXCEPTION 'user_not_found' USING ERRCODE = 'FA404', HINT = 'User not found';
   END IF;
   IF u.banned_until IS NOT NULL AND u.banned_until > now() THEN
-    RAISE EXCEPTION 'user_banned' USING ERRCODE = 'FA400', HINT = 'User is banned';
+    -- 403, as GoTrue's passkey sign-in.
+    RAISE EXCEPTION 'user_banned' USING ERRCODE = 'FA403', HINT = 'User is banned';
   END IF;
   PERFORM fluxbase.auth_audit('login', u.id, jsonb_build_object('provider', 'passkey'));
   RETURN fluxbase.auth_issue_session(u.id, p_refresh_hash, 'passkey');

@@ -217,7 +217,13 @@ $$;
 -- rotated is a reuse: within p_reuse_seconds of its rotation (two tabs
 -- refreshing at once) it is answered with another token of the same
 -- session; later, it revokes the whole session (a stolen token was used).
-CREATE FUNCTION fluxbase.auth_refresh(p_old_hash text, p_new_hash text, p_reuse_seconds int)
+-- A session an OAuth client obtained is rotated only by that client, as
+-- GoTrue's RefreshTokenGrant: p_client is the client that authenticated
+-- (/oauth/token), NULL at /token. A mismatch is refused as GoTrue's OAuth
+-- error, {error: invalid_client, error_description}, nothing consumed; the
+-- new tokens keep the session's client and scopes.
+CREATE FUNCTION fluxbase.auth_refresh(p_old_hash text, p_new_hash text, p_reuse_seconds int,
+  p_client uuid DEFAULT NULL)
 RETURNS jsonb
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog
@@ -235,6 +241,16 @@ BEGIN
   IF NOT FOUND OR (s.not_after IS NOT NULL AND s.not_after < now()) THEN
     RAISE EXCEPTION 'session_expired' USING ERRCODE = 'FA400', HINT = 'Invalid Refresh Token: Session Expired';
   END IF;
+  IF s.oauth_client_id IS NOT NULL AND p_client IS NULL THEN
+    RETURN jsonb_build_object('error', 'invalid_client',
+      'error_description', 'Client authentication required for OAuth session');
+  ELSIF s.oauth_client_id IS NOT NULL AND s.oauth_client_id <> p_client THEN
+    RETURN jsonb_build_object('error', 'invalid_client',
+      'error_description', 'Client does not match the session''s OAuth client');
+  ELSIF s.oauth_client_id IS NULL AND p_client IS NOT NULL THEN
+    RETURN jsonb_build_object('error', 'invalid_client',
+      'error_description', 'Client authentication not allowed for non-OAuth session');
+  END IF;
   IF t.revoked AND t.updated_at < now() - make_interval(secs => p_reuse_seconds) THEN
     -- Returned, not raised: the revocation must commit.
     DELETE FROM auth.sessions WHERE id = s.id;
@@ -248,18 +264,21 @@ BEGIN
     RAISE EXCEPTION 'user_not_found' USING ERRCODE = 'FA403', HINT = 'User from sub claim in JWT does not exist';
   END IF;
   IF u.banned_until IS NOT NULL AND u.banned_until > now() THEN
-    RAISE EXCEPTION 'user_banned' USING ERRCODE = 'FA400', HINT = 'User is banned';
+    RAISE EXCEPTION 'user_banned' USING ERRCODE = 'FA400', HINT = 'Invalid Refresh Token: User Banned';
   END IF;
   UPDATE auth.refresh_tokens SET revoked = true, updated_at = now() WHERE id = t.id AND NOT revoked;
   INSERT INTO auth.refresh_tokens (token, user_id, revoked, created_at, updated_at, parent, session_id)
   VALUES (p_new_hash, t.user_id, false, now(), now(), t.token, s.id);
   UPDATE auth.sessions SET refreshed_at = now()::timestamp, updated_at = now() WHERE id = s.id;
   PERFORM fluxbase.auth_audit('token_refreshed', u.id);
+  -- A session an OAuth client obtained keeps naming it (client_id and
+  -- scope in its tokens).
   RETURN jsonb_build_object('session_id', s.id, 'aal', s.aal,
     'amr', coalesce((SELECT jsonb_agg(jsonb_build_object('method', c.authentication_method,
       'timestamp', extract(epoch FROM c.created_at)::bigint) ORDER BY c.created_at)
       FROM auth.mfa_amr_claims c WHERE c.session_id = s.id), '[]'::jsonb),
-    'user', fluxbase.auth_user_json(u));
+    'user', fluxbase.auth_user_json(u))
+    || jsonb_strip_nulls(jsonb_build_object('client_id', s.oauth_client_id, 'scope', s.scopes));
 END
 $$;
 

@@ -196,6 +196,22 @@ test('generate_link email_change_current and email_change_new move the address w
   assert.equal(bad.error?.status, 400);
 });
 
+test('generate_link email_change_new alone waits for the current address too, as GoTrue with secure e-mail change', async () => {
+  const email = unique('genlink-alone');
+  const newEmail = unique('genlink-alone-new');
+  await admin().createUser({ email, password: 'change-pass-1', email_confirm: true });
+  const next = await admin().generateLink({ type: 'email_change_new', email, newEmail });
+  assert.equal(next.error, null);
+  const first = await client().auth.verifyOtp({ email: newEmail, token: next.data.properties.email_otp, type: 'email_change' });
+  assert.equal(first.error, null);
+  assert.equal(first.data.session, null, 'the first of two confirmations');
+  assert.equal(sql(`SELECT email FROM auth.users WHERE email_change = '${newEmail}'`), email, 'not moved yet');
+  const current = await admin().generateLink({ type: 'email_change_current', email, newEmail });
+  const second = await client().auth.verifyOtp({ email, token: current.data.properties.email_otp, type: 'email_change' });
+  assert.equal(second.error, null);
+  assert.equal(second.data.user.email, newEmail);
+});
+
 test('GoTrue messages: reauthenticate without e-mail or phone, a replayed passkey challenge', async () => {
   const proxy = await proxyWith({ FLUXBASE_AUTH_ANONYMOUS_USERS: 'true' });
   try {
@@ -418,18 +434,26 @@ test('WebAuthn factors refuse forged, cloned, foreign and mismatched answers, an
   assert.equal(code.error?.message, 'WebAuthn config required');
 });
 
-test('MFA challenge and verify check the session before the factor: no session is 401 whatever the factor id', async () => {
+test('MFA challenge and verify check the session before the factor, in GoTrue\'s words, whatever the factor id', async () => {
   const device = authenticator();
   const { sb, factor, verified } = await withWebAuthnFactor(device);
   for (const id of ['not-a-uuid', randomUUID(), factor.id]) {
     for (const step of ['challenge', 'verify']) {
-      const res = await fetch(`${env.url}/auth/v1/factors/${id}/${step}`, {
+      const send = (headers) => fetch(`${env.url}/auth/v1/factors/${id}/${step}`, {
         method: 'POST',
-        headers: { apikey: env.anonKey, Authorization: `Bearer ${env.anonKey}`, 'content-type': 'application/json' },
+        headers: { apikey: env.anonKey, 'content-type': 'application/json', ...headers },
         body: JSON.stringify({ challenge_id: randomUUID(), code: '123456' }),
       });
-      assert.equal(res.status, 401, `${step} ${id}`);
-      assert.equal((await res.json()).error_code, 'no_authorization', `${step} ${id}`);
+      // No bearer token: 401; the anon key as bearer (supabase-js signed
+      // out): GoTrue's 403 bad_jwt for a token without sub.
+      const none = await send({});
+      assert.equal(none.status, 401, `${step} ${id}`);
+      assert.deepEqual([(await none.json()).error_code], ['no_authorization']);
+      const anon = await send({ Authorization: `Bearer ${env.anonKey}` });
+      assert.equal(anon.status, 403, `${step} ${id}`);
+      const body = await anon.json();
+      assert.equal(body.error_code, 'bad_jwt', `${step} ${id}`);
+      assert.equal(body.msg, 'invalid claim: missing sub claim');
     }
   }
   // A signed-out session is refused as such, also for an id that is no factor.

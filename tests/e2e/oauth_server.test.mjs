@@ -198,8 +198,21 @@ test('discovery, consent and the code grant with client_secret_basic, then refre
   assert.equal(claims.sub, id);
   assert.equal(claims.aud, registered.client_id);
   assert.equal(claims.email, email);
+  // GoTrue's claim set (tokens.IDTokenClaims) for openid email profile: no
+  // phone scope, yet phone_number_verified is there (not omitempty); no
+  // name in the metadata, so the e-mail; an hour's lifetime.
+  assert.deepEqual(Object.keys(claims).sort(), ['aud', 'auth_time', 'client_id', 'email', 'email_verified', 'exp',
+    'iat', 'iss', 'name', 'nonce', 'phone_number_verified', 'sub', 'updated_at']);
+  assert.equal(claims.iss, `${proxy.url}/auth/v1`);
+  assert.equal(claims.client_id, registered.client_id);
+  assert.equal(claims.exp - claims.iat, 3600);
+  assert.ok(Math.abs(claims.auth_time - claims.iat) <= 2, 'auth_time is this sign-in');
+  assert.equal(claims.email_verified, true);
+  assert.equal(claims.phone_number_verified, false);
+  assert.equal(claims.name, email);
   const access = JSON.parse(Buffer.from(tokens.access_token.split('.')[1], 'base64url'));
   assert.equal(access.client_id, registered.client_id);
+  assert.equal(access.scope, 'openid email profile', 'the granted scopes, as GoTrue\'s access tokens carry them');
   assert.equal(access.sub, id);
   assert.equal(access.role, 'authenticated');
   assert.ok(access.amr.some((m) => m.method === 'oauth_provider/authorization_code'));
@@ -346,4 +359,65 @@ test('/oauth/authorize refuses in JSON before the redirect_uri is trusted, at th
   // The proxy keeps serving after malformed input.
   const garbage = await fetch(as.token_endpoint, { method: 'POST', headers: { authorization: 'Basic %%%' } });
   assert.equal(garbage.status, 400);
+});
+
+test('an OAuth client\'s session is refreshed by that client only, and keeps its client_id (GoTrue\'s invalid_client)', async () => {
+  const as = await discover();
+  const { data: registered } = await admin.oauth.createClient({ client_name: 'Refresh App', redirect_uris: [CALLBACK] });
+  const { data: other } = await admin.oauth.createClient({ client_name: 'Other App', redirect_uris: [CALLBACK] });
+  const client = { client_id: registered.client_id };
+  const clientAuth = oauth.ClientSecretBasic(registered.client_secret);
+  const { supabase, id } = await user();
+  const verifier = oauth.generateRandomCodeVerifier();
+  const res = await authorize(as, client.client_id, { scope: 'email', verifier });
+  const authorizationId = new URL(res.headers.get('location')).searchParams.get('authorization_id');
+  await supabase.auth.oauth.getAuthorizationDetails(authorizationId);
+  const { data } = await supabase.auth.oauth.approveAuthorization(authorizationId, { skipBrowserRedirect: true });
+  const params = oauth.validateAuthResponse(as, client, new URL(data.redirect_url), oauth.expectNoState);
+  const tokens = await oauth.processAuthorizationCodeResponse(as, client,
+    await oauth.authorizationCodeGrantRequest(as, client, clientAuth, params, CALLBACK, verifier, insecure));
+
+  // supabase-js's refresh (/token?grant_type=refresh_token, no client): refused
+  // as GoTrue refuses it, and the token is not used up.
+  const app = createClient(proxy.url, env.anonKey, options);
+  const viaToken = await app.auth.refreshSession({ refresh_token: tokens.refresh_token });
+  assert.equal(viaToken.error.status, 400);
+  assert.equal(viaToken.error.message, 'Client authentication required for OAuth session');
+  const raw = await fetch(`${proxy.url}/auth/v1/token?grant_type=refresh_token`, {
+    method: 'POST', headers: { apikey: env.anonKey, 'content-type': 'application/json' },
+    body: JSON.stringify({ refresh_token: tokens.refresh_token }),
+  });
+  assert.deepEqual([raw.status, await raw.json()],
+    [400, { error: 'invalid_client', error_description: 'Client authentication required for OAuth session' }]);
+
+  // Another client may not rotate it either.
+  const stolen = await oauth.refreshTokenGrantRequest(as, { client_id: other.client_id },
+    oauth.ClientSecretBasic(other.client_secret), tokens.refresh_token, insecure);
+  await assert.rejects(oauth.processRefreshTokenResponse(as, { client_id: other.client_id }, stolen), (e) => {
+    assert.equal(e.error, 'invalid_client');
+    assert.equal(e.error_description, "Client does not match the session's OAuth client");
+    return true;
+  });
+
+  // Its own client rotates it; the new access token keeps client_id and scope.
+  const refreshed = await oauth.processRefreshTokenResponse(as, client,
+    await oauth.refreshTokenGrantRequest(as, client, clientAuth, tokens.refresh_token, insecure));
+  const access = JSON.parse(Buffer.from(refreshed.access_token.split('.')[1], 'base64url'));
+  assert.equal(access.sub, id);
+  assert.equal(access.client_id, registered.client_id);
+  assert.equal(access.scope, 'email');
+  assert.equal(sql(`SELECT oauth_client_id FROM auth.sessions WHERE id = '${access.session_id}'`), registered.client_id);
+
+  // An app's own session cannot be rotated by an OAuth client.
+  const { data: { session } } = await supabase.auth.getSession();
+  const foreign = await oauth.refreshTokenGrantRequest(as, client, clientAuth, session.refresh_token, insecure);
+  await assert.rejects(oauth.processRefreshTokenResponse(as, client, foreign), (e) => {
+    assert.equal(e.error, 'invalid_client');
+    assert.equal(e.error_description, 'Client authentication not allowed for non-OAuth session');
+    return true;
+  });
+  // ... and it still refreshes at /token as before, without client_id.
+  const own = await supabase.auth.refreshSession();
+  assert.equal(own.error, null);
+  assert.equal(JSON.parse(Buffer.from(own.data.session.access_token.split('.')[1], 'base64url')).client_id, undefined);
 });

@@ -152,7 +152,7 @@ test('MFA by phone: enroll, the challenge texts a code, verify moves the session
     assert.equal(verifyError, null);
     const claims = JSON.parse(Buffer.from(verified.access_token.split('.')[1], 'base64url'));
     assert.equal(claims.aal, 'aal2');
-    assert.ok(claims.amr.some((m) => m.method === 'phone'));
+    assert.ok(claims.amr.some((m) => m.method === 'mfa/phone'), 'GoTrue\'s method for a phone factor');
     const { data: aal } = await sb.auth.mfa.getAuthenticatorAssuranceLevel();
     assert.equal(aal.currentLevel, 'aal2');
     // One SMS per factor per interval.
@@ -216,6 +216,30 @@ test('twilio SMS provider: the Messages API request Twilio expects', async () =>
     } finally {
       refusing.stop();
     }
+  } finally {
+    proxy.stop();
+    box.close();
+  }
+});
+
+test('reauthentication texts its code to a user without an e-mail, as GoTrue; the nonce changes the password', async () => {
+  const { box, proxy } = await webhookProxy({ FLUXBASE_AUTH_SMS_AUTOCONFIRM: 'true', FLUXBASE_AUTH_SMS_INTERVAL_SECONDS: '0' });
+  try {
+    const phone = phoneNumber();
+    const sb = client(proxy.url);
+    const { data, error } = await sb.auth.signUp({ phone, password: 'phone-password-1' });
+    assert.equal(error, null);
+    assert.ok(data.session, 'sms_autoconfirm: a session at once');
+    assert.equal((await sb.auth.reauthenticate()).error, null);
+    const code = await codeFor(box, phone, 1);
+    const wrong = await sb.auth.updateUser({ password: 'phone-password-2', nonce: code === '000000' ? '111111' : '000000' });
+    assert.equal(wrong.error?.code, 'reauthentication_not_valid');
+    const changed = await sb.auth.updateUser({ password: 'phone-password-2', nonce: code });
+    assert.equal(changed.error, null);
+    const signedIn = await client(proxy.url).auth.signInWithPassword({ phone, password: 'phone-password-2' });
+    assert.equal(signedIn.error, null);
+    const used = await sb.auth.updateUser({ password: 'phone-password-3', nonce: code });
+    assert.equal(used.error?.code, 'reauthentication_not_valid', 'a code works once');
   } finally {
     proxy.stop();
     box.close();

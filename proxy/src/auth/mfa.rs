@@ -151,7 +151,7 @@ impl AuthCall<'_> {
         });
         let begun =
             self.query_json("SELECT fluxbase.auth_mfa_webauthn_begin($1, $2, $3)", &[&user, &id, &data]).await?;
-        let to_url = |v: &Value| v.as_str().and_then(|s| from_b64_std(s)).map(|b| b64url(&b));
+        let to_url = |v: &Value| v.as_str().and_then(from_b64_std).map(|b| b64url(&b));
         let options = if begun["status"] == "verified" {
             let allow: Vec<Value> = to_url(&begun["credential"]["id"])
                 .map(|id| json!({ "type": "public-key", "id": id }))

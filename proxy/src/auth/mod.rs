@@ -8,10 +8,10 @@
 //!
 //! The room: `routes.rs` is the route table; each area's handlers are an
 //! `impl AuthCall` in their own file (`session`, `user`, `mfa`, `otp`,
-//! `admin`, `oauth`, `sso`, `passkey`); the clients of the outside world
-//! (`mailer`, `sms`, `providers`, `saml`, `breach`) and the crypto
-//! (`password`, `signing`, `totp`, `webauthn`) sit beside them, built once
-//! into `AuthService` when the proxy starts.
+//! `admin`, `oauth`, `oauth_server`, `sso`, `passkey`, `web3`); the clients
+//! of the outside world (`mailer`, `sms`, `providers`, `saml`, `breach`) and
+//! the crypto (`password`, `signing`, `totp`, `webauthn`) sit beside them,
+//! built once into `AuthService` when the proxy starts.
 use bytes::Bytes;
 use http::StatusCode;
 use rand::RngCore;
@@ -45,6 +45,7 @@ pub mod sms;
 mod sso;
 pub mod totp;
 mod user;
+mod web3;
 pub mod webauthn;
 
 pub use routes::handle;
@@ -194,7 +195,33 @@ pub(crate) fn session_of(caller: &Caller) -> Result<(uuid::Uuid, Option<uuid::Uu
     let claim = |k: &str| caller.claims.get(k).and_then(Value::as_str).and_then(|s| uuid::Uuid::parse_str(s).ok());
     match claim("sub") {
         Some(sub) if !caller.anonymous => Ok((sub, claim("session_id"))),
-        _ => Err(ApiError::auth(401, "no_authorization", "This endpoint requires a valid Bearer token")),
+        _ => Err(ApiError::auth(401, "no_authorization", NO_SESSION)),
+    }
+}
+
+/// `session_of`'s refusal, which `no_session` words as GoTrue does.
+const NO_SESSION: &str = "This endpoint requires a valid Bearer token";
+
+/// GoTrue's `requireAuthentication` for a request without a user's session:
+/// no `Authorization` header, `401 no_authorization` "This endpoint
+/// requires a Bearer token"; a token without `sub` (the anon key, as
+/// supabase-js sends it when signed out), `403 bad_jwt` "invalid claim:
+/// missing sub claim"; a `sub` that is no UUID, `400 bad_jwt` "invalid
+/// claim: sub claim must be a UUID". Other errors pass as they are.
+pub(crate) fn no_session(e: ApiError, caller: &Caller, bearer: bool) -> ApiError {
+    let ApiError::Auth { status, error_code, msg } = &e else { return e };
+    if *status != StatusCode::UNAUTHORIZED || error_code != "no_authorization" || msg != NO_SESSION {
+        return e;
+    }
+    let sub = caller.claims.get("sub").and_then(Value::as_str).filter(|s| !s.is_empty());
+    match (bearer, sub) {
+        (false, _) => ApiError::auth(401, "no_authorization", "This endpoint requires a Bearer token"),
+        (true, None) => ApiError::auth(403, "bad_jwt", "invalid claim: missing sub claim"),
+        (true, Some(sub)) if uuid::Uuid::parse_str(sub).is_err() => {
+            ApiError::auth(400, "bad_jwt", "invalid claim: sub claim must be a UUID")
+        }
+        // A token of the anonymous role that names a user: refused as before.
+        _ => e,
     }
 }
 
@@ -312,6 +339,15 @@ pub(crate) fn refusal(issued: &Value) -> Result<(), ApiError> {
         }
         None => Ok(()),
     }
+}
+
+/// An OAuth error an auth function returned, `{error, error_description}`
+/// (GoTrue's `apierrors.OAuthError`: a refusal of the token endpoints that
+/// commits nothing): the 400 body as GoTrue sends it.
+pub(crate) fn oauth_refusal(issued: &Value) -> Option<Response> {
+    let error = issued.get("error")?.as_str()?;
+    let description = issued.get("error_description")?.as_str()?;
+    Some(oauth_server::oauth_error(error, description))
 }
 
 /// `select` (`SELECT fluxbase.auth_…($1, …)`, no FROM) run after the
@@ -476,6 +512,20 @@ mod tests {
         let anon_with_sub = caller(json!({ "role": "anon", "sub": user.to_string() }), true);
         assert_eq!(code(session_of(&anon_with_sub)), (401, "no_authorization".into()));
         assert_eq!(code(require_service_role(&signed_in)), (403, "not_admin".into()));
+        // In GoTrue's words, by what was sent.
+        let refused = |claims: Value, bearer| {
+            let c = caller(claims, true);
+            let e = no_session(session_of(&c).unwrap_err(), &c, bearer);
+            (e.status().as_u16(), e.code().to_string(), e.to_string())
+        };
+        assert_eq!(refused(json!({ "role": "anon" }), false).0, 401);
+        assert_eq!(
+            refused(json!({ "role": "anon" }), true),
+            (403, "bad_jwt".into(), "invalid claim: missing sub claim".into())
+        );
+        assert_eq!(refused(json!({ "role": "anon", "sub": "x" }), true).1, "bad_jwt");
+        let other = no_session(ApiError::auth(401, "no_authorization", "else"), &signed_in, true);
+        assert_eq!(code(Err::<(), _>(other)), (401, "no_authorization".into()));
         assert!(require_service_role(&caller(json!({ "role": "service_role" }), false)).is_ok());
     }
 

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 
 use super::oauth::{found, random_token, with_query};
 use super::providers::{s256, valid_pkce};
-use super::{new_refresh_token, refusal, session_of, sha256_hex, unix_now, AuthCall};
+use super::{new_refresh_token, oauth_refusal, refusal, session_of, sha256_hex, unix_now, AuthCall};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::http::{empty_response, json_response, query_pairs, Response};
@@ -30,7 +30,7 @@ fn disabled() -> ApiError {
 }
 
 /// An RFC 6749 error body, as GoTrue's `apierrors.OAuthError`: 400.
-fn oauth_error(error: &str, description: &str) -> Response {
+pub(crate) fn oauth_error(error: &str, description: &str) -> Response {
     json_response(StatusCode::BAD_REQUEST, &json!({ "error": error, "error_description": description }))
 }
 
@@ -709,18 +709,21 @@ impl AuthCall<'_> {
                 }
                 self.rate_limit(&[(format!("refresh:ip:{}", self.ctx.ip), config.rate_limit_refresh_per_ip)]).await?;
                 let reuse = config.refresh_token_reuse_interval_seconds as i32;
-                let issued = match self
+                let issued = self
                     .query_json(
                         "SELECT fluxbase.auth_oauth_refresh($1, $2, $3, $4)",
                         &[&id, &sha256_hex(old), &refresh_hash, &reuse],
                     )
-                    .await
-                    .and_then(|issued| refusal(&issued).map(|_| issued))
-                {
+                    .await;
+                // GoTrue's invalid_client refusals as they are; the session
+                // functions' other refusals as token_error maps them.
+                if let Some(refused) = issued.as_ref().ok().and_then(oauth_refusal) {
+                    return Ok(refused);
+                }
+                match issued.and_then(|issued| refusal(&issued).map(|_| issued)) {
                     Ok(issued) => issued,
                     Err(e) => return token_error(e),
-                };
-                issued
+                }
             }
             other => return Ok(oauth_error("unsupported_grant_type", &format!("Unsupported grant type: {other}"))),
         };
@@ -738,31 +741,11 @@ impl AuthCall<'_> {
         Ok(json_response(StatusCode::OK, &answer))
     }
 
-    /// The OIDC ID token of an `openid` authorization: signed as the access
-    /// tokens are, for the client (`aud`), with the request's nonce.
+    /// The OIDC ID token of an `openid` authorization, signed as the access
+    /// tokens are, with GoTrue's claim set (`tokens.IDTokenClaims`).
     fn id_token(&self, issued: &Value, client: &str) -> Result<String, ApiError> {
-        let user = &issued["user"];
-        let now = unix_now();
-        let scopes: Vec<&str> = issued["scope"].as_str().unwrap_or("").split(' ').collect();
-        let mut claims = json!({
-            "iss": format!("{}/auth/v1", self.state.config.public_url()),
-            "sub": user["id"],
-            "aud": client,
-            "iat": now,
-            "exp": now + self.state.config.auth.jwt_expiry_seconds,
-            "auth_time": issued.get("auth_time").cloned().unwrap_or(json!(now)),
-        });
-        if let Some(nonce) = issued.get("nonce") {
-            claims["nonce"] = nonce.clone();
-        }
-        if scopes.contains(&"email") && user["email"].as_str().is_some_and(|e| !e.is_empty()) {
-            claims["email"] = user["email"].clone();
-            claims["email_verified"] = json!(!user["email_confirmed_at"].is_null());
-        }
-        if scopes.contains(&"phone") && user["phone"].as_str().is_some_and(|p| !p.is_empty()) {
-            claims["phone_number"] = user["phone"].clone();
-            claims["phone_number_verified"] = json!(!user["phone_confirmed_at"].is_null());
-        }
+        let iss = format!("{}/auth/v1", self.state.config.public_url());
+        let claims = id_token_claims(issued, client, &iss, unix_now());
         let signed = match (&self.service.signing, self.state.config.jwt.secret.as_deref()) {
             (Some(keys), _) => keys.sign(&claims),
             (None, Some(secret)) => super::signing::sign_hs256(secret, &claims),
@@ -772,6 +755,65 @@ impl AuthCall<'_> {
         };
         signed.map_err(|e| ApiError::Internal(format!("signing: {e}")))
     }
+}
+
+/// GoTrue's ID token claims (`tokens.Service.GenerateIDToken`): `iss`,
+/// `sub`, `aud` (the client), `iat`, `exp` (an hour later, whatever the
+/// access tokens' lifetime), `auth_time` (the sign-in this exchange made),
+/// `client_id`, the request's `nonce`; by scope: `email` → `email`,
+/// `email_verified`; `phone` → `phone_number`, `phone_number_verified`;
+/// `profile` → `name` (user_metadata.name, else the e-mail), `picture`
+/// (picture, else avatar_url), `preferred_username` (preferred_username,
+/// else username), `updated_at`. Both `…_verified` claims are always there
+/// (false without their scope), as GoTrue's booleans are not omitempty;
+/// empty strings are left out, as its omitempty strings.
+fn id_token_claims(issued: &Value, client: &str, iss: &str, now: u64) -> Value {
+    let user = &issued["user"];
+    let meta = &user["user_metadata"];
+    let scopes: Vec<&str> = issued["scope"].as_str().unwrap_or("").split(' ').collect();
+    let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
+    let unix = |v: &Value| v.as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok()).map(|t| t.timestamp());
+    let mut claims = json!({
+        "iss": iss,
+        "sub": user["id"],
+        "aud": client,
+        "exp": now + 3600,
+        "iat": now,
+        "auth_time": unix(&user["last_sign_in_at"]).unwrap_or(now as i64),
+        "email_verified": false,
+        "phone_number_verified": false,
+        "client_id": client,
+    });
+    if let Some(nonce) = text(&issued["nonce"]) {
+        claims["nonce"] = json!(nonce);
+    }
+    if scopes.contains(&"email") {
+        if let Some(email) = text(&user["email"]) {
+            claims["email"] = json!(email);
+        }
+        claims["email_verified"] = json!(!user["email_confirmed_at"].is_null());
+    }
+    if scopes.contains(&"phone") {
+        if let Some(phone) = text(&user["phone"]) {
+            claims["phone_number"] = json!(phone);
+        }
+        claims["phone_number_verified"] = json!(!user["phone_confirmed_at"].is_null());
+    }
+    if scopes.contains(&"profile") {
+        if let Some(name) = text(&meta["name"]).or_else(|| text(&user["email"])) {
+            claims["name"] = json!(name);
+        }
+        if let Some(picture) = text(&meta["picture"]).or_else(|| text(&meta["avatar_url"])) {
+            claims["picture"] = json!(picture);
+        }
+        if let Some(username) = text(&meta["preferred_username"]).or_else(|| text(&meta["username"])) {
+            claims["preferred_username"] = json!(username);
+        }
+        if let Some(updated) = unix(&user["updated_at"]).filter(|t| *t > 0) {
+            claims["updated_at"] = json!(updated);
+        }
+    }
+    claims
 }
 
 /// An authorization code: 256 random bits; the database keeps its SHA-256.
@@ -881,6 +923,36 @@ mod tests {
         assert_eq!(credentials(&HeaderMap::new(), &[]).unwrap_err(), "client_id is required");
         // GoTrue's stored hash: SHA-256, base64url without padding.
         assert_eq!(secret_hash("abc"), "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0");
+    }
+
+    #[test]
+    fn id_tokens_carry_gotrues_claims_by_scope() {
+        let user = json!({
+            "id": "u1", "email": "ada@example.com", "email_confirmed_at": "2026-12-01T10:00:00+00:00",
+            "phone": "", "phone_confirmed_at": null, "last_sign_in_at": "2026-12-01T10:00:05.5+00:00",
+            "updated_at": "2026-12-01T10:00:06+00:00",
+            "user_metadata": { "avatar_url": "https://a.example/p.png", "username": "ada" },
+        });
+        let only_openid = id_token_claims(&json!({ "user": user, "scope": "openid" }), "c1", "https://x/auth/v1", 100);
+        assert_eq!(
+            only_openid,
+            json!({ "iss": "https://x/auth/v1", "sub": "u1", "aud": "c1", "iat": 100, "exp": 3700,
+                "auth_time": 1_796_119_205, "email_verified": false, "phone_number_verified": false, "client_id": "c1" })
+        );
+        let all = id_token_claims(
+            &json!({ "user": user, "scope": "openid email profile phone", "nonce": "n-1" }),
+            "c1",
+            "https://x/auth/v1",
+            100,
+        );
+        assert_eq!(all["nonce"], "n-1");
+        assert_eq!((all["email"].as_str(), all["email_verified"].as_bool()), (Some("ada@example.com"), Some(true)));
+        assert_eq!(all.get("phone_number"), None, "an empty phone is left out");
+        assert_eq!(all["phone_number_verified"], false);
+        assert_eq!(all["name"], "ada@example.com", "no name: the e-mail");
+        assert_eq!(all["picture"], "https://a.example/p.png");
+        assert_eq!(all["preferred_username"], "ada");
+        assert_eq!(all["updated_at"], 1_796_119_206);
     }
 
     #[test]

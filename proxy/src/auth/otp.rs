@@ -92,17 +92,23 @@ impl AuthCall<'_> {
         let config = &self.state.config.auth;
         let site = config.site_url.clone().unwrap_or_else(|| self.state.config.public_url());
         let Some(url) = asked.filter(|u| !u.is_empty()) else { return Ok(site) };
-        let allowed = redirect_allowed(&url, &site, true)
-            || config.redirect_urls.iter().any(|p| match p.strip_suffix('*') {
-                Some(prefix) => redirect_allowed(&url, prefix, true),
-                None => redirect_allowed(&url, p, false),
-            });
-        if allowed {
+        if self.redirect_allowed(&url) {
             Ok(url)
         } else {
             tracing::info!(redirect_to = %url, "redirect_to is not allowed: the site URL is used");
             Ok(site)
         }
+    }
+
+    /// `url` is under the site URL or an `auth.redirect_urls` entry.
+    pub(crate) fn redirect_allowed(&self, url: &str) -> bool {
+        let config = &self.state.config.auth;
+        let site = config.site_url.clone().unwrap_or_else(|| self.state.config.public_url());
+        redirect_allowed(url, &site, true)
+            || config.redirect_urls.iter().any(|p| match p.strip_suffix('*') {
+                Some(prefix) => redirect_allowed(url, prefix, true),
+                None => redirect_allowed(url, p, false),
+            })
     }
 
     /// POST /otp, /magiclink, /recover: e-mails a link and a 6-digit code.
@@ -349,20 +355,22 @@ impl AuthCall<'_> {
 
     /// Runs one of the redeeming functions (auth_verify_token,
     /// auth_verify_email_change, auth_verify_phone_change): `leading`
-    /// arguments, then expiry, a fresh refresh-token hash and the address a
-    /// code was typed for. Rate-limited per IP.
+    /// arguments, then expiry, a fresh refresh-token hash, the address a
+    /// code was typed for and `trailing` ones. Rate-limited per IP.
     pub(super) async fn redeem_with(
         &self,
         function: &str,
         leading: &[&(dyn ToSql + Sync)],
         address: Option<&str>,
+        trailing: &[&(dyn ToSql + Sync)],
     ) -> Result<(Value, String), ApiError> {
         let config = &self.state.config.auth;
         self.rate_limit(&[(format!("verify:ip:{}", self.ctx.ip), config.rate_limit_verify_per_ip)]).await?;
         let (refresh, refresh_hash) = new_refresh_token();
         let expiry = config.otp_expiry_seconds as i32;
         let tail: [&(dyn ToSql + Sync); 3] = [&expiry, &refresh_hash, &address];
-        let params: Vec<&(dyn ToSql + Sync)> = leading.iter().copied().chain(tail).collect();
+        let params: Vec<&(dyn ToSql + Sync)> =
+            leading.iter().copied().chain(tail).chain(trailing.iter().copied()).collect();
         let placeholders: Vec<String> = (1..=params.len()).map(|i| format!("${i}")).collect();
         let sql = format!("SELECT fluxbase.{function}({})", placeholders.join(", "));
         let issued = self.query_json(&sql, &params).await?;
@@ -380,7 +388,8 @@ impl AuthCall<'_> {
         address: Option<&str>,
     ) -> Result<(Value, String), ApiError> {
         let pkce_hash = pkce_code.map(sha256_hex);
-        self.redeem_with("auth_verify_token", &[&channel, &kind, &link_hash, &code_hash, &pkce_hash], address).await
+        self.redeem_with("auth_verify_token", &[&channel, &kind, &link_hash, &code_hash, &pkce_hash], address, &[])
+            .await
     }
 
     pub(super) async fn redeem_email_change(
@@ -389,7 +398,10 @@ impl AuthCall<'_> {
         code_hash: Option<String>,
         address: Option<&str>,
     ) -> Result<(Value, String), ApiError> {
-        self.redeem_with("auth_verify_email_change", &[&link_hash, &code_hash], address).await
+        // GoTrue's emailChangeVerify: with secure e-mail change, the first
+        // confirmation of a pending change waits for a second one.
+        let secure = self.state.config.auth.secure_email_change;
+        self.redeem_with("auth_verify_email_change", &[&link_hash, &code_hash], address, &[&secure]).await
     }
 
     /// GET /verify: the link of an e-mail; redirects with the session in
@@ -465,7 +477,7 @@ impl AuthCall<'_> {
         };
         if kind == "phone_change" {
             let (issued, refresh) =
-                self.redeem_with("auth_verify_phone_change", &[&code_hash], address.as_deref()).await?;
+                self.redeem_with("auth_verify_phone_change", &[&code_hash], address.as_deref(), &[]).await?;
             return self.session(&issued, &refresh);
         }
         if kind == "email_change" {

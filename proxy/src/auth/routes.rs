@@ -10,8 +10,22 @@ use crate::jwt::Caller;
 
 /// Serves one `/auth/v1` request. `caller` was verified by the dispatcher:
 /// the apikey (or bearer) must be valid on every route, as behind
-/// Supabase's gateway.
+/// Supabase's gateway. A route that needs a user's session and has none is
+/// answered in GoTrue's words for what was sent (`no_session`).
 pub async fn handle(
+    state: &AppState,
+    service: &AuthService,
+    parts: http::request::Parts,
+    body: Bytes,
+    ctx: &RequestContext,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    let bearer = parts.headers.contains_key(http::header::AUTHORIZATION);
+    let claims = caller.clone();
+    route(state, service, parts, body, ctx, caller).await.map_err(|e| no_session(e, &claims, bearer))
+}
+
+async fn route(
     state: &AppState,
     service: &AuthService,
     parts: http::request::Parts,
@@ -57,6 +71,7 @@ pub async fn handle(
             Some("refresh_token") => req.refresh_grant(&parse_body(&body)?).await,
             Some("pkce") => req.pkce_grant(&parse_body(&body)?).await,
             Some("id_token") => req.id_token_grant(&caller, &parse_body(&body)?).await,
+            Some("web3") => req.web3_grant(&parse_body(&body)?).await,
             Some(other) => Err(ApiError::auth(
                 400,
                 "validation_failed",

@@ -120,10 +120,13 @@ impl AuthCall<'_> {
             "session_id": issued.get("session_id"),
             "is_anonymous": user.get("is_anonymous").and_then(Value::as_bool).unwrap_or(false),
         });
-        // A session an OAuth client obtained (oauth_server.rs) names it.
+        // A session an OAuth client obtained (oauth_server.rs) names it and
+        // its scopes, as GoTrue's AccessTokenClaims.
         let mut claims = claims;
-        if let Some(client) = issued.get("client_id").filter(|c| !c.is_null()) {
-            claims["client_id"] = client.clone();
+        for key in ["client_id", "scope"] {
+            if let Some(value) = issued.get(key).filter(|v| !v.is_null()) {
+                claims[key] = value.clone();
+            }
         }
         let signed = match (&self.service.signing, self.state.config.jwt.secret.as_deref()) {
             (Some(keys), _) => keys.sign(&claims),
@@ -272,6 +275,10 @@ impl AuthCall<'_> {
         let issued = self
             .query_json("SELECT fluxbase.auth_refresh($1, $2, $3)", &[&sha256_hex(old), &refresh_hash, &reuse])
             .await?;
+        // An OAuth client's session is refreshed at /oauth/token only (GoTrue).
+        if let Some(refused) = oauth_refusal(&issued) {
+            return Ok(refused);
+        }
         refusal(&issued)?;
         self.session(&issued, &refresh)
     }

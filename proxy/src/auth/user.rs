@@ -117,11 +117,13 @@ impl AuthCall<'_> {
             return Ok(());
         };
         self.rate_limit(&[(format!("verify:ip:{}", self.ctx.ip), config.rate_limit_verify_per_ip)]).await?;
-        let email = caller.claims.get("email").and_then(Value::as_str).unwrap_or("");
+        // The code went to the e-mail, or by SMS to a user without one.
+        let claim = |k: &str| caller.claims.get(k).and_then(Value::as_str).filter(|v| !v.is_empty());
+        let address = claim("email").or_else(|| claim("phone")).unwrap_or("");
         let ok: bool = self
             .query_row(
                 "SELECT fluxbase.auth_reauthenticated($1, $2, $3)",
-                &[&user, &sha256_hex(&format!("{email}:{nonce}")), &(config.otp_expiry_seconds as i32)],
+                &[&user, &sha256_hex(&format!("{address}:{nonce}")), &(config.otp_expiry_seconds as i32)],
             )
             .await?
             .get(0);
@@ -132,20 +134,31 @@ impl AuthCall<'_> {
         }
     }
 
-    /// GET /reauthenticate: e-mails a code that PUT /user takes as `nonce`.
+    /// GET /reauthenticate: a code that PUT /user takes as `nonce`, e-mailed,
+    /// or texted to a user without an e-mail (GoTrue's `Reauthenticate`).
     pub(super) async fn reauthenticate(&self, caller: &Caller) -> Result<Response, ApiError> {
         let (user, session) = session_of(caller)?;
         let me = self.query_json("SELECT fluxbase.auth_user($1, $2)", &[&user, &session]).await?;
-        let Some(email) = me.get("email").and_then(Value::as_str).filter(|e| !e.is_empty()) else {
-            return Err(ApiError::auth(
-                422,
-                "validation_failed",
-                "Reauthentication requires the user to have an email or a phone number",
-            ));
-        };
-        let site = self.redirect_target(None)?;
-        let mail = Mail { email, kind: "reauthentication", create: false, redirect: &site, data: None, pkce: None };
-        self.email_token(mail).await?;
+        let field = |k: &str| me.get(k).and_then(Value::as_str).filter(|v| !v.is_empty());
+        match (field("email"), field("phone")) {
+            (Some(email), _) => {
+                let site = self.redirect_target(None)?;
+                let mail =
+                    Mail { email, kind: "reauthentication", create: false, redirect: &site, data: None, pkce: None };
+                self.email_token(mail).await?;
+            }
+            (None, Some(phone)) => {
+                self.phone_enabled(phone)?;
+                self.sms_token(phone, "reauthentication", false, None).await?;
+            }
+            (None, None) => {
+                return Err(ApiError::auth(
+                    422,
+                    "validation_failed",
+                    "Reauthentication requires the user to have an email or a phone number",
+                ))
+            }
+        }
         Ok(json_response(StatusCode::OK, &json!({})))
     }
 
