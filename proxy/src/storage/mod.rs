@@ -514,8 +514,27 @@ impl Call<'_> {
     }
 
     /// Upload (POST, `x-upsert`) or update (PUT) of `bucket/name`, as the
-    /// caller, or as a signed upload URL's owner (`signed`).
+    /// caller, or as a signed upload URL's owner (`signed`). A refused
+    /// upload's remaining body is read and dropped (up to `DRAIN_LIMIT`)
+    /// before the answer, so the client, still sending, reads the error
+    /// instead of a reset connection.
     async fn upload(
+        &self,
+        bucket: &str,
+        name: &str,
+        write: Write,
+        body: ByteStream,
+        signed: Option<SignedUpload>,
+    ) -> Result<Response, ApiError> {
+        let body = SharedBody::new(body);
+        let result = self.upload_checked(bucket, name, write, body.clone().boxed(), signed).await;
+        if result.is_err() {
+            body.drain(DRAIN_LIMIT).await;
+        }
+        result
+    }
+
+    async fn upload_checked(
         &self,
         bucket: &str,
         name: &str,
@@ -547,6 +566,9 @@ impl Call<'_> {
             Some(s) => s.upsert,
             None => self.header("x-upsert").is_some_and(|v| v.eq_ignore_ascii_case("true")),
         };
+        if signed.is_none() {
+            self.precheck(bucket, name, write, upsert).await?;
+        }
         let object = self.incoming(body).await?;
         if !rules::mime_allowed(allowed.as_deref(), &object.content_type) {
             return Err(StorageError::InvalidMimeType(object.content_type).into());
@@ -596,6 +618,36 @@ impl Call<'_> {
                 Err(e)
             }
         }
+    }
+
+    /// Would the caller's policies let this write through? Tried and rolled
+    /// back before a byte is read, as storage-api's `canUpload`, so a
+    /// refused or duplicate upload is answered at once and costs no disk.
+    /// The write itself is checked again when it commits.
+    async fn precheck(&self, bucket: &str, name: &str, write: Write, upsert: bool) -> Result<(), ApiError> {
+        let sub = sub_of(&self.caller.claims);
+        let owner = sub.as_deref().and_then(|s| uuid::Uuid::parse_str(s).ok());
+        let mut client = self.client().await?;
+        let tx = as_caller(&mut client, &self.caller.claims).await?;
+        let sql = match (write, upsert) {
+            (Write::Update, _) => {
+                "UPDATE storage.objects SET owner = $3, owner_id = $4 WHERE bucket_id = $1 AND name = $2 RETURNING id"
+            }
+            (Write::Upload, true) => {
+                "INSERT INTO storage.objects (bucket_id, name, owner, owner_id) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (bucket_id, name) DO UPDATE SET owner = excluded.owner, owner_id = excluded.owner_id \
+                 RETURNING id"
+            }
+            (Write::Upload, false) => {
+                "INSERT INTO storage.objects (bucket_id, name, owner, owner_id) VALUES ($1, $2, $3, $4) RETURNING id"
+            }
+        };
+        let row = tx
+            .query_opt(sql, &[&bucket, &name, &owner, &sub])
+            .await
+            .map_err(|e| db_error(e, StorageError::KeyAlreadyExists))?;
+        tx.rollback().await.map_err(pg)?;
+        row.map(|_| ()).ok_or_else(|| StorageError::NoSuchKey.into())
     }
 
     /// The row of a written version, in one transaction under the path's
@@ -1077,6 +1129,15 @@ impl Call<'_> {
 
     /// `PUT /object/upload/sign/{bucket}/{name}?token=…`: the upload, once.
     async fn upload_signed(&self, bucket: &str, name: &str, body: ByteStream) -> Result<Response, ApiError> {
+        let body = SharedBody::new(body);
+        let result = self.upload_signed_checked(bucket, name, body.clone().boxed()).await;
+        if result.is_err() {
+            body.drain(DRAIN_LIMIT).await;
+        }
+        result
+    }
+
+    async fn upload_signed_checked(&self, bucket: &str, name: &str, body: ByteStream) -> Result<Response, ApiError> {
         let token = crate::http::query_param(self.query, "token").ok_or(StorageError::InvalidSignature)?;
         let claims = sign::verify(self.state.config.jwt.secret.as_deref(), &token, &format!("{bucket}/{name}"))
             .map_err(|e| match e {
@@ -1105,6 +1166,42 @@ async fn lock_path(tx: &deadpool_postgres::Transaction<'_>, bucket: &str, name: 
         .await
         .map_err(pg)?;
     Ok(())
+}
+
+/// Bytes of a refused upload read and dropped before answering; a client
+/// sending more than this sees the connection close.
+const DRAIN_LIMIT: u64 = 64 << 20;
+
+/// A request body that the upload reads and, after a refusal, the handler
+/// drains: two handles on one stream (the lock is only taken inside a poll).
+#[derive(Clone)]
+struct SharedBody(Arc<std::sync::Mutex<ByteStream>>);
+
+impl SharedBody {
+    fn new(body: ByteStream) -> SharedBody {
+        SharedBody(Arc::new(std::sync::Mutex::new(body)))
+    }
+
+    async fn drain(mut self, limit: u64) {
+        let mut read = 0u64;
+        while let Some(Ok(chunk)) = self.next().await {
+            read += chunk.len() as u64;
+            if read > limit {
+                return;
+            }
+        }
+    }
+}
+
+impl futures_util::Stream for SharedBody {
+    type Item = Result<Bytes, BodyError>;
+
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).as_mut().poll_next(cx)
+    }
 }
 
 /// A multipart file's stream, with the form it comes from kept alive.
