@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks storage (docs/benchmarks.md), local backend. Ratios are measured
 # in one run, interleaved, REPS times, on one disk (FLUXBASE_VAR):
-#   upload   curl POST /storage/v1/object/<bucket>/<name> of a 1 MB file
+#   upload   curl -T (streamed) POST /storage/v1/object/<bucket>/<name> of a 1 MB file
 #            (COUNT_1MB times) and a 100 MB file, vs `cp` of the same file
 #            into the same directory tree
 #   download curl GET of the public URL into a file, vs `cp`
@@ -39,7 +39,7 @@ upload_http() { # upload_http FILE NAME COUNT -> MB/s
   start="$(now)"
   for i in $(seq 1 "$3"); do
     curl -fsS -o /dev/null "${auth[@]}" -H 'content-type: application/octet-stream' -H 'x-upsert: true' \
-      --data-binary "@$1" "$base/object/bench/$2-$i"
+      -X POST -T "$1" "$base/object/bench/$2-$i"
   done
   end="$(now)"
   mbps $(($(stat -c %s "$1") * $3)) "$start" "$end"
@@ -69,9 +69,10 @@ copy() { # copy FILE COUNT [fsync] -> MB/s of cp (or dd with fsync)
   mbps $(($(stat -c %s "$1") * $2)) "$start" "$end"
 }
 
-cat > "$work/small.lua" <<LUA
-local counter, id = 0, 0
-local ids = 0
+small_lua() { # small_lua REP: 1 KB POSTs under names fresh in this run and rep
+  cat > "$work/small.lua" <<LUA
+local counter, ids = 0, 0
+-- setup runs in the main state and sets the global "id" in each thread's.
 function setup(thread) thread:set("id", ids); ids = ids + 1 end
 wrk.method = "POST"
 wrk.headers["apikey"] = "$SERVICE"
@@ -80,9 +81,10 @@ wrk.headers["Content-Type"] = "text/plain"
 wrk.body = string.rep("x", 1024)
 function request()
   counter = counter + 1
-  return wrk.format(nil, "/storage/v1/object/bench/small/" .. id .. "-" .. counter)
+  return wrk.format(nil, "/storage/v1/object/bench/small/$1/" .. id .. "-" .. counter)
 end
 LUA
+}
 
 csv="tests/bench/results/storage-$(date -u +%Y%m%dT%H%M%SZ).csv"
 echo "rep,up_1mb,down_1mb,cp_1mb,cp_fsync_1mb,up_100mb,down_100mb,cp_100mb,cp_fsync_100mb,small_uploads_per_s" > "$csv"
@@ -95,6 +97,7 @@ for rep in $(seq 1 "$REPS"); do
   u100="$(upload_http "$files/100mb.bin" hundred 1)"
   d100="$(download_http hundred $((100 << 20)) 1)"
   f100="$(copy "$files/100mb.bin" 1 fsync)"
+  small_lua "$rep"
   small="$(wrk_run small.lua storage/v1/object/bench/small)"
   echo "rep $rep: 1 MB up $u1 down $d1 cp $c1 cp+fsync $f1 MB/s | 100 MB up $u100 down $d100 cp $c100 cp+fsync $f100 MB/s | 1 KB uploads $small/s"
   echo "$rep,$u1,$d1,$c1,$f1,$u100,$d100,$c100,$f100,$small" >> "$csv"

@@ -370,6 +370,55 @@ test('empty and delete buckets: a bucket with objects is refused', async () => {
   assert.equal(r.error.statusCode, '404');
 });
 
+test('concurrent uploads to one path: one wins whole, one version file is left', async () => {
+  const files = service.storage.from(PUBLIC);
+  const bodies = Array.from({ length: 6 }, (_, i) => `writer ${i} `.repeat(2000));
+  const results = await Promise.all(bodies.map((b) => files.upload('race/one.txt', b, { contentType: 'text/plain', upsert: true })));
+  for (const r of results) assert.equal(r.error, null, r.error?.message);
+  const text = await (await files.download('race/one.txt')).data.text();
+  assert.ok(bodies.includes(text), 'the object is one writer\'s bytes, whole');
+  assert.equal(sql(`select count(*) from storage.objects where bucket_id = '${PUBLIC}' and name = 'race/one.txt'`), '1');
+  if (root) assert.equal(versionsOnDisk(PUBLIC, 'race/one.txt'), 1);
+});
+
+test('a proxy killed mid-upload leaves no row, and its temporary file is swept at the next start', async (t) => {
+  if (!root) return t.skip('FLUXBASE_STORAGE_ROOT not set');
+  const tmp = join(root, '.tmp');
+  const before = existsSync(tmp) ? readdirSync(tmp).length : 0;
+  const first = await proxyWith({});
+  let push;
+  const body = new ReadableStream({ start(c) { push = c; c.enqueue(new Uint8Array(1 << 20)); } });
+  const upload = fetch(`${first.url}/storage/v1/object/${PUBLIC}/crash/half.bin`, {
+    method: 'POST', headers: { ...authHeaders(env.serviceKey), 'content-type': 'application/octet-stream' },
+    body, duplex: 'half',
+  }).catch((e) => e);
+  const started = await (async () => {
+    for (let i = 0; i < 100; i++) {
+      if (existsSync(tmp) && readdirSync(tmp).length > before) return true;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return false;
+  })();
+  assert.ok(started, 'the upload is being written to a temporary file');
+  process.kill(first.pid, 'SIGKILL');
+  push.error(new Error('gone'));
+  await upload;
+  assert.ok(readdirSync(tmp).length > before, 'the half-written file is still there after the crash');
+  assert.equal(sql(`select count(*) from storage.objects where name = 'crash/half.bin'`), '0');
+  const second = await proxyWith({});
+  try {
+    await fetch(`${second.url}/storage/v1/bucket/${PUBLIC}`, { headers: authHeaders(env.serviceKey) }).then((r) => r.text());
+    let swept = false;
+    for (let i = 0; i < 50 && !swept; i++) {
+      swept = readdirSync(tmp).length <= before;
+      if (!swept) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(swept, 'the next proxy removed the orphaned temporary file');
+  } finally {
+    second.stop();
+  }
+});
+
 /** Peak and current resident memory of a process, KiB. */
 const memory = (pid) => {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');

@@ -41,14 +41,15 @@ pub trait Backend: Send + Sync {
     fn copy(&self, from: String, to: String) -> BoxFuture<'_, Result<(), BackendError>>;
     /// Deletes keys; a key that is not there is not an error.
     fn delete(&self, keys: Vec<String>) -> BoxFuture<'_, Result<(), BackendError>>;
-    /// Removes what a crash left half-written, untouched for `older_than`;
+    /// Removes what a crash left half-written (no live upload writes it);
     /// returns how many.
-    fn recover(&self, older_than: std::time::Duration) -> BoxFuture<'_, Result<usize, BackendError>>;
+    fn recover(&self) -> BoxFuture<'_, Result<usize, BackendError>>;
 }
 
 /// Chunks read from disk at a time, and in flight to the client.
 const READ_CHUNK: usize = 256 << 10;
 const CHUNKS_IN_FLIGHT: usize = 4;
+const WRITE_BUFFER: usize = 1 << 20;
 
 /// Objects as files under `root`: `<root>/<bucket>/<name>/<version>`. A
 /// write goes to `<root>/.tmp/<uuid>`, is fsynced and renamed into place
@@ -87,10 +88,17 @@ impl Backend for LocalFs {
                 let (tmp, target, aborted) = (tmp.clone(), target.clone(), aborted.clone());
                 tokio::task::spawn_blocking(move || -> std::io::Result<()> {
                     std::fs::create_dir_all(&tmp_dir)?;
-                    let mut file = std::fs::File::create(&tmp)?;
+                    // Locked while written: the sweeper leaves a locked file
+                    // alone (another live upload, maybe another proxy's), and
+                    // the kernel drops the lock when a process dies.
+                    let file = std::fs::File::create(&tmp)?;
+                    file.lock()?;
+                    // Network chunks are small: written 1 MiB at a time.
+                    let mut file = std::io::BufWriter::with_capacity(WRITE_BUFFER, file);
                     while let Some(chunk) = chunks.blocking_recv() {
                         file.write_all(&chunk)?;
                     }
+                    let file = file.into_inner().map_err(|e| e.into_error())?;
                     if aborted.load(std::sync::atomic::Ordering::SeqCst) {
                         return Err(std::io::Error::other("aborted"));
                     }
@@ -236,7 +244,7 @@ impl Backend for LocalFs {
         })
     }
 
-    fn recover(&self, older_than: std::time::Duration) -> BoxFuture<'_, Result<usize, BackendError>> {
+    fn recover(&self) -> BoxFuture<'_, Result<usize, BackendError>> {
         let tmp_dir = self.tmp_dir();
         Box::pin(async move {
             let done = tokio::task::spawn_blocking(move || -> Result<usize, BackendError> {
@@ -247,10 +255,11 @@ impl Backend for LocalFs {
                 };
                 let mut removed = 0;
                 for entry in entries {
-                    let entry = entry?;
-                    let idle = entry.metadata()?.modified()?.elapsed().unwrap_or_default();
-                    if idle >= older_than {
-                        std::fs::remove_file(entry.path())?;
+                    let path = entry?.path();
+                    let Ok(file) = std::fs::File::open(&path) else { continue };
+                    // Unlocked: its writer is gone (crashed, or aborted).
+                    if file.try_lock().is_ok() {
+                        std::fs::remove_file(&path)?;
                         removed += 1;
                     }
                 }
@@ -332,10 +341,15 @@ mod tests {
         assert!(matches!(fs.get("b/a/b.txt/v1".into(), None).await, Err(BackendError::NotFound)));
         assert!(!root.join("b/a").exists(), "empty folders are pruned");
 
-        // A crash mid-write leaves a temporary file: the next start removes it.
+        // A crash mid-write leaves a temporary file: the next sweep removes
+        // it, but not one a live upload holds locked.
         std::fs::write(root.join(".tmp/left-over"), b"partial").unwrap();
-        assert_eq!(fs.recover(std::time::Duration::from_secs(60)).await.unwrap(), 0, "a live upload's file stays");
-        assert_eq!(fs.recover(std::time::Duration::ZERO).await.unwrap(), 1);
+        let live = std::fs::File::create(root.join(".tmp/live")).unwrap();
+        live.lock().unwrap();
+        assert_eq!(fs.recover().await.unwrap(), 1);
+        assert!(root.join(".tmp/live").exists(), "a live upload's file stays");
+        drop(live);
+        assert_eq!(fs.recover().await.unwrap(), 1);
         assert_eq!(files_under(&root.join(".tmp")), 0);
         std::fs::remove_dir_all(root).unwrap();
     }

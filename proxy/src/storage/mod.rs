@@ -36,9 +36,7 @@ use crate::state::AppState;
 use backend::{Backend, BackendError, ByteStream, LocalFs};
 use error::{db_error, pg, StorageError};
 
-/// How long an orphaned temporary file must have been left alone before
-/// a sweep removes it (a live upload writes to its file all the time).
-const ORPHAN_AGE: Duration = Duration::from_secs(300);
+/// Sweeps of temporary files a crash left behind.
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 /// The message of a signed URL that could not be made in a batch.
@@ -60,14 +58,12 @@ impl StorageService {
         self.sweeper.call_once(|| {
             let backend = self.backend.clone();
             tokio::spawn(async move {
-                let mut first = true;
                 loop {
-                    match backend.recover(if first { Duration::ZERO } else { ORPHAN_AGE }).await {
+                    match backend.recover().await {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(removed = n, "storage: removed orphaned temporary files"),
                         Err(e) => tracing::warn!(error = %e, "storage: sweeping temporary files failed"),
                     }
-                    first = false;
                     tokio::time::sleep(SWEEP_EVERY).await;
                 }
             });
