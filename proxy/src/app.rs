@@ -21,6 +21,7 @@ use crate::http::{error_response, json_response, query_param, read_body, Body, R
 use crate::metrics::PoolState;
 use crate::realtime::RealtimeService;
 use crate::state::AppState;
+use crate::storage::StorageService;
 use crate::{auth, rest};
 
 /// Where a request goes: decided by its path's first segments.
@@ -32,6 +33,7 @@ enum Route {
     Rest,
     Auth,
     Realtime,
+    Storage,
     /// A service prefix of ARCHITECTURE.md that this release does not serve.
     Unbuilt(&'static str),
     NotFound,
@@ -47,6 +49,7 @@ impl Route {
             Route::Rest => "rest",
             Route::Auth => "auth",
             Route::Realtime => "realtime",
+            Route::Storage => "storage",
             Route::Unbuilt(name) => name,
             Route::NotFound => "not_found",
         }
@@ -57,6 +60,7 @@ impl Route {
         match self {
             Route::Rest => Surface::Rest,
             Route::Auth => Surface::Auth,
+            Route::Storage => Surface::Storage,
             _ => Surface::Fluxbase,
         }
     }
@@ -66,7 +70,7 @@ impl Route {
 const PREFIXES: &[(&str, Route)] = &[
     ("/rest/v1", Route::Rest),
     ("/auth/v1", Route::Auth),
-    ("/storage/v1", Route::Unbuilt("storage")),
+    ("/storage/v1", Route::Storage),
     ("/realtime/v1", Route::Realtime),
     ("/functions/v1", Route::Unbuilt("functions")),
     ("/graphql/v1", Route::Unbuilt("graphql")),
@@ -94,6 +98,7 @@ pub struct App {
     state: Arc<AppState>,
     auth: AuthService,
     realtime: RealtimeService,
+    storage: StorageService,
 }
 
 impl App {
@@ -102,8 +107,9 @@ impl App {
     /// also how `check-config` judges a configuration.
     pub fn new(config: Config) -> Result<App, String> {
         let auth = AuthService::new(&config)?;
+        let storage = StorageService::new(&config);
         let state = Arc::new(AppState::new(config, auth.verifying_keys()?)?);
-        Ok(App { state, auth, realtime: RealtimeService::default() })
+        Ok(App { state, auth, realtime: RealtimeService::default(), storage })
     }
 
     pub fn state(&self) -> &Arc<AppState> {
@@ -114,7 +120,7 @@ impl App {
     /// response its service's clients expect.
     pub async fn handle<B>(&self, req: Request<B>, peer: SocketAddr) -> Response
     where
-        B: hyper::body::Body<Data = Bytes>,
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let started = Instant::now();
@@ -134,7 +140,11 @@ impl App {
             if is_preflight {
                 return preflight();
             }
-            let limit_ms = self.state.config.server.request_timeout_ms;
+            // Storage moves large bodies: its own, longer limit.
+            let limit_ms = match route {
+                Route::Storage => self.state.config.storage.request_timeout_ms,
+                _ => self.state.config.server.request_timeout_ms,
+            };
             match tokio::time::timeout(Duration::from_millis(limit_ms), self.dispatch(route, req, &ctx)).await {
                 Ok(Ok(response)) => response,
                 Ok(Err(err)) => error_response(&err, &ctx),
@@ -161,7 +171,7 @@ impl App {
 
     async fn dispatch<B>(&self, route: Route, req: Request<B>, ctx: &RequestContext) -> Result<Response, ApiError>
     where
-        B: hyper::body::Body<Data = Bytes>,
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let state = &*self.state;
@@ -201,6 +211,13 @@ impl App {
                     Route::Rest => rest::handle(&self.state, parts, body, ctx, &caller).await,
                     _ => auth::handle(state, &self.auth, parts, body, ctx, caller).await,
                 }
+            }
+            Route::Storage => {
+                let headers = req.headers();
+                let caller = state
+                    .verifier
+                    .authenticate(credential(headers, "authorization")?, credential(headers, "apikey")?)?;
+                self.storage.handle(&self.state, req, ctx, &caller).await
             }
             Route::Realtime => {
                 // A WebSocket: no body is read, and the upgrade needs the

@@ -48,6 +48,8 @@ pub struct Config {
     pub auth: Auth,
     #[serde(default)]
     pub realtime: Realtime,
+    #[serde(default)]
+    pub storage: Storage,
 }
 
 /// `/auth/v1`: sessions, passwords, sign-up.
@@ -526,7 +528,35 @@ impl Default for Realtime {
     }
 }
 
-const SECTIONS: [&str; 7] = ["server", "database", "jwt", "api_keys", "log", "auth", "realtime"];
+/// `/storage/v1`: buckets and objects (docs/storage.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Storage {
+    /// Where the local backend keeps objects (`<root>/<bucket>/<name>/<version>`)
+    /// and its temporary files (`<root>/.tmp`, emptied at start).
+    pub root: PathBuf,
+    /// The largest object, bytes; a bucket's own `file_size_limit` may only
+    /// lower it.
+    pub file_size_limit: u64,
+    /// Time limit of one storage request until its response starts (an
+    /// upload's body is read within it; a download streams after it).
+    pub request_timeout_ms: u64,
+    /// How long a signed upload URL stays valid.
+    pub signed_upload_expiry_seconds: u64,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            root: PathBuf::from("storage"),
+            file_size_limit: 50 * 1024 * 1024,
+            request_timeout_ms: 3_600_000,
+            signed_upload_expiry_seconds: 7200,
+        }
+    }
+}
+
+const SECTIONS: [&str; 8] = ["server", "database", "jwt", "api_keys", "log", "auth", "realtime", "storage"];
 
 impl Config {
     /// Reads the file (if any), applies `FLUXBASE_*` variables, validates.
@@ -560,6 +590,18 @@ impl Config {
             || self.realtime.max_events_per_second == 0
         {
             return Err(invalid("realtime", "channel, join and event limits must be greater than 0"));
+        }
+        if self.storage.file_size_limit == 0 {
+            return Err(invalid("storage.file_size_limit", "must be greater than 0"));
+        }
+        if self.storage.request_timeout_ms == 0 || self.storage.signed_upload_expiry_seconds == 0 {
+            return Err(invalid(
+                "storage",
+                "request_timeout_ms and signed_upload_expiry_seconds must be greater than 0",
+            ));
+        }
+        if self.storage.root.as_os_str().is_empty() {
+            return Err(invalid("storage.root", "must not be empty"));
         }
         if self.server.header_limit_bytes < 8192 {
             return Err(invalid("server.header_limit_bytes", "must be at least 8192"));

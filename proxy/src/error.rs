@@ -19,6 +19,10 @@ pub enum Surface {
     Auth,
     /// Fluxbase's own: `{code, message}`.
     Fluxbase,
+    /// Supabase Storage: `{statusCode: "<status>", code, error, message}`,
+    /// answered with HTTP 400 unless the status is a 5xx (storage-api's
+    /// error handler does the same).
+    Storage,
 }
 
 #[derive(Debug, Error)]
@@ -52,6 +56,11 @@ pub enum ApiError {
     /// An `/auth/v1` refusal, with Supabase Auth's `error_code`.
     #[error("{msg}")]
     Auth { status: StatusCode, error_code: String, msg: String },
+    /// A `/storage/v1` refusal in storage-api's vocabulary: `status` is the
+    /// `statusCode` of the body, `code` storage-api's `ErrorCode`, `error`
+    /// its older short name.
+    #[error("{message}")]
+    Storage { status: u16, code: &'static str, error: &'static str, message: String },
     /// A rate limit was hit: 429 with `Retry-After`.
     #[error("{msg}")]
     RateLimited { retry_after: u64, msg: String },
@@ -85,6 +94,10 @@ impl ApiError {
             ApiError::Database { status, .. } => *status,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Auth { status, .. } => *status,
+            ApiError::Storage { status, .. } if *status >= 500 => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+            }
+            ApiError::Storage { .. } => StatusCode::BAD_REQUEST,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::WeakPassword { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         }
@@ -104,6 +117,7 @@ impl ApiError {
             ApiError::Database { code, .. } => code,
             ApiError::Internal(_) => "FB000",
             ApiError::Auth { error_code, .. } => error_code,
+            ApiError::Storage { code, .. } => code,
             ApiError::RateLimited { .. } => "FB006",
             ApiError::WeakPassword { .. } => "weak_password",
         }
@@ -125,6 +139,7 @@ impl ApiError {
             ApiError::DatabaseUnavailable(_)
             | ApiError::PoolTimeout
             | ApiError::Database { .. }
+            | ApiError::Storage { .. }
             | ApiError::Internal(_) => "unexpected_failure",
         }
     }
@@ -175,6 +190,19 @@ impl ApiError {
                     body["weak_password"] = json!({ "reasons": reasons });
                 }
                 body
+            }
+            Surface::Storage => {
+                let (status, code, error) = match self {
+                    ApiError::Storage { status, error, .. } => (status.to_string(), self.code(), *error),
+                    other => (other.status().as_u16().to_string(), other.code(), other.code()),
+                };
+                json!({
+                    "statusCode": status,
+                    "code": code,
+                    "error": if error.is_empty() { code } else { error },
+                    "message": self.public_message(),
+                    "request_id": request_id,
+                })
             }
             Surface::Fluxbase => json!({
                 "code": self.code(),

@@ -21,6 +21,7 @@ mod state;
 mod auth;
 mod realtime;
 mod rest;
+mod storage;
 
 // The composition: builds the services and routes requests to them.
 mod app;

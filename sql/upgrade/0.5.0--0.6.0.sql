@@ -35,3 +35,10 @@ GRANT EXECUTE ON FUNCTION fluxbase.auth_verify_email_change(text, text, int, tex
 --   * fluxbase.auth_admin_email_change_link keeps the confirmations of the
 --     change already pending.
 -- @include-functions sql/auth/admin.sql auth_admin_email_change_link
+-- ---- storage (issue 17) ----
+--   * Supabase Storage's database side (sql/storage.sql): the storage schema
+--     with storage.buckets and storage.objects (RLS on), storage.foldername(),
+--     storage.filename(), storage.extension(), storage.search(), and the
+--     proxy's fluxbase.storage_* helpers (bucket rules, unchecked reads for
+--     public and signed downloads, signed-upload tokens redeemed once).
+-- @include sql/storage.sql

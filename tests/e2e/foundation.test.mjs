@@ -192,7 +192,7 @@ test('CORS preflight and security headers', async () => {
 });
 
 test('services of later releases answer 501, not a hang or a crash', async () => {
-  const res = await fetch(`${env.url}/storage/v1/bucket`);
+  const res = await fetch(`${env.url}/functions/v1/hello`);
   assert.equal(res.status, 501);
   assert.equal((await res.json()).code, 'FB002');
   // A known auth route with a method it does not take: 405 in Supabase Auth's error shape.

@@ -60,8 +60,35 @@ async fn unknown_and_unbuilt_routes() {
     assert_eq!(body["request_id"], headers["x-request-id"].to_str().unwrap());
     let (status, _, body) = send(&app, request("GET", "/rest/v10/x", &[], b"")).await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_FOUND, Some("FB001")));
-    let (status, _, body) = send(&app, request("GET", "/storage/v1/bucket", &[], b"")).await;
+    let (status, _, body) = send(&app, request("GET", "/functions/v1/hello", &[], b"")).await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::NOT_IMPLEMENTED, Some("FB002")));
+}
+
+/// Storage answers in storage-api's shape (HTTP 400, the real status in
+/// `statusCode`), and refuses names that could leave the bucket before it
+/// touches the database or the disk.
+#[tokio::test]
+async fn storage_refuses_bad_names_in_its_own_shape() {
+    let app = app();
+    for path in [
+        "/storage/v1/object/avatars/a/..%2F..%2Fescape",
+        "/storage/v1/object/avatars/a%00b",
+        "/storage/v1/object/..%2Fx/y",
+    ] {
+        let (status, _, body) = send(&app, request("POST", path, &[], b"bytes")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {body}");
+        assert_eq!(body["statusCode"], "400", "{body}");
+        assert!(["InvalidKey", "InvalidBucketName"].contains(&body["code"].as_str().unwrap()), "{body}");
+        assert!(body["message"].is_string() && body["error"].is_string(), "{body}");
+    }
+    let (status, _, body) =
+        send(&app, request("GET", "/storage/v1/object/sign/avatars/a.png?token=forged", &[], b"")).await;
+    assert_eq!(
+        (status, body["code"].as_str(), body["statusCode"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("InvalidSignature"), Some("400"))
+    );
+    let (status, _, body) = send(&app, request("GET", "/storage/v1/nothing-here", &[], b"")).await;
+    assert_eq!((status, body["statusCode"].as_str()), (StatusCode::NOT_FOUND, Some("404")), "{body}");
 }
 
 const UPGRADE: [(&str, &str); 4] = [

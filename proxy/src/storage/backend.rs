@@ -1,0 +1,356 @@
+//! Where object bytes live. `Backend` is what the storage room needs of a
+//! store: write a stream under a key atomically (all of it or nothing),
+//! read a key (or a byte range of it) as a stream, copy, delete, and clean
+//! up what a crash left behind. Keys are `<bucket>/<name>/<version>`: a
+//! version is written once and never changed, so readers never see a
+//! partial or replaced object, and an object's row names the bytes it owns.
+//! `LocalFs` keeps them on a local disk.
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crate::http::BodyError;
+
+/// Bytes arriving from a client, or leaving for one.
+pub type ByteStream = BoxStream<'static, Result<Bytes, BodyError>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The body went past the size limit; nothing was kept.
+    #[error("the object exceeds {limit} bytes")]
+    TooLarge { limit: u64 },
+    /// Reading the client's body failed; nothing was kept.
+    #[error("reading the body failed: {0}")]
+    Body(String),
+    #[error("no such object in the store")]
+    NotFound,
+    #[error("storage I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub trait Backend: Send + Sync {
+    /// Stores `body` under `key`, at most `limit` bytes; returns the size.
+    /// On any error nothing is left under `key` nor in temporary space.
+    fn put(&self, key: String, body: ByteStream, limit: u64) -> BoxFuture<'_, Result<u64, BackendError>>;
+    /// The bytes of `key`, all of them or `first..=last`.
+    fn get(&self, key: String, range: Option<(u64, u64)>) -> BoxFuture<'_, Result<ByteStream, BackendError>>;
+    /// `to` gets the bytes of `from` (which is left as it is).
+    fn copy(&self, from: String, to: String) -> BoxFuture<'_, Result<(), BackendError>>;
+    /// Deletes keys; a key that is not there is not an error.
+    fn delete(&self, keys: Vec<String>) -> BoxFuture<'_, Result<(), BackendError>>;
+    /// Removes what a crash left half-written (no live upload writes it);
+    /// returns how many.
+    fn recover(&self) -> BoxFuture<'_, Result<usize, BackendError>>;
+}
+
+/// Chunks read from disk at a time, and in flight to the client.
+const READ_CHUNK: usize = 256 << 10;
+const CHUNKS_IN_FLIGHT: usize = 4;
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// Objects as files under `root`: `<root>/<bucket>/<name>/<version>`. A
+/// write goes to `<root>/.tmp/<uuid>`, is fsynced and renamed into place
+/// (and the directory fsynced), so a reader sees the whole file or none.
+pub struct LocalFs {
+    root: PathBuf,
+}
+
+impl LocalFs {
+    pub fn new(root: PathBuf) -> LocalFs {
+        LocalFs { root }
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.root.join(".tmp")
+    }
+
+    /// The file of a key; keys are built from validated bucket ids, names
+    /// (no `..`, no empty segment) and uuids, so they stay under the root.
+    fn path(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+}
+
+impl Backend for LocalFs {
+    fn put(&self, key: String, mut body: ByteStream, limit: u64) -> BoxFuture<'_, Result<u64, BackendError>> {
+        Box::pin(async move {
+            let tmp_dir = self.tmp_dir();
+            let tmp = tmp_dir.join(uuid::Uuid::new_v4().to_string());
+            let target = self.path(&key);
+            // The file is written on a blocking thread, fed through a small
+            // channel: memory stays at a few chunks whatever the size.
+            let (sender, mut chunks) = tokio::sync::mpsc::channel::<Bytes>(CHUNKS_IN_FLIGHT);
+            let aborted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let writer = {
+                let (tmp, target, aborted) = (tmp.clone(), target.clone(), aborted.clone());
+                tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                    std::fs::create_dir_all(&tmp_dir)?;
+                    // Locked while written: the sweeper leaves a locked file
+                    // alone (another live upload, maybe another proxy's), and
+                    // the kernel drops the lock when a process dies.
+                    let file = std::fs::File::create(&tmp)?;
+                    file.lock()?;
+                    // Network chunks are small: written 1 MiB at a time.
+                    let mut file = std::io::BufWriter::with_capacity(WRITE_BUFFER, file);
+                    while let Some(chunk) = chunks.blocking_recv() {
+                        file.write_all(&chunk)?;
+                    }
+                    let file = file.into_inner().map_err(|e| e.into_error())?;
+                    if aborted.load(std::sync::atomic::Ordering::SeqCst) {
+                        return Err(std::io::Error::other("aborted"));
+                    }
+                    file.sync_all()?;
+                    drop(file);
+                    let parent = target.parent().expect("keys have a parent");
+                    std::fs::create_dir_all(parent)?;
+                    std::fs::rename(&tmp, &target)?;
+                    std::fs::File::open(parent)?.sync_all()
+                })
+            };
+            let mut size: u64 = 0;
+            let mut failure = None;
+            while let Some(chunk) = body.next().await {
+                match chunk {
+                    Ok(chunk) => {
+                        size += chunk.len() as u64;
+                        if size > limit {
+                            failure = Some(BackendError::TooLarge { limit });
+                            break;
+                        }
+                        if sender.send(chunk).await.is_err() {
+                            break; // the writer failed: its error is below
+                        }
+                    }
+                    Err(e) => {
+                        failure = Some(BackendError::Body(e.to_string()));
+                        break;
+                    }
+                }
+            }
+            if let Some(failure) = failure {
+                // The writer sees the flag when the channel closes and stops
+                // before fsync and rename; its temporary file is removed.
+                aborted.store(true, std::sync::atomic::Ordering::SeqCst);
+                drop(sender);
+                let _ = writer.await;
+                remove_quietly(&tmp);
+                return Err(failure);
+            }
+            drop(sender);
+            match writer.await {
+                Ok(Ok(())) => Ok(size),
+                Ok(Err(e)) => {
+                    remove_quietly(&tmp);
+                    remove_quietly(&target);
+                    Err(BackendError::Io(e))
+                }
+                Err(e) => {
+                    remove_quietly(&tmp);
+                    Err(BackendError::Io(std::io::Error::other(e.to_string())))
+                }
+            }
+        })
+    }
+
+    fn get(&self, key: String, range: Option<(u64, u64)>) -> BoxFuture<'_, Result<ByteStream, BackendError>> {
+        let path = self.path(&key);
+        Box::pin(async move {
+            let mut file = match tokio::task::spawn_blocking(move || std::fs::File::open(path)).await {
+                Ok(Ok(file)) => file,
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return Err(BackendError::NotFound),
+                Ok(Err(e)) => return Err(e.into()),
+                Err(e) => return Err(std::io::Error::other(e.to_string()).into()),
+            };
+            let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, BodyError>>(CHUNKS_IN_FLIGHT);
+            tokio::task::spawn_blocking(move || {
+                let (start, mut left) = match range {
+                    Some((first, last)) => (first, last - first + 1),
+                    None => (0, u64::MAX),
+                };
+                if start > 0 {
+                    if let Err(e) = file.seek(SeekFrom::Start(start)) {
+                        let _ = sender.blocking_send(Err(e.into()));
+                        return;
+                    }
+                }
+                while left > 0 {
+                    let want = READ_CHUNK.min(usize::try_from(left).unwrap_or(usize::MAX));
+                    let mut buf = vec![0u8; want];
+                    match file.read(&mut buf) {
+                        Ok(0) => return,
+                        Ok(n) => {
+                            buf.truncate(n);
+                            left -= n as u64;
+                            if sender.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                                return; // the client went away
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            let _ = sender.blocking_send(Err(e.into()));
+                            return;
+                        }
+                    }
+                }
+            });
+            Ok(tokio_stream_of(receiver))
+        })
+    }
+
+    fn copy(&self, from: String, to: String) -> BoxFuture<'_, Result<(), BackendError>> {
+        let (from, to, tmp_dir) = (self.path(&from), self.path(&to), self.tmp_dir());
+        Box::pin(async move {
+            let done = tokio::task::spawn_blocking(move || -> Result<(), BackendError> {
+                if !from.exists() {
+                    return Err(BackendError::NotFound);
+                }
+                let parent = to.parent().expect("keys have a parent");
+                std::fs::create_dir_all(parent)?;
+                // Versions never change: a hard link is a copy.
+                if std::fs::hard_link(&from, &to).is_err() {
+                    std::fs::create_dir_all(&tmp_dir)?;
+                    let tmp = tmp_dir.join(uuid::Uuid::new_v4().to_string());
+                    std::fs::copy(&from, &tmp)?;
+                    std::fs::File::open(&tmp)?.sync_all()?;
+                    std::fs::rename(&tmp, &to)?;
+                }
+                std::fs::File::open(parent)?.sync_all()?;
+                Ok(())
+            })
+            .await;
+            done.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()).into()))
+        })
+    }
+
+    fn delete(&self, keys: Vec<String>) -> BoxFuture<'_, Result<(), BackendError>> {
+        let paths: Vec<PathBuf> = keys.iter().map(|k| self.path(k)).collect();
+        let root = self.root.clone();
+        Box::pin(async move {
+            let done = tokio::task::spawn_blocking(move || -> Result<(), BackendError> {
+                for path in paths {
+                    match std::fs::remove_file(&path) {
+                        Ok(()) => prune_empty_dirs(&root, &path),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Ok(())
+            })
+            .await;
+            done.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()).into()))
+        })
+    }
+
+    fn recover(&self) -> BoxFuture<'_, Result<usize, BackendError>> {
+        let tmp_dir = self.tmp_dir();
+        Box::pin(async move {
+            let done = tokio::task::spawn_blocking(move || -> Result<usize, BackendError> {
+                let entries = match std::fs::read_dir(&tmp_dir) {
+                    Ok(entries) => entries,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+                    Err(e) => return Err(e.into()),
+                };
+                let mut removed = 0;
+                for entry in entries {
+                    let path = entry?.path();
+                    let Ok(file) = std::fs::File::open(&path) else { continue };
+                    // Unlocked: its writer is gone (crashed, or aborted).
+                    if file.try_lock().is_ok() {
+                        std::fs::remove_file(&path)?;
+                        removed += 1;
+                    }
+                }
+                Ok(removed)
+            })
+            .await;
+            done.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()).into()))
+        })
+    }
+}
+
+fn remove_quietly(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %path.display(), error = %e, "removing a storage file failed");
+        }
+    }
+}
+
+/// Removes the now-empty directories above a deleted file, up to the
+/// bucket's directory (a name's folders exist only while they hold files).
+fn prune_empty_dirs(root: &Path, file: &Path) {
+    let mut dir = file.parent();
+    while let Some(d) = dir {
+        if d == root || d.parent() == Some(root) || std::fs::remove_dir(d).is_err() {
+            return;
+        }
+        dir = d.parent();
+    }
+}
+
+fn tokio_stream_of(mut receiver: tokio::sync::mpsc::Receiver<Result<Bytes, BodyError>>) -> ByteStream {
+    futures_util::stream::poll_fn(move |cx| receiver.poll_recv(cx)).boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(chunks: Vec<Result<&'static [u8], &'static str>>) -> ByteStream {
+        futures_util::stream::iter(
+            chunks.into_iter().map(|c| c.map(Bytes::from_static).map_err(|e| BodyError::from(e.to_string()))),
+        )
+        .boxed()
+    }
+
+    async fn read_all(mut s: ByteStream) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(chunk) = s.next().await {
+            out.extend_from_slice(&chunk.unwrap());
+        }
+        out
+    }
+
+    fn files_under(dir: &Path) -> usize {
+        std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn a_write_is_all_or_nothing() {
+        let root = std::env::temp_dir().join(format!("fluxbase-storage-test-{}", uuid::Uuid::new_v4()));
+        let fs = LocalFs::new(root.clone());
+        let size = fs.put("b/a/b.txt/v1".into(), stream(vec![Ok(b"hello "), Ok(b"world")]), 100).await.unwrap();
+        assert_eq!(size, 11);
+        assert_eq!(read_all(fs.get("b/a/b.txt/v1".into(), None).await.unwrap()).await, b"hello world");
+        assert_eq!(read_all(fs.get("b/a/b.txt/v1".into(), Some((6, 10))).await.unwrap()).await, b"world");
+
+        // Too large, or a body that breaks off: nothing under the key or in .tmp.
+        let err = fs.put("b/big/v1".into(), stream(vec![Ok(b"12345"), Ok(b"678")]), 6).await.unwrap_err();
+        assert!(matches!(err, BackendError::TooLarge { limit: 6 }), "{err}");
+        let err = fs.put("b/cut/v1".into(), stream(vec![Ok(b"12"), Err("reset")]), 100).await.unwrap_err();
+        assert!(matches!(err, BackendError::Body(_)), "{err}");
+        assert!(!root.join("b/big/v1").exists() && !root.join("b/cut/v1").exists());
+        assert_eq!(files_under(&root.join(".tmp")), 0);
+
+        fs.copy("b/a/b.txt/v1".into(), "c/x/v2".into()).await.unwrap();
+        assert_eq!(read_all(fs.get("c/x/v2".into(), None).await.unwrap()).await, b"hello world");
+        fs.delete(vec!["b/a/b.txt/v1".into(), "b/missing/v9".into()]).await.unwrap();
+        assert!(matches!(fs.get("b/a/b.txt/v1".into(), None).await, Err(BackendError::NotFound)));
+        assert!(!root.join("b/a").exists(), "empty folders are pruned");
+
+        // A crash mid-write leaves a temporary file: the next sweep removes
+        // it, but not one a live upload holds locked.
+        std::fs::write(root.join(".tmp/left-over"), b"partial").unwrap();
+        let live = std::fs::File::create(root.join(".tmp/live")).unwrap();
+        live.lock().unwrap();
+        assert_eq!(fs.recover().await.unwrap(), 1);
+        assert!(root.join(".tmp/live").exists(), "a live upload's file stays");
+        drop(live);
+        assert_eq!(fs.recover().await.unwrap(), 1);
+        assert_eq!(files_under(&root.join(".tmp")), 0);
+        std::fs::remove_dir_all(root).unwrap();
+    }
+}

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Benchmarks storage (docs/benchmarks.md), local backend. Ratios are measured
+# in one run, interleaved, REPS times, on one disk (FLUXBASE_VAR):
+#   upload   curl -T (streamed) POST /storage/v1/object/<bucket>/<name> of a 1 MB file
+#            (COUNT_1MB times) and a 100 MB file, vs `cp` of the same file
+#            into the same directory tree
+#   download curl GET of the public URL into a file, vs `cp`
+# The proxy's upload also fsyncs the file and its directory and commits a
+# row; `cp` does neither, so `cp` + fsync (dd conv=fsync) is printed too.
+# Small objects: wrk POSTs of 1 KB objects under fresh names, objects/s.
+# Proxy peak RSS (VmHWM) is printed at the end.
+# Prints one line per measurement, RATIO lines last, and writes a CSV.
+COUNT_1MB="${COUNT_1MB:-20}"
+export FLUXBASE_BENCH_MAJOR="${FLUXBASE_BENCH_MAJOR:-18}"
+source "$(dirname "$0")/lib.sh"
+bench_start
+files="$FLUXBASE_VAR/bench-storage-files-$$"
+export FLUXBASE_STORAGE_ROOT="$FLUXBASE_VAR/bench-storage-$$"
+export FLUXBASE_STORAGE_FILE_SIZE_LIMIT=$((200 * 1024 * 1024))
+mkdir -p "$files" "$FLUXBASE_STORAGE_ROOT"
+trap 'kill $proxy 2>/dev/null || true; cluster_stop "$MAJOR" "$dir"; as_root rm -rf "$dir" "$files" "$FLUXBASE_STORAGE_ROOT"' EXIT
+SERVICE="$("$BIN" sign '{"role":"service_role"}' --expires-in 86400)"
+proxy_start
+base="http://127.0.0.1:$http_port/storage/v1"
+auth=(-H "apikey: $SERVICE" -H "Authorization: Bearer $SERVICE")
+curl -fsS "${auth[@]}" -H 'content-type: application/json' -d '{"name":"bench","public":true}' "$base/bucket" >/dev/null
+
+head -c $((1 << 20)) /dev/urandom > "$files/1mb.bin"
+head -c $((100 << 20)) /dev/urandom > "$files/100mb.bin"
+mkdir -p "$files/cp"
+
+now() { date +%s.%N; }
+mbps() { # mbps BYTES START END
+  python3 -c "import sys; print(f'{int(sys.argv[1]) / 1048576 / (float(sys.argv[3]) - float(sys.argv[2])):.1f}')" "$@"
+}
+
+upload_http() { # upload_http FILE NAME COUNT -> MB/s
+  local start end i
+  start="$(now)"
+  for i in $(seq 1 "$3"); do
+    curl -fsS -o /dev/null "${auth[@]}" -H 'content-type: application/octet-stream' -H 'x-upsert: true' \
+      -X POST -T "$1" "$base/object/bench/$2-$i"
+  done
+  end="$(now)"
+  mbps $(($(stat -c %s "$1") * $3)) "$start" "$end"
+}
+download_http() { # download_http NAME SIZE COUNT -> MB/s
+  local start end i
+  start="$(now)"
+  for i in $(seq 1 "$3"); do
+    curl -fsS -o "$files/cp/down-$i" "$base/object/public/bench/$1-$i"
+  done
+  end="$(now)"
+  rm -f "$files"/cp/down-*
+  mbps $(($2 * $3)) "$start" "$end"
+}
+copy() { # copy FILE COUNT [fsync] -> MB/s of cp (or dd with fsync)
+  local start end i
+  start="$(now)"
+  for i in $(seq 1 "$2"); do
+    if [ "${3:-}" = fsync ]; then
+      dd if="$1" of="$files/cp/copy-$i" bs=1M conv=fsync status=none
+    else
+      cp "$1" "$files/cp/copy-$i"
+    fi
+  done
+  end="$(now)"
+  rm -f "$files"/cp/copy-*
+  mbps $(($(stat -c %s "$1") * $2)) "$start" "$end"
+}
+
+small_lua() { # small_lua REP: 1 KB POSTs under names fresh in this run and rep
+  cat > "$work/small.lua" <<LUA
+local counter, ids = 0, 0
+-- setup runs in the main state and sets the global "id" in each thread's.
+function setup(thread) thread:set("id", ids); ids = ids + 1 end
+wrk.method = "POST"
+wrk.headers["apikey"] = "$SERVICE"
+wrk.headers["Authorization"] = "Bearer $SERVICE"
+wrk.headers["Content-Type"] = "text/plain"
+wrk.body = string.rep("x", 1024)
+function request()
+  counter = counter + 1
+  return wrk.format(nil, "/storage/v1/object/bench/small/$1/" .. id .. "-" .. counter)
+end
+LUA
+}
+
+csv="tests/bench/results/storage-$(date -u +%Y%m%dT%H%M%SZ).csv"
+echo "rep,up_1mb,down_1mb,cp_1mb,cp_fsync_1mb,up_100mb,down_100mb,cp_100mb,cp_fsync_100mb,small_uploads_per_s" > "$csv"
+for rep in $(seq 1 "$REPS"); do
+  c1="$(copy "$files/1mb.bin" "$COUNT_1MB")"
+  u1="$(upload_http "$files/1mb.bin" one "$COUNT_1MB")"
+  d1="$(download_http one $((1 << 20)) "$COUNT_1MB")"
+  f1="$(copy "$files/1mb.bin" "$COUNT_1MB" fsync)"
+  c100="$(copy "$files/100mb.bin" 1)"
+  u100="$(upload_http "$files/100mb.bin" hundred 1)"
+  d100="$(download_http hundred $((100 << 20)) 1)"
+  f100="$(copy "$files/100mb.bin" 1 fsync)"
+  small_lua "$rep"
+  small="$(wrk_run small.lua storage/v1/object/bench/small)"
+  echo "rep $rep: 1 MB up $u1 down $d1 cp $c1 cp+fsync $f1 MB/s | 100 MB up $u100 down $d100 cp $c100 cp+fsync $f100 MB/s | 1 KB uploads $small/s"
+  echo "$rep,$u1,$d1,$c1,$f1,$u100,$d100,$c100,$f100,$small" >> "$csv"
+done
+peak="$(awk '/VmHWM/ {print $2}' "/proc/$proxy/status")"
+echo "proxy peak RSS: $((peak / 1024)) MiB"
+python3 - "$csv" <<'PY'
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+col = lambda k: [float(r[k]) for r in rows]
+def ratio(name, a, b):
+    r = [x / y for x, y in zip(col(a), col(b))]
+    print(f"RATIO {name} {statistics.median(r):.2f} (min {min(r):.2f}, max {max(r):.2f}, n={len(r)})")
+print(f"small-object uploads/s: median {statistics.median(col('small_uploads_per_s')):.0f}")
+ratio("storage-upload-1MB (MB/s / cp)", "up_1mb", "cp_1mb")
+ratio("storage-download-1MB (MB/s / cp)", "down_1mb", "cp_1mb")
+ratio("storage-upload-100MB (MB/s / cp)", "up_100mb", "cp_100mb")
+ratio("storage-download-100MB (MB/s / cp)", "down_100mb", "cp_100mb")
+ratio("storage-upload-1MB (MB/s / cp+fsync)", "up_1mb", "cp_fsync_1mb")
+ratio("storage-upload-100MB (MB/s / cp+fsync)", "up_100mb", "cp_fsync_100mb")
+PY
+echo "csv: $csv"
