@@ -1,15 +1,21 @@
 //! Messages sent from SQL (`realtime.send`, rows inserted into
-//! `realtime.messages`), read from this proxy's own logical-decoding slot
-//! where `wal_level` is `logical`: `fluxbase.realtime_emit()` writes each as
-//! a transactional logical message, so it is decoded once its transaction
-//! commits, never if it rolls back, in commit order, and without the lock
-//! `NOTIFY` takes at commit. The slot is temporary: it goes with this
+//! `realtime.messages`) and the changes of tables in the publication
+//! `supabase_realtime`, read from this proxy's own logical-decoding slot
+//! (pgoutput) where `wal_level` is `logical`: `fluxbase.realtime_emit()`
+//! writes each message as a transactional logical message, so it is decoded
+//! once its transaction commits, never if it rolls back, in commit order,
+//! and without the lock `NOTIFY` takes at commit; table changes arrive the
+//! same way, whole transactions in commit order, and go to changes.rs a
+//! batch (one read) at a time. The slot is temporary: it goes with this
 //! connection, and a proxy that dies leaves nothing behind. Elsewhere the
-//! same messages come by `NOTIFY` (mod.rs's bridge).
+//! messages come by `NOTIFY` (mod.rs's bridge), and there are no table
+//! changes.
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::NoTls;
 
+use super::changes::{self, Decoder};
+use super::pgoutput::{self, Message};
 use super::Shared;
 use crate::listener::{FIRST_RETRY, LAST_RETRY};
 use crate::state::AppState;
@@ -57,14 +63,32 @@ async fn read(
     }
     client.execute("SELECT fluxbase.realtime_feed_prepare()", &[]).await?;
     client.execute("SELECT fluxbase.realtime_feed_open($1)", &[&slot]).await?;
-    let next = client.prepare("SELECT fluxbase.realtime_feed_read($1, $2)").await?;
-    tracing::info!(slot, "reading realtime messages from SQL by logical decoding");
+    let next = client.prepare("SELECT fluxbase.realtime_feed_changes($1, $2)").await?;
+    tracing::info!(slot, "reading realtime messages and table changes by logical decoding");
     shared.feed_ready.send_replace(true);
     *backoff = FIRST_RETRY;
+    let mut decoder = Decoder::default();
     loop {
         let rows = client.query(&next, &[&slot, &READ_AT_MOST]).await?;
         for row in &rows {
-            shared.deliver(state, row.get(0));
+            match pgoutput::decode(row.get::<_, &[u8]>(0)) {
+                Ok(Message::Logical { prefix, content }) if prefix == "fluxbase_realtime" => {
+                    match std::str::from_utf8(&content) {
+                        Ok(envelope) => shared.deliver(state, envelope),
+                        Err(_) => tracing::warn!("a realtime message from SQL is not UTF-8"),
+                    }
+                }
+                Ok(Message::Relation(r)) => {
+                    if let Err(e) = decoder.relation(&client, r).await {
+                        tracing::warn!(error = %e, "a streamed table's columns could not be read");
+                    }
+                }
+                Ok(m) => decoder.message(m),
+                Err(e) => tracing::warn!(error = %e, "an undecodable change was skipped"),
+            }
+        }
+        if !decoder.batch.is_empty() {
+            changes::dispatch(state, &shared.changes, std::mem::take(&mut decoder.batch)).await;
         }
         if rows.is_empty() {
             tokio::time::sleep(IDLE_POLL).await;
