@@ -106,7 +106,8 @@ GRANT EXECUTE ON FUNCTION fluxbase.realtime_subscription(jsonb, text, text) TO a
 -- a REST request): the batch's keys joined to the table under its policies.
 -- Returns (group, key) pairs, 1-based, and first (0, 1) if the table has row
 -- level security on, (0, 0) if not. Without RLS a group sees every row of a
--- table its role may SELECT. A group whose check fails sees nothing.
+-- table its role may SELECT. A group whose check fails sees nothing. The
+-- caller's role is restored at the end.
 CREATE FUNCTION fluxbase.realtime_visible(p_relid oid, p_keys jsonb, p_groups jsonb)
 RETURNS TABLE (grp integer, idx integer)
 LANGUAGE plpgsql VOLATILE
@@ -119,6 +120,7 @@ DECLARE
   claims jsonb;
   g integer := 0;
   role text;
+  caller text := current_setting('role');
 BEGIN
   SELECT c.relrowsecurity, format('%I.%I', n.nspname, c.relname) INTO rls, target
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_relid;
@@ -161,6 +163,7 @@ BEGIN
     END;
   END LOOP;
   PERFORM set_config('role', 'none', true);
+  PERFORM set_config('role', caller, true);
 END;
 $$;
 REVOKE ALL ON FUNCTION fluxbase.realtime_visible(oid, jsonb, jsonb) FROM PUBLIC;
