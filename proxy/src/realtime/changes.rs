@@ -17,7 +17,7 @@
 //! 3. the payload (`data`) is written once per change and queued to each
 //!    channel with that channel's binding ids.
 use serde_json::{json, Map, Value};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -77,6 +77,7 @@ impl Viewer {
 
 /// A channel with `postgres_changes` bindings.
 pub struct Channel {
+    vsn: super::protocol::Vsn,
     topic: Arc<str>,
     join_ref: Option<Arc<str>>,
     tx: mpsc::Sender<Outgoing>,
@@ -183,6 +184,7 @@ impl Registry {
     pub fn subscribe(
         &self,
         socket: SocketId,
+        vsn: super::protocol::Vsn,
         key: &str,
         topic: &str,
         join_ref: Option<Arc<str>>,
@@ -193,6 +195,7 @@ impl Registry {
         expires: Option<Instant>,
     ) {
         let channel = Channel {
+            vsn,
             topic: topic.into(),
             join_ref,
             tx,
@@ -218,8 +221,20 @@ impl Registry {
         self.channels.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+    /// The feed was lost and is back: changes committed meanwhile were not
+    /// delivered, and every channel is told so (a `system` message) rather
+    /// than left to believe it saw everything.
+    pub fn feed_resumed(&self) {
+        for c in self.lock().values() {
+            let channel = c.topic.strip_prefix("realtime:").unwrap_or(&c.topic);
+            let system = json!({ "extension": "postgres_changes", "status": "error", "channel": channel,
+                "message": "PostgresChangesInterrupted: the change feed was interrupted (the database restarted or \
+                            the connection was lost); changes committed meanwhile were not delivered" });
+            let frame = super::protocol::encode(c.vsn, c.join_ref.as_deref(), None, &c.topic, "system", &system);
+            if c.tx.try_send(Outgoing::Text(frame)).is_err() {
+                c.kill.cancel();
+            }
+        }
     }
 }
 
@@ -461,10 +476,10 @@ impl Change {
 /// One channel's part in a batch: the changes it gets, with its binding ids.
 struct Recipient {
     channel: Arc<Channel>,
-    group: Arc<str>,
-    bypass: bool,
-    /// (change index, ids)
-    wants: Vec<(usize, Vec<u32>)>,
+    /// Index into the batch's groups; `None`: sees every row (service_role).
+    group: Option<usize>,
+    /// (change index, ids), in commit order.
+    wants: Vec<(usize, Arc<[u32]>)>,
 }
 
 /// Delivers a batch of changes, in order, to the channels that may see them.
@@ -474,124 +489,150 @@ pub async fn dispatch(state: &AppState, registry: &Registry, batch: Vec<Change>)
         return;
     }
     let now = Instant::now();
+    // The batch's tables, and each change's table among them.
+    let mut relations: Vec<Arc<Relation>> = vec![];
+    let table_of: Vec<usize> = batch
+        .iter()
+        .map(|c| match relations.iter().position(|r| Arc::ptr_eq(r, &c.relation)) {
+            Some(t) => t,
+            None => {
+                relations.push(c.relation.clone());
+                relations.len() - 1
+            }
+        })
+        .collect();
     // 1. bindings, events and filters (each distinct filter once a change).
+    let mut groups: Vec<(Arc<str>, Arc<Value>)> = vec![];
     let mut recipients = vec![];
     let mut verdicts: HashMap<(usize, usize), bool> = HashMap::new();
     for channel in channels {
-        let (group, bypass, claims_ok) = {
+        let (group, claims, bypass, live) = {
             let v = channel.viewer.lock().unwrap_or_else(|e| e.into_inner());
-            (v.group.clone(), v.bypass, v.expires.is_none_or(|at| at > now))
+            (v.group.clone(), v.claims.clone(), v.bypass, v.expires.is_none_or(|at| at > now))
         };
-        if !claims_ok {
+        if !live {
+            continue;
+        }
+        // Which of the channel's bindings name each table of the batch.
+        let on_table: Vec<Vec<&Binding>> = relations
+            .iter()
+            .map(|rel| {
+                channel
+                    .bindings
+                    .iter()
+                    .filter(|b| {
+                        b.schema.as_deref().is_none_or(|s| s == rel.schema)
+                            && b.table.as_deref().is_none_or(|t| t == rel.table)
+                    })
+                    .collect()
+            })
+            .collect();
+        if on_table.iter().all(Vec::is_empty) {
             continue;
         }
         let mut wants = vec![];
         for (i, change) in batch.iter().enumerate() {
-            let rel = &change.relation;
-            let ids: Vec<u32> = channel
-                .bindings
-                .iter()
-                .filter(|b| {
-                    b.events & change.event != 0
-                        && b.schema.as_deref().is_none_or(|s| s == rel.schema)
-                        && b.table.as_deref().is_none_or(|t| t == rel.table)
-                        && b.filter.as_ref().is_none_or(|f| {
-                            *verdicts.entry((i, Arc::as_ptr(f) as usize)).or_insert_with(|| change.passes(f))
-                        })
-                })
-                .map(|b| b.id)
-                .collect();
+            let mut ids: Vec<u32> = vec![];
+            for b in &on_table[table_of[i]] {
+                if b.events & change.event != 0
+                    && b.filter.as_ref().is_none_or(|f| {
+                        *verdicts.entry((i, Arc::as_ptr(f) as usize)).or_insert_with(|| change.passes(f))
+                    })
+                {
+                    ids.push(b.id);
+                }
+            }
             if !ids.is_empty() {
-                wants.push((i, ids));
+                wants.push((i, ids.into()));
             }
         }
-        if !wants.is_empty() {
-            recipients.push(Recipient { channel, group, bypass, wants });
+        if wants.is_empty() {
+            continue;
         }
+        let group = (!bypass).then(|| match groups.iter().position(|(g, _)| *g == group) {
+            Some(g) => g,
+            None => {
+                groups.push((group, claims));
+                groups.len() - 1
+            }
+        });
+        recipients.push(Recipient { channel, group, wants });
     }
     if recipients.is_empty() {
         return;
     }
     // 2. visibility: per table, every group's check of the batch in one call.
-    let mut tables: HashMap<u32, (Vec<usize>, Vec<Arc<str>>)> = HashMap::new();
-    for r in &recipients {
-        for (i, _) in &r.wants {
-            let entry = tables.entry(batch[*i].relation.id).or_default();
-            if !r.bypass && !entry.1.contains(&r.group) {
-                entry.1.push(r.group.clone());
-            }
-        }
-    }
-    let mut rls: HashMap<u32, bool> = HashMap::new();
-    let mut visible: HashSet<(Arc<str>, usize)> = HashSet::new();
-    for (relid, (_, groups)) in &mut tables {
-        if groups.is_empty() {
-            // service_role only: nothing to check.
-            if let Some(c) = batch.iter().find(|c| c.relation.id == *relid) {
-                rls.insert(*relid, c.relation.rls);
-            }
+    // visible[group][change]
+    let mut visible = vec![vec![false; batch.len()]; groups.len()];
+    let mut rls: Vec<Option<bool>> = vec![None; relations.len()];
+    for (t, rel) in relations.iter().enumerate() {
+        // The groups with a channel that wants a change of this table.
+        let mut asking: Vec<usize> = recipients
+            .iter()
+            .filter(|r| r.wants.iter().any(|(i, _)| table_of[*i] == t))
+            .filter_map(|r| r.group)
+            .collect();
+        asking.sort_unstable();
+        asking.dedup();
+        if asking.is_empty() {
+            rls[t] = Some(rel.rls);
             continue;
         }
-        let changes: Vec<usize> =
-            (0..batch.len()).filter(|i| batch[*i].relation.id == *relid && batch[*i].event != DELETE).collect();
-        let keys: Vec<Value> = changes.iter().filter_map(|i| batch[*i].key()).collect();
-        let keyed: Vec<usize> = changes.iter().copied().filter(|i| batch[*i].key().is_some()).collect();
-        let claims: Vec<Value> = groups
-            .iter()
-            .map(|g| {
-                recipients.iter().find(|r| &r.group == g).map_or(Value::Null, |r| {
-                    (*r.channel.viewer.lock().unwrap_or_else(|e| e.into_inner()).claims).clone()
-                })
-            })
+        let keyed: Vec<(usize, Value)> = (0..batch.len())
+            .filter(|i| table_of[*i] == t && batch[*i].event != DELETE)
+            .filter_map(|i| Some((i, batch[i].key()?)))
             .collect();
+        let keys = Value::Array(keyed.iter().map(|(_, k)| k.clone()).collect());
+        let claims = Value::Array(asking.iter().map(|g| (*groups[*g].1).clone()).collect());
         let sql = "SELECT grp, idx FROM fluxbase.realtime_visible($1::oid, $2::jsonb, $3::jsonb)";
-        match super::query(state, sql, &[relid, &Value::Array(keys), &Value::Array(claims)]).await {
+        match super::query(state, sql, &[&rel.id, &keys, &claims]).await {
             Ok(rows) => {
                 for row in rows {
                     let (g, i): (i32, i32) = (row.get(0), row.get(1));
                     if g == 0 {
-                        rls.insert(*relid, i == 1);
-                    } else if let (Some(group), Some(change)) = (groups.get(g as usize - 1), keyed.get(i as usize - 1))
+                        rls[t] = Some(i == 1);
+                    } else if let (Some(group), Some((change, _))) =
+                        (asking.get(g as usize - 1), keyed.get(i as usize - 1))
                     {
-                        visible.insert((group.clone(), *change));
+                        visible[*group][*change] = true;
                     }
                 }
             }
-            Err(e) => tracing::warn!(error = %e, relation = relid, "postgres changes not checked: not delivered"),
+            Err(e) => tracing::warn!(error = %e, relation = rel.id, "postgres changes not checked: not delivered"),
         }
     }
     // 3. payloads, once a change, queued in commit order.
-    let mut data: HashMap<usize, Arc<str>> = HashMap::new();
-    let mut queued = 0u64;
+    let mut data: Vec<Option<Arc<str>>> = vec![None; batch.len()];
+    let mut next = vec![0usize; recipients.len()];
     for (i, change) in batch.iter().enumerate() {
-        let Some(&table_rls) = rls.get(&change.relation.id) else {
-            // Unchecked (the check failed): delivered to service_role only.
-            for r in recipients.iter().filter(|r| r.bypass) {
-                queued += send(r, i, change, &mut data, true);
+        // Unchecked (the check failed): delivered to service_role only.
+        let checked = rls[table_of[i]];
+        for (r, at) in recipients.iter().zip(next.iter_mut()) {
+            let Some((j, ids)) = r.wants.get(*at) else { continue };
+            if *j != i {
+                continue;
             }
-            continue;
-        };
-        for r in &recipients {
-            let may = r.bypass || change.event == DELETE || visible.contains(&(r.group.clone(), i));
+            *at += 1;
+            let may = match (r.group, checked) {
+                (None, _) => true,
+                (Some(_), None) => false,
+                (Some(_), Some(_)) if change.event == DELETE => true,
+                (Some(g), Some(_)) => visible[g][i],
+            };
             if may {
-                queued += send(r, i, change, &mut data, table_rls);
+                let data = data[i].get_or_insert_with(|| change.data(checked.unwrap_or(true)).into()).clone();
+                send(&r.channel, ids.clone(), data);
             }
         }
     }
-    let _ = queued;
 }
 
-/// Queues change `i` to `r` if it wants it; 1 if queued.
-fn send(r: &Recipient, i: usize, change: &Change, data: &mut HashMap<usize, Arc<str>>, rls: bool) -> u64 {
-    let Ok(pos) = r.wants.binary_search_by_key(&i, |(j, _)| *j) else { return 0 };
-    let ids: Arc<[u32]> = r.wants[pos].1.clone().into();
-    let data = data.entry(i).or_insert_with(|| change.data(rls).into()).clone();
-    let out = Outgoing::Change { join_ref: r.channel.join_ref.clone(), topic: r.channel.topic.clone(), ids, data };
-    if r.channel.tx.try_send(out).is_err() {
-        r.channel.kill.cancel();
-        return 0;
+/// Queues a change to a channel; a full queue closes its socket.
+fn send(channel: &Channel, ids: Arc<[u32]>, data: Arc<str>) {
+    let out = Outgoing::Change { join_ref: channel.join_ref.clone(), topic: channel.topic.clone(), ids, data };
+    if channel.tx.try_send(out).is_err() {
+        channel.kill.cancel();
     }
-    1
 }
 
 /// The frame of a change for a socket of `vsn`.

@@ -23,21 +23,29 @@ use crate::state::AppState;
 /// How long an idle feed waits before it asks the slot again: the most a
 /// message from SQL waits beyond its commit.
 const IDLE_POLL: Duration = Duration::from_millis(10);
-/// Decoded changes one read takes at most.
-const READ_AT_MOST: i32 = 1000;
+/// Decoded messages one read takes at most (whole transactions: a little
+/// more): a batch of changes is checked under RLS in one call per table.
+const READ_AT_MOST: i32 = 10_000;
+/// A read that returned this many messages means a backlog: the next one
+/// moves the slot's restart point first (`p_advance`), at most once a
+/// `ADVANCE_EVERY`.
+const BUSY_READ: usize = 500;
+const ADVANCE_EVERY: Duration = Duration::from_millis(200);
 
 pub async fn run(state: Arc<AppState>, shared: Arc<Shared>, mut pg: tokio_postgres::Config) {
     pg.application_name("fluxbase-realtime-feed");
     let slot = format!("fluxbase_rt_{}", shared.instance.replace('-', ""));
     let mut backoff = FIRST_RETRY;
+    let mut lost = false;
     loop {
-        match read(&state, &shared, &pg, &slot, &mut backoff).await {
+        match read(&state, &shared, &pg, &slot, &mut backoff, lost).await {
             Ok(()) => return,
             Err(e) => tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "realtime feed lost"),
         }
         // Messages committed while the slot was gone are lost, as NOTIFYs
         // sent while a listener reconnects are.
         shared.feed_ready.send_replace(false);
+        lost = true;
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(LAST_RETRY);
     }
@@ -51,6 +59,7 @@ async fn read(
     pg: &tokio_postgres::Config,
     slot: &str,
     backoff: &mut Duration,
+    lost: bool,
 ) -> Result<(), tokio_postgres::Error> {
     let (client, connection) = pg.connect(NoTls).await?;
     let driver = tokio::spawn(connection);
@@ -63,13 +72,22 @@ async fn read(
     }
     client.execute("SELECT fluxbase.realtime_feed_prepare()", &[]).await?;
     client.execute("SELECT fluxbase.realtime_feed_open($1)", &[&slot]).await?;
-    let next = client.prepare("SELECT fluxbase.realtime_feed_changes($1, $2)").await?;
+    let next = client.prepare("SELECT fluxbase.realtime_feed_changes($1, $2, $3)").await?;
     tracing::info!(slot, "reading realtime messages and table changes by logical decoding");
     shared.feed_ready.send_replace(true);
+    if lost {
+        shared.changes.feed_resumed();
+    }
     *backoff = FIRST_RETRY;
     let mut decoder = Decoder::default();
+    let (mut busy, mut advanced) = (false, std::time::Instant::now());
     loop {
-        let rows = client.query(&next, &[&slot, &READ_AT_MOST]).await?;
+        let advance = busy && advanced.elapsed() >= ADVANCE_EVERY;
+        if advance {
+            advanced = std::time::Instant::now();
+        }
+        let rows = client.query(&next, &[&slot, &READ_AT_MOST, &advance]).await?;
+        busy = rows.len() >= BUSY_READ;
         for row in &rows {
             match pgoutput::decode(row.get::<_, &[u8]>(0)) {
                 Ok(Message::Logical { prefix, content }) if prefix == "fluxbase_realtime" => {

@@ -421,6 +421,7 @@ impl Session {
             // subscribed finds the channel here.
             shared.changes.subscribe(
                 self.id,
+                self.conn.vsn,
                 &key,
                 &m.topic,
                 m.join_ref.as_deref().map(Arc::from),
