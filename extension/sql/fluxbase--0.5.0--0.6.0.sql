@@ -32,7 +32,13 @@ $publication$;
 -- commit order; at most about `p_max` a call (whole transactions). Tables
 -- come from `supabase_realtime` (when it exists), the proxies' messages from
 -- `fluxbase_realtime`-prefixed logical messages.
-CREATE FUNCTION fluxbase.realtime_feed_changes(p_slot text, p_max integer) RETURNS SETOF bytea
+-- Each call decodes from the slot's restart point, which moves only when
+-- Postgres logs the running transactions (every 15 s, or at a checkpoint):
+-- under load a reader would decode up to 15 s of WAL again on every call.
+-- With `p_advance` (the proxy sets it while it is busy) the call logs them
+-- first (pg_log_standby_snapshot, Postgres 16 and later), so the restart
+-- point follows the reader.
+CREATE FUNCTION fluxbase.realtime_feed_changes(p_slot text, p_max integer, p_advance boolean) RETURNS SETOF bytea
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER SET search_path = pg_catalog
 AS $$
 DECLARE
@@ -44,23 +50,28 @@ BEGIN
   IF EXISTS (SELECT 1 FROM pg_publication WHERE pubname = 'supabase_realtime') THEN
     publications := publications || ',supabase_realtime';
   END IF;
+  IF p_advance AND current_setting('server_version_num')::int >= 160000 THEN
+    EXECUTE 'SELECT pg_log_standby_snapshot()';
+  END IF;
   RETURN QUERY
   SELECT c.data
   FROM pg_logical_slot_get_binary_changes(p_slot, NULL, p_max, 'proto_version', '1',
     'publication_names', publications, 'messages', 'true') c;
 END;
 $$;
-REVOKE ALL ON FUNCTION fluxbase.realtime_feed_changes(text, integer) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION fluxbase.realtime_feed_changes(text, integer) TO authenticator;
+REVOKE ALL ON FUNCTION fluxbase.realtime_feed_changes(text, integer, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.realtime_feed_changes(text, integer, boolean) TO authenticator;
 
 -- What the proxy needs to know of a streamed table beyond pgoutput's
 -- relation message: its primary key's columns and each column's type name
--- and kind ('b' boolean, 'n' number, 'j' JSON, 's' anything else), as
--- {pk: [name…], types: {name: [typname, kind]}}.
+-- and kind ('b' boolean, 'n' number, 'j' JSON, 's' anything else), and
+-- whether row level security is on, as {pk: [name…], types: {name:
+-- [typname, kind]}, rls}.
 CREATE FUNCTION fluxbase.realtime_relation(p_relid oid) RETURNS jsonb
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog
 AS $$
 SELECT jsonb_build_object(
+  'rls', (SELECT c.relrowsecurity FROM pg_class c WHERE c.oid = p_relid),
   'pk', coalesce((
     SELECT jsonb_agg(a.attname ORDER BY k.ord)
     FROM pg_index i
@@ -116,7 +127,8 @@ GRANT EXECUTE ON FUNCTION fluxbase.realtime_subscription(jsonb, text, text) TO a
 -- a REST request): the batch's keys joined to the table under its policies.
 -- Returns (group, key) pairs, 1-based, and first (0, 1) if the table has row
 -- level security on, (0, 0) if not. Without RLS a group sees every row of a
--- table its role may SELECT. A group whose check fails sees nothing.
+-- table its role may SELECT. A group whose check fails sees nothing. The
+-- caller's role is restored at the end.
 CREATE FUNCTION fluxbase.realtime_visible(p_relid oid, p_keys jsonb, p_groups jsonb)
 RETURNS TABLE (grp integer, idx integer)
 LANGUAGE plpgsql VOLATILE
@@ -129,6 +141,11 @@ DECLARE
   claims jsonb;
   g integer := 0;
   role text;
+  caller text := current_setting('role');
+  pk_columns integer;
+  pk_name text;
+  pk_type text;
+  single text[];
 BEGIN
   SELECT c.relrowsecurity, format('%I.%I', n.nspname, c.relname) INTO rls, target
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = p_relid;
@@ -150,14 +167,25 @@ BEGIN
     END LOOP;
     RETURN;
   END IF;
-  SELECT string_agg(format('t.%1$I = k.%1$I', a.attname), ' AND ' ORDER BY a.attnum) INTO joined
+  SELECT string_agg(format('t.%1$I = k.%1$I', a.attname), ' AND ' ORDER BY a.attnum), count(*),
+         min(a.attname), min(format_type(a.atttypid, a.atttypmod))
+    INTO joined, pk_columns, pk_name, pk_type
   FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
   WHERE i.indrelid = p_relid AND i.indisprimary;
   IF joined IS NULL THEN
     RETURN;
   END IF;
-  query := format('SELECT k.ordinality::integer FROM jsonb_populate_recordset(NULL::%1$s, $1) WITH ORDINALITY k '
-    'JOIN %1$s t ON %2$s', target, joined);
+  IF pk_columns = 1 THEN
+    -- One key column: the keys become an array of its type once, and each
+    -- group's statement probes the key's index with it (about twice as fast
+    -- as turning the JSON into rows for every group).
+    single := ARRAY(SELECT e.x->>pk_name FROM jsonb_array_elements(p_keys) WITH ORDINALITY e(x, o) ORDER BY e.o);
+    query := format('SELECT $2, k.o::integer FROM unnest($1::%s[]) WITH ORDINALITY k(v, o) JOIN %s t ON t.%I = k.v',
+      pk_type, target, pk_name);
+  ELSE
+    query := format('SELECT $2, k.ordinality::integer FROM jsonb_populate_recordset(NULL::%1$s, $1) WITH ORDINALITY k '
+      'JOIN %1$s t ON %2$s', target, joined);
+  END IF;
   FOR claims IN SELECT value FROM jsonb_array_elements(p_groups) LOOP
     g := g + 1;
     BEGIN
@@ -165,12 +193,17 @@ BEGIN
       PERFORM set_config('request.jwt.claim.sub', '', true), set_config('request.jwt.claim.role', '', true),
         set_config('request.jwt.claim.email', '', true);
       PERFORM fluxbase.authenticate(claims);
-      RETURN QUERY EXECUTE format('SELECT %s, v.i FROM (%s) v(i)', g, query) USING p_keys;
+      IF pk_columns = 1 THEN
+        RETURN QUERY EXECUTE query USING single, g;
+      ELSE
+        RETURN QUERY EXECUTE query USING p_keys, g;
+      END IF;
     EXCEPTION WHEN OTHERS THEN
       RAISE WARNING 'realtime: a group''s visibility check on % failed: %', target, SQLERRM;
     END;
   END LOOP;
   PERFORM set_config('role', 'none', true);
+  PERFORM set_config('role', caller, true);
 END;
 $$;
 REVOKE ALL ON FUNCTION fluxbase.realtime_visible(oid, jsonb, jsonb) FROM PUBLIC;
