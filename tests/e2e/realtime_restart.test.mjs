@@ -43,9 +43,10 @@ test('Postgres restarts: subscribers are told changes may have been missed, then
   const system = [];
   const c = await client();
   const ch = c.channel(name('restart'))
-    .on('postgres_changes', { event: 'INSERT', schema: 'public', table: 'rtc_order' }, (p) => got.push(p))
+    .on('postgres_changes', { event: 'INSERT', schema: 'public', table: 'rtc_restart' }, (p) => got.push(p))
     .on('system', {}, (m) => system.push(m));
-  assert.equal((await subscribe(ch)).status, 'SUBSCRIBED');
+  const joined = await subscribe(ch);
+  assert.equal(joined.status, 'SUBSCRIBED', joined.err?.message);
   execSync(env.pgRestart, { stdio: 'inherit' });
   assert.ok(await eventually(() => system.some((m) => /PostgresChangesInterrupted/.test(m.message ?? '')), 15000),
     JSON.stringify(system));
