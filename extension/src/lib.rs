@@ -46,6 +46,7 @@ extension_sql_file!(
 );
 extension_sql_file!("../../sql/realtime.sql", name = "realtime", requires = ["auth_grants"]);
 extension_sql_file!("../../sql/storage.sql", name = "storage", requires = ["auth_grants"]);
+extension_sql_file!("../../sql/realtime_changes.sql", name = "realtime_changes", requires = ["realtime"]);
 extension_sql_file!("../../sql/drop_guard.sql", name = "drop_guard", requires = ["auth_grants"]);
 extension_sql_file!("../../sql/schema_triggers.sql", name = "schema_triggers", finalize);
 

@@ -42,3 +42,9 @@ GRANT EXECUTE ON FUNCTION fluxbase.auth_verify_email_change(text, text, int, tex
 --     proxy's fluxbase.storage_* helpers (bucket rules, unchecked reads for
 --     public and signed downloads, signed-upload tokens redeemed once).
 -- @include sql/storage.sql
+-- ---- Realtime II: Postgres changes (issue 16) ----
+--   * the publication supabase_realtime (if absent) and the functions the
+--     proxies read table changes with and check them under RLS
+--     (fluxbase.realtime_feed_changes, realtime_relation,
+--     realtime_subscription, realtime_visible).
+-- @include sql/realtime_changes.sql

@@ -38,6 +38,8 @@ pub enum Outgoing {
     Close(u16, String),
     /// An event shared by every recipient of a fan-out.
     Event { join_ref: Option<Arc<str>>, event: Arc<Event> },
+    /// A Postgres change (`data`, shared) for the channel's bindings `ids`.
+    Change { join_ref: Option<Arc<str>>, topic: Arc<str>, ids: Arc<[u32]>, data: Arc<str> },
 }
 
 pub struct Event {
@@ -363,6 +365,7 @@ mod tests {
             names.push(match o {
                 Outgoing::Text(_) => "reply".into(),
                 Outgoing::Close(..) => "close".into(),
+                Outgoing::Change { .. } => "postgres_changes".into(),
                 Outgoing::Event { event, .. } => match &event.kind {
                     EventKind::Broadcast { event, .. } => format!("broadcast:{event}"),
                     EventKind::PresenceDiff(_) => "presence_diff".into(),

@@ -6,14 +6,20 @@
 //! - `hub.rs`: who listens where on this proxy, presence, fan-out;
 //! - `socket.rs`: one connection: its channels, their authorisation
 //!   (`fluxbase.realtime_authorize`), limits and send queue;
-//! - `feed.rs`: messages sent from SQL, by logical decoding;
+//! - `feed.rs`: messages sent from SQL and table changes, by logical
+//!   decoding (`pgoutput.rs` decodes them);
+//! - `changes.rs`: `postgres_changes` bindings, their filters (`filter.rs`)
+//!   and the RLS-checked delivery of table changes;
 //! - here: the upgrade, the HTTP broadcast API, and the bridge that makes
 //!   proxies one service (a socket's broadcast is delivered locally, then
 //!   sent as `NOTIFY fluxbase_realtime`; every other proxy delivers it to its
 //!   sockets; messages from SQL come the same way where `wal_level` is not
 //!   `logical`).
+mod changes;
 mod feed;
+mod filter;
 mod hub;
+mod pgoutput;
 mod protocol;
 mod socket;
 
@@ -59,6 +65,8 @@ pub struct RealtimeService {
 /// What every socket of this proxy shares.
 pub(crate) struct Shared {
     hub: Hub,
+    /// Channels with `postgres_changes` bindings.
+    changes: changes::Registry,
     /// Tells this proxy's own NOTIFYs from others'.
     instance: String,
     bridge: Once,
@@ -125,6 +133,7 @@ impl Default for RealtimeService {
         RealtimeService {
             shared: Arc::new(Shared {
                 hub: Hub::default(),
+                changes: changes::Registry::default(),
                 instance: uuid::Uuid::new_v4().to_string(),
                 bridge: Once::new(),
                 ready: watch::Sender::new(false),

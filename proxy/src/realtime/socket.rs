@@ -177,6 +177,9 @@ async fn write<K>(
                 return;
             }
             Some(Outgoing::Text(text)) => Frame::text(text),
+            Some(Outgoing::Change { join_ref, topic, ids, data }) => {
+                Frame::text(super::changes::encode(vsn, join_ref.as_deref(), &topic, &ids, &data))
+            }
             Some(Outgoing::Event { join_ref, event }) => match encode_event(vsn, join_ref.as_deref(), &event) {
                 Some(frame) => frame,
                 None => continue,
@@ -222,8 +225,6 @@ mod reason {
     pub const TOO_MANY_EVENTS: &str = "MessagePerSecondRateLimitReached: Too many messages per second";
     pub const TOPIC_REQUIRED: &str = "TopicNameRequired: You must provide a topic name";
     pub const CANNOT_WRITE: &str = "Unauthorized: You do not have permissions to write to this Channel topic";
-    pub const POSTGRES_CHANGES: &str =
-        "RealtimeDisabledForConfiguration: postgres_changes are not available on this server yet";
 }
 
 impl Session {
@@ -355,9 +356,6 @@ impl Session {
             return self.refuse_m(&m, "channels", reason::TOO_MANY_CHANNELS);
         }
         let config = &m.payload["config"];
-        if config["postgres_changes"].as_array().is_some_and(|a| !a.is_empty()) {
-            return self.refuse_m(&m, "postgres_changes", reason::POSTGRES_CHANGES);
-        }
         let caller = match m.payload.get("access_token").and_then(Value::as_str) {
             Some(token) => match self.verify_token(token) {
                 Ok(caller) => caller,
@@ -387,6 +385,10 @@ impl Session {
         } else {
             None
         };
+        let bindings = match self.postgres_bindings(&caller, &config["postgres_changes"]).await {
+            Ok(b) => b,
+            Err(reason) => return self.refuse_m(&m, "postgres_changes", &reason),
+        };
         let presence_key = match config["presence"]["key"].as_str() {
             Some(key) if !key.is_empty() => key.to_string(),
             _ => uuid::Uuid::new_v4().to_string(),
@@ -408,10 +410,34 @@ impl Session {
             presence: config["presence"]["enabled"].as_bool().unwrap_or(true)
                 && access.as_ref().is_none_or(|a| a.presence_read),
         };
-        let reply = protocol::reply_ok(json!({ "postgres_changes": [] }));
+        let listed: Vec<Value> = bindings.iter().map(|(r, b)| r.reply(b.id)).collect();
+        let reply = protocol::reply_ok(json!({ "postgres_changes": listed }));
         let reply =
             protocol::encode(self.conn.vsn, m.join_ref.as_deref(), m.msg_ref.as_deref(), &m.topic, "phx_reply", &reply);
+        let expires = expiry(&caller);
+        let with_changes = !bindings.is_empty();
+        if with_changes {
+            // Before the reply: a change committed once the client is
+            // subscribed finds the channel here.
+            shared.changes.subscribe(
+                self.id,
+                self.conn.vsn,
+                &key,
+                &m.topic,
+                m.join_ref.as_deref().map(Arc::from),
+                self.tx.clone(),
+                self.kill.clone(),
+                bindings.into_iter().map(|(_, b)| b).collect(),
+                &caller,
+                expires,
+            );
+        }
         shared.hub.join(&key, self.id, member, reply);
+        if with_changes {
+            let system = json!({ "extension": "postgres_changes", "status": "ok",
+                "message": "Subscribed to PostgreSQL", "channel": sub_topic });
+            self.send(m.join_ref.as_deref(), None, &m.topic, "system", &system);
+        }
         if let (Some(replay), true) =
             (config["broadcast"]["replay"].as_object(), access.as_ref().is_some_and(|a| a.broadcast_read))
         {
@@ -430,9 +456,59 @@ impl Session {
         }
         let ack = config["broadcast"]["ack"].as_bool() == Some(true);
         let (may_send, may_track) = access.as_ref().map_or((true, true), |a| (a.broadcast_write, a.presence_write));
-        let expires = expiry(&caller);
         let joined = Joined { key, private, join_ref: m.join_ref, ack, presence_key, may_send, may_track, expires };
         self.channels.insert(m.topic, joined);
+    }
+
+    /// A join's `config.postgres_changes`, each binding checked (its table
+    /// exists, the caller's role may SELECT it, its filter parses against
+    /// its columns); an error is the join's refusal reason.
+    async fn postgres_bindings(
+        &self,
+        caller: &Caller,
+        requested: &Value,
+    ) -> Result<Vec<(super::changes::Requested, super::changes::Binding)>, String> {
+        let list = match requested {
+            Value::Null => return Ok(vec![]),
+            Value::Array(list) => list,
+            _ => return Err("MalformedMessage: config.postgres_changes must be an array".into()),
+        };
+        let mut out = Vec::with_capacity(list.len());
+        for r in list {
+            let r = super::changes::Requested::parse(r)
+                .map_err(|e| format!("Unable to subscribe to changes with given parameters: {e}"))?;
+            let columns = match (&r.table, r.schema.as_str()) {
+                (Some(table), schema) if schema != "*" => {
+                    let sql = "SELECT fluxbase.realtime_subscription($1::jsonb, $2, $3)";
+                    let row =
+                        query_one(&self.conn.state, sql, &[&*caller.claims, &schema, table]).await.map_err(|e| {
+                            tracing::warn!(error = %e, "checking a postgres_changes binding failed");
+                            "UnableToConnectToProject: the binding's table could not be checked".to_string()
+                        })?;
+                    let v: Value = row.get(0);
+                    if let Some(e) = v["error"].as_str() {
+                        return Err(e.to_string());
+                    }
+                    Some(
+                        v["columns"]
+                            .as_object()
+                            .into_iter()
+                            .flatten()
+                            .map(|(k, t)| (k.clone(), t.as_str().unwrap_or("").to_string()))
+                            .collect::<HashMap<String, String>>(),
+                    )
+                }
+                _ => None,
+            };
+            let binding = self
+                .conn
+                .shared
+                .changes
+                .binding(&r, columns.as_ref())
+                .map_err(|e| format!("Unable to subscribe to changes with given parameters: {e}"))?;
+            out.push((r, binding));
+        }
+        Ok(out)
     }
 
     /// Stored broadcasts of a private channel since `since` (ms since the
@@ -445,6 +521,7 @@ impl Session {
 
     /// Leaves a hub topic; presence it had there leaves the other proxies too.
     fn hub_leave(&self, key: &str) {
+        self.conn.shared.changes.unsubscribe(self.id, key);
         if self.conn.shared.hub.leave(key, self.id) {
             let out = PresenceOut { topic: key.to_string(), socket: self.id, tracked: None };
             self.conn.shared.presence_changed(out);
@@ -479,6 +556,7 @@ impl Session {
             Ok(caller) => {
                 if let Some(joined) = self.channels.get_mut(&m.topic) {
                     joined.expires = expiry(&caller);
+                    self.conn.shared.changes.set_caller(self.id, &joined.key, &caller, joined.expires);
                 }
             }
             Err(reason) => {
