@@ -144,6 +144,15 @@ where
 
 /// `%xx` and `+` decoding of one query parameter value (malformed escapes stay as they are).
 pub fn percent_decode(s: &str) -> String {
+    decode(s, true)
+}
+
+/// `%xx` decoding of a URL path: `/a%20b/c+d` → `/a b/c+d` (`+` stays a plus).
+pub fn path_decode(s: &str) -> String {
+    decode(s, false)
+}
+
+fn decode(s: &str, plus_is_space: bool) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -154,7 +163,7 @@ pub fn percent_decode(s: &str) -> String {
                 out.push(b);
                 i += 3;
             }
-            (b'+', _) => {
+            (b'+', _) if plus_is_space => {
                 out.push(b' ');
                 i += 1;
             }
@@ -197,6 +206,12 @@ pub fn query_param(query: &str, name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_decode_without_turning_plus_into_space() {
+        assert_eq!(path_decode("/object/b/a%20b+c.png"), "/object/b/a b+c.png");
+        assert_eq!(path_decode("/object/b/%C3%BC%zz"), "/object/b/ü%zz");
+    }
 
     #[test]
     fn percent_coding_round_trips() {

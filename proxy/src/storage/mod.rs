@@ -85,7 +85,7 @@ impl StorageService {
         self.start_sweeper();
         let _ = ctx;
         let (parts, body) = req.into_parts();
-        let path = path_decode(parts.uri.path().strip_prefix("/storage/v1").unwrap_or(""));
+        let path = crate::http::path_decode(parts.uri.path().strip_prefix("/storage/v1").unwrap_or(""));
         let segments: Vec<&str> = path.trim_start_matches('/').splitn(4, '/').collect();
         let query = parts.uri.query().unwrap_or("").to_string();
         let call = Call { state, backend: &*self.backend, caller, headers: &parts.headers, query: &query };
@@ -145,27 +145,6 @@ impl StorageService {
             _ => Err(ApiError::NotFound),
         }
     }
-}
-
-/// `/a%20b/c+d` → `/a b/c+d`: a URL path decoded (`+` stays a plus).
-fn path_decode(path: &str) -> String {
-    let bytes = path.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
-        match (bytes[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn split_bucket(path: &str) -> Result<(String, String), ApiError> {
@@ -1214,16 +1193,5 @@ impl futures_util::Stream for KeepAlive {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Self::Item>> {
         self.stream.as_mut().poll_next(cx)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn paths_decode_without_turning_plus_into_space() {
-        assert_eq!(path_decode("/object/b/a%20b+c.png"), "/object/b/a b+c.png");
-        assert_eq!(path_decode("/object/b/%C3%BC%zz"), "/object/b/ü%zz");
     }
 }
