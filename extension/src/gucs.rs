@@ -188,25 +188,27 @@ pub fn max_response_bytes() -> usize {
     }
 }
 
+/// A string setting's value, or `default` where it is unset or blank.
 pub fn string(setting: &GucSetting<Option<CString>>, default: &str) -> String {
-    setting
-        .get()
-        .and_then(|s| s.into_string().ok())
-        .filter(|s| !s.trim().is_empty())
-        .unwrap_or_else(|| default.to_string())
+    read(setting, |s| (!s.trim().is_empty()).then(|| s.to_string())).unwrap_or_else(|| default.to_string())
 }
 
-/// A string setting's text, trimmed, without copying it unless it is set
-/// (the common case reads one pointer).
+/// A string setting's text, trimmed; `None` where it is unset or blank.
 fn text(setting: &GucSetting<Option<CString>>) -> Option<String> {
+    read(setting, |s| Some(s.trim()).filter(|t| !t.is_empty()).map(str::to_string))
+}
+
+/// `f` of a string setting's text, read in place (one pointer read where the
+/// setting is unset, the common case); `None` where it is unset or not UTF-8.
+fn read<T>(setting: &GucSetting<Option<CString>>, f: impl FnOnce(&str) -> Option<T>) -> Option<T> {
     // SAFETY: the pointer is NULL or a C string owned by the GUC machinery,
     // read and copied before anything else runs.
     unsafe {
         let value = *setting.as_ptr();
-        if value.is_null() || *value == 0 {
+        if value.is_null() {
             return None;
         }
-        std::ffi::CStr::from_ptr(value).to_str().ok().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string)
+        std::ffi::CStr::from_ptr(value).to_str().ok().and_then(f)
     }
 }
 
