@@ -273,22 +273,19 @@ fn required_email(body: &Value) -> Result<String, ApiError> {
 /// "invalid JWT: unable to parse or verify signature, …".
 pub fn gotrue_jwt_error(e: ApiError) -> ApiError {
     let ApiError::Jwt { message, .. } = &e else { return e };
-    let reason = if message.starts_with("Expected 3 parts") {
-        "token is malformed: token contains an invalid number of segments".to_string()
-    } else if message == "JWT expired" {
-        "token has invalid claims: token is expired".to_string()
-    } else if message == "JWT not yet valid" {
-        "token has invalid claims: token is not valid yet".to_string()
-    } else if message == "JWT issued at future" {
-        "token has invalid claims: token used before issued".to_string()
-    } else if message == "JWT cryptographic operation failed" {
-        "token signature is invalid: signature is invalid".to_string()
-    } else if message == "Wrong or unsupported encoding algorithm" {
-        "token is malformed: could not JSON decode header".to_string()
-    } else if message == "No suitable key or wrong key type" {
-        "token is unverifiable: error while executing keyfunc: no suitable key".to_string()
-    } else {
-        format!("token is malformed: {message}")
+    let reason = match message.as_str() {
+        m if m.starts_with("Expected 3 parts") => {
+            "token is malformed: token contains an invalid number of segments".to_string()
+        }
+        "JWT expired" => "token has invalid claims: token is expired".to_string(),
+        "JWT not yet valid" => "token has invalid claims: token is not valid yet".to_string(),
+        "JWT issued at future" => "token has invalid claims: token used before issued".to_string(),
+        "JWT cryptographic operation failed" => "token signature is invalid: signature is invalid".to_string(),
+        "Wrong or unsupported encoding algorithm" => "token is malformed: could not JSON decode header".to_string(),
+        "No suitable key or wrong key type" => {
+            "token is unverifiable: error while executing keyfunc: no suitable key".to_string()
+        }
+        other => format!("token is malformed: {other}"),
     };
     ApiError::auth(403, "bad_jwt", format!("invalid JWT: unable to parse or verify signature, {reason}"))
 }
