@@ -1,7 +1,8 @@
 -- Generated from sql/upgrade/0.5.0--0.6.0.sql by scripts/pg.sh (upgrade_scripts_build): edit that file.
 \echo Use "ALTER EXTENSION fluxbase UPDATE" to load this file. \quit
--- Fluxbase 0.5.0 → 0.6.0. Source of extension/sql/fluxbase--0.5.0--0.6.0.sql
--- (scripts/pg.sh, upgrade_scripts_build). What changed:
+-- Fluxbase 0.5.0 → 0.6.0. Frozen at the 0.7.0 release: the files and functions it once
+-- pulled in with `-- @include` and `-- @include-functions` are expanded below as they were
+-- at 0.6.0, so later changes to sql/*.sql cannot rewrite history. What changed:
 
 -- ---- Auth parity (issue 14): Web3 sign-in, OAuth sessions refreshed by their client only ----
 --   * Web3 sign-in (grant_type=web3): fluxbase.auth_web3_messages (signed

@@ -1,0 +1,2 @@
+-- Fluxbase 0.6.0 → 0.7.0. Source of extension/sql/fluxbase--0.6.0--0.7.0.sql
+-- (scripts/pg.sh, upgrade_scripts_build). What changed:
