@@ -237,9 +237,27 @@ BEGIN
 END
 $$;
 
+-- The same for the proxy's pipelined write: refuses a token already used
+-- (SQLSTATE FS400) so the write sent with it does not commit; no token (an
+-- upload as the caller) is a no-op. Supersedes storage_upload_token_redeem,
+-- kept for 0.6.0 proxies.
+CREATE FUNCTION fluxbase.storage_upload_token_spend(token text, expires timestamptz)
+RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+BEGIN
+  IF token IS NOT NULL AND NOT fluxbase.storage_upload_token_redeem(token, expires) THEN
+    RAISE EXCEPTION 'The signed upload URL was already used' USING ERRCODE = 'FS400';
+  END IF;
+END
+$$;
+
 REVOKE ALL ON FUNCTION fluxbase.storage_bucket_rules(text),
   fluxbase.storage_object_unchecked(text, text, boolean),
-  fluxbase.storage_upload_token_redeem(text, timestamptz) FROM PUBLIC;
+  fluxbase.storage_upload_token_redeem(text, timestamptz),
+  fluxbase.storage_upload_token_spend(text, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION fluxbase.storage_bucket_rules(text),
   fluxbase.storage_object_unchecked(text, text, boolean),
-  fluxbase.storage_upload_token_redeem(text, timestamptz) TO authenticator;
+  fluxbase.storage_upload_token_redeem(text, timestamptz),
+  fluxbase.storage_upload_token_spend(text, timestamptz) TO authenticator;

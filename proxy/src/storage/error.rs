@@ -111,6 +111,7 @@ pub fn db_error(err: tokio_postgres::Error, duplicate: StorageError) -> ApiError
         }
         "23514" => StorageError::InvalidBucketName(db.message().to_string()).into(),
         "57014" => StorageError::DatabaseTimeout.into(),
+        "FS400" => StorageError::InvalidUploadSignature(db.message().to_string()).into(),
         code if code.starts_with("08") || code == "57P01" => ApiError::DatabaseUnavailable(db.message().to_string()),
         code => StorageError::Database(format!("{code}: {}", db.message())).into(),
     }

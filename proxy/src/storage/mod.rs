@@ -17,8 +17,10 @@
 //! advisory lock.
 mod backend;
 mod error;
+mod pipeline;
 mod rules;
 mod sign;
+mod sniff;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -35,6 +37,7 @@ use crate::state::AppState;
 
 use backend::{Backend, BackendError, ByteStream, LocalFs};
 use error::{db_error, pg, StorageError};
+use pipeline::{End, Params, Step, AUTHENTICATE};
 
 /// Sweeps of temporary files a crash left behind.
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);
@@ -103,6 +106,9 @@ impl StorageService {
             (&Method::PUT, ["bucket", id]) => call.update_bucket(id, json_body(body).await?).await,
             (&Method::DELETE, ["bucket", id]) => call.delete_bucket(id).await,
             (&Method::POST, ["object", "list", bucket]) => call.list_objects(bucket, json_body(body).await?).await,
+            (&Method::POST, ["object", "list-v2", bucket]) => {
+                call.list_objects_v2(bucket, json_body(body).await?).await
+            }
             (&Method::POST, ["object", "move"]) => call.move_object(json_body(body).await?).await,
             (&Method::POST, ["object", "copy"]) => call.copy_object(json_body(body).await?).await,
             (&Method::POST, ["object", "sign", bucket]) => call.sign_many(bucket, json_body(body).await?).await,
@@ -253,6 +259,25 @@ impl Call<'_> {
         self.state.client().await
     }
 
+    /// One statement as the caller, in a transaction of its own (one round
+    /// trip): its rows.
+    async fn as_caller(&self, sql: &str, params: Params<'_>) -> Result<Vec<tokio_postgres::Row>, ApiError> {
+        self.as_caller_or(sql, params, StorageError::KeyAlreadyExists).await
+    }
+
+    /// The same, answering a unique violation as `duplicate`.
+    async fn as_caller_or(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+        duplicate: StorageError,
+    ) -> Result<Vec<tokio_postgres::Row>, ApiError> {
+        let client = self.client().await?;
+        pipeline::as_caller(&client, &self.caller.claims, sql, params, End::Commit)
+            .await
+            .map_err(|e| db_error(e, duplicate))
+    }
+
     fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
@@ -264,33 +289,25 @@ impl Call<'_> {
     // ---- buckets ----
 
     async fn list_buckets(&self) -> Result<Response, ApiError> {
-        let mut client = self.client().await?;
-        let tx = as_caller(&mut client, &self.caller.claims).await?;
-        let row = tx
-            .query_one(
+        let rows = self
+            .as_caller(
                 "SELECT coalesce(json_agg(b ORDER BY b.name), '[]')::text FROM (SELECT id, name, owner, owner_id, public, \
                  file_size_limit, allowed_mime_types, created_at, updated_at FROM storage.buckets) b",
                 &[],
             )
-            .await
-            .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
-        Ok(ok_raw(row.get(0)))
+            .await?;
+        Ok(ok_raw(rows[0].get(0)))
     }
 
     async fn get_bucket(&self, id: &str) -> Result<Response, ApiError> {
-        let mut client = self.client().await?;
-        let tx = as_caller(&mut client, &self.caller.claims).await?;
-        let row = tx
-            .query_opt(
+        let rows = self
+            .as_caller(
                 "SELECT row_to_json(b)::text FROM (SELECT id, name, owner, owner_id, public, file_size_limit, \
                  allowed_mime_types, created_at, updated_at FROM storage.buckets WHERE id = $1) b",
                 &[&id],
             )
-            .await
-            .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
-        row.map(|r| ok_raw(r.get(0))).ok_or_else(|| StorageError::NoSuchBucket.into())
+            .await?;
+        rows.first().map(|r| ok_raw(r.get(0))).ok_or_else(|| StorageError::NoSuchBucket.into())
     }
 
     /// `file_size_limit` and `allowed_mime_types` of a create or update body.
@@ -337,65 +354,65 @@ impl Call<'_> {
         let (size, types) = self.bucket_limits(&body)?;
         let sub = sub_of(&self.caller.claims);
         let owner = sub.as_deref().and_then(|s| uuid::Uuid::parse_str(s).ok());
-        let mut client = self.client().await?;
-        let tx = as_caller(&mut client, &self.caller.claims).await?;
-        tx.execute(
+        self.as_caller_or(
             "INSERT INTO storage.buckets (id, name, owner, owner_id, public, file_size_limit, allowed_mime_types) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
             &[&id, &name, &owner, &sub, &public, &size.flatten(), &types.flatten()],
+            StorageError::BucketAlreadyExists,
         )
-        .await
-        .map_err(|e| db_error(e, StorageError::BucketAlreadyExists))?;
-        tx.commit().await.map_err(pg)?;
+        .await?;
         Ok(ok_json(json!({ "name": id })))
     }
 
     async fn update_bucket(&self, id: &str, body: Value) -> Result<Response, ApiError> {
         let public = body.get("public").and_then(Value::as_bool);
         let (size, types) = self.bucket_limits(&body)?;
-        let mut client = self.client().await?;
-        let tx = as_caller(&mut client, &self.caller.claims).await?;
-        let n = tx
-            .execute(
+        let rows = self
+            .as_caller(
                 "UPDATE storage.buckets SET public = coalesce($2, public), \
                  file_size_limit = CASE WHEN $3 THEN $4 ELSE file_size_limit END, \
                  allowed_mime_types = CASE WHEN $5 THEN $6 ELSE allowed_mime_types END, updated_at = now() \
-                 WHERE id = $1",
+                 WHERE id = $1 RETURNING 1",
                 &[&id, &public, &size.is_some(), &size.flatten(), &types.is_some(), &types.flatten()],
             )
-            .await
-            .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
-        if n == 0 {
+            .await?;
+        if rows.is_empty() {
             return Err(StorageError::NoSuchBucket.into());
         }
         Ok(message("Successfully updated"))
     }
 
     async fn empty_bucket(&self, id: &str) -> Result<Response, ApiError> {
-        let mut client = self.client().await?;
-        let tx = as_caller(&mut client, &self.caller.claims).await?;
-        if tx.query_opt("SELECT 1 FROM storage.buckets WHERE id = $1", &[&id]).await.map_err(pg)?.is_none() {
+        let client = self.client().await?;
+        let claims = &*self.caller.claims;
+        let answers = pipeline::transaction(
+            &client,
+            &[
+                Step { sql: AUTHENTICATE, params: &[&claims] },
+                Step { sql: "SELECT 1 FROM storage.buckets WHERE id = $1", params: &[&id] },
+                Step {
+                    sql: "DELETE FROM storage.objects WHERE bucket_id = $1 RETURNING name, version",
+                    params: &[&id],
+                },
+            ],
+            End::Commit,
+        )
+        .await
+        .map_err(pg)?;
+        let mut results = pipeline::rows(answers).map_err(pg)?;
+        let rows = results.pop().unwrap_or_default();
+        if results[1].is_empty() {
             return Err(StorageError::NoSuchBucket.into());
         }
-        let rows = tx
-            .query("DELETE FROM storage.objects WHERE bucket_id = $1 RETURNING name, version", &[&id])
-            .await
-            .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
         self.forget(rows.iter().map(|r| (id.to_string(), r.get::<_, String>(0), r.get::<_, Option<String>>(1)))).await;
         Ok(message("Successfully emptied"))
     }
 
     async fn delete_bucket(&self, id: &str) -> Result<Response, ApiError> {
-        let mut client = self.client().await?;
-        let tx = as_caller(&mut client, &self.caller.claims).await?;
-        let n = tx
-            .execute("DELETE FROM storage.buckets WHERE id = $1", &[&id])
-            .await
-            .map_err(|e| db_error(e, StorageError::BucketNotEmpty))?;
-        tx.commit().await.map_err(pg)?;
-        if n == 0 {
+        let rows = self
+            .as_caller_or("DELETE FROM storage.buckets WHERE id = $1 RETURNING 1", &[&id], StorageError::BucketNotEmpty)
+            .await?;
+        if rows.is_empty() {
             return Err(StorageError::NoSuchBucket.into());
         }
         Ok(message("Successfully deleted"))
@@ -519,34 +536,30 @@ impl Call<'_> {
     ) -> Result<Response, ApiError> {
         rules::bucket_id(bucket)?;
         rules::object_name(name)?;
-        let client = self.client().await?;
-        let rules_row = client
-            .query_opt(
-                "SELECT public, file_size_limit, allowed_mime_types FROM fluxbase.storage_bucket_rules($1)",
-                &[&bucket],
-            )
-            .await
-            .map_err(pg)?
-            .ok_or(StorageError::NoSuchBucket)?;
-        drop(client);
-        let bucket_limit: Option<i64> = rules_row.get(1);
-        let allowed: Option<Vec<String>> = rules_row.get(2);
+        let upsert = match &signed {
+            Some(s) => s.upsert,
+            None => self.header("x-upsert").is_some_and(|v| v.eq_ignore_ascii_case("true")),
+        };
+        // A signed upload was checked against the policies when it was signed.
+        let (bucket_limit, allowed) = self.precheck(bucket, name, write, upsert, signed.is_none()).await?;
         let limit = bucket_limit.map_or(self.file_size_limit(), |l| (l.max(0) as u64).min(self.file_size_limit()));
         let declared = self.header("content-length").and_then(|v| v.parse::<u64>().ok());
         let multipart = self.header("content-type").is_some_and(|t| rules::essence(t) == "multipart/form-data");
         if declared.is_some_and(|n| n > limit) && !multipart {
             return Err(StorageError::EntityTooLarge.into());
         }
-        let upsert = match &signed {
-            Some(s) => s.upsert,
-            None => self.header("x-upsert").is_some_and(|v| v.eq_ignore_ascii_case("true")),
-        };
-        if signed.is_none() {
-            self.precheck(bucket, name, write, upsert).await?;
-        }
-        let object = self.incoming(body).await?;
+        let mut object = self.incoming(body).await?;
         if !rules::mime_allowed(allowed.as_deref(), &object.content_type) {
             return Err(StorageError::InvalidMimeType(object.content_type).into());
+        }
+        if allowed.as_ref().is_some_and(|a| !a.is_empty()) {
+            let (sniffed, body) = sniff::sniff(object.body)
+                .await
+                .map_err(|e| ApiError::from(StorageError::InvalidRequest(format!("reading the upload failed: {e}"))))?;
+            if let Some(sniffed) = sniffed.filter(|s| !rules::mime_allowed(allowed.as_deref(), s)) {
+                return Err(StorageError::InvalidMimeType(sniffed.to_string()).into());
+            }
+            object.body = body;
         }
 
         let version = uuid::Uuid::new_v4().to_string();
@@ -595,15 +608,23 @@ impl Call<'_> {
         }
     }
 
-    /// Would the caller's policies let this write through? Tried and rolled
-    /// back before a byte is read, as storage-api's `canUpload`, so a
-    /// refused or duplicate upload is answered at once and costs no disk.
-    /// The write itself is checked again when it commits.
-    async fn precheck(&self, bucket: &str, name: &str, write: Write, upsert: bool) -> Result<(), ApiError> {
+    /// The bucket's limits (`file_size_limit`, `allowed_mime_types`) and,
+    /// with `dry_run`, whether the caller's policies would let this write
+    /// through: tried and rolled back before a byte is read, as
+    /// storage-api's `canUpload`, so a refused or duplicate upload is
+    /// answered at once and costs no disk. One round trip; the write itself
+    /// is checked again when it commits.
+    async fn precheck(
+        &self,
+        bucket: &str,
+        name: &str,
+        write: Write,
+        upsert: bool,
+        dry_run: bool,
+    ) -> Result<(Option<i64>, Option<Vec<String>>), ApiError> {
         let sub = sub_of(&self.caller.claims);
         let owner = sub.as_deref().and_then(|s| uuid::Uuid::parse_str(s).ok());
-        let mut client = self.client().await?;
-        let tx = as_caller(&mut client, &self.caller.claims).await?;
+        let claims = &*self.caller.claims;
         let sql = match (write, upsert) {
             (Write::Update, _) => {
                 "UPDATE storage.objects SET owner = $3, owner_id = $4 WHERE bucket_id = $1 AND name = $2 RETURNING id"
@@ -617,12 +638,27 @@ impl Call<'_> {
                 "INSERT INTO storage.objects (bucket_id, name, owner, owner_id) VALUES ($1, $2, $3, $4) RETURNING id"
             }
         };
-        let row = tx
-            .query_opt(sql, &[&bucket, &name, &owner, &sub])
-            .await
-            .map_err(|e| db_error(e, StorageError::KeyAlreadyExists))?;
-        tx.rollback().await.map_err(pg)?;
-        row.map(|_| ()).ok_or_else(|| StorageError::NoSuchKey.into())
+        let client = self.client().await?;
+        let mut answers = if dry_run {
+            let steps = [
+                Step { sql: BUCKET_RULES, params: &[&bucket] },
+                Step { sql: AUTHENTICATE, params: &[&claims] },
+                Step { sql: sql, params: &[&bucket, &name, &owner, &sub] },
+            ];
+            pipeline::transaction(&client, &steps, End::Rollback).await
+        } else {
+            pipeline::transaction(&client, &[Step { sql: BUCKET_RULES, params: &[&bucket] }], End::Rollback).await
+        }
+        .map_err(pg)?
+        .into_iter();
+        // The bucket first, as storage-api looks it up before the policies.
+        let rules = answers.next().expect("one answer per step").map_err(pg)?;
+        let rules = rules.first().ok_or(StorageError::NoSuchBucket)?;
+        if dry_run {
+            let written = answers.nth(1).expect("one answer per step");
+            written.map_err(|e| db_error(e, StorageError::KeyAlreadyExists))?.first().ok_or(StorageError::NoSuchKey)?;
+        }
+        Ok((rules.get(1), rules.get(2)))
     }
 
     /// The row of a written version, in one transaction under the path's
@@ -640,70 +676,48 @@ impl Call<'_> {
         claims: &Value,
         signed: Option<&SignedUpload>,
     ) -> Result<(uuid::Uuid, Option<String>), ApiError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg)?;
-        lock_path(&tx, bucket, name).await?;
-        if let Some(s) = signed {
-            let expires = s.exp as f64;
-            let fresh: bool = tx
-                .query_one("SELECT fluxbase.storage_upload_token_redeem($1, to_timestamp($2))", &[&s.jti, &expires])
-                .await
-                .map_err(pg)?
-                .get(0);
-            if !fresh {
-                return Err(
-                    StorageError::InvalidUploadSignature("The signed upload URL was already used".into()).into()
-                );
-            }
-        }
-        let previous: Option<Option<String>> = tx
-            .query_opt("SELECT version FROM fluxbase.storage_object_unchecked($1, $2, false)", &[&bucket, &name])
-            .await
-            .map_err(pg)?
-            .map(|r| r.get(0));
-        tx.execute("SELECT fluxbase.authenticate($1)", &[claims]).await.map_err(pg)?;
         let sub = sub_of(claims);
         let owner = sub.as_deref().and_then(|s| uuid::Uuid::parse_str(s).ok());
-        let row = match (write, upsert) {
-            (Write::Update, _) => tx
-                .query_opt(
-                    "UPDATE storage.objects SET version = $3, metadata = $4, user_metadata = $5, owner = $6, \
-                     owner_id = $7, last_accessed_at = now() WHERE bucket_id = $1 AND name = $2 RETURNING id",
-                    &[&bucket, &name, &version, metadata, &user_metadata, &owner, &sub],
-                )
-                .await
-                .map_err(|e| db_error(e, StorageError::KeyAlreadyExists))?,
-            (Write::Upload, upsert) => {
-                let sql = if upsert {
-                    "INSERT INTO storage.objects (bucket_id, name, version, metadata, user_metadata, owner, owner_id) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (bucket_id, name) DO UPDATE SET \
-                     version = excluded.version, metadata = excluded.metadata, user_metadata = excluded.user_metadata, \
-                     owner = excluded.owner, owner_id = excluded.owner_id, last_accessed_at = now() RETURNING id"
-                } else {
-                    "INSERT INTO storage.objects (bucket_id, name, version, metadata, user_metadata, owner, owner_id) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id"
-                };
-                tx.query_opt(sql, &[&bucket, &name, &version, metadata, &user_metadata, &owner, &sub])
-                    .await
-                    .map_err(|e| db_error(e, StorageError::KeyAlreadyExists))?
+        let write_sql = match (write, upsert) {
+            (Write::Update, _) => {
+                "UPDATE storage.objects SET version = $3, metadata = $4, user_metadata = $5, owner = $6, \
+                 owner_id = $7, last_accessed_at = now() WHERE bucket_id = $1 AND name = $2 RETURNING id"
+            }
+            (Write::Upload, true) => {
+                "INSERT INTO storage.objects (bucket_id, name, version, metadata, user_metadata, owner, owner_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (bucket_id, name) DO UPDATE SET \
+                 version = excluded.version, metadata = excluded.metadata, user_metadata = excluded.user_metadata, \
+                 owner = excluded.owner, owner_id = excluded.owner_id, last_accessed_at = now() RETURNING id"
+            }
+            (Write::Upload, false) => {
+                "INSERT INTO storage.objects (bucket_id, name, version, metadata, user_metadata, owner, owner_id) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id"
             }
         };
-        let id: uuid::Uuid = row.ok_or(StorageError::NoSuchKey)?.get(0);
-        tx.commit().await.map_err(pg)?;
-        Ok((id, previous.flatten()))
+        // A signed upload's token is spent with the write (no token: a no-op).
+        let (jti, expires) = (signed.map(|s| s.jti.as_str()), signed.map(|s| s.exp as f64));
+        let client = self.client().await?;
+        let steps = [
+            Step { sql: LOCK_PATH, params: &[&bucket, &name] },
+            Step { sql: "SELECT fluxbase.storage_upload_token_spend($1, to_timestamp($2))", params: &[&jti, &expires] },
+            Step { sql: PREVIOUS_VERSION, params: &[&bucket, &name] },
+            Step { sql: AUTHENTICATE, params: &[&claims] },
+            Step { sql: write_sql, params: &[&bucket, &name, &version, metadata, &user_metadata, &owner, &sub] },
+        ];
+        let answers = pipeline::transaction(&client, &steps, End::Commit).await.map_err(pg)?;
+        let answers = pipeline::rows(answers).map_err(|e| db_error(e, StorageError::KeyAlreadyExists))?;
+        let id: uuid::Uuid = answers[4].first().ok_or(StorageError::NoSuchKey)?.get(0);
+        let previous: Option<String> = answers[2].first().and_then(|r| r.get(0));
+        Ok((id, previous))
     }
 
     async fn remove_one(&self, bucket: &str, name: &str) -> Result<Response, ApiError> {
-        let mut client = self.client().await?;
-        let tx = as_caller(&mut client, &self.caller.claims).await?;
-        let rows = tx
-            .query(
+        let rows = self
+            .as_caller(
                 "DELETE FROM storage.objects WHERE bucket_id = $1 AND name = $2 RETURNING version",
                 &[&bucket, &name],
             )
-            .await
-            .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
+            .await?;
         let Some(row) = rows.first() else { return Err(StorageError::NoSuchKey.into()) };
         self.forget(std::iter::once((bucket.to_string(), name.to_string(), row.get(0)))).await;
         Ok(message("Successfully deleted"))
@@ -722,19 +736,15 @@ impl Call<'_> {
         if names.is_empty() || names.len() > 1000 {
             return Err(StorageError::InvalidRequest("prefixes must list 1 to 1000 names".into()).into());
         }
-        let mut client = self.client().await?;
-        let tx = as_caller(&mut client, &self.caller.claims).await?;
-        let rows = tx
-            .query(
+        let rows = self
+            .as_caller(
                 "DELETE FROM storage.objects WHERE bucket_id = $1 AND name = ANY($2) RETURNING name, version, \
                  json_build_object('bucket_id', bucket_id, 'name', name, 'id', id, 'owner', owner, 'owner_id', \
                  owner_id, 'version', version, 'updated_at', updated_at, 'created_at', created_at, \
                  'last_accessed_at', last_accessed_at, 'metadata', metadata, 'user_metadata', user_metadata)::text",
                 &[&bucket, &names],
             )
-            .await
-            .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
+            .await?;
         let body = format!("[{}]", rows.iter().map(|r| r.get::<_, String>(2)).collect::<Vec<_>>().join(","));
         self.forget(rows.iter().map(|r| (bucket.to_string(), r.get::<_, String>(0), r.get::<_, Option<String>>(1))))
             .await;
@@ -756,23 +766,13 @@ impl Call<'_> {
         rules::object_name(&dest)?;
         let upsert = self.header("x-upsert").is_some_and(|v| v.eq_ignore_ascii_case("true"));
 
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg)?;
-        lock_path(&tx, &dest_bucket, &dest).await?;
-        let replaced: Option<Option<String>> = tx
-            .query_opt("SELECT version FROM fluxbase.storage_object_unchecked($1, $2, false)", &[&dest_bucket, &dest])
-            .await
-            .map_err(pg)?
-            .map(|r| r.get(0));
-        tx.execute("SELECT fluxbase.authenticate($1)", &[&*self.caller.claims]).await.map_err(pg)?;
-        let source_row = tx
-            .query_opt(
+        let source_rows = self
+            .as_caller(
                 "SELECT version, metadata, user_metadata FROM storage.objects WHERE bucket_id = $1 AND name = $2",
                 &[&bucket, &source],
             )
-            .await
-            .map_err(pg)?
-            .ok_or(StorageError::NoSuchKey)?;
+            .await?;
+        let source_row = source_rows.first().ok_or(StorageError::NoSuchKey)?;
         let old_version: Option<String> = source_row.get(0);
         let old_version = old_version.ok_or(StorageError::NoSuchKey)?;
         let version = uuid::Uuid::new_v4().to_string();
@@ -781,53 +781,58 @@ impl Call<'_> {
             BackendError::NotFound => ApiError::from(StorageError::NoSuchKey),
             other => StorageError::Internal(other.to_string()).into(),
         })?;
+        // The rows in one transaction under the destination's lock; a move
+        // applies only to the version whose bytes were copied.
         let result = async {
             let sub = sub_of(&self.caller.claims);
             let owner = sub.as_deref().and_then(|s| uuid::Uuid::parse_str(s).ok());
-            if replaced.is_some() && upsert {
-                tx.execute("DELETE FROM storage.objects WHERE bucket_id = $1 AND name = $2", &[&dest_bucket, &dest])
-                    .await
-                    .map_err(pg)?;
-            }
-            let row = if copy {
+            let claims = &*self.caller.claims;
+            let metadata: Value = {
                 let mut metadata: Value = source_row.get(1);
                 if let Some(m) = metadata.as_object_mut() {
                     m.insert("eTag".into(), json!(format!("\"{}\"", version.replace('-', ""))));
                 }
-                let user_metadata: Option<Value> = match body.get("copyMetadata").and_then(Value::as_bool) {
-                    Some(false) => body.get("metadata").cloned(),
-                    _ => source_row.get(2),
-                };
-                tx.query_one(
-                    "INSERT INTO storage.objects (bucket_id, name, version, metadata, user_metadata, owner, owner_id) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-                    &[&dest_bucket, &dest, &version, &metadata, &user_metadata, &owner, &sub],
-                )
-                .await
-                .map_err(|e| db_error(e, StorageError::KeyAlreadyExists))?
-            } else {
-                tx.query_opt(
-                    "UPDATE storage.objects SET bucket_id = $3, name = $4, version = $5, last_accessed_at = now() \
-                     WHERE bucket_id = $1 AND name = $2 RETURNING id",
-                    &[&bucket, &source, &dest_bucket, &dest, &version],
-                )
-                .await
-                .map_err(|e| db_error(e, StorageError::KeyAlreadyExists))?
-                .ok_or(StorageError::NoSuchKey)?
+                metadata
             };
-            let id: uuid::Uuid = row.get(0);
-            tx.commit().await.map_err(pg)?;
-            Ok::<_, ApiError>(id)
+            let user_metadata: Option<Value> = match body.get("copyMetadata").and_then(Value::as_bool) {
+                Some(false) => body.get("metadata").cloned(),
+                _ => source_row.get(2),
+            };
+            let copy_params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] =
+                [&dest_bucket, &dest, &version, &metadata, &user_metadata, &owner, &sub];
+            let move_params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] =
+                [&bucket, &source, &dest_bucket, &dest, &version, &old_version];
+            let last = if copy {
+                Step { sql: "INSERT INTO storage.objects (bucket_id, name, version, metadata, user_metadata, owner, owner_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id", params: &copy_params }
+            } else {
+                Step { sql: "UPDATE storage.objects SET bucket_id = $3, name = $4, version = $5, last_accessed_at = now() \
+                     WHERE bucket_id = $1 AND name = $2 AND version = $6 RETURNING id", params: &move_params }
+            };
+            let steps = [
+                Step { sql: LOCK_PATH, params: &[&dest_bucket, &dest] },
+                Step { sql: PREVIOUS_VERSION, params: &[&dest_bucket, &dest] },
+                Step { sql: AUTHENTICATE, params: &[&claims] },
+                // x-upsert replaces what is there, if the caller may delete it.
+                Step { sql: "DELETE FROM storage.objects WHERE $3 AND bucket_id = $1 AND name = $2", params: &[&dest_bucket, &dest, &upsert] },
+                last,
+            ];
+            let client = self.client().await?;
+            let answers = pipeline::transaction(&client, &steps, End::Commit).await.map_err(pg)?;
+            let mut answers = pipeline::rows(answers).map_err(|e| db_error(e, StorageError::KeyAlreadyExists))?;
+            let id: uuid::Uuid = answers.pop().unwrap_or_default().first().ok_or(StorageError::NoSuchKey)?.get(0);
+            let replaced: Option<String> = answers[1].first().and_then(|r| r.get(0));
+            Ok::<_, ApiError>((id, replaced))
         }
         .await;
         match result {
-            Ok(id) => {
+            Ok((id, replaced)) => {
                 let mut gone = Vec::new();
                 if !copy {
                     gone.push((bucket.clone(), source.clone(), Some(old_version)));
                 }
                 if upsert {
-                    if let Some(v) = replaced.flatten() {
+                    if let Some(v) = replaced {
                         gone.push((dest_bucket.clone(), dest.clone(), Some(v)));
                     }
                 }
@@ -872,43 +877,141 @@ impl Call<'_> {
         let sort = body.get("sortBy");
         let column = sort.and_then(|s| s.get("column")).and_then(Value::as_str).unwrap_or("name");
         let order = sort.and_then(|s| s.get("order")).and_then(Value::as_str).unwrap_or("asc");
-        let mut client = self.client().await?;
-        let tx = as_caller(&mut client, &self.caller.claims).await?;
-        let row = tx
-            .query_one(
+        let rows = self
+            .as_caller(
                 "SELECT coalesce(json_agg(s), '[]')::text FROM storage.search($1, $2, $3, $4, $5, $6, $7, $8) s",
                 &[&prefix, &bucket, &limit, &levels, &offset, &search, &column, &order],
             )
-            .await
-            .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
-        Ok(ok_raw(row.get(0)))
+            .await?;
+        Ok(ok_raw(rows[0].get(0)))
+    }
+
+    /// `POST /object/list-v2/{bucket}` `{prefix, limit, cursor,
+    /// with_delimiter, sortBy: {column, order}}` (storage-js `listV2`): a
+    /// page of keys under `prefix` as S3's ListObjectsV2 pages them — full
+    /// keys, and with `with_delimiter` the sub-folders as common prefixes
+    /// (`key/`) beside the objects directly under `prefix` — answered
+    /// `{hasNext, folders, objects, nextCursor}`. Without a delimiter
+    /// `sortBy` orders by `name`, `updated_at` or `created_at` (then name);
+    /// with one, by name. As the caller: policies decide what is listed.
+    async fn list_objects_v2(&self, bucket: &str, body: Value) -> Result<Response, ApiError> {
+        rules::bucket_id(bucket)?;
+        let prefix = body.get("prefix").and_then(Value::as_str).unwrap_or("").trim_start_matches('/').to_string();
+        let limit = match body.get("limit") {
+            None | Some(Value::Null) => 1000,
+            Some(v) => match v.as_i64() {
+                Some(n) if n >= 1 => n.min(1000),
+                _ => return Err(StorageError::InvalidRequest("limit must be a positive integer".into()).into()),
+            },
+        };
+        let delimiter = body.get("with_delimiter").and_then(Value::as_bool).unwrap_or(false);
+        let sort = body.get("sortBy");
+        let column = match sort.and_then(|s| s.get("column")).and_then(Value::as_str).unwrap_or("name") {
+            "name" => "name",
+            "updated_at" if !delimiter => "updated_at",
+            "created_at" if !delimiter => "created_at",
+            "updated_at" | "created_at" => "name",
+            other => {
+                return Err(StorageError::InvalidRequest(format!(
+                    "sortBy.column must be one of name, updated_at, created_at, not {other}"
+                ))
+                .into())
+            }
+        };
+        let descending = match sort.and_then(|s| s.get("order")).and_then(Value::as_str).unwrap_or("asc") {
+            "asc" => false,
+            "desc" => true,
+            _ => return Err(StorageError::InvalidRequest("sortBy.order must be asc or desc".into()).into()),
+        };
+        // The cursor: the last key of the page, and its sort value.
+        let (after_key, after_value) = match body.get("cursor").and_then(Value::as_str).filter(|c| !c.is_empty()) {
+            None => (None, None),
+            Some(cursor) => {
+                let bad = || ApiError::from(StorageError::InvalidRequest("Invalid cursor".into()));
+                use base64::Engine;
+                let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).map_err(|_| bad())?;
+                let value: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+                let key = value.get("k").and_then(Value::as_str).ok_or_else(bad)?.to_string();
+                (Some(key), value.get("v").and_then(Value::as_str).map(str::to_string))
+            }
+        };
+        // One statement for both modes: with the delimiter, a key past the
+        // prefix that has a further `/` collapses to its folder.
+        let (op, order) = if descending { ("<", "DESC") } else { (">", "ASC") };
+        let sort_value = if column == "name" {
+            "NULL::text".to_string()
+        } else {
+            format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US')")
+        };
+        let sql = format!(
+            "WITH entries AS ( \
+               SELECT CASE WHEN $3 AND strpos(substr(name, length($2) + 1), '/') > 0 \
+                        THEN $2 || split_part(substr(name, length($2) + 1), '/', 1) || '/' ELSE name END AS key, \
+                      id, name, version, metadata, updated_at, created_at, last_accessed_at, {sort_value} AS sort_value \
+               FROM storage.objects \
+               WHERE bucket_id = $1 AND name COLLATE \"C\" >= $2 AND starts_with(name, $2)), \
+             page AS ( \
+               SELECT DISTINCT ON (sort_value, key COLLATE \"C\") * FROM entries \
+               WHERE $4::text IS NULL OR (coalesce(sort_value, ''), key COLLATE \"C\") {op} (coalesce($5, ''), $4::text) \
+               ORDER BY sort_value {order}, key COLLATE \"C\" {order}, (key = name) \
+               LIMIT $6) \
+             SELECT coalesce(json_agg(json_build_object( \
+                      'folder', key <> name, 'key', key, 'id', id, 'name', name, 'version', version, \
+                      'updated_at', updated_at, 'created_at', created_at, 'last_accessed_at', last_accessed_at, \
+                      'metadata', metadata, 'sort_value', sort_value) \
+                    ORDER BY sort_value {order}, key COLLATE \"C\" {order}), '[]')::text FROM page"
+        );
+        let rows =
+            self.as_caller(&sql, &[&bucket, &prefix, &delimiter, &after_key, &after_value, &(limit + 1)]).await?;
+        let mut entries: Vec<Value> =
+            serde_json::from_str(rows[0].get(0)).map_err(|e| StorageError::Internal(e.to_string()))?;
+        let has_next = entries.len() as i64 > limit;
+        entries.truncate(limit as usize);
+        let next_cursor = match entries.last().filter(|_| has_next) {
+            None => None,
+            Some(last) => {
+                use base64::Engine;
+                let cursor = json!({ "k": last["key"], "v": last["sort_value"] });
+                Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(cursor.to_string()))
+            }
+        };
+        let (mut folders, mut objects) = (Vec::new(), Vec::new());
+        for mut entry in entries {
+            let folder = entry["folder"].as_bool().unwrap_or(false);
+            let map = entry.as_object_mut().expect("a JSON object per entry");
+            map.remove("folder");
+            map.remove("sort_value");
+            if folder {
+                let key = map["key"].clone();
+                folders.push(json!({ "name": key, "key": key }));
+            } else {
+                objects.push(entry);
+            }
+        }
+        let mut body = json!({ "hasNext": has_next, "folders": folders, "objects": objects });
+        if let Some(cursor) = next_cursor {
+            body["nextCursor"] = json!(cursor);
+        }
+        Ok(ok_json(body))
     }
 
     /// The row of `bucket/name` as `access` allows: `(id, version, metadata)`.
     async fn find(&self, bucket: &str, name: &str, access: Access) -> Result<(uuid::Uuid, String, Value), ApiError> {
-        let mut client = self.client().await?;
-        let row = if access == Access::Caller {
-            let tx = as_caller(&mut client, &self.caller.claims).await?;
-            let row = tx
-                .query_opt(
-                    "SELECT id, version, metadata FROM storage.objects WHERE bucket_id = $1 AND name = $2",
-                    &[&bucket, &name],
-                )
+        let rows = if access == Access::Caller {
+            self.as_caller(
+                "SELECT id, version, metadata FROM storage.objects WHERE bucket_id = $1 AND name = $2",
+                &[&bucket, &name],
+            )
+            .await?
+        } else {
+            let client = self.client().await?;
+            let statement = client
+                .prepare_cached("SELECT id, version, metadata FROM fluxbase.storage_object_unchecked($1, $2, $3)")
                 .await
                 .map_err(pg)?;
-            tx.commit().await.map_err(pg)?;
-            row
-        } else {
-            client
-                .query_opt(
-                    "SELECT id, version, metadata FROM fluxbase.storage_object_unchecked($1, $2, $3)",
-                    &[&bucket, &name, &(access == Access::Public)],
-                )
-                .await
-                .map_err(pg)?
+            client.query(&statement, &[&bucket, &name, &(access == Access::Public)]).await.map_err(pg)?
         };
-        let row = row.ok_or(StorageError::NoSuchKey)?;
+        let row = rows.first().ok_or(StorageError::NoSuchKey)?;
         let version: Option<String> = row.get(1);
         Ok((row.get(0), version.ok_or(StorageError::NoSuchKey)?, row.get::<_, Option<Value>>(2).unwrap_or(json!({}))))
     }
@@ -994,10 +1097,8 @@ impl Call<'_> {
 
     /// `GET /object/info/{bucket}/{name}`: the object's facts, as storage-api's info.
     async fn info(&self, bucket: &str, name: &str) -> Result<Response, ApiError> {
-        let mut client = self.client().await?;
-        let tx = as_caller(&mut client, &self.caller.claims).await?;
-        let row = tx
-            .query_opt(
+        let rows = self
+            .as_caller(
                 "SELECT json_build_object('id', id, 'name', name, 'version', version, 'bucket_id', bucket_id, \
                  'size', (metadata->>'size')::bigint, 'content_type', metadata->>'mimetype', \
                  'cache_control', metadata->>'cacheControl', 'etag', metadata->>'eTag', \
@@ -1005,10 +1106,8 @@ impl Call<'_> {
                  FROM storage.objects WHERE bucket_id = $1 AND name = $2",
                 &[&bucket, &name],
             )
-            .await
-            .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
-        row.map(|r| ok_raw(r.get(0))).ok_or_else(|| StorageError::NoSuchKey.into())
+            .await?;
+        rows.first().map(|r| ok_raw(r.get(0))).ok_or_else(|| StorageError::NoSuchKey.into())
     }
 
     // ---- signed URLs ----
@@ -1046,13 +1145,9 @@ impl Call<'_> {
             .iter()
             .filter_map(|v| v.as_str().map(str::to_string))
             .collect();
-        let mut client = self.client().await?;
-        let tx = as_caller(&mut client, &self.caller.claims).await?;
-        let rows = tx
-            .query("SELECT name FROM storage.objects WHERE bucket_id = $1 AND name = ANY($2)", &[&bucket, &paths])
-            .await
-            .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
+        let rows = self
+            .as_caller("SELECT name FROM storage.objects WHERE bucket_id = $1 AND name = ANY($2)", &[&bucket, &paths])
+            .await?;
         let found: std::collections::HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
         let mut out = Vec::with_capacity(paths.len());
         for path in &paths {
@@ -1074,21 +1169,21 @@ impl Call<'_> {
         let upsert = self.header("x-upsert").is_some_and(|v| v.eq_ignore_ascii_case("true"));
         let sub = sub_of(&self.caller.claims);
         let owner = sub.as_deref().and_then(|s| uuid::Uuid::parse_str(s).ok());
-        let mut client = self.client().await?;
-        client
-            .query_opt("SELECT 1 FROM fluxbase.storage_bucket_rules($1)", &[&bucket])
-            .await
-            .map_err(pg)?
-            .ok_or(StorageError::NoSuchBucket)?;
-        let tx = as_caller(&mut client, &self.caller.claims).await?;
-        tx.execute(
-            "INSERT INTO storage.objects (bucket_id, name, owner, owner_id, version) VALUES ($1, $2, $3, $4, 'probe') \
-             ON CONFLICT (bucket_id, name) DO NOTHING",
-            &[&bucket, &name, &owner, &sub],
-        )
-        .await
-        .map_err(|e| db_error(e, StorageError::KeyAlreadyExists))?;
-        tx.rollback().await.map_err(pg)?;
+        let claims = &*self.caller.claims;
+        let client = self.client().await?;
+        let steps = [
+            Step { sql: BUCKET_RULES, params: &[&bucket] },
+            Step { sql: AUTHENTICATE, params: &[&claims] },
+            Step {
+                sql: "INSERT INTO storage.objects (bucket_id, name, owner, owner_id, version) \
+                 VALUES ($1, $2, $3, $4, 'probe') ON CONFLICT (bucket_id, name) DO NOTHING",
+                params: &[&bucket, &name, &owner, &sub],
+            },
+        ];
+        let mut answers = pipeline::transaction(&client, &steps, End::Rollback).await.map_err(pg)?.into_iter();
+        let rules = answers.next().expect("one answer per step").map_err(pg)?;
+        rules.first().ok_or(StorageError::NoSuchBucket)?;
+        answers.nth(1).expect("one answer per step").map_err(|e| db_error(e, StorageError::KeyAlreadyExists))?;
         let mut token = sign::token(format!("{bucket}/{name}"));
         token.owner = sub;
         token.upsert = Some(upsert);
@@ -1125,23 +1220,14 @@ impl Call<'_> {
     }
 }
 
-/// A transaction acting as `claims` (role and `request.jwt.claims`).
-async fn as_caller<'c>(
-    client: &'c mut deadpool_postgres::Object,
-    claims: &Value,
-) -> Result<deadpool_postgres::Transaction<'c>, ApiError> {
-    let tx = client.transaction().await.map_err(pg)?;
-    tx.execute("SELECT fluxbase.authenticate($1)", &[claims]).await.map_err(pg)?;
-    Ok(tx)
-}
+/// A bucket's limits, whatever the caller's policies on buckets say.
+const BUCKET_RULES: &str = "SELECT public, file_size_limit, allowed_mime_types FROM fluxbase.storage_bucket_rules($1)";
 
-/// Serialises writers of one path until the transaction ends.
-async fn lock_path(tx: &deadpool_postgres::Transaction<'_>, bucket: &str, name: &str) -> Result<(), ApiError> {
-    tx.execute("SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 17))", &[&bucket, &name])
-        .await
-        .map_err(pg)?;
-    Ok(())
-}
+/// Serialises writers of one path (`$1/$2`) until the transaction ends.
+const LOCK_PATH: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 17))";
+
+/// The version a write to `$1/$2` replaces, whatever the caller may read.
+const PREVIOUS_VERSION: &str = "SELECT version FROM fluxbase.storage_object_unchecked($1, $2, false)";
 
 /// Bytes of a refused upload read and dropped before answering; a client
 /// sending more than this sees the connection close.
