@@ -409,4 +409,46 @@ mod tests {
         assert_eq!(files_under(&root.join(".tmp")), 0);
         std::fs::remove_dir_all(root).unwrap();
     }
+
+    /// A backend that only has the required methods: `put_file` streams.
+    struct Streaming(LocalFs);
+
+    impl Backend for Streaming {
+        fn put(&self, key: String, body: ByteStream, limit: u64) -> BoxFuture<'_, Result<u64, BackendError>> {
+            self.0.put(key, body, limit)
+        }
+        fn get(&self, key: String, range: Option<(u64, u64)>) -> BoxFuture<'_, Result<ByteStream, BackendError>> {
+            self.0.get(key, range)
+        }
+        fn copy(&self, from: String, to: String) -> BoxFuture<'_, Result<(), BackendError>> {
+            self.0.copy(from, to)
+        }
+        fn delete(&self, keys: Vec<String>) -> BoxFuture<'_, Result<(), BackendError>> {
+            self.0.delete(keys)
+        }
+        fn recover(&self) -> BoxFuture<'_, Result<usize, BackendError>> {
+            self.0.recover()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_staged_file_is_put_whole_and_left_in_place() {
+        let root = std::env::temp_dir().join(format!("fluxbase-storage-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&root).unwrap();
+        let staged = root.join("staged.part");
+        std::fs::write(&staged, vec![7u8; 600 << 10]).unwrap();
+        let linked = LocalFs::new(root.join("a"));
+        let streamed = Streaming(LocalFs::new(root.join("b")));
+        for fs in [&linked as &dyn Backend, &streamed] {
+            assert_eq!(fs.put_file("bucket/x/v1".into(), staged.clone(), 1 << 20).await.unwrap(), 600 << 10);
+            assert_eq!(read_all(fs.get("bucket/x/v1".into(), None).await.unwrap()).await, vec![7u8; 600 << 10]);
+            let err = fs.put_file("bucket/y/v1".into(), staged.clone(), 1000).await.unwrap_err();
+            assert!(matches!(err, BackendError::TooLarge { .. }), "{err}");
+            assert!(matches!(fs.get("bucket/y/v1".into(), None).await, Err(BackendError::NotFound)));
+            let err = fs.put_file("bucket/z/v1".into(), root.join("missing"), 1000).await.unwrap_err();
+            assert!(matches!(err, BackendError::NotFound), "{err}");
+        }
+        assert!(staged.exists(), "the staged file stays until its row is committed");
+        std::fs::remove_dir_all(root).unwrap();
+    }
 }

@@ -471,11 +471,10 @@ pub(super) async fn handle(
             // The client may still be sending: read and drop the rest, so
             // it reads this answer rather than a reset connection.
             body.drain(DRAIN_LIMIT).await;
-            let mut response = text(e.status, e.body.into_owned());
-            if e.status >= 500 {
+            let response = text(e.status, e.body.into_owned());
+            if e.status >= 500 && e.status != 501 {
                 tracing::warn!(status = e.status, "storage: resumable upload refused");
             }
-            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             response
         }
     };
