@@ -336,8 +336,8 @@ fn finish_headers(config: &Config, headers: &mut HeaderMap, request_id: &str, or
         headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
         headers.insert(header::VARY, HeaderValue::from_static("Origin"));
     }
-    headers.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+    // A service that exposes its own headers (storage's TUS) keeps its list.
+    headers.entry(header::ACCESS_CONTROL_EXPOSE_HEADERS).or_insert(
         HeaderValue::from_static("content-range, content-location, location, x-request-id, preference-applied, etag, warning, idempotent-replayed, link, fluxbase-next-cursor"),
     );
 }

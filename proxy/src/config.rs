@@ -543,6 +543,9 @@ pub struct Storage {
     pub request_timeout_ms: u64,
     /// How long a signed upload URL stays valid.
     pub signed_upload_expiry_seconds: u64,
+    /// How long after its creation an unfinished resumable (TUS) upload can
+    /// be resumed; after that it is refused (410) and its staged bytes swept.
+    pub resumable_expiry_seconds: u64,
 }
 
 impl Default for Storage {
@@ -552,6 +555,7 @@ impl Default for Storage {
             file_size_limit: 50 * 1024 * 1024,
             request_timeout_ms: 3_600_000,
             signed_upload_expiry_seconds: 7200,
+            resumable_expiry_seconds: 24 * 3600,
         }
     }
 }
@@ -599,6 +603,9 @@ impl Config {
                 "storage",
                 "request_timeout_ms and signed_upload_expiry_seconds must be greater than 0",
             ));
+        }
+        if self.storage.resumable_expiry_seconds == 0 {
+            return Err(invalid("storage.resumable_expiry_seconds", "must be greater than 0"));
         }
         if self.storage.root.as_os_str().is_empty() {
             return Err(invalid("storage.root", "must not be empty"));

@@ -5,6 +5,8 @@
 #            (COUNT_1MB times) and a 100 MB file, vs `cp` of the same file
 #            into the same directory tree
 #   download curl GET of the public URL into a file, vs `cp`
+#   tus      the 100 MB file as a resumable upload (TUS creation, then PATCHes
+#            of 6 MB, the chunk size Supabase's guide prescribes), vs `cp`
 # The proxy's upload also fsyncs the file and its directory and commits a
 # row; `cp` does neither, so `cp` + fsync (dd conv=fsync) is printed too.
 #   1 MB again from one Python process (tests/bench/storage-client.py): uploads
@@ -73,6 +75,23 @@ copy() { # copy FILE COUNT [fsync] -> MB/s of cp (or dd with fsync)
   mbps $(($(stat -c %s "$1") * $2)) "$start" "$end"
 }
 
+upload_tus() { # upload_tus FILE NAME -> MB/s: TUS creation, then 6 MB PATCHes
+  local size start end location offset=0 chunk=$((6 << 20)) meta
+  size="$(stat -c %s "$1")"
+  meta="bucketName $(printf bench | base64 -w0),objectName $(printf '%s' "$2" | base64 -w0)"
+  local tus=(-H 'tus-resumable: 1.0.0' -H 'x-upsert: true')
+  start="$(now)"
+  location="$(curl -fsS -o /dev/null -D - "${auth[@]}" "${tus[@]}" -H "upload-length: $size" -H "upload-metadata: $meta" \
+    -X POST "$base/upload/resumable" | tr -d '\r' | awk 'tolower($1) == "location:" {print $2}')"
+  while [ "$offset" -lt "$size" ]; do
+    tail -c +$((offset + 1)) "$1" | head -c "$chunk" | curl -fsS -o /dev/null "${auth[@]}" "${tus[@]}" \
+      -H "upload-offset: $offset" -H 'content-type: application/offset+octet-stream' -X PATCH --data-binary @- "$location"
+    offset=$((offset + chunk > size ? size : offset + chunk))
+  done
+  end="$(now)"
+  mbps "$size" "$start" "$end"
+}
+
 small_lua() { # small_lua REP: 1 KB POSTs under names fresh in this run and rep
   cat > "$work/small.lua" <<LUA
 local counter, ids = 0, 0
@@ -91,7 +110,7 @@ LUA
 }
 
 csv="tests/bench/results/storage-$(date -u +%Y%m%dT%H%M%SZ).csv"
-echo "rep,up_1mb,down_1mb,cp_1mb,cp_fsync_1mb,up_100mb,down_100mb,cp_100mb,cp_fsync_100mb,small_uploads_per_s,ka_up_1mb,ka_down_1mb,ka_cp_1mb,ka_cp_fsync_1mb" > "$csv"
+echo "rep,up_1mb,down_1mb,cp_1mb,cp_fsync_1mb,up_100mb,down_100mb,cp_100mb,cp_fsync_100mb,tus_100mb,small_uploads_per_s,ka_up_1mb,ka_down_1mb,ka_cp_1mb,ka_cp_fsync_1mb" > "$csv"
 for rep in $(seq 1 "$REPS"); do
   c1="$(copy "$files/1mb.bin" "$COUNT_1MB")"
   u1="$(upload_http "$files/1mb.bin" one "$COUNT_1MB")"
@@ -101,12 +120,13 @@ for rep in $(seq 1 "$REPS"); do
   u100="$(upload_http "$files/100mb.bin" hundred 1)"
   d100="$(download_http hundred $((100 << 20)) 1)"
   f100="$(copy "$files/100mb.bin" 1 fsync)"
+  t100="$(upload_tus "$files/100mb.bin" "tus-$rep")"
   read -r ku kd kc kf < <(python3 tests/bench/storage-client.py "$http_port" "$SERVICE" "$files/1mb.bin" "$COUNT_1MB" "$files/cp" "$rep")
   small_lua "$rep"
   small="$(wrk_run small.lua storage/v1/object/bench/small)"
-  echo "rep $rep: 1 MB up $u1 down $d1 cp $c1 cp+fsync $f1 MB/s | 100 MB up $u100 down $d100 cp $c100 cp+fsync $f100 MB/s | 1 KB uploads $small/s"
+  echo "rep $rep: 1 MB up $u1 down $d1 cp $c1 cp+fsync $f1 MB/s | 100 MB up $u100 down $d100 cp $c100 cp+fsync $f100 tus $t100 MB/s | 1 KB uploads $small/s"
   echo "rep $rep: 1 MB keep-alive up $ku down $kd copy $kc copy+fsync $kf MB/s"
-  echo "$rep,$u1,$d1,$c1,$f1,$u100,$d100,$c100,$f100,$small,$ku,$kd,$kc,$kf" >> "$csv"
+  echo "$rep,$u1,$d1,$c1,$f1,$u100,$d100,$c100,$f100,$t100,$small,$ku,$kd,$kc,$kf" >> "$csv"
 done
 peak="$(awk '/VmHWM/ {print $2}' "/proc/$proxy/status")"
 echo "proxy peak RSS: $((peak / 1024)) MiB"
@@ -122,6 +142,7 @@ ratio("storage-upload-1MB (MB/s / cp)", "up_1mb", "cp_1mb")
 ratio("storage-download-1MB (MB/s / cp)", "down_1mb", "cp_1mb")
 ratio("storage-upload-100MB (MB/s / cp)", "up_100mb", "cp_100mb")
 ratio("storage-download-100MB (MB/s / cp)", "down_100mb", "cp_100mb")
+ratio("storage-tus-upload-100MB (MB/s / cp)", "tus_100mb", "cp_100mb")
 ratio("storage-upload-1MB (MB/s / cp+fsync)", "up_1mb", "cp_fsync_1mb")
 ratio("storage-upload-100MB (MB/s / cp+fsync)", "up_100mb", "cp_fsync_100mb")
 ratio("storage-upload-1MB-keepalive (MB/s / copy)", "ka_up_1mb", "ka_cp_1mb")

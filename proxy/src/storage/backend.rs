@@ -44,6 +44,22 @@ pub trait Backend: Send + Sync {
     /// Removes what a crash left half-written (no live upload writes it);
     /// returns how many.
     fn recover(&self) -> BoxFuture<'_, Result<usize, BackendError>>;
+    /// Stores the complete, fsynced local file at `path` under `key`, at
+    /// most `limit` bytes; returns the size. The file is left where it is
+    /// (the caller removes it once the object's row is committed, so a
+    /// failed commit can be retried). By default the file is streamed
+    /// through `put`; a store on the same disk can do better.
+    fn put_file(&self, key: String, path: PathBuf, limit: u64) -> BoxFuture<'_, Result<u64, BackendError>> {
+        Box::pin(async move {
+            let file = match tokio::task::spawn_blocking(move || std::fs::File::open(path)).await {
+                Ok(Ok(file)) => file,
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return Err(BackendError::NotFound),
+                Ok(Err(e)) => return Err(e.into()),
+                Err(e) => return Err(std::io::Error::other(e.to_string()).into()),
+            };
+            self.put(key, stream_file(file, None), limit).await
+        })
+    }
 }
 
 /// Chunks read from disk at a time, and in flight to the client.
@@ -158,45 +174,13 @@ impl Backend for LocalFs {
     fn get(&self, key: String, range: Option<(u64, u64)>) -> BoxFuture<'_, Result<ByteStream, BackendError>> {
         let path = self.path(&key);
         Box::pin(async move {
-            let mut file = match tokio::task::spawn_blocking(move || std::fs::File::open(path)).await {
+            let file = match tokio::task::spawn_blocking(move || std::fs::File::open(path)).await {
                 Ok(Ok(file)) => file,
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return Err(BackendError::NotFound),
                 Ok(Err(e)) => return Err(e.into()),
                 Err(e) => return Err(std::io::Error::other(e.to_string()).into()),
             };
-            let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, BodyError>>(CHUNKS_IN_FLIGHT);
-            tokio::task::spawn_blocking(move || {
-                let (start, mut left) = match range {
-                    Some((first, last)) => (first, last - first + 1),
-                    None => (0, u64::MAX),
-                };
-                if start > 0 {
-                    if let Err(e) = file.seek(SeekFrom::Start(start)) {
-                        let _ = sender.blocking_send(Err(e.into()));
-                        return;
-                    }
-                }
-                while left > 0 {
-                    let want = READ_CHUNK.min(usize::try_from(left).unwrap_or(usize::MAX));
-                    let mut buf = vec![0u8; want];
-                    match file.read(&mut buf) {
-                        Ok(0) => return,
-                        Ok(n) => {
-                            buf.truncate(n);
-                            left -= n as u64;
-                            if sender.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                                return; // the client went away
-                            }
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        Err(e) => {
-                            let _ = sender.blocking_send(Err(e.into()));
-                            return;
-                        }
-                    }
-                }
-            });
-            Ok(tokio_stream_of(receiver))
+            Ok(stream_file(file, range))
         })
     }
 
@@ -238,6 +222,40 @@ impl Backend for LocalFs {
                     }
                 }
                 Ok(())
+            })
+            .await;
+            done.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()).into()))
+        })
+    }
+
+    /// A hard link: the staged file is complete and fsynced and is never
+    /// written again, so linking it is a copy without copying (a copy,
+    /// fsynced, when it lies on another file system).
+    fn put_file(&self, key: String, path: PathBuf, limit: u64) -> BoxFuture<'_, Result<u64, BackendError>> {
+        let (target, tmp_dir) = (self.path(&key), self.tmp_dir());
+        Box::pin(async move {
+            let done = tokio::task::spawn_blocking(move || -> Result<u64, BackendError> {
+                let size = match std::fs::metadata(&path) {
+                    Ok(m) => m.len(),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(BackendError::NotFound),
+                    Err(e) => return Err(e.into()),
+                };
+                if size > limit {
+                    return Err(BackendError::TooLarge { limit });
+                }
+                let parent = target.parent().expect("keys have a parent");
+                std::fs::create_dir_all(parent)?;
+                if std::fs::hard_link(&path, &target).is_err() {
+                    std::fs::create_dir_all(&tmp_dir)?;
+                    let tmp = tmp_dir.join(uuid::Uuid::new_v4().to_string());
+                    let copied = std::fs::copy(&path, &tmp).and_then(|_| std::fs::File::open(&tmp)?.sync_all());
+                    if let Err(e) = copied.and_then(|()| std::fs::rename(&tmp, &target)) {
+                        remove_quietly(&tmp);
+                        return Err(e.into());
+                    }
+                }
+                std::fs::File::open(parent)?.sync_all()?;
+                Ok(size)
             })
             .await;
             done.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()).into()))
@@ -289,6 +307,44 @@ fn prune_empty_dirs(root: &Path, file: &Path) {
         }
         dir = d.parent();
     }
+}
+
+/// The bytes of an open file, all of them or `first..=last`, read on a
+/// blocking thread a chunk at a time (a few chunks in flight).
+fn stream_file(mut file: std::fs::File, range: Option<(u64, u64)>) -> ByteStream {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, BodyError>>(CHUNKS_IN_FLIGHT);
+    tokio::task::spawn_blocking(move || {
+        let (start, mut left) = match range {
+            Some((first, last)) => (first, last - first + 1),
+            None => (0, u64::MAX),
+        };
+        if start > 0 {
+            if let Err(e) = file.seek(SeekFrom::Start(start)) {
+                let _ = sender.blocking_send(Err(e.into()));
+                return;
+            }
+        }
+        while left > 0 {
+            let want = READ_CHUNK.min(usize::try_from(left).unwrap_or(usize::MAX));
+            let mut buf = vec![0u8; want];
+            match file.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    buf.truncate(n);
+                    left -= n as u64;
+                    if sender.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                        return; // the client went away
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let _ = sender.blocking_send(Err(e.into()));
+                    return;
+                }
+            }
+        }
+    });
+    tokio_stream_of(receiver)
 }
 
 fn tokio_stream_of(mut receiver: tokio::sync::mpsc::Receiver<Result<Bytes, BodyError>>) -> ByteStream {
@@ -351,6 +407,48 @@ mod tests {
         drop(live);
         assert_eq!(fs.recover().await.unwrap(), 1);
         assert_eq!(files_under(&root.join(".tmp")), 0);
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    /// A backend that only has the required methods: `put_file` streams.
+    struct Streaming(LocalFs);
+
+    impl Backend for Streaming {
+        fn put(&self, key: String, body: ByteStream, limit: u64) -> BoxFuture<'_, Result<u64, BackendError>> {
+            self.0.put(key, body, limit)
+        }
+        fn get(&self, key: String, range: Option<(u64, u64)>) -> BoxFuture<'_, Result<ByteStream, BackendError>> {
+            self.0.get(key, range)
+        }
+        fn copy(&self, from: String, to: String) -> BoxFuture<'_, Result<(), BackendError>> {
+            self.0.copy(from, to)
+        }
+        fn delete(&self, keys: Vec<String>) -> BoxFuture<'_, Result<(), BackendError>> {
+            self.0.delete(keys)
+        }
+        fn recover(&self) -> BoxFuture<'_, Result<usize, BackendError>> {
+            self.0.recover()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_staged_file_is_put_whole_and_left_in_place() {
+        let root = std::env::temp_dir().join(format!("fluxbase-storage-test-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&root).unwrap();
+        let staged = root.join("staged.part");
+        std::fs::write(&staged, vec![7u8; 600 << 10]).unwrap();
+        let linked = LocalFs::new(root.join("a"));
+        let streamed = Streaming(LocalFs::new(root.join("b")));
+        for fs in [&linked as &dyn Backend, &streamed] {
+            assert_eq!(fs.put_file("bucket/x/v1".into(), staged.clone(), 1 << 20).await.unwrap(), 600 << 10);
+            assert_eq!(read_all(fs.get("bucket/x/v1".into(), None).await.unwrap()).await, vec![7u8; 600 << 10]);
+            let err = fs.put_file("bucket/y/v1".into(), staged.clone(), 1000).await.unwrap_err();
+            assert!(matches!(err, BackendError::TooLarge { .. }), "{err}");
+            assert!(matches!(fs.get("bucket/y/v1".into(), None).await, Err(BackendError::NotFound)));
+            let err = fs.put_file("bucket/z/v1".into(), root.join("missing"), 1000).await.unwrap_err();
+            assert!(matches!(err, BackendError::NotFound), "{err}");
+        }
+        assert!(staged.exists(), "the staged file stays until its row is committed");
         std::fs::remove_dir_all(root).unwrap();
     }
 }

@@ -7,6 +7,7 @@
 //! - `rules.rs`: names, sizes, MIME patterns, ranges (pure);
 //! - `sign.rs`: signed URL tokens;
 //! - `error.rs`: storage-api's error catalogue;
+//! - `tus.rs`: resumable uploads (TUS) at `/upload/resumable`;
 //! - here: routing and the handlers.
 //!
 //! Consistency: an upload writes a new version's file first (temporary
@@ -21,6 +22,7 @@ mod pipeline;
 mod rules;
 mod sign;
 mod sniff;
+mod tus;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -47,18 +49,24 @@ const NOT_SIGNABLE: &str = "Either the object does not exist or you do not have 
 
 pub struct StorageService {
     backend: Arc<dyn Backend>,
+    resumable: Arc<tus::Staging>,
     sweeper: std::sync::Once,
 }
 
 impl StorageService {
     pub fn new(config: &crate::config::Config) -> StorageService {
-        StorageService { backend: Arc::new(LocalFs::new(config.storage.root.clone())), sweeper: std::sync::Once::new() }
+        StorageService {
+            backend: Arc::new(LocalFs::new(config.storage.root.clone())),
+            resumable: Arc::new(tus::Staging::new(&config.storage)),
+            sweeper: std::sync::Once::new(),
+        }
     }
 
     /// Removes what crashed uploads left behind, now and every hour (the
     /// first storage request starts it, so `check-config` touches no disk).
     fn start_sweeper(&self) {
         self.sweeper.call_once(|| {
+            self.resumable.clone().start_sweeper();
             let backend = self.backend.clone();
             tokio::spawn(async move {
                 loop {
@@ -97,6 +105,9 @@ impl StorageService {
         let json_body = |body: B| async move { parse_json(&read_body(headers, body, limit).await?) };
         let rest = |from: usize| segments.get(from..).map(|s| s.join("/")).unwrap_or_default();
         match (&method, segments.as_slice()) {
+            (_, ["upload", "resumable", tail @ ..]) => {
+                tus::handle(&call, &self.resumable, &method, tail, body_stream(body)).await
+            }
             (&Method::GET, ["bucket"]) | (&Method::GET, ["bucket", ""]) => call.list_buckets().await,
             (&Method::POST, ["bucket"]) | (&Method::POST, ["bucket", ""]) => {
                 call.create_bucket(json_body(body).await?).await
@@ -248,6 +259,19 @@ fn ok_raw(text: String) -> Response {
 
 fn key(bucket: &str, name: &str, version: &str) -> String {
     format!("{bucket}/{name}/{version}")
+}
+
+/// `storage.objects.metadata` of a version just written.
+fn object_metadata(version: &str, size: u64, content_type: &str, cache_control: &str) -> Value {
+    json!({
+        "eTag": format!("\"{}\"", version.replace('-', "")),
+        "size": size,
+        "mimetype": content_type,
+        "cacheControl": cache_control,
+        "lastModified": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "contentLength": size,
+        "httpStatusCode": 200,
+    })
 }
 
 fn sub_of(claims: &Value) -> Option<String> {
@@ -570,15 +594,7 @@ impl Call<'_> {
             other => StorageError::Internal(other.to_string()).into(),
         })?;
 
-        let metadata = json!({
-            "eTag": format!("\"{}\"", version.replace('-', "")),
-            "size": size,
-            "mimetype": object.content_type,
-            "cacheControl": object.cache_control,
-            "lastModified": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-            "contentLength": size,
-            "httpStatusCode": 200,
-        });
+        let metadata = object_metadata(&version, size, &object.content_type, &object.cache_control);
         let claims = match &signed {
             Some(s) => Arc::new(json!({ "role": "service_role", "sub": s.owner })),
             None => self.caller.claims.clone(),
