@@ -543,6 +543,18 @@ pub struct Storage {
     pub request_timeout_ms: u64,
     /// How long a signed upload URL stays valid.
     pub signed_upload_expiry_seconds: u64,
+    /// Image transforms (`/render/image/…`); off: answered `FeatureNotEnabled`.
+    pub image_transforms: bool,
+    /// Images rendered at once (each on a blocking thread); more wait.
+    pub transform_concurrency: usize,
+    /// Largest source image, decoded pixels (width × height), checked from
+    /// its header before any pixel is decoded.
+    pub transform_max_pixels: u64,
+    /// Largest source image, bytes.
+    pub transform_max_source_bytes: u64,
+    /// Disk kept for rendered variants under `<root>/~render`, bytes (the
+    /// oldest go first); 0 turns the cache off.
+    pub transform_cache_bytes: u64,
 }
 
 impl Default for Storage {
@@ -552,6 +564,11 @@ impl Default for Storage {
             file_size_limit: 50 * 1024 * 1024,
             request_timeout_ms: 3_600_000,
             signed_upload_expiry_seconds: 7200,
+            image_transforms: true,
+            transform_concurrency: 2,
+            transform_max_pixels: 50_000_000,
+            transform_max_source_bytes: 25 << 20,
+            transform_cache_bytes: 256 << 20,
         }
     }
 }
@@ -598,6 +615,15 @@ impl Config {
             return Err(invalid(
                 "storage",
                 "request_timeout_ms and signed_upload_expiry_seconds must be greater than 0",
+            ));
+        }
+        if self.storage.transform_concurrency == 0
+            || self.storage.transform_max_pixels == 0
+            || self.storage.transform_max_source_bytes == 0
+        {
+            return Err(invalid(
+                "storage",
+                "transform_concurrency, transform_max_pixels and transform_max_source_bytes must be greater than 0",
             ));
         }
         if self.storage.root.as_os_str().is_empty() {
