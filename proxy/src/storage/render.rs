@@ -182,13 +182,15 @@ impl Call<'_> {
         let (mime, bytes) = match cached {
             Some(hit) => hit,
             None => {
-                let source = self.read_source(bucket, name, &version, renderer.limits.max_source_bytes).await?;
+                // The permit first: a waiting request holds no source bytes,
+                // so memory is bounded by the permits, not by the queue.
                 let permit = renderer
                     .permits
                     .clone()
                     .acquire_owned()
                     .await
                     .map_err(|e| StorageError::Internal(e.to_string()))?;
+                let source = self.read_source(bucket, name, &version, renderer.limits.max_source_bytes).await?;
                 let limits = renderer.limits;
                 let rendered = tokio::task::spawn_blocking(move || {
                     let _permit = permit;
