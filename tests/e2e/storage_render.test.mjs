@@ -236,3 +236,12 @@ test('transforms switched off: FeatureNotEnabled, and signed URLs sign the plain
     proxy.stop();
   }
 });
+
+test('many renders at once: each waits for a permit and gets its own size', async () => {
+  const widths = Array.from({ length: 12 }, (_, i) => 40 + i * 8);
+  const answers = await Promise.all(
+    widths.map((width) => fetch(service.storage.from(PUBLIC).getPublicUrl('photo.jpg', { transform: { width } }).data.publicUrl).then(size)),
+  );
+  assert.deepEqual(answers.map((a) => a.width), widths);
+  assert.deepEqual(answers.map((a) => a.height), widths.map((w) => Math.round((w * 480) / 640)));
+});
