@@ -546,6 +546,18 @@ pub struct Storage {
     /// How long after its creation an unfinished resumable (TUS) upload can
     /// be resumed; after that it is refused (410) and its staged bytes swept.
     pub resumable_expiry_seconds: u64,
+    /// Image transforms (`/render/image/…`); off: answered `FeatureNotEnabled`.
+    pub image_transforms: bool,
+    /// Images rendered at once (each on a blocking thread); more wait.
+    pub transform_concurrency: usize,
+    /// Largest source image, decoded pixels (width × height), checked from
+    /// its header before any pixel is decoded.
+    pub transform_max_pixels: u64,
+    /// Largest source image, bytes.
+    pub transform_max_source_bytes: u64,
+    /// Disk kept for rendered variants under `<root>/~render`, bytes (the
+    /// oldest go first); 0 turns the cache off.
+    pub transform_cache_bytes: u64,
 }
 
 impl Default for Storage {
@@ -556,6 +568,11 @@ impl Default for Storage {
             request_timeout_ms: 3_600_000,
             signed_upload_expiry_seconds: 7200,
             resumable_expiry_seconds: 24 * 3600,
+            image_transforms: true,
+            transform_concurrency: 2,
+            transform_max_pixels: 50_000_000,
+            transform_max_source_bytes: 25 << 20,
+            transform_cache_bytes: 256 << 20,
         }
     }
 }
@@ -606,6 +623,15 @@ impl Config {
         }
         if self.storage.resumable_expiry_seconds == 0 {
             return Err(invalid("storage.resumable_expiry_seconds", "must be greater than 0"));
+        }
+        if self.storage.transform_concurrency == 0
+            || self.storage.transform_max_pixels == 0
+            || self.storage.transform_max_source_bytes == 0
+        {
+            return Err(invalid(
+                "storage",
+                "transform_concurrency, transform_max_pixels and transform_max_source_bytes must be greater than 0",
+            ));
         }
         if self.storage.root.as_os_str().is_empty() {
             return Err(invalid("storage.root", "must not be empty"));

@@ -14,6 +14,9 @@
 #            copying the file, so a process per request (curl, cp) is not what
 #            is measured; the ratios named `…-keepalive` are these.
 # Small objects: wrk POSTs of 1 KB objects under fresh names, objects/s.
+# Transforms: wrk GETs of /render/image/public/… of a 2000×1500 JPEG
+# (tests/bench/fixtures) to 500 px WebP, the rendering cache off
+# (every request decodes, resizes, encodes), transforms/s.
 # Proxy peak RSS (VmHWM) is printed at the end.
 # Prints one line per measurement, RATIO lines last, and writes a CSV.
 COUNT_1MB="${COUNT_1MB:-20}"
@@ -23,6 +26,7 @@ bench_start
 files="$FLUXBASE_VAR/bench-storage-files-$$"
 export FLUXBASE_STORAGE_ROOT="$FLUXBASE_VAR/bench-storage-$$"
 export FLUXBASE_STORAGE_FILE_SIZE_LIMIT=$((200 * 1024 * 1024))
+export FLUXBASE_STORAGE_TRANSFORM_CACHE_BYTES=0
 mkdir -p "$files" "$FLUXBASE_STORAGE_ROOT"
 trap 'kill $proxy 2>/dev/null || true; cluster_stop "$MAJOR" "$dir"; as_root rm -rf "$dir" "$files" "$FLUXBASE_STORAGE_ROOT"' EXIT
 SERVICE="$("$BIN" sign '{"role":"service_role"}' --expires-in 86400)"
@@ -34,6 +38,11 @@ curl -fsS "${auth[@]}" -H 'content-type: application/json' -d '{"name":"bench","
 head -c $((1 << 20)) /dev/urandom > "$files/1mb.bin"
 head -c $((100 << 20)) /dev/urandom > "$files/100mb.bin"
 mkdir -p "$files/cp"
+curl -fsS -o /dev/null "${auth[@]}" -H 'content-type: image/jpeg' -X POST \
+  --data-binary @"$(dirname "$0")/fixtures/photo-2000x1500.jpg" "$base/object/bench/photo.jpg"
+cat > "$work/render.lua" <<'LUA'
+wrk.headers["Accept"] = "image/webp,*/*"
+LUA
 
 now() { date +%s.%N; }
 mbps() { # mbps BYTES START END
@@ -110,7 +119,7 @@ LUA
 }
 
 csv="tests/bench/results/storage-$(date -u +%Y%m%dT%H%M%SZ).csv"
-echo "rep,up_1mb,down_1mb,cp_1mb,cp_fsync_1mb,up_100mb,down_100mb,cp_100mb,cp_fsync_100mb,tus_100mb,small_uploads_per_s,ka_up_1mb,ka_down_1mb,ka_cp_1mb,ka_cp_fsync_1mb" > "$csv"
+echo "rep,up_1mb,down_1mb,cp_1mb,cp_fsync_1mb,up_100mb,down_100mb,cp_100mb,cp_fsync_100mb,tus_100mb,small_uploads_per_s,ka_up_1mb,ka_down_1mb,ka_cp_1mb,ka_cp_fsync_1mb,transforms_per_s" > "$csv"
 for rep in $(seq 1 "$REPS"); do
   c1="$(copy "$files/1mb.bin" "$COUNT_1MB")"
   u1="$(upload_http "$files/1mb.bin" one "$COUNT_1MB")"
@@ -124,9 +133,10 @@ for rep in $(seq 1 "$REPS"); do
   read -r ku kd kc kf < <(python3 tests/bench/storage-client.py "$http_port" "$SERVICE" "$files/1mb.bin" "$COUNT_1MB" "$files/cp" "$rep")
   small_lua "$rep"
   small="$(wrk_run small.lua storage/v1/object/bench/small)"
-  echo "rep $rep: 1 MB up $u1 down $d1 cp $c1 cp+fsync $f1 MB/s | 100 MB up $u100 down $d100 cp $c100 cp+fsync $f100 tus $t100 MB/s | 1 KB uploads $small/s"
+  renders="$(wrk_run render.lua 'storage/v1/render/image/public/bench/photo.jpg?width=500')"
+  echo "rep $rep: 1 MB up $u1 down $d1 cp $c1 cp+fsync $f1 MB/s | 100 MB up $u100 down $d100 cp $c100 cp+fsync $f100 tus $t100 MB/s | 1 KB uploads $small/s | transforms $renders/s"
   echo "rep $rep: 1 MB keep-alive up $ku down $kd copy $kc copy+fsync $kf MB/s"
-  echo "$rep,$u1,$d1,$c1,$f1,$u100,$d100,$c100,$f100,$t100,$small,$ku,$kd,$kc,$kf" >> "$csv"
+  echo "$rep,$u1,$d1,$c1,$f1,$u100,$d100,$c100,$f100,$t100,$small,$ku,$kd,$kc,$kf,$renders" >> "$csv"
 done
 peak="$(awk '/VmHWM/ {print $2}' "/proc/$proxy/status")"
 echo "proxy peak RSS: $((peak / 1024)) MiB"
@@ -138,6 +148,8 @@ def ratio(name, a, b):
     r = [x / y for x, y in zip(col(a), col(b))]
     print(f"RATIO {name} {statistics.median(r):.2f} (min {min(r):.2f}, max {max(r):.2f}, n={len(r)})")
 print(f"small-object uploads/s: median {statistics.median(col('small_uploads_per_s')):.0f}")
+t = col('transforms_per_s')
+print(f"transforms/s (2000x1500 JPEG -> 500 px WebP, uncached): median {statistics.median(t):.1f} (min {min(t):.1f}, max {max(t):.1f})")
 ratio("storage-upload-1MB (MB/s / cp)", "up_1mb", "cp_1mb")
 ratio("storage-download-1MB (MB/s / cp)", "down_1mb", "cp_1mb")
 ratio("storage-upload-100MB (MB/s / cp)", "up_100mb", "cp_100mb")

@@ -38,6 +38,12 @@ pub enum StorageError {
     InvalidUploadSignature(String),
     #[error("Missing Required Parameter {0}")]
     MissingParameter(&'static str),
+    #[error("The feature {0} is not enabled for this resource")]
+    FeatureNotEnabled(&'static str),
+    /// What the image renderer refused (imgproxy's status and words, as
+    /// storage-api passes them on).
+    #[error("{message}")]
+    ImageProcessing { status: u16, message: String },
     #[error("The connection to the database timed out")]
     DatabaseTimeout,
     #[error("database error: {0}")]
@@ -65,6 +71,8 @@ impl From<StorageError> for ApiError {
             ExpiredToken => (400, "ExpiredToken", ""),
             InvalidUploadSignature(_) => (400, "InvalidUploadSignature", ""),
             MissingParameter(_) => (400, "MissingParameter", ""),
+            FeatureNotEnabled(_) => (409, "FeatureNotEnabled", ""),
+            ImageProcessing { status, .. } => (*status, "InvalidRequest", ""),
             DatabaseTimeout => (544, "DatabaseTimeout", ""),
             Database(detail) => {
                 tracing::error!(error = %detail, "storage database error");

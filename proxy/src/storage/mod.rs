@@ -6,6 +6,7 @@
 //! - `backend.rs`: the `Backend` trait and the local file system;
 //! - `rules.rs`: names, sizes, MIME patterns, ranges (pure);
 //! - `sign.rs`: signed URL tokens;
+//! - `render.rs`, `transform.rs`: image transforms (`/render/image`);
 //! - `error.rs`: storage-api's error catalogue;
 //! - `tus.rs`: resumable uploads (TUS) at `/upload/resumable`;
 //! - here: routing and the handlers.
@@ -19,9 +20,11 @@
 mod backend;
 mod error;
 mod pipeline;
+mod render;
 mod rules;
 mod sign;
 mod sniff;
+mod transform;
 mod tus;
 
 use bytes::Bytes;
@@ -51,6 +54,7 @@ pub struct StorageService {
     backend: Arc<dyn Backend>,
     resumable: Arc<tus::Staging>,
     sweeper: std::sync::Once,
+    renderer: render::Renderer,
 }
 
 impl StorageService {
@@ -59,6 +63,7 @@ impl StorageService {
             backend: Arc::new(LocalFs::new(config.storage.root.clone())),
             resumable: Arc::new(tus::Staging::new(&config.storage)),
             sweeper: std::sync::Once::new(),
+            renderer: render::Renderer::new(&config.storage),
         }
     }
 
@@ -150,6 +155,16 @@ impl StorageService {
                 call.info(&bucket, &name).await
             }
             (&Method::GET, ["object", "info", bucket, ..]) => call.info(bucket, &rest(3)).await,
+            (&Method::GET, ["render", "image", kind, ..]) => {
+                let access = match *kind {
+                    "public" => Access::Public,
+                    "authenticated" => Access::Caller,
+                    "sign" => Access::Signed,
+                    _ => return Err(ApiError::NotFound),
+                };
+                let (bucket, name) = split_bucket(&rest(3))?;
+                call.render_image(&self.renderer, &bucket, &name, access).await
+            }
             (&Method::DELETE, ["object", bucket]) => call.remove_many(bucket, json_body(body).await?).await,
             (&Method::POST | &Method::PUT, ["object", bucket, ..]) if segments.len() > 2 => {
                 let write = if method == Method::POST { Write::Upload } else { Write::Update };
@@ -272,6 +287,20 @@ fn object_metadata(version: &str, size: u64, content_type: &str, cache_control: 
         "contentLength": size,
         "httpStatusCode": 200,
     })
+}
+
+/// `Content-Disposition` for a `download` query parameter (empty: the
+/// object's own file name).
+fn content_disposition(query: &str, name: &str) -> Option<HeaderValue> {
+    let download = crate::http::query_param(query, "download")?;
+    let file = if download.is_empty() { name.rsplit('/').next().unwrap_or(name).to_string() } else { download };
+    let ascii: String =
+        file.chars().map(|c| if c.is_ascii_graphic() && c != '"' || c == ' ' { c } else { '_' }).collect();
+    HeaderValue::from_str(&format!(
+        "attachment; filename=\"{ascii}\"; filename*=UTF-8''{}",
+        crate::http::form_encode(&file)
+    ))
+    .ok()
 }
 
 fn sub_of(claims: &Value) -> Option<String> {
@@ -1073,15 +1102,8 @@ impl Call<'_> {
                 modified.with_timezone(&chrono::Utc).format("%a, %d %b %Y %H:%M:%S GMT").to_string(),
             );
         }
-        if let Some(download) = crate::http::query_param(self.query, "download") {
-            let file = if download.is_empty() { name.rsplit('/').next().unwrap_or(name).to_string() } else { download };
-            let ascii: String =
-                file.chars().map(|c| if c.is_ascii_graphic() && c != '"' || c == ' ' { c } else { '_' }).collect();
-            let disposition =
-                format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{}", crate::http::form_encode(&file));
-            if let Ok(v) = HeaderValue::from_str(&disposition) {
-                builder = builder.header(header::CONTENT_DISPOSITION, v);
-            }
+        if let Some(v) = content_disposition(self.query, name) {
+            builder = builder.header(header::CONTENT_DISPOSITION, v);
         }
         let length = match range {
             Some((first, last)) => {
@@ -1135,19 +1157,30 @@ impl Call<'_> {
         }
     }
 
-    fn signed_url(&self, bucket: &str, name: &str, expires_in: u64) -> Result<String, ApiError> {
-        let token =
-            sign::sign(self.state.config.jwt.secret.as_deref(), sign::token(format!("{bucket}/{name}")), expires_in)?;
+    /// A signed download URL; with `transformations`, of the rendered
+    /// image (`/render/image/sign/…`), the transforms sealed in the token.
+    fn signed_url(
+        &self,
+        bucket: &str,
+        name: &str,
+        expires_in: u64,
+        transformations: Option<String>,
+    ) -> Result<String, ApiError> {
+        let path = if transformations.is_some() { "render/image" } else { "object" };
+        let mut token = sign::token(format!("{bucket}/{name}"));
+        token.transformations = transformations;
+        let token = sign::sign(self.state.config.jwt.secret.as_deref(), token, expires_in)?;
         // Unencoded, as storage-api answers: storage-js passes it through encodeURI.
-        Ok(format!("/object/sign/{bucket}/{name}?token={token}"))
+        Ok(format!("/{path}/sign/{bucket}/{name}?token={token}"))
     }
 
     /// `POST /object/sign/{bucket}/{name}` `{expiresIn}`: only for an
     /// object the caller can read.
     async fn sign_one(&self, bucket: &str, name: &str, body: Value) -> Result<Response, ApiError> {
         let expires_in = Self::expires_in(&body)?;
+        let transformations = render::signed_transformations(self.state.config.storage.image_transforms, &body)?;
         self.find(bucket, name, Access::Caller).await?;
-        Ok(ok_json(json!({ "signedURL": self.signed_url(bucket, name, expires_in)? })))
+        Ok(ok_json(json!({ "signedURL": self.signed_url(bucket, name, expires_in, transformations)? })))
     }
 
     /// `POST /object/sign/{bucket}` `{expiresIn, paths}`: one entry per path,
@@ -1168,7 +1201,7 @@ impl Call<'_> {
         let mut out = Vec::with_capacity(paths.len());
         for path in &paths {
             out.push(if found.contains(path) {
-                json!({ "error": null, "path": path, "signedURL": self.signed_url(bucket, path, expires_in)? })
+                json!({ "error": null, "path": path, "signedURL": self.signed_url(bucket, path, expires_in, None)? })
             } else {
                 json!({ "error": NOT_SIGNABLE, "path": path, "signedURL": null })
             });
