@@ -543,6 +543,10 @@ pub struct Storage {
     pub request_timeout_ms: u64,
     /// How long a signed upload URL stays valid.
     pub signed_upload_expiry_seconds: u64,
+    /// AES-256 key (64 hex characters) sealing the S3 protocol's secret
+    /// access keys in `fluxbase.storage_s3_keys`. Unset: S3 access keys are
+    /// refused (session tokens still work).
+    pub s3_encryption_key: Option<String>,
 }
 
 impl Default for Storage {
@@ -552,6 +556,7 @@ impl Default for Storage {
             file_size_limit: 50 * 1024 * 1024,
             request_timeout_ms: 3_600_000,
             signed_upload_expiry_seconds: 7200,
+            s3_encryption_key: None,
         }
     }
 }
@@ -599,6 +604,9 @@ impl Config {
                 "storage",
                 "request_timeout_ms and signed_upload_expiry_seconds must be greater than 0",
             ));
+        }
+        if let Some(key) = &self.storage.s3_encryption_key {
+            crate::auth::totp::parse_key(key).map_err(|e| invalid("storage.s3_encryption_key", e))?;
         }
         if self.storage.root.as_os_str().is_empty() {
             return Err(invalid("storage.root", "must not be empty"));

@@ -7,6 +7,7 @@
 //! - `rules.rs`: names, sizes, MIME patterns, ranges (pure);
 //! - `sign.rs`: signed URL tokens;
 //! - `error.rs`: storage-api's error catalogue;
+//! - `s3.rs` and `sigv4.rs`: the S3 protocol at `/storage/v1/s3`;
 //! - here: routing and the handlers.
 //!
 //! Consistency: an upload writes a new version's file first (temporary
@@ -18,7 +19,11 @@
 mod backend;
 mod error;
 mod rules;
+mod s3;
 mod sign;
+mod sigv4;
+
+pub use s3::{is_s3_path, new_key_pair, seal};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
