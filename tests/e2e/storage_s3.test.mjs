@@ -12,6 +12,7 @@ import assert from 'node:assert/strict';
 import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { Readable } from 'node:stream';
+import { crc32 } from 'node:zlib';
 import {
   S3Client,
   PutObjectCommand,
@@ -90,6 +91,7 @@ async function presign(method, path, expiresIn, credentials = { accessKeyId: key
 
 let sdk;
 let service;
+const sentModes = [];
 
 test.before(async () => {
   proxy = await proxyWith(proxyEnv);
@@ -100,6 +102,14 @@ test.before(async () => {
     secret: out.match(/secret access key:\s+(\S+)/)[1],
   };
   sdk = s3({ accessKeyId: key.id, secretAccessKey: key.secret });
+  // The body modes the SDK signs with, as sent (innermost: after signing).
+  sdk.middlewareStack.add(
+    (next) => async (args) => {
+      sentModes.push(args.request.headers['x-amz-content-sha256']);
+      return next(args);
+    },
+    { step: 'deserialize', name: 'recordPayloadMode' },
+  );
   service = createClient(proxy.url, env.serviceKey, { auth: { persistSession: false, autoRefreshToken: false } });
   for (const [id, options] of [[BUCKET, {}], [SMALL, { fileSizeLimit: 1024 }], [SESSION, {}]]) {
     const { error } = await service.storage.createBucket(id, options);
@@ -164,7 +174,9 @@ test('PutObject and GetObject; supabase-js sees the object, and S3 sees supabase
 test('a streamed body (aws-chunked with a trailing checksum) is stored whole', async () => {
   const payload = randomBytes(300 * 1024);
   const body = Readable.from([payload.subarray(0, 100_000), payload.subarray(100_000)]);
+  sentModes.length = 0;
   await sdk.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'stream/bin', Body: body, ContentLength: payload.length }));
+  assert.deepEqual(sentModes, ['STREAMING-UNSIGNED-PAYLOAD-TRAILER']);
   const got = await sdk.send(new GetObjectCommand({ Bucket: BUCKET, Key: 'stream/bin' }));
   assert.equal(sha(Buffer.from(await got.Body.transformToByteArray())), sha(payload));
 });
@@ -386,6 +398,36 @@ test('a body that does not match its signed hash is refused and not stored', asy
   assert.equal(res.status, 400);
   assert.match(await res.text(), /<Code>XAmzContentSHA256Mismatch<\/Code>/);
   assert.equal(sql(`select count(*) from storage.objects where bucket_id = '${BUCKET}' and name = 'hash/x.txt'`), '0');
+});
+
+test('an unsigned chunked body whose trailing CRC32 does not match is refused (BadDigest)', async () => {
+  const url = new URL(`${endpoint}/${BUCKET}/trailer/x.txt`);
+  const data = Buffer.from('checked by its trailer');
+  const wrong = Buffer.alloc(4);
+  wrong.writeUInt32BE((crc32(data) ^ 1) >>> 0);
+  const signed = await signer({ accessKeyId: key.id, secretAccessKey: key.secret }).sign({
+    method: 'PUT', protocol: 'http:', hostname: url.hostname, port: Number(url.port), path: url.pathname,
+    headers: {
+      host: url.host,
+      'content-encoding': 'aws-chunked',
+      'x-amz-content-sha256': 'STREAMING-UNSIGNED-PAYLOAD-TRAILER',
+      'x-amz-trailer': 'x-amz-checksum-crc32',
+      'x-amz-decoded-content-length': String(data.length),
+    },
+    query: {},
+  });
+  const sent = { ...signed.headers };
+  delete sent.host;
+  const body = (sum) => Buffer.concat([
+    Buffer.from(`${data.length.toString(16)}\r\n`), data, Buffer.from(`\r\n0\r\nx-amz-checksum-crc32:${sum.toString('base64')}\r\n\r\n`),
+  ]);
+  const refused = await fetch(url, { method: 'PUT', headers: sent, body: body(wrong) });
+  assert.equal(refused.status, 400);
+  assert.match(await refused.text(), /<Code>BadDigest<\/Code>/);
+  assert.equal(sql(`select count(*) from storage.objects where bucket_id = '${BUCKET}' and name = 'trailer/x.txt'`), '0');
+  const right = Buffer.alloc(4);
+  right.writeUInt32BE(crc32(data) >>> 0);
+  assert.equal((await fetch(url, { method: 'PUT', headers: sent, body: body(right) })).status, 200);
 });
 
 test('session token: the anon key signs, the user JWT acts, RLS decides', async () => {
