@@ -797,5 +797,10 @@ mod tests {
         pairs.push(("FLUXBASE_DATABASE_POOLSIZE", "3"));
         let err = Config::load(None, env(&pairs)).unwrap_err().to_string();
         assert!(err.contains("poolsize"), "{err}");
+
+        let mut pairs = BASE.to_vec();
+        pairs.push(("FLUXBASE_STORAGE_S3_ENCRYPTION_KEY", "not-hex"));
+        let err = Config::load(None, env(&pairs)).unwrap_err().to_string();
+        assert!(err.contains("storage.s3_encryption_key"), "{err}");
     }
 }

@@ -1151,11 +1151,15 @@ impl<'a> S3<'a> {
         match replaced {
             Ok(row) => {
                 if let Some(old) = row.get::<_, Option<String>>(0) {
-                    let _ = self.service.backend.delete(vec![old]).await;
+                    if let Err(e) = self.service.backend.delete(vec![old]).await {
+                        tracing::warn!(error = %e, "s3 protocol: deleting a replaced part failed");
+                    }
                 }
             }
             Err(e) => {
-                let _ = self.service.backend.delete(vec![part_key]).await;
+                if let Err(e) = self.service.backend.delete(vec![part_key]).await {
+                    tracing::warn!(error = %e, "s3 protocol: deleting an unrecorded part failed");
+                }
                 // The upload was aborted or completed meanwhile.
                 if e.code() == Some(&tokio_postgres::error::SqlState::FOREIGN_KEY_VIOLATION) {
                     return Err(S3Error::no_such_upload());
