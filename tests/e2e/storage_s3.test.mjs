@@ -169,6 +169,15 @@ test('PutObject and GetObject; supabase-js sees the object, and S3 sees supabase
   // PutObject replaces, as S3 does.
   await sdk.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'docs/hello.txt', Body: 'replaced' }));
   assert.equal(await text(await sdk.send(new GetObjectCommand({ Bucket: BUCKET, Key: 'docs/hello.txt' }))), 'replaced');
+
+  // A conditional write (If-None-Match: *) only creates.
+  await assert.rejects(
+    sdk.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'docs/hello.txt', Body: 'not again', IfNoneMatch: '*' })),
+    (e) => e.name === 'PreconditionFailed' && e.$metadata.httpStatusCode === 412,
+  );
+  assert.equal(await text(await sdk.send(new GetObjectCommand({ Bucket: BUCKET, Key: 'docs/hello.txt' }))), 'replaced');
+  await sdk.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'docs/new-only.txt', Body: 'created', IfNoneMatch: '*' }));
+  assert.equal(await text(await sdk.send(new GetObjectCommand({ Bucket: BUCKET, Key: 'docs/new-only.txt' }))), 'created');
 });
 
 test('a streamed body (aws-chunked with a trailing checksum) is stored whole', async () => {

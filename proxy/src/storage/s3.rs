@@ -821,10 +821,28 @@ impl<'a> S3<'a> {
         let length =
             decoded_length(headers).or_else(|| header_str(headers, "content-length").and_then(|v| v.parse().ok()));
         let content_type = header_str(headers, "content-type").unwrap_or("application/octet-stream");
-        let h =
+        let mut h =
             upload_headers(content_type, header_str(headers, "cache-control"), length, user_metadata(headers).as_ref());
+        // `If-None-Match: *`: create only (S3's conditional write); `If-Match`
+        // would need a compare-and-swap on the version: refused, not ignored.
+        if headers.contains_key(header::IF_MATCH) {
+            return Err(S3Error::not_implemented("If-Match on PutObject"));
+        }
+        let create_only = header_str(headers, "if-none-match").map(str::trim) == Some("*");
+        if create_only {
+            set(&mut h, "x-upsert", "false");
+        }
         let failure: Failure = Arc::default();
-        let etag = self.write(bucket, key, &h, checked_body(body, check, failure.clone()), &failure).await?;
+        let etag = match self.write(bucket, key, &h, checked_body(body, check, failure.clone()), &failure).await {
+            Err(e) if create_only && e.code == "KeyAlreadyExists" => {
+                return Err(S3Error::new(
+                    412,
+                    "PreconditionFailed",
+                    "At least one of the pre-conditions you specified did not hold",
+                ))
+            }
+            other => other?,
+        };
         let mut r = empty(StatusCode::OK);
         set(r.headers_mut(), "etag", &etag);
         Ok(r)
