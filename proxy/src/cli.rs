@@ -278,12 +278,10 @@ pub fn s3_keys(config: &Config, command: &S3KeysCommand) -> Result<String, Strin
         let db = |e: tokio_postgres::Error| format!("database: {e}");
         match command {
             S3KeysCommand::Create { description } => {
-                let hex = config
-                    .storage
-                    .s3_encryption_key
-                    .as_deref()
-                    .ok_or("storage.s3_encryption_key is not set: generate one with `openssl rand -hex 32`")?;
-                let key = crate::auth::totp::parse_key(hex).map_err(|e| format!("storage.s3_encryption_key: {e}"))?;
+                if config.storage.s3_encryption_key.is_none() {
+                    return Err("storage.s3_encryption_key is not set: generate one with `openssl rand -hex 32`".into());
+                }
+                let key = config.storage.s3_key().ok_or("storage.s3_encryption_key must be 64 hex characters")?;
                 let (id, secret) = crate::storage::new_key_pair();
                 client
                     .execute(

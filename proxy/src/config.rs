@@ -549,6 +549,21 @@ pub struct Storage {
     pub s3_encryption_key: Option<String>,
 }
 
+impl Storage {
+    /// `s3_encryption_key` as 32 bytes; None when unset or not 64 hex digits.
+    pub fn s3_key(&self) -> Option<[u8; 32]> {
+        let hex = self.s3_encryption_key.as_deref()?.trim();
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let mut key = [0u8; 32];
+        for (i, k) in key.iter_mut().enumerate() {
+            *k = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(key)
+    }
+}
+
 impl Default for Storage {
     fn default() -> Self {
         Storage {
@@ -605,8 +620,8 @@ impl Config {
                 "request_timeout_ms and signed_upload_expiry_seconds must be greater than 0",
             ));
         }
-        if let Some(key) = &self.storage.s3_encryption_key {
-            crate::auth::totp::parse_key(key).map_err(|e| invalid("storage.s3_encryption_key", e))?;
+        if self.storage.s3_encryption_key.is_some() && self.storage.s3_key().is_none() {
+            return Err(invalid("storage.s3_encryption_key", "must be 64 hex characters (256 bits)"));
         }
         if self.storage.root.as_os_str().is_empty() {
             return Err(invalid("storage.root", "must not be empty"));

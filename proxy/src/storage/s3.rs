@@ -322,14 +322,13 @@ async fn authenticate(state: &AppState, parts: &http::request::Parts) -> Result<
 async fn access_key_secret(state: &AppState, access_key_id: &str) -> Result<String, S3Error> {
     let unknown =
         || S3Error::new(403, "InvalidAccessKeyId", "The AWS Access Key Id you provided does not exist in our records.");
-    let Some(hex) = state.config.storage.s3_encryption_key.as_deref() else {
+    let Some(key) = state.config.storage.s3_key() else {
         return Err(S3Error::new(
             403,
             "InvalidAccessKeyId",
             "S3 access keys are off: storage.s3_encryption_key is not set",
         ));
     };
-    let key = crate::auth::totp::parse_key(hex).map_err(|e| S3Error::new(500, "InternalError", e))?;
     let client = state.client().await.map_err(S3Error::from)?;
     let row = client
         .query_opt("SELECT secret_sealed FROM fluxbase.storage_s3_keys WHERE access_key_id = $1", &[&access_key_id])
