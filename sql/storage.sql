@@ -261,3 +261,46 @@ GRANT EXECUTE ON FUNCTION fluxbase.storage_bucket_rules(text),
   fluxbase.storage_object_unchecked(text, text, boolean),
   fluxbase.storage_upload_token_redeem(text, timestamptz),
   fluxbase.storage_upload_token_spend(text, timestamptz) TO authenticator;
+
+-- ---------------------------------------------------------------------------
+-- The S3 protocol (/storage/v1/s3, proxy/src/storage/s3.rs).
+-- Access keys: SigV4 needs the secret itself to verify a signature, so it
+-- cannot be hashed; it is sealed (AES-256-GCM, the access key id as
+-- associated data) with storage.s3_encryption_key, which only the proxy's
+-- configuration holds. A dump of this table (kept by pg_dump, like the
+-- objects) hands out no usable secret. Keys are made by `fluxbase s3-keys
+-- create` (the proxy's binary seals them) and revoked by deleting the row
+-- (`fluxbase s3-keys revoke ID`, or SQL).
+CREATE TABLE IF NOT EXISTS fluxbase.storage_s3_keys (
+  access_key_id text PRIMARY KEY,
+  secret_sealed text NOT NULL,
+  description text NOT NULL DEFAULT '',
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('fluxbase.storage_s3_keys', '');
+
+-- Multipart uploads in progress: the object's attributes given at
+-- CreateMultipartUpload, and each part's file in the backend
+-- (`~s3-multipart/<upload>/<part>-<uuid>`) until Complete or Abort.
+CREATE TABLE IF NOT EXISTS fluxbase.storage_s3_uploads (
+  upload_id uuid PRIMARY KEY,
+  bucket_id text NOT NULL,
+  name text NOT NULL,
+  content_type text NOT NULL,
+  cache_control text NOT NULL,
+  user_metadata jsonb,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS fluxbase.storage_s3_parts (
+  upload_id uuid NOT NULL REFERENCES fluxbase.storage_s3_uploads ON DELETE CASCADE,
+  part_number integer NOT NULL CHECK (part_number BETWEEN 1 AND 10000),
+  key text NOT NULL,
+  size bigint NOT NULL,
+  etag text NOT NULL,
+  PRIMARY KEY (upload_id, part_number)
+);
+
+REVOKE ALL ON fluxbase.storage_s3_keys, fluxbase.storage_s3_uploads, fluxbase.storage_s3_parts FROM PUBLIC;
+GRANT SELECT, INSERT, DELETE ON fluxbase.storage_s3_keys TO authenticator;
+GRANT SELECT, INSERT, UPDATE, DELETE ON fluxbase.storage_s3_uploads, fluxbase.storage_s3_parts TO authenticator;

@@ -22,3 +22,35 @@ END
 $$;
 REVOKE ALL ON FUNCTION fluxbase.storage_upload_token_spend(text, timestamptz) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION fluxbase.storage_upload_token_spend(text, timestamptz) TO authenticator;
+
+-- ---- Storage: the S3 protocol's access keys and multipart uploads (helper s3p) ----
+CREATE TABLE IF NOT EXISTS fluxbase.storage_s3_keys (
+  access_key_id text PRIMARY KEY,
+  secret_sealed text NOT NULL,
+  description text NOT NULL DEFAULT '',
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('fluxbase.storage_s3_keys', '');
+
+CREATE TABLE IF NOT EXISTS fluxbase.storage_s3_uploads (
+  upload_id uuid PRIMARY KEY,
+  bucket_id text NOT NULL,
+  name text NOT NULL,
+  content_type text NOT NULL,
+  cache_control text NOT NULL,
+  user_metadata jsonb,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS fluxbase.storage_s3_parts (
+  upload_id uuid NOT NULL REFERENCES fluxbase.storage_s3_uploads ON DELETE CASCADE,
+  part_number integer NOT NULL CHECK (part_number BETWEEN 1 AND 10000),
+  key text NOT NULL,
+  size bigint NOT NULL,
+  etag text NOT NULL,
+  PRIMARY KEY (upload_id, part_number)
+);
+
+REVOKE ALL ON fluxbase.storage_s3_keys, fluxbase.storage_s3_uploads, fluxbase.storage_s3_parts FROM PUBLIC;
+GRANT SELECT, INSERT, DELETE ON fluxbase.storage_s3_keys TO authenticator;
+GRANT SELECT, INSERT, UPDATE, DELETE ON fluxbase.storage_s3_uploads, fluxbase.storage_s3_parts TO authenticator;

@@ -212,6 +212,10 @@ impl App {
                     _ => auth::handle(state, &self.auth, parts, body, ctx, caller).await,
                 }
             }
+            // The S3 protocol signs its own requests (SigV4), no bearer token.
+            Route::Storage if crate::storage::is_s3_path(req.uri().path()) => {
+                Ok(self.storage.handle_s3(&self.state, req, ctx).await)
+            }
             Route::Storage => {
                 let headers = req.headers();
                 let caller = state

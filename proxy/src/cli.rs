@@ -1,5 +1,5 @@
 //! Command-line surface: `serve` (default), `check-config`, `gen-config`,
-//! `keys`, `sign`. Hand-rolled: five verbs do not need a parser crate.
+//! `keys`, `sign`, `s3-keys`. Hand-rolled: a few verbs do not need a parser crate.
 use rand::RngCore;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -20,6 +20,8 @@ pub const USAGE: &str = "usage:
                                           put a new ES256 key first in a JWK set (jwt.signing_jwks_file)
   fluxbase hash-rate [SECONDS] [--config FILE]
                                           argon2id hashes/s on all CPUs with the [auth] parameters
+  fluxbase s3-keys create [--description TEXT] | list | revoke ACCESS_KEY_ID [--config FILE]
+                                          S3 protocol access keys (service_role), sealed with storage.s3_encryption_key
 Environment: FLUXBASE_CONFIG names the file; FLUXBASE_<SECTION>_<KEY> overrides any key.";
 
 #[derive(Debug, PartialEq)]
@@ -31,7 +33,15 @@ pub enum Command {
     Sign { claims: String, expires_in: u64 },
     HashRate { seconds: u64 },
     GenSigningKey { path: PathBuf, kid: Option<String>, alg: String },
+    S3Keys(S3KeysCommand),
     Help,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum S3KeysCommand {
+    Create { description: String },
+    List,
+    Revoke { access_key_id: String },
 }
 
 #[derive(Debug, PartialEq)]
@@ -47,6 +57,7 @@ pub fn parse(args: &[String], env_config: Option<String>) -> Result<Args, String
     let mut expires_in = 3600u64;
     let mut kid = None;
     let mut alg = "ES256".to_string();
+    let mut description = String::new();
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = |flag: &str| it.next().cloned().ok_or_else(|| format!("{flag} needs a value"));
@@ -54,6 +65,7 @@ pub fn parse(args: &[String], env_config: Option<String>) -> Result<Args, String
             "--config" | "-c" => config = Some(PathBuf::from(value(arg)?)),
             "--database-url" => database_url = Some(value(arg)?),
             "--kid" => kid = Some(value(arg)?),
+            "--description" => description = value(arg)?,
             "--alg" => alg = value(arg)?.to_ascii_uppercase(),
             "--expires-in" => {
                 expires_in = value(arg)?.parse().map_err(|_| "--expires-in takes whole seconds".to_string())?
@@ -89,6 +101,14 @@ pub fn parse(args: &[String], env_config: Option<String>) -> Result<Args, String
                 .map_err(|_| "hash-rate takes whole seconds")?
                 .unwrap_or(5),
         },
+        Some("s3-keys") => Command::S3Keys(match positional.get(1).map(String::as_str) {
+            Some("create") => S3KeysCommand::Create { description },
+            Some("list") => S3KeysCommand::List,
+            Some("revoke") => S3KeysCommand::Revoke {
+                access_key_id: positional.get(2).cloned().ok_or("s3-keys revoke needs an ACCESS_KEY_ID")?,
+            },
+            _ => return Err("s3-keys takes create, list or revoke".into()),
+        }),
         Some(other) => return Err(format!("unknown command {other}")),
     };
     Ok(Args { command, config })
@@ -244,4 +264,58 @@ mod tests {
         assert!(gen_config(&path, "postgres://x@y/z").is_err(), "never overwrites");
         std::fs::remove_dir_all(dir).unwrap();
     }
+}
+
+/// `fluxbase s3-keys …`: makes, lists and revokes the S3 protocol's access
+/// keys in `fluxbase.storage_s3_keys`, through `database.url`. A new secret
+/// is printed once and stored only sealed with `storage.s3_encryption_key`.
+pub fn s3_keys(config: &Config, command: &S3KeysCommand) -> Result<String, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let pg = crate::db::pg_config(&config.database)?;
+        let (client, connection) = pg.connect(tokio_postgres::NoTls).await.map_err(|e| format!("database: {e}"))?;
+        tokio::spawn(connection);
+        let db = |e: tokio_postgres::Error| format!("database: {e}");
+        match command {
+            S3KeysCommand::Create { description } => {
+                if config.storage.s3_encryption_key.is_none() {
+                    return Err("storage.s3_encryption_key is not set: generate one with `openssl rand -hex 32`".into());
+                }
+                let key = config.storage.s3_key().ok_or("storage.s3_encryption_key must be 64 hex characters")?;
+                let (id, secret) = crate::storage::new_key_pair();
+                client
+                    .execute(
+                        "INSERT INTO fluxbase.storage_s3_keys (access_key_id, secret_sealed, description) VALUES ($1, $2, $3)",
+                        &[&id, &crate::storage::seal(&key, &id, &secret), description],
+                    )
+                    .await
+                    .map_err(db)?;
+                Ok(format!("access key id:     {id}\nsecret access key: {secret}\n"))
+            }
+            S3KeysCommand::List => {
+                let rows = client
+                    .query(
+                        "SELECT access_key_id, to_char(created_at, 'YYYY-MM-DD HH24:MI:SSOF'), description \
+                         FROM fluxbase.storage_s3_keys ORDER BY created_at",
+                        &[],
+                    )
+                    .await
+                    .map_err(db)?;
+                Ok(rows
+                    .iter()
+                    .map(|r| format!("{}\t{}\t{}\n", r.get::<_, String>(0), r.get::<_, String>(1), r.get::<_, String>(2)))
+                    .collect())
+            }
+            S3KeysCommand::Revoke { access_key_id } => {
+                let n = client
+                    .execute("DELETE FROM fluxbase.storage_s3_keys WHERE access_key_id = $1", &[access_key_id])
+                    .await
+                    .map_err(db)?;
+                if n == 0 {
+                    return Err(format!("no access key {access_key_id}"));
+                }
+                Ok(format!("revoked {access_key_id}\n"))
+            }
+        }
+    })
 }

@@ -558,6 +558,25 @@ pub struct Storage {
     /// Disk kept for rendered variants under `<root>/~render`, bytes (the
     /// oldest go first); 0 turns the cache off.
     pub transform_cache_bytes: u64,
+    /// AES-256 key (64 hex characters) sealing the S3 protocol's secret
+    /// access keys in `fluxbase.storage_s3_keys`. Unset: S3 access keys are
+    /// refused (session tokens still work).
+    pub s3_encryption_key: Option<String>,
+}
+
+impl Storage {
+    /// `s3_encryption_key` as 32 bytes; None when unset or not 64 hex digits.
+    pub fn s3_key(&self) -> Option<[u8; 32]> {
+        let hex = self.s3_encryption_key.as_deref()?.trim();
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let mut key = [0u8; 32];
+        for (i, k) in key.iter_mut().enumerate() {
+            *k = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(key)
+    }
 }
 
 impl Default for Storage {
@@ -573,6 +592,7 @@ impl Default for Storage {
             transform_max_pixels: 50_000_000,
             transform_max_source_bytes: 25 << 20,
             transform_cache_bytes: 256 << 20,
+            s3_encryption_key: None,
         }
     }
 }
@@ -632,6 +652,9 @@ impl Config {
                 "storage",
                 "transform_concurrency, transform_max_pixels and transform_max_source_bytes must be greater than 0",
             ));
+        }
+        if self.storage.s3_encryption_key.is_some() && self.storage.s3_key().is_none() {
+            return Err(invalid("storage.s3_encryption_key", "must be 64 hex characters (256 bits)"));
         }
         if self.storage.root.as_os_str().is_empty() {
             return Err(invalid("storage.root", "must not be empty"));
@@ -822,5 +845,10 @@ mod tests {
         pairs.push(("FLUXBASE_DATABASE_POOLSIZE", "3"));
         let err = Config::load(None, env(&pairs)).unwrap_err().to_string();
         assert!(err.contains("poolsize"), "{err}");
+
+        let mut pairs = BASE.to_vec();
+        pairs.push(("FLUXBASE_STORAGE_S3_ENCRYPTION_KEY", "not-hex"));
+        let err = Config::load(None, env(&pairs)).unwrap_err().to_string();
+        assert!(err.contains("storage.s3_encryption_key"), "{err}");
     }
 }

@@ -119,6 +119,16 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::S3Keys(command) => match cli::s3_keys(&config, &command) {
+            Ok(out) => {
+                print!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("fluxbase: {e}");
+                ExitCode::FAILURE
+            }
+        },
         _ => serve(config),
     }
 }

@@ -7,6 +7,9 @@
 #   download curl GET of the public URL into a file, vs `cp`
 #   tus      the 100 MB file as a resumable upload (TUS creation, then PATCHes
 #            of 6 MB, the chunk size Supabase's guide prescribes), vs `cp`
+#   s3       the same PUT and GET through the S3 protocol (/storage/v1/s3,
+#            curl --aws-sigv4, UNSIGNED-PAYLOAD), reported beside the REST
+#            figures and as a ratio to them
 # The proxy's upload also fsyncs the file and its directory and commits a
 # row; `cp` does neither, so `cp` + fsync (dd conv=fsync) is printed too.
 #   1 MB again from one Python process (tests/bench/storage-client.py): uploads
@@ -27,6 +30,7 @@ files="$FLUXBASE_VAR/bench-storage-files-$$"
 export FLUXBASE_STORAGE_ROOT="$FLUXBASE_VAR/bench-storage-$$"
 export FLUXBASE_STORAGE_FILE_SIZE_LIMIT=$((200 * 1024 * 1024))
 export FLUXBASE_STORAGE_TRANSFORM_CACHE_BYTES=0
+export FLUXBASE_STORAGE_S3_ENCRYPTION_KEY="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 mkdir -p "$files" "$FLUXBASE_STORAGE_ROOT"
 trap 'kill $proxy 2>/dev/null || true; cluster_stop "$MAJOR" "$dir"; as_root rm -rf "$dir" "$files" "$FLUXBASE_STORAGE_ROOT"' EXIT
 SERVICE="$("$BIN" sign '{"role":"service_role"}' --expires-in 86400)"
@@ -34,6 +38,9 @@ proxy_start
 base="http://127.0.0.1:$http_port/storage/v1"
 auth=(-H "apikey: $SERVICE" -H "Authorization: Bearer $SERVICE")
 curl -fsS "${auth[@]}" -H 'content-type: application/json' -d '{"name":"bench","public":true}' "$base/bucket" >/dev/null
+s3key="$("$BIN" s3-keys create --description bench)"
+s3=(--aws-sigv4 "aws:amz:local:s3" --user "$(awk '/access key id/ {print $4}' <<<"$s3key"):$(awk '/secret access key/ {print $4}' <<<"$s3key")"
+  -H "x-amz-content-sha256: UNSIGNED-PAYLOAD")
 
 head -c $((1 << 20)) /dev/urandom > "$files/1mb.bin"
 head -c $((100 << 20)) /dev/urandom > "$files/100mb.bin"
@@ -64,6 +71,25 @@ download_http() { # download_http NAME SIZE COUNT -> MB/s
   start="$(now)"
   for i in $(seq 1 "$3"); do
     curl -fsS -o "$files/cp/down-$i" "$base/object/public/bench/$1-$i"
+  done
+  end="$(now)"
+  rm -f "$files"/cp/down-*
+  mbps $(($2 * $3)) "$start" "$end"
+}
+upload_s3() { # upload_s3 FILE NAME COUNT -> MB/s of PutObject
+  local start end i
+  start="$(now)"
+  for i in $(seq 1 "$3"); do
+    curl -fsS -o /dev/null "${s3[@]}" -H 'content-type: application/octet-stream' -T "$1" "$base/s3/bench/s3-$2-$i"
+  done
+  end="$(now)"
+  mbps $(($(stat -c %s "$1") * $3)) "$start" "$end"
+}
+download_s3() { # download_s3 NAME SIZE COUNT -> MB/s of GetObject
+  local start end i
+  start="$(now)"
+  for i in $(seq 1 "$3"); do
+    curl -fsS -o "$files/cp/down-$i" "${s3[@]}" "$base/s3/bench/s3-$1-$i"
   done
   end="$(now)"
   rm -f "$files"/cp/down-*
@@ -119,7 +145,7 @@ LUA
 }
 
 csv="tests/bench/results/storage-$(date -u +%Y%m%dT%H%M%SZ).csv"
-echo "rep,up_1mb,down_1mb,cp_1mb,cp_fsync_1mb,up_100mb,down_100mb,cp_100mb,cp_fsync_100mb,tus_100mb,small_uploads_per_s,ka_up_1mb,ka_down_1mb,ka_cp_1mb,ka_cp_fsync_1mb,transforms_per_s" > "$csv"
+echo "rep,up_1mb,down_1mb,cp_1mb,cp_fsync_1mb,up_100mb,down_100mb,cp_100mb,cp_fsync_100mb,tus_100mb,small_uploads_per_s,ka_up_1mb,ka_down_1mb,ka_cp_1mb,ka_cp_fsync_1mb,transforms_per_s,s3_up_1mb,s3_down_1mb,s3_up_100mb,s3_down_100mb" > "$csv"
 for rep in $(seq 1 "$REPS"); do
   c1="$(copy "$files/1mb.bin" "$COUNT_1MB")"
   u1="$(upload_http "$files/1mb.bin" one "$COUNT_1MB")"
@@ -128,6 +154,10 @@ for rep in $(seq 1 "$REPS"); do
   c100="$(copy "$files/100mb.bin" 1)"
   u100="$(upload_http "$files/100mb.bin" hundred 1)"
   d100="$(download_http hundred $((100 << 20)) 1)"
+  s3u1="$(upload_s3 "$files/1mb.bin" one "$COUNT_1MB")"
+  s3d1="$(download_s3 one $((1 << 20)) "$COUNT_1MB")"
+  s3u100="$(upload_s3 "$files/100mb.bin" hundred 1)"
+  s3d100="$(download_s3 hundred $((100 << 20)) 1)"
   f100="$(copy "$files/100mb.bin" 1 fsync)"
   t100="$(upload_tus "$files/100mb.bin" "tus-$rep")"
   read -r ku kd kc kf < <(python3 tests/bench/storage-client.py "$http_port" "$SERVICE" "$files/1mb.bin" "$COUNT_1MB" "$files/cp" "$rep")
@@ -136,7 +166,8 @@ for rep in $(seq 1 "$REPS"); do
   renders="$(wrk_run render.lua 'storage/v1/render/image/public/bench/photo.jpg?width=500')"
   echo "rep $rep: 1 MB up $u1 down $d1 cp $c1 cp+fsync $f1 MB/s | 100 MB up $u100 down $d100 cp $c100 cp+fsync $f100 tus $t100 MB/s | 1 KB uploads $small/s | transforms $renders/s"
   echo "rep $rep: 1 MB keep-alive up $ku down $kd copy $kc copy+fsync $kf MB/s"
-  echo "$rep,$u1,$d1,$c1,$f1,$u100,$d100,$c100,$f100,$t100,$small,$ku,$kd,$kc,$kf,$renders" >> "$csv"
+  echo "rep $rep: S3 protocol: 1 MB PUT $s3u1 GET $s3d1 MB/s | 100 MB PUT $s3u100 GET $s3d100 MB/s"
+  echo "$rep,$u1,$d1,$c1,$f1,$u100,$d100,$c100,$f100,$t100,$small,$ku,$kd,$kc,$kf,$renders,$s3u1,$s3d1,$s3u100,$s3d100" >> "$csv"
 done
 peak="$(awk '/VmHWM/ {print $2}' "/proc/$proxy/status")"
 echo "proxy peak RSS: $((peak / 1024)) MiB"
@@ -155,6 +186,10 @@ ratio("storage-download-1MB (MB/s / cp)", "down_1mb", "cp_1mb")
 ratio("storage-upload-100MB (MB/s / cp)", "up_100mb", "cp_100mb")
 ratio("storage-download-100MB (MB/s / cp)", "down_100mb", "cp_100mb")
 ratio("storage-tus-upload-100MB (MB/s / cp)", "tus_100mb", "cp_100mb")
+ratio("storage-s3-put-1MB (MB/s / REST upload)", "s3_up_1mb", "up_1mb")
+ratio("storage-s3-get-1MB (MB/s / REST download)", "s3_down_1mb", "down_1mb")
+ratio("storage-s3-put-100MB (MB/s / REST upload)", "s3_up_100mb", "up_100mb")
+ratio("storage-s3-get-100MB (MB/s / REST download)", "s3_down_100mb", "down_100mb")
 ratio("storage-upload-1MB (MB/s / cp+fsync)", "up_1mb", "cp_fsync_1mb")
 ratio("storage-upload-100MB (MB/s / cp+fsync)", "up_100mb", "cp_fsync_100mb")
 ratio("storage-upload-1MB-keepalive (MB/s / copy)", "ka_up_1mb", "ka_cp_1mb")

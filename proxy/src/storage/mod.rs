@@ -9,6 +9,7 @@
 //! - `render.rs`, `transform.rs`: image transforms (`/render/image`);
 //! - `error.rs`: storage-api's error catalogue;
 //! - `tus.rs`: resumable uploads (TUS) at `/upload/resumable`;
+//! - `s3.rs` and `sigv4.rs`: the S3 protocol at `/storage/v1/s3`;
 //! - here: routing and the handlers.
 //!
 //! Consistency: an upload writes a new version's file first (temporary
@@ -22,10 +23,14 @@ mod error;
 mod pipeline;
 mod render;
 mod rules;
+mod s3;
 mod sign;
+mod sigv4;
 mod sniff;
 mod transform;
 mod tus;
+
+pub use s3::{is_s3_path, new_key_pair, seal};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
