@@ -543,7 +543,9 @@ impl Change {
 
 /// What a channel gets of one change: the ids of its bindings that want
 /// it, and their column list (bindings with different lists get a frame each).
-type Wanted = (usize, Option<Arc<[String]>>, Arc<[u32]>);
+type Wanted = (usize, Select, Arc<[u32]>);
+/// A binding's column list (`None`: every column).
+type Select = Option<Arc<[String]>>;
 
 /// One channel's part in a batch: the changes it gets, with its binding ids.
 struct Recipient {
@@ -654,7 +656,7 @@ pub async fn dispatch(state: &AppState, registry: &Registry, mut batch: Vec<Chan
         }
         let mut wants: Vec<Wanted> = vec![];
         for (i, change) in batch.iter().enumerate() {
-            let mut by_select: Vec<(Option<Arc<[String]>>, Vec<u32>)> = vec![];
+            let mut by_select: Vec<(Select, Vec<u32>)> = vec![];
             for b in &on_table[table_of[i]] {
                 if b.events & change.event != 0
                     && b.filter.as_ref().is_none_or(|f| {

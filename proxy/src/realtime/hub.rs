@@ -55,6 +55,9 @@ pub enum EventKind {
     PresenceState(Value),
 }
 
+/// Another proxy's presence entry: `(origin, socket, key, phx_ref, payload)`.
+pub type RemoteMeta = (Arc<str>, SocketId, String, String, Map<String, Value>);
+
 /// A socket's place in a topic.
 pub struct Member {
     pub tx: mpsc::Sender<Outgoing>,
@@ -225,7 +228,7 @@ impl Hub {
 
     /// Other proxies' presence in `topic`, loaded before this proxy's first
     /// member joins it: `(origin, socket, key, phx_ref, payload)`.
-    pub fn load_remote(&self, topic: &str, entries: Vec<(Arc<str>, SocketId, String, String, Map<String, Value>)>) {
+    pub fn load_remote(&self, topic: &str, entries: Vec<RemoteMeta>) {
         let mut topics = self.lock();
         let t = topics.entry(topic.to_string()).or_default();
         for (origin, socket, key, phx_ref, payload) in entries {
