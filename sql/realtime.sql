@@ -358,19 +358,20 @@ $$;
 REVOKE ALL ON FUNCTION fluxbase.realtime_feed_read(text, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION fluxbase.realtime_feed_read(text, integer) TO authenticator;
 
--- Replay of a private channel (`config.broadcast.replay`): its stored JSON
--- broadcasts since `p_since_ms` (ms since the epoch), the newest
--- `p_limit` of them (at most 25), oldest first. The proxy calls it once the
--- caller's SELECT policies admitted the join.
+-- Replay of a private channel (`config.broadcast.replay`): its stored
+-- broadcasts since `p_since_ms` (ms since the epoch), JSON (`payload`) and
+-- binary (`binary_payload`, from realtime.send_binary or a binary send) alike,
+-- the newest `p_limit` of them (at most 25), oldest first. The proxy calls it
+-- once the caller's SELECT policies admitted the join.
 CREATE FUNCTION fluxbase.realtime_replay(p_topic text, p_since_ms bigint, p_limit integer)
-RETURNS TABLE (id uuid, event text, payload jsonb)
+RETURNS TABLE (id uuid, event text, payload jsonb, binary_payload bytea)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog
 AS $$
-SELECT r.id, r.event, r.payload FROM (
-  SELECT m.id, m.event, m.payload, m.inserted_at
+SELECT r.id, r.event, r.payload, r.binary_payload FROM (
+  SELECT m.id, m.event, m.payload, m.binary_payload, m.inserted_at
   FROM realtime.messages m
   WHERE m.topic = p_topic AND m.private AND m.extension = 'broadcast' AND m.event IS NOT NULL
-    AND m.binary_payload IS NULL AND m.inserted_at >= to_timestamp(p_since_ms / 1000.0)::timestamp
+    AND m.inserted_at >= to_timestamp(p_since_ms / 1000.0)::timestamp
   ORDER BY m.inserted_at DESC
   LIMIT least(greatest(p_limit, 0), 25)
 ) r

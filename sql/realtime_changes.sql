@@ -196,3 +196,45 @@ END;
 $$;
 REVOKE ALL ON FUNCTION fluxbase.realtime_visible(oid, jsonb, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION fluxbase.realtime_visible(oid, jsonb, jsonb) TO authenticator;
+
+-- The values of TOAST-ed columns an UPDATE did not change, which the WAL
+-- does not carry without REPLICA IDENTITY FULL (pgoutput sends 'u' for
+-- them): for each of `p_keys` (the updated rows' primary keys, `[{col: text
+-- value}…]`), the row's current `p_columns` as text, in that order, with its
+-- 1-based position in `p_keys`. Only tables in the publication
+-- supabase_realtime (whose rows the feed already carries to the proxy);
+-- who may see them is decided by fluxbase.realtime_visible as before.
+CREATE FUNCTION fluxbase.realtime_unchanged(p_relid oid, p_keys jsonb, p_columns text[])
+RETURNS TABLE (idx integer, vals text[])
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog
+AS $$
+DECLARE
+  target text;
+  joined text;
+  picked text;
+BEGIN
+  SELECT format('%I.%I', n.nspname, c.relname) INTO target
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.oid = p_relid
+    AND EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+                WHERE p.pubname = 'supabase_realtime' AND pr.prrelid = p_relid
+                UNION ALL
+                SELECT 1 FROM pg_publication p WHERE p.pubname = 'supabase_realtime' AND p.puballtables);
+  IF target IS NULL OR jsonb_array_length(p_keys) = 0 THEN
+    RETURN;
+  END IF;
+  SELECT string_agg(format('t.%1$I = k.%1$I', a.attname), ' AND ' ORDER BY a.attnum) INTO joined
+  FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+  WHERE i.indrelid = p_relid AND i.indisprimary;
+  SELECT string_agg(coalesce(format('t.%I::text', a.attname), 'NULL::text'), ', ' ORDER BY c.o) INTO picked
+  FROM unnest(p_columns) WITH ORDINALITY c(name, o)
+  LEFT JOIN pg_attribute a ON a.attrelid = p_relid AND a.attname = c.name AND a.attnum > 0 AND NOT a.attisdropped;
+  IF joined IS NULL OR picked IS NULL THEN
+    RETURN;
+  END IF;
+  RETURN QUERY EXECUTE format('SELECT k.ordinality::integer, ARRAY[%s] FROM jsonb_populate_recordset(NULL::%s, $1) '
+    'WITH ORDINALITY k JOIN %s t ON %s', picked, target, target, joined) USING p_keys;
+END;
+$$;
+REVOKE ALL ON FUNCTION fluxbase.realtime_unchanged(oid, jsonb, text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.realtime_unchanged(oid, jsonb, text[]) TO authenticator;

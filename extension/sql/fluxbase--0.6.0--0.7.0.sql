@@ -54,3 +54,61 @@ CREATE TABLE IF NOT EXISTS fluxbase.storage_s3_parts (
 REVOKE ALL ON fluxbase.storage_s3_keys, fluxbase.storage_s3_uploads, fluxbase.storage_s3_parts FROM PUBLIC;
 GRANT SELECT, INSERT, DELETE ON fluxbase.storage_s3_keys TO authenticator;
 GRANT SELECT, INSERT, UPDATE, DELETE ON fluxbase.storage_s3_uploads, fluxbase.storage_s3_parts TO authenticator;
+
+-- ---- Realtime (issues 15/16 gaps): binary broadcasts replayed, TOAST-ed
+-- unchanged columns of an UPDATE read back by key.
+DROP FUNCTION IF EXISTS fluxbase.realtime_replay(text, bigint, integer);
+
+-- ---- sql/realtime.sql: fluxbase.realtime_replay ----
+CREATE OR REPLACE FUNCTION fluxbase.realtime_replay(p_topic text, p_since_ms bigint, p_limit integer)
+RETURNS TABLE (id uuid, event text, payload jsonb, binary_payload bytea)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog
+AS $$
+SELECT r.id, r.event, r.payload, r.binary_payload FROM (
+  SELECT m.id, m.event, m.payload, m.binary_payload, m.inserted_at
+  FROM realtime.messages m
+  WHERE m.topic = p_topic AND m.private AND m.extension = 'broadcast' AND m.event IS NOT NULL
+    AND m.inserted_at >= to_timestamp(p_since_ms / 1000.0)::timestamp
+  ORDER BY m.inserted_at DESC
+  LIMIT least(greatest(p_limit, 0), 25)
+) r
+ORDER BY r.inserted_at;
+$$;
+REVOKE ALL ON FUNCTION fluxbase.realtime_replay(text, bigint, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.realtime_replay(text, bigint, integer) TO authenticator;
+
+-- ---- sql/realtime_changes.sql: fluxbase.realtime_unchanged ----
+CREATE OR REPLACE FUNCTION fluxbase.realtime_unchanged(p_relid oid, p_keys jsonb, p_columns text[])
+RETURNS TABLE (idx integer, vals text[])
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog
+AS $$
+DECLARE
+  target text;
+  joined text;
+  picked text;
+BEGIN
+  SELECT format('%I.%I', n.nspname, c.relname) INTO target
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.oid = p_relid
+    AND EXISTS (SELECT 1 FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid
+                WHERE p.pubname = 'supabase_realtime' AND pr.prrelid = p_relid
+                UNION ALL
+                SELECT 1 FROM pg_publication p WHERE p.pubname = 'supabase_realtime' AND p.puballtables);
+  IF target IS NULL OR jsonb_array_length(p_keys) = 0 THEN
+    RETURN;
+  END IF;
+  SELECT string_agg(format('t.%1$I = k.%1$I', a.attname), ' AND ' ORDER BY a.attnum) INTO joined
+  FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+  WHERE i.indrelid = p_relid AND i.indisprimary;
+  SELECT string_agg(coalesce(format('t.%I::text', a.attname), 'NULL::text'), ', ' ORDER BY c.o) INTO picked
+  FROM unnest(p_columns) WITH ORDINALITY c(name, o)
+  LEFT JOIN pg_attribute a ON a.attrelid = p_relid AND a.attname = c.name AND a.attnum > 0 AND NOT a.attisdropped;
+  IF joined IS NULL OR picked IS NULL THEN
+    RETURN;
+  END IF;
+  RETURN QUERY EXECUTE format('SELECT k.ordinality::integer, ARRAY[%s] FROM jsonb_populate_recordset(NULL::%s, $1) '
+    'WITH ORDINALITY k JOIN %s t ON %s', picked, target, target, joined) USING p_keys;
+END;
+$$;
+REVOKE ALL ON FUNCTION fluxbase.realtime_unchanged(oid, jsonb, text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.realtime_unchanged(oid, jsonb, text[]) TO authenticator;

@@ -26,6 +26,8 @@ pub struct Metrics {
     realtime_broadcasts_sent: std::sync::atomic::AtomicU64,
     realtime_broadcasts_received: std::sync::atomic::AtomicU64,
     realtime_slow_consumers: std::sync::atomic::AtomicU64,
+    /// Postgres changes not queued to a socket that lagged behind.
+    realtime_changes_dropped: std::sync::atomic::AtomicU64,
     /// Realtime messages refused, by reason.
     realtime_refused: Mutex<BTreeMap<&'static str, u64>>,
 }
@@ -80,6 +82,10 @@ impl Metrics {
 
     pub fn realtime_slow_consumer(&self) {
         self.realtime_slow_consumers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn realtime_changes_dropped(&self, n: u64) {
+        self.realtime_changes_dropped.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn realtime_refused(&self, reason: &'static str) {
@@ -160,6 +166,11 @@ impl Metrics {
                 "fluxbase_realtime_slow_consumers_total",
                 "Sockets disconnected because their send queue was full.",
                 load(&self.realtime_slow_consumers),
+            ),
+            (
+                "fluxbase_realtime_changes_dropped_total",
+                "Postgres changes not delivered to sockets that fell behind (they are told).",
+                load(&self.realtime_changes_dropped),
             ),
         ] {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");

@@ -40,3 +40,13 @@ CREATE TABLE IF NOT EXISTS fluxbase.storage_s3_parts (
 REVOKE ALL ON fluxbase.storage_s3_keys, fluxbase.storage_s3_uploads, fluxbase.storage_s3_parts FROM PUBLIC;
 GRANT SELECT, INSERT, DELETE ON fluxbase.storage_s3_keys TO authenticator;
 GRANT SELECT, INSERT, UPDATE, DELETE ON fluxbase.storage_s3_uploads, fluxbase.storage_s3_parts TO authenticator;
+
+-- ---- Realtime (issues 15/16 gaps): binary broadcasts replayed, TOAST-ed
+-- unchanged columns of an UPDATE read back by key.
+DROP FUNCTION IF EXISTS fluxbase.realtime_replay(text, bigint, integer);
+-- @include-functions sql/realtime.sql realtime_replay
+REVOKE ALL ON FUNCTION fluxbase.realtime_replay(text, bigint, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.realtime_replay(text, bigint, integer) TO authenticator;
+-- @include-functions sql/realtime_changes.sql realtime_unchanged
+REVOKE ALL ON FUNCTION fluxbase.realtime_unchanged(oid, jsonb, text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.realtime_unchanged(oid, jsonb, text[]) TO authenticator;

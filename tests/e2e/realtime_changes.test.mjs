@@ -250,3 +250,140 @@ test('a channel whose token expires is closed and receives no more changes', asy
   assert.equal(got.length, 1);
 });
 
+
+test('a new access_token regroups a subscriber: another user\'s rows from then on; a role without SELECT stops it', async () => {
+  const c = await client(user(ADA));
+  const got = [];
+  const system = [];
+  const ch = c.channel(name('regroup'))
+    .on('postgres_changes', { event: '*', schema: 'public', table: 'rtc_todos' }, (p) => got.push(p))
+    .on('system', {}, (m) => system.push(m));
+  assert.equal((await subscribe(ch)).status, 'SUBSCRIBED');
+  const a1 = sql(`insert into public.rtc_todos (owner, title) values ('${ADA}', 'ada 1') returning id`);
+  assert.ok(await eventually(() => got.length === 1));
+  // The same socket and channel, now Grace's: her rows, not Ada's.
+  await c.realtime.setAuth(user(GRACE));
+  await new Promise((r) => setTimeout(r, 300));
+  sql(`insert into public.rtc_todos (owner, title) values ('${ADA}', 'ada 2')`);
+  const g = sql(`insert into public.rtc_todos (owner, title) values ('${GRACE}', 'grace 1') returning id`);
+  assert.ok(await eventually(() => got.length === 2), JSON.stringify(got));
+  await quiet();
+  assert.deepEqual(got.map((p) => p.new.title), ['ada 1', 'grace 1']);
+  // anon may not SELECT rtc_todos: its bindings are refused, with a system
+  // message, and nothing more arrives (not even deletes, which carry keys).
+  await c.realtime.setAuth(sign({ role: 'anon', exp: Math.floor(Date.now() / 1000) + 600 }));
+  assert.ok(await eventually(() => system.some((m) => m.extension === 'postgres_changes' && m.status === 'error'
+    && /may not SELECT/.test(m.message))), JSON.stringify(system));
+  sql(`delete from public.rtc_todos where id in (${a1}, ${g})`);
+  await quiet();
+  assert.equal(got.length, 2, JSON.stringify(got.slice(2)));
+});
+
+test('select: a binding\'s column list trims record and old_record', async () => {
+  const c = await client(service());
+  const trimmed = await listen(c, { event: '*', schema: 'public', table: 'rtc_full', select: ['id', 'body'] });
+  const whole = await listen(c, { event: '*', schema: 'public', table: 'rtc_full' });
+  sql(`insert into public.rtc_full values (301, 'cols', 7); update public.rtc_full set n = 8 where id = 301;
+       delete from public.rtc_full where id = 301`);
+  assert.ok(await eventually(() => trimmed.length === 3 && whole.length === 3));
+  assert.deepEqual(trimmed.map((p) => [p.eventType, p.new, p.old]), [
+    ['INSERT', { id: 301, body: 'cols' }, {}],
+    ['UPDATE', { id: 301, body: 'cols' }, { id: 301, body: 'cols' }],
+    ['DELETE', {}, { id: 301, body: 'cols' }],
+  ]);
+  assert.deepEqual(whole[1].new, { id: 301, body: 'cols', n: 8 }, 'another binding on the table keeps every column');
+  const refused = c.channel(name('badselect'))
+    .on('postgres_changes', { event: '*', schema: 'public', table: 'rtc_full', select: ['nope'] }, () => {});
+  const { status, err } = await subscribe(refused);
+  assert.equal(status, 'CHANNEL_ERROR');
+  assert.match(err.message, /column `nope` of `select` does not exist/);
+});
+
+test('filters compare timestamps, UUIDs and numbers by type, not by their text', async () => {
+  sql(`create table public.rtc_typed (id int primary key, at timestamptz, who uuid, amount numeric);
+       grant select on public.rtc_typed to anon;
+       alter publication supabase_realtime add table public.rtc_typed;`);
+  try {
+    const c = await client();
+    const binding = (filter) => ({ event: 'INSERT', schema: 'public', table: 'rtc_typed', filter });
+    const after = await listen(c, binding('at=gt.2024-05-01T12:00:00Z'));
+    const same = await listen(c, binding('at=eq.2024-05-01T14:00:00+02:00'));
+    const who = await listen(c, binding(`who=eq.${ADA.toUpperCase()}`));
+    const amount = await listen(c, binding('amount=gt.9.5'));
+    sql(`insert into public.rtc_typed values (1, '2024-05-01 12:00:00+00', '${ADA}', 10),
+                                             (2, '2024-05-01 12:30:00+00', '${GRACE}', 9),
+                                             (3, '2024-04-30 23:00:00+00', null, 100)`);
+    assert.ok(await eventually(() => after.length === 1 && same.length === 1 && who.length === 1 && amount.length === 2),
+      JSON.stringify({ after, same, who, amount }));
+    assert.deepEqual([after[0].new.id, same[0].new.id, who[0].new.id], [2, 1, 1]);
+    assert.deepEqual(amount.map((p) => p.new.id), [1, 3]);
+    const c2 = (await client()).channel(name('badtime')).on('postgres_changes', binding('at=gt.soon'), () => {});
+    const { status, err } = await subscribe(c2);
+    assert.equal(status, 'CHANNEL_ERROR');
+    assert.match(err.message, /`soon` is not a timestamp/);
+  } finally {
+    sql(`alter publication supabase_realtime drop table public.rtc_typed; drop table public.rtc_typed;`);
+  }
+});
+
+test('TOAST-ed columns an UPDATE left alone arrive with their values; 1 MB rows arrive whole', async () => {
+  sql(`create table public.rtc_big (id int primary key, body text, n int);
+       grant select on public.rtc_big to anon;
+       alter publication supabase_realtime add table public.rtc_big;`);
+  try {
+    const got = await listen(await client(), { event: '*', schema: 'public', table: 'rtc_big' });
+    // md5 text does not compress to under TOAST's 2 kB: stored out of line.
+    const text = (kb) => `(select string_agg(md5(i::text), '') from generate_series(1, ${kb * 32}) i)`;
+    sql(`insert into public.rtc_big values (1, ${text(3)}, 0), (2, ${text(1024)}, 0);
+         update public.rtc_big set n = 1 where id = 1;
+         update public.rtc_big set n = 2 where id = 2;`);
+    assert.ok(await eventually(() => got.length === 4, 15_000), `got ${got.length}`);
+    const [small, big, smallUpdate, bigUpdate] = got;
+    assert.equal(small.new.body.length, 3 * 1024);
+    assert.equal(big.new.body.length, 1024 * 1024, 'a 1 MB row arrives whole');
+    assert.equal(smallUpdate.new.n, 1);
+    assert.equal(smallUpdate.new.body, small.new.body, 'the unchanged TOAST-ed value is read back');
+    assert.equal(bigUpdate.new.body.length, 1024 * 1024);
+    assert.equal(bigUpdate.new.body, big.new.body);
+  } finally {
+    sql(`alter publication supabase_realtime drop table public.rtc_big; drop table public.rtc_big;`);
+  }
+});
+
+test('a subscriber that falls behind is told what it missed (a system message), not cut off', { timeout: 60_000 }, async () => {
+  const { default: WS } = await import('ws');
+  const proxy = await proxyWith({ FLUXBASE_REALTIME_SEND_QUEUE_FRAMES: '16' });
+  sql(`create table public.rtc_flood (id int primary key, body text);
+       grant select on public.rtc_flood to anon;
+       alter publication supabase_realtime add table public.rtc_flood;`);
+  try {
+    const ws = new WS(`${proxy.url.replace('http', 'ws')}/realtime/v1/websocket?apikey=${env.anonKey}&vsn=2.0.0`);
+    const inbox = [];
+    let closedWith = null;
+    ws.on('message', (d) => inbox.push(JSON.parse(d.toString())));
+    ws.on('close', (code) => { closedWith = code; });
+    await new Promise((r) => ws.on('open', r));
+    ws.send(JSON.stringify(['1', '1', 'realtime:flood', 'phx_join',
+      { config: { postgres_changes: [{ event: 'INSERT', schema: 'public', table: 'rtc_flood' }] } }]));
+    assert.ok(await eventually(() => inbox.some((m) => m[3] === 'system')), JSON.stringify(inbox));
+    // Stop reading: the kernel's buffers fill, then the proxy's queue of 16.
+    ws._socket.pause();
+    sql(`insert into public.rtc_flood select i, repeat(md5(i::text), 128) from generate_series(1, 6000) i`);
+    await new Promise((r) => setTimeout(r, 3000));
+    ws._socket.resume();
+    const lagged = () => inbox.find((m) => m[3] === 'system' && m[4].extension === 'postgres_changes'
+      && m[4].status === 'error');
+    assert.ok(await eventually(() => lagged(), 20_000), `got ${inbox.length} frames`);
+    assert.match(lagged()[4].message, /^PostgresChangesLagging: \d+ changes were not delivered/);
+    const received = inbox.filter((m) => m[3] === 'postgres_changes').length;
+    assert.ok(received < 6000, `${received} changes delivered, some dropped`);
+    // Still subscribed: the next change arrives.
+    sql(`insert into public.rtc_flood values (7000, 'after')`);
+    assert.ok(await eventually(() => inbox.some((m) => m[3] === 'postgres_changes' && m[4].data.record.id === 7000)));
+    assert.equal(closedWith, null, 'the socket stays open');
+    ws.close();
+  } finally {
+    proxy.stop();
+    sql(`alter publication supabase_realtime drop table public.rtc_flood; drop table public.rtc_flood;`);
+  }
+});

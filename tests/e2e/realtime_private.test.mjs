@@ -10,10 +10,15 @@ import { request } from 'node:http';
 import { env, eventually, proxyWith, sign, sql, ADA, GRACE } from './helpers.mjs';
 
 const clients = [];
+// The channel's caller, as an app with its own auth passes it: supabase-js's
+// `accessToken` callback (its token is what realtime-js sends again on every
+// heartbeat; with the default callback that would be the anon key, which a
+// private channel's policies refuse), and `setAuth(token)` so that the first
+// join already carries it.
 const client = (token, url = env.url) => {
   const c = createClient(url, env.anonKey, {
-    auth: { persistSession: false, autoRefreshToken: false },
     realtime: { params: { log_level: 'error' } },
+    ...(token ? { accessToken: async () => token } : { auth: { persistSession: false, autoRefreshToken: false } }),
   });
   if (token) c.realtime.setAuth(token);
   clients.push(c);
@@ -55,7 +60,8 @@ test.after(async () => {
 
 test('a private channel admits whom its SELECT policy admits; others get Supabase\'s reason', async () => {
   const ada = client(user(ADA)).channel(room, { config: { private: true } });
-  assert.equal((await subscribe(ada)).status, 'SUBSCRIBED');
+  const joined = await subscribe(ada);
+  assert.equal(joined.status, 'SUBSCRIBED', joined.err?.message);
   const grace = client(user(GRACE)).channel(room, { config: { private: true } });
   const refused = await subscribe(grace);
   assert.equal(refused.status, 'CHANNEL_ERROR');
@@ -316,4 +322,79 @@ test('presence is shared across proxies; a proxy that dies leaves presence withi
   } finally {
     other.stop();
   }
+});
+
+/** A raw vsn 2.0.0 socket: its frames (arrays) land in `inbox`. */
+async function rawSocket() {
+  const ws = new WebSocket(`${env.url.replace('http', 'ws')}/realtime/v1/websocket?apikey=${env.anonKey}&vsn=2.0.0`);
+  const inbox = [];
+  ws.onmessage = (e) => { if (typeof e.data === 'string') inbox.push(JSON.parse(e.data)); };
+  await new Promise((resolve) => { ws.onopen = resolve; });
+  return { ws, inbox };
+}
+
+test('a new access_token checks a private channel\'s policies again: one they refuse closes it, as Supabase does', async () => {
+  const token = (sub, exp = Math.floor(Date.now() / 1000) + 3600) => sign({ role: 'authenticated', sub, exp });
+  const { ws, inbox } = await rawSocket();
+  const join = (topic, ref) => ws.send(JSON.stringify([ref, ref, `realtime:${topic}`, 'phx_join',
+    { config: { private: true }, access_token: token(ADA) }]));
+  // Three channels of Ada's (sub-topics of one room name are one topic each).
+  const [kept, moved, stale] = [room, `${room}-2`, `${room}-3`];
+  sql(`insert into public.rt_members values ('${moved}', '${ADA}'), ('${stale}', '${ADA}')`);
+  join(kept, '1');
+  join(moved, '2');
+  join(stale, '3');
+  const replied = (ref) => inbox.find((m) => m[3] === 'phx_reply' && m[1] === ref);
+  assert.ok(await eventually(() => ['1', '2', '3'].every(replied)), JSON.stringify(inbox));
+  assert.ok(['1', '2', '3'].every((r) => replied(r)[4].status === 'ok'), JSON.stringify(inbox));
+  // Grace's token on Ada's channel: her policies refuse the topic.
+  ws.send(JSON.stringify(['2', '4', `realtime:${moved}`, 'access_token', { access_token: token(GRACE) }]));
+  // An expired token: closed with Supabase's words.
+  ws.send(JSON.stringify(['3', '5', `realtime:${stale}`, 'access_token',
+    { access_token: token(ADA, Math.floor(Date.now() / 1000) - 30) }]));
+  // A fresh token of Ada's keeps hers.
+  ws.send(JSON.stringify(['1', '6', `realtime:${kept}`, 'access_token', { access_token: token(ADA) }]));
+  const closed = (topic) => inbox.some((m) => m[3] === 'phx_close' && m[2] === `realtime:${topic}`);
+  assert.ok(await eventually(() => closed(moved) && closed(stale)), JSON.stringify(inbox));
+  const system = (topic) => inbox.find((m) => m[3] === 'system' && m[2] === `realtime:${topic}`)?.[4];
+  assert.deepEqual(system(moved), { status: 'error', extension: 'system', channel: moved,
+    message: `You do not have permissions to read from this Channel topic: ${moved}` });
+  assert.equal(system(stale).extension, 'system');
+  assert.match(system(stale).message, /^Token has expired (29|30|31|32) seconds ago$/);
+  sql(`select realtime.send('{"after": "refresh"}', 'note', '${kept}', true);
+       select realtime.send('{"after": "refresh"}', 'note', '${moved}', true);`);
+  assert.ok(await eventually(() => inbox.some((m) => m[3] === 'broadcast' && m[2] === `realtime:${kept}`)));
+  await new Promise((r) => setTimeout(r, 300));
+  assert.ok(!closed(kept), 'the renewed channel stays');
+  assert.ok(!inbox.some((m) => m[3] === 'broadcast' && m[2] === `realtime:${moved}`), 'nothing reaches the closed one');
+
+  // Removed from the room while joined: Ada's next token no longer admits her.
+  sql(`delete from public.rt_members where room = '${kept}' and user_id = '${ADA}'`);
+  try {
+    ws.send(JSON.stringify(['1', '7', `realtime:${kept}`, 'access_token', { access_token: token(ADA) }]));
+    assert.ok(await eventually(() => closed(kept)), JSON.stringify(inbox));
+    assert.equal(system(kept).message, `You do not have permissions to read from this Channel topic: ${kept}`);
+  } finally {
+    sql(`insert into public.rt_members values ('${kept}', '${ADA}');
+         delete from public.rt_members where room in ('${moved}', '${stale}');`);
+    ws.close();
+  }
+});
+
+test('replay: binary broadcasts are stored and replayed like JSON ones (vsn 2.0.0)', async () => {
+  const since = Date.now() - 1000;
+  sql(`select realtime.send('{"seq": 1}', 'mixed', '${room}', true);
+       select realtime.send_binary('\\x00ff10', 'mixed', '${room}', true);
+       select realtime.send('{"seq": 3}', 'mixed', '${room}', true);`);
+  const got = [];
+  const ch = client(user(ADA)).channel(room, { config: { private: true, broadcast: { replay: { since, limit: 25 } } } });
+  ch.on('broadcast', { event: 'mixed' }, (m) => got.push(m));
+  assert.equal((await subscribe(ch)).status, 'SUBSCRIBED');
+  assert.ok(await eventually(() => got.length === 3), `got ${got.length}`);
+  assert.deepEqual(got[0].payload, { seq: 1 });
+  assert.deepEqual([...new Uint8Array(got[1].payload)], [0, 255, 16], 'the bytes, as a binary broadcast');
+  assert.equal(got[1].meta.replayed, true);
+  assert.match(got[1].meta.id, /^[0-9a-f-]{36}$/);
+  assert.deepEqual(got[2].payload, { seq: 3 });
+  assert.ok(got.every((m) => m.meta?.replayed === true));
 });

@@ -43,6 +43,10 @@ pub struct Binding {
     /// `None`: every table of the schema.
     table: Option<String>,
     filter: Option<Arc<Filter>>,
+    /// `select`: the columns `record` and `old_record` are trimmed to.
+    select: Option<Arc<[String]>>,
+    /// The binding as the join sent it, to check it again for a new role.
+    request: Value,
 }
 
 /// Who a channel's changes are checked for.
@@ -84,6 +88,11 @@ pub struct Channel {
     kill: CancellationToken,
     bindings: Vec<Binding>,
     viewer: Mutex<Viewer>,
+    /// Left (unsubscribed): nothing more is queued to it.
+    closed: std::sync::atomic::AtomicBool,
+    /// `Some(n)` while its socket's queue is too full to take changes: `n`
+    /// were dropped, and it is told so once the queue has room again.
+    lag: Mutex<Option<u64>>,
 }
 
 /// The channels of this proxy with `postgres_changes` bindings.
@@ -102,6 +111,8 @@ pub struct Requested {
     pub schema: String,
     pub table: Option<String>,
     pub filter: Option<String>,
+    /// realtime-js's `select`: a column list.
+    pub select: Option<Vec<String>>,
 }
 
 impl Requested {
@@ -122,7 +133,19 @@ impl Requested {
         if filter.is_some() && (table.is_none() || schema == "*") {
             return Err("a filter needs a table".into());
         }
-        Ok(Requested { event, schema, table, filter })
+        let select = match v.get("select") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(list)) => Some(
+                list.iter()
+                    .map(|c| c.as_str().map(str::to_string).ok_or("`select` must be a list of column names"))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            Some(_) => return Err("`select` must be a list of column names".into()),
+        };
+        if select.is_some() && (table.is_none() || schema == "*") {
+            return Err("a column list (`select`) needs a table".into());
+        }
+        Ok(Requested { event, schema, table, filter, select })
     }
 
     /// The join reply's entry, echoing what the client sent (realtime-js
@@ -134,6 +157,9 @@ impl Requested {
         }
         if let Some(f) = &self.filter {
             r["filter"] = Value::String(f.clone());
+        }
+        if let Some(s) = &self.select {
+            r["select"] = json!(s);
         }
         r
     }
@@ -171,12 +197,20 @@ impl Registry {
                 }
             }
         };
+        if let (Some(select), Some(columns)) = (&r.select, columns) {
+            if let Some(unknown) = select.iter().find(|c| !columns.contains_key(*c)) {
+                return Err(format!("column `{unknown}` of `select` does not exist"));
+            }
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) % 100_000_000 + 1;
         Ok(Binding {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed) % 100_000_000 + 1,
+            id,
             events: events(&r.event).unwrap_or(0),
             schema: (r.schema != "*").then(|| r.schema.clone()),
             table: r.table.clone(),
             filter,
+            select: r.select.as_ref().map(|s| s.clone().into()),
+            request: r.reply(id),
         })
     }
 
@@ -202,19 +236,46 @@ impl Registry {
             kill,
             bindings,
             viewer: Mutex::new(Viewer::of(caller, expires)),
+            closed: false.into(),
+            lag: Mutex::new(None),
         };
         self.lock().insert((socket, key.to_string()), Arc::new(channel));
     }
 
     pub fn unsubscribe(&self, socket: SocketId, key: &str) {
-        self.lock().remove(&(socket, key.to_string()));
+        if let Some(c) = self.lock().remove(&(socket, key.to_string())) {
+            c.closed.store(true, Ordering::Release);
+        }
     }
 
-    /// A new token for the channel: its changes are checked as its caller.
-    pub fn set_caller(&self, socket: SocketId, key: &str, caller: &Caller, expires: Option<Instant>) {
-        if let Some(c) = self.lock().get(&(socket, key.to_string())) {
-            *c.viewer.lock().unwrap_or_else(|e| e.into_inner()) = Viewer::of(caller, expires);
+    /// A new token for the channel: its changes are checked as its caller
+    /// from now on (a batch being checked for the previous caller is not
+    /// delivered to it unless the claims are the same). False if the
+    /// channel has no bindings.
+    pub fn set_caller(&self, socket: SocketId, key: &str, caller: &Caller, expires: Option<Instant>) -> bool {
+        match self.lock().get(&(socket, key.to_string())) {
+            Some(c) => {
+                *c.viewer.lock().unwrap_or_else(|e| e.into_inner()) = Viewer::of(caller, expires);
+                true
+            }
+            None => false,
         }
+    }
+
+    /// The channel's bindings as its join sent them.
+    pub fn requested(&self, socket: SocketId, key: &str) -> Vec<Value> {
+        let channels = self.lock();
+        let Some(c) = channels.get(&(socket, key.to_string())) else { return vec![] };
+        c.bindings
+            .iter()
+            .map(|b| {
+                let mut r = b.request.clone();
+                if let Some(o) = r.as_object_mut() {
+                    o.remove("id");
+                }
+                r
+            })
+            .collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(SocketId, String), Arc<Channel>>> {
@@ -401,8 +462,9 @@ fn write_record(out: &mut String, rel: &Relation, tuple: &[Cell], fallback: Opti
 }
 
 impl Change {
-    /// The payload's `data`, as Supabase Realtime sends it.
-    fn data(&self, rls: bool) -> String {
+    /// The payload's `data`, as Supabase Realtime sends it; `select`: the
+    /// columns `record` and `old_record` keep (a binding's column list).
+    fn data(&self, rls: bool, select: Option<&[String]>) -> String {
         let rel = &self.relation;
         let mut out = String::with_capacity(256);
         out.push_str("{\"schema\":");
@@ -419,17 +481,23 @@ impl Change {
         });
         out.push_str("\",\"columns\":");
         out.push_str(&rel.columns_json);
+        let selected: Option<Vec<usize>> = select
+            .map(|names| (0..rel.columns.len()).filter(|i| names.iter().any(|n| *n == rel.columns[*i].name)).collect());
         if let Some(new) = &self.new {
             out.push_str(",\"record\":");
-            write_record(&mut out, rel, new, self.old.as_deref(), None);
+            write_record(&mut out, rel, new, self.old.as_deref(), selected.as_deref());
         }
         if self.event != INSERT {
             out.push_str(",\"old_record\":");
             match &self.old {
                 // A delete's row cannot be checked against policies: with
                 // RLS on only its key is sent, as Supabase does.
-                Some(old) if self.event == DELETE && rls => write_record(&mut out, rel, old, None, Some(&rel.pk)),
-                Some(old) => write_record(&mut out, rel, old, None, None),
+                Some(old) if self.event == DELETE && rls => {
+                    let key: Vec<usize> =
+                        rel.pk.iter().copied().filter(|i| selected.as_ref().is_none_or(|s| s.contains(i))).collect();
+                    write_record(&mut out, rel, old, None, Some(&key))
+                }
+                Some(old) => write_record(&mut out, rel, old, None, selected.as_deref()),
                 None => out.push_str("{}"),
             }
         }
@@ -473,21 +541,77 @@ impl Change {
     }
 }
 
+/// What a channel gets of one change: the ids of its bindings that want
+/// it, and their column list (bindings with different lists get a frame each).
+type Wanted = (usize, Select, Arc<[u32]>);
+/// A binding's column list (`None`: every column).
+type Select = Option<Arc<[String]>>;
+
 /// One channel's part in a batch: the changes it gets, with its binding ids.
 struct Recipient {
     channel: Arc<Channel>,
     /// Index into the batch's groups; `None`: sees every row (service_role).
     group: Option<usize>,
-    /// (change index, ids), in commit order.
-    wants: Vec<(usize, Arc<[u32]>)>,
+    /// In commit order.
+    wants: Vec<Wanted>,
+}
+
+/// The TOAST-ed values an UPDATE did not change are not in the WAL (pgoutput
+/// sends `u`) unless the old row is (`REPLICA IDENTITY FULL`): they are read
+/// from the table by primary key, one call per table of the batch that has
+/// such updates, and put in the change. A row deleted since keeps them
+/// missing (left out of `record`, as before).
+async fn fill_unchanged(state: &AppState, batch: &mut [Change]) {
+    let missing = |c: &Change, i: usize| {
+        matches!(c.new.as_deref().and_then(|n| n.get(i)), Some(Cell::Unchanged))
+            && !matches!(c.old.as_deref().and_then(|o| o.get(i)), Some(Cell::Text(_) | Cell::Null))
+    };
+    let mut tables: Vec<Arc<Relation>> = vec![];
+    for c in batch.iter() {
+        if c.event == UPDATE
+            && (0..c.relation.columns.len()).any(|i| missing(c, i))
+            && !tables.iter().any(|r| Arc::ptr_eq(r, &c.relation))
+        {
+            tables.push(c.relation.clone());
+        }
+    }
+    for rel in tables {
+        let at: Vec<usize> = (0..batch.len())
+            .filter(|j| Arc::ptr_eq(&batch[*j].relation, &rel) && batch[*j].event == UPDATE)
+            .filter(|j| (0..rel.columns.len()).any(|i| missing(&batch[*j], i)))
+            .collect();
+        let columns: Vec<usize> =
+            (0..rel.columns.len()).filter(|i| at.iter().any(|j| missing(&batch[*j], *i))).collect();
+        let names: Vec<&str> = columns.iter().map(|i| rel.columns[*i].name.as_str()).collect();
+        let (keyed, keys): (Vec<usize>, Vec<Value>) = at.iter().filter_map(|j| Some((*j, batch[*j].key()?))).unzip();
+        let sql = "SELECT idx, vals FROM fluxbase.realtime_unchanged($1::oid, $2::jsonb, $3::text[])";
+        let rows = match super::query(state, sql, &[&rel.id, &Value::Array(keys), &names]).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, relation = rel.id, "unchanged TOAST-ed values not read: left out");
+                continue;
+            }
+        };
+        for row in rows {
+            let (idx, vals): (i32, Vec<Option<String>>) = (row.get(0), row.get(1));
+            let Some(&j) = keyed.get(idx as usize - 1) else { continue };
+            let Some(new) = batch[j].new.as_mut() else { continue };
+            for (i, v) in columns.iter().zip(vals) {
+                if matches!(new.get(*i), Some(Cell::Unchanged)) {
+                    new[*i] = v.map_or(Cell::Null, Cell::Text);
+                }
+            }
+        }
+    }
 }
 
 /// Delivers a batch of changes, in order, to the channels that may see them.
-pub async fn dispatch(state: &AppState, registry: &Registry, batch: Vec<Change>) {
+pub async fn dispatch(state: &AppState, registry: &Registry, mut batch: Vec<Change>) {
     let channels: Vec<Arc<Channel>> = registry.lock().values().cloned().collect();
     if channels.is_empty() || batch.is_empty() {
         return;
     }
+    fill_unchanged(state, &mut batch).await;
     let now = Instant::now();
     // The batch's tables, and each change's table among them.
     let mut relations: Vec<Arc<Relation>> = vec![];
@@ -530,21 +654,22 @@ pub async fn dispatch(state: &AppState, registry: &Registry, batch: Vec<Change>)
         if on_table.iter().all(Vec::is_empty) {
             continue;
         }
-        let mut wants = vec![];
+        let mut wants: Vec<Wanted> = vec![];
         for (i, change) in batch.iter().enumerate() {
-            let mut ids: Vec<u32> = vec![];
+            let mut by_select: Vec<(Select, Vec<u32>)> = vec![];
             for b in &on_table[table_of[i]] {
                 if b.events & change.event != 0
                     && b.filter.as_ref().is_none_or(|f| {
                         *verdicts.entry((i, Arc::as_ptr(f) as usize)).or_insert_with(|| change.passes(f))
                     })
                 {
-                    ids.push(b.id);
+                    match by_select.iter_mut().find(|(s, _)| *s == b.select) {
+                        Some((_, ids)) => ids.push(b.id),
+                        None => by_select.push((b.select.clone(), vec![b.id])),
+                    }
                 }
             }
-            if !ids.is_empty() {
-                wants.push((i, ids.into()));
-            }
+            wants.extend(by_select.into_iter().map(|(select, ids)| (i, select, ids.into())));
         }
         if wants.is_empty() {
             continue;
@@ -569,7 +694,7 @@ pub async fn dispatch(state: &AppState, registry: &Registry, batch: Vec<Change>)
         // The groups with a channel that wants a change of this table.
         let mut asking: Vec<usize> = recipients
             .iter()
-            .filter(|r| r.wants.iter().any(|(i, _)| table_of[*i] == t))
+            .filter(|r| r.wants.iter().any(|(i, _, _)| table_of[*i] == t))
             .filter_map(|r| r.group)
             .collect();
         asking.sort_unstable();
@@ -601,37 +726,100 @@ pub async fn dispatch(state: &AppState, registry: &Registry, batch: Vec<Change>)
             Err(e) => tracing::warn!(error = %e, relation = rel.id, "postgres changes not checked: not delivered"),
         }
     }
-    // 3. payloads, once a change, queued in commit order.
-    let mut data: Vec<Option<Arc<str>>> = vec![None; batch.len()];
+    // The checks took time: a channel that left, whose token expired, or
+    // whose new token is another caller's meanwhile gets none of the batch.
+    let now = Instant::now();
+    recipients.retain(|r| {
+        let v = r.channel.viewer.lock().unwrap_or_else(|e| e.into_inner());
+        !r.channel.closed.load(Ordering::Acquire)
+            && v.expires.is_none_or(|at| at > now)
+            && match r.group {
+                None => v.bypass,
+                Some(g) => !v.bypass && v.group == groups[g].0,
+            }
+    });
+    // 3. payloads, once a change (and column list), queued in commit order.
+    let mut data: HashMap<(usize, usize), Arc<str>> = HashMap::new();
     let mut next = vec![0usize; recipients.len()];
     for (i, change) in batch.iter().enumerate() {
         // Unchecked (the check failed): delivered to service_role only.
         let checked = rls[table_of[i]];
         for (r, at) in recipients.iter().zip(next.iter_mut()) {
-            let Some((j, ids)) = r.wants.get(*at) else { continue };
-            if *j != i {
-                continue;
-            }
-            *at += 1;
-            let may = match (r.group, checked) {
-                (None, _) => true,
-                (Some(_), None) => false,
-                (Some(_), Some(_)) if change.event == DELETE => true,
-                (Some(g), Some(_)) => visible[g][i],
-            };
-            if may {
-                let data = data[i].get_or_insert_with(|| change.data(checked.unwrap_or(true)).into()).clone();
-                send(&r.channel, ids.clone(), data);
+            while let Some((j, select, ids)) = r.wants.get(*at) {
+                if *j != i {
+                    break;
+                }
+                *at += 1;
+                let may = match (r.group, checked) {
+                    (None, _) => true,
+                    (Some(_), None) => false,
+                    (Some(_), Some(_)) if change.event == DELETE => true,
+                    (Some(g), Some(_)) => visible[g][i],
+                };
+                if may {
+                    let slot = select.as_ref().map_or(0, |s| Arc::as_ptr(s) as *const u8 as usize);
+                    let data = data
+                        .entry((i, slot))
+                        .or_insert_with(|| change.data(checked.unwrap_or(true), select.as_deref()).into())
+                        .clone();
+                    send(state, &r.channel, ids.clone(), data);
+                }
             }
         }
     }
 }
 
-/// Queues a change to a channel; a full queue closes its socket.
-fn send(channel: &Channel, ids: Arc<[u32]>, data: Arc<str>) {
+/// A socket whose queue stays this full for this long is closed
+/// (`SlowConsumer`) after all.
+const LAG_GIVE_UP: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Queues a change to a channel. A full queue does not close the socket:
+/// the channel's changes are dropped (and counted) until the queue has room
+/// for half its size again; then a `system` message tells the channel how
+/// many it missed, and changes follow again. Memory stays the queue's.
+fn send(state: &AppState, channel: &Arc<Channel>, ids: Arc<[u32]>, data: Arc<str>) {
+    let mut lag = channel.lag.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(dropped) = lag.as_mut() {
+        *dropped += 1;
+        return state.metrics.realtime_changes_dropped(1);
+    }
     let out = Outgoing::Change { join_ref: channel.join_ref.clone(), topic: channel.topic.clone(), ids, data };
-    if channel.tx.try_send(out).is_err() {
-        channel.kill.cancel();
+    if let Err(mpsc::error::TrySendError::Full(_)) = channel.tx.try_send(out) {
+        *lag = Some(1);
+        drop(lag);
+        state.metrics.realtime_changes_dropped(1);
+        tokio::spawn(catch_up(channel.clone()));
+    }
+}
+
+/// Waits until a lagging channel's queue has room, then tells it what it
+/// missed (in Supabase's `system` shape) and lets changes through again.
+async fn catch_up(channel: Arc<Channel>) {
+    let started = Instant::now();
+    let room = channel.tx.max_capacity() / 2;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        if channel.tx.is_closed() || channel.closed.load(Ordering::Acquire) {
+            return;
+        }
+        if started.elapsed() > LAG_GIVE_UP {
+            return channel.kill.cancel();
+        }
+        if channel.tx.capacity() < room {
+            continue;
+        }
+        let mut lag = channel.lag.lock().unwrap_or_else(|e| e.into_inner());
+        let dropped = lag.take().unwrap_or(0);
+        let name = channel.topic.strip_prefix("realtime:").unwrap_or(&channel.topic);
+        let system = json!({ "extension": "postgres_changes", "status": "error", "channel": name,
+            "message": format!("PostgresChangesLagging: {dropped} changes were not delivered: the client did not \
+                                read its messages fast enough (refetch what you show)") });
+        let frame =
+            super::protocol::encode(channel.vsn, channel.join_ref.as_deref(), None, &channel.topic, "system", &system);
+        if channel.tx.try_send(Outgoing::Text(frame)).is_err() {
+            channel.kill.cancel();
+        }
+        return;
     }
 }
 

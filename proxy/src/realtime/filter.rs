@@ -4,8 +4,11 @@
 //! double-quoted with `\` escapes, lists are `in.(a,"b,c")`. Operators: eq,
 //! neq, lt, lte, gt, gte, in, is, isdistinct, like, ilike, match, imatch.
 //! Parsed once at join and checked against the table's columns; evaluated
-//! on a change's text values (numbers and booleans by value, other types by
-//! their text as Postgres prints them). Pure: no socket, no SQL.
+//! on a change's text values, compared by the column's type: numbers
+//! (integers exactly, others as f64), booleans, timestamps with and without
+//! time zone and dates (as instants: `2024-05-01T12:00:00Z` equals
+//! `2024-05-01 14:00:00+02`), UUIDs (any case); other types by their text as
+//! Postgres prints them. Pure: no socket, no SQL.
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -30,6 +33,13 @@ enum Op {
 pub enum Kind {
     Number,
     Bool,
+    /// timestamptz: an instant.
+    TimestampTz,
+    /// timestamp: a wall-clock time (an offset in the value is ignored, as
+    /// Postgres does).
+    Timestamp,
+    Date,
+    Uuid,
     Text,
 }
 
@@ -38,9 +48,83 @@ impl Kind {
         match typname {
             "int2" | "int4" | "int8" | "float4" | "float8" | "numeric" | "oid" => Kind::Number,
             "bool" => Kind::Bool,
+            "timestamptz" => Kind::TimestampTz,
+            "timestamp" => Kind::Timestamp,
+            "date" => Kind::Date,
+            "uuid" => Kind::Uuid,
             _ => Kind::Text,
         }
     }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Number => "a number",
+            Kind::Bool => "a boolean",
+            Kind::TimestampTz | Kind::Timestamp => "a timestamp",
+            Kind::Date => "a date",
+            Kind::Uuid => "a UUID",
+            Kind::Text => "text",
+        }
+    }
+}
+
+/// Days since 1970-01-01 of a civil date (Howard Hinnant's days_from_civil).
+fn days(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// `YYYY-MM-DD[( |T)HH:MM[:SS[.ffffff]]][Z|±HH[:MM]]`, as Postgres prints
+/// (ISO DateStyle) and as clients write: µs since the epoch, the offset
+/// applied when `zoned`.
+fn timestamp_micros(v: &str, zoned: bool) -> Option<i128> {
+    let v = v.trim();
+    let num =
+        |s: &str| -> Option<i64> { (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok())? };
+    let (date, rest) = match v.find(['T', 't', ' ']) {
+        Some(i) => (&v[..i], v[i + 1..].trim_start()),
+        None => (v, ""),
+    };
+    let mut parts = date.splitn(3, '-');
+    let (y, m, d) = (num(parts.next()?)?, num(parts.next()?)?, num(parts.next()?)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let mut micros = i128::from(days(y, m, d)) * 86_400_000_000;
+    if rest.is_empty() {
+        return Some(micros);
+    }
+    let split = rest.find(['Z', 'z', '+', '-']).unwrap_or(rest.len());
+    let (clock, zone) = (rest[..split].trim_end(), &rest[split..]);
+    let mut hms = clock.splitn(3, ':');
+    let (h, mi) = (num(hms.next()?)?, num(hms.next()?)?);
+    let (sec, frac) = match hms.next() {
+        Some(s) => match s.split_once('.') {
+            Some((s, f)) => (num(s)?, f),
+            None => (num(s)?, ""),
+        },
+        None => (0, ""),
+    };
+    if h > 24 || mi > 59 || sec > 60 || (!frac.is_empty() && num(frac).is_none()) {
+        return None;
+    }
+    let frac_micros: i64 = format!("{:0<6}", &frac[..frac.len().min(6)]).parse().ok()?;
+    micros += i128::from((h * 3600 + mi * 60 + sec) * 1_000_000 + frac_micros);
+    if zoned && !zone.is_empty() && !zone.eq_ignore_ascii_case("z") {
+        let sign: i128 = if zone.starts_with('-') { -1 } else { 1 };
+        let z = &zone[1..];
+        let (zh, zm) = match z.split_once(':') {
+            Some((h, m)) => (num(h)?, num(m)?),
+            None if z.len() == 4 => (num(&z[..2])?, num(&z[2..])?),
+            None => (num(z)?, 0),
+        };
+        micros -= sign * i128::from((zh * 60 + zm) * 60_000_000);
+    }
+    Some(micros)
 }
 
 #[derive(Debug, Clone)]
@@ -172,12 +256,9 @@ impl Filter {
                 None => Kind::Text,
             };
             let check = |v: &str| -> Result<(), String> {
-                match kind {
-                    Kind::Number if v.trim().parse::<f64>().is_err() => {
-                        Err(format!("`{v}` is not a number (column `{column}`)"))
-                    }
-                    Kind::Bool if parse_bool(v).is_none() => Err(format!("`{v}` is not a boolean (column `{column}`)")),
-                    _ => Ok(()),
+                match compare(v, v, kind) {
+                    None => Err(format!("`{v}` is not {} (column `{column}`)", kind.name())),
+                    Some(_) => Ok(()),
                 }
             };
             let operand = match op {
@@ -237,10 +318,17 @@ fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
+/// Two values of a column of `kind`; `None` if one is not of that type.
 fn compare(a: &str, b: &str, kind: Kind) -> Option<std::cmp::Ordering> {
     match kind {
-        Kind::Number => a.trim().parse::<f64>().ok()?.partial_cmp(&b.trim().parse::<f64>().ok()?),
+        Kind::Number => match (a.trim().parse::<i128>(), b.trim().parse::<i128>()) {
+            (Ok(x), Ok(y)) => Some(x.cmp(&y)),
+            _ => a.trim().parse::<f64>().ok()?.partial_cmp(&b.trim().parse::<f64>().ok()?),
+        },
         Kind::Bool => Some(parse_bool(a)?.cmp(&parse_bool(b)?)),
+        Kind::TimestampTz => Some(timestamp_micros(a, true)?.cmp(&timestamp_micros(b, true)?)),
+        Kind::Timestamp | Kind::Date => Some(timestamp_micros(a, false)?.cmp(&timestamp_micros(b, false)?)),
+        Kind::Uuid => Some(uuid::Uuid::parse_str(a.trim()).ok()?.cmp(&uuid::Uuid::parse_str(b.trim()).ok()?)),
         Kind::Text => Some(a.cmp(b)),
     }
 }
@@ -315,11 +403,32 @@ mod tests {
     }
 
     #[test]
+    fn typed_values_compare_by_their_type_not_their_text() {
+        let r = [
+            ("at", Some("2024-05-01 14:00:00.5+02"), Kind::TimestampTz),
+            ("local", Some("2024-05-01 09:30:00"), Kind::Timestamp),
+            ("day", Some("2024-05-01"), Kind::Date),
+            ("who", Some("8f4b2c1e-0000-4000-8000-00000000000a"), Kind::Uuid),
+            ("big", Some("9007199254740993"), Kind::Number),
+        ];
+        let yes = |f: &str| Filter::parse(f, None).unwrap().passes(row(&r));
+        assert!(yes("at=eq.2024-05-01T12:00:00.500Z"), "the same instant in another zone");
+        assert!(yes("at=gt.2024-05-01T11:59:59Z") && yes("at=lt.2024-05-01 13:00:00+00"));
+        assert!(!yes("at=gt.2024-05-01T12:00:01Z"), "as text '2024-05-01 14…' > '2024-05-01T12…'");
+        assert!(yes("local=lt.2024-05-01T10:00") && yes("local=gte.2024-05-01 09:30"));
+        assert!(yes("day=eq.2024-05-01") && yes("day=lt.2024-05-02") && yes("day=in.(2023-01-01,2024-05-01)"));
+        assert!(yes("who=eq.8F4B2C1E-0000-4000-8000-00000000000A"), "UUIDs in any case");
+        assert!(yes("big=gt.9007199254740992"), "integers beyond f64's 2^53 compare exactly");
+        assert!(yes("at=is.not_null") && !yes("at=is.null"));
+    }
+
+    #[test]
     fn malformed_filters_say_why() {
-        let cols: HashMap<String, String> = [("id", "int8"), ("title", "text"), ("done", "bool")]
-            .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
-            .collect();
+        let cols: HashMap<String, String> =
+            [("id", "int8"), ("title", "text"), ("done", "bool"), ("at", "timestamptz"), ("who", "uuid")]
+                .iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect();
         let err = |f: &str| Filter::parse(f, Some(&cols)).unwrap_err();
         assert!(err("id").contains("column=operator.value"));
         assert!(err("id=eq").contains("column=operator.value"));
@@ -327,6 +436,8 @@ mod tests {
         assert!(err("nope=eq.1").contains("column `nope` does not exist"));
         assert!(err("id=eq.abc").contains("not a number"));
         assert!(err("done=eq.maybe").contains("not a boolean"));
+        assert!(err("at=gt.yesterday").contains("not a timestamp"));
+        assert!(err("who=eq.ada").contains("not a UUID"));
         assert!(err("id=in.1,2").contains("needs a list"));
         assert!(err("title=eq.\"open").contains("unterminated quote"));
         assert!(err("title=is.maybe").contains("expected null"));

@@ -34,6 +34,8 @@ fn client_topic(key: &str) -> &str {
 pub enum Outgoing {
     /// A frame encoded for this socket already (replies).
     Text(String),
+    /// A binary frame encoded for this socket already (replayed binary broadcasts).
+    Binary(Vec<u8>),
     /// Close the socket with this code and reason.
     Close(u16, String),
     /// An event shared by every recipient of a fan-out.
@@ -52,6 +54,9 @@ pub enum EventKind {
     PresenceDiff(Value),
     PresenceState(Value),
 }
+
+/// Another proxy's presence entry: `(origin, socket, key, phx_ref, payload)`.
+pub type RemoteMeta = (Arc<str>, SocketId, String, String, Map<String, Value>);
 
 /// A socket's place in a topic.
 pub struct Member {
@@ -207,6 +212,15 @@ impl Hub {
         was_present
     }
 
+    /// A private channel's policies were checked again (a new
+    /// `access_token`): what the member may receive from now on.
+    pub fn set_reads(&self, topic: &str, socket: SocketId, broadcasts: bool, presence: bool) {
+        if let Some(m) = self.lock().get_mut(topic).and_then(|t| t.members.get_mut(&socket)) {
+            m.broadcasts = broadcasts;
+            m.presence = m.presence && presence;
+        }
+    }
+
     /// Whether this proxy has members in `topic` (and so its remote presence).
     pub fn has_topic(&self, topic: &str) -> bool {
         self.lock().contains_key(topic)
@@ -214,7 +228,7 @@ impl Hub {
 
     /// Other proxies' presence in `topic`, loaded before this proxy's first
     /// member joins it: `(origin, socket, key, phx_ref, payload)`.
-    pub fn load_remote(&self, topic: &str, entries: Vec<(Arc<str>, SocketId, String, String, Map<String, Value>)>) {
+    pub fn load_remote(&self, topic: &str, entries: Vec<RemoteMeta>) {
         let mut topics = self.lock();
         let t = topics.entry(topic.to_string()).or_default();
         for (origin, socket, key, phx_ref, payload) in entries {
@@ -363,7 +377,7 @@ mod tests {
         let mut names = vec![];
         while let Ok(o) = rx.try_recv() {
             names.push(match o {
-                Outgoing::Text(_) => "reply".into(),
+                Outgoing::Text(_) | Outgoing::Binary(_) => "reply".into(),
                 Outgoing::Close(..) => "close".into(),
                 Outgoing::Change { .. } => "postgres_changes".into(),
                 Outgoing::Event { event, .. } => match &event.kind {

@@ -147,13 +147,15 @@ pub fn encode(
 
 /// A user broadcast to a vsn 2.0.0 client with a binary payload (kind 4):
 /// `kind, len(topic), len(event), len(meta), encoding`, the strings, the
-/// payload. `None` if a field does not fit its one-byte length.
-pub fn encode_binary_broadcast(topic: &str, event: &str, payload: &[u8]) -> Option<Vec<u8>> {
-    let (t, e) = (u8::try_from(topic.len()).ok()?, u8::try_from(event.len()).ok()?);
-    let mut out = Vec::with_capacity(5 + topic.len() + event.len() + payload.len());
-    out.extend_from_slice(&[KIND_USER_BROADCAST, t, e, 0, ENCODING_BINARY]);
+/// payload; `meta` (JSON, e.g. a replayed message's `{replayed, id}`) may be
+/// empty. `None` if a field does not fit its one-byte length.
+pub fn encode_binary_broadcast(topic: &str, event: &str, meta: &str, payload: &[u8]) -> Option<Vec<u8>> {
+    let (t, e, m) = (u8::try_from(topic.len()).ok()?, u8::try_from(event.len()).ok()?, u8::try_from(meta.len()).ok()?);
+    let mut out = Vec::with_capacity(5 + topic.len() + event.len() + meta.len() + payload.len());
+    out.extend_from_slice(&[KIND_USER_BROADCAST, t, e, m, ENCODING_BINARY]);
     out.extend_from_slice(topic.as_bytes());
     out.extend_from_slice(event.as_bytes());
+    out.extend_from_slice(meta.as_bytes());
     out.extend_from_slice(payload);
     Some(out)
 }
@@ -262,10 +264,10 @@ mod tests {
 
     #[test]
     fn binary_broadcasts_to_clients_are_kind_4() {
-        let out = encode_binary_broadcast("realtime:room", "bin", &[1, 2]).unwrap();
+        let out = encode_binary_broadcast("realtime:room", "bin", "", &[1, 2]).unwrap();
         assert_eq!(&out[..5], &[4, 13, 3, 0, 0]);
         assert_eq!(&out[5..18], b"realtime:room");
         assert_eq!(&out[18..], b"bin\x01\x02");
-        assert!(encode_binary_broadcast(&"t".repeat(256), "e", &[]).is_none());
+        assert!(encode_binary_broadcast(&"t".repeat(256), "e", "", &[]).is_none());
     }
 }

@@ -41,6 +41,12 @@ struct Joined {
     /// one, what its INSERT policies on `realtime.messages` allowed at join.
     may_send: bool,
     may_track: bool,
+    /// What its policies allowed (private channels), to tell a new token
+    /// that takes a read away.
+    access: Option<Access>,
+    /// The role of the channel's caller: a new token with another one has
+    /// its `postgres_changes` bindings checked again.
+    role: String,
     /// When the channel's token (the join's `access_token`, the latest one
     /// sent, or the socket's key) expires; the channel is closed then.
     expires: Option<Instant>,
@@ -53,8 +59,20 @@ fn expiry(caller: &Caller) -> Option<Instant> {
     Some(Instant::now() + Duration::from_secs_f64((exp - now).clamp(0.0, 1e9)))
 }
 
+/// How long ago an (unverified) token's `exp` passed, for Supabase's
+/// "Token has expired N seconds ago"; only read once verification said the
+/// token expired.
+fn expired_seconds_ago(token: &str) -> Option<u64> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let exp = serde_json::from_slice::<Value>(&bytes).ok()?.get("exp")?.as_f64()?;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs_f64();
+    Some((now - exp).max(0.0) as u64)
+}
+
 /// What a caller may do on a private channel (`fluxbase.realtime_authorize`).
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, Clone, Copy)]
 struct Access {
     broadcast_read: bool,
     presence_read: bool,
@@ -177,6 +195,7 @@ async fn write<K>(
                 return;
             }
             Some(Outgoing::Text(text)) => Frame::text(text),
+            Some(Outgoing::Binary(bytes)) => Frame::binary(bytes),
             Some(Outgoing::Change { join_ref, topic, ids, data }) => {
                 Frame::text(super::changes::encode(vsn, join_ref.as_deref(), &topic, &ids, &data))
             }
@@ -204,7 +223,7 @@ fn encode_event(vsn: Vsn, join_ref: Option<&str>, e: &Event) -> Option<Frame> {
         EventKind::Broadcast { event, body: Body::Binary(bytes) } => {
             // vsn 1.0.0 has no binary frames: such a socket cannot receive it.
             return match vsn {
-                Vsn::V2 => protocol::encode_binary_broadcast(&e.topic, event, bytes).map(Frame::binary),
+                Vsn::V2 => protocol::encode_binary_broadcast(&e.topic, event, "", bytes).map(Frame::binary),
                 Vsn::V1 => None,
             };
         }
@@ -302,7 +321,7 @@ impl Session {
         }
         match m.event.as_str() {
             "phx_leave" => self.leave(&m),
-            "access_token" => self.access_token(&m),
+            "access_token" => self.access_token(&m).await,
             "broadcast" => {
                 let event = m.payload.get("event").and_then(Value::as_str).map(str::to_string);
                 match event {
@@ -445,10 +464,24 @@ impl Session {
             let limit = replay.get("limit").and_then(Value::as_i64).unwrap_or(REPLAY_MAX).clamp(0, REPLAY_MAX);
             match self.replayed(sub_topic, since, limit).await {
                 Ok(rows) => {
-                    for (id, event, payload) in rows {
-                        let mut message = protocol::broadcast_payload(&event, &payload);
-                        message["meta"] = json!({ "replayed": true, "id": id });
-                        self.send(m.join_ref.as_deref(), None, &m.topic, "broadcast", &message);
+                    for (id, event, body) in rows {
+                        let meta = json!({ "replayed": true, "id": id });
+                        match body {
+                            Body::Json(payload) => {
+                                let mut message = protocol::broadcast_payload(&event, &payload);
+                                message["meta"] = meta;
+                                self.send(m.join_ref.as_deref(), None, &m.topic, "broadcast", &message);
+                            }
+                            // vsn 1.0.0 has no binary frames: skipped, as Supabase does.
+                            Body::Binary(bytes) if self.conn.vsn == Vsn::V2 => {
+                                let frame =
+                                    protocol::encode_binary_broadcast(&m.topic, &event, &meta.to_string(), &bytes);
+                                if let Some(frame) = frame {
+                                    self.queue(Outgoing::Binary(frame));
+                                }
+                            }
+                            Body::Binary(_) => {}
+                        }
                     }
                 }
                 Err(e) => tracing::warn!(error = %e, "replaying a private channel's messages failed"),
@@ -456,7 +489,19 @@ impl Session {
         }
         let ack = config["broadcast"]["ack"].as_bool() == Some(true);
         let (may_send, may_track) = access.as_ref().map_or((true, true), |a| (a.broadcast_write, a.presence_write));
-        let joined = Joined { key, private, join_ref: m.join_ref, ack, presence_key, may_send, may_track, expires };
+        let role = caller.role().to_string();
+        let joined = Joined {
+            key,
+            private,
+            join_ref: m.join_ref,
+            ack,
+            presence_key,
+            may_send,
+            may_track,
+            access,
+            role,
+            expires,
+        };
         self.channels.insert(m.topic, joined);
     }
 
@@ -512,11 +557,20 @@ impl Session {
     }
 
     /// Stored broadcasts of a private channel since `since` (ms since the
-    /// epoch), oldest first, at most `limit`.
-    async fn replayed(&self, sub_topic: &str, since: i64, limit: i64) -> Result<Vec<(String, String, Value)>, String> {
-        let sql = "SELECT id::text, event, payload FROM fluxbase.realtime_replay($1, $2, $3::int)";
+    /// epoch), oldest first, at most `limit`: JSON or binary payloads.
+    async fn replayed(&self, sub_topic: &str, since: i64, limit: i64) -> Result<Vec<(String, String, Body)>, String> {
+        let sql = "SELECT id::text, event, payload, binary_payload FROM fluxbase.realtime_replay($1, $2, $3::int)";
         let rows = query(&self.conn.state, sql, &[&sub_topic, &since, &(limit as i32)]).await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect())
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let body = match r.get::<_, Option<Vec<u8>>>(3) {
+                    Some(bytes) => Body::Binary(bytes.into()),
+                    None => Body::Json(r.get::<_, Option<Value>>(2).unwrap_or(Value::Null)),
+                };
+                (r.get(0), r.get(1), body)
+            })
+            .collect())
     }
 
     /// Leaves a hub topic; presence it had there leaves the other proxies too.
@@ -545,24 +599,86 @@ impl Session {
         self.send(join_ref.as_deref(), join_ref.as_deref(), &m.topic, "phx_close", &json!({}));
     }
 
-    /// A new token for the channel: it expires the channel at its own
-    /// `exp`; one that does not verify closes it with a `system` message,
-    /// as Supabase does.
-    fn access_token(&mut self, m: &Message) {
+    /// A new token for the channel, as Supabase Realtime takes it: one that
+    /// does not verify or has expired closes the channel with a `system`
+    /// message; on a private channel the policies are checked again as the
+    /// new caller, and a caller they no longer let read closes it too
+    /// (Supabase's reasons). `postgres_changes` bindings are checked again
+    /// when the role changed; their changes are checked as the new caller.
+    async fn access_token(&mut self, m: &Message) {
         let Some(token) = m.payload.get("access_token").and_then(Value::as_str) else {
             return self.refuse_m(m, "malformed", "MalformedMessage: access_token must be a string");
         };
-        match self.verify_token(token) {
-            Ok(caller) => {
-                if let Some(joined) = self.channels.get_mut(&m.topic) {
-                    joined.expires = expiry(&caller);
-                    self.conn.shared.changes.set_caller(self.id, &joined.key, &caller, joined.expires);
+        // An API key is no user token: Supabase ignores it here.
+        if token.starts_with("sb_") {
+            return;
+        }
+        let caller = match self.verify_token(token) {
+            Ok(caller) => caller,
+            Err(reason) => {
+                let (code, reason) = match expired_seconds_ago(token) {
+                    Some(ago) if reason.contains("JWT expired") => {
+                        ("token_expired", format!("Token has expired {ago} seconds ago"))
+                    }
+                    _ => ("token", reason),
+                };
+                self.conn.state.metrics.realtime_refused(code);
+                return self.close_channel(&m.topic, &reason);
+            }
+        };
+        let Some((private, previous, role)) =
+            self.channels.get(&m.topic).map(|j| (j.private, j.access, j.role.clone()))
+        else {
+            return;
+        };
+        let sub_topic = m.topic.strip_prefix("realtime:").unwrap_or(&m.topic).to_string();
+        let access = if private {
+            match self.authorize(&caller, &sub_topic).await {
+                Ok(a) if !a.broadcast_read && !a.presence_read => {
+                    self.conn.state.metrics.realtime_refused("unauthorized");
+                    let reason = format!("You do not have permissions to read from this Channel topic: {sub_topic}");
+                    return self.close_channel(&m.topic, &reason);
+                }
+                Ok(a)
+                    if previous.is_some_and(|p| {
+                        (p.broadcast_read && !a.broadcast_read) || (p.presence_read && !a.presence_read)
+                    }) =>
+                {
+                    self.conn.state.metrics.realtime_refused("unauthorized");
+                    let reason = format!("You no longer have permission to read from this Channel topic: {sub_topic}");
+                    return self.close_channel(&m.topic, &reason);
+                }
+                Ok(a) => Some(a),
+                Err(e) => {
+                    tracing::warn!(error = %e, "private channel authorisation failed");
+                    return self.close_channel(&m.topic, "Realtime was unable to connect to the project database");
                 }
             }
-            Err(reason) => {
-                self.conn.state.metrics.realtime_refused("token");
-                self.close_channel(&m.topic, &reason);
-            }
+        } else {
+            None
+        };
+        let shared = self.conn.shared.clone();
+        let Some(joined) = self.channels.get_mut(&m.topic) else { return };
+        joined.expires = expiry(&caller);
+        if let Some(a) = access {
+            joined.access = Some(a);
+            joined.may_send = a.broadcast_write;
+            joined.may_track = a.presence_write;
+            shared.hub.set_reads(&joined.key, self.id, a.broadcast_read, a.presence_read);
+        }
+        let (key, expires) = (joined.key.clone(), joined.expires);
+        joined.role = caller.role().to_string();
+        if !shared.changes.set_caller(self.id, &key, &caller, expires) || role == caller.role() {
+            return;
+        }
+        // Another role: its bindings must name tables it may SELECT.
+        let bindings = shared.changes.requested(self.id, &key);
+        if let Err(reason) = self.postgres_bindings(&caller, &Value::Array(bindings)).await {
+            shared.changes.unsubscribe(self.id, &key);
+            let join_ref = self.channels.get(&m.topic).and_then(|j| j.join_ref.clone());
+            let system = json!({ "extension": "postgres_changes", "status": "error", "message": reason,
+                "channel": sub_topic });
+            self.send(join_ref.as_deref(), None, &m.topic, "system", &system);
         }
     }
 
