@@ -290,6 +290,11 @@ test('limits: Upload-Length over the bucket\'s or the global limit, a MIME type 
   assert.equal(refusal(err).status, 415);
   assert.equal(refusal(err).body, 'mime type text/html is not supported');
   await upload(randomBytes(512), { bucket: LIMITED, name: `${ADA}/small.png`, contentType: 'image/png' });
+  // The finished bytes are sniffed too: an executable called a PNG is refused.
+  const elf = Buffer.concat([Buffer.from('7f454c4602010100000000000000000002003e00', 'hex'), Buffer.alloc(64)]);
+  err = await upload(elf, { bucket: LIMITED, name: `${ADA}/cat.png`, contentType: 'image/png' }).then(() => null, (e) => e);
+  assert.equal(refusal(err).status, 415);
+  assert.equal(refusal(err).body, 'mime type application/x-executable is not supported');
 
   // 50 MiB is the global limit: refused before a byte is sent.
   let res = await create(`${ADA}/huge.bin`, 50 * MB + 1);

@@ -614,9 +614,7 @@ impl Call<'_> {
             let (sniffed, body) = sniff::sniff(object.body)
                 .await
                 .map_err(|e| ApiError::from(StorageError::InvalidRequest(format!("reading the upload failed: {e}"))))?;
-            if let Some(sniffed) = sniffed.filter(|s| !rules::mime_allowed(allowed.as_deref(), s)) {
-                return Err(StorageError::InvalidMimeType(sniffed.to_string()).into());
-            }
+            sniff::check(allowed.as_deref(), sniffed)?;
             object.body = body;
         }
 

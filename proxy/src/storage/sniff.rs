@@ -8,6 +8,8 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{stream, StreamExt};
 
 use super::backend::ByteStream;
+use super::error::StorageError;
+use super::rules;
 use crate::http::BodyError;
 
 /// How much of a body is read before deciding (Office documents and
@@ -28,6 +30,23 @@ pub async fn sniff(mut body: ByteStream) -> Result<(Option<&'static str>, ByteSt
     let kind = infer::get(&head).map(|k| k.mime_type());
     let whole = stream::iter((!head.is_empty()).then_some(Ok(head))).chain(body).boxed();
     Ok((kind, whole))
+}
+
+/// The same for a file already on disk (a finished resumable upload).
+pub fn sniff_file(path: &std::path::Path) -> std::io::Result<Option<&'static str>> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(PEEK_BYTES);
+    std::fs::File::open(path)?.take(PEEK_BYTES as u64).read_to_end(&mut head)?;
+    Ok(infer::get(&head).map(|k| k.mime_type()))
+}
+
+/// Refuses bytes whose sniffed type a bucket's `allowed_mime_types` does
+/// not allow (`415`, naming that type).
+pub fn check(allowed: Option<&[String]>, sniffed: Option<&str>) -> Result<(), StorageError> {
+    match sniffed {
+        Some(sniffed) if !rules::mime_allowed(allowed, sniffed) => Err(StorageError::InvalidMimeType(sniffed.into())),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -638,14 +638,14 @@ impl Tus<'_, '_> {
             let (part, offset) = self.append(part, 0, info.length.min(limit), body).await?;
             headers.push(("upload-offset", offset.to_string()));
             if offset == info.length {
-                self.finish(&id, &info, authority, limit).await?;
+                self.finish(&id, &info, authority, limit, allowed.as_deref()).await?;
             }
             drop(part);
             offset
         } else {
             if length == 0 {
                 let part = self.staging.lock(&id.version).await?;
-                self.finish(&id, &info, authority, limit).await?;
+                self.finish(&id, &info, authority, limit, allowed.as_deref()).await?;
                 drop(part);
             }
             0
@@ -697,7 +697,7 @@ impl Tus<'_, '_> {
             return Err(INVALID_CONTENT_TYPE);
         }
         let authority = self.authorise(&id.bucket, &id.name, true).await?;
-        let (limit, _) = self.bucket_rules(&id.bucket).await?;
+        let (limit, allowed) = self.bucket_rules(&id.bucket).await?;
         let part = self.staging.lock(&id.version).await?;
         let info = self.staging.info(&id)?;
         if info.expired() {
@@ -715,7 +715,7 @@ impl Tus<'_, '_> {
         let (part, offset) = self.append(part, offset, most, body).await?;
         let mut headers = vec![("upload-offset", offset.to_string())];
         if offset == info.length {
-            self.finish(&id, &info, authority, limit).await?;
+            self.finish(&id, &info, authority, limit, allowed.as_deref()).await?;
             headers.push(("tus-complete", "1".into()));
         } else {
             headers.push(("upload-expires", info.expires_header()));
@@ -807,7 +807,25 @@ impl Tus<'_, '_> {
     /// the staged files go. If the commit is refused, the object file is
     /// removed and the upload stays staged, so the last PATCH can be tried
     /// again (until the upload expires).
-    async fn finish(&self, id: &UploadId, info: &Info, authority: Authority, limit: u64) -> Result<(), TusError> {
+    async fn finish(
+        &self,
+        id: &UploadId,
+        info: &Info,
+        authority: Authority,
+        limit: u64,
+        allowed: Option<&[String]>,
+    ) -> Result<(), TusError> {
+        // The bytes' own type against the bucket's MIME types, as a plain
+        // upload's are checked.
+        if allowed.is_some_and(|a| !a.is_empty()) {
+            let part = self.staging.part_path(&id.version);
+            let internal = |e: String| TusError::from(ApiError::from(StorageError::Internal(e)));
+            let sniffed = tokio::task::spawn_blocking(move || super::sniff::sniff_file(&part))
+                .await
+                .map_err(|e| internal(e.to_string()))?
+                .map_err(|e| internal(e.to_string()))?;
+            super::sniff::check(allowed, sniffed).map_err(|e| TusError::from(ApiError::from(e)))?;
+        }
         let version = id.version.to_string();
         let object_key = key(&id.bucket, &id.name, &version);
         let size =
