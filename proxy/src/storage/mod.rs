@@ -4,6 +4,7 @@
 //! (`fluxbase.authenticate`: role and claims), so RLS policies decide; the
 //! bytes live in a `Backend` under `<bucket>/<name>/<version>`.
 //! - `backend.rs`: the `Backend` trait and the local file system;
+//! - `s3.rs`: the S3 backend;
 //! - `rules.rs`: names, sizes, MIME patterns, ranges (pure);
 //! - `sign.rs`: signed URL tokens;
 //! - `error.rs`: storage-api's error catalogue;
@@ -18,6 +19,7 @@
 mod backend;
 mod error;
 mod rules;
+mod s3;
 mod sign;
 
 use bytes::Bytes;
@@ -48,8 +50,12 @@ pub struct StorageService {
 }
 
 impl StorageService {
-    pub fn new(config: &crate::config::Config) -> StorageService {
-        StorageService { backend: Arc::new(LocalFs::new(config.storage.root.clone())), sweeper: std::sync::Once::new() }
+    pub fn new(config: &crate::config::Config) -> Result<StorageService, String> {
+        let backend: Arc<dyn Backend> = match config.storage.backend {
+            crate::config::StorageBackend::Local => Arc::new(LocalFs::new(config.storage.root.clone())),
+            crate::config::StorageBackend::S3 => Arc::new(s3::S3Store::new(&config.storage)?),
+        };
+        Ok(StorageService { backend, sweeper: std::sync::Once::new() })
     }
 
     /// Removes what crashed uploads left behind, now and every hour (the
@@ -61,8 +67,8 @@ impl StorageService {
                 loop {
                     match backend.recover().await {
                         Ok(0) => {}
-                        Ok(n) => tracing::info!(removed = n, "storage: removed orphaned temporary files"),
-                        Err(e) => tracing::warn!(error = %e, "storage: sweeping temporary files failed"),
+                        Ok(n) => tracing::info!(removed = n, "storage: removed what crashed uploads left behind"),
+                        Err(e) => tracing::warn!(error = %e, "storage: sweeping crashed uploads failed"),
                     }
                     tokio::time::sleep(SWEEP_EVERY).await;
                 }
