@@ -109,18 +109,23 @@ impl S3Store {
         let mut buffer: Vec<u8> = Vec::new();
         let mut size: u64 = 0;
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| BackendError::Body(e.to_string()))?;
+            let mut chunk = chunk.map_err(|e| BackendError::Body(e.to_string()))?;
             size += chunk.len() as u64;
             if size > limit {
                 return Err(BackendError::TooLarge { limit });
             }
-            buffer.extend_from_slice(&chunk);
-            if buffer.len() >= part_size {
-                let upload = match open {
-                    Some(upload) => upload,
-                    None => open.insert(self.begin(path).await?),
-                };
-                upload.send(std::mem::replace(&mut buffer, Vec::with_capacity(part_size))).await?;
+            // Parts are cut at exactly `part_size`, so a buffer never grows
+            // past its capacity (a Vec would double).
+            while !chunk.is_empty() {
+                let take = (part_size - buffer.len()).min(chunk.len());
+                buffer.extend_from_slice(&chunk.split_to(take));
+                if buffer.len() == part_size {
+                    let upload = match open {
+                        Some(upload) => upload,
+                        None => open.insert(self.begin(path).await?),
+                    };
+                    upload.send(std::mem::replace(&mut buffer, Vec::with_capacity(part_size))).await?;
+                }
             }
         }
         match open {
@@ -450,9 +455,10 @@ pub(super) mod tests {
         assert_eq!(read_all(store.get("b/a b/ü.txt/v1".into(), Some((6, 10))).await.unwrap()).await, b"world");
         assert_eq!(stored(&bucket).await, (vec!["tenant-a/b/a b/ü.txt/v1".to_string()], vec![]));
 
-        // Large: three parts (8 + 8 + 4 MiB), streamed in 1 MiB chunks.
+        // Large: three parts (8 + 8 + 4 MiB), streamed in chunks that do
+        // not divide a part (3 MiB + 1).
         let big = pattern(20 << 20);
-        let size = store.put("b/big/v1".into(), stream(chunks_of(&big, 1 << 20)), 64 << 20).await.unwrap();
+        let size = store.put("b/big/v1".into(), stream(chunks_of(&big, (3 << 20) + 1)), 64 << 20).await.unwrap();
         assert_eq!(size, big.len() as u64);
         assert!(read_all(store.get("b/big/v1".into(), None).await.unwrap()).await == big, "the whole object");
         let (first, last) = ((8 << 20) - 5, (8 << 20) + 4);
