@@ -369,14 +369,15 @@ pub(super) mod tests {
                 .stderr(std::process::Stdio::null())
                 .spawn()
                 .expect("python3 -m moto.server (scripts/setup.sh installs moto)");
-            let endpoint = format!("http://127.0.0.1:{port}");
+            // Dropped (killed and reaped) if it never answers.
+            let server = MotoServer { child, endpoint: format!("http://127.0.0.1:{port}") };
             for _ in 0..200 {
                 if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    return MotoServer { child, endpoint };
+                    return server;
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
-            panic!("moto's S3 server did not start on {endpoint}");
+            panic!("moto's S3 server did not start on {}", server.endpoint);
         }
     }
 
