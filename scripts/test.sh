@@ -39,6 +39,12 @@ check_config_exit_codes() {
   status=$?
   [ "$status" -eq 64 ] || { echo "expected exit 64, got $status: $out"; return 1; }
   echo "$out" | grep -q 'jwt.secret' || { echo "message does not name jwt.secret: $out"; return 1; }
+  # The S3 backend without a bucket: refused, naming the key.
+  out="$(env -i PATH="$PATH" FLUXBASE_DATABASE_URL=postgres://authenticator@127.0.0.1/x \
+    FLUXBASE_JWT_SECRET=0123456789abcdef0123456789abcdef FLUXBASE_STORAGE_BACKEND=s3 "$FLUXBASE_BIN" check-config 2>&1)"
+  status=$?
+  [ "$status" -eq 64 ] || { echo "S3 without a bucket: expected exit 64, got $status: $out"; return 1; }
+  echo "$out" | grep -q 'storage.s3_bucket' || { echo "message does not name storage.s3_bucket: $out"; return 1; }
   env -i PATH="$PATH" FLUXBASE_DATABASE_URL=postgres://authenticator@127.0.0.1/x \
     FLUXBASE_JWT_SECRET=0123456789abcdef0123456789abcdef "$FLUXBASE_BIN" --check-config >/dev/null
 }
