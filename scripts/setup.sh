@@ -54,6 +54,14 @@ if [ ! -x "$NODE22" ] || [ ! -d "$FLUXBASE_ROOT/tests/e2e/node_modules/@supabase
   (cd "$FLUXBASE_ROOT/tests/e2e" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
+# A real S3-protocol server for the S3 backend's tests: moto's server mode
+# (pure Python, ~15 s to install; flask serves it).
+if ! python3 -c "import moto.server, flask, flask_cors" >/dev/null 2>&1; then
+  log "pip: moto's S3 server $MOTO_VERSION"
+  python3 -m pip install --quiet "moto[s3]==$MOTO_VERSION" flask flask-cors \
+    || python3 -m pip install --quiet --break-system-packages "moto[s3]==$MOTO_VERSION" flask flask-cors
+fi
+
 as_root mkdir -p "$FLUXBASE_VAR"
 as_root chown postgres "$FLUXBASE_VAR"
 as_root chmod 0777 "$FLUXBASE_VAR"

@@ -39,6 +39,12 @@ check_config_exit_codes() {
   status=$?
   [ "$status" -eq 64 ] || { echo "expected exit 64, got $status: $out"; return 1; }
   echo "$out" | grep -q 'jwt.secret' || { echo "message does not name jwt.secret: $out"; return 1; }
+  # The S3 backend without a bucket: refused, naming the key.
+  out="$(env -i PATH="$PATH" FLUXBASE_DATABASE_URL=postgres://authenticator@127.0.0.1/x \
+    FLUXBASE_JWT_SECRET=0123456789abcdef0123456789abcdef FLUXBASE_STORAGE_BACKEND=s3 "$FLUXBASE_BIN" check-config 2>&1)"
+  status=$?
+  [ "$status" -eq 64 ] || { echo "S3 without a bucket: expected exit 64, got $status: $out"; return 1; }
+  echo "$out" | grep -q 'storage.s3_bucket' || { echo "message does not name storage.s3_bucket: $out"; return 1; }
   env -i PATH="$PATH" FLUXBASE_DATABASE_URL=postgres://authenticator@127.0.0.1/x \
     FLUXBASE_JWT_SECRET=0123456789abcdef0123456789abcdef "$FLUXBASE_BIN" --check-config >/dev/null
 }
@@ -105,11 +111,19 @@ run_upgrade() { # run_upgrade MAJOR DIR PORT
 E2E_TESTS=("$FLUXBASE_ROOT"/tests/e2e/*.test.mjs "$FLUXBASE_ROOT"/tests/robustness/*.test.mjs)
 [ -n "${FLUXBASE_E2E_TESTS:-}" ] && read -ra E2E_TESTS <<<"$FLUXBASE_E2E_TESTS"
 
-run_e2e() { # run_e2e MAJOR DIR PORT PASSWORD
-  local major="$1" dir="$2" port="$3" password="$4" http_port secret
+# The storage tests run a second time on the S3 backend: every file named
+# storage*.test.mjs (FLUXBASE_E2E_S3_TESTS narrows them).
+E2E_S3_TESTS=("$FLUXBASE_ROOT"/tests/e2e/storage*.test.mjs)
+[ -n "${FLUXBASE_E2E_S3_TESTS:-}" ] && read -ra E2E_S3_TESTS <<<"$FLUXBASE_E2E_S3_TESTS"
+
+run_e2e() { # run_e2e MAJOR DIR PORT PASSWORD [local|s3]: storage on that backend (s3: the storage tests only)
+  local major="$1" dir="$2" port="$3" password="$4" backend="${5:-local}" http_port secret
+  local tests=("${E2E_TESTS[@]}")
   http_port="$(free_port)"
   secret="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-  cluster_psql "$major" "$dir" "$port" -d fluxbase_e2e < "$FLUXBASE_ROOT/tests/e2e/fixtures.sql" || return 1
+  if [ "$backend" = local ]; then
+    cluster_psql "$major" "$dir" "$port" -d fluxbase_e2e < "$FLUXBASE_ROOT/tests/e2e/fixtures.sql" || return 1
+  fi
   export FLUXBASE_DATABASE_URL="postgres://authenticator:$password@127.0.0.1:$port/fluxbase_e2e"
   export FLUXBASE_JWT_SECRET="$secret"
   export FLUXBASE_SERVER_LISTEN="127.0.0.1:$http_port"
@@ -118,6 +132,24 @@ run_e2e() { # run_e2e MAJOR DIR PORT PASSWORD
   # Storage's local backend keeps this run's objects here.
   export FLUXBASE_STORAGE_ROOT="$FLUXBASE_VAR/e2e-storage-$$"
   rm -rf "$FLUXBASE_STORAGE_ROOT"
+  # The S3 backend: a real S3-protocol server (moto's, scripts/setup.sh
+  # installs it) with one bucket; credentials come from the AWS variables.
+  local s3=""
+  if [ "$backend" = s3 ]; then
+    tests=("${E2E_S3_TESTS[@]}")
+    # The root still stages resumable uploads and caches renderings.
+    local s3_port
+    s3_port="$(free_port)"
+    python3 -m moto.server -H 127.0.0.1 -p "$s3_port" >/dev/null 2>"$FLUXBASE_VAR/e2e-s3-$$.log" &
+    s3=$!
+    for _ in $(seq 1 100); do
+      curl -fsS -X PUT "http://127.0.0.1:$s3_port/fluxbase-e2e" >/dev/null 2>&1 && break
+      sleep 0.1
+    done
+    export FLUXBASE_STORAGE_BACKEND=s3 FLUXBASE_STORAGE_S3_BUCKET=fluxbase-e2e \
+      FLUXBASE_STORAGE_S3_ENDPOINT="http://127.0.0.1:$s3_port" FLUXBASE_STORAGE_S3_FORCE_PATH_STYLE=true \
+      FLUXBASE_STORAGE_S3_PREFIX=e2e AWS_ACCESS_KEY_ID=fluxbase-e2e AWS_SECRET_ACCESS_KEY=fluxbase-e2e-secret
+  fi
   # Sessions are signed with a fresh ES256 key (published at /.well-known/jwks.json).
   FLUXBASE_JWT_SIGNING_JWKS_FILE="$FLUXBASE_VAR/e2e-signing-$$.json"
   rm -f "$FLUXBASE_JWT_SIGNING_JWKS_FILE"
@@ -177,7 +209,7 @@ authorize_url = \"$idp_url/auth\", token_url = \"$idp_url/token\", userinfo_url 
   FLUXBASE_MAILDIR="$maildir" FLUXBASE_BIN="$FLUXBASE_BIN" FLUXBASE_IDP_URL="$idp_url" \
   FLUXBASE_PSQL="bash -c 'source $FLUXBASE_ROOT/scripts/env.sh; as_pg $(pg_bin "$major")/psql -X -q -tA -v ON_ERROR_STOP=1 -h $dir -p $port -U postgres -d fluxbase_e2e'" \
   FLUXBASE_PG_RESTART="bash -c 'source $FLUXBASE_ROOT/scripts/env.sh; as_pg $(pg_bin "$major")/pg_ctl -D $dir -m fast -w restart -o \"-p $port\" >/dev/null'" \
-    "$NODE22" --test --test-reporter=spec "${E2E_TESTS[@]}" || status=1
+    "$NODE22" --test --test-reporter=spec "${tests[@]}" || status=1
   # Graceful shutdown must finish well inside the grace period.
   kill -TERM "$proxy"
   local waited=0
@@ -196,8 +228,15 @@ authorize_url = \"$idp_url/auth\", token_url = \"$idp_url/token\", userinfo_url 
   unset FLUXBASE_AUTH_SMTP_HOST FLUXBASE_AUTH_SMTP_PORT FLUXBASE_AUTH_SMTP_TLS FLUXBASE_AUTH_SITE_URL \
     FLUXBASE_AUTH_REDIRECT_URLS FLUXBASE_AUTH_EMAIL_INTERVAL_SECONDS FLUXBASE_AUTH_EMAIL_AUTOCONFIRM
   rm -f "$FLUXBASE_JWT_SIGNING_JWKS_FILE"
-  rm -rf "$FLUXBASE_STORAGE_ROOT"
+  rm -rf "${FLUXBASE_STORAGE_ROOT:-/nonexistent}"
   unset FLUXBASE_STORAGE_ROOT
+  if [ -n "$s3" ]; then
+    kill -TERM "$s3" 2>/dev/null
+    wait "$s3" 2>/dev/null
+    rm -f "$FLUXBASE_VAR/e2e-s3-$$.log"
+    unset FLUXBASE_STORAGE_BACKEND FLUXBASE_STORAGE_S3_BUCKET FLUXBASE_STORAGE_S3_ENDPOINT \
+      FLUXBASE_STORAGE_S3_FORCE_PATH_STYLE FLUXBASE_STORAGE_S3_PREFIX AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY
+  fi
   unset FLUXBASE_DATABASE_URL FLUXBASE_JWT_SECRET FLUXBASE_SERVER_LISTEN FLUXBASE_API_KEYS_ANON FLUXBASE_AUTH_MFA_ENCRYPTION_KEY \
     FLUXBASE_JWT_SIGNING_JWKS_FILE \
     FLUXBASE_AUTH_RATE_LIMIT_SIGNUPS_PER_IP FLUXBASE_AUTH_RATE_LIMIT_SIGNINS_PER_IP FLUXBASE_AUTH_RATE_LIMIT_REFRESH_PER_IP \
@@ -223,6 +262,8 @@ for major in $MAJORS; do
     step "pg$major: upgrade from earlier releases" run_upgrade "$major" "$dir" "$port"
     database_prepare "$major" "$dir" "$port" fluxbase_e2e "$password" >/dev/null
     step "pg$major: end-to-end (supabase-js)" run_e2e "$major" "$dir" "$port" "$password"
+    step "pg$major: end-to-end storage on the S3 backend (supabase-js, moto)" \
+      run_e2e "$major" "$dir" "$port" "$password" s3
     cluster_stop "$major" "$dir"
     as_root rm -rf "$dir"
   else

@@ -107,7 +107,7 @@ impl App {
     /// also how `check-config` judges a configuration.
     pub fn new(config: Config) -> Result<App, String> {
         let auth = AuthService::new(&config)?;
-        let storage = StorageService::new(&config);
+        let storage = StorageService::new(&config)?;
         let state = Arc::new(AppState::new(config, auth.verifying_keys()?)?);
         Ok(App { state, auth, realtime: RealtimeService::default(), storage })
     }

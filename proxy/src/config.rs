@@ -562,6 +562,33 @@ pub struct Storage {
     /// access keys in `fluxbase.storage_s3_keys`. Unset: S3 access keys are
     /// refused (session tokens still work).
     pub s3_encryption_key: Option<String>,
+    /// Where object bytes live: `local` (under `root`) or `s3` (the `s3_*` keys).
+    pub backend: StorageBackend,
+    /// The S3 bucket that holds every storage bucket's objects.
+    pub s3_bucket: String,
+    /// The S3 region (signs requests; with no endpoint it also picks AWS's host).
+    pub s3_region: String,
+    /// An S3-protocol server other than AWS (`http(s)://host[:port]`).
+    pub s3_endpoint: Option<String>,
+    /// Access key; unset: `AWS_ACCESS_KEY_ID` from the environment.
+    pub s3_access_key_id: Option<String>,
+    /// Secret key; unset: `AWS_SECRET_ACCESS_KEY` from the environment.
+    pub s3_secret_access_key: Option<String>,
+    /// Temporary credentials' token; unset: `AWS_SESSION_TOKEN`, if set.
+    pub s3_session_token: Option<String>,
+    /// `host/bucket/key` URLs instead of `bucket.host/key` (most self-hosted servers).
+    pub s3_force_path_style: bool,
+    /// Prepended to every key (`<prefix>/<bucket>/<name>/<version>`), so
+    /// one S3 bucket can serve several installations.
+    pub s3_prefix: String,
+}
+
+/// `storage.backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    Local,
+    S3,
 }
 
 impl Storage {
@@ -593,7 +620,59 @@ impl Default for Storage {
             transform_max_source_bytes: 25 << 20,
             transform_cache_bytes: 256 << 20,
             s3_encryption_key: None,
+            backend: StorageBackend::Local,
+            s3_bucket: String::new(),
+            s3_region: "us-east-1".into(),
+            s3_endpoint: None,
+            s3_access_key_id: None,
+            s3_secret_access_key: None,
+            s3_session_token: None,
+            s3_force_path_style: false,
+            s3_prefix: String::new(),
         }
+    }
+}
+
+impl Storage {
+    /// The AWS SDKs' variables stand in for unset S3 credentials.
+    fn take_aws_env(&mut self, env: &[(String, String)]) {
+        let var = |name: &str| env.iter().find(|(k, v)| k == name && !v.is_empty()).map(|(_, v)| v.clone());
+        if self.s3_access_key_id.is_none() && self.s3_secret_access_key.is_none() {
+            self.s3_access_key_id = var("AWS_ACCESS_KEY_ID");
+            self.s3_secret_access_key = var("AWS_SECRET_ACCESS_KEY");
+            if self.s3_session_token.is_none() {
+                self.s3_session_token = var("AWS_SESSION_TOKEN");
+            }
+        }
+    }
+
+    fn validate_s3(&self) -> Result<(), ConfigError> {
+        if self.s3_bucket.is_empty() {
+            return Err(invalid("storage.s3_bucket", "must be set when storage.backend is s3"));
+        }
+        if self.s3_region.is_empty() {
+            return Err(invalid("storage.s3_region", "must not be empty"));
+        }
+        if let Some(endpoint) = &self.s3_endpoint {
+            let url = url::Url::parse(endpoint).map_err(|e| invalid("storage.s3_endpoint", e.to_string()))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host().is_none() || url.path() != "/" {
+                return Err(invalid("storage.s3_endpoint", "must be http(s)://host[:port], with no path"));
+            }
+        }
+        match (&self.s3_access_key_id, &self.s3_secret_access_key) {
+            (Some(k), Some(s)) if !k.is_empty() && !s.is_empty() => {}
+            _ => {
+                return Err(invalid(
+                    "storage.s3_access_key_id",
+                    "storage.s3_access_key_id and storage.s3_secret_access_key (or AWS_ACCESS_KEY_ID and \
+                     AWS_SECRET_ACCESS_KEY) must both be set when storage.backend is s3",
+                ))
+            }
+        }
+        if self.s3_prefix.starts_with('/') || self.s3_prefix.split('/').any(|s| s == "..") {
+            return Err(invalid("storage.s3_prefix", "must not start with / nor contain .."));
+        }
+        Ok(())
     }
 }
 
@@ -609,9 +688,11 @@ impl Config {
             }
             None => toml::Table::new(),
         };
-        apply_env(&mut doc, env)?;
-        let config: Config =
+        let env: Vec<(String, String)> = env.collect();
+        apply_env(&mut doc, env.iter().cloned())?;
+        let mut config: Config =
             toml::Value::Table(doc).try_into().map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        config.storage.take_aws_env(&env);
         config.validate()?;
         Ok(config)
     }
@@ -658,6 +739,9 @@ impl Config {
         }
         if self.storage.root.as_os_str().is_empty() {
             return Err(invalid("storage.root", "must not be empty"));
+        }
+        if self.storage.backend == StorageBackend::S3 {
+            self.storage.validate_s3()?;
         }
         if self.server.header_limit_bytes < 8192 {
             return Err(invalid("server.header_limit_bytes", "must be at least 8192"));
@@ -850,5 +934,34 @@ mod tests {
         pairs.push(("FLUXBASE_STORAGE_S3_ENCRYPTION_KEY", "not-hex"));
         let err = Config::load(None, env(&pairs)).unwrap_err().to_string();
         assert!(err.contains("storage.s3_encryption_key"), "{err}");
+    }
+    #[test]
+    fn the_s3_backend_needs_a_bucket_and_keys() {
+        let s3 = |extra: &[(&'static str, &'static str)]| {
+            let mut pairs = BASE.to_vec();
+            pairs.push(("FLUXBASE_STORAGE_BACKEND", "s3"));
+            pairs.extend_from_slice(extra);
+            Config::load(None, env(&pairs))
+        };
+        let err = s3(&[]).unwrap_err().to_string();
+        assert!(err.contains("storage.s3_bucket"), "{err}");
+        let err = s3(&[("FLUXBASE_STORAGE_S3_BUCKET", "b")]).unwrap_err().to_string();
+        assert!(err.contains("storage.s3_access_key_id"), "{err}");
+        let keys = [("FLUXBASE_STORAGE_S3_BUCKET", "b"), ("AWS_ACCESS_KEY_ID", "ak"), ("AWS_SECRET_ACCESS_KEY", "sk")];
+        let c = s3(&keys).unwrap();
+        assert_eq!(c.storage.backend, StorageBackend::S3);
+        assert_eq!(c.storage.s3_access_key_id.as_deref(), Some("ak"));
+        assert_eq!(c.storage.s3_secret_access_key.as_deref(), Some("sk"));
+        let mut with = keys.to_vec();
+        with.push(("FLUXBASE_STORAGE_S3_ENDPOINT", "ftp://127.0.0.1:9000"));
+        let err = s3(&with).unwrap_err().to_string();
+        assert!(err.contains("storage.s3_endpoint"), "{err}");
+        with.pop();
+        with.push(("FLUXBASE_STORAGE_S3_PREFIX", "/abs"));
+        let err = s3(&with).unwrap_err().to_string();
+        assert!(err.contains("storage.s3_prefix"), "{err}");
+        with.pop();
+        with.push(("FLUXBASE_STORAGE_BACKEND", "gcs"));
+        assert!(s3(&with).is_err(), "an unknown backend is refused");
     }
 }

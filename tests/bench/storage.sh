@@ -21,6 +21,10 @@
 # (tests/bench/fixtures) to 500 px WebP, the rendering cache off
 # (every request decodes, resizes, encodes), transforms/s.
 # Proxy peak RSS (VmHWM) is printed at the end.
+# Then the S3 backend (STORAGE_S3=0 skips it): a proxy with backend = "s3"
+# against moto's S3 server on this machine, the same 1 MB and 100 MB
+# uploads and downloads, vs curl PUT/GET (SigV4-signed) of the same files
+# straight to that server, interleaved, REPS times.
 # Prints one line per measurement, RATIO lines last, and writes a CSV.
 COUNT_1MB="${COUNT_1MB:-20}"
 export FLUXBASE_BENCH_MAJOR="${FLUXBASE_BENCH_MAJOR:-18}"
@@ -32,7 +36,8 @@ export FLUXBASE_STORAGE_FILE_SIZE_LIMIT=$((200 * 1024 * 1024))
 export FLUXBASE_STORAGE_TRANSFORM_CACHE_BYTES=0
 export FLUXBASE_STORAGE_S3_ENCRYPTION_KEY="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 mkdir -p "$files" "$FLUXBASE_STORAGE_ROOT"
-trap 'kill $proxy 2>/dev/null || true; cluster_stop "$MAJOR" "$dir"; as_root rm -rf "$dir" "$files" "$FLUXBASE_STORAGE_ROOT"' EXIT
+s3=
+trap 'kill $proxy $s3 2>/dev/null || true; cluster_stop "$MAJOR" "$dir"; as_root rm -rf "$dir" "$files" "$FLUXBASE_STORAGE_ROOT"' EXIT
 SERVICE="$("$BIN" sign '{"role":"service_role"}' --expires-in 86400)"
 proxy_start
 base="http://127.0.0.1:$http_port/storage/v1"
@@ -195,5 +200,72 @@ ratio("storage-upload-100MB (MB/s / cp+fsync)", "up_100mb", "cp_fsync_100mb")
 ratio("storage-upload-1MB-keepalive (MB/s / copy)", "ka_up_1mb", "ka_cp_1mb")
 ratio("storage-download-1MB-keepalive (MB/s / copy)", "ka_down_1mb", "ka_cp_1mb")
 ratio("storage-upload-1MB-keepalive (MB/s / copy+fsync)", "ka_up_1mb", "ka_cp_fsync_1mb")
+PY
+echo "csv: $csv"
+
+[ "${STORAGE_S3:-1}" = 1 ] || exit 0
+echo
+echo "S3 backend (moto's S3 server on this machine)"
+s3_port="$(free_port)"
+python3 -m moto.server -H 127.0.0.1 -p "$s3_port" >/dev/null 2>&1 &
+s3=$!
+s3url="http://127.0.0.1:$s3_port/bench-s3"
+for _ in $(seq 1 100); do curl -fsS -X PUT "$s3url" >/dev/null 2>&1 && break; sleep 0.1; done
+s3auth=(--aws-sigv4 "aws:amz:us-east-1:s3" --user bench:bench-secret)
+kill "$proxy"
+wait "$proxy" 2>/dev/null || true
+export FLUXBASE_STORAGE_BACKEND=s3 FLUXBASE_STORAGE_S3_BUCKET=bench-s3 FLUXBASE_STORAGE_S3_ENDPOINT="http://127.0.0.1:$s3_port" \
+  FLUXBASE_STORAGE_S3_FORCE_PATH_STYLE=true FLUXBASE_STORAGE_S3_ACCESS_KEY_ID=bench FLUXBASE_STORAGE_S3_SECRET_ACCESS_KEY=bench-secret
+proxy_start
+
+put_direct() { # put_direct FILE NAME COUNT -> MB/s of signed PUTs straight to the S3 server
+  local start end i
+  start="$(now)"
+  for i in $(seq 1 "$3"); do
+    curl -fsS -o /dev/null "${s3auth[@]}" -H 'content-type: application/octet-stream' -T "$1" "$s3url/direct/$2-$i"
+  done
+  end="$(now)"
+  mbps $(($(stat -c %s "$1") * $3)) "$start" "$end"
+}
+get_direct() { # get_direct NAME SIZE COUNT -> MB/s of signed GETs straight from the S3 server
+  local start end i
+  start="$(now)"
+  for i in $(seq 1 "$3"); do
+    curl -fsS -o "$files/cp/down-$i" "${s3auth[@]}" "$s3url/direct/$1-$i"
+  done
+  end="$(now)"
+  rm -f "$files"/cp/down-*
+  mbps $(($2 * $3)) "$start" "$end"
+}
+
+csv="tests/bench/results/storage-s3-$(date -u +%Y%m%dT%H%M%SZ).csv"
+echo "rep,up_1mb,down_1mb,put_1mb,get_1mb,up_100mb,down_100mb,put_100mb,get_100mb" > "$csv"
+for rep in $(seq 1 "$REPS"); do
+  p1="$(put_direct "$files/1mb.bin" one "$COUNT_1MB")"
+  u1="$(upload_http "$files/1mb.bin" s3one "$COUNT_1MB")"
+  d1="$(download_http s3one $((1 << 20)) "$COUNT_1MB")"
+  g1="$(get_direct one $((1 << 20)) "$COUNT_1MB")"
+  p100="$(put_direct "$files/100mb.bin" hundred 1)"
+  u100="$(upload_http "$files/100mb.bin" s3hundred 1)"
+  d100="$(download_http s3hundred $((100 << 20)) 1)"
+  g100="$(get_direct hundred $((100 << 20)) 1)"
+  echo "rep $rep: 1 MB up $u1 down $d1, direct PUT $p1 GET $g1 MB/s | 100 MB up $u100 down $d100, direct PUT $p100 GET $g100 MB/s"
+  echo "$rep,$u1,$d1,$p1,$g1,$u100,$d100,$p100,$g100" >> "$csv"
+done
+peak="$(awk '/VmHWM/ {print $2}' "/proc/$proxy/status")"
+echo "S3 proxy peak RSS: $((peak / 1024)) MiB"
+python3 - "$csv" <<'PY'
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1])))
+col = lambda k: [float(r[k]) for r in rows]
+def ratio(name, a, b):
+    r = [x / y for x, y in zip(col(a), col(b))]
+    print(f"RATIO {name} {statistics.median(r):.2f} (min {min(r):.2f}, max {max(r):.2f}, n={len(r)})")
+for k in ("up_1mb", "down_1mb", "put_1mb", "get_1mb", "up_100mb", "down_100mb", "put_100mb", "get_100mb"):
+    print(f"{k}: median {statistics.median(col(k)):.1f} MB/s")
+ratio("storage-s3-upload-1MB (MB/s / direct PUT)", "up_1mb", "put_1mb")
+ratio("storage-s3-download-1MB (MB/s / direct GET)", "down_1mb", "get_1mb")
+ratio("storage-s3-upload-100MB (MB/s / direct PUT)", "up_100mb", "put_100mb")
+ratio("storage-s3-download-100MB (MB/s / direct GET)", "down_100mb", "get_100mb")
 PY
 echo "csv: $csv"

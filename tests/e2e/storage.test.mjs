@@ -12,12 +12,12 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createClient } from '@supabase/supabase-js';
 import { env, proxyWith, sign, sql, ADA, GRACE } from './helpers.mjs';
+import { root, storeVisible, storedVersions, openUploads } from './storage_store.mjs';
 
 const suffix = Math.random().toString(36).slice(2, 8);
 const PRIVATE = `docs-${suffix}`;
 const PUBLIC = `public-${suffix}`;
 const LIMITED = `limited-${suffix}`;
-const root = process.env.FLUXBASE_STORAGE_ROOT;
 
 const client = (key, url = env.url) =>
   createClient(url, key, { auth: { persistSession: false, autoRefreshToken: false } });
@@ -29,11 +29,8 @@ const grace = client(userKey(GRACE));
 const storageUrl = `${env.url}/storage/v1`;
 const authHeaders = (key) => ({ apikey: env.anonKey, authorization: `Bearer ${key}` });
 
-/** The version files kept on disk for one object (local backend). */
-const versionsOnDisk = (bucket, name) => {
-  const dir = join(root, bucket, name);
-  return existsSync(dir) ? readdirSync(dir, { withFileTypes: true }).filter((e) => e.isFile()).length : 0;
-};
+/** The versions stored for one object, on either backend (storage_store.mjs). */
+const storedCount = async (bucket, name) => (await storedVersions(bucket, name)).length;
 
 test.before(() => {
   // Each user reads and writes only below a folder named after their id.
@@ -139,7 +136,7 @@ test('uploads and downloads under RLS: a user owns the folder named after them',
   const intrude = await grace.storage.from(PRIVATE).upload(`${ADA}/notes/evil.txt`, new Blob(['x']));
   assert.equal(intrude.error.statusCode, '403');
   assert.match(intrude.error.message, /row-level security/);
-  assert.equal(versionsOnDisk(PRIVATE, `${ADA}/notes/evil.txt`), 0, 'a refused upload leaves no file');
+  if (storeVisible) assert.equal(await storedCount(PRIVATE, `${ADA}/notes/evil.txt`), 0, 'a refused upload leaves no file');
   const own = await grace.storage.from(PRIVATE).upload(`${GRACE}/mine.txt`, 'raw body text', { contentType: 'text/plain' });
   assert.equal(own.error, null, own.error?.message);
   // The anon key: nothing.
@@ -159,7 +156,7 @@ test('upsert: refused without it, replaces with it, the old version\'s file is r
   const upd = await files.update(path, 'three', { contentType: 'text/plain' });
   assert.equal(upd.error, null, upd.error?.message);
   assert.equal(await (await files.download(path)).data.text(), 'three');
-  if (root) assert.equal(versionsOnDisk(PRIVATE, path), 1, 'one version on disk');
+  if (storeVisible) assert.equal(await storedCount(PRIVATE, path), 1, 'one version on disk');
   const missing = await files.update(`${ADA}/never.txt`, 'x', { contentType: 'text/plain' });
   assert.equal(missing.error.statusCode, '404');
 });
@@ -274,7 +271,7 @@ test('move, copy (also across buckets) and remove many', async () => {
   assert.equal(r.data.message, 'Successfully moved');
   assert.equal(await (await files.download(`${ADA}/m/dst.txt`)).data.text(), 'moving');
   assert.ok((await files.download(`${ADA}/m/src.txt`)).error);
-  if (root) assert.equal(versionsOnDisk(PRIVATE, `${ADA}/m/src.txt`), 0);
+  if (storeVisible) assert.equal(await storedCount(PRIVATE, `${ADA}/m/src.txt`), 0);
   r = await files.move(`${ADA}/m/dst.txt`, `${GRACE}/stolen.txt`);
   assert.equal(r.error.statusCode, '403', 'the moved row must pass the UPDATE policy');
 
@@ -289,7 +286,7 @@ test('move, copy (also across buckets) and remove many', async () => {
   const removed = await files.remove([`${ADA}/m/dst.txt`, `${ADA}/m/copy.txt`, `${ADA}/m/none.txt`]);
   assert.equal(removed.error, null, removed.error?.message);
   assert.deepEqual(removed.data.map((o) => o.name).sort(), [`${ADA}/m/copy.txt`, `${ADA}/m/dst.txt`]);
-  if (root) assert.equal(versionsOnDisk(PRIVATE, `${ADA}/m/copy.txt`), 0, 'removed objects leave no file');
+  if (storeVisible) assert.equal(await storedCount(PRIVATE, `${ADA}/m/copy.txt`), 0, 'removed objects leave no file');
 });
 
 test('signed URLs: single and batch, tampered and expired ones are refused', async () => {
@@ -385,6 +382,8 @@ test('limits and bad input: clear errors, nothing stored', async () => {
   assert.equal(r.error?.statusCode, '415', 'a raw body is sniffed as a form is');
   assert.equal(sql(`select count(*) from storage.objects where bucket_id = '${LIMITED}'`), '2');
   if (root) assert.deepEqual(readdirSync(join(root, LIMITED)).sort(), ['pic.png', 'small.txt']);
+  if (storeVisible) assert.deepEqual([await storedCount(LIMITED, 'big.txt'), await storedCount(LIMITED, 'big-form.txt')], [0, 0]);
+  assert.deepEqual(await openUploads(LIMITED), [], 'no S3 multipart upload left open');
 
   const names = ['../escape.txt', 'a/../../b', 'a//b', 'tab\there'];
   for (const name of names) {
@@ -404,7 +403,7 @@ test('limits and bad input: clear errors, nothing stored', async () => {
   assert.equal(res.status, 400);
   assert.equal((await res.json()).code, 'InvalidRequest');
   assert.equal(sql(`select count(*) from storage.objects where bucket_id = '${PRIVATE}' and name = 'broken.txt'`), '0');
-  if (root) assert.equal(versionsOnDisk(PRIVATE, 'broken.txt'), 0);
+  if (storeVisible) assert.equal(await storedCount(PRIVATE, 'broken.txt'), 0);
   // Bodies that are not JSON, unknown buckets, the service keeps serving.
   const notJson = await fetch(`${storageUrl}/bucket`, {
     method: 'POST', headers: { ...authHeaders(env.serviceKey), 'content-type': 'application/json' }, body: '{nope',
@@ -422,7 +421,7 @@ test('empty and delete buckets: a bucket with objects is refused', async () => {
   r = await service.storage.emptyBucket(LIMITED);
   assert.equal(r.error, null, r.error?.message);
   assert.equal(r.data.message, 'Successfully emptied');
-  if (root) assert.equal(versionsOnDisk(LIMITED, 'small.txt'), 0);
+  if (storeVisible) assert.equal(await storedCount(LIMITED, 'small.txt'), 0);
   r = await service.storage.deleteBucket(LIMITED);
   assert.equal(r.error, null, r.error?.message);
   assert.equal(r.data.message, 'Successfully deleted');
@@ -438,7 +437,7 @@ test('concurrent uploads to one path: one wins whole, one version file is left',
   const text = await (await files.download('race/one.txt')).data.text();
   assert.ok(bodies.includes(text), 'the object is one writer\'s bytes, whole');
   assert.equal(sql(`select count(*) from storage.objects where bucket_id = '${PUBLIC}' and name = 'race/one.txt'`), '1');
-  if (root) assert.equal(versionsOnDisk(PUBLIC, 'race/one.txt'), 1);
+  if (storeVisible) assert.equal(await storedCount(PUBLIC, 'race/one.txt'), 1);
 });
 
 test('a proxy killed mid-upload leaves no row, and its temporary file is swept at the next start', async (t) => {

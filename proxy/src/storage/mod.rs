@@ -4,6 +4,7 @@
 //! (`fluxbase.authenticate`: role and claims), so RLS policies decide; the
 //! bytes live in a `Backend` under `<bucket>/<name>/<version>`.
 //! - `backend.rs`: the `Backend` trait and the local file system;
+//! - `s3_backend.rs`: the S3 backend;
 //! - `rules.rs`: names, sizes, MIME patterns, ranges (pure);
 //! - `sign.rs`: signed URL tokens;
 //! - `render.rs`, `transform.rs`: image transforms (`/render/image`);
@@ -24,6 +25,7 @@ mod pipeline;
 mod render;
 mod rules;
 mod s3;
+mod s3_backend;
 mod sign;
 mod sigv4;
 mod sniff;
@@ -63,13 +65,17 @@ pub struct StorageService {
 }
 
 impl StorageService {
-    pub fn new(config: &crate::config::Config) -> StorageService {
-        StorageService {
-            backend: Arc::new(LocalFs::new(config.storage.root.clone())),
+    pub fn new(config: &crate::config::Config) -> Result<StorageService, String> {
+        let backend: Arc<dyn Backend> = match config.storage.backend {
+            crate::config::StorageBackend::Local => Arc::new(LocalFs::new(config.storage.root.clone())),
+            crate::config::StorageBackend::S3 => Arc::new(s3_backend::S3Store::new(&config.storage)?),
+        };
+        Ok(StorageService {
+            backend,
             resumable: Arc::new(tus::Staging::new(&config.storage)),
             sweeper: std::sync::Once::new(),
             renderer: render::Renderer::new(&config.storage),
-        }
+        })
     }
 
     /// Removes what crashed uploads left behind, now and every hour (the
@@ -82,8 +88,8 @@ impl StorageService {
                 loop {
                     match backend.recover().await {
                         Ok(0) => {}
-                        Ok(n) => tracing::info!(removed = n, "storage: removed orphaned temporary files"),
-                        Err(e) => tracing::warn!(error = %e, "storage: sweeping temporary files failed"),
+                        Ok(n) => tracing::info!(removed = n, "storage: removed what crashed uploads left behind"),
+                        Err(e) => tracing::warn!(error = %e, "storage: sweeping crashed uploads failed"),
                     }
                     tokio::time::sleep(SWEEP_EVERY).await;
                 }
