@@ -51,12 +51,7 @@ pub trait Backend: Send + Sync {
     /// through `put`; a store on the same disk can do better.
     fn put_file(&self, key: String, path: PathBuf, limit: u64) -> BoxFuture<'_, Result<u64, BackendError>> {
         Box::pin(async move {
-            let file = match tokio::task::spawn_blocking(move || std::fs::File::open(path)).await {
-                Ok(Ok(file)) => file,
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return Err(BackendError::NotFound),
-                Ok(Err(e)) => return Err(e.into()),
-                Err(e) => return Err(std::io::Error::other(e.to_string()).into()),
-            };
+            let file = open_file(path).await?;
             self.put(key, stream_file(file, None), limit).await
         })
     }
@@ -174,12 +169,7 @@ impl Backend for LocalFs {
     fn get(&self, key: String, range: Option<(u64, u64)>) -> BoxFuture<'_, Result<ByteStream, BackendError>> {
         let path = self.path(&key);
         Box::pin(async move {
-            let file = match tokio::task::spawn_blocking(move || std::fs::File::open(path)).await {
-                Ok(Ok(file)) => file,
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => return Err(BackendError::NotFound),
-                Ok(Err(e)) => return Err(e.into()),
-                Err(e) => return Err(std::io::Error::other(e.to_string()).into()),
-            };
+            let file = open_file(path).await?;
             Ok(stream_file(file, range))
         })
     }
@@ -286,6 +276,16 @@ impl Backend for LocalFs {
             .await;
             done.unwrap_or_else(|e| Err(std::io::Error::other(e.to_string()).into()))
         })
+    }
+}
+
+/// A file opened on a blocking thread; a missing one is `NotFound`.
+async fn open_file(path: PathBuf) -> Result<std::fs::File, BackendError> {
+    match tokio::task::spawn_blocking(move || std::fs::File::open(path)).await {
+        Ok(Ok(file)) => Ok(file),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => Err(BackendError::NotFound),
+        Ok(Err(e)) => Err(e.into()),
+        Err(e) => Err(std::io::Error::other(e.to_string()).into()),
     }
 }
 

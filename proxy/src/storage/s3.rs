@@ -1256,21 +1256,7 @@ impl<'a> S3<'a> {
         let failure: Failure = Arc::default();
         let etag = self.write(bucket, key, &h, stream, &failure).await?;
         // Done: the parts go (a failed completion keeps them for a retry).
-        let client = self.state.client().await?;
-        let gone = client
-            .query(
-                "WITH gone AS (DELETE FROM fluxbase.storage_s3_uploads WHERE upload_id = $1 RETURNING upload_id) \
-                 SELECT p.key FROM fluxbase.storage_s3_parts p JOIN gone USING (upload_id)",
-                &[&id],
-            )
-            .await
-            .map_err(pg)?;
-        let gone: Vec<String> = gone.iter().map(|r| r.get(0)).collect();
-        if !gone.is_empty() {
-            if let Err(e) = self.service.backend.delete(gone).await {
-                tracing::warn!(error = %e, "s3 protocol: deleting completed parts failed");
-            }
-        }
+        self.forget_upload(id, "completed").await?;
         Ok(xml(
             StatusCode::OK,
             format!(
@@ -1287,6 +1273,13 @@ impl<'a> S3<'a> {
 
     async fn abort_upload(&self, bucket: &str, key: &str, upload: &str) -> Result<Response, S3Error> {
         let (id, ..) = self.upload_row(bucket, key, upload).await?;
+        self.forget_upload(id, "aborted").await?;
+        Ok(empty(StatusCode::NO_CONTENT))
+    }
+
+    /// Drops a multipart upload's rows, then its parts' files (`why`: for
+    /// the log line when a file cannot be deleted; no row names it anymore).
+    async fn forget_upload(&self, id: uuid::Uuid, why: &str) -> Result<(), S3Error> {
         let client = self.state.client().await?;
         let rows = client
             .query(
@@ -1299,10 +1292,10 @@ impl<'a> S3<'a> {
         let keys: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
         if !keys.is_empty() {
             if let Err(e) = self.service.backend.delete(keys).await {
-                tracing::warn!(error = %e, "s3 protocol: deleting aborted parts failed");
+                tracing::warn!(error = %e, "s3 protocol: deleting {why} parts failed");
             }
         }
-        Ok(empty(StatusCode::NO_CONTENT))
+        Ok(())
     }
 
     async fn list_parts(&self, bucket: &str, key: &str, upload: &str) -> Result<Response, S3Error> {
