@@ -263,6 +263,41 @@ GRANT EXECUTE ON FUNCTION fluxbase.storage_bucket_rules(text),
   fluxbase.storage_upload_token_spend(text, timestamptz) TO authenticator;
 
 -- ---------------------------------------------------------------------------
+-- Versions being written. An upload records its version here (with its dry
+-- run, before a byte is stored) and the write that names it in
+-- storage.objects deletes the record in the same transaction; a record that
+-- outlives any request names bytes a crash left without a row, and the
+-- proxy's sweeper deletes them (fluxbase.storage_pending_expired).
+CREATE TABLE IF NOT EXISTS fluxbase.storage_pending_versions (
+  version text PRIMARY KEY,
+  bucket_id text NOT NULL,
+  name text NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON fluxbase.storage_pending_versions FROM PUBLIC;
+GRANT SELECT, INSERT, DELETE ON fluxbase.storage_pending_versions TO authenticator;
+
+-- Forgets the records older than `older_than` seconds and returns them,
+-- except a version storage.objects names (whatever the caller's policies),
+-- whose record is just dropped: the bytes a sweeper may delete.
+CREATE FUNCTION fluxbase.storage_pending_expired(older_than double precision)
+RETURNS TABLE (bucket_id text, name text, version text)
+LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+  WITH gone AS (
+    DELETE FROM fluxbase.storage_pending_versions p
+    WHERE p.created_at < now() - make_interval(secs => older_than)
+    RETURNING p.bucket_id, p.name, p.version
+  )
+  SELECT g.bucket_id, g.name, g.version FROM gone g
+  WHERE NOT EXISTS (
+    SELECT 1 FROM storage.objects o WHERE o.bucket_id = g.bucket_id AND o.name = g.name AND o.version = g.version);
+$$;
+REVOKE ALL ON FUNCTION fluxbase.storage_pending_expired(double precision) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.storage_pending_expired(double precision) TO authenticator;
+
+-- ---------------------------------------------------------------------------
 -- The S3 protocol (/storage/v1/s3, proxy/src/storage/s3.rs).
 -- Access keys: SigV4 needs the secret itself to verify a signature, so it
 -- cannot be hashed; it is sealed (AES-256-GCM, the access key id as

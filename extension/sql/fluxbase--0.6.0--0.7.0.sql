@@ -112,3 +112,34 @@ END;
 $$;
 REVOKE ALL ON FUNCTION fluxbase.realtime_unchanged(oid, jsonb, text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION fluxbase.realtime_unchanged(oid, jsonb, text[]) TO authenticator;
+
+-- ---- Storage: bytes a crash left without a row are collected (issue 17) ----
+--   * fluxbase.storage_pending_versions: a version being written, recorded
+--     before its bytes are stored and dropped by the write that names it;
+--     fluxbase.storage_pending_expired hands the sweeper the ones a crash left.
+CREATE TABLE fluxbase.storage_pending_versions (
+  version text PRIMARY KEY,
+  bucket_id text NOT NULL,
+  name text NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON fluxbase.storage_pending_versions FROM PUBLIC;
+GRANT SELECT, INSERT, DELETE ON fluxbase.storage_pending_versions TO authenticator;
+
+-- ---- sql/storage.sql: fluxbase.storage_pending_expired ----
+CREATE OR REPLACE FUNCTION fluxbase.storage_pending_expired(older_than double precision)
+RETURNS TABLE (bucket_id text, name text, version text)
+LANGUAGE sql SECURITY DEFINER
+SET search_path = pg_catalog
+AS $$
+  WITH gone AS (
+    DELETE FROM fluxbase.storage_pending_versions p
+    WHERE p.created_at < now() - make_interval(secs => older_than)
+    RETURNING p.bucket_id, p.name, p.version
+  )
+  SELECT g.bucket_id, g.name, g.version FROM gone g
+  WHERE NOT EXISTS (
+    SELECT 1 FROM storage.objects o WHERE o.bucket_id = g.bucket_id AND o.name = g.name AND o.version = g.version);
+$$;
+REVOKE ALL ON FUNCTION fluxbase.storage_pending_expired(double precision) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.storage_pending_expired(double precision) TO authenticator;

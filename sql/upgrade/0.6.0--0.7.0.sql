@@ -50,3 +50,19 @@ GRANT EXECUTE ON FUNCTION fluxbase.realtime_replay(text, bigint, integer) TO aut
 -- @include-functions sql/realtime_changes.sql realtime_unchanged
 REVOKE ALL ON FUNCTION fluxbase.realtime_unchanged(oid, jsonb, text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION fluxbase.realtime_unchanged(oid, jsonb, text[]) TO authenticator;
+
+-- ---- Storage: bytes a crash left without a row are collected (issue 17) ----
+--   * fluxbase.storage_pending_versions: a version being written, recorded
+--     before its bytes are stored and dropped by the write that names it;
+--     fluxbase.storage_pending_expired hands the sweeper the ones a crash left.
+CREATE TABLE fluxbase.storage_pending_versions (
+  version text PRIMARY KEY,
+  bucket_id text NOT NULL,
+  name text NOT NULL,
+  created_at timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON fluxbase.storage_pending_versions FROM PUBLIC;
+GRANT SELECT, INSERT, DELETE ON fluxbase.storage_pending_versions TO authenticator;
+-- @include-functions sql/storage.sql storage_pending_expired
+REVOKE ALL ON FUNCTION fluxbase.storage_pending_expired(double precision) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION fluxbase.storage_pending_expired(double precision) TO authenticator;

@@ -440,6 +440,42 @@ test('concurrent uploads to one path: one wins whole, one version file is left',
   if (storeVisible) assert.equal(await storedCount(PUBLIC, 'race/one.txt'), 1);
 });
 
+test('bytes a crash left without a row are swept; a version a row names is kept', async () => {
+  const files = service.storage.from(PUBLIC);
+  for (const name of ['pending/orphan.bin', 'pending/kept.bin']) {
+    const r = await files.upload(name, `bytes of ${name}`, { contentType: 'text/plain', upsert: true });
+    assert.equal(r.error, null, r.error?.message);
+  }
+  assert.equal(sql(`select count(*) from fluxbase.storage_pending_versions where bucket_id = '${PUBLIC}' and name like 'pending/%'`), '0',
+    'a committed upload leaves no pending record');
+  // A crash between storing the bytes and committing the row looks like
+  // this: the version's bytes, a pending record older than any request,
+  // no row. The other record names a version a row still has.
+  sql(`
+    insert into fluxbase.storage_pending_versions (version, bucket_id, name, created_at)
+      select version, bucket_id, name, now() - interval '2 hours' from storage.objects
+      where bucket_id = '${PUBLIC}' and name in ('pending/orphan.bin', 'pending/kept.bin');
+    delete from storage.objects where bucket_id = '${PUBLIC}' and name = 'pending/orphan.bin';
+  `);
+  assert.equal((await storedVersions(PUBLIC, 'pending/orphan.bin')).length, 1, 'the orphan is stored until swept');
+  const proxy = await proxyWith({});
+  try {
+    await fetch(`${proxy.url}/storage/v1/bucket/${PUBLIC}`, { headers: authHeaders(env.serviceKey) }).then((r) => r.text());
+    let left = 1;
+    for (let i = 0; i < 50 && left > 0; i++) {
+      left = (await storedVersions(PUBLIC, 'pending/orphan.bin')).length;
+      if (left > 0) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.equal(left, 0, 'the next proxy removed the version no row names');
+    assert.equal((await storedVersions(PUBLIC, 'pending/kept.bin')).length, 1, 'a version a row names is kept');
+    assert.equal(sql(`select count(*) from fluxbase.storage_pending_versions where bucket_id = '${PUBLIC}' and name like 'pending/%'`), '0');
+    assert.equal(await (await files.download('pending/kept.bin')).data.text(), 'bytes of pending/kept.bin');
+  } finally {
+    proxy.stop();
+    await files.remove(['pending/kept.bin']);
+  }
+});
+
 test('a proxy killed mid-upload leaves no row, and its temporary file is swept at the next start', async (t) => {
   if (!root) return t.skip('FLUXBASE_STORAGE_ROOT not set');
   const tmp = join(root, '.tmp');

@@ -50,6 +50,7 @@ use crate::state::AppState;
 use backend::{Backend, BackendError, ByteStream, LocalFs};
 use error::{db_error, pg, StorageError};
 use pipeline::{End, Params, Step, AUTHENTICATE};
+use tokio_postgres::types::ToSql;
 
 /// Sweeps of temporary files a crash left behind.
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);
@@ -80,16 +81,21 @@ impl StorageService {
 
     /// Removes what crashed uploads left behind, now and every hour (the
     /// first storage request starts it, so `check-config` touches no disk).
-    fn start_sweeper(&self) {
+    fn start_sweeper(&self, state: &Arc<AppState>) {
         self.sweeper.call_once(|| {
             self.resumable.clone().start_sweeper();
-            let backend = self.backend.clone();
+            let (backend, state) = (self.backend.clone(), state.clone());
             tokio::spawn(async move {
                 loop {
                     match backend.recover().await {
                         Ok(0) => {}
                         Ok(n) => tracing::info!(removed = n, "storage: removed what crashed uploads left behind"),
                         Err(e) => tracing::warn!(error = %e, "storage: sweeping crashed uploads failed"),
+                    }
+                    match sweep_pending(&state, &*backend).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(removed = n, "storage: removed versions a crash left without a row"),
+                        Err(e) => tracing::warn!(error = %e, "storage: sweeping versions without a row failed"),
                     }
                     tokio::time::sleep(SWEEP_EVERY).await;
                 }
@@ -109,7 +115,7 @@ impl StorageService {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        self.start_sweeper();
+        self.start_sweeper(state);
         let _ = ctx;
         let (parts, body) = req.into_parts();
         let path = crate::http::path_decode(parts.uri.path().strip_prefix("/storage/v1").unwrap_or(""));
@@ -188,6 +194,24 @@ impl StorageService {
             _ => Err(ApiError::NotFound),
         }
     }
+}
+
+/// Deletes the bytes of versions recorded as pending for longer than any
+/// request may take (`storage.request_timeout_ms` and a minute) that no
+/// row names: a crash came between storing them and committing their row.
+async fn sweep_pending(state: &AppState, backend: &dyn Backend) -> Result<usize, String> {
+    let older_than = (state.config.storage.request_timeout_ms / 1000 + 60) as f64;
+    let client = state.client().await.map_err(|e| e.to_string())?;
+    let rows = client
+        .query("SELECT bucket_id, name, version FROM fluxbase.storage_pending_expired($1)", &[&older_than])
+        .await
+        .map_err(|e| e.to_string())?;
+    let keys: Vec<String> = rows.iter().map(|r| key(r.get(0), r.get(1), r.get(2))).collect();
+    let n = keys.len();
+    if n > 0 {
+        backend.delete(keys).await.map_err(|e| e.to_string())?;
+    }
+    Ok(n)
 }
 
 fn split_bucket(path: &str) -> Result<(String, String), ApiError> {
@@ -605,7 +629,9 @@ impl Call<'_> {
             None => self.header("x-upsert").is_some_and(|v| v.eq_ignore_ascii_case("true")),
         };
         // A signed upload was checked against the policies when it was signed.
-        let (bucket_limit, allowed) = self.precheck(bucket, name, write, upsert, signed.is_none()).await?;
+        let version = uuid::Uuid::new_v4().to_string();
+        let (bucket_limit, allowed) =
+            self.precheck_recording(bucket, name, write, upsert, signed.is_none(), Some(&version)).await?;
         let limit = bucket_limit.map_or(self.file_size_limit(), |l| (l.max(0) as u64).min(self.file_size_limit()));
         let declared = self.header("content-length").and_then(|v| v.parse::<u64>().ok());
         let multipart = self.header("content-type").is_some_and(|t| rules::essence(t) == "multipart/form-data");
@@ -624,7 +650,6 @@ impl Call<'_> {
             object.body = body;
         }
 
-        let version = uuid::Uuid::new_v4().to_string();
         let new_key = key(bucket, name, &version);
         let size = self.backend.put(new_key.clone(), object.body, limit).await.map_err(|e| match e {
             BackendError::TooLarge { .. } => ApiError::from(StorageError::EntityTooLarge),
@@ -676,6 +701,22 @@ impl Call<'_> {
         upsert: bool,
         dry_run: bool,
     ) -> Result<(Option<i64>, Option<Vec<String>>), ApiError> {
+        self.precheck_recording(bucket, name, write, upsert, dry_run, None).await
+    }
+
+    /// The same, and with `pending` the version about to be stored is
+    /// recorded in `fluxbase.storage_pending_versions` in that round trip
+    /// (the record commits, the dry run is undone by a savepoint), so bytes
+    /// a crash leaves without a row are found by the sweeper.
+    async fn precheck_recording(
+        &self,
+        bucket: &str,
+        name: &str,
+        write: Write,
+        upsert: bool,
+        dry_run: bool,
+        pending: Option<&str>,
+    ) -> Result<(Option<i64>, Option<Vec<String>>), ApiError> {
         let sub = sub_of(&self.caller.claims);
         let owner = sub.as_deref().and_then(|s| uuid::Uuid::parse_str(s).ok());
         let claims = &*self.caller.claims;
@@ -692,27 +733,56 @@ impl Call<'_> {
                 "INSERT INTO storage.objects (bucket_id, name, owner, owner_id) VALUES ($1, $2, $3, $4) RETURNING id"
             }
         };
-        let client = self.client().await?;
-        let mut answers = if dry_run {
-            let steps = [
-                Step { sql: BUCKET_RULES, params: &[&bucket] },
-                Step { sql: AUTHENTICATE, params: &[&claims] },
-                Step { sql: sql, params: &[&bucket, &name, &owner, &sub] },
-            ];
-            pipeline::transaction(&client, &steps, End::Rollback).await
-        } else {
-            pipeline::transaction(&client, &[Step { sql: BUCKET_RULES, params: &[&bucket] }], End::Rollback).await
+        let version = pending.unwrap_or_default();
+        let rules_params: [&(dyn ToSql + Sync); 1] = [&bucket];
+        let auth_params: [&(dyn ToSql + Sync); 1] = [&claims];
+        let dry_params: [&(dyn ToSql + Sync); 4] = [&bucket, &name, &owner, &sub];
+        let pending_params: [&(dyn ToSql + Sync); 3] = [&version, &bucket, &name];
+        // The record is written as the proxy, before the caller's role is
+        // taken; the dry run after it is undone by its savepoint.
+        let mut steps = vec![Step { sql: BUCKET_RULES, params: &rules_params }];
+        if pending.is_some() {
+            steps.push(Step { sql: RECORD_PENDING, params: &pending_params });
         }
-        .map_err(pg)?
-        .into_iter();
-        // The bucket first, as storage-api looks it up before the policies.
-        let rules = answers.next().expect("one answer per step").map_err(pg)?;
-        let rules = rules.first().ok_or(StorageError::NoSuchBucket)?;
+        let mut dry_at = None;
         if dry_run {
-            let written = answers.nth(1).expect("one answer per step");
-            written.map_err(|e| db_error(e, StorageError::KeyAlreadyExists))?.first().ok_or(StorageError::NoSuchKey)?;
+            if pending.is_some() {
+                steps.push(Step { sql: "SAVEPOINT dry_run", params: &[] });
+            }
+            steps.push(Step { sql: AUTHENTICATE, params: &auth_params });
+            dry_at = Some(steps.len());
+            steps.push(Step { sql, params: &dry_params });
+            if pending.is_some() {
+                steps.push(Step { sql: "ROLLBACK TO SAVEPOINT dry_run", params: &[] });
+            }
+        }
+        let end = if pending.is_some() { End::Commit } else { End::Rollback };
+        let client = self.client().await?;
+        let mut answers = pipeline::transaction(&client, &steps, end).await.map_err(pg)?.into_iter().enumerate();
+        // The bucket first, as storage-api looks it up before the policies.
+        let (_, rules) = answers.next().expect("one answer per step");
+        let rules = rules.map_err(pg)?;
+        let rules = rules.first().ok_or(StorageError::NoSuchBucket)?;
+        for (at, answer) in answers {
+            if Some(at) == dry_at {
+                answer
+                    .map_err(|e| db_error(e, StorageError::KeyAlreadyExists))?
+                    .first()
+                    .ok_or(StorageError::NoSuchKey)?;
+            } else {
+                answer.map_err(pg)?;
+            }
         }
         Ok((rules.get(1), rules.get(2)))
+    }
+
+    /// Records a version about to be stored outside an upload's precheck
+    /// (a resumable upload's completion).
+    async fn record_pending(&self, bucket: &str, name: &str, version: &str) -> Result<(), ApiError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(RECORD_PENDING).await.map_err(pg)?;
+        client.execute(&statement, &[&version, &bucket, &name]).await.map_err(pg)?;
+        Ok(())
     }
 
     /// The row of a written version, in one transaction under the path's
@@ -753,6 +823,7 @@ impl Call<'_> {
         let client = self.client().await?;
         let steps = [
             Step { sql: LOCK_PATH, params: &[&bucket, &name] },
+            Step { sql: "DELETE FROM fluxbase.storage_pending_versions WHERE version = $1", params: &[&version] },
             Step { sql: "SELECT fluxbase.storage_upload_token_spend($1, to_timestamp($2))", params: &[&jti, &expires] },
             Step { sql: PREVIOUS_VERSION, params: &[&bucket, &name] },
             Step { sql: AUTHENTICATE, params: &[&claims] },
@@ -760,8 +831,8 @@ impl Call<'_> {
         ];
         let answers = pipeline::transaction(&client, &steps, End::Commit).await.map_err(pg)?;
         let answers = pipeline::rows(answers).map_err(|e| db_error(e, StorageError::KeyAlreadyExists))?;
-        let id: uuid::Uuid = answers[4].first().ok_or(StorageError::NoSuchKey)?.get(0);
-        let previous: Option<String> = answers[2].first().and_then(|r| r.get(0));
+        let id: uuid::Uuid = answers[5].first().ok_or(StorageError::NoSuchKey)?.get(0);
+        let previous: Option<String> = answers[3].first().and_then(|r| r.get(0));
         Ok((id, previous))
     }
 
@@ -1283,6 +1354,10 @@ const BUCKET_RULES: &str = "SELECT public, file_size_limit, allowed_mime_types F
 
 /// Serialises writers of one path (`$1/$2`) until the transaction ends.
 const LOCK_PATH: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 17))";
+
+/// A version about to be stored (`$1`, for `$2/$3`): see `precheck_recording`.
+const RECORD_PENDING: &str =
+    "INSERT INTO fluxbase.storage_pending_versions (version, bucket_id, name) VALUES ($1, $2, $3)";
 
 /// The version a write to `$1/$2` replaces, whatever the caller may read.
 const PREVIOUS_VERSION: &str = "SELECT version FROM fluxbase.storage_object_unchecked($1, $2, false)";

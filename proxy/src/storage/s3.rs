@@ -606,7 +606,7 @@ impl StorageService {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        self.start_sweeper();
+        self.start_sweeper(state);
         let head = req.method() == Method::HEAD;
         let resource = crate::http::path_decode(req.uri().path().strip_prefix(PREFIX).unwrap_or("/"));
         let mut response = match self.s3(state, req).await {

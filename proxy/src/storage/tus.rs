@@ -827,6 +827,7 @@ impl Tus<'_, '_> {
             super::sniff::check(allowed, sniffed).map_err(|e| TusError::from(ApiError::from(e)))?;
         }
         let version = id.version.to_string();
+        self.call.record_pending(&id.bucket, &id.name, &version).await?;
         let object_key = key(&id.bucket, &id.name, &version);
         let size =
             self.call.backend.put_file(object_key, self.staging.part_path(&id.version), limit).await.map_err(|e| {
