@@ -50,3 +50,11 @@ GRANT EXECUTE ON FUNCTION fluxbase.realtime_replay(text, bigint, integer) TO aut
 -- @include-functions sql/realtime_changes.sql realtime_unchanged
 REVOKE ALL ON FUNCTION fluxbase.realtime_unchanged(oid, jsonb, text[]) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION fluxbase.realtime_unchanged(oid, jsonb, text[]) TO authenticator;
+
+-- ---- Realtime (issue 15, write path): realtime.send in C for a public
+-- message (no PL/pgSQL layer per row a trigger sends); other calls take
+-- fluxbase.realtime_send_stored, the former PL/pgSQL body.
+-- @include-functions sql/realtime.sql realtime_send_stored
+CREATE OR REPLACE FUNCTION realtime.send(payload jsonb, event text, topic text, private boolean DEFAULT true) RETURNS void
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'realtime_send_fast';
