@@ -54,10 +54,13 @@ $$;
 -- it needs an INSERT policy, and a failure does not fail the caller's
 -- transaction: it is reported on the `realtime:system` NOTIFY channel. A
 -- public message is not stored (replay is for private channels) and needs
--- no policy: it goes to the proxies at once (fluxbase.realtime_publish, in
--- Rust: extension/src/realtime.rs), without the subtransaction the insert
--- needs, which keeps writers that send fast (docs/realtime.md).
-CREATE OR REPLACE FUNCTION realtime.send(payload jsonb, event text, topic text, private boolean DEFAULT true) RETURNS void
+-- no policy: it goes to the proxies at once, without the subtransaction the
+-- insert needs, which keeps writers that send fast (docs/realtime.md).
+-- realtime.send is a C function (extension/src/realtime.rs,
+-- realtime_send_fast): a public message with a topic and an event is
+-- published there with no PL/pgSQL layer (a row trigger calls it once a
+-- row); any other call runs fluxbase.realtime_send_stored below.
+CREATE FUNCTION fluxbase.realtime_send_stored(payload jsonb, event text, topic text, private boolean) RETURNS void
 LANGUAGE plpgsql
 AS $$
 BEGIN
@@ -76,6 +79,10 @@ BEGIN
   END;
 END;
 $$;
+
+CREATE OR REPLACE FUNCTION realtime.send(payload jsonb, event text, topic text, private boolean DEFAULT true) RETURNS void
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'realtime_send_fast';
 
 CREATE OR REPLACE FUNCTION realtime.send_binary(payload bytea, event text, topic text, private boolean DEFAULT true) RETURNS void
 LANGUAGE plpgsql

@@ -143,3 +143,31 @@ AS $$
 $$;
 REVOKE ALL ON FUNCTION fluxbase.storage_pending_expired(double precision) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION fluxbase.storage_pending_expired(double precision) TO authenticator;
+
+-- ---- Realtime (issue 15, write path): realtime.send in C for a public
+-- message (no PL/pgSQL layer per row a trigger sends); other calls take
+-- fluxbase.realtime_send_stored, the former PL/pgSQL body.
+
+-- ---- sql/realtime.sql: fluxbase.realtime_send_stored ----
+CREATE OR REPLACE FUNCTION fluxbase.realtime_send_stored(payload jsonb, event text, topic text, private boolean) RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  IF NOT coalesce(private, true) THEN
+    PERFORM fluxbase.realtime_publish(topic, event, payload::text, NULL);
+    RETURN;
+  END IF;
+  PERFORM set_config('realtime.topic', topic, true);
+  BEGIN
+    INSERT INTO realtime.messages (payload, event, topic, private, extension)
+    VALUES (payload, event, topic, private, 'broadcast');
+  EXCEPTION
+    WHEN OTHERS THEN
+      PERFORM pg_notify('realtime:system', jsonb_build_object('error', SQLERRM, 'function', 'realtime.send',
+        'event', event, 'topic', topic, 'private', private)::text);
+  END;
+END;
+$$;
+CREATE OR REPLACE FUNCTION realtime.send(payload jsonb, event text, topic text, private boolean DEFAULT true) RETURNS void
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'realtime_send_fast';

@@ -34,6 +34,8 @@ unsafe extern "C-unwind" {
         flush: bool,
     ) -> u64;
     fn Async_Notify(channel: *const c_char, payload: *const c_char);
+    // utils/fmgrprotos.h: jsonb's output function, called directly.
+    fn jsonb_out(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum;
 }
 
 /// `{"t":"realtime:<topic>","e":<event>,"p":<payload>}`, or `"b"` with the
@@ -79,6 +81,10 @@ fn logical() -> bool {
 /// sockets when the calling transaction commits.
 #[pg_extern(volatile, parallel_unsafe)]
 fn realtime_publish(topic: &str, event: &str, payload: Option<&str>, binary: Option<&[u8]>) {
+    publish(topic, event, payload, binary);
+}
+
+fn publish(topic: &str, event: &str, payload: Option<&str>, binary: Option<&[u8]>) {
     let message = envelope(topic, event, payload, binary);
     if logical() {
         // SAFETY: valid pointers for the call; an ERROR is caught at the boundary.
@@ -101,6 +107,69 @@ fn realtime_publish(topic: &str, event: &str, payload: Option<&str>, binary: Opt
             &[topic.into(), event.into(), payload.into(), binary.into()],
         )
         .unwrap_or_else(|e| crate::error::spi_failed("storing a large realtime message failed", e));
+    }
+}
+
+/// `realtime.send(payload jsonb, event text, topic text, private boolean
+/// DEFAULT true)` itself (sql/realtime.sql), a version-1 C function rather
+/// than PL/pgSQL: a row trigger that broadcasts its rows calls it once a row,
+/// and the PL/pgSQL layer and its `PERFORM` of `realtime_publish` (an
+/// executor run) cost more than the message (docs/benchmarks.md, Realtime).
+/// A public message with a topic and an event goes out here; anything else
+/// (private, or a NULL argument) takes `fluxbase.realtime_send_stored`, the
+/// PL/pgSQL body that stores the row under its policies, as before.
+#[unsafe(no_mangle)]
+#[doc(hidden)]
+pub extern "C" fn pg_finfo_realtime_send_fast() -> &'static pg_sys::Pg_finfo_record {
+    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
+}
+
+#[unsafe(no_mangle)]
+#[doc(hidden)]
+#[pg_guard]
+pub unsafe extern "C-unwind" fn realtime_send_fast(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: Postgres calls this with four arguments (the SQL signature);
+    // each non-NULL one is a datum of its declared type, read in this call.
+    unsafe {
+        let args = (*fcinfo).args.as_slice(4);
+        let public = !args[3].isnull && args[3].value.value() == 0;
+        if public && !args[1].isnull && !args[2].isnull {
+            let text = |d: pg_sys::Datum| std::ffi::CStr::from_ptr(pg_sys::text_to_cstring(d.cast_mut_ptr()));
+            let payload = (!args[0].isnull).then(|| {
+                std::ffi::CStr::from_ptr(
+                    pg_sys::DirectFunctionCall1Coll(Some(jsonb_out), pg_sys::InvalidOid, args[0].value).cast_mut_ptr(),
+                )
+            });
+            let (event, topic) = (text(args[1].value), text(args[2].value));
+            // Postgres' text is valid in the server encoding (UTF-8 here, as
+            // the JSON envelope needs); a lossy read keeps any other safe.
+            publish(
+                &topic.to_string_lossy(),
+                &event.to_string_lossy(),
+                payload.map(|p| p.to_string_lossy()).as_deref(),
+                None,
+            );
+        } else {
+            let mut types = [pg_sys::JSONBOID, pg_sys::TEXTOID, pg_sys::TEXTOID, pg_sys::BOOLOID];
+            let mut values = [args[0].value, args[1].value, args[2].value, args[3].value];
+            let nulls = args.iter().map(|a| if a.isnull { b'n' as c_char } else { b' ' as c_char }).collect::<Vec<_>>();
+            pg_sys::SPI_connect();
+            let rc = pg_sys::SPI_execute_with_args(
+                c"SELECT fluxbase.realtime_send_stored($1, $2, $3, $4)".as_ptr(),
+                4,
+                types.as_mut_ptr(),
+                values.as_mut_ptr(),
+                nulls.as_ptr(),
+                false,
+                0,
+            );
+            if rc < 0 {
+                error!("realtime.send: storing the message failed ({rc})");
+            }
+            pg_sys::SPI_finish();
+        }
+        pg_sys::Datum::from(0)
     }
 }
 

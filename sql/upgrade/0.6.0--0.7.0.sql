@@ -66,3 +66,11 @@ GRANT SELECT, INSERT, DELETE ON fluxbase.storage_pending_versions TO authenticat
 -- @include-functions sql/storage.sql storage_pending_expired
 REVOKE ALL ON FUNCTION fluxbase.storage_pending_expired(double precision) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION fluxbase.storage_pending_expired(double precision) TO authenticator;
+
+-- ---- Realtime (issue 15, write path): realtime.send in C for a public
+-- message (no PL/pgSQL layer per row a trigger sends); other calls take
+-- fluxbase.realtime_send_stored, the former PL/pgSQL body.
+-- @include-functions sql/realtime.sql realtime_send_stored
+CREATE OR REPLACE FUNCTION realtime.send(payload jsonb, event text, topic text, private boolean DEFAULT true) RETURNS void
+LANGUAGE c VOLATILE
+AS 'MODULE_PATHNAME', 'realtime_send_fast';

@@ -18,7 +18,7 @@ postgrest=
 bench_start() {
   command -v wrk >/dev/null || as_root apt-get install -y -qq wrk >/dev/null
   cd "$FLUXBASE_ROOT"
-  cargo build --release -p fluxbase-proxy --quiet
+  [ -n "${BENCH_NO_PROXY:-}" ] || cargo build --release -p fluxbase-proxy --quiet
   extension_install "$MAJOR" >/dev/null 2>&1
   dir="$FLUXBASE_VAR/bench-$$"
   port="$(free_port)"
