@@ -630,9 +630,8 @@ impl Call<'_> {
         };
         // A signed upload was checked against the policies when it was signed.
         let version = uuid::Uuid::new_v4().to_string();
-        let (bucket_limit, allowed) =
+        let (limit, allowed) =
             self.precheck_recording(bucket, name, write, upsert, signed.is_none(), Some(&version)).await?;
-        let limit = bucket_limit.map_or(self.file_size_limit(), |l| (l.max(0) as u64).min(self.file_size_limit()));
         let declared = self.header("content-length").and_then(|v| v.parse::<u64>().ok());
         let multipart = self.header("content-type").is_some_and(|t| rules::essence(t) == "multipart/form-data");
         if declared.is_some_and(|n| n > limit) && !multipart {
@@ -700,7 +699,7 @@ impl Call<'_> {
         write: Write,
         upsert: bool,
         dry_run: bool,
-    ) -> Result<(Option<i64>, Option<Vec<String>>), ApiError> {
+    ) -> Result<(u64, Option<Vec<String>>), ApiError> {
         self.precheck_recording(bucket, name, write, upsert, dry_run, None).await
     }
 
@@ -716,7 +715,7 @@ impl Call<'_> {
         upsert: bool,
         dry_run: bool,
         pending: Option<&str>,
-    ) -> Result<(Option<i64>, Option<Vec<String>>), ApiError> {
+    ) -> Result<(u64, Option<Vec<String>>), ApiError> {
         let sub = sub_of(&self.caller.claims);
         let owner = sub.as_deref().and_then(|s| uuid::Uuid::parse_str(s).ok());
         let claims = &*self.caller.claims;
@@ -773,7 +772,23 @@ impl Call<'_> {
                 answer.map_err(pg)?;
             }
         }
-        Ok((rules.get(1), rules.get(2)))
+        Ok((self.bucket_limit(rules.get(1)), rules.get(2)))
+    }
+
+    /// The largest object a bucket takes: its own limit within the global one.
+    fn bucket_limit(&self, bucket_limit: Option<i64>) -> u64 {
+        let global = self.file_size_limit();
+        bucket_limit.map_or(global, |l| (l.max(0) as u64).min(global))
+    }
+
+    /// A bucket's largest object (`bucket_limit`) and allowed MIME types,
+    /// whatever the caller's policies on buckets say; `NoSuchBucket` if it
+    /// does not exist.
+    async fn bucket_rules(&self, bucket: &str) -> Result<(u64, Option<Vec<String>>), ApiError> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(BUCKET_RULES).await.map_err(pg)?;
+        let row = client.query_opt(&statement, &[&bucket]).await.map_err(pg)?.ok_or(StorageError::NoSuchBucket)?;
+        Ok((self.bucket_limit(row.get(1)), row.get(2)))
     }
 
     /// Records a version about to be stored outside an upload's precheck

@@ -954,12 +954,8 @@ impl<'a> S3<'a> {
         let url = q("encoding-type").as_deref() == Some("url");
         let enc = |s: &str| if url { sigv4::uri_encode(s, true) } else { esc(s) };
 
+        self.call(&HeaderMap::new()).bucket_rules(bucket).await?;
         let client = self.state.client().await?;
-        client
-            .query_opt("SELECT 1 FROM fluxbase.storage_bucket_rules($1)", &[&bucket])
-            .await
-            .map_err(pg)?
-            .ok_or_else(|| S3Error::from(ApiError::from(super::error::StorageError::NoSuchBucket)))?;
         let rows = as_caller(
                 &client,
                 &self.caller.claims,
@@ -1039,13 +1035,7 @@ impl<'a> S3<'a> {
     async fn create_upload(&self, bucket: &str, key: &str, headers: &HeaderMap) -> Result<Response, S3Error> {
         super::rules::bucket_id(bucket).map_err(ApiError::from)?;
         super::rules::object_name(key).map_err(ApiError::from)?;
-        let client = self.state.client().await?;
-        client
-            .query_opt("SELECT 1 FROM fluxbase.storage_bucket_rules($1)", &[&bucket])
-            .await
-            .map_err(pg)?
-            .ok_or_else(|| S3Error::from(ApiError::from(super::error::StorageError::NoSuchBucket)))?;
-        drop(client);
+        self.call(&HeaderMap::new()).bucket_rules(bucket).await?;
         // Refused at once if the caller's policies would refuse the object.
         self.call(&HeaderMap::new()).precheck(bucket, key, Write::Upload, true, true).await?;
         self.expire_uploads().await;
@@ -1132,16 +1122,7 @@ impl<'a> S3<'a> {
         check: BodyCheck,
     ) -> Result<Response, S3Error> {
         let (id, ..) = self.upload_row(bucket, key, upload).await?;
-        let client = self.state.client().await?;
-        let bucket_limit: Option<i64> = client
-            .query_opt("SELECT file_size_limit FROM fluxbase.storage_bucket_rules($1)", &[&bucket])
-            .await
-            .map_err(pg)?
-            .ok_or_else(|| S3Error::from(ApiError::from(super::error::StorageError::NoSuchBucket)))?
-            .get(0);
-        drop(client);
-        let global = self.state.config.storage.file_size_limit;
-        let limit = bucket_limit.map_or(global, |l| (l.max(0) as u64).min(global));
+        let (limit, _) = self.call(&HeaderMap::new()).bucket_rules(bucket).await?;
         let version = uuid::Uuid::new_v4().simple().to_string();
         let part_key = format!("{PARTS_PREFIX}/{id}/{part}-{version}");
         let failure: Failure = Arc::default();

@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::backend::{BackendError, ByteStream};
-use super::error::{pg, StorageError};
+use super::error::StorageError;
 use super::{key, rules, sign, Call, SharedBody, SignedUpload, Write, DRAIN_LIMIT};
 use crate::error::ApiError;
 use crate::http::{Body, Response};
@@ -562,20 +562,6 @@ impl Tus<'_, '_> {
         Ok(Authority { upsert, signed: None })
     }
 
-    /// The largest object `bucket` takes (its own limit within the global
-    /// one) and its allowed MIME types.
-    async fn bucket_rules(&self, bucket: &str) -> Result<(u64, Option<Vec<String>>), TusError> {
-        let client = self.call.client().await?;
-        let row = client
-            .query_opt("SELECT file_size_limit, allowed_mime_types FROM fluxbase.storage_bucket_rules($1)", &[&bucket])
-            .await
-            .map_err(pg)?
-            .ok_or(StorageError::NoSuchBucket)?;
-        let global = self.call.file_size_limit();
-        let limit: Option<i64> = row.get(0);
-        Ok((limit.map_or(global, |l| (l.max(0) as u64).min(global)), row.get(1)))
-    }
-
     fn location(&self, id: &UploadId) -> String {
         let headers = self.call.headers;
         let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
@@ -608,7 +594,7 @@ impl Tus<'_, '_> {
         let (bucket, name) = (meta("bucketName"), meta("objectName"));
         rules::bucket_id(&bucket)?;
         rules::object_name(&name)?;
-        let (limit, allowed) = self.bucket_rules(&bucket).await?;
+        let (limit, allowed) = self.call.bucket_rules(&bucket).await?;
         if length > limit {
             return Err(ERR_MAX_SIZE_EXCEEDED);
         }
@@ -697,7 +683,7 @@ impl Tus<'_, '_> {
             return Err(INVALID_CONTENT_TYPE);
         }
         let authority = self.authorise(&id.bucket, &id.name, true).await?;
-        let (limit, allowed) = self.bucket_rules(&id.bucket).await?;
+        let (limit, allowed) = self.call.bucket_rules(&id.bucket).await?;
         let part = self.staging.lock(&id.version).await?;
         let info = self.staging.info(&id)?;
         if info.expired() {
