@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, readdirSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createClient } from '@supabase/supabase-js';
@@ -282,6 +282,11 @@ test('move, copy (also across buckets) and remove many', async () => {
   const across = await service.storage.from(PRIVATE).copy(`${ADA}/m/dst.txt`, 'copied/here.txt', { destinationBucket: PUBLIC });
   assert.equal(across.error, null, across.error?.message);
   assert.equal(await (await service.storage.from(PUBLIC).download('copied/here.txt')).data.text(), 'moving');
+  // Each new version was pending until its row committed (a crash between
+  // the bytes and the row leaves them to the sweeper), and is no longer.
+  assert.equal(sql(`select count(*) from fluxbase.storage_pending_versions
+    where name in ('${ADA}/m/dst.txt', '${ADA}/m/copy.txt', 'copied/here.txt')`), '0',
+    'a committed move or copy leaves no pending record');
 
   const removed = await files.remove([`${ADA}/m/dst.txt`, `${ADA}/m/copy.txt`, `${ADA}/m/none.txt`]);
   assert.equal(removed.error, null, removed.error?.message);
@@ -476,39 +481,46 @@ test('bytes a crash left without a row are swept; a version a row names is kept'
   }
 });
 
-test('a proxy killed mid-upload leaves no row, and its temporary file is swept at the next start', async (t) => {
+test('a proxy killed mid-upload leaves no row, and its half-written version is swept by its pending record', async (t) => {
   if (!root) return t.skip('FLUXBASE_STORAGE_ROOT not set');
-  const tmp = join(root, '.tmp');
-  const before = existsSync(tmp) ? readdirSync(tmp).length : 0;
   const first = await proxyWith({});
+  // Should an assertion fail before the kill, the proxy must not outlive the file.
+  t.after(() => { try { process.kill(first.pid, 'SIGKILL'); } catch { /* already gone */ } });
   let push;
   const body = new ReadableStream({ start(c) { push = c; c.enqueue(new Uint8Array(1 << 20)); } });
   const upload = fetch(`${first.url}/storage/v1/object/${PUBLIC}/crash/half.bin`, {
     method: 'POST', headers: { ...authHeaders(env.serviceKey), 'content-type': 'application/octet-stream' },
     body, duplex: 'half',
   }).catch((e) => e);
+  // The upload writes straight to its version's file, which no row names.
   const started = await (async () => {
     for (let i = 0; i < 100; i++) {
-      if (existsSync(tmp) && readdirSync(tmp).length > before) return true;
+      if ((await storedVersions(PUBLIC, 'crash/half.bin')).length > 0) return true;
       await new Promise((r) => setTimeout(r, 50));
     }
     return false;
   })();
-  assert.ok(started, 'the upload is being written to a temporary file');
+  assert.ok(started, 'the upload is being written');
   process.kill(first.pid, 'SIGKILL');
   push.error(new Error('gone'));
   await upload;
-  assert.ok(readdirSync(tmp).length > before, 'the half-written file is still there after the crash');
+  const [version] = await storedVersions(PUBLIC, 'crash/half.bin');
+  assert.ok(version, 'the half-written version is still there after the crash');
   assert.equal(sql(`select count(*) from storage.objects where name = 'crash/half.bin'`), '0');
+  assert.equal(sql(`select count(*) from fluxbase.storage_pending_versions where version = '${version}'`), '1',
+    'recorded as pending before a byte was written');
+  // Older than any request may take (storage.request_timeout_ms + 1 min).
+  sql(`update fluxbase.storage_pending_versions set created_at = now() - interval '1 day' where version = '${version}'`);
   const second = await proxyWith({});
   try {
     await fetch(`${second.url}/storage/v1/bucket/${PUBLIC}`, { headers: authHeaders(env.serviceKey) }).then((r) => r.text());
     let swept = false;
     for (let i = 0; i < 50 && !swept; i++) {
-      swept = readdirSync(tmp).length <= before;
+      swept = (await storedVersions(PUBLIC, 'crash/half.bin')).length === 0;
       if (!swept) await new Promise((r) => setTimeout(r, 100));
     }
-    assert.ok(swept, 'the next proxy removed the orphaned temporary file');
+    assert.ok(swept, 'the next proxy removed the half-written version');
+    assert.equal(sql(`select count(*) from fluxbase.storage_pending_versions where version = '${version}'`), '0');
   } finally {
     second.stop();
   }

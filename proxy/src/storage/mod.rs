@@ -650,7 +650,8 @@ impl Call<'_> {
         }
 
         let new_key = key(bucket, name, &version);
-        let size = self.backend.put(new_key.clone(), object.body, limit).await.map_err(|e| match e {
+        // Recorded as pending by the precheck above.
+        let size = self.backend.put_recorded(new_key.clone(), object.body, limit).await.map_err(|e| match e {
             BackendError::TooLarge { .. } => ApiError::from(StorageError::EntityTooLarge),
             BackendError::Body(m) => StorageError::InvalidRequest(format!("reading the upload failed: {m}")).into(),
             other => StorageError::Internal(other.to_string()).into(),
@@ -838,7 +839,7 @@ impl Call<'_> {
         let client = self.client().await?;
         let steps = [
             Step { sql: LOCK_PATH, params: &[&bucket, &name] },
-            Step { sql: "DELETE FROM fluxbase.storage_pending_versions WHERE version = $1", params: &[&version] },
+            Step { sql: FORGET_PENDING, params: &[&version] },
             Step { sql: "SELECT fluxbase.storage_upload_token_spend($1, to_timestamp($2))", params: &[&jti, &expires] },
             Step { sql: PREVIOUS_VERSION, params: &[&bucket, &name] },
             Step { sql: AUTHENTICATE, params: &[&claims] },
@@ -917,6 +918,9 @@ impl Call<'_> {
         let old_version = old_version.ok_or(StorageError::NoSuchKey)?;
         let version = uuid::Uuid::new_v4().to_string();
         let new_key = key(&dest_bucket, &dest, &version);
+        // Pending until its row commits: a crash between the copy and the
+        // row leaves bytes the sweeper finds by this record.
+        self.record_pending(&dest_bucket, &dest, &version).await?;
         self.backend.copy(key(&bucket, &source, &old_version), new_key.clone()).await.map_err(|e| match e {
             BackendError::NotFound => ApiError::from(StorageError::NoSuchKey),
             other => StorageError::Internal(other.to_string()).into(),
@@ -951,6 +955,7 @@ impl Call<'_> {
             };
             let steps = [
                 Step { sql: LOCK_PATH, params: &[&dest_bucket, &dest] },
+                Step { sql: FORGET_PENDING, params: &[&version] },
                 Step { sql: PREVIOUS_VERSION, params: &[&dest_bucket, &dest] },
                 Step { sql: AUTHENTICATE, params: &[&claims] },
                 // x-upsert replaces what is there, if the caller may delete it.
@@ -961,7 +966,7 @@ impl Call<'_> {
             let answers = pipeline::transaction(&client, &steps, End::Commit).await.map_err(pg)?;
             let mut answers = pipeline::rows(answers).map_err(|e| db_error(e, StorageError::KeyAlreadyExists))?;
             let id: uuid::Uuid = answers.pop().unwrap_or_default().first().ok_or(StorageError::NoSuchKey)?.get(0);
-            let replaced: Option<String> = answers[1].first().and_then(|r| r.get(0));
+            let replaced: Option<String> = answers[2].first().and_then(|r| r.get(0));
             Ok::<_, ApiError>((id, replaced))
         }
         .await;
@@ -1371,8 +1376,10 @@ const BUCKET_RULES: &str = "SELECT public, file_size_limit, allowed_mime_types F
 const LOCK_PATH: &str = "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 17))";
 
 /// A version about to be stored (`$1`, for `$2/$3`): see `precheck_recording`.
+/// Its row's transaction forgets it (FORGET_PENDING).
 const RECORD_PENDING: &str =
     "INSERT INTO fluxbase.storage_pending_versions (version, bucket_id, name) VALUES ($1, $2, $3)";
+const FORGET_PENDING: &str = "DELETE FROM fluxbase.storage_pending_versions WHERE version = $1";
 
 /// The version a write to `$1/$2` replaces, whatever the caller may read.
 const PREVIOUS_VERSION: &str = "SELECT version FROM fluxbase.storage_object_unchecked($1, $2, false)";
