@@ -11,9 +11,10 @@ ARG RUST_VERSION=1.95
 # ---- proxy -----------------------------------------------------------------
 FROM rust:${RUST_VERSION}-bookworm AS proxy-build
 # lettre's SMTP TLS links against OpenSSL (rust:bookworm ships libssl-dev);
-# SAML signatures are checked by xmlsec1 (bindings generated with clang).
+# SAML signatures are checked by xmlsec1 (bindings generated with clang);
+# nasm assembles rav1e's AVIF encoder.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends clang libclang-dev pkg-config libxml2-dev libxmlsec1-dev \
+ && apt-get install -y --no-install-recommends clang libclang-dev pkg-config libxml2-dev libxmlsec1-dev nasm \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

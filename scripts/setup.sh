@@ -4,7 +4,7 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 
-APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib postgresql-15-postgis-3 libssl-dev libxml2-dev libxmlsec1-dev libclang-dev clang sudo pkg-config curl wrk)
+APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-contrib postgresql-15-postgis-3 libssl-dev libxml2-dev libxmlsec1-dev libclang-dev clang nasm sudo pkg-config curl wrk)
 python3 -m pip --version >/dev/null 2>&1 || APT_PACKAGES+=(python3-pip)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

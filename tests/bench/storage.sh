@@ -12,6 +12,8 @@
 #            figures and as a ratio to them
 # The proxy's upload also fsyncs the file and its directory and commits a
 # row; `cp` does neither, so `cp` + fsync (dd conv=fsync) is printed too.
+# Each measure starts after a `sync` (untimed): else one measure's fsync
+# pays for the writeback of the page-cache bytes the one before left dirty.
 #   1 MB again from one Python process (tests/bench/storage-client.py): uploads
 #            and downloads over one keep-alive connection vs the same process
 #            copying the file, so a process per request (curl, cp) is not what
@@ -19,7 +21,8 @@
 # Small objects: wrk POSTs of 1 KB objects under fresh names, objects/s.
 # Transforms: wrk GETs of /render/image/public/… of a 2000×1500 JPEG
 # (tests/bench/fixtures) to 500 px WebP, the rendering cache off
-# (every request decodes, resizes, encodes), transforms/s.
+# (every request decodes, resizes, encodes), transforms/s; and the same
+# to 500 px AVIF (`format=avif`).
 # Proxy peak RSS (VmHWM) is printed at the end.
 # Then the S3 backend (STORAGE_S3=0 skips it): a proxy with backend = "s3"
 # against moto's S3 server on this machine, the same 1 MB and 100 MB
@@ -150,29 +153,30 @@ LUA
 }
 
 csv="tests/bench/results/storage-$(date -u +%Y%m%dT%H%M%SZ).csv"
-echo "rep,up_1mb,down_1mb,cp_1mb,cp_fsync_1mb,up_100mb,down_100mb,cp_100mb,cp_fsync_100mb,tus_100mb,small_uploads_per_s,ka_up_1mb,ka_down_1mb,ka_cp_1mb,ka_cp_fsync_1mb,transforms_per_s,s3_up_1mb,s3_down_1mb,s3_up_100mb,s3_down_100mb" > "$csv"
+echo "rep,up_1mb,down_1mb,cp_1mb,cp_fsync_1mb,up_100mb,down_100mb,cp_100mb,cp_fsync_100mb,tus_100mb,small_uploads_per_s,ka_up_1mb,ka_down_1mb,ka_cp_1mb,ka_cp_fsync_1mb,transforms_per_s,s3_up_1mb,s3_down_1mb,s3_up_100mb,s3_down_100mb,avif_per_s" > "$csv"
 for rep in $(seq 1 "$REPS"); do
-  c1="$(copy "$files/1mb.bin" "$COUNT_1MB")"
-  u1="$(upload_http "$files/1mb.bin" one "$COUNT_1MB")"
-  d1="$(download_http one $((1 << 20)) "$COUNT_1MB")"
-  f1="$(copy "$files/1mb.bin" "$COUNT_1MB" fsync)"
-  c100="$(copy "$files/100mb.bin" 1)"
-  u100="$(upload_http "$files/100mb.bin" hundred 1)"
-  d100="$(download_http hundred $((100 << 20)) 1)"
-  s3u1="$(upload_s3 "$files/1mb.bin" one "$COUNT_1MB")"
-  s3d1="$(download_s3 one $((1 << 20)) "$COUNT_1MB")"
-  s3u100="$(upload_s3 "$files/100mb.bin" hundred 1)"
-  s3d100="$(download_s3 hundred $((100 << 20)) 1)"
-  f100="$(copy "$files/100mb.bin" 1 fsync)"
-  t100="$(upload_tus "$files/100mb.bin" "tus-$rep")"
-  read -r ku kd kc kf < <(python3 tests/bench/storage-client.py "$http_port" "$SERVICE" "$files/1mb.bin" "$COUNT_1MB" "$files/cp" "$rep")
+  sync; c1="$(copy "$files/1mb.bin" "$COUNT_1MB")"
+  sync; u1="$(upload_http "$files/1mb.bin" one "$COUNT_1MB")"
+  sync; d1="$(download_http one $((1 << 20)) "$COUNT_1MB")"
+  sync; f1="$(copy "$files/1mb.bin" "$COUNT_1MB" fsync)"
+  sync; c100="$(copy "$files/100mb.bin" 1)"
+  sync; u100="$(upload_http "$files/100mb.bin" hundred 1)"
+  sync; d100="$(download_http hundred $((100 << 20)) 1)"
+  sync; s3u1="$(upload_s3 "$files/1mb.bin" one "$COUNT_1MB")"
+  sync; s3d1="$(download_s3 one $((1 << 20)) "$COUNT_1MB")"
+  sync; s3u100="$(upload_s3 "$files/100mb.bin" hundred 1)"
+  sync; s3d100="$(download_s3 hundred $((100 << 20)) 1)"
+  sync; f100="$(copy "$files/100mb.bin" 1 fsync)"
+  sync; t100="$(upload_tus "$files/100mb.bin" "tus-$rep")"
+  sync; read -r ku kd kc kf < <(python3 tests/bench/storage-client.py "$http_port" "$SERVICE" "$files/1mb.bin" "$COUNT_1MB" "$files/cp" "$rep")
   small_lua "$rep"
   small="$(wrk_run small.lua storage/v1/object/bench/small)"
   renders="$(wrk_run render.lua 'storage/v1/render/image/public/bench/photo.jpg?width=500')"
-  echo "rep $rep: 1 MB up $u1 down $d1 cp $c1 cp+fsync $f1 MB/s | 100 MB up $u100 down $d100 cp $c100 cp+fsync $f100 tus $t100 MB/s | 1 KB uploads $small/s | transforms $renders/s"
+  avifs="$(wrk_run render.lua 'storage/v1/render/image/public/bench/photo.jpg?width=500&format=avif')"
+  echo "rep $rep: 1 MB up $u1 down $d1 cp $c1 cp+fsync $f1 MB/s | 100 MB up $u100 down $d100 cp $c100 cp+fsync $f100 tus $t100 MB/s | 1 KB uploads $small/s | transforms $renders/s (AVIF $avifs/s)"
   echo "rep $rep: 1 MB keep-alive up $ku down $kd copy $kc copy+fsync $kf MB/s"
   echo "rep $rep: S3 protocol: 1 MB PUT $s3u1 GET $s3d1 MB/s | 100 MB PUT $s3u100 GET $s3d100 MB/s"
-  echo "$rep,$u1,$d1,$c1,$f1,$u100,$d100,$c100,$f100,$t100,$small,$ku,$kd,$kc,$kf,$renders,$s3u1,$s3d1,$s3u100,$s3d100" >> "$csv"
+  echo "$rep,$u1,$d1,$c1,$f1,$u100,$d100,$c100,$f100,$t100,$small,$ku,$kd,$kc,$kf,$renders,$s3u1,$s3d1,$s3u100,$s3d100,$avifs" >> "$csv"
 done
 peak="$(awk '/VmHWM/ {print $2}' "/proc/$proxy/status")"
 echo "proxy peak RSS: $((peak / 1024)) MiB"
@@ -186,6 +190,8 @@ def ratio(name, a, b):
 print(f"small-object uploads/s: median {statistics.median(col('small_uploads_per_s')):.0f}")
 t = col('transforms_per_s')
 print(f"transforms/s (2000x1500 JPEG -> 500 px WebP, uncached): median {statistics.median(t):.1f} (min {min(t):.1f}, max {max(t):.1f})")
+t = col('avif_per_s')
+print(f"transforms/s (2000x1500 JPEG -> 500 px AVIF, uncached): median {statistics.median(t):.1f} (min {min(t):.1f}, max {max(t):.1f})")
 ratio("storage-upload-1MB (MB/s / cp)", "up_1mb", "cp_1mb")
 ratio("storage-download-1MB (MB/s / cp)", "down_1mb", "cp_1mb")
 ratio("storage-upload-100MB (MB/s / cp)", "up_100mb", "cp_100mb")

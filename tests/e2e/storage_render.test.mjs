@@ -1,7 +1,7 @@
 // Image transforms (`/storage/v1/render/image/…`) through supabase-js's
 // storage client: getPublicUrl / download / createSignedUrl with
 // `transform`, checked by decoding the answer's real size and format
-// (image-size); WebP negotiation, `format: 'origin'`, the object's
+// (image-size); WebP negotiation, `format: 'origin'` and `'avif'`, the object's
 // Cache-Control, renderings following a replaced object, and bad input: not
 // an image, a pixel bomb, bad options, an RLS refusal, transforms off.
 import { test } from 'node:test';
@@ -124,6 +124,29 @@ test('getPublicUrl with transform: cover, contain, fill at their real sizes; Web
   // Renderings are kept under <root>/~render.
   const cached = join(root, '~render');
   assert.ok(existsSync(cached) && readdirSync(cached).length > 0, 'renderings are cached on disk');
+});
+
+test("format 'avif': a real AVIF of the asked size, kept apart from WebP and the source's format", async () => {
+  const url = (transform) => service.storage.from(PUBLIC).getPublicUrl('photo.jpg', { transform }).data.publicUrl;
+  const avifUrl = url({ width: 320, height: 100, format: 'avif' });
+  assert.match(avifUrl, /format=avif/);
+  const avif = await fetch(avifUrl, { headers: { accept: 'image/webp,*/*' } });
+  assert.equal(avif.headers.get('content-type'), 'image/avif');
+  const bytes = Buffer.from(await avif.clone().arrayBuffer());
+  assert.equal(bytes.subarray(4, 12).toString('latin1'), 'ftypavif', 'an ISO-BMFF file of the avif brand');
+  assert.deepEqual(await size(avif), { width: 320, height: 100, type: 'avif' });
+  // Same size and options, other formats: each its own rendering (the cache
+  // keys by output format), in the same order as a browser might ask.
+  const webp = await fetch(url({ width: 320, height: 100 }), { headers: { accept: 'image/webp' } });
+  assert.equal((await size(webp)).type, 'webp');
+  const jpeg = await fetch(url({ width: 320, height: 100, format: 'origin' }));
+  assert.equal((await size(jpeg)).type, 'jpg');
+  const again = await fetch(avifUrl);
+  assert.equal(again.headers.get('content-type'), 'image/avif');
+  assert.deepEqual(Buffer.from(await again.arrayBuffer()), bytes, 'the cached AVIF');
+  // The automatic choice stays WebP even for a client that names AVIF first.
+  const auto = await fetch(url({ width: 320, height: 100 }), { headers: { accept: 'image/avif,image/webp,*/*' } });
+  assert.equal(auto.headers.get('content-type'), 'image/webp');
 });
 
 test('download with transform: the caller\'s policies decide, alpha survives as PNG', async () => {

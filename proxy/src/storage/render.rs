@@ -168,10 +168,10 @@ impl Call<'_> {
             return Err(processing(RenderError::TooLarge));
         }
         let accept = self.header("accept").map(str::to_string);
-        // What decides the bytes: the version, the options and, when the
-        // format is negotiated, whether the client takes WebP.
-        let webp = options.output(Output::Png, accept.as_deref()) == Output::Webp;
-        let cache_key = format!("{bucket}/{name}/{version}/{}/{webp}", options.cache_key(Output::Png));
+        // What decides the bytes: the version, the options and the output
+        // format, negotiated or asked for (a PNG stands for "the source's").
+        let output = options.output(Output::Png, accept.as_deref());
+        let cache_key = format!("{bucket}/{name}/{version}/{}", options.cache_key(output));
         let cached = match &renderer.cache {
             Some(cache) => {
                 let (cache, k) = (cache.clone(), cache_key.clone());
