@@ -112,6 +112,11 @@ impl LocalFs {
         // space: memory stays at a few batches whatever the size.
         let (sender, mut chunks) = tokio::sync::mpsc::channel::<Vec<Bytes>>(CHUNKS_IN_FLIGHT);
         let aborted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // A request dropped mid-body (client gone, timeout) drops this
+        // future: the writer must then discard, not fsync a partial file.
+        // Declared after the channel, so dropped (and set) before the
+        // writer sees the channel close.
+        let _abort_if_dropped = SetOnDrop(aborted.clone());
         // Whether this write made its file: only then is it its to remove.
         let created = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writer = {
@@ -144,6 +149,8 @@ impl LocalFs {
                     }
                 }
                 if aborted.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(file);
+                    remove_quietly(&tmp);
                     return Err(std::io::Error::other("aborted"));
                 }
                 file.sync_all()?;
@@ -351,6 +358,15 @@ async fn open_file(path: PathBuf) -> Result<std::fs::File, BackendError> {
     }
 }
 
+/// Sets its flag when dropped.
+struct SetOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// Writes every chunk, in order, with vectored writes; returns the bytes.
 fn write_all_chunks(file: &mut std::fs::File, chunks: &[Bytes]) -> std::io::Result<u64> {
     let mut slices: Vec<std::io::IoSlice<'_>> = chunks.iter().map(|c| std::io::IoSlice::new(c)).collect();
@@ -527,6 +543,40 @@ mod tests {
         let err = fs.put_recorded("b/big/v1".into(), stream(vec![Ok(b"x")]), 100).await.unwrap_err();
         assert!(matches!(err, BackendError::Io(ref e) if e.kind() == std::io::ErrorKind::AlreadyExists), "{err}");
         assert!(read_all(fs.get("b/big/v1".into(), None).await.unwrap()).await == data);
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_write_dropped_mid_body_leaves_nothing() {
+        let root = std::env::temp_dir().join(format!("fluxbase-storage-test-{}", uuid::Uuid::new_v4()));
+        let fs = std::sync::Arc::new(LocalFs::new(root.clone()));
+        for (key, in_place) in [("b/gone/v1", true), ("b/gone/v2", false)] {
+            // One chunk, then a body that never ends: the client went quiet.
+            let first = futures_util::stream::iter([Ok(Bytes::from(vec![1u8; WRITE_BATCH]))]);
+            let body = first.chain(futures_util::stream::pending()).boxed();
+            let writing = tokio::spawn({
+                let fs = fs.clone();
+                async move { fs.write(key.into(), body, 1 << 30, in_place).await }
+            });
+            let written = |root: &Path| root.join(key).exists() || files_under(&root.join(".tmp")) > 0;
+            for _ in 0..200 {
+                if written(&root) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            assert!(written(&root), "{key}: the write started");
+            writing.abort(); // what hyper does to a request whose client left
+            let mut gone = false;
+            for _ in 0..200 {
+                gone = !written(&root);
+                if gone {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            assert!(gone, "{key}: a dropped write removes its partial file");
+        }
         std::fs::remove_dir_all(root).unwrap();
     }
 
