@@ -74,7 +74,6 @@ pub async fn as_caller(
     end: End,
 ) -> Result<Vec<Row>, tokio_postgres::Error> {
     let answers =
-        transaction(client, &[Step { sql: AUTHENTICATE, params: &[&claims] }, Step { sql, params }], end)
-            .await?;
+        transaction(client, &[Step { sql: AUTHENTICATE, params: &[&claims] }, Step { sql, params }], end).await?;
     Ok(rows(answers)?.pop().unwrap_or_default())
 }
