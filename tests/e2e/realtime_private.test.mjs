@@ -383,9 +383,18 @@ test('a new access_token checks a private channel\'s policies again: one they re
 
 test('replay: binary broadcasts are stored and replayed like JSON ones (vsn 2.0.0)', async () => {
   const since = Date.now() - 1000;
+  // A listener already joined sees the messages live; once it has, the
+  // replaying join below cannot also get them live (a join racing the
+  // decoder can: docs/realtime.md, Replay).
+  const live = [];
+  const listener = client(user(ADA)).channel(room, { config: { private: true } });
+  listener.on('broadcast', { event: 'mixed' }, (m) => live.push(m));
+  assert.equal((await subscribe(listener)).status, 'SUBSCRIBED');
   sql(`select realtime.send('{"seq": 1}', 'mixed', '${room}', true);
        select realtime.send_binary('\\x00ff10', 'mixed', '${room}', true);
        select realtime.send('{"seq": 3}', 'mixed', '${room}', true);`);
+  assert.ok(await eventually(() => live.some((m) => m.payload?.seq === 3)), `live ${live.length}`);
+  await listener.unsubscribe();
   const got = [];
   const ch = client(user(ADA)).channel(room, { config: { private: true, broadcast: { replay: { since, limit: 25 } } } });
   ch.on('broadcast', { event: 'mixed' }, (m) => got.push(m));
